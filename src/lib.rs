@@ -1,1 +1,21 @@
-//! guildkey
+//! guildkey: a Discord bot with which server admins issue and manage API
+//! keys, and an HTTP listener that external programs call with those keys.
+//!
+//! A tour, from the inside out:
+//! - [`keys`]: the domain without I/O — token format, scopes, names,
+//!   durations, IP allow-lists. Parse, don't validate.
+//! - [`store`]: all SQL (SQLite via sqlx), migrations, change detection.
+//! - [`audit`]: the audit events every change writes.
+//! - [`service`]: every rule (limits, revoke/delete/rotate, verification from
+//!   an in-memory index, batched last-used times). The one error type.
+//! - Adapters, thin translations over the service: [`cli`] (clap).
+//! - [`config`] and [`telemetry`]: settings and logging.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod service;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `guildkey` binary: everything happens in [`guildkey::cli`].
+
+fn main() -> std::process::ExitCode {
+    guildkey::cli::main()
+}

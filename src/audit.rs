@@ -1,0 +1,161 @@
+//! Audit events: what changed, to what, and who did it.
+//!
+//! Every state change — a key created, revoked, deleted or rotated, the audit
+//! channel set, a ban or role change made through the API — is one
+//! [`NewAuditEvent`], written by the store in the same transaction as the
+//! change. The bot later posts unposted events to the guild's audit channel.
+//! No field ever holds a secret: keys appear by id, name and display prefix.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::keys::KeyId;
+
+/// What happened. The wire names are part of the HTTP contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Action {
+    #[serde(rename = "key.created")]
+    KeyCreated,
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    #[serde(rename = "key.deleted")]
+    KeyDeleted,
+    #[serde(rename = "key.rotated")]
+    KeyRotated,
+    #[serde(rename = "audit_channel.set")]
+    AuditChannelSet,
+    #[serde(rename = "ban.added")]
+    BanAdded,
+    #[serde(rename = "ban.removed")]
+    BanRemoved,
+    #[serde(rename = "role.added")]
+    RoleAdded,
+    #[serde(rename = "role.removed")]
+    RoleRemoved,
+}
+
+impl Action {
+    pub const ALL: [Action; 9] = [
+        Action::KeyCreated,
+        Action::KeyRevoked,
+        Action::KeyDeleted,
+        Action::KeyRotated,
+        Action::AuditChannelSet,
+        Action::BanAdded,
+        Action::BanRemoved,
+        Action::RoleAdded,
+        Action::RoleRemoved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KeyCreated => "key.created",
+            Self::KeyRevoked => "key.revoked",
+            Self::KeyDeleted => "key.deleted",
+            Self::KeyRotated => "key.rotated",
+            Self::AuditChannelSet => "audit_channel.set",
+            Self::BanAdded => "ban.added",
+            Self::BanRemoved => "ban.removed",
+            Self::RoleAdded => "role.added",
+            Self::RoleRemoved => "role.removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// A short sentence for the audit-channel embed's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::KeyCreated => "API key created",
+            Self::KeyRevoked => "API key revoked",
+            Self::KeyDeleted => "API key deleted",
+            Self::KeyRotated => "API key rotated",
+            Self::AuditChannelSet => "Audit channel changed",
+            Self::BanAdded => "Member banned",
+            Self::BanRemoved => "Member unbanned",
+            Self::RoleAdded => "Role added",
+            Self::RoleRemoved => "Role removed",
+        }
+    }
+}
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A server admin, through a slash command.
+    User(u64),
+    /// An external program, through the HTTP API.
+    ApiKey(KeyRef),
+    /// An operator, through `guildkey keys ...`.
+    Cli,
+}
+
+impl Actor {
+    /// How the actor is shown: a mention, "An API key" or "The operator CLI".
+    pub fn label(&self) -> String {
+        match self {
+            Self::User(id) => format!("<@{id}>"),
+            Self::ApiKey(_) => "An API key".to_owned(),
+            Self::Cli => "The operator CLI".to_owned(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::User(_) => "user",
+            Self::ApiKey(_) => "api_key",
+            Self::Cli => "cli",
+        }
+    }
+
+    /// The `created_by` value stored on a key this actor creates.
+    pub fn created_by(&self) -> String {
+        match self {
+            Self::User(id) => id.to_string(),
+            Self::ApiKey(k) => k.id.to_string(),
+            Self::Cli => "cli".to_owned(),
+        }
+    }
+}
+
+/// A key named safely: id, name and display prefix, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    pub id: KeyId,
+    pub name: String,
+    pub prefix: String,
+}
+
+/// An event about to be written.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub guild_id: u64,
+    pub action: Action,
+    pub actor: Actor,
+    /// The key acted on (key.*) or the key acting (API writes).
+    pub key: Option<KeyRef>,
+    /// A test key's dry run: nothing was changed on Discord.
+    pub test: bool,
+    pub details: serde_json::Value,
+}
+
+/// A stored event, as the API and the audit channel show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    #[serde(skip)]
+    pub guild_id: u64,
+    pub at: DateTime<Utc>,
+    pub action: Action,
+    /// `<@user_id>`, `An API key` or `The operator CLI`.
+    pub actor: String,
+    #[serde(skip)]
+    pub actor_kind: String,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub key_prefix: Option<String>,
+    pub test: bool,
+    pub details: serde_json::Value,
+}

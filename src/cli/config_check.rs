@@ -1,0 +1,24 @@
+//! `guildkey config check`: the effective settings, secrets masked.
+
+use clap::Subcommand;
+
+use super::Failure;
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the effective settings (secrets masked); exit 0 or 2
+    Check,
+}
+
+pub fn run(cmd: ConfigCommand, config: &Config) -> Result<(), Failure> {
+    match cmd {
+        ConfigCommand::Check => {
+            println!("{}", config.describe());
+            if config.discord.token.is_none() {
+                eprintln!("note: discord.token (DISCORD_TOKEN) is not set; `guildkey run` needs it");
+            }
+            Ok(())
+        }
+    }
+}

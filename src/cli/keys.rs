@@ -1,0 +1,219 @@
+//! `guildkey keys list|create|revoke|delete|rotate`: the operator's way in,
+//! on the same database, audited as "The operator CLI".
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{migrate::open, Failure};
+use crate::audit::Actor;
+use crate::config::Config;
+use crate::keys::KeyRecord;
+use crate::service::{parse_grace, IssuedKey, KeyDraft, KeyRequest, KeyService};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List a guild's keys
+    List {
+        /// Discord guild (server) id
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake)]
+        guild: u64,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a key; prints the secret once on stdout
+    Create(CreateArgs),
+    /// Revoke a key at once (KEY: its id key_… or 12-character prefix)
+    Revoke {
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Delete a revoked or expired key for good
+    Delete {
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Give a key a new secret; prints it once on stdout
+    Rotate {
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// Keep the old secret working this long (e.g. 10m; at most 7d)
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Discord guild (server) id
+    #[arg(long, value_name = "ID", value_parser = parse_snowflake)]
+    guild: u64,
+    /// A name to recognise the key by (1-64 characters)
+    #[arg(long)]
+    name: String,
+    /// Comma- or space-separated: guild.read, bans.read, bans.write, roles.write, audit.read
+    #[arg(long)]
+    scopes: String,
+    /// live, or test (writes become dry runs)
+    #[arg(long, value_name = "live|test", default_value = "live")]
+    env: String,
+    /// Expire after this long (e.g. 30d, 12h)
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+    /// Requests per minute (default: keys.default_rate_limit_per_minute)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    rate_limit: Option<i64>,
+    /// Comma-separated IPs/CIDRs allowed to use the key (default: any)
+    #[arg(long, value_name = "CIDRS")]
+    allowed_ips: Option<String>,
+}
+
+fn parse_snowflake(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&id| id > 0 && id <= i64::MAX as u64)
+        .ok_or_else(|| format!("'{s}' is not a Discord id (a positive whole number)"))
+}
+
+pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
+    // Validate typed values before touching the database.
+    let draft = match &cmd {
+        KeysCommand::Create(a) => Some(KeyDraft::parse(&KeyRequest {
+            name: &a.name,
+            scopes: &a.scopes,
+            environment: Some(&a.env),
+            expires_in: a.expires.as_deref(),
+            rate_limit: a.rate_limit,
+            allowed_ips: a.allowed_ips.as_deref(),
+        })?),
+        _ => None,
+    };
+    let grace = match &cmd {
+        KeysCommand::Rotate { grace: Some(g), .. } => Some(parse_grace(g)?),
+        _ => None,
+    };
+    let store = open(config).await?;
+    let service = KeyService::new(store.clone(), config.keys.clone())
+        .await
+        .map_err(|e| super::database_failure(&config.database.url, e))?;
+    let actor = Actor::Cli;
+    let result = match cmd {
+        KeysCommand::List { guild, json } => list(&service, guild, json).await,
+        KeysCommand::Create(a) => {
+            let draft = draft.expect("parsed above");
+            let issued = service.issue(a.guild, draft, &actor).await?;
+            print_secret(&issued, "created");
+            Ok(())
+        }
+        KeysCommand::Revoke { key } => {
+            let k = service.revoke(None, &key, &actor).await?;
+            eprintln!("revoked {} '{}' ({})", k.id, k.name, k.prefix);
+            Ok(())
+        }
+        KeysCommand::Delete { key } => {
+            let k = service.delete(None, &key, &actor).await?;
+            eprintln!("deleted {} '{}' ({})", k.id, k.name, k.prefix);
+            Ok(())
+        }
+        KeysCommand::Rotate { key, .. } => {
+            let issued = service.rotate(None, &key, grace, &actor).await?;
+            print_secret(&issued, "rotated");
+            if let Some(until) = issued.record.previous_secret_expires_at {
+                eprintln!("the previous secret keeps working until {}", until.to_rfc3339());
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
+
+/// The secret alone on stdout; what it is, on stderr.
+fn print_secret(issued: &IssuedKey, verb: &str) {
+    let k = &issued.record;
+    println!("{}", issued.secret.expose());
+    eprintln!(
+        "{verb} {} '{}' ({}) in guild {} with scopes {}; the secret above is shown only once",
+        k.id, k.name, k.prefix, k.guild_id, k.scopes
+    );
+}
+
+async fn list(service: &KeyService, guild: u64, json: bool) -> Result<(), Failure> {
+    let keys = service.list(guild).await?;
+    let now = service.now();
+    if json {
+        let rows: Vec<_> = keys.iter().map(|k| key_json(k, now)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON of plain values"));
+        return Ok(());
+    }
+    let (active, max) = service.active_count(guild).await?;
+    if keys.is_empty() {
+        println!("no keys in guild {guild} (0 of {max} active keys)");
+        return Ok(());
+    }
+    let header = ["ID", "NAME", "PREFIX", "ENV", "STATUS", "SCOPES", "CREATED", "LAST USED", "EXPIRES"];
+    let rows: Vec<[String; 9]> = keys
+        .iter()
+        .map(|k| {
+            [
+                k.id.to_string(),
+                k.name.clone(),
+                k.prefix.clone(),
+                k.environment.to_string(),
+                k.status(now).to_string(),
+                k.scopes.to_string(),
+                when(Some(k.created_at)),
+                when(k.last_used_at),
+                when(k.expires_at),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in &rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+    println!("{active} of {max} active keys");
+    Ok(())
+}
+
+fn when(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+/// A key as JSON, in the HTTP API's field names.
+pub fn key_json(k: &KeyRecord, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    json!({
+        "key_id": k.id,
+        "guild_id": k.guild_id.to_string(),
+        "name": k.name,
+        "prefix": k.prefix,
+        "environment": k.environment,
+        "scopes": k.scopes.names(),
+        "status": k.status(now),
+        "created_at": k.created_at,
+        "created_by": k.created_by,
+        "last_used_at": k.last_used_at,
+        "use_count": k.use_count,
+        "expires_at": k.expires_at,
+        "revoked_at": k.revoked_at,
+        "rate_limit_per_minute": k.rate_limit_per_minute,
+        "allowed_ips": k.allowed_ips.entries(),
+    })
+}

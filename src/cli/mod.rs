@@ -1,0 +1,169 @@
+//! The command line: `guildkey [--config PATH] <command>`.
+//!
+//! Adapters only: parse arguments with clap, call the service, print. Exit
+//! codes are one table, here:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | ok |
+//! | 1 | a refused or failed operation: limit reached, unknown key, deleting an active key, database unreachable |
+//! | 2 | bad config or usage: unknown flag, bad value, bad scope, bad duration, bad CIDR, bad name |
+//!
+//! Errors are one line on stderr. Only `keys create` and `keys rotate` print
+//! a secret, alone on stdout.
+
+mod config_check;
+mod keys;
+mod migrate;
+pub(crate) use migrate::open as open_store;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, ConfigSource};
+use crate::service::Error;
+
+/// Issue and verify per-server API keys for Discord, from slash commands and an HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "guildkey", version, about, long_about = None)]
+pub struct Opts {
+    /// Config file (default ./config.toml, used if present)
+    #[arg(long, global = true, env = "GUILDKEY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP listener and the Discord bot until SIGINT/SIGTERM (the default)
+    Run,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
+    /// Manage keys directly in the database (bootstrapping, scripts, emergencies)
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+/// A failure with its exit code and one line for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::usage(format!("bad config: {e}"))
+    }
+}
+
+impl From<crate::keys::InvalidInput> for Failure {
+    fn from(e: crate::keys::InvalidInput) -> Self {
+        Error::from(e).into()
+    }
+}
+
+/// Names a domain field the way the CLI spells its flag.
+fn flag_name(field: &str) -> &str {
+    match field {
+        "name" => "--name",
+        "scopes" => "--scopes",
+        "environment" => "--env",
+        "expires_in" => "--expires",
+        "rate_limit" => "--rate-limit",
+        "allowed_ips" => "--allowed-ips",
+        "grace" => "--grace",
+        other => other,
+    }
+}
+
+/// The one mapping of service errors to exit codes.
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(i) => Self::usage(format!("{}: {}", flag_name(i.field), i.message)),
+            Error::Internal(cause) => Self::failed(format!("{cause:#}")),
+            other => Self::failed(other.to_string()),
+        }
+    }
+}
+
+/// A database that cannot be opened or migrated: say why and what to do.
+pub(crate) fn database_failure(url: &str, cause: anyhow::Error) -> Failure {
+    Failure::failed(format!(
+        "{cause:#} (database.url = {url}); check that the path exists and is writable, or set DATABASE_URL"
+    ))
+}
+
+/// Parses arguments, runs the command, returns the process exit code.
+pub fn main() -> ExitCode {
+    let opts = match Opts::try_parse() {
+        Ok(opts) => opts,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{}", one_line_usage_error(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(opts: Opts) -> Result<(), Failure> {
+    let source = ConfigSource::from_arg(opts.config);
+    let config = Config::load(&source)?;
+    let command = opts.command.unwrap_or(Command::Run);
+    // The CLI's stderr carries its own messages; the server logs at info.
+    let default_level = if matches!(command, Command::Run) { "info" } else { "warn" };
+    crate::telemetry::init(config.log.format, default_level);
+    match command {
+        Command::Run => run::run(config).await,
+        Command::Migrate => migrate::run(&config).await,
+        Command::Config(cmd) => config_check::run(cmd, &config),
+        Command::Keys(cmd) => keys::run(cmd, &config).await,
+    }
+}
+
+/// clap's errors span several lines; stderr gets one.
+fn one_line_usage_error(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,8 @@
+//! `guildkey run` (the default command): the whole application.
+
+use super::Failure;
+use crate::config::Config;
+
+pub async fn run(config: Config) -> Result<(), Failure> {
+    crate::app::run(config).await
+}

@@ -1,0 +1,505 @@
+//! Configuration: `config.toml`, then `.env` and environment overrides, then
+//! validation into typed settings.
+//!
+//! Every key of SPEC §2 is read here and nowhere else. A bad value is a
+//! [`ConfigError`] that names the key (and the variable, for an override);
+//! unknown keys are refused so a typo is not silently ignored. Secrets (the
+//! bot token) live in [`Secret`], whose `Debug` and `Display` are masked.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sqlx::sqlite::SqliteConnectOptions;
+
+/// The default Discord REST base. Any other base is a proxy or a test double.
+pub const DISCORD_API_DEFAULT: &str = "https://discord.com";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub discord: DiscordConfig,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub keys: KeysConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    /// Required for `run` only; the CLI works without it.
+    pub token: Option<Secret>,
+    pub api_base_url: String,
+    pub register_commands: RegisterCommands,
+}
+
+/// Where slash commands are registered at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterCommands {
+    Global,
+    Guild(u64),
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    pub trust_forwarded_for: bool,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub max_per_guild: u32,
+    pub prefix: String,
+    pub default_rate_limit_per_minute: u32,
+    pub last_used_flush_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret string: printed as `********`, never in full.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "******** (set, {} characters)", self.0.len())
+    }
+}
+
+/// A configuration problem, in one line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            discord: DiscordConfig {
+                token: None,
+                api_base_url: DISCORD_API_DEFAULT.to_owned(),
+                register_commands: RegisterCommands::Global,
+            },
+            database: DatabaseConfig { url: "sqlite://data/guildkey.db?mode=rwc".to_owned() },
+            http: HttpConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                trust_forwarded_for: false,
+                max_body_bytes: 16_384,
+            },
+            keys: KeysConfig {
+                max_per_guild: 3,
+                prefix: "gk".to_owned(),
+                default_rate_limit_per_minute: 60,
+                last_used_flush_seconds: 5,
+            },
+            log: LogConfig { format: LogFormat::Pretty },
+        }
+    }
+}
+
+/// Where the config file comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// `--config PATH` or `GUILDKEY_CONFIG`: the file must exist.
+    Explicit(PathBuf),
+    /// `./config.toml`: used if present, built-in defaults if not.
+    Default,
+}
+
+impl ConfigSource {
+    pub fn from_arg(path: Option<PathBuf>) -> Self {
+        path.map_or(Self::Default, Self::Explicit)
+    }
+}
+
+impl Config {
+    /// Loads `.env`, the file and the environment, in that order of
+    /// precedence from lowest to highest.
+    pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is the operator's to fix.
+        if let Err(e) = dotenvy::dotenv() {
+            if !e.not_found() {
+                return Err(ConfigError::new(".env", one_line(&e.to_string())));
+            }
+        }
+        let text = match source {
+            ConfigSource::Explicit(path) => Some(read_file(path)?),
+            ConfigSource::Default => {
+                let path = Path::new("config.toml");
+                path.exists().then(|| read_file(path)).transpose()?
+            }
+        };
+        Self::from_parts(text.as_deref(), &|name| std::env::var(name).ok())
+    }
+
+    /// Builds a config from the file's text and an environment lookup.
+    pub fn from_parts(text: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut cfg = Config::default();
+        let mut table = match text {
+            Some(text) => text.parse::<toml::Table>().map_err(|e| {
+                let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+                let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                ConfigError::new("config file", format!("not valid TOML{at}: {}", one_line(e.message())))
+            })?,
+            None => toml::Table::new(),
+        };
+        let mut file = FileReader { table: &mut table };
+
+        if let Some(v) = file.string("discord", "token")? {
+            cfg.discord.token = Some(Secret::new(v));
+        }
+        if let Some(v) = file.string("discord", "api_base_url")? {
+            cfg.discord.api_base_url = parse_base_url("discord.api_base_url", &v)?;
+        }
+        if let Some(v) = file.string("discord", "register_commands")? {
+            cfg.discord.register_commands = parse_register("discord.register_commands", &v)?;
+        }
+        if let Some(v) = file.string("database", "url")? {
+            cfg.database.url = parse_db_url("database.url", &v)?;
+        }
+        if let Some(v) = file.string("http", "bind")? {
+            cfg.http.bind = parse_bind("http.bind", &v)?;
+        }
+        if let Some(v) = file.bool("http", "trust_forwarded_for")? {
+            cfg.http.trust_forwarded_for = v;
+        }
+        if let Some(v) = file.integer("http", "max_body_bytes", 1, 64 * 1024 * 1024)? {
+            cfg.http.max_body_bytes = v as usize;
+        }
+        if let Some(v) = file.integer("keys", "max_per_guild", 1, 1000)? {
+            cfg.keys.max_per_guild = v as u32;
+        }
+        if let Some(v) = file.string("keys", "prefix")? {
+            cfg.keys.prefix = parse_prefix("keys.prefix", &v)?;
+        }
+        if let Some(v) = file.integer("keys", "default_rate_limit_per_minute", 1, 100_000)? {
+            cfg.keys.default_rate_limit_per_minute = v as u32;
+        }
+        if let Some(v) = file.integer("keys", "last_used_flush_seconds", 1, 3600)? {
+            cfg.keys.last_used_flush_seconds = v as u64;
+        }
+        if let Some(v) = file.string("log", "format")? {
+            cfg.log.format = parse_log_format("log.format", &v)?;
+        }
+        file.reject_unknown()?;
+
+        // Environment overrides, each named in its error.
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(v) = var("DISCORD_TOKEN") {
+            cfg.discord.token = Some(Secret::new(v));
+        }
+        if let Some(v) = var("DISCORD_API_BASE_URL") {
+            cfg.discord.api_base_url = parse_base_url("DISCORD_API_BASE_URL (discord.api_base_url)", &v)?;
+        }
+        if let Some(v) = var("GUILDKEY_REGISTER_COMMANDS") {
+            cfg.discord.register_commands =
+                parse_register("GUILDKEY_REGISTER_COMMANDS (discord.register_commands)", &v)?;
+        }
+        if let Some(v) = var("DATABASE_URL") {
+            cfg.database.url = parse_db_url("DATABASE_URL (database.url)", &v)?;
+        }
+        if let Some(v) = var("GUILDKEY_HTTP_BIND") {
+            cfg.http.bind = parse_bind("GUILDKEY_HTTP_BIND (http.bind)", &v)?;
+        }
+        if let Some(v) = var("GUILDKEY_LOG_FORMAT") {
+            cfg.log.format = parse_log_format("GUILDKEY_LOG_FORMAT (log.format)", &v)?;
+        }
+        if let Some(token) = &cfg.discord.token {
+            if token.expose().trim().is_empty() || token.expose().chars().any(char::is_whitespace) {
+                return Err(ConfigError::new("discord.token", "the bot token contains white space"));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// True when REST goes to a proxy or a test double rather than Discord.
+    pub fn discord_is_proxied(&self) -> bool {
+        self.discord.api_base_url != DISCORD_API_DEFAULT
+    }
+
+    /// The effective settings, one `key = value` a line, secrets masked.
+    pub fn describe(&self) -> String {
+        let token = match &self.discord.token {
+            Some(t) => t.to_string(),
+            None => "(not set; required for `guildkey run`)".to_owned(),
+        };
+        let register = match self.discord.register_commands {
+            RegisterCommands::Global => "global".to_owned(),
+            RegisterCommands::Guild(id) => format!("guild:{id}"),
+            RegisterCommands::None => "none".to_owned(),
+        };
+        let format = match self.log.format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        [
+            format!("discord.token = {token}"),
+            format!("discord.api_base_url = {}", self.discord.api_base_url),
+            format!("discord.register_commands = {register}"),
+            format!("database.url = {}", mask_url_password(&self.database.url)),
+            format!("http.bind = {}", self.http.bind),
+            format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),
+            format!("http.max_body_bytes = {}", self.http.max_body_bytes),
+            format!("keys.max_per_guild = {}", self.keys.max_per_guild),
+            format!("keys.prefix = {}", self.keys.prefix),
+            format!("keys.default_rate_limit_per_minute = {}", self.keys.default_rate_limit_per_minute),
+            format!("keys.last_used_flush_seconds = {}", self.keys.last_used_flush_seconds),
+            format!("log.format = {format}"),
+        ]
+        .join("\n")
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("config file", format!("cannot read {}: {e}", path.display())))
+}
+
+/// Takes known keys out of the parsed file, checking each one's type.
+struct FileReader<'a> {
+    table: &'a mut toml::Table,
+}
+
+impl FileReader<'_> {
+    fn take(&mut self, section: &str, key: &str) -> Result<Option<toml::Value>, ConfigError> {
+        let Some(value) = self.table.get_mut(section) else { return Ok(None) };
+        let toml::Value::Table(inner) = value else {
+            return Err(ConfigError::new(section, "must be a table like [section]"));
+        };
+        Ok(inner.remove(key))
+    }
+
+    fn string(&mut self, section: &str, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.take(section, key)? {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong_type(section, key, "a string", &other)),
+        }
+    }
+
+    fn bool(&mut self, section: &str, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.take(section, key)? {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b)),
+            Some(other) => Err(wrong_type(section, key, "true or false", &other)),
+        }
+    }
+
+    fn integer(&mut self, section: &str, key: &str, min: i64, max: i64) -> Result<Option<i64>, ConfigError> {
+        match self.take(section, key)? {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if (min..=max).contains(&n) => Ok(Some(n)),
+            Some(toml::Value::Integer(n)) => {
+                Err(ConfigError::new(format!("{section}.{key}"), format!("{n} is out of range; use {min} to {max}")))
+            }
+            Some(other) => Err(wrong_type(section, key, "a whole number", &other)),
+        }
+    }
+
+    fn reject_unknown(self) -> Result<(), ConfigError> {
+        for (section, value) in self.table.iter() {
+            match value {
+                toml::Value::Table(inner) if KNOWN_SECTIONS.contains(&section.as_str()) => {
+                    if let Some(key) = inner.keys().next() {
+                        return Err(ConfigError::new(format!("{section}.{key}"), "unknown key"));
+                    }
+                }
+                _ => return Err(ConfigError::new(section.as_str(), "unknown key")),
+            }
+        }
+        Ok(())
+    }
+}
+
+const KNOWN_SECTIONS: [&str; 5] = ["discord", "database", "http", "keys", "log"];
+
+fn wrong_type(section: &str, key: &str, want: &str, got: &toml::Value) -> ConfigError {
+    ConfigError::new(format!("{section}.{key}"), format!("must be {want}, not a {}", got.type_str()))
+}
+
+fn parse_base_url(key: &str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim().trim_end_matches('/');
+    let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(v.to_owned()),
+        _ => Err(ConfigError::new(key, format!("'{v}' is not an http(s) URL like https://discord.com"))),
+    }
+}
+
+fn parse_register(key: &str, v: &str) -> Result<RegisterCommands, ConfigError> {
+    match v.trim() {
+        "global" => Ok(RegisterCommands::Global),
+        "none" => Ok(RegisterCommands::None),
+        other => other
+            .strip_prefix("guild:")
+            .and_then(|id| id.parse::<u64>().ok())
+            .filter(|&id| id > 0)
+            .map(RegisterCommands::Guild)
+            .ok_or_else(|| ConfigError::new(key, format!("'{other}' is not global, none or guild:<guild id>"))),
+    }
+}
+
+fn parse_db_url(key: &str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim();
+    if !v.starts_with("sqlite:") {
+        return Err(ConfigError::new(
+            key,
+            format!("'{v}' is not a SQLite URL like sqlite://data/guildkey.db?mode=rwc"),
+        ));
+    }
+    SqliteConnectOptions::from_str(v).map_err(|e| ConfigError::new(key, one_line(&e.to_string())))?;
+    Ok(v.to_owned())
+}
+
+fn parse_bind(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError::new(key, format!("'{v}' is not an address like 127.0.0.1:8080")))
+}
+
+fn parse_prefix(key: &str, v: &str) -> Result<String, ConfigError> {
+    let ok = (1..=16).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_lowercase())
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(ConfigError::new(key, format!("'{v}' must be 1-16 lowercase letters or digits, starting with a letter")))
+    }
+}
+
+fn parse_log_format(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
+    match v.trim() {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError::new(key, format!("'{other}' is not pretty or json"))),
+    }
+}
+
+fn mask_url_password(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:********{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_parts(Some(text), &move |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(cfg.discord.api_base_url, "https://discord.com");
+        assert_eq!(cfg.discord.register_commands, RegisterCommands::Global);
+        assert_eq!(cfg.database.url, "sqlite://data/guildkey.db?mode=rwc");
+        assert_eq!(cfg.http.bind.to_string(), "127.0.0.1:8080");
+        assert!(!cfg.http.trust_forwarded_for);
+        assert_eq!(cfg.http.max_body_bytes, 16_384);
+        assert_eq!(cfg.keys.max_per_guild, 3);
+        assert_eq!(cfg.keys.prefix, "gk");
+        assert_eq!(cfg.keys.default_rate_limit_per_minute, 60);
+        assert_eq!(cfg.keys.last_used_flush_seconds, 5);
+        assert_eq!(cfg.log.format, LogFormat::Pretty);
+        assert!(!cfg.discord_is_proxied());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let cfg = load(
+            "[http]\nbind = \"127.0.0.1:1\"\n[discord]\nregister_commands = \"none\"\n",
+            &[("GUILDKEY_HTTP_BIND", "127.0.0.1:0"), ("GUILDKEY_REGISTER_COMMANDS", "guild:42")],
+        )
+        .unwrap();
+        assert_eq!(cfg.http.bind.port(), 0);
+        assert_eq!(cfg.discord.register_commands, RegisterCommands::Guild(42));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[http]\nbind = \"nope\"", "http.bind"),
+            ("[http]\nbind = 5", "http.bind"),
+            ("[http]\nmax_body_bytes = 0", "http.max_body_bytes"),
+            ("[http]\ntrust_forwarded_for = \"yes\"", "http.trust_forwarded_for"),
+            ("[keys]\nmax_per_guild = -1", "keys.max_per_guild"),
+            ("[keys]\nprefix = \"GK_\"", "keys.prefix"),
+            ("[keys]\ndefault_rate_limit_per_minute = 0", "keys.default_rate_limit_per_minute"),
+            ("[keys]\nlast_used_flush_seconds = \"5\"", "keys.last_used_flush_seconds"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            ("[discord]\nregister_commands = \"guild:abc\"", "discord.register_commands"),
+            ("[discord]\napi_base_url = \"ftp://x\"", "discord.api_base_url"),
+            ("[database]\nurl = \"postgres://x\"", "database.url"),
+            ("[http]\nbnid = \"1\"", "http.bnid"),
+            ("[htp]\nbind = \"1\"", "htp"),
+            ("[http\n", "config file"),
+        ];
+        for (text, key) in cases {
+            let err = load(text, &[]).unwrap_err();
+            assert_eq!(err.key, key, "{text:?} gave {err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+        let err = load("", &[("GUILDKEY_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(err.key.starts_with("GUILDKEY_LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn the_token_is_masked_everywhere() {
+        let cfg = load("", &[("DISCORD_TOKEN", "MTIz.secret.token-value")]).unwrap();
+        let shown = format!("{} {:?}", cfg.describe(), cfg);
+        assert!(!shown.contains("secret.token-value"), "{shown}");
+        assert!(cfg.describe().contains("discord.token = ********"));
+    }
+}

@@ -1,0 +1,534 @@
+//! The key domain, without I/O: identifiers, names, scopes, environments,
+//! durations and IP allow-lists, each parsed once from user input into a type
+//! that can only hold a valid value ("parse, don't validate").
+//!
+//! Every parser returns [`InvalidInput`], whose message is written for the
+//! person who typed the value (a server admin, an operator at a shell).
+
+pub mod token;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use token::{KeyHash, Malformed, PlainKey};
+
+/// A value typed by a person was not acceptable. The message says why and
+/// what would be accepted; it never repeats a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidInput {
+    /// The option, flag or field name, as the person knows it.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InvalidInput {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+/// Live keys act for real; test keys make every write a dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Live,
+    Test,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = InvalidInput;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "live" => Ok(Self::Live),
+            "test" => Ok(Self::Test),
+            other => {
+                Err(InvalidInput::new("environment", format!("'{other}' is not an environment; use live or test")))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a key may do. The wire names are part of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    #[serde(rename = "guild.read")]
+    GuildRead,
+    #[serde(rename = "bans.read")]
+    BansRead,
+    #[serde(rename = "bans.write")]
+    BansWrite,
+    #[serde(rename = "roles.write")]
+    RolesWrite,
+    #[serde(rename = "audit.read")]
+    AuditRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] =
+        [Scope::GuildRead, Scope::BansRead, Scope::BansWrite, Scope::RolesWrite, Scope::AuditRead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GuildRead => "guild.read",
+            Self::BansRead => "bans.read",
+            Self::BansWrite => "bans.write",
+            Self::RolesWrite => "roles.write",
+            Self::AuditRead => "audit.read",
+        }
+    }
+
+    /// One line a person can read next to the scope's name.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::GuildRead => "read guild info",
+            Self::BansRead => "check whether a user is banned",
+            Self::BansWrite => "ban and unban users",
+            Self::RolesWrite => "add and remove members' roles",
+            Self::AuditRead => "read guildkey's audit events",
+        }
+    }
+
+    fn parse_one(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A non-empty set of scopes without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scopes(BTreeSet<Scope>);
+
+impl Scopes {
+    /// Parses a comma- and/or space-separated list (`bans.read, bans.write`).
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let mut set = BTreeSet::new();
+        for word in input.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()) {
+            let scope = Scope::parse_one(&word.to_ascii_lowercase()).ok_or_else(|| {
+                InvalidInput::new(
+                    "scopes",
+                    format!("unknown scope '{}'; valid scopes are {}", truncate(word, 40), Self::all_names()),
+                )
+            })?;
+            if !set.insert(scope) {
+                return Err(InvalidInput::new("scopes", format!("scope '{scope}' is listed twice")));
+            }
+        }
+        if set.is_empty() {
+            return Err(InvalidInput::new("scopes", format!("give at least one scope: {}", Self::all_names())));
+        }
+        Ok(Self(set))
+    }
+
+    pub fn all_names() -> String {
+        Scope::ALL.map(Scope::as_str).join(", ")
+    }
+
+    pub fn contains(&self, scope: Scope) -> bool {
+        self.0.contains(&scope)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.iter().map(Scope::as_str).collect()
+    }
+
+    /// Space-separated, as stored.
+    pub fn to_storage(&self) -> String {
+        self.names().join(" ")
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(", "))
+    }
+}
+
+/// A key's name: 1–64 characters after trimming, any Unicode but control
+/// characters (they would break embeds and tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let name = input.trim();
+        let count = name.chars().count();
+        if count == 0 {
+            return Err(InvalidInput::new("name", "the name is empty; give 1 to 64 characters"));
+        }
+        if count > Self::MAX_CHARS {
+            return Err(InvalidInput::new(
+                "name",
+                format!("the name is {count} characters long; the most is {}", Self::MAX_CHARS),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(InvalidInput::new("name", "the name contains a control character (such as a line break)"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A length of time typed as a positive integer and a unit: `90s`, `10m`,
+/// `12h`, `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ttl {
+    seconds: i64,
+}
+
+impl Ttl {
+    /// Ten years: long enough for any expiry, small enough for date math.
+    pub const MAX_SECONDS: i64 = 3650 * 86_400;
+
+    pub fn parse(field: &'static str, input: &str) -> Result<Self, InvalidInput> {
+        let s = input.trim();
+        let bad = || {
+            InvalidInput::new(
+                field,
+                format!(
+                    "'{}' is not a duration; write a positive whole number and a unit s, m, h or d (e.g. 90s, 10m, 12h, 30d)",
+                    truncate(s, 40)
+                ),
+            )
+        };
+        let unit = s.chars().last().ok_or_else(bad)?;
+        let per_unit = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let digits = &s[..s.len() - 1];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n: i64 = digits.parse().map_err(|_| too_long(field))?;
+        if n == 0 {
+            return Err(InvalidInput::new(field, format!("'{s}' is zero; a duration must be positive")));
+        }
+        let seconds = n.checked_mul(per_unit).filter(|&t| t <= Self::MAX_SECONDS).ok_or_else(|| too_long(field))?;
+        Ok(Self { seconds })
+    }
+
+    pub fn from_seconds(seconds: i64) -> Self {
+        Self { seconds }
+    }
+
+    pub fn seconds(self) -> i64 {
+        self.seconds
+    }
+
+    pub fn as_chrono(self) -> chrono::Duration {
+        chrono::Duration::seconds(self.seconds)
+    }
+}
+
+fn too_long(field: &'static str) -> InvalidInput {
+    InvalidInput::new(field, "that duration is too long; the most is 3650d")
+}
+
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.seconds;
+        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+            if s % size == 0 {
+                return write!(f, "{}{unit}", s / size);
+            }
+        }
+        write!(f, "{s}s")
+    }
+}
+
+/// Where a key may be used from: IPs and CIDRs, v4 and v6. Empty = anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedIps(Vec<IpNet>);
+
+impl AllowedIps {
+    pub const MAX_ENTRIES: usize = 64;
+
+    /// Parses a comma- and/or space-separated list; a bare IP is a /32 or
+    /// /128; host bits in a CIDR are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let mut nets = Vec::new();
+        for word in input.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()) {
+            let net = if word.contains('/') {
+                IpNet::from_str(word).ok().map(|n| n.trunc())
+            } else {
+                IpAddr::from_str(word).ok().map(IpNet::from)
+            }
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    "allowed_ips",
+                    format!(
+                        "'{}' is not an IP address or CIDR range (e.g. 203.0.113.7, 10.0.0.0/8, 2001:db8::/32)",
+                        truncate(word, 50)
+                    ),
+                )
+            })?;
+            if !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+        if nets.len() > Self::MAX_ENTRIES {
+            return Err(InvalidInput::new(
+                "allowed_ips",
+                format!("{} entries given; the most is {}", nets.len(), Self::MAX_ENTRIES),
+            ));
+        }
+        Ok(Self(nets))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        self.0.is_empty() || self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+
+    /// Comma-separated, as stored.
+    pub fn to_storage(&self) -> String {
+        self.entries().join(",")
+    }
+}
+
+impl fmt::Display for AllowedIps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("any")
+        } else {
+            f.write_str(&self.entries().join(", "))
+        }
+    }
+}
+
+/// A per-key request budget, requests per minute.
+pub fn parse_rate_limit(n: i64) -> Result<u32, InvalidInput> {
+    const MAX: i64 = 100_000;
+    if (1..=MAX).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(InvalidInput::new(
+            "rate_limit",
+            format!("{n} is not a rate limit; give requests per minute from 1 to {MAX}"),
+        ))
+    }
+}
+
+/// A key's public id: `key_` + 16 base62 characters. Safe to show and log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn generate() -> Self {
+        Self(format!("key_{}", token::random_base62(16)))
+    }
+
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key's state, derived from its timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Shortens user input quoted back in an error message.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_commas_and_spaces() {
+        let s = Scopes::parse("bans.read, bans.write roles.write").unwrap();
+        assert_eq!(s.names(), ["bans.read", "bans.write", "roles.write"]);
+        assert_eq!(s.to_storage(), "bans.read bans.write roles.write");
+    }
+
+    #[test]
+    fn scopes_reject_unknown_duplicate_and_empty() {
+        for (input, needle) in [
+            ("bans.read,admin", "unknown scope 'admin'"),
+            ("bans.read bans.read", "listed twice"),
+            ("", "at least one"),
+            (" , ", "at least one"),
+        ] {
+            let err = Scopes::parse(input).unwrap_err();
+            assert!(err.message.contains(needle), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(KeyName::parse("  game server ").unwrap().as_str(), "game server");
+        assert_eq!(KeyName::parse(&"é".repeat(64)).unwrap().as_str().chars().count(), 64);
+        assert!(KeyName::parse("🎮 roblox").is_ok());
+        for bad in ["", "   ", &"x".repeat(65), "a\nb"] {
+            assert!(KeyName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_units_and_reject_bad_input() {
+        assert_eq!(Ttl::parse("expires", "90s").unwrap().seconds(), 90);
+        assert_eq!(Ttl::parse("expires", "10m").unwrap().seconds(), 600);
+        assert_eq!(Ttl::parse("expires", "12h").unwrap().seconds(), 43_200);
+        assert_eq!(Ttl::parse("expires", "30d").unwrap().seconds(), 2_592_000);
+        for bad in ["0s", "-1d", "abc", "", "d", "1.5h", "10", "10w", "99999999999999999999d", "3651d", "1 d"] {
+            assert!(Ttl::parse("expires", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Ttl::from_seconds(600).to_string(), "10m");
+        assert_eq!(Ttl::from_seconds(90).to_string(), "90s");
+    }
+
+    #[test]
+    fn allowed_ips_parse_v4_v6_and_match() {
+        let ips = AllowedIps::parse("203.0.113.7, 10.1.2.3/8 2001:db8::/32").unwrap();
+        assert_eq!(ips.entries(), ["203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"]);
+        assert!(ips.allows("10.200.0.1".parse().unwrap()));
+        assert!(ips.allows("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(ips.allows("2001:db8::1".parse().unwrap()));
+        assert!(!ips.allows("203.0.113.8".parse().unwrap()));
+        assert!(AllowedIps::parse("").unwrap().allows("1.2.3.4".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "abc", "1.2.3", "10.0.0.0/8,,x", "::/129"] {
+            assert!(AllowedIps::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_bounded() {
+        assert_eq!(parse_rate_limit(60), Ok(60));
+        assert!(parse_rate_limit(0).is_err());
+        assert!(parse_rate_limit(-5).is_err());
+        assert!(parse_rate_limit(100_001).is_err());
+    }
+}
+
+/// Everything known about a key except its secret.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub guild_id: u64,
+    pub name: String,
+    pub prefix: String,
+    pub environment: Environment,
+    pub scopes: Scopes,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// A Discord user id, or `cli`.
+    pub created_by: String,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Requests authenticated with this key, as of the last flush.
+    pub use_count: i64,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub rate_limit_per_minute: u32,
+    pub allowed_ips: AllowedIps,
+    /// While a rotation's grace period runs, when the old secret stops.
+    pub previous_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl KeyRecord {
+    pub fn status(&self, now: chrono::DateTime<chrono::Utc>) -> KeyStatus {
+        if self.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    pub fn key_ref(&self) -> crate::audit::KeyRef {
+        crate::audit::KeyRef { id: self.id.clone(), name: self.name.clone(), prefix: self.prefix.clone() }
+    }
+}

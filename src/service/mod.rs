@@ -1,0 +1,540 @@
+//! The service layer: every rule about keys, in one place.
+//!
+//! Adapters (HTTP, bot, CLI) call [`KeyService`] and translate its [`Error`]
+//! once each; none of them touches SQL or decides a rule. Every change writes
+//! its audit event in the same transaction (see `store`), refreshes the
+//! in-memory [`index::KeyIndex`] before returning, and wakes the audit-channel
+//! poster. Verification ([`KeyService::authenticate`]) reads only memory.
+
+pub mod index;
+pub mod usage;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
+use crate::config::KeysConfig;
+use crate::keys::{
+    parse_rate_limit, token, AllowedIps, Environment, InvalidInput, KeyId, KeyName, KeyRecord, KeyStatus, Malformed,
+    PlainKey, Scope, Scopes, Ttl,
+};
+use crate::store::{NewKeyRow, Rotation, Store};
+
+use index::KeyIndex;
+use usage::UsageTracker;
+
+/// The longest grace period a rotation may give the old secret.
+pub const MAX_GRACE_SECONDS: i64 = 7 * 86_400;
+
+/// What went wrong, in the domain's words. Each adapter maps it once.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value typed by a person is not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// No key matches the reference (or the token is unknown).
+    #[error("no key matches '{0}'")]
+    NotFound(String),
+    /// More than one key matches; the message lists them.
+    #[error("'{reference}' matches more than one key ({candidates}); use the key's id")]
+    Ambiguous { reference: String, candidates: String },
+    /// The key has been revoked.
+    #[error("the key {0} is revoked")]
+    Revoked(String),
+    /// The key has expired.
+    #[error("the key {0} has expired")]
+    Expired(String),
+    /// Deleting needs a revoked or expired key.
+    #[error("the key {0} is still active; revoke it first, then delete it")]
+    StillActive(String),
+    /// The guild already has as many active keys as allowed.
+    #[error("this server already has {max} active keys, the most allowed; revoke one (for example with /apikey revoke or `guildkey keys revoke`) and try again")]
+    LimitReached { max: u32 },
+    /// The presented token is not shaped like one of ours.
+    #[error("malformed key: {0}")]
+    Malformed(Malformed),
+    /// The key belongs to another guild.
+    #[error("this key belongs to another guild")]
+    GuildMismatch,
+    /// The key lacks the scope the operation needs.
+    #[error("this key lacks the {0} scope")]
+    InsufficientScope(Scope),
+    /// The caller's IP is outside the key's allow-list.
+    #[error("requests from this IP address are not allowed for this key")]
+    IpNotAllowed,
+    /// Too many requests.
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// Discord refused or failed a write.
+    #[error("Discord refused the request: {0}")]
+    Discord(String),
+    /// The thing asked about does not exist (a guild the bot is not in).
+    #[error("{0}")]
+    Missing(String),
+    /// Anything else: storage, I/O. Logged in full, shown as a generic message.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A key as typed by a person, before parsing.
+#[derive(Debug, Default, Clone)]
+pub struct KeyRequest<'a> {
+    pub name: &'a str,
+    pub scopes: &'a str,
+    pub environment: Option<&'a str>,
+    pub expires_in: Option<&'a str>,
+    pub rate_limit: Option<i64>,
+    pub allowed_ips: Option<&'a str>,
+}
+
+/// A key request that passed every check.
+#[derive(Debug, Clone)]
+pub struct KeyDraft {
+    pub name: KeyName,
+    pub scopes: Scopes,
+    pub environment: Environment,
+    pub expires_in: Option<Ttl>,
+    pub rate_limit: Option<u32>,
+    pub allowed_ips: AllowedIps,
+}
+
+impl KeyDraft {
+    pub fn parse(r: &KeyRequest<'_>) -> Result<Self, InvalidInput> {
+        Ok(Self {
+            name: KeyName::parse(r.name)?,
+            scopes: Scopes::parse(r.scopes)?,
+            environment: r.environment.map(str::parse).transpose()?.unwrap_or(Environment::Live),
+            expires_in: r.expires_in.map(|s| Ttl::parse("expires_in", s)).transpose()?,
+            rate_limit: r.rate_limit.map(parse_rate_limit).transpose()?,
+            allowed_ips: r.allowed_ips.map(AllowedIps::parse).transpose()?.unwrap_or_default(),
+        })
+    }
+}
+
+/// A key and its secret, shown once.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub record: KeyRecord,
+    pub secret: PlainKey,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub key: Arc<KeyRecord>,
+}
+
+impl Authenticated {
+    /// Checks the key may act on `guild_id` with `scope`.
+    pub fn authorize(&self, guild_id: u64, scope: Scope) -> Result<()> {
+        if self.key.guild_id != guild_id {
+            return Err(Error::GuildMismatch);
+        }
+        if !self.key.scopes.contains(scope) {
+            return Err(Error::InsufficientScope(scope));
+        }
+        Ok(())
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::ApiKey(self.key.key_ref())
+    }
+
+    pub fn is_test(&self) -> bool {
+        self.key.environment == Environment::Test
+    }
+}
+
+/// Parses a rotation's grace period (at most 7 days).
+pub fn parse_grace(input: &str) -> Result<Ttl, InvalidInput> {
+    let ttl = Ttl::parse("grace", input)?;
+    if ttl.seconds() > MAX_GRACE_SECONDS {
+        return Err(InvalidInput::new("grace", format!("'{}' is longer than the most allowed, 7d", input.trim())));
+    }
+    Ok(ttl)
+}
+
+/// The rules, shared by every adapter. Cheap to clone.
+#[derive(Clone)]
+pub struct KeyService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    cfg: KeysConfig,
+    index: KeyIndex,
+    usage: UsageTracker,
+    audit_posted: Notify,
+}
+
+impl KeyService {
+    /// Builds the service and loads the key index.
+    pub async fn new(store: Store, cfg: KeysConfig) -> anyhow::Result<Self> {
+        let svc = Self {
+            inner: Arc::new(Inner {
+                store,
+                cfg,
+                index: KeyIndex::default(),
+                usage: UsageTracker::default(),
+                audit_posted: Notify::new(),
+            }),
+        };
+        svc.inner.index.reload(&svc.inner.store).await?;
+        Ok(svc)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &KeysConfig {
+        &self.inner.cfg
+    }
+
+    /// Wakes when a change wrote an audit event (for the audit poster).
+    pub fn audit_notifier(&self) -> &Notify {
+        &self.inner.audit_posted
+    }
+
+    /// After a committed change: index first, then the audit poster.
+    async fn changed(&self) -> Result<()> {
+        self.inner.index.reload(&self.inner.store).await?;
+        self.inner.audit_posted.notify_one();
+        Ok(())
+    }
+
+    /// Creates a key within the guild's active-key limit.
+    #[tracing::instrument(skip_all, fields(guild_id, key_id))]
+    pub async fn issue(&self, guild_id: u64, draft: KeyDraft, actor: &Actor) -> Result<IssuedKey> {
+        let now = Utc::now();
+        let secret = token::generate(&self.inner.cfg.prefix, draft.environment);
+        let id = KeyId::generate();
+        tracing::Span::current().record("guild_id", guild_id).record("key_id", id.as_str());
+        let prefix = secret.display_prefix();
+        let expires_at = draft.expires_in.map(|t| now + t.as_chrono());
+        let rate_limit = draft.rate_limit.unwrap_or(self.inner.cfg.default_rate_limit_per_minute);
+        let created_by = actor.created_by();
+        let row = NewKeyRow {
+            id: &id,
+            guild_id,
+            name: draft.name.as_str(),
+            hash: secret.hash(),
+            prefix: &prefix,
+            environment: draft.environment,
+            scopes: &draft.scopes,
+            created_by: &created_by,
+            expires_at,
+            rate_limit_per_minute: rate_limit,
+            allowed_ips: &draft.allowed_ips,
+        };
+        let event = NewAuditEvent {
+            guild_id,
+            action: Action::KeyCreated,
+            actor: actor.clone(),
+            key: Some(crate::audit::KeyRef { id: id.clone(), name: draft.name.to_string(), prefix: prefix.clone() }),
+            test: false,
+            details: serde_json::json!({
+                "scopes": draft.scopes.names(),
+                "environment": draft.environment,
+                "expires_at": expires_at,
+                "rate_limit_per_minute": rate_limit,
+                "allowed_ips": draft.allowed_ips.entries(),
+            }),
+        };
+        let max = self.inner.cfg.max_per_guild;
+        if !self.inner.store.insert_key_within_limit(&row, max, now, &event).await? {
+            return Err(Error::LimitReached { max });
+        }
+        self.changed().await?;
+        let record = self.inner.store.get_key(&id).await?.ok_or_else(|| anyhow::anyhow!("created key vanished"))?;
+        tracing::info!(key_id = %id, guild_id, "key created");
+        Ok(IssuedKey { record, secret })
+    }
+
+    /// A guild's keys, with last-used times not yet flushed folded in.
+    pub async fn list(&self, guild_id: u64) -> Result<Vec<KeyRecord>> {
+        let keys = self.inner.store.list_keys(guild_id).await?;
+        Ok(keys.into_iter().map(|k| self.with_pending_usage(k)).collect())
+    }
+
+    /// Active keys of a guild and the most allowed.
+    pub async fn active_count(&self, guild_id: u64) -> Result<(u32, u32)> {
+        let n = self.inner.store.count_active(guild_id, Utc::now()).await?;
+        Ok((n, self.inner.cfg.max_per_guild))
+    }
+
+    fn with_pending_usage(&self, mut k: KeyRecord) -> KeyRecord {
+        if let Some((at, n)) = self.inner.usage.pending_last_use(&k.id) {
+            k.last_used_at = Some(k.last_used_at.map_or(at, |old| old.max(at)));
+            k.use_count += n as i64;
+        }
+        k
+    }
+
+    /// Finds one key by id, display prefix or exact name; within a guild,
+    /// or across all guilds when `guild_id` is `None` (the operator CLI).
+    pub async fn find(&self, guild_id: Option<u64>, reference: &str) -> Result<KeyRecord> {
+        let reference = reference.trim();
+        let mut found = self.inner.store.find_keys(guild_id, reference).await?;
+        let now = Utc::now();
+        // Most specific first: id, then prefix, then one active key by name.
+        for pick in [
+            &(|k: &KeyRecord| k.id.as_str() == reference) as &dyn Fn(&KeyRecord) -> bool,
+            &|k: &KeyRecord| k.prefix == reference,
+            &|k: &KeyRecord| k.status(now) == KeyStatus::Active,
+        ] {
+            if found.len() > 1 {
+                let narrowed: Vec<_> = found.iter().filter(|k| pick(k)).cloned().collect();
+                if !narrowed.is_empty() {
+                    found = narrowed;
+                }
+            }
+        }
+        match found.len() {
+            0 => Err(Error::NotFound(reference.to_owned())),
+            1 => Ok(self.with_pending_usage(found.remove(0))),
+            _ => Err(Error::Ambiguous {
+                reference: reference.to_owned(),
+                candidates: found.iter().map(|k| k.id.to_string()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Revokes a key, at once and for good.
+    #[tracing::instrument(skip_all, fields(key_id))]
+    pub async fn revoke(&self, guild_id: Option<u64>, reference: &str, actor: &Actor) -> Result<KeyRecord> {
+        let key = self.find(guild_id, reference).await?;
+        tracing::Span::current().record("key_id", key.id.as_str());
+        let event = self.key_event(&key, Action::KeyRevoked, actor, serde_json::json!({}));
+        if !self.inner.store.revoke_key(&key.id, Utc::now(), &event).await? {
+            return Err(Error::Revoked(describe(&key)));
+        }
+        self.changed().await?;
+        tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key revoked");
+        Ok(self.inner.store.get_key(&key.id).await?.unwrap_or(key))
+    }
+
+    /// Deletes a revoked or expired key for good.
+    #[tracing::instrument(skip_all, fields(key_id))]
+    pub async fn delete(&self, guild_id: Option<u64>, reference: &str, actor: &Actor) -> Result<KeyRecord> {
+        let key = self.find(guild_id, reference).await?;
+        tracing::Span::current().record("key_id", key.id.as_str());
+        let now = Utc::now();
+        if key.status(now) == KeyStatus::Active {
+            return Err(Error::StillActive(describe(&key)));
+        }
+        let event = self.key_event(&key, Action::KeyDeleted, actor, serde_json::json!({}));
+        if !self.inner.store.delete_key(&key.id, now, &event).await? {
+            return Err(Error::NotFound(reference.to_owned()));
+        }
+        self.changed().await?;
+        tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key deleted");
+        Ok(key)
+    }
+
+    /// Gives a key a new secret; the old one stops now or after `grace`.
+    #[tracing::instrument(skip_all, fields(key_id))]
+    pub async fn rotate(
+        &self,
+        guild_id: Option<u64>,
+        reference: &str,
+        grace: Option<Ttl>,
+        actor: &Actor,
+    ) -> Result<IssuedKey> {
+        let key = self.find(guild_id, reference).await?;
+        tracing::Span::current().record("key_id", key.id.as_str());
+        let now = Utc::now();
+        match key.status(now) {
+            KeyStatus::Revoked => return Err(Error::Revoked(describe(&key))),
+            KeyStatus::Expired => return Err(Error::Expired(describe(&key))),
+            KeyStatus::Active => {}
+        }
+        let secret = token::generate(&self.inner.cfg.prefix, key.environment);
+        let prefix = secret.display_prefix();
+        let previous_until = grace.map(|g| now + g.as_chrono());
+        let mut event = self.key_event(
+            &key,
+            Action::KeyRotated,
+            actor,
+            serde_json::json!({
+                "previous_prefix": key.prefix,
+                "new_prefix": prefix,
+                "grace_seconds": grace.map_or(0, Ttl::seconds),
+                "previous_secret_valid_until": previous_until,
+            }),
+        );
+        if let Some(k) = event.key.as_mut() {
+            k.prefix = prefix.clone();
+        }
+        let rotation = Rotation { id: &key.id, hash: secret.hash(), prefix: &prefix, previous_until };
+        if !self.inner.store.rotate_key(&rotation, now, &event).await? {
+            return Err(Error::Revoked(describe(&key)));
+        }
+        self.changed().await?;
+        tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key rotated");
+        let record = self.inner.store.get_key(&key.id).await?.ok_or_else(|| Error::NotFound(reference.to_owned()))?;
+        Ok(IssuedKey { record: self.with_pending_usage(record), secret })
+    }
+
+    /// Sets or (with `None`) turns off the guild's audit channel.
+    #[tracing::instrument(skip_all, fields(guild_id))]
+    pub async fn set_audit_channel(&self, guild_id: u64, channel_id: Option<u64>, actor: &Actor) -> Result<()> {
+        let event = NewAuditEvent {
+            guild_id,
+            action: Action::AuditChannelSet,
+            actor: actor.clone(),
+            key: None,
+            test: false,
+            details: serde_json::json!({ "channel_id": channel_id.map(|c| c.to_string()) }),
+        };
+        self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event).await?;
+        self.changed().await
+    }
+
+    pub async fn audit_channel(&self, guild_id: u64) -> Result<Option<u64>> {
+        Ok(self.inner.store.audit_channel(guild_id).await?)
+    }
+
+    /// A guild's audit events, newest first; `limit` is clamped to 1–100.
+    pub async fn audit_log(&self, guild_id: u64, limit: u32, before: Option<i64>) -> Result<Vec<AuditEvent>> {
+        Ok(self.inner.store.audit_events(guild_id, limit.clamp(1, 100), before).await?)
+    }
+
+    /// The latest events about or by one key (for `/apikey info`).
+    pub async fn recent_key_events(&self, key: &KeyRecord, limit: u32) -> Result<Vec<AuditEvent>> {
+        Ok(self.inner.store.audit_events_for_key(key.id.as_str(), limit).await?)
+    }
+
+    /// Records a write made through the API (after Discord accepted it, or
+    /// as a test key's dry run).
+    pub async fn record_api_write(
+        &self,
+        caller: &Authenticated,
+        action: Action,
+        details: serde_json::Value,
+    ) -> Result<AuditEvent> {
+        let event = NewAuditEvent {
+            guild_id: caller.key.guild_id,
+            action,
+            actor: caller.actor(),
+            key: Some(caller.key.key_ref()),
+            test: caller.is_test(),
+            details,
+        };
+        let now = Utc::now();
+        let id = self.inner.store.insert_audit(&event, now).await?;
+        self.inner.audit_posted.notify_one();
+        Ok(AuditEvent {
+            id,
+            guild_id: event.guild_id,
+            at: now,
+            action,
+            actor: event.actor.label(),
+            actor_kind: event.actor.kind().to_owned(),
+            key_id: Some(caller.key.id.to_string()),
+            key_name: Some(caller.key.name.clone()),
+            key_prefix: Some(caller.key.prefix.clone()),
+            test: event.test,
+            details: event.details,
+        })
+    }
+
+    /// Verifies a presented token from memory alone: shape and checksum
+    /// first (no lookup for a malformed token), then the index by hash,
+    /// then status and IP allow-list. Notes the use for the batched flush.
+    pub fn authenticate(&self, presented: &str, ip: IpAddr) -> Result<Authenticated> {
+        token::parse(&self.inner.cfg.prefix, presented).map_err(Error::Malformed)?;
+        let now = Utc::now();
+        let entry = self
+            .inner
+            .index
+            .get(&crate::keys::KeyHash::of(presented))
+            .ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
+        let key = entry.key;
+        match key.status(now) {
+            KeyStatus::Revoked => return Err(Error::Revoked(describe(&key))),
+            KeyStatus::Expired => return Err(Error::Expired(describe(&key))),
+            KeyStatus::Active => {}
+        }
+        if entry.valid_until.is_some_and(|until| until <= now) {
+            // A rotated-out secret whose grace period has ended.
+            return Err(Error::NotFound("the presented key".to_owned()));
+        }
+        if !key.allowed_ips.allows(ip) {
+            return Err(Error::IpNotAllowed);
+        }
+        self.inner.usage.touch(&key.id, now);
+        Ok(Authenticated { key })
+    }
+
+    /// Writes pending last-used times (called on a timer and at shutdown).
+    pub async fn flush_usage(&self) -> Result<usize> {
+        Ok(self.inner.usage.flush(&self.inner.store).await?)
+    }
+
+    /// Reloads the index if another process committed (called on a timer).
+    pub async fn refresh_index(&self) -> Result<bool> {
+        let changed = self.inner.index.refresh_if_changed(&self.inner.store).await?;
+        if changed {
+            self.inner.audit_posted.notify_one();
+        }
+        Ok(changed)
+    }
+
+    /// Runs the background upkeep until `stop` resolves: the index watch
+    /// (every 250 ms) and the last-used flush. Flushes once more at the end.
+    pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
+        let flush_every = Duration::from_secs(self.inner.cfg.last_used_flush_seconds.max(1));
+        let mut watch = tokio::time::interval(Duration::from_millis(250));
+        let mut flush = tokio::time::interval(flush_every);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = watch.tick() => {
+                    if let Err(e) = self.refresh_index().await {
+                        tracing::warn!(error = %e, "failed to check the database for changes");
+                    }
+                }
+                _ = flush.tick() => {
+                    if let Err(e) = self.flush_usage().await {
+                        tracing::warn!(error = %e, "failed to write last-used times; will retry");
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.flush_usage().await {
+            tracing::error!(error = %e, "failed to write last-used times at shutdown");
+        }
+    }
+
+    fn key_event(&self, key: &KeyRecord, action: Action, actor: &Actor, details: serde_json::Value) -> NewAuditEvent {
+        NewAuditEvent {
+            guild_id: key.guild_id,
+            action,
+            actor: actor.clone(),
+            key: Some(key.key_ref()),
+            test: false,
+            details,
+        }
+    }
+
+    /// The time now, for adapters rendering statuses consistently.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A key as named in messages: name and prefix, never the secret.
+pub fn describe(key: &KeyRecord) -> String {
+    format!("'{}' ({})", key.name, key.prefix)
+}

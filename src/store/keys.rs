@@ -1,0 +1,305 @@
+//! SQL for `api_key` and `guild_setting`. Each change runs in one
+//! transaction with its audit event; its first statement is the write, so the
+//! transaction takes SQLite's write lock at once and concurrent changes are
+//! serialised by the database itself.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{from_millis, id_from_sql, id_to_sql, to_millis, Store};
+use crate::audit::NewAuditEvent;
+use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyRecord, Scopes};
+
+/// A key about to be inserted.
+pub struct NewKeyRow<'a> {
+    pub id: &'a KeyId,
+    pub guild_id: u64,
+    pub name: &'a str,
+    pub hash: KeyHash,
+    pub prefix: &'a str,
+    pub environment: Environment,
+    pub scopes: &'a Scopes,
+    pub created_by: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit_per_minute: u32,
+    pub allowed_ips: &'a AllowedIps,
+}
+
+/// A new secret for an existing key.
+pub struct Rotation<'a> {
+    pub id: &'a KeyId,
+    pub hash: KeyHash,
+    pub prefix: &'a str,
+    /// When the old secret stops working; `None` stops it now.
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, created_by, \
+     last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at";
+
+/// A key with the hashes the index matches presented tokens against.
+pub struct KeyWithHashes {
+    pub record: KeyRecord,
+    pub hash: KeyHash,
+    pub previous_hash: Option<KeyHash>,
+}
+
+impl Store {
+    /// Inserts the key only if the guild has fewer than `max_active` active
+    /// keys, in one statement, so concurrent creates can never exceed it.
+    /// Returns false when the limit is reached.
+    pub async fn insert_key_within_limit(
+        &self,
+        row: &NewKeyRow<'_>,
+        max_active: u32,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
+                 created_by, expires_at, rate_limit_per_minute, allowed_ips, updated_at) \
+             select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?8 \
+             where (select count(*) from api_key where guild_id = ?2 and revoked_at is null \
+                    and (expires_at is null or expires_at > ?8)) < ?13",
+        )
+        .bind(row.id.as_str())
+        .bind(id_to_sql(row.guild_id))
+        .bind(row.name)
+        .bind(&row.hash.0[..])
+        .bind(row.prefix)
+        .bind(row.environment.as_str())
+        .bind(row.scopes.to_storage())
+        .bind(to_millis(now))
+        .bind(row.created_by)
+        .bind(row.expires_at.map(to_millis))
+        .bind(i64::from(row.rate_limit_per_minute))
+        .bind(row.allowed_ips.to_storage())
+        .bind(i64::from(max_active))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false);
+        }
+        Self::insert_audit_in(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Active keys of a guild right now.
+    pub async fn count_active(&self, guild_id: u64, now: DateTime<Utc>) -> anyhow::Result<u32> {
+        let (n,): (i64,) = sqlx::query_as(
+            "select count(*) from api_key where guild_id = ? and revoked_at is null \
+             and (expires_at is null or expires_at > ?)",
+        )
+        .bind(id_to_sql(guild_id))
+        .bind(to_millis(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u32)
+    }
+
+    /// A guild's keys, oldest first.
+    pub async fn list_keys(&self, guild_id: u64) -> anyhow::Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "select {KEY_COLUMNS} from api_key where guild_id = ? order by created_at, api_key_id"
+        ))
+        .bind(id_to_sql(guild_id))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Keys matching `reference` as an id, a display prefix or an exact name,
+    /// within one guild or (for the operator CLI) all of them.
+    pub async fn find_keys(&self, guild_id: Option<u64>, reference: &str) -> anyhow::Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "select {KEY_COLUMNS} from api_key \
+             where (?1 is null or guild_id = ?1) and (api_key_id = ?2 or prefix = ?2 or name = ?2) \
+             order by created_at, api_key_id"
+        ))
+        .bind(guild_id.map(id_to_sql))
+        .bind(reference)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    pub async fn get_key(&self, id: &KeyId) -> anyhow::Result<Option<KeyRecord>> {
+        let row = sqlx::query(&format!("select {KEY_COLUMNS} from api_key where api_key_id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    /// Every key with its hashes, for the in-memory index.
+    pub async fn all_keys_with_hashes(&self) -> anyhow::Result<Vec<KeyWithHashes>> {
+        let rows = sqlx::query(&format!("select {KEY_COLUMNS}, key_hash, previous_hash from api_key"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("key_hash")?;
+                let previous: Option<Vec<u8>> = row.try_get("previous_hash")?;
+                Ok(KeyWithHashes {
+                    record: record_from_row(row)?,
+                    hash: KeyHash::from_slice(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?,
+                    previous_hash: previous.as_deref().and_then(KeyHash::from_slice),
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a key revoked unless it already is. Returns false if it was.
+    pub async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "update api_key set revoked_at = ?1, updated_at = ?1, previous_hash = null, \
+             previous_hash_expires_at = null where api_key_id = ?2 and revoked_at is null",
+        )
+        .bind(to_millis(now))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            Self::insert_audit_in(&mut tx, event, now).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    /// Deletes a key only if it is revoked or expired. Returns false if not.
+    pub async fn delete_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "delete from api_key where api_key_id = ?1 \
+             and (revoked_at is not null or (expires_at is not null and expires_at <= ?2))",
+        )
+        .bind(id.as_str())
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            Self::insert_audit_in(&mut tx, event, now).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    /// Gives an active key a new secret. Returns false if it is not active.
+    pub async fn rotate_key(
+        &self,
+        r: &Rotation<'_>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "update api_key set \
+                 previous_hash = case when ?4 is null then null else key_hash end, \
+                 previous_hash_expires_at = ?4, \
+                 key_hash = ?2, prefix = ?3, updated_at = ?5 \
+             where api_key_id = ?1 and revoked_at is null and (expires_at is null or expires_at > ?5)",
+        )
+        .bind(r.id.as_str())
+        .bind(&r.hash.0[..])
+        .bind(r.prefix)
+        .bind(r.previous_until.map(to_millis))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            Self::insert_audit_in(&mut tx, event, now).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    /// Adds batched request counts and last-used times, in one transaction.
+    pub async fn record_usage(&self, batch: &[(KeyId, DateTime<Utc>, u64)]) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, at, count) in batch {
+            sqlx::query(
+                "update api_key set last_used_at = max(coalesce(last_used_at, 0), ?1), \
+                 use_count = use_count + ?2 where api_key_id = ?3",
+            )
+            .bind(to_millis(*at))
+            .bind(*count as i64)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets (or with `None`, clears) the guild's audit channel.
+    pub async fn set_audit_channel(
+        &self,
+        guild_id: u64,
+        channel_id: Option<u64>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "insert into guild_setting (guild_id, audit_channel_id, created_at, updated_at) values (?1, ?2, ?3, ?3) \
+             on conflict (guild_id) do update set audit_channel_id = ?2, updated_at = ?3",
+        )
+        .bind(id_to_sql(guild_id))
+        .bind(channel_id.map(id_to_sql))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit_in(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn audit_channel(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("select audit_channel_id from guild_setting where guild_id = ?")
+                .bind(id_to_sql(guild_id))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(c,)| c).map(id_from_sql))
+    }
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {
+    let environment: String = row.try_get("environment")?;
+    let scopes: String = row.try_get("scopes")?;
+    let allowed: String = row.try_get("allowed_ips")?;
+    let millis = |col: &str| -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(row.try_get::<Option<i64>, _>(col)?.map(from_millis))
+    };
+    Ok(KeyRecord {
+        id: KeyId::from_stored(row.try_get("api_key_id")?),
+        guild_id: id_from_sql(row.try_get("guild_id")?),
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        environment: environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
+        scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
+        created_at: from_millis(row.try_get("created_at")?),
+        created_by: row.try_get("created_by")?,
+        last_used_at: millis("last_used_at")?,
+        use_count: row.try_get("use_count")?,
+        expires_at: millis("expires_at")?,
+        revoked_at: millis("revoked_at")?,
+        rate_limit_per_minute: row.try_get::<i64, _>("rate_limit_per_minute")? as u32,
+        allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
+        previous_secret_expires_at: millis("previous_hash_expires_at")?,
+    })
+}

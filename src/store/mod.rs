@@ -1,0 +1,100 @@
+//! All SQL lives here, and only here: the one module that knows the database
+//! is SQLite. Above it, the service speaks in domain types.
+//!
+//! The store opens the file in WAL mode with foreign keys on and a busy
+//! timeout, creates the file's directory when missing, applies the numbered
+//! migrations in `migrations/`, and lets the key index notice commits made by
+//! other processes ([`Store::change_counter`]) without reading any table.
+
+mod audit;
+mod keys;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+
+pub use keys::{NewKeyRow, Rotation};
+
+/// The migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    /// A connection of its own for `PRAGMA data_version`, which only changes
+    /// when *another* connection commits.
+    watcher: std::sync::Arc<Mutex<SqliteConnection>>,
+}
+
+impl Store {
+    /// Opens (creating if allowed by the URL) the database at `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| "failed to parse the database URL")?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let file = options.get_filename().to_owned();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create the database directory {}", dir.display()))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("failed to open the database {}", display(&file)))?;
+        let watcher = SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("failed to open the database {}", display(&file)))?;
+        Ok(Self { pool, watcher: std::sync::Arc::new(Mutex::new(watcher)) })
+    }
+
+    /// Applies every migration not yet applied.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("failed to apply database migrations")
+    }
+
+    /// Changes whenever another connection or process commits. Costs no
+    /// table read: the index calls it often and reloads only on change.
+    pub async fn change_counter(&self) -> anyhow::Result<i64> {
+        let mut conn = self.watcher.lock().await;
+        let (v,): (i64,) = sqlx::query_as("pragma data_version").fetch_one(&mut *conn).await?;
+        Ok(v)
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Snowflakes are stored as SQLite's signed INTEGER.
+pub(crate) fn id_to_sql(id: u64) -> i64 {
+    id as i64
+}
+
+pub(crate) fn id_from_sql(id: i64) -> u64 {
+    id as u64
+}
