@@ -15,6 +15,8 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod discord;
+pub mod http;
 pub mod keys;
 pub mod service;
 pub mod store;

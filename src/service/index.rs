@@ -36,6 +36,11 @@ impl KeyIndex {
         self.map.read().expect("index lock poisoned").get(hash).cloned()
     }
 
+    /// The ids of every indexed key.
+    pub fn key_ids(&self) -> std::collections::HashSet<crate::keys::KeyId> {
+        self.map.read().expect("index lock poisoned").values().map(|e| e.key.id.clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().expect("index lock poisoned").len()
     }

@@ -6,7 +6,9 @@
 //! in-memory [`index::KeyIndex`] before returning, and wakes the audit-channel
 //! poster. Verification ([`KeyService::authenticate`]) reads only memory.
 
+pub mod actions;
 pub mod index;
+pub mod outbox;
 pub mod usage;
 
 use std::net::IpAddr;
@@ -526,6 +528,16 @@ impl KeyService {
             test: false,
             details,
         }
+    }
+
+    /// The ids of every key the index knows (for pruning per-key state).
+    pub fn known_key_ids(&self) -> std::collections::HashSet<KeyId> {
+        self.inner.index.key_ids()
+    }
+
+    /// Key hashes in the index (a metric).
+    pub fn indexed_keys(&self) -> usize {
+        self.inner.index.len()
     }
 
     /// The time now, for adapters rendering statuses consistently.

@@ -1,1 +1,3 @@
-pub fn placeholder() {}
+//! Discord double (work in progress).
+pub mod config;
+pub mod schema;

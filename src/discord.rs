@@ -1,0 +1,348 @@
+//! What guildkey asks of Discord on behalf of the API and the audit log,
+//! behind one trait ([`GuildOps`]) so the service never sees serenity, and
+//! its implementation on serenity's `Http` and gateway cache.
+//!
+//! When REST goes through a proxy or test double, serenity's own
+//! ratelimiter is off (the proxy owns rate limiting), so a 429 reaches us:
+//! [`SerenityGuildOps`] waits and retries a few times before giving up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serenity::all::{
+    Cache, ChannelId, Colour, CreateEmbed, CreateEmbedFooter, CreateMessage, GuildId, Http, HttpError, LightMethod,
+    Route, Timestamp, UserId,
+};
+use serenity::http::Request;
+
+use crate::audit::{Action, AuditEvent};
+
+/// A guild as the API shows it, from the gateway cache.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct GuildInfo {
+    #[schema(example = "1000000000000000001")]
+    pub id: String,
+    pub name: String,
+    pub member_count: u64,
+    /// Icon hash, if the guild has an icon.
+    pub icon: Option<String>,
+}
+
+/// Why Discord did not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DiscordError {
+    /// Discord answered with an error (Missing Permissions, Unknown Role…).
+    #[error("{message} (Discord error {code}, HTTP {status})")]
+    Refused { status: u16, code: i64, message: String },
+    /// Discord could not be reached or kept failing.
+    #[error("Discord is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl DiscordError {
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            Self::Unavailable(_) => None,
+        }
+    }
+}
+
+/// Discord's error codes guildkey reacts to.
+pub mod codes {
+    pub const UNKNOWN_CHANNEL: i64 = 10003;
+    pub const UNKNOWN_MEMBER: i64 = 10007;
+    pub const UNKNOWN_BAN: i64 = 10026;
+    pub const MISSING_ACCESS: i64 = 50001;
+    pub const MISSING_PERMISSIONS: i64 = 50013;
+}
+
+#[async_trait]
+pub trait GuildOps: Send + Sync {
+    /// The guild from the gateway cache; `None` if the bot is not in it.
+    fn guild_info(&self, guild_id: u64) -> Option<GuildInfo>;
+    /// `Some(reason)` if the user is banned, `None` if not.
+    async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError>;
+    async fn ban(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        delete_message_seconds: u32,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError>;
+    async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError>;
+    /// The member's role ids; `None` if the user is not a member.
+    async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError>;
+    async fn add_role(&self, guild_id: u64, user_id: u64, role_id: u64, audit_reason: &str)
+        -> Result<(), DiscordError>;
+    async fn remove_role(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        role_id: u64,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError>;
+    /// Posts an audit event as an embed to a channel.
+    async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError>;
+}
+
+/// [`GuildOps`] on serenity.
+pub struct SerenityGuildOps {
+    http: Arc<Http>,
+    cache: Arc<Cache>,
+}
+
+/// Retries of a request Discord answered with 429 or 5xx.
+const RETRIES: u32 = 2;
+
+impl SerenityGuildOps {
+    pub fn new(http: Arc<Http>, cache: Arc<Cache>) -> Self {
+        Self { http, cache }
+    }
+
+    /// Runs a request, retrying after 429 and 5xx with a short backoff.
+    async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<(), DiscordError> {
+        let mut attempt = 0;
+        loop {
+            match self.http.request(make()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let err = map_error(e);
+                    let retryable = matches!(&err, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500)
+                        || matches!(err, DiscordError::Unavailable(_));
+                    if !retryable || attempt >= RETRIES {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                    tracing::warn!(error = %err, attempt, "Discord request failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Adds `X-Audit-Log-Reason` so Discord's own audit log names the key.
+fn with_reason(mut request: Request<'static>, reason: &str) -> Request<'static> {
+    // Discord takes 1–512 URL-encoded UTF-8 characters.
+    let truncated: String = reason.chars().take(512).collect();
+    let headers = request.headers_mut().get_or_insert_with(Default::default);
+    if let Ok(value) = url_encode(&truncated).parse() {
+        headers.insert("X-Audit-Log-Reason", value);
+    }
+    request
+}
+
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn map_error(e: serenity::Error) -> DiscordError {
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => DiscordError::Refused {
+            status: r.status_code.as_u16(),
+            code: r.error.code as i64,
+            message: r.error.message,
+        },
+        other => DiscordError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl GuildOps for SerenityGuildOps {
+    fn guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
+        let guild = self.cache.guild(GuildId::new(guild_id))?;
+        Some(GuildInfo {
+            id: guild.id.to_string(),
+            name: guild.name.clone(),
+            member_count: guild.member_count,
+            icon: guild.icon.map(|h| h.to_string()),
+        })
+    }
+
+    async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError> {
+        let mut attempt = 0;
+        loop {
+            match self.http.get_ban(GuildId::new(guild_id), UserId::new(user_id)).await {
+                Ok(ban) => return Ok(ban.map(|b| b.reason)),
+                Err(e) => {
+                    let err = map_error(e);
+                    if err.code() == Some(codes::UNKNOWN_BAN) {
+                        return Ok(None);
+                    }
+                    let retryable = matches!(&err, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500);
+                    if !retryable || attempt >= RETRIES {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                }
+            }
+        }
+    }
+
+    async fn ban(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        delete_message_seconds: u32,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "delete_message_seconds": delete_message_seconds }))
+            .expect("JSON of plain values");
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        self.send(|| {
+            let put = Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Put);
+            with_reason(put.body(Some(body.clone())), audit_reason)
+        })
+        .await
+    }
+
+    async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError> {
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        self.send(|| {
+            with_reason(Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Delete), audit_reason)
+        })
+        .await
+    }
+
+    async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError> {
+        match self.http.get_member(GuildId::new(guild_id), UserId::new(user_id)).await {
+            Ok(m) => Ok(Some(m.roles.iter().map(|r| r.get()).collect())),
+            Err(e) => {
+                let err = map_error(e);
+                if err.code() == Some(codes::UNKNOWN_MEMBER) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn add_role(&self, guild_id: u64, user_id: u64, role_id: u64, audit_reason: &str) -> Result<(), DiscordError> {
+        let route = |method| {
+            Request::new(
+                Route::GuildMemberRole {
+                    guild_id: GuildId::new(guild_id),
+                    user_id: UserId::new(user_id),
+                    role_id: role_id.into(),
+                },
+                method,
+            )
+        };
+        self.send(|| with_reason(route(LightMethod::Put), audit_reason)).await
+    }
+
+    async fn remove_role(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        role_id: u64,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError> {
+        let route = |method| {
+            Request::new(
+                Route::GuildMemberRole {
+                    guild_id: GuildId::new(guild_id),
+                    user_id: UserId::new(user_id),
+                    role_id: role_id.into(),
+                },
+                method,
+            )
+        };
+        self.send(|| with_reason(route(LightMethod::Delete), audit_reason)).await
+    }
+
+    async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {
+        let message = CreateMessage::new().embed(audit_embed(event));
+        ChannelId::new(channel_id).send_message(&self.http, message).await.map(|_| ()).map_err(map_error)
+    }
+}
+
+/// The audit-channel embed: what happened, to what, by whom, when. Built
+/// from stored fields only, so it can never hold a secret.
+pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
+    let colour = match event.action {
+        Action::KeyCreated | Action::RoleAdded => Colour::new(0x57F287),
+        Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded => Colour::new(0xED4245),
+        Action::KeyRotated | Action::AuditChannelSet | Action::RoleRemoved => Colour::new(0xFEE75C),
+        Action::BanRemoved => Colour::new(0x5865F2),
+    };
+    let mut title = event.action.title().to_owned();
+    if event.test {
+        title.push_str(" (test key: dry run, nothing changed)");
+    }
+    let key = match (&event.key_name, &event.key_prefix) {
+        (Some(name), Some(prefix)) => Some(format!("{} (`{prefix}`)", escape(name))),
+        _ => None,
+    };
+    let actor = match (event.actor_kind.as_str(), &key) {
+        ("api_key", Some(k)) => format!("An API key: {k}"),
+        _ => event.actor.clone(),
+    };
+    let mut embed = CreateEmbed::new()
+        .title(title)
+        .colour(colour)
+        .field("By", actor, true)
+        .footer(CreateEmbedFooter::new(format!("guildkey · event {}", event.id)));
+    if let Ok(ts) = Timestamp::from_unix_timestamp(event.at.timestamp()) {
+        embed = embed.timestamp(ts);
+    }
+    if event.action.as_str().starts_with("key.") {
+        if let Some(k) = &key {
+            embed = embed.field("Key", k, true);
+        }
+    }
+    for (name, value) in detail_fields(event) {
+        embed = embed.field(name, value, true);
+    }
+    embed
+}
+
+/// The details worth showing, in words.
+fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
+    let d = &event.details;
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let mut out = Vec::new();
+    if let Some(user) = s("user_id") {
+        out.push(("User", format!("<@{user}> ({user})")));
+    }
+    if let Some(role) = s("role_id") {
+        out.push(("Role", format!("<@&{role}>")));
+    }
+    if let Some(reason) = s("reason") {
+        out.push(("Reason", escape(&reason)));
+    }
+    if let Some(scopes) = d.get("scopes").and_then(|v| v.as_array()) {
+        let names: Vec<&str> = scopes.iter().filter_map(|v| v.as_str()).collect();
+        out.push(("Scopes", names.join(", ")));
+    }
+    if let Some(env) = s("environment") {
+        out.push(("Environment", env));
+    }
+    if event.action == Action::AuditChannelSet {
+        out.push(("Channel", s("channel_id").map_or_else(|| "off".to_owned(), |c| format!("<#{c}>"))));
+    }
+    if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
+        out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
+    }
+    if let Some(note) = s("outcome") {
+        out.push(("Outcome", note));
+    }
+    out
+}
+
+/// Keeps user-supplied text from forming mentions or markdown in embeds.
+fn escape(s: &str) -> String {
+    s.replace('@', "@\u{200b}").replace('`', "'")
+}

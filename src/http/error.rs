@@ -1,0 +1,118 @@
+//! The one mapping from errors to HTTP responses: a status and the SPEC §6
+//! envelope `{"success": false, "data": {}, "error": {code, reason, message}}`.
+//! Causes of internal errors are logged here, never sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::service::Error;
+
+/// Everything a handler or middleware can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Service(#[from] Error),
+    /// 401 `missing_key`: no `Authorization: Bearer` header.
+    #[error("send your API key as 'Authorization: Bearer <key>'")]
+    MissingKey,
+    /// 400 `bad_request`: a malformed id, query or body.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404 `not_found`: no such route.
+    #[error("no such route; see /openapi.json")]
+    NoRoute,
+    /// 405 `method_not_allowed`.
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+    /// 413 `payload_too_large`.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 408 `timeout`: the request took too long.
+    #[error("the request took too long")]
+    Timeout,
+}
+
+impl ApiError {
+    /// Status and machine-readable reason.
+    pub fn status_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::MissingKey => (StatusCode::UNAUTHORIZED, "missing_key"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            Self::Service(e) => match e {
+                Error::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                Error::Malformed(_) => (StatusCode::UNAUTHORIZED, "malformed_key"),
+                Error::NotFound(_) => (StatusCode::UNAUTHORIZED, "invalid_key"),
+                Error::Revoked(_) => (StatusCode::UNAUTHORIZED, "key_revoked"),
+                Error::Expired(_) => (StatusCode::UNAUTHORIZED, "key_expired"),
+                Error::GuildMismatch => (StatusCode::FORBIDDEN, "guild_mismatch"),
+                Error::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
+                Error::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
+                Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                Error::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
+                Error::Discord(_) => (StatusCode::BAD_GATEWAY, "discord_error"),
+                Error::Ambiguous { .. } | Error::StillActive(_) | Error::LimitReached { .. } => {
+                    (StatusCode::CONFLICT, "conflict")
+                }
+                Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            },
+        }
+    }
+
+    /// The client-facing message: specific for client errors, generic for
+    /// ours. Key errors never echo the presented token.
+    fn message(&self) -> String {
+        match self {
+            Self::Service(Error::NotFound(_)) => "the API key is not recognised".to_owned(),
+            Self::Service(Error::Revoked(_)) => "this API key has been revoked".to_owned(),
+            Self::Service(Error::Expired(_)) => "this API key has expired".to_owned(),
+            Self::Service(Error::Malformed(m)) => format!("malformed API key: {m}"),
+            Self::Service(Error::Internal(_)) => "something went wrong on our side; try again later".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, reason) = self.status_reason();
+        if let Self::Service(Error::Internal(cause)) = &self {
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        let body = json!({
+            "success": false,
+            "data": {},
+            "error": { "code": status.as_u16(), "reason": reason, "message": self.message() },
+        });
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::MissingKey | Self::Service(Error::Malformed(_)) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Service(Error::NotFound(_) | Error::Revoked(_) | Error::Expired(_)) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            Self::Service(Error::RateLimited { retry_after_secs }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(ErrorReason(reason));
+        response
+    }
+}
+
+/// Marks a response with its error reason, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorReason(pub &'static str);
+
+/// A successful response in the envelope.
+pub fn ok(data: impl serde::Serialize) -> Response {
+    Json(json!({ "success": true, "data": data })).into_response()
+}

@@ -1,0 +1,91 @@
+//! Extractors whose rejections speak our envelope: JSON bodies, path ids
+//! (Discord snowflakes), the query string, and the client's IP address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// An optional JSON body: empty means `None`; anything else must be valid
+/// JSON of `T` (any or no Content-Type, for simple clients).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest(format!("could not read the body: {}", e.body_text()))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| Self(Some(v)))
+            .map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))
+    }
+}
+
+/// The configured body limit, for the 413 message.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// `Query<T>` with the envelope on bad query strings.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e: QueryRejection| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+    }
+}
+
+/// Parses a path segment as a Discord snowflake: 1–20 digits, non-zero,
+/// within a signed 64-bit integer.
+pub fn snowflake(what: &str, raw: &str) -> Result<u64, ApiError> {
+    let ok = !raw.is_empty() && raw.len() <= 20 && raw.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| raw.parse::<u64>().ok())
+        .flatten()
+        .filter(|&id| id > 0 && id <= i64::MAX as u64)
+        .ok_or_else(|| ApiError::BadRequest(format!("{what} must be a Discord id (a snowflake), not '{}'", short(raw))))
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+/// The caller's IP: the socket peer, or with `http.trust_forwarded_for` the
+/// right-most address in `X-Forwarded-For` (the one the trusted proxy saw;
+/// entries to its left are client-supplied and could be forged).
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .last();
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |ConnectInfo(addr)| addr.ip())
+}

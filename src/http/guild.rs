@@ -1,0 +1,174 @@
+//! Routes that act on Discord for one guild: guild info, ban check, ban,
+//! unban, role add and remove. Each parses its ids and body, then hands the
+//! rules (scopes, dry runs, idempotency, audit) to the service.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ok, ApiError};
+use super::extract::{snowflake, OptionalJson};
+use super::routes::{Envelope, ErrorEnvelope};
+use super::AppState;
+use crate::discord::GuildInfo;
+use crate::service::actions::{BanStatus, WriteOutcome};
+
+/// Guild info from the bot's cache (no Discord call). Needs `guild.read`.
+#[utoipa::path(get, path = "/v1/guilds/{guild_id}", tag = "guilds", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id (snowflake)")),
+    responses(
+        (status = 200, description = "The guild", body = inline(Envelope<GuildInfo>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 404, description = "The bot is not in this guild", body = ErrorEnvelope),
+    ))]
+pub async fn guild_info(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(guild_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let guild_id = snowflake("guild_id", &guild_id)?;
+    Ok(ok(state.actions.guild_info(&caller, guild_id)?))
+}
+
+fn ids(guild_id: &str, user_id: &str) -> Result<(u64, u64), ApiError> {
+    Ok((snowflake("guild_id", guild_id)?, snowflake("user_id", user_id)?))
+}
+
+/// Whether a user is banned. Needs `bans.read`. Answers are cached for a
+/// few seconds; this process's own bans and Discord's ban events refresh them.
+#[utoipa::path(get, path = "/v1/guilds/{guild_id}/bans/{user_id}", tag = "bans", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Ban status", body = inline(Envelope<BanStatus>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 502, description = "discord_error", body = ErrorEnvelope),
+    ))]
+pub async fn ban_status(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((guild_id, user_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (guild_id, user_id) = ids(&guild_id, &user_id)?;
+    Ok(ok(state.actions.ban_status(&caller, guild_id, user_id).await?))
+}
+
+/// The optional body of a ban.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BanBody {
+    /// Shown in Discord's audit log after the key's name (at most 512 characters).
+    reason: Option<String>,
+    /// Delete the user's messages from this many seconds back (0–604800).
+    delete_message_seconds: Option<i64>,
+}
+
+/// Bans a user (a test key only pretends). Needs `bans.write`.
+#[utoipa::path(put, path = "/v1/guilds/{guild_id}/bans/{user_id}", tag = "bans", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id")),
+    request_body(content = Option<BanBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "Banned (or already banned: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 502, description = "discord_error", body = ErrorEnvelope),
+    ))]
+pub async fn ban(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((guild_id, user_id)): Path<(String, String)>,
+    OptionalJson(body): OptionalJson<BanBody>,
+) -> Result<Response, ApiError> {
+    let (guild_id, user_id) = ids(&guild_id, &user_id)?;
+    let body = body.unwrap_or_default();
+    let outcome = state.actions.ban(&caller, guild_id, user_id, body.reason, body.delete_message_seconds).await?;
+    Ok(ok(with(outcome, serde_json::json!({ "banned": true }))))
+}
+
+/// Unbans a user (a test key only pretends). Needs `bans.write`.
+#[utoipa::path(delete, path = "/v1/guilds/{guild_id}/bans/{user_id}", tag = "bans", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Unbanned (or was not banned: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 502, description = "discord_error", body = ErrorEnvelope),
+    ))]
+pub async fn unban(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((guild_id, user_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (guild_id, user_id) = ids(&guild_id, &user_id)?;
+    let outcome = state.actions.unban(&caller, guild_id, user_id).await?;
+    Ok(ok(with(outcome, serde_json::json!({ "banned": false }))))
+}
+
+/// Gives a member a role (a test key only pretends). Needs `roles.write`.
+#[utoipa::path(put, path = "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}", tag = "roles", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id"),
+        ("role_id" = String, Path, description = "Role id")),
+    responses(
+        (status = 200, description = "Added (or already had it: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 502, description = "discord_error (Unknown Member, Unknown Role, Missing Permissions…)", body = ErrorEnvelope),
+    ))]
+pub async fn add_role(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((guild_id, user_id, role_id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    role(state, caller, (guild_id, user_id, role_id), true).await
+}
+
+/// Takes a role from a member (a test key only pretends). Needs `roles.write`.
+#[utoipa::path(delete, path = "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}", tag = "roles", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id"),
+        ("role_id" = String, Path, description = "Role id")),
+    responses(
+        (status = 200, description = "Removed (or did not have it: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 502, description = "discord_error", body = ErrorEnvelope),
+    ))]
+pub async fn remove_role(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((guild_id, user_id, role_id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    role(state, caller, (guild_id, user_id, role_id), false).await
+}
+
+async fn role(
+    state: AppState,
+    caller: crate::service::Authenticated,
+    (guild_id, user_id, role_id): (String, String, String),
+    add: bool,
+) -> Result<Response, ApiError> {
+    let (guild_id, user_id) = ids(&guild_id, &user_id)?;
+    let role_id = snowflake("role_id", &role_id)?;
+    let outcome = state.actions.set_role(&caller, guild_id, user_id, role_id, add).await?;
+    Ok(ok(with(
+        outcome,
+        serde_json::json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string(), "has_role": add }),
+    )))
+}
+
+/// The outcome's fields beside the route's own.
+fn with(outcome: WriteOutcome, mut data: serde_json::Value) -> serde_json::Value {
+    if let (Some(map), Ok(serde_json::Value::Object(extra))) = (data.as_object_mut(), serde_json::to_value(outcome)) {
+        map.extend(extra);
+    }
+    data
+}

@@ -1,0 +1,130 @@
+//! Rate limits, with the governor crate (GCRA):
+//! - per key, at the key's own `rate_limit_per_minute`;
+//! - per client IP, for failed authentications: after a burst of failures
+//!   the IP is refused with 429 until the bucket refills, so guessing keys
+//!   costs real time.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::keys::KeyId;
+
+type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// What a key's budget looks like after a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the budget is full again.
+    pub reset_secs: u64,
+    /// Set when this request was refused: seconds to wait.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Per-key limiters, created on first use and replaced when the key's
+/// limit changes.
+#[derive(Default)]
+pub struct KeyLimits {
+    limiters: Mutex<HashMap<KeyId, (u32, Arc<KeyLimiter>)>>,
+}
+
+impl KeyLimits {
+    /// Takes one request from the key's budget.
+    pub fn check(&self, key: &KeyId, per_minute: u32) -> Budget {
+        let per_minute = per_minute.max(1);
+        let limiter = {
+            let mut map = self.limiters.lock().expect("rate limit lock poisoned");
+            match map.get(key) {
+                Some((limit, l)) if *limit == per_minute => l.clone(),
+                _ => {
+                    let quota = Quota::per_minute(NonZeroU32::new(per_minute).expect("at least 1"));
+                    let l = Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>());
+                    map.insert(key.clone(), (per_minute, l.clone()));
+                    l
+                }
+            }
+        };
+        let per_cell = 60.0 / f64::from(per_minute);
+        match limiter.check() {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Budget {
+                    limit: per_minute,
+                    remaining,
+                    reset_secs: (f64::from(per_minute - remaining) * per_cell).ceil() as u64,
+                    retry_after_secs: None,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                Budget {
+                    limit: per_minute,
+                    remaining: 0,
+                    reset_secs: (f64::from(per_minute) * per_cell).ceil() as u64,
+                    retry_after_secs: Some(wait_secs),
+                }
+            }
+        }
+    }
+
+    /// Forgets limiters of keys no longer known (revoked, deleted).
+    pub fn retain(&self, keep: impl Fn(&KeyId) -> bool) {
+        self.limiters.lock().expect("rate limit lock poisoned").retain(|k, _| keep(k));
+    }
+}
+
+/// Failed authentications per client IP.
+pub struct FailureThrottle {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureThrottle {
+    /// `burst` failures at once, refilling at `per_minute`.
+    pub fn new(burst: u32, per_minute: u32) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least 1"))
+            .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least 1"));
+        Self { limiter: RateLimiter::keyed(quota), blocked: Mutex::new(HashMap::new()) }
+    }
+
+    /// Seconds the IP must wait, if it is currently blocked.
+    pub fn blocked_for(&self, ip: IpAddr) -> Option<u64> {
+        let mut blocked = self.blocked.lock().expect("throttle lock poisoned");
+        let until = *blocked.get(&ip)?;
+        let now = Instant::now();
+        if until <= now {
+            blocked.remove(&ip);
+            return None;
+        }
+        Some((until - now).as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// Counts one failure; returns the wait if this IP is now blocked.
+    pub fn record_failure(&self, ip: IpAddr) -> Option<u64> {
+        match self.limiter.check_key(&ip) {
+            Ok(()) => None,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now()).max(Duration::from_secs(1));
+                self.blocked.lock().expect("throttle lock poisoned").insert(ip, Instant::now() + wait);
+                Some(wait.as_secs_f64().ceil() as u64)
+            }
+        }
+    }
+
+    /// Drops state for IPs that have been quiet (bounded memory).
+    pub fn cleanup(&self) {
+        self.limiter.retain_recent();
+        let now = Instant::now();
+        self.blocked.lock().expect("throttle lock poisoned").retain(|_, until| *until > now);
+    }
+}

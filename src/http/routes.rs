@@ -1,0 +1,187 @@
+//! Handlers for the routes that do not act on Discord: verify, the audit
+//! log, health, metrics and the OpenAPI document.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::error::{ok, ApiError};
+use super::extract::{snowflake, ApiQuery};
+use super::AppState;
+use crate::keys::Scope;
+
+/// The calling key, as `/v1/verify` describes it.
+#[derive(Serialize, ToSchema)]
+pub struct VerifyData {
+    #[schema(example = "key_7kJbQWk3evOIrhMP")]
+    key_id: String,
+    /// The guild this key acts on (a snowflake, as a string).
+    #[schema(example = "1000000000000000001")]
+    guild_id: String,
+    name: String,
+    #[schema(example = "gk_live_Ab3d")]
+    prefix: String,
+    #[schema(example = json!(["bans.read"]))]
+    scopes: Vec<String>,
+    #[schema(example = "live")]
+    environment: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    rate_limit_per_minute: u32,
+}
+
+/// Tells the caller about its own key. Any scope.
+#[utoipa::path(get, path = "/v1/verify", tag = "keys", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key is valid", body = inline(Envelope<VerifyData>)),
+        (status = 401, description = "missing_key, malformed_key, invalid_key, key_revoked or key_expired", body = ErrorEnvelope),
+        (status = 403, description = "ip_not_allowed", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited", body = ErrorEnvelope),
+    ))]
+pub async fn verify(Caller(caller): Caller) -> Response {
+    let k = &caller.key;
+    ok(VerifyData {
+        key_id: k.id.to_string(),
+        guild_id: k.guild_id.to_string(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        scopes: k.scopes.names().into_iter().map(str::to_owned).collect(),
+        environment: k.environment.to_string(),
+        expires_at: k.expires_at,
+        rate_limit_per_minute: k.rate_limit_per_minute,
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// How many events (1–100, default 50; values outside are clamped).
+    limit: Option<String>,
+    /// Only events older than this event id (the previous page's `next_before`).
+    before: Option<String>,
+}
+
+/// One audit event.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventDoc {
+    id: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    #[schema(example = "ban.added")]
+    action: String,
+    #[schema(example = "An API key")]
+    actor: String,
+    key_id: Option<String>,
+    key_name: Option<String>,
+    key_prefix: Option<String>,
+    test: bool,
+    details: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    events: Vec<AuditEventDoc>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    next_before: Option<i64>,
+}
+
+/// The guild's audit events, newest first. Needs `audit.read`.
+#[utoipa::path(get, path = "/v1/guilds/{guild_id}/audit-log", tag = "audit", security(("bearer" = [])),
+    params(("guild_id" = String, Path, description = "Guild id (snowflake)"), AuditQuery),
+    responses(
+        (status = 200, description = "A page of events", body = inline(Envelope<AuditPage>)),
+        (status = 400, description = "bad_request", body = ErrorEnvelope),
+        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+    ))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(guild_id): Path<String>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let guild_id = snowflake("guild_id", &guild_id)?;
+    caller.authorize(guild_id, Scope::AuditRead)?;
+    let limit = match q.limit.as_deref().map(str::trim) {
+        None | Some("") => 50,
+        Some(raw) => raw
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("limit must be a whole number from 1 to 100, not '{raw}'")))?
+            .clamp(1, 100) as u32,
+    };
+    let before = match q.before.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(
+            raw.parse::<i64>()
+                .ok()
+                .filter(|&b| b > 0)
+                .ok_or_else(|| ApiError::BadRequest(format!("before must be an event id, not '{raw}'")))?,
+        ),
+    };
+    // One more than asked tells whether an older page exists.
+    let mut events = state.service.audit_log(guild_id, limit + 1, before).await?;
+    let more = events.len() > limit as usize;
+    events.truncate(limit as usize);
+    let next_before = if more { events.last().map(|e| e.id) } else { None };
+    Ok(ok(serde_json::json!({ "events": events, "next_before": next_before })))
+}
+
+/// Liveness: answers without touching Discord or the database.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The listener is up", body = inline(Envelope<Health>))))]
+pub async fn healthz() -> Response {
+    ok(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.keys_indexed.set(state.service.indexed_keys() as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi(axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>) -> Response {
+    axum::Json(doc.as_ref().clone()).into_response()
+}
+
+/// The success envelope.
+#[derive(Serialize, ToSchema)]
+pub struct Envelope<T: ToSchema> {
+    /// Always true here.
+    success: bool,
+    data: T,
+}
+
+/// The failure envelope: exactly these fields.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always false here.
+    success: bool,
+    /// Always an empty object.
+    data: serde_json::Value,
+    error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status.
+    #[schema(example = 403)]
+    code: u16,
+    /// Machine-readable: bad_request, missing_key, malformed_key, invalid_key, key_revoked, key_expired,
+    /// guild_mismatch, insufficient_scope, ip_not_allowed, not_found, payload_too_large, rate_limited, discord_error.
+    #[schema(example = "insufficient_scope")]
+    reason: String,
+    /// For people; may change.
+    message: String,
+}

@@ -1,0 +1,216 @@
+//! The rules for acting on Discord through the API: scope and guild checks
+//! (done by the caller's [`Authenticated`]), test-key dry runs, idempotent
+//! PUT/DELETE semantics, `X-Audit-Log-Reason` naming the key, the audit
+//! entry written only once Discord accepted the change, and a short ban
+//! cache so a game polling every joining player does not hammer Discord.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Authenticated, Error, KeyService, Result};
+use crate::audit::Action;
+use crate::discord::{DiscordError, GuildInfo, GuildOps};
+use crate::keys::Scope;
+
+/// How long a ban check is reused. Own writes and the gateway's
+/// GUILD_BAN_ADD / GUILD_BAN_REMOVE events invalidate it sooner.
+pub const BAN_CACHE_TTL: Duration = Duration::from_secs(5);
+const BAN_CACHE_MAX: usize = 10_000;
+/// Discord's limit for a ban's audit reason.
+pub const MAX_REASON_CHARS: usize = 512;
+/// Discord's limit: 7 days.
+pub const MAX_DELETE_MESSAGE_SECONDS: i64 = 604_800;
+
+/// Whether a user is banned.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BanStatus {
+    pub banned: bool,
+    pub reason: Option<String>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WriteOutcome {
+    /// True if Discord's state changed; false if it already was so, or for a dry run.
+    pub changed: bool,
+    /// True for a test key: nothing was sent to Discord.
+    pub dry_run: bool,
+    /// The audit event recorded, if any.
+    pub audit_event_id: Option<i64>,
+}
+
+pub struct GuildActions {
+    keys: KeyService,
+    ops: Arc<dyn GuildOps>,
+    bans: Mutex<HashMap<(u64, u64), (Instant, Option<Option<String>>)>>,
+}
+
+fn discord(e: DiscordError) -> Error {
+    Error::Discord(e.to_string())
+}
+
+impl GuildActions {
+    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>) -> Self {
+        Self { keys, ops, bans: Mutex::default() }
+    }
+
+    pub fn keys(&self) -> &KeyService {
+        &self.keys
+    }
+
+    pub fn ops(&self) -> &Arc<dyn GuildOps> {
+        &self.ops
+    }
+
+    /// Guild info from the gateway cache: no REST call.
+    pub fn guild_info(&self, caller: &Authenticated, guild_id: u64) -> Result<GuildInfo> {
+        caller.authorize(guild_id, Scope::GuildRead)?;
+        self.ops.guild_info(guild_id).ok_or_else(|| Error::Missing("the bot is not in this guild".to_owned()))
+    }
+
+    /// Forgets a cached ban check (own writes, gateway ban events).
+    pub fn invalidate_ban(&self, guild_id: u64, user_id: u64) {
+        self.bans.lock().expect("ban cache poisoned").remove(&(guild_id, user_id));
+    }
+
+    pub async fn ban_status(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<BanStatus> {
+        caller.authorize(guild_id, Scope::BansRead)?;
+        let cached = {
+            let cache = self.bans.lock().expect("ban cache poisoned");
+            cache.get(&(guild_id, user_id)).filter(|(at, _)| at.elapsed() < BAN_CACHE_TTL).map(|(_, v)| v.clone())
+        };
+        let status = match cached {
+            Some(s) => s,
+            None => {
+                let fresh = self.ops.ban_status(guild_id, user_id).await.map_err(discord)?;
+                let mut cache = self.bans.lock().expect("ban cache poisoned");
+                if cache.len() >= BAN_CACHE_MAX {
+                    cache.retain(|_, (at, _)| at.elapsed() < BAN_CACHE_TTL);
+                    if cache.len() >= BAN_CACHE_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert((guild_id, user_id), (Instant::now(), fresh.clone()));
+                fresh
+            }
+        };
+        Ok(BanStatus { banned: status.is_some(), reason: status.flatten() })
+    }
+
+    /// How Discord's own audit log names the key: never the secret.
+    fn audit_reason(caller: &Authenticated, reason: Option<&str>) -> String {
+        let base = format!("API key {} ({})", caller.key.name, caller.key.prefix);
+        match reason {
+            Some(r) if !r.trim().is_empty() => format!("{base}: {}", r.trim()),
+            _ => base,
+        }
+    }
+
+    pub async fn ban(
+        &self,
+        caller: &Authenticated,
+        guild_id: u64,
+        user_id: u64,
+        reason: Option<String>,
+        delete_message_seconds: Option<i64>,
+    ) -> Result<WriteOutcome> {
+        caller.authorize(guild_id, Scope::BansWrite)?;
+        let reason = check_reason(reason)?;
+        let delete_seconds = delete_message_seconds.unwrap_or(0);
+        if !(0..=MAX_DELETE_MESSAGE_SECONDS).contains(&delete_seconds) {
+            return Err(Error::Invalid(crate::keys::InvalidInput::new(
+                "delete_message_seconds",
+                format!("must be from 0 to {MAX_DELETE_MESSAGE_SECONDS} (7 days), not {delete_seconds}"),
+            )));
+        }
+        let details = json!({
+            "user_id": user_id.to_string(),
+            "reason": reason,
+            "delete_message_seconds": delete_seconds,
+        });
+        if caller.is_test() {
+            return self.dry_run(caller, Action::BanAdded, details).await;
+        }
+        if self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_some() {
+            return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
+        }
+        let audit_reason = Self::audit_reason(caller, reason.as_deref());
+        self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason).await.map_err(discord)?;
+        self.invalidate_ban(guild_id, user_id);
+        self.applied(caller, Action::BanAdded, details).await
+    }
+
+    pub async fn unban(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<WriteOutcome> {
+        caller.authorize(guild_id, Scope::BansWrite)?;
+        let details = json!({ "user_id": user_id.to_string() });
+        if caller.is_test() {
+            return self.dry_run(caller, Action::BanRemoved, details).await;
+        }
+        if self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_none() {
+            return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
+        }
+        let audit_reason = Self::audit_reason(caller, None);
+        self.ops.unban(guild_id, user_id, &audit_reason).await.map_err(discord)?;
+        self.invalidate_ban(guild_id, user_id);
+        self.applied(caller, Action::BanRemoved, details).await
+    }
+
+    pub async fn set_role(
+        &self,
+        caller: &Authenticated,
+        guild_id: u64,
+        user_id: u64,
+        role_id: u64,
+        add: bool,
+    ) -> Result<WriteOutcome> {
+        caller.authorize(guild_id, Scope::RolesWrite)?;
+        let action = if add { Action::RoleAdded } else { Action::RoleRemoved };
+        let details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
+        if caller.is_test() {
+            return self.dry_run(caller, action, details).await;
+        }
+        let roles = self.ops.member_roles(guild_id, user_id).await.map_err(discord)?.ok_or_else(|| {
+            discord(DiscordError::Refused {
+                status: 404,
+                code: crate::discord::codes::UNKNOWN_MEMBER,
+                message: "Unknown Member".to_owned(),
+            })
+        })?;
+        if roles.contains(&role_id) == add {
+            return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
+        }
+        let audit_reason = Self::audit_reason(caller, None);
+        let result = if add {
+            self.ops.add_role(guild_id, user_id, role_id, &audit_reason).await
+        } else {
+            self.ops.remove_role(guild_id, user_id, role_id, &audit_reason).await
+        };
+        result.map_err(discord)?;
+        self.applied(caller, action, details).await
+    }
+
+    async fn dry_run(&self, caller: &Authenticated, action: Action, details: serde_json::Value) -> Result<WriteOutcome> {
+        let event = self.keys.record_api_write(caller, action, details).await?;
+        Ok(WriteOutcome { changed: false, dry_run: true, audit_event_id: Some(event.id) })
+    }
+
+    async fn applied(&self, caller: &Authenticated, action: Action, details: serde_json::Value) -> Result<WriteOutcome> {
+        let event = self.keys.record_api_write(caller, action, details).await?;
+        Ok(WriteOutcome { changed: true, dry_run: false, audit_event_id: Some(event.id) })
+    }
+}
+
+fn check_reason(reason: Option<String>) -> Result<Option<String>> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Error::Invalid(crate::keys::InvalidInput::new(
+            "reason",
+            format!("is {} characters long; the most is {MAX_REASON_CHARS}", r.chars().count()),
+        ))),
+        Some(r) if r.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}

@@ -1,0 +1,58 @@
+//! The audit-channel outbox: posts stored audit events to each guild's audit
+//! channel. Events come from this process and from others (the operator
+//! CLI), since all are rows in `audit_event` with `posted_at` null.
+//!
+//! Each event is claimed (marked) before it is posted, so two instances
+//! never post it twice; a failed post (channel deleted, missing permission,
+//! Discord down) is logged and never undoes the change it describes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::KeyService;
+use crate::discord::GuildOps;
+
+/// Posts pending events until `stop` resolves.
+pub async fn run(keys: KeyService, ops: Arc<dyn GuildOps>, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        if let Err(e) = post_pending(&keys, ops.as_ref()).await {
+            tracing::warn!(error = format!("{e:#}"), "failed to read pending audit events");
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = keys.audit_notifier().notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Posts every pending event once; returns how many were posted.
+pub async fn post_pending(keys: &KeyService, ops: &dyn GuildOps) -> anyhow::Result<usize> {
+    let store = keys.store();
+    let mut posted = 0;
+    loop {
+        let events = store.unposted_audit_events(50).await?;
+        if events.is_empty() {
+            return Ok(posted);
+        }
+        for event in events {
+            if !store.mark_audit_posted(event.id, Utc::now()).await? {
+                continue; // another instance took it
+            }
+            let Some(channel) = store.audit_channel(event.guild_id).await? else { continue };
+            match ops.post_audit(channel, &event).await {
+                Ok(()) => posted += 1,
+                Err(e) => tracing::warn!(
+                    event_id = event.id,
+                    guild_id = event.guild_id,
+                    channel_id = channel,
+                    error = %e,
+                    "failed to post an audit entry to the audit channel; the change itself stands"
+                ),
+            }
+        }
+    }
+}
