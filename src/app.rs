@@ -1,24 +1,98 @@
-//! The running application: database, service, background upkeep, and the
-//! adapters that face the world, started together and stopped together on
-//! SIGINT/SIGTERM.
+//! The running application: database, service, HTTP listener, Discord bot
+//! and background upkeep, started together and stopped together.
+//!
+//! Shutdown on SIGINT/SIGTERM: the listener stops accepting and finishes
+//! in-flight requests, the bot disconnects, pending last-used times are
+//! flushed, and the database is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poise::serenity_prelude as serenity;
+use tokio::sync::watch;
 
 use crate::cli::Failure;
 use crate::config::Config;
-use crate::service::KeyService;
+use crate::discord::{GuildOps, SerenityGuildOps};
+use crate::service::actions::{BanCache, GuildActions};
+use crate::service::{outbox, KeyService};
+
+/// How long in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// `guildkey run`: runs until a shutdown signal, then stops gracefully.
 pub async fn run(config: Config) -> Result<(), Failure> {
-    if config.discord.token.is_none() {
+    let Some(token) = config.discord.token.clone() else {
         return Err(Failure::usage("discord.token: not set; put DISCORD_TOKEN in the environment or .env"));
-    }
+    };
     let store = crate::cli::open_store(&config).await?;
-    let service = KeyService::new(store.clone(), config.keys.clone())
+    let keys = KeyService::new(store.clone(), config.keys.clone())
         .await
         .map_err(|e| crate::cli::database_failure(&config.database.url, e))?;
-    service.run_upkeep(shutdown_signal()).await;
+
+    // Discord: REST through the configured base; a proxy owns rate limits.
+    let mut http = serenity::HttpBuilder::new(token.expose());
+    if config.discord_is_proxied() {
+        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
+    }
+    let bans = Arc::new(BanCache::default());
+    let data = crate::bot::Data { keys: keys.clone(), bans: bans.clone() };
+    let framework = crate::bot::framework(data, config.discord.register_commands);
+    let mut client = serenity::ClientBuilder::new_with_http(http.build(), crate::bot::intents())
+        .framework(framework)
+        .await
+        .map_err(|e| Failure::failed(format!("failed to set up the Discord client: {e}")))?;
+    let ops: Arc<dyn GuildOps> = Arc::new(SerenityGuildOps::new(client.http.clone(), client.cache.clone()));
+    let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans));
+
+    // HTTP listener.
+    let listener = tokio::net::TcpListener::bind(config.http.bind)
+        .await
+        .map_err(|e| Failure::failed(format!("failed to listen on {} (http.bind): {e}", config.http.bind)))?;
+    let addr = listener.local_addr().map_err(|e| Failure::failed(format!("failed to read the bound address: {e}")))?;
+    tracing::info!("listening on {addr}");
+    let state = crate::http::AppState::new(actions, &config.http);
+    let housekeeping = crate::http::spawn_housekeeping(&state);
+    let router = crate::http::router(state);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(crate::http::serve(listener, router, stopped(stop_rx.clone())));
+    let upkeep = {
+        let keys = keys.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { keys.run_upkeep(stop).await })
+    };
+    let poster = tokio::spawn(outbox::run(keys.clone(), ops, stopped(stop_rx.clone())));
+    let shard_manager = client.shard_manager.clone();
+    let mut bot = tokio::spawn(async move { client.start().await });
+
+    let outcome = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        result = &mut bot => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::failed(format!("the Discord bot stopped: {e}; check DISCORD_TOKEN and discord.api_base_url"))),
+            Err(e) => Err(Failure::failed(format!("the Discord bot crashed: {e}"))),
+        },
+    };
+
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    shard_manager.shutdown_all().await;
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP listener failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP listener crashed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish in time"),
+    }
+    housekeeping.abort();
+    let _ = poster.await;
+    let _ = upkeep.await; // flushes last-used times
     store.close().await;
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

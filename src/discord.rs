@@ -179,7 +179,8 @@ impl GuildOps for SerenityGuildOps {
                     if err.code() == Some(codes::UNKNOWN_BAN) {
                         return Ok(None);
                     }
-                    let retryable = matches!(&err, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500);
+                    let retryable =
+                        matches!(&err, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500);
                     if !retryable || attempt >= RETRIES {
                         return Err(err);
                     }
@@ -229,7 +230,13 @@ impl GuildOps for SerenityGuildOps {
         }
     }
 
-    async fn add_role(&self, guild_id: u64, user_id: u64, role_id: u64, audit_reason: &str) -> Result<(), DiscordError> {
+    async fn add_role(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        role_id: u64,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError> {
         let route = |method| {
             Request::new(
                 Route::GuildMemberRole {

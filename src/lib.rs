@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod discord;

@@ -112,11 +112,8 @@ pub fn router(state: AppState) -> Router {
 
 /// Refuses oversized bodies up front and bounds how long a request may run.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return ApiError::PayloadTooLarge(state.max_body_bytes).into_response();
     }
@@ -140,7 +137,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

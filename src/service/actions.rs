@@ -43,10 +43,39 @@ pub struct WriteOutcome {
     pub audit_event_id: Option<i64>,
 }
 
+/// Recent ban checks: `Some(reason)` banned, `None` not banned.
+#[derive(Default)]
+pub struct BanCache {
+    entries: Mutex<HashMap<(u64, u64), (Instant, Option<Option<String>>)>>,
+}
+
+impl BanCache {
+    fn get(&self, guild_id: u64, user_id: u64) -> Option<Option<Option<String>>> {
+        let entries = self.entries.lock().expect("ban cache poisoned");
+        entries.get(&(guild_id, user_id)).filter(|(at, _)| at.elapsed() < BAN_CACHE_TTL).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, guild_id: u64, user_id: u64, status: Option<Option<String>>) {
+        let mut entries = self.entries.lock().expect("ban cache poisoned");
+        if entries.len() >= BAN_CACHE_MAX {
+            entries.retain(|_, (at, _)| at.elapsed() < BAN_CACHE_TTL);
+            if entries.len() >= BAN_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert((guild_id, user_id), (Instant::now(), status));
+    }
+
+    /// Forgets a check (own writes, the gateway's ban events).
+    pub fn invalidate(&self, guild_id: u64, user_id: u64) {
+        self.entries.lock().expect("ban cache poisoned").remove(&(guild_id, user_id));
+    }
+}
+
 pub struct GuildActions {
     keys: KeyService,
     ops: Arc<dyn GuildOps>,
-    bans: Mutex<HashMap<(u64, u64), (Instant, Option<Option<String>>)>>,
+    bans: Arc<BanCache>,
 }
 
 fn discord(e: DiscordError) -> Error {
@@ -54,8 +83,8 @@ fn discord(e: DiscordError) -> Error {
 }
 
 impl GuildActions {
-    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>) -> Self {
-        Self { keys, ops, bans: Mutex::default() }
+    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>) -> Self {
+        Self { keys, ops, bans }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -72,29 +101,13 @@ impl GuildActions {
         self.ops.guild_info(guild_id).ok_or_else(|| Error::Missing("the bot is not in this guild".to_owned()))
     }
 
-    /// Forgets a cached ban check (own writes, gateway ban events).
-    pub fn invalidate_ban(&self, guild_id: u64, user_id: u64) {
-        self.bans.lock().expect("ban cache poisoned").remove(&(guild_id, user_id));
-    }
-
     pub async fn ban_status(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<BanStatus> {
         caller.authorize(guild_id, Scope::BansRead)?;
-        let cached = {
-            let cache = self.bans.lock().expect("ban cache poisoned");
-            cache.get(&(guild_id, user_id)).filter(|(at, _)| at.elapsed() < BAN_CACHE_TTL).map(|(_, v)| v.clone())
-        };
-        let status = match cached {
+        let status = match self.bans.get(guild_id, user_id) {
             Some(s) => s,
             None => {
                 let fresh = self.ops.ban_status(guild_id, user_id).await.map_err(discord)?;
-                let mut cache = self.bans.lock().expect("ban cache poisoned");
-                if cache.len() >= BAN_CACHE_MAX {
-                    cache.retain(|_, (at, _)| at.elapsed() < BAN_CACHE_TTL);
-                    if cache.len() >= BAN_CACHE_MAX {
-                        cache.clear();
-                    }
-                }
-                cache.insert((guild_id, user_id), (Instant::now(), fresh.clone()));
+                self.bans.put(guild_id, user_id, fresh.clone());
                 fresh
             }
         };
@@ -140,7 +153,7 @@ impl GuildActions {
         }
         let audit_reason = Self::audit_reason(caller, reason.as_deref());
         self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason).await.map_err(discord)?;
-        self.invalidate_ban(guild_id, user_id);
+        self.bans.invalidate(guild_id, user_id);
         self.applied(caller, Action::BanAdded, details).await
     }
 
@@ -155,7 +168,7 @@ impl GuildActions {
         }
         let audit_reason = Self::audit_reason(caller, None);
         self.ops.unban(guild_id, user_id, &audit_reason).await.map_err(discord)?;
-        self.invalidate_ban(guild_id, user_id);
+        self.bans.invalidate(guild_id, user_id);
         self.applied(caller, Action::BanRemoved, details).await
     }
 
@@ -193,12 +206,22 @@ impl GuildActions {
         self.applied(caller, action, details).await
     }
 
-    async fn dry_run(&self, caller: &Authenticated, action: Action, details: serde_json::Value) -> Result<WriteOutcome> {
+    async fn dry_run(
+        &self,
+        caller: &Authenticated,
+        action: Action,
+        details: serde_json::Value,
+    ) -> Result<WriteOutcome> {
         let event = self.keys.record_api_write(caller, action, details).await?;
         Ok(WriteOutcome { changed: false, dry_run: true, audit_event_id: Some(event.id) })
     }
 
-    async fn applied(&self, caller: &Authenticated, action: Action, details: serde_json::Value) -> Result<WriteOutcome> {
+    async fn applied(
+        &self,
+        caller: &Authenticated,
+        action: Action,
+        details: serde_json::Value,
+    ) -> Result<WriteOutcome> {
         let event = self.keys.record_api_write(caller, action, details).await?;
         Ok(WriteOutcome { changed: true, dry_run: false, audit_event_id: Some(event.id) })
     }

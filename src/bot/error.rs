@@ -1,0 +1,71 @@
+//! The one mapping of errors to what an admin sees: a short ephemeral
+//! message, never a stack trace or a secret. Called from poise's `on_error`
+//! and from the confirmation flows.
+
+use poise::serenity_prelude as serenity;
+
+use super::{Context, Data};
+use crate::service::Error;
+
+/// What the admin reads for a service error.
+pub fn user_message(e: &Error) -> String {
+    match e {
+        Error::Invalid(i) => format!("❌ `{}`: {}", i.field, i.message),
+        Error::LimitReached { max } => format!(
+            "❌ This server already has {max} active API keys, the most allowed. \
+             Revoke one with `/apikey revoke` (see `/apikey list`), then try again."
+        ),
+        Error::NotFound(r) => {
+            format!("❌ No key in this server matches `{}`. Use `/apikey list` to see its keys.", r.replace('`', "'"))
+        }
+        Error::StillActive(k) => {
+            format!("❌ The key {k} is still active. Revoke it first with `/apikey revoke`, then delete it.")
+        }
+        Error::Internal(cause) => {
+            tracing::error!(error = format!("{cause:#}"), "command failed");
+            "❌ Something went wrong on our side; nothing was changed. Try again in a moment.".to_owned()
+        }
+        other => format!("❌ {}.", capitalise(&other.to_string())),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or_else(String::new, |first| first.to_uppercase().chain(c).collect())
+}
+
+/// A serenity failure while talking to Discord is ours, not the admin's.
+pub fn discord_err(e: serenity::Error) -> Error {
+    Error::Internal(anyhow::Error::from(e).context("failed to talk to Discord"))
+}
+
+/// poise's error hook: every failure becomes an ephemeral message.
+pub async fn on_error(error: poise::FrameworkError<'_, Data, Error>) {
+    let (ctx, text): (Context<'_>, String) = match error {
+        poise::FrameworkError::Command { error, ctx, .. } => (ctx, user_message(&error)),
+        poise::FrameworkError::CommandCheckFailed { error, ctx, .. } => match error {
+            Some(e) => (ctx, user_message(&e)),
+            None => (
+                ctx,
+                "🔒 You need the **Manage Server** or **Administrator** permission to manage API keys.".to_owned(),
+            ),
+        },
+        poise::FrameworkError::GuildOnly { ctx, .. } => {
+            (ctx, "❌ API keys belong to a server: use `/apikey` in a server, not in direct messages.".to_owned())
+        }
+        poise::FrameworkError::ArgumentParse { error, input, ctx, .. } => {
+            let what = input.map(|i| format!(" `{}`", i.replace('`', "'"))).unwrap_or_default();
+            (ctx, format!("❌ That option{what} is not valid: {error}"))
+        }
+        other => {
+            if let Err(e) = poise::builtins::on_error(other).await {
+                tracing::error!(error = %e, "failed to handle a framework error");
+            }
+            return;
+        }
+    };
+    let reply = poise::CreateReply::default().content(text).ephemeral(true);
+    if let Err(e) = ctx.send(reply).await {
+        tracing::warn!(error = %e, "failed to send an error reply");
+    }
+}

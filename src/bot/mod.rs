@@ -1,0 +1,85 @@
+//! The Discord bot: poise on serenity, a thin adapter over the service.
+//!
+//! One command group (`/apikey`, in [`apikey`]); a global check that the
+//! member has Manage Server or Administrator in *this* interaction (so a
+//! misconfigured command override never lets a plain member in); one
+//! `on_error` ([`error`]). Only non-privileged gateway intents are used.
+
+pub mod apikey;
+pub mod error;
+pub mod render;
+
+use std::sync::Arc;
+
+use poise::serenity_prelude as serenity;
+
+use crate::config::RegisterCommands;
+use crate::service::actions::BanCache;
+use crate::service::{Error, KeyService};
+
+/// What every command can reach.
+pub struct Data {
+    pub keys: KeyService,
+    pub bans: Arc<BanCache>,
+}
+
+pub type Context<'a> = poise::Context<'a, Data, Error>;
+
+/// Gateway intents: guilds (the cache behind guild info) and moderation
+/// (ban events that refresh the ban cache). Neither is privileged.
+pub fn intents() -> serenity::GatewayIntents {
+    serenity::GatewayIntents::GUILDS | serenity::GatewayIntents::GUILD_MODERATION
+}
+
+/// Whether the member in this interaction may manage keys.
+pub fn may_manage_keys(ctx: Context<'_>) -> bool {
+    let Context::Application(app) = ctx else { return false };
+    let perms = app.interaction.member.as_ref().and_then(|m| m.permissions);
+    perms.is_some_and(|p| p.administrator() || p.manage_guild())
+}
+
+/// Builds the poise framework.
+pub fn framework(data: Data, register: RegisterCommands) -> poise::Framework<Data, Error> {
+    let options = poise::FrameworkOptions {
+        commands: vec![apikey::apikey()],
+        on_error: |e| Box::pin(error::on_error(e)),
+        command_check: Some(|ctx| Box::pin(async move { Ok(may_manage_keys(ctx)) })),
+        event_handler: |framework, event| Box::pin(on_event(event, framework.user_data)),
+        initialize_owners: false,
+        ..Default::default()
+    };
+    poise::Framework::builder()
+        .options(options)
+        .setup(move |ctx, ready, framework| {
+            Box::pin(async move {
+                tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "connected to Discord");
+                let commands = &framework.options().commands;
+                let registered = match register {
+                    RegisterCommands::Global => poise::builtins::register_globally(ctx, commands).await,
+                    RegisterCommands::Guild(id) => {
+                        poise::builtins::register_in_guild(ctx, commands, serenity::GuildId::new(id)).await
+                    }
+                    RegisterCommands::None => Ok(()),
+                };
+                if let Err(e) = registered {
+                    tracing::error!(error = %e, "failed to register slash commands");
+                }
+                Ok(data)
+            })
+        })
+        .build()
+}
+
+/// Gateway events the bot cares about beyond commands.
+async fn on_event(event: &serenity::FullEvent, data: &Data) -> Result<(), Error> {
+    match event {
+        serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
+            data.bans.invalidate(guild_id.get(), banned_user.id.get());
+        }
+        serenity::FullEvent::GuildBanRemoval { guild_id, unbanned_user } => {
+            data.bans.invalidate(guild_id.get(), unbanned_user.id.get());
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! How keys look in Discord: the one-time secret reply, the list and info
+//! embeds. Times are Discord timestamps (`<t:…:R>`), rendered in each
+//! reader's own time zone and language.
+
+use chrono::{DateTime, Utc};
+use poise::serenity_prelude as serenity;
+
+use crate::audit::AuditEvent;
+use crate::keys::{Environment, KeyRecord, KeyStatus};
+use crate::service::IssuedKey;
+
+/// Discord allows 25 fields per embed.
+const MAX_FIELDS: usize = 25;
+
+fn relative(at: DateTime<Utc>) -> String {
+    format!("<t:{}:R>", at.timestamp())
+}
+
+fn status_badge(status: KeyStatus) -> &'static str {
+    match status {
+        KeyStatus::Active => "🟢 active",
+        KeyStatus::Revoked => "⛔ revoked",
+        KeyStatus::Expired => "⌛ expired",
+    }
+}
+
+fn expiry(k: &KeyRecord) -> String {
+    k.expires_at.map_or_else(|| "never".to_owned(), relative)
+}
+
+/// Keeps a name from forming mentions or breaking markdown.
+pub fn safe(s: &str) -> String {
+    s.replace('@', "@\u{200b}").replace('`', "'").replace('*', "\\*").replace('_', "\\_")
+}
+
+/// The reply that shows a secret, once: after `create` and `rotate`.
+pub fn secret_message(issued: &IssuedKey, headline: &str) -> String {
+    let k = &issued.record;
+    let secret = issued.secret.expose();
+    let mut lines = vec![
+        format!("🔑 **{headline}: {}**", safe(&k.name)),
+        "⚠️ **Copy this secret now. It is shown only once** and cannot be recovered; if you lose it, rotate the key."
+            .to_owned(),
+        format!("```\n{secret}\n```"),
+        format!("**ID:** `{}` · **Prefix:** `{}` · **Environment:** {}", k.id, k.prefix, k.environment),
+        format!("**Scopes:** {}", k.scopes),
+        format!(
+            "**Expires:** {} · **Rate limit:** {}/min · **Allowed IPs:** {}",
+            expiry(k),
+            k.rate_limit_per_minute,
+            k.allowed_ips
+        ),
+    ];
+    if let Some(until) = k.previous_secret_expires_at {
+        lines.push(format!("The previous secret keeps working until {} ({}).", relative(until), fmt_abs(until)));
+    }
+    if k.environment == Environment::Test {
+        lines.push(
+            "🧪 This is a **test** key: writes made with it are dry runs; nothing changes on Discord.".to_owned(),
+        );
+    }
+    lines.push(format!("**Use it as:** `Authorization: Bearer {secret}`"));
+    lines.join("\n")
+}
+
+fn fmt_abs(at: DateTime<Utc>) -> String {
+    format!("<t:{}:f>", at.timestamp())
+}
+
+fn key_summary(k: &KeyRecord, now: DateTime<Utc>) -> (String, String) {
+    let name = format!("{} · {}", k.name.chars().take(200).collect::<String>(), status_badge(k.status(now)));
+    let mut value = vec![
+        format!("`{}` · `{}` · {}", k.prefix, k.id, k.environment),
+        format!("**Scopes:** {}", k.scopes),
+        format!(
+            "**Created** {} · **Last used** {} · **Expires** {}",
+            relative(k.created_at),
+            k.last_used_at.map_or_else(|| "never".to_owned(), relative),
+            expiry(k)
+        ),
+    ];
+    if let Some(at) = k.revoked_at {
+        value.push(format!("**Revoked** {}", relative(at)));
+    }
+    (name, value.join("\n"))
+}
+
+/// `/apikey list`.
+pub fn list_embed(keys: &[KeyRecord], active: u32, max: u32, now: DateTime<Utc>) -> serenity::CreateEmbed {
+    let mut embed = serenity::CreateEmbed::new().title("API keys").colour(serenity::Colour::new(0x5865F2)).description(
+        if keys.is_empty() {
+            format!("No keys yet. Create one with `/apikey create`.\n**{active} of {max} active keys**")
+        } else {
+            format!("**{active} of {max} active keys**")
+        },
+    );
+    for k in keys.iter().take(MAX_FIELDS - 1) {
+        let (name, value) = key_summary(k, now);
+        embed = embed.field(name, value, false);
+    }
+    if keys.len() > MAX_FIELDS - 1 {
+        embed = embed.field(
+            "…",
+            format!("and {} more; delete revoked keys to tidy up", keys.len() - (MAX_FIELDS - 1)),
+            false,
+        );
+    }
+    embed
+}
+
+/// `/apikey info`.
+pub fn info_embed(k: &KeyRecord, recent: &[AuditEvent], now: DateTime<Utc>) -> serenity::CreateEmbed {
+    let (_, summary) = key_summary(k, now);
+    let mut embed = serenity::CreateEmbed::new()
+        .title(format!("API key: {}", k.name.chars().take(200).collect::<String>()))
+        .colour(serenity::Colour::new(0x5865F2))
+        .description(summary)
+        .field("Status", status_badge(k.status(now)), true)
+        .field("Rate limit", format!("{}/min", k.rate_limit_per_minute), true)
+        .field("Allowed IPs", k.allowed_ips.to_string(), true)
+        .field("Requests", k.use_count.to_string(), true)
+        .field(
+            "Created by",
+            if k.created_by == "cli" { "the operator CLI".to_owned() } else { format!("<@{}>", k.created_by) },
+            true,
+        );
+    if let Some(until) = k.previous_secret_expires_at.filter(|&u| u > now) {
+        embed = embed.field("Previous secret", format!("works until {}", relative(until)), true);
+    }
+    let activity = if recent.is_empty() {
+        "nothing yet".to_owned()
+    } else {
+        recent
+            .iter()
+            .map(|e| {
+                let test = if e.test { " (dry run)" } else { "" };
+                format!("{} `{}`{test} by {}", relative(e.at), e.action.as_str(), e.actor)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    embed.field("Recent activity", activity, false)
+}
