@@ -128,6 +128,21 @@ pub fn timestamp_now() -> String {
         .to_string()
 }
 
+/// `n` pseudo-random lower-case hex digits (session ids, interaction tokens).
+pub fn random_hex(n: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::with_capacity(n + 16);
+    let mut i = 0u64;
+    while out.len() < n {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        out.push_str(&format!("{:016x}", h.finish()));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 /// Monotonic snowflakes carrying the current time, like Discord's.
 #[derive(Debug, Default)]
 pub struct Snowflakes {

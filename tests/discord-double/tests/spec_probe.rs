@@ -9,9 +9,11 @@ fn probe() {
     let e = spec.validate_request("create_message", &json!({"content": "hi", "embeds": "nope"}));
     println!("compile+validate create_message {:?}: {:#?}", t.elapsed(), e);
     let t = std::time::Instant::now();
-    let e = spec.validate_request("create_interaction_response", &json!({"type": 4, "data": {"content": "hi", "flags": 64}}));
+    let e = spec
+        .validate_request("create_interaction_response", &json!({"type": 4, "data": {"content": "hi", "flags": 64}}));
     println!("callback {:?}: {:#?}", t.elapsed(), e);
-    let e = spec.validate_request("create_interaction_response", &json!({"type": 4, "data": {"content": 5, "flags": 64}}));
+    let e =
+        spec.validate_request("create_interaction_response", &json!({"type": 4, "data": {"content": 5, "flags": 64}}));
     println!("callback bad {:?}: {:#?}", t.elapsed(), e);
     let t = std::time::Instant::now();
     let e = spec.validate_response("create_message", 200, Some(&json!({"id": "1"})));
