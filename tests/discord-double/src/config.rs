@@ -157,24 +157,14 @@ pub struct MemberSeed {
 impl RoleSeed {
     /// A role.
     pub fn new(id: u64, name: &str, position: u16, permissions: u64) -> Self {
-        RoleSeed {
-            id,
-            name: name.to_string(),
-            position,
-            permissions,
-        }
+        RoleSeed { id, name: name.to_string(), position, permissions }
     }
 }
 
 impl MemberSeed {
     /// A member whose `permissions` are filled in later by [`GuildSeed::resolve`].
     pub fn new(user_id: u64, username: &str, roles: &[u64]) -> Self {
-        MemberSeed {
-            user_id,
-            username: username.to_string(),
-            roles: roles.to_vec(),
-            permissions: 0,
-        }
+        MemberSeed { user_id, username: username.to_string(), roles: roles.to_vec(), permissions: 0 }
     }
 }
 
@@ -184,11 +174,8 @@ pub fn resolve_permissions(guild: &GuildSeed, user_id: u64, member_roles: &[u64]
     if guild.owner_id == user_id {
         return permissions::ALL;
     }
-    let mut bits = guild
-        .roles
-        .iter()
-        .find(|r| r.id == guild.id)
-        .map_or(permissions::EVERYONE_DEFAULT, |r| r.permissions);
+    let mut bits =
+        guild.roles.iter().find(|r| r.id == guild.id).map_or(permissions::EVERYONE_DEFAULT, |r| r.permissions);
     for role in guild.roles.iter().filter(|r| member_roles.contains(&r.id)) {
         bits |= role.permissions;
     }
@@ -203,16 +190,9 @@ impl GuildSeed {
     /// Adds `@everyone` if missing and fills every member's `permissions` from its roles.
     pub fn resolve(mut self) -> Self {
         if !self.roles.iter().any(|r| r.id == self.id) {
-            self.roles.insert(
-                0,
-                RoleSeed::new(self.id, "@everyone", 0, permissions::EVERYONE_DEFAULT),
-            );
+            self.roles.insert(0, RoleSeed::new(self.id, "@everyone", 0, permissions::EVERYONE_DEFAULT));
         }
-        let resolved: Vec<u64> = self
-            .members
-            .iter()
-            .map(|m| resolve_permissions(&self, m.user_id, &m.roles))
-            .collect();
+        let resolved: Vec<u64> = self.members.iter().map(|m| resolve_permissions(&self, m.user_id, &m.roles)).collect();
         for (member, perms) in self.members.iter_mut().zip(resolved) {
             member.permissions = perms;
         }
@@ -241,10 +221,7 @@ impl DoubleConfig {
             name: "Demo Guild".into(),
             icon: None,
             owner_id: ALICE_ID,
-            channels: vec![
-                (GENERAL_CHANNEL_ID, "general".into()),
-                (AUDIT_LOG_CHANNEL_ID, "audit-log".into()),
-            ],
+            channels: vec![(GENERAL_CHANNEL_ID, "general".into()), (AUDIT_LOG_CHANNEL_ID, "audit-log".into())],
             roles: vec![
                 RoleSeed::new(DEMO_GUILD_ID, "@everyone", 0, EVERYONE_DEFAULT),
                 RoleSeed::new(ADMIN_ROLE_ID, "Admin", 4, ADMINISTRATOR),
@@ -300,10 +277,7 @@ mod tests {
         let g = &cfg.guilds[0];
         let perms = |id| g.members.iter().find(|m| m.user_id == id).unwrap().permissions;
         assert_eq!(perms(ALICE_ID), permissions::ALL);
-        assert_eq!(
-            perms(MORGAN_ID),
-            permissions::EVERYONE_DEFAULT | permissions::MANAGE_GUILD
-        );
+        assert_eq!(perms(MORGAN_ID), permissions::EVERYONE_DEFAULT | permissions::MANAGE_GUILD);
         assert_eq!(perms(PAT_ID), permissions::EVERYONE_DEFAULT);
         assert_eq!(perms(PAT_ID) & permissions::MANAGE_GUILD, 0);
         assert_eq!(DoubleConfig::default().guilds.len(), 1);

@@ -124,12 +124,7 @@ impl FaultRule {
 
     /// Requests for which `pred` is true.
     pub fn matching(pred: impl Fn(&FaultRequest<'_>) -> bool + Send + Sync + 'static) -> Self {
-        FaultRule {
-            matcher: Matcher::Predicate(Arc::new(pred)),
-            response: None,
-            latency: None,
-            times: Times::Always,
-        }
+        FaultRule { matcher: Matcher::Predicate(Arc::new(pred)), response: None, latency: None, times: Times::Always }
     }
 
     /// Answer with `status` and Discord's generic body `{"code": 0, "message": "500: ..."}`.
@@ -143,11 +138,8 @@ impl FaultRule {
     /// Answer with `status` and `{"code": code, "message": message}`, e.g.
     /// `discord_error(403, 50013, "Missing Permissions")`.
     pub fn discord_error(mut self, status: u16, code: u64, message: &str) -> Self {
-        self.response = Some(FaultResponse {
-            status,
-            body: json!({"code": code, "message": message}),
-            headers: vec![],
-        });
+        self.response =
+            Some(FaultResponse { status, body: json!({"code": code, "message": message}), headers: vec![] });
         self
     }
 
@@ -155,23 +147,14 @@ impl FaultRule {
     /// headers `Retry-After`, `X-RateLimit-Scope`, `X-RateLimit-Global` (when global).
     pub fn rate_limited(mut self, retry_after_secs: f64, global: bool) -> Self {
         let mut headers = vec![
-            (
-                "retry-after".to_string(),
-                (retry_after_secs.ceil() as u64).to_string(),
-            ),
-            (
-                "x-ratelimit-scope".to_string(),
-                if global { "global" } else { "user" }.to_string(),
-            ),
+            ("retry-after".to_string(), (retry_after_secs.ceil() as u64).to_string()),
+            ("x-ratelimit-scope".to_string(), if global { "global" } else { "user" }.to_string()),
         ];
         if global {
             headers.push(("x-ratelimit-global".to_string(), "true".to_string()));
         } else {
             headers.push(("x-ratelimit-remaining".to_string(), "0".to_string()));
-            headers.push((
-                "x-ratelimit-reset-after".to_string(),
-                format!("{retry_after_secs:.3}"),
-            ));
+            headers.push(("x-ratelimit-reset-after".to_string(), format!("{retry_after_secs:.3}")));
         }
         self.response = Some(FaultResponse {
             status: 429,
@@ -188,11 +171,7 @@ impl FaultRule {
 
     /// Answer with exactly this status and body.
     pub fn respond(mut self, status: u16, body: Value) -> Self {
-        self.response = Some(FaultResponse {
-            status,
-            body,
-            headers: vec![],
-        });
+        self.response = Some(FaultResponse { status, body, headers: vec![] });
         self
     }
 
@@ -223,8 +202,7 @@ impl FaultRule {
     fn matches(&self, req: &FaultRequest<'_>) -> bool {
         match &self.matcher {
             Matcher::Route { method, route } => {
-                (method == "*" || method == req.method)
-                    && (req.route == Some(route.as_str()) || req.path == route)
+                (method == "*" || method == req.method) && (req.route == Some(route.as_str()) || req.path == route)
             }
             Matcher::Predicate(p) => p(req),
         }
@@ -263,11 +241,8 @@ impl Faults {
         let idx = self.rules.iter().position(|(r, _)| r.matches(req))?;
         let (rule, used) = &mut self.rules[idx];
         *used += 1;
-        let action = FaultAction {
-            latency: rule.latency,
-            response: rule.response.clone(),
-            description: rule.to_string(),
-        };
+        let action =
+            FaultAction { latency: rule.latency, response: rule.response.clone(), description: rule.to_string() };
         let exhausted = match rule.times {
             Times::Once => *used >= 1,
             Times::N(n) => *used >= n,

@@ -31,8 +31,7 @@ pub use faults::{FaultRequest, FaultRule, Times};
 pub use gateway::GatewayStats;
 pub use interactions::{ClickTarget, SentInteraction, SlashBuilder};
 pub use recorder::{
-    Direction, GatewayFrame, InteractionReply, RecordedCall, RecordedMessage, Violation,
-    ViolationKind,
+    Direction, GatewayFrame, InteractionReply, RecordedCall, RecordedMessage, Violation, ViolationKind,
 };
 pub use schema::SpecStatus;
 
@@ -145,9 +144,7 @@ impl Double {
             }
             SpecStatus::Broken(e) => bail!("Discord's OpenAPI description is unusable: {e}"),
         };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
         let (changes, _) = watch::channel(0);
         let inner = Arc::new(Inner {
@@ -167,14 +164,8 @@ impl Double {
                 tracing::error!(target: "discord_double", "server stopped: {e}");
             }
         });
-        let guard = Arc::new(Guard {
-            inner: inner.clone(),
-            server: server.abort_handle(),
-        });
-        Ok(Double {
-            inner,
-            _guard: guard,
-        })
+        let guard = Arc::new(Guard { inner: inner.clone(), server: server.abort_handle() });
+        Ok(Double { inner, _guard: guard })
     }
 
     /// `http://127.0.0.1:PORT`: give it to serenity's `HttpBuilder::proxy` (it replaces
@@ -208,16 +199,13 @@ impl Double {
     /// Waits until a client has identified and received READY and every GUILD_CREATE, and is
     /// still connected.
     pub async fn wait_for_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.inner
-            .wait_until(timeout, || self.inner.hub().ready_connected().then_some(()))
-            .await
-            .ok_or_else(|| {
-                anyhow!(
-                    "no client got READY within {timeout:?}; gateway: {:?}; REST calls: {:?}",
-                    self.gateway_stats(),
-                    self.calls().iter().map(|c| c.to_string()).collect::<Vec<_>>()
-                )
-            })
+        self.inner.wait_until(timeout, || self.inner.hub().ready_connected().then_some(())).await.ok_or_else(|| {
+            anyhow!(
+                "no client got READY within {timeout:?}; gateway: {:?}; REST calls: {:?}",
+                self.gateway_stats(),
+                self.calls().iter().map(|c| c.to_string()).collect::<Vec<_>>()
+            )
+        })
     }
 
     /// Counters: connections, identifies, resumes, heartbeats.
@@ -262,9 +250,7 @@ impl Double {
     /// Closes every gateway connection with a close frame `code` (e.g. 4000 resumable, 4004
     /// authentication failed).
     pub async fn close_gateway(&self, code: u16, reason: &str) {
-        self.inner
-            .hub()
-            .send_all(gateway::Out::Close(code, reason.to_string()));
+        self.inner.hub().send_all(gateway::Out::Close(code, reason.to_string()));
         tokio::task::yield_now().await;
     }
 
@@ -342,8 +328,7 @@ impl Double {
         interaction: &SentInteraction,
         timeout: Duration,
     ) -> anyhow::Result<InteractionReply> {
-        self.wait_for_response_matching(interaction, |r| r.is_visible(), timeout)
-            .await
+        self.wait_for_response_matching(interaction, |r| r.is_visible(), timeout).await
     }
 
     /// Waits until the answer satisfies `pred` (e.g. a later edit arrived).
@@ -355,9 +340,7 @@ impl Double {
     ) -> anyhow::Result<InteractionReply> {
         let id = interaction.id;
         self.inner
-            .wait_until(timeout, || {
-                interactions::reply(&self.inner.state(), id).filter(|r| pred(r))
-            })
+            .wait_until(timeout, || interactions::reply(&self.inner.state(), id).filter(|r| pred(r)))
             .await
             .ok_or_else(|| {
                 anyhow!(
@@ -417,11 +400,7 @@ impl Double {
         let v = self.violations();
         if !v.is_empty() {
             let list: Vec<String> = v.iter().map(|v| format!("  - {v}")).collect();
-            panic!(
-                "{} Discord API violation(s):\n{}",
-                v.len(),
-                list.join("\n")
-            );
+            panic!("{} Discord API violation(s):\n{}", v.len(), list.join("\n"));
         }
     }
 
@@ -463,25 +442,19 @@ impl Double {
         pred: impl Fn(&RecordedMessage) -> bool,
         timeout: Duration,
     ) -> anyhow::Result<RecordedMessage> {
-        self.inner
-            .wait_until(timeout, || self.messages_in(channel_id).into_iter().find(|m| pred(m)))
-            .await
-            .ok_or_else(|| {
+        self.inner.wait_until(timeout, || self.messages_in(channel_id).into_iter().find(|m| pred(m))).await.ok_or_else(
+            || {
                 anyhow!(
                     "no matching message in channel {channel_id} within {timeout:?}; messages: {:?}",
                     self.messages_in(channel_id).iter().map(|m| m.text()).collect::<Vec<_>>()
                 )
-            })
+            },
+        )
     }
 
     /// Bans in a guild: user id → reason.
     pub fn bans(&self, guild_id: u64) -> BTreeMap<u64, Option<String>> {
-        self.inner
-            .state()
-            .guilds
-            .get(&guild_id)
-            .map(|g| g.bans.clone())
-            .unwrap_or_default()
+        self.inner.state().guilds.get(&guild_id).map(|g| g.bans.clone()).unwrap_or_default()
     }
 
     /// Adds a ban as if a moderator had banned `user_id` (no gateway event).
@@ -509,11 +482,7 @@ impl Double {
 
     /// Whether `user_id` is a member of `guild_id`.
     pub fn is_member(&self, guild_id: u64, user_id: u64) -> bool {
-        self.inner
-            .state()
-            .guilds
-            .get(&guild_id)
-            .is_some_and(|g| g.members.contains_key(&user_id))
+        self.inner.state().guilds.get(&guild_id).is_some_and(|g| g.members.contains_key(&user_id))
     }
 
     /// Deletes a channel (later posts get 404 10003 Unknown Channel).
@@ -534,13 +503,7 @@ impl Double {
             let position = g.channels.len() as u16;
             g.channels.insert(
                 channel_id,
-                state::Channel {
-                    id: channel_id,
-                    name: name.to_string(),
-                    kind: 0,
-                    position,
-                    bot_can_send: true,
-                },
+                state::Channel { id: channel_id, name: name.to_string(), kind: 0, position, bot_can_send: true },
             );
         }
     }

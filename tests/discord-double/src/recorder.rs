@@ -48,9 +48,7 @@ pub struct RecordedCall {
 impl RecordedCall {
     /// `X-Audit-Log-Reason`, percent-decoded.
     pub fn audit_log_reason(&self) -> Option<String> {
-        self.headers
-            .get("x-audit-log-reason")
-            .map(|r| crate::schema::percent_decode(r))
+        self.headers.get("x-audit-log-reason").map(|r| crate::schema::percent_decode(r))
     }
     /// Whether this call is `method` on `route` (template without `/api/v10`).
     pub fn is(&self, method: &str, route: &str) -> bool {
@@ -112,11 +110,7 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{:?}] {} ({}): {}",
-            self.kind, self.operation_id, self.request, self.message
-        )?;
+        write!(f, "[{:?}] {} ({}): {}", self.kind, self.operation_id, self.request, self.message)?;
         if !self.instance_path.is_empty() {
             write!(f, " at {}", self.instance_path)?;
         }
@@ -261,10 +255,7 @@ impl InteractionReply {
     }
     /// Autocomplete choice names.
     pub fn choice_names(&self) -> Vec<String> {
-        self.choices
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect()
+        self.choices.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect()
     }
     /// Autocomplete choice values, as strings.
     pub fn choice_values(&self) -> Vec<String> {

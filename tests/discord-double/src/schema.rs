@@ -194,21 +194,14 @@ pub fn spec_status() -> SpecStatus {
 /// Applies the caveats of `shared/discord/README.md` (Discord's docs win over the spec).
 fn patch(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
-    for name in [
-        "ApplicationCommandCreateRequest",
-        "ApplicationCommandPatchRequestPartial",
-        "ApplicationCommandUpdateRequest",
-    ] {
-        if let Some(p) = schemas.pointer_mut(&format!("/{name}/properties/default_member_permissions"))
-        {
+    for name in
+        ["ApplicationCommandCreateRequest", "ApplicationCommandPatchRequestPartial", "ApplicationCommandUpdateRequest"]
+    {
+        if let Some(p) = schemas.pointer_mut(&format!("/{name}/properties/default_member_permissions")) {
             *p = json!({"type": ["string", "null"], "pattern": "^[0-9]+$"});
         }
     }
-    for name in [
-        "BaseCreateMessageCreateRequest",
-        "MessageCreateRequest",
-        "MessageEditRequestPartial",
-    ] {
+    for name in ["BaseCreateMessageCreateRequest", "MessageCreateRequest", "MessageEditRequestPartial"] {
         if let Some(p) = schemas.pointer_mut(&format!("/{name}/properties/content/maxLength")) {
             *p = json!(2000);
         }
@@ -246,13 +239,11 @@ fn flatten(pointer: &str, e: &jsonschema::ValidationError<'_>, depth: usize, out
         if let K::AnyOf { context } | K::OneOfNotValid { context } = e.kind() {
             let only_type_mismatch = |branch: &Vec<jsonschema::ValidationError<'static>>| {
                 branch.iter().all(|b| {
-                    b.instance_path().as_str() == here && matches!(b.kind(), K::Type { .. } | K::Enum { .. } | K::Constant { .. })
+                    b.instance_path().as_str() == here
+                        && matches!(b.kind(), K::Type { .. } | K::Enum { .. } | K::Constant { .. })
                 })
             };
-            let closest = context
-                .iter()
-                .filter(|b| !b.is_empty() && !only_type_mismatch(b))
-                .min_by_key(|b| b.len());
+            let closest = context.iter().filter(|b| !b.is_empty() && !only_type_mismatch(b)).min_by_key(|b| b.len());
             if let Some(branch) = closest {
                 for inner in branch {
                     flatten(pointer, inner, depth + 1, out);
@@ -265,11 +256,7 @@ fn flatten(pointer: &str, e: &jsonschema::ValidationError<'_>, depth: usize, out
         Some(uri) => uri.as_str().trim_start_matches(SPEC_URI).to_string(),
         None => format!("{pointer}{}", e.schema_path().as_str()),
     };
-    out.push(SchemaError {
-        schema_path,
-        instance_path: here,
-        message: e.to_string(),
-    });
+    out.push(SchemaError { schema_path, instance_path: here, message: e.to_string() });
 }
 
 fn escape_pointer(s: &str) -> String {
@@ -294,17 +281,8 @@ impl Spec {
                 }
             }
         }
-        let registry = Registry::new()
-            .draft(Draft::Draft202012)
-            .add(SPEC_URI, doc.clone())?
-            .prepare()?;
-        Ok(Spec {
-            doc,
-            registry,
-            routes,
-            validators: Mutex::new(HashMap::new()),
-            path: path.to_path_buf(),
-        })
+        let registry = Registry::new().draft(Draft::Draft202012).add(SPEC_URI, doc.clone())?.prepare()?;
+        Ok(Spec { doc, registry, routes, validators: Mutex::new(HashMap::new()), path: path.to_path_buf() })
     }
 
     /// Every operation in the spec.
@@ -341,44 +319,23 @@ impl Spec {
         let op = self.operation(operation_id)?;
         let body = self.deref(self.doc.pointer(&op.pointer)?.get("requestBody")?);
         let schema = body.pointer("/content/application~1json/schema")?;
-        Some((
-            format!("#{}/requestBody/content/application~1json/schema", op.pointer),
-            schema,
-        ))
+        Some((format!("#{}/requestBody/content/application~1json/schema", op.pointer), schema))
     }
 
     /// What the spec declares for `status`: `Ok(Some(schema))`, `Ok(None)` for a declared
     /// status without a JSON body (e.g. 204), `Err(())` when the status is not declared.
     #[allow(clippy::result_unit_err, clippy::type_complexity)]
-    fn response_schema(
-        &self,
-        operation_id: &str,
-        status: u16,
-    ) -> Result<Option<(String, &Value)>, ()> {
+    fn response_schema(&self, operation_id: &str, status: u16) -> Result<Option<(String, &Value)>, ()> {
         let op = self.operation(operation_id).ok_or(())?;
-        let responses = self
-            .doc
-            .pointer(&op.pointer)
-            .and_then(|o| o.get("responses"))
-            .ok_or(())?;
+        let responses = self.doc.pointer(&op.pointer).and_then(|o| o.get("responses")).ok_or(())?;
         let exact = status.to_string();
         let class = format!("{}XX", status / 100);
-        let key = [exact.as_str(), class.as_str(), "default"]
-            .into_iter()
-            .find(|k| responses.get(*k).is_some())
-            .ok_or(())?;
+        let key =
+            [exact.as_str(), class.as_str(), "default"].into_iter().find(|k| responses.get(*k).is_some()).ok_or(())?;
         let resp = self.deref(&responses[key]);
         Ok(resp
             .pointer("/content/application~1json/schema")
-            .map(|s| {
-                (
-                    format!(
-                        "#{}/responses/{}/content/application~1json/schema",
-                        op.pointer, key
-                    ),
-                    s,
-                )
-            }))
+            .map(|s| (format!("#{}/responses/{}/content/application~1json/schema", op.pointer, key), s)))
     }
 
     fn validator(&self, key: &str, schema: &Value) -> Result<Arc<Validator>, String> {
@@ -393,10 +350,7 @@ impl Spec {
             .build(&fragment)
             .map_err(|e| format!("cannot compile schema {key}: {e}"))?;
         let validator = Arc::new(validator);
-        self.validators
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), validator.clone());
+        self.validators.lock().unwrap().insert(key.to_string(), validator.clone());
         Ok(validator)
     }
 
@@ -408,13 +362,7 @@ impl Spec {
         let (pointer, schema) = self.narrow_union(pointer, schema, instance);
         let validator = match self.validator(&pointer, schema) {
             Ok(v) => v,
-            Err(message) => {
-                return vec![SchemaError {
-                    schema_path: pointer,
-                    instance_path: String::new(),
-                    message,
-                }]
-            }
+            Err(message) => return vec![SchemaError { schema_path: pointer, instance_path: String::new(), message }],
         };
         let mut out = Vec::new();
         for e in validator.iter_errors(instance).take(20) {
@@ -423,12 +371,7 @@ impl Spec {
         out
     }
 
-    fn narrow_union<'a>(
-        &'a self,
-        pointer: &str,
-        schema: &'a Value,
-        instance: &Value,
-    ) -> (String, &'a Value) {
+    fn narrow_union<'a>(&'a self, pointer: &str, schema: &'a Value, instance: &Value) -> (String, &'a Value) {
         let Some(kind) = instance.get("type") else {
             return (pointer.to_string(), schema);
         };
@@ -465,12 +408,7 @@ impl Spec {
     /// Validates a response of `operation_id` with `status` (`body` = `None`: no body).
     /// Undeclared 5xx statuses pass (Discord does not describe them); an undeclared 2xx, 3xx
     /// or 4xx status, a body where none is declared, and a missing declared body are errors.
-    pub fn validate_response(
-        &self,
-        operation_id: &str,
-        status: u16,
-        body: Option<&Value>,
-    ) -> Vec<SchemaError> {
+    pub fn validate_response(&self, operation_id: &str, status: u16, body: Option<&Value>) -> Vec<SchemaError> {
         let declared = self.response_schema(operation_id, status);
         let err = |message: String| {
             vec![SchemaError {

@@ -31,12 +31,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with Discord's `code` and `message`.
     pub fn new(status: u16, code: u64, message: &str) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.to_string(),
-            errors: None,
-        }
+        ApiError { status, code, message: message.to_string(), errors: None }
     }
     /// 10003 Unknown Channel.
     pub fn unknown_channel() -> Self {
@@ -104,12 +99,7 @@ impl ApiError {
         for part in field.split('.').rev().filter(|p| !p.is_empty()) {
             errors = json!({ part: errors });
         }
-        ApiError {
-            status: 400,
-            code: 50035,
-            message: "Invalid Form Body".into(),
-            errors: Some(errors),
-        }
+        ApiError { status: 400, code: 50035, message: "Invalid Form Body".into(), errors: Some(errors) }
     }
     /// The JSON body.
     pub fn body(&self) -> Value {
@@ -123,9 +113,7 @@ impl ApiError {
 
 /// Discord's timestamp format (`2024-05-01T12:00:00.000000+00:00`).
 pub fn timestamp_now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
 /// `n` pseudo-random lower-case hex digits (session ids, interaction tokens).
@@ -151,11 +139,8 @@ pub struct Snowflakes {
 
 impl Snowflakes {
     /// A fresh id, strictly greater than every id this generator returned before.
-    pub fn next(&mut self) -> u64 {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(DISCORD_EPOCH_MS);
+    pub fn fresh(&mut self) -> u64 {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(DISCORD_EPOCH_MS);
         let candidate = (ms.saturating_sub(DISCORD_EPOCH_MS)) << 22;
         self.last = candidate.max(self.last + 1);
         self.last
@@ -344,21 +329,10 @@ impl State {
     /// Builds the world from the config.
     pub fn new(cfg: &DoubleConfig) -> Self {
         let mut users = BTreeMap::new();
-        users.insert(
-            cfg.bot_user_id,
-            User {
-                id: cfg.bot_user_id,
-                username: cfg.bot_username.clone(),
-                bot: true,
-            },
-        );
+        users.insert(cfg.bot_user_id, User { id: cfg.bot_user_id, username: cfg.bot_username.clone(), bot: true });
         users.insert(
             crate::config::STRANGER_ID,
-            User {
-                id: crate::config::STRANGER_ID,
-                username: "stranger".into(),
-                bot: false,
-            },
+            User { id: crate::config::STRANGER_ID, username: "stranger".into(), bot: false },
         );
         let joined = timestamp_now();
         let mut guilds = BTreeMap::new();
@@ -377,21 +351,11 @@ impl State {
             for (pos, (id, name)) in seed.channels.iter().enumerate() {
                 g.channels.insert(
                     *id,
-                    Channel {
-                        id: *id,
-                        name: name.clone(),
-                        kind: 0,
-                        position: pos as u16,
-                        bot_can_send: true,
-                    },
+                    Channel { id: *id, name: name.clone(), kind: 0, position: pos as u16, bot_can_send: true },
                 );
             }
-            let bot_roles: Vec<u64> = seed
-                .members
-                .iter()
-                .find(|m| m.user_id == cfg.bot_user_id)
-                .map(|m| m.roles.clone())
-                .unwrap_or_default();
+            let bot_roles: Vec<u64> =
+                seed.members.iter().find(|m| m.user_id == cfg.bot_user_id).map(|m| m.roles.clone()).unwrap_or_default();
             for r in &seed.roles {
                 // The bot's highest role is its managed integration role.
                 let managed = bot_roles
@@ -458,17 +422,12 @@ impl State {
 
     /// The guild that holds `channel_id`, with the channel.
     pub fn channel(&self, channel_id: u64) -> Option<(&Guild, &Channel)> {
-        self.guilds
-            .values()
-            .find_map(|g| g.channels.get(&channel_id).map(|c| (g, c)))
+        self.guilds.values().find_map(|g| g.channels.get(&channel_id).map(|c| (g, c)))
     }
 
     /// The user a DM channel belongs to.
     pub fn dm_user(&self, channel_id: u64) -> Option<u64> {
-        self.dm_channels
-            .iter()
-            .find(|(_, c)| **c == channel_id)
-            .map(|(u, _)| *u)
+        self.dm_channels.iter().find(|(_, c)| **c == channel_id).map(|(u, _)| *u)
     }
 
     /// The DM channel with `user_id`, created on first use.
@@ -476,21 +435,14 @@ impl State {
         if let Some(c) = self.dm_channels.get(&user_id) {
             return *c;
         }
-        let id = self.ids.next();
+        let id = self.ids.fresh();
         self.dm_channels.insert(user_id, id);
         id
     }
 
     /// A user (synthesised as `user-<id>` when unknown, like any valid Discord account).
     pub fn user(&mut self, id: u64) -> User {
-        self.users
-            .entry(id)
-            .or_insert_with(|| User {
-                id,
-                username: format!("user-{id}"),
-                bot: false,
-            })
-            .clone()
+        self.users.entry(id).or_insert_with(|| User { id, username: format!("user-{id}"), bot: false }).clone()
     }
 
     /// Position of the member's highest role (0 = only `@everyone`).
@@ -498,14 +450,7 @@ impl State {
         guild
             .members
             .get(&user_id)
-            .map(|m| {
-                m.roles
-                    .iter()
-                    .filter_map(|r| guild.roles.get(r))
-                    .map(|r| r.position)
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|m| m.roles.iter().filter_map(|r| guild.roles.get(r)).map(|r| r.position).max().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -536,10 +481,8 @@ impl State {
 
     /// A user object (`UserResponse`).
     pub fn user_json(&self, id: u64) -> Value {
-        let (username, bot) = self
-            .users
-            .get(&id)
-            .map_or((format!("user-{id}"), false), |u| (u.username.clone(), u.bot));
+        let (username, bot) =
+            self.users.get(&id).map_or((format!("user-{id}"), false), |u| (u.username.clone(), u.bot));
         let mut v = json!({
             "id": id.to_string(),
             "username": username,
@@ -703,10 +646,7 @@ impl State {
     /// `member_count`, `members`, `channels`, `threads`, `presences`, `voice_states`, ...
     pub fn guild_create_json(&self, g: &Guild) -> Value {
         let mut v = self.guild_json(g, false);
-        let joined = g
-            .members
-            .get(&self.bot_user_id)
-            .map_or_else(timestamp_now, |m| m.joined_at.clone());
+        let joined = g.members.get(&self.bot_user_id).map_or_else(timestamp_now, |m| m.joined_at.clone());
         let extra = json!({
             "joined_at": joined,
             "large": false,
@@ -794,7 +734,7 @@ impl State {
         kind: u8,
         interaction_id: Option<u64>,
     ) -> u64 {
-        let id = self.ids.next();
+        let id = self.ids.fresh();
         let m = Message {
             id,
             channel_id,
@@ -816,11 +756,7 @@ impl State {
 
     /// Applies an edit (`content`, `embeds`, `components`, `flags` when present).
     pub fn edit_message(&mut self, id: u64, body: &Value) -> Result<(), ApiError> {
-        let m = self
-            .messages
-            .get_mut(&id)
-            .filter(|m| !m.deleted)
-            .ok_or_else(ApiError::unknown_message)?;
+        let m = self.messages.get_mut(&id).filter(|m| !m.deleted).ok_or_else(ApiError::unknown_message)?;
         if let Some(obj) = body.as_object() {
             if let Some(c) = obj.get("content") {
                 m.content = c.as_str().unwrap_or_default().to_string();
@@ -936,9 +872,7 @@ pub fn find_component<'a>(components: &'a [Value], custom_id: &str) -> Option<&'
         if v.get("custom_id").and_then(Value::as_str) == Some(id) {
             return Some(v);
         }
-        v.get("components")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find_map(|c| walk(c, id)))
+        v.get("components").and_then(Value::as_array).and_then(|cs| cs.iter().find_map(|c| walk(c, id)))
     }
     components.iter().find_map(|c| walk(c, custom_id))
 }
@@ -946,11 +880,6 @@ pub fn find_component<'a>(components: &'a [Value], custom_id: &str) -> Option<&'
 /// Drops `null` members of a JSON object (serenity serialises some `None`s as `null`).
 pub fn without_nulls(v: &Value) -> Map<String, Value> {
     v.as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
+        .map(|o| o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default()
 }
