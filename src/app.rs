@@ -30,27 +30,16 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         .await
         .map_err(|e| crate::cli::database_failure(&config.database.url, e))?;
 
-    // Discord: REST through the configured base; a proxy owns rate limits.
-    let mut http = serenity::HttpBuilder::new(token.expose());
-    if config.discord_is_proxied() {
-        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
-    }
-    let bans = Arc::new(BanCache::default());
-    let data = crate::bot::Data { keys: keys.clone(), bans: bans.clone() };
-    let framework = crate::bot::framework(data, config.discord.register_commands);
-    let mut client = serenity::ClientBuilder::new_with_http(http.build(), crate::bot::intents())
-        .framework(framework)
-        .await
-        .map_err(|e| Failure::failed(format!("failed to set up the Discord client: {e}")))?;
-    let ops: Arc<dyn GuildOps> = Arc::new(SerenityGuildOps::new(client.http.clone(), client.cache.clone()));
-    let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans));
-
-    // HTTP listener.
+    // The HTTP listener first: verification works whether or not Discord does.
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
         .map_err(|e| Failure::failed(format!("failed to listen on {} (http.bind): {e}", config.http.bind)))?;
     let addr = listener.local_addr().map_err(|e| Failure::failed(format!("failed to read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
+    let serenity_ops = Arc::new(SerenityGuildOps::default());
+    let ops: Arc<dyn GuildOps> = serenity_ops.clone();
+    let bans = Arc::new(BanCache::default());
+    let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone()));
     let state = crate::http::AppState::new(actions, &config.http);
     let housekeeping = crate::http::spawn_housekeeping(&state);
     let router = crate::http::router(state);
@@ -60,6 +49,19 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let server = tokio::spawn(crate::http::serve(listener, router, stopped(stop_rx.clone())));
+
+    // Then Discord: REST through the configured base; a proxy owns rate limits.
+    let mut http = serenity::HttpBuilder::new(token.expose());
+    if config.discord_is_proxied() {
+        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
+    }
+    let data = crate::bot::Data { keys: keys.clone(), bans };
+    let framework = crate::bot::framework(data, config.discord.register_commands);
+    let mut client = serenity::ClientBuilder::new_with_http(http.build(), crate::bot::intents())
+        .framework(framework)
+        .await
+        .map_err(|e| Failure::failed(format!("failed to set up the Discord client: {e}")))?;
+    serenity_ops.attach(client.http.clone(), client.cache.clone());
     let upkeep = {
         let keys = keys.clone();
         let stop = stopped(stop_rx.clone());

@@ -496,6 +496,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_every_key_with_its_default() {
+        let example = include_str!("../config.example.toml");
+        let cfg = load(example, &[]).expect("config.example.toml loads");
+        assert_eq!(cfg.describe(), Config::default().describe());
+        for line in Config::default().describe().lines() {
+            let key = line.split(" = ").next().unwrap();
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(example.contains(leaf), "config.example.toml does not document {key}");
+        }
+    }
+
+    #[test]
     fn the_token_is_masked_everywhere() {
         let cfg = load("", &[("DISCORD_TOKEN", "MTIz.secret.token-value")]).unwrap();
         let shown = format!("{} {:?}", cfg.describe(), cfg);

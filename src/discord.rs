@@ -87,25 +87,32 @@ pub trait GuildOps: Send + Sync {
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError>;
 }
 
-/// [`GuildOps`] on serenity.
+/// [`GuildOps`] on serenity. Created before the Discord client exists (so
+/// the HTTP listener can start first) and attached to it once built; until
+/// then Discord-backed calls answer "unavailable".
+#[derive(Default)]
 pub struct SerenityGuildOps {
-    http: Arc<Http>,
-    cache: Arc<Cache>,
+    client: std::sync::OnceLock<(Arc<Http>, Arc<Cache>)>,
 }
 
 /// Retries of a request Discord answered with 429 or 5xx.
 const RETRIES: u32 = 2;
 
 impl SerenityGuildOps {
-    pub fn new(http: Arc<Http>, cache: Arc<Cache>) -> Self {
-        Self { http, cache }
+    /// Connects these operations to the client's REST handle and cache.
+    pub fn attach(&self, http: Arc<Http>, cache: Arc<Cache>) {
+        let _ = self.client.set((http, cache));
+    }
+
+    fn http(&self) -> Result<&Arc<Http>, DiscordError> {
+        self.client.get().map(|(h, _)| h).ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
     }
 
     /// Runs a request, retrying after 429 and 5xx with a short backoff.
     async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<(), DiscordError> {
         let mut attempt = 0;
         loop {
-            match self.http.request(make()).await {
+            match self.http()?.request(make()).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     let err = map_error(e);
@@ -160,7 +167,8 @@ fn map_error(e: serenity::Error) -> DiscordError {
 #[async_trait]
 impl GuildOps for SerenityGuildOps {
     fn guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
-        let guild = self.cache.guild(GuildId::new(guild_id))?;
+        let (_, cache) = self.client.get()?;
+        let guild = cache.guild(GuildId::new(guild_id))?;
         Some(GuildInfo {
             id: guild.id.to_string(),
             name: guild.name.clone(),
@@ -172,7 +180,7 @@ impl GuildOps for SerenityGuildOps {
     async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError> {
         let mut attempt = 0;
         loop {
-            match self.http.get_ban(GuildId::new(guild_id), UserId::new(user_id)).await {
+            match self.http()?.get_ban(GuildId::new(guild_id), UserId::new(user_id)).await {
                 Ok(ban) => return Ok(ban.map(|b| b.reason)),
                 Err(e) => {
                     let err = map_error(e);
@@ -217,7 +225,7 @@ impl GuildOps for SerenityGuildOps {
     }
 
     async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError> {
-        match self.http.get_member(GuildId::new(guild_id), UserId::new(user_id)).await {
+        match self.http()?.get_member(GuildId::new(guild_id), UserId::new(user_id)).await {
             Ok(m) => Ok(Some(m.roles.iter().map(|r| r.get()).collect())),
             Err(e) => {
                 let err = map_error(e);
@@ -272,7 +280,7 @@ impl GuildOps for SerenityGuildOps {
 
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {
         let message = CreateMessage::new().embed(audit_embed(event));
-        ChannelId::new(channel_id).send_message(&self.http, message).await.map(|_| ()).map_err(map_error)
+        ChannelId::new(channel_id).send_message(self.http()?.as_ref(), message).await.map(|_| ()).map_err(map_error)
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &opts.config).expect("write config");
     let logs = Arc::new(Mutex::new(Vec::new()));
-    let (child, addr) = start_binary(&double, &db_url, &config_path, &opts.env, dir.path(), logs.clone());
+    let (child, addr) = start_binary(&double, &db_url, &config_path, &opts.env, dir.path(), logs.clone()).await;
     double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
     App {
         double,
@@ -68,7 +68,7 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     }
 }
 
-fn start_binary(
+async fn start_binary(
     double: &Double,
     db_url: &str,
     config: &Path,
@@ -96,7 +96,7 @@ fn start_binary(
     }
     let mut child = cmd.spawn().expect("spawn guildkey");
     let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let echo = std::env::var("TEST_LOG").is_ok();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -110,7 +110,11 @@ fn start_binary(
             logs.lock().unwrap().push(line);
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("guildkey logs 'listening on ADDR'");
+    let addr = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("guildkey logs 'listening on ADDR'");
     (child, addr)
 }
 
@@ -185,7 +189,7 @@ impl App {
         self.kill();
         let config = self.dir.path().join("config.toml");
         let (child, addr) =
-            start_binary(&self.double, &self.db_url, &config, &[], self.dir.path(), self.logs.clone());
+            start_binary(&self.double, &self.db_url, &config, &[], self.dir.path(), self.logs.clone()).await;
         self.child = Some(child);
         self.base = format!("http://{addr}");
         self.double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot reconnects");
