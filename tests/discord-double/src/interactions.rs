@@ -218,6 +218,9 @@ impl SlashBuilder {
                     self.registration_wait
                 )
             })?;
+        if self.guild_id.is_none() && !usable_in_dm(&registered) {
+            bail!("/{name} is registered as guild-only (dm_permission false / contexts without BOT_DM); Discord does not offer it in DMs");
+        }
         let options = self.check_against(&registered)?;
         let (sent, payload) = {
             let mut st = self.inner.state();
@@ -495,21 +498,22 @@ fn deliver(inner: &Inner, payload: Value, sent: &SentInteraction) -> anyhow::Res
     Ok(())
 }
 
-/// A registered command named `name` usable in `guild_id` (guild commands first).
+/// A registered chat-input command named `name`: the guild's own first, then global ones.
 pub(crate) fn find_command(st: &State, guild_id: Option<u64>, name: &str) -> Option<Value> {
     let is_chat = |c: &&Value| c["name"] == json!(name) && c["type"].as_u64().unwrap_or(1) == 1;
     guild_id
         .and_then(|g| st.guild_commands.get(&g))
         .and_then(|cmds| cmds.iter().find(is_chat))
-        .or_else(|| {
-            st.global_commands.iter().find(is_chat).filter(|c| {
-                // Commands with dm_permission false (or contexts without 1) are not usable in DMs.
-                guild_id.is_some()
-                    || (c["dm_permission"] != json!(false)
-                        && c["contexts"].as_array().is_none_or(|ctx| ctx.contains(&json!(1))))
-            })
-        })
+        .or_else(|| st.global_commands.iter().find(is_chat))
         .cloned()
+}
+
+/// Whether a global command may be used in the bot's DM (`dm_permission` not false and,
+/// when `contexts` is set, it contains 1 = BOT_DM).
+fn usable_in_dm(cmd: &Value) -> bool {
+    cmd.get("guild_id").is_none_or(Value::is_null)
+        && cmd["dm_permission"] != json!(false)
+        && cmd["contexts"].as_array().is_none_or(|ctx| ctx.contains(&json!(1)))
 }
 
 /// Clicks a button (see [`crate::Double::click`]).

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub changes: watch::Sender<u64>,
     pub spec: Option<&'static schema::Spec>,
     pub routes: Vec<schema::RouteTemplate>,
+    /// REST requests being handled (not yet recorded).
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Inner {
@@ -77,17 +79,26 @@ impl Inner {
         format!("ws://{}/gateway", self.addr)
     }
     /// Polls `f` after every change until it returns `Some` or `timeout` passes.
+    ///
+    /// A handler changes the state before its call is recorded, so a result is only returned
+    /// once no REST request is in flight (or after a 2 s grace period): whatever the state
+    /// shows, `calls()` then shows too.
     pub async fn wait_until<T>(&self, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+        use std::sync::atomic::Ordering;
         let mut rx = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut settle: Option<tokio::time::Instant> = None;
         loop {
             if let Some(t) = f() {
-                return Some(t);
+                let quiet = self.in_flight.load(Ordering::SeqCst) == 0;
+                if quiet || settle.is_some_and(|s| tokio::time::Instant::now() >= s) {
+                    return Some(t);
+                }
+                settle.get_or_insert(tokio::time::Instant::now() + Duration::from_secs(2));
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                // Also re-check on a timer: some conditions depend on time, not on changes.
-                _ => return f(),
+            let wake = settle.map_or(deadline, |s| s.min(deadline));
+            if tokio::time::timeout_at(wake, rx.changed()).await.is_err() && tokio::time::Instant::now() >= deadline {
+                return f();
             }
         }
     }
@@ -157,6 +168,7 @@ impl Double {
             changes,
             spec,
             routes: rest::implemented_routes(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let app = rest::router(inner.clone());
         let server = tokio::spawn(async move {
@@ -303,6 +315,7 @@ impl Double {
         message: impl Into<ClickTarget>,
         custom_id: &str,
     ) -> anyhow::Result<SentInteraction> {
+        self.nudge().await;
         interactions::click(&self.inner, Some(guild_id), user_id, message.into(), custom_id)
     }
 
@@ -313,7 +326,21 @@ impl Double {
         message: impl Into<ClickTarget>,
         custom_id: &str,
     ) -> anyhow::Result<SentInteraction> {
+        self.nudge().await;
         interactions::click(&self.inner, None, user_id, message.into(), custom_id)
+    }
+
+    /// Asks the client for a heartbeat (op 1, which Discord may send at any time) and waits
+    /// (at most 2 s) until it arrives. serenity's shard runner registers new collectors only
+    /// between two received frames, so after this round trip a collector the bot created
+    /// before the nudge is guaranteed to see the next event.
+    pub async fn nudge(&self) {
+        let before = self.gateway_stats().heartbeats;
+        if self.gateway_stats().open == 0 {
+            return;
+        }
+        gateway::send_op(&self.inner, 1, Value::Null);
+        let _ = self.wait_for_gateway(|s| s.heartbeats > before, Duration::from_secs(2)).await;
     }
 
     /// The bot's answer to an interaction so far (`None` before the callback).

@@ -167,6 +167,16 @@ struct Outcome {
 }
 
 async fn rest_handler(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Response {
+    /// Counts the request as in flight until it is recorded (also if the client goes away).
+    struct InFlight<'a>(&'a Inner);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.bump();
+        }
+    }
+    inner.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let in_flight = InFlight(&inner);
     let at = Instant::now();
     let at_system = SystemTime::now();
     let method = req.method().as_str().to_ascii_uppercase();
@@ -203,7 +213,7 @@ async fn rest_handler(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Resp
         call
     };
     tracing::debug!(target: "discord_double", "{call}");
-    inner.bump();
+    drop(in_flight);
 
     let mut resp = match &out.body {
         Some(b) => (
