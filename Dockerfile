@@ -1,0 +1,33 @@
+# guildkey: multi-stage build, small non-root runtime image.
+# docker build -t guildkey . && docker run --env-file .env -p 8080:8080 -v guildkey-data:/data guildkey
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, cached while only the sources change.
+COPY Cargo.toml Cargo.lock ./
+COPY tests/discord-double/Cargo.toml tests/discord-double/Cargo.toml
+RUN mkdir -p src tests/discord-double/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/discord-double/src/lib.rs \
+    && cargo build --release --locked -p guildkey \
+    && rm -rf src tests/discord-double/src
+COPY migrations migrations
+COPY src src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p guildkey
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home /data guildkey \
+    && mkdir -p /data && chown guildkey /data
+COPY --from=build /src/target/release/guildkey /usr/local/bin/guildkey
+USER guildkey
+WORKDIR /data
+VOLUME /data
+ENV DATABASE_URL=sqlite:///data/guildkey.db?mode=rwc \
+    GUILDKEY_HTTP_BIND=0.0.0.0:8080 \
+    GUILDKEY_LOG_FORMAT=json
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
+    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+ENTRYPOINT ["guildkey"]
+CMD ["run"]
