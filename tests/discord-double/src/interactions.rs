@@ -78,9 +78,6 @@ pub struct SlashBuilder {
     group: Option<String>,
     subcommand: Option<String>,
     options: Vec<Value>,
-    channels: Vec<u64>,
-    users: Vec<u64>,
-    roles: Vec<u64>,
     locale: String,
     permissions: Option<u64>,
     enforce_default_permissions: bool,
@@ -99,9 +96,6 @@ impl SlashBuilder {
             group: None,
             subcommand: None,
             options: Vec::new(),
-            channels: Vec::new(),
-            users: Vec::new(),
-            roles: Vec::new(),
             locale: "en-US".into(),
             permissions: None,
             enforce_default_permissions: false,
@@ -152,19 +146,21 @@ impl SlashBuilder {
         self.push(name, opt::BOOLEAN, json!(value))
     }
     /// A channel option (the channel goes into `data.resolved.channels`).
-    pub fn channel(mut self, name: &str, channel_id: u64) -> Self {
-        self.channels.push(channel_id);
+    pub fn channel(self, name: &str, channel_id: u64) -> Self {
         self.push(name, opt::CHANNEL, json!(channel_id.to_string()))
     }
     /// A user option (into `data.resolved.users` and, in a guild, `members`).
-    pub fn user(mut self, name: &str, user_id: u64) -> Self {
-        self.users.push(user_id);
+    pub fn user(self, name: &str, user_id: u64) -> Self {
         self.push(name, opt::USER, json!(user_id.to_string()))
     }
     /// A role option (into `data.resolved.roles`).
-    pub fn role(mut self, name: &str, role_id: u64) -> Self {
-        self.roles.push(role_id);
+    pub fn role(self, name: &str, role_id: u64) -> Self {
         self.push(name, opt::ROLE, json!(role_id.to_string()))
+    }
+    /// An option given as text and typed from the command's registration (string, integer,
+    /// number, boolean, channel/user/role id), as a user would type it.
+    pub fn arg(self, name: &str, value: &str) -> Self {
+        self.push(name, 0, json!(value))
     }
     /// The option the user is typing in (autocomplete): `value` is the partial input.
     /// Discord sends focused values as strings whatever the option type.
@@ -221,17 +217,17 @@ impl SlashBuilder {
         if self.guild_id.is_none() && !usable_in_dm(&registered) {
             bail!("/{name} is registered as guild-only (dm_permission false / contexts without BOT_DM); Discord does not offer it in DMs");
         }
-        let options = self.check_against(&registered)?;
+        let (flat, options) = self.check_against(&registered)?;
         let (sent, payload) = {
             let mut st = self.inner.state();
-            self.build(&mut st, &registered, options)?
+            self.build(&mut st, &registered, &flat, options)?
         };
         deliver(&self.inner, payload, &sent)?;
         Ok(sent)
     }
 
     /// Checks subcommand and options against the registered command; returns `data.options`.
-    fn check_against(&self, cmd: &Value) -> anyhow::Result<Vec<Value>> {
+    fn check_against(&self, cmd: &Value) -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
         let name = cmd["name"].as_str().unwrap_or_default();
         let empty = Vec::new();
         let mut defs = cmd["options"].as_array().unwrap_or(&empty);
@@ -266,6 +262,17 @@ impl SlashBuilder {
                 .ok_or_else(|| anyhow!("{path} has no option `{oname}`"))?;
             let mut given = given.clone();
             let def_type = def["type"].as_u64().unwrap_or(0);
+            if given["type"] == json!(0) {
+                let text = given["value"].as_str().unwrap_or_default().to_string();
+                let bad = |what: &str| anyhow!("{path} option `{oname}` wants {what}, got {text:?}");
+                given["type"] = json!(def_type);
+                given["value"] = match def_type {
+                    opt::INTEGER => json!(text.parse::<i64>().map_err(|_| bad("an integer"))?),
+                    opt::NUMBER => json!(text.parse::<f64>().map_err(|_| bad("a number"))?),
+                    opt::BOOLEAN => json!(text.parse::<bool>().map_err(|_| bad("true or false"))?),
+                    _ => json!(text),
+                };
+            }
             if given["focused"] == json!(true) {
                 if def["autocomplete"] != json!(true) {
                     bail!("{path} option `{oname}` is not registered with autocomplete");
@@ -293,16 +300,30 @@ impl SlashBuilder {
         } else if !options.iter().any(|o| o["focused"] == json!(true)) {
             bail!("an autocomplete interaction needs a .focused(option, partial) option");
         }
+        let flat = options.clone();
         if let Some(sub) = &self.subcommand {
             options = vec![json!({"name": sub, "type": opt::SUB_COMMAND, "options": options})];
             if let Some(group) = &self.group {
                 options = vec![json!({"name": group, "type": opt::SUB_COMMAND_GROUP, "options": options})];
             }
         }
-        Ok(options)
+        Ok((flat, options))
     }
 
-    fn build(&self, st: &mut State, cmd: &Value, options: Vec<Value>) -> anyhow::Result<(SentInteraction, Value)> {
+    fn build(
+        &self,
+        st: &mut State,
+        cmd: &Value,
+        flat: &[Value],
+        options: Vec<Value>,
+    ) -> anyhow::Result<(SentInteraction, Value)> {
+        let ids = |kind: u64| -> Vec<u64> {
+            flat.iter()
+                .filter(|o| o["type"] == json!(kind) && o["focused"] != json!(true))
+                .filter_map(|o| o["value"].as_str().and_then(|v| v.parse().ok()))
+                .collect()
+        };
+        let (channels, users, roles) = (ids(opt::CHANNEL), ids(opt::USER), ids(opt::ROLE));
         let ctx = context(st, self.guild_id, self.user_id, self.channel_id)?;
         let member_perms = self.permissions.unwrap_or(ctx.member_permissions);
         if self.enforce_default_permissions {
@@ -314,9 +335,9 @@ impl SlashBuilder {
             }
         }
         let mut resolved = serde_json::Map::new();
-        if !self.channels.is_empty() {
+        if !channels.is_empty() {
             let mut chans = serde_json::Map::new();
-            for c in &self.channels {
+            for c in &channels {
                 let (g, ch) = st.channel(*c).ok_or_else(|| anyhow!("channel option: unknown channel {c}"))?;
                 let mut v = json!({
                     "id": ch.id.to_string(), "name": ch.name, "type": ch.kind, "guild_id": g.id.to_string(),
@@ -328,10 +349,11 @@ impl SlashBuilder {
             }
             resolved.insert("channels".into(), Value::Object(chans));
         }
-        if !self.users.is_empty() {
+        if !users.is_empty() {
+            let ids = users;
             let mut users = serde_json::Map::new();
             let mut members = serde_json::Map::new();
-            for u in &self.users {
+            for u in &ids {
                 st.user(*u);
                 users.insert(u.to_string(), st.user_json(*u));
                 if let Some(g) = self.guild_id.and_then(|g| st.guilds.get(&g)) {
@@ -347,15 +369,15 @@ impl SlashBuilder {
                 resolved.insert("members".into(), Value::Object(members));
             }
         }
-        if !self.roles.is_empty() {
+        if !roles.is_empty() {
             let g =
                 self.guild_id.and_then(|g| st.guilds.get(&g)).ok_or_else(|| anyhow!("role option outside a guild"))?;
-            let mut roles = serde_json::Map::new();
-            for r in &self.roles {
+            let mut map = serde_json::Map::new();
+            for r in &roles {
                 let role = g.roles.get(r).ok_or_else(|| anyhow!("role option: unknown role {r}"))?;
-                roles.insert(r.to_string(), State::role_json(role));
+                map.insert(r.to_string(), State::role_json(role));
             }
-            resolved.insert("roles".into(), Value::Object(roles));
+            resolved.insert("roles".into(), Value::Object(map));
         }
         let mut data = json!({
             "id": cmd["id"],
