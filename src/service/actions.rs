@@ -43,10 +43,13 @@ pub struct WriteOutcome {
     pub audit_event_id: Option<i64>,
 }
 
+/// When a ban check was made, and its answer (`Some(reason)` if banned).
+type BanEntry = (Instant, Option<Option<String>>);
+
 /// Recent ban checks: `Some(reason)` banned, `None` not banned.
 #[derive(Default)]
 pub struct BanCache {
-    entries: Mutex<HashMap<(u64, u64), (Instant, Option<Option<String>>)>>,
+    entries: Mutex<HashMap<(u64, u64), BanEntry>>,
 }
 
 impl BanCache {
