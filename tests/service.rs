@@ -1,0 +1,970 @@
+//! Direct tests of the service rules (SPEC §3, §5 and the hot path of §6) on
+//! a real temporary SQLite file: limits under concurrency, revoke, rotate,
+//! delete, expiry, lookups, audit events, verification from memory and the
+//! batched last-used times.
+//!
+//! Two `Store`/`KeyService` pairs opened on one file stand in for two
+//! processes (a running listener and the operator CLI, or two instances).
+//! Set `TEST_LOG=1` to see the service's logs.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use guildkey::audit::{Action, Actor, AuditEvent};
+use guildkey::config::KeysConfig;
+use guildkey::keys::{token, Environment, KeyStatus, Scope};
+use guildkey::service::{parse_grace, Error, IssuedKey, KeyDraft, KeyRequest, KeyService};
+use guildkey::store::Store;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+const GUILD: u64 = 111_111_111_111_111_111;
+const OTHER_GUILD: u64 = 222_222_222_222_222_222;
+const ADMIN: u64 = 333_333_333_333_333_333;
+const CHANNEL: u64 = 444_444_444_444_444_444;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A temporary database file that several instances can open.
+struct Db {
+    _dir: TempDir,
+    url: String,
+}
+
+impl Db {
+    fn new() -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("debug").with_test_writer().try_init();
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("gk.db").display());
+        Self { _dir: dir, url }
+    }
+
+    /// One "process": its own store (connection pool) and service.
+    async fn open(&self, max_per_guild: u32) -> (Store, KeyService) {
+        let store = Store::connect(&self.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let service = KeyService::new(store.clone(), config(max_per_guild)).await.expect("build the service");
+        (store, service)
+    }
+
+    async fn service(&self) -> KeyService {
+        self.open(3).await.1
+    }
+}
+
+fn config(max_per_guild: u32) -> KeysConfig {
+    KeysConfig { max_per_guild, prefix: "gk".to_owned(), default_rate_limit_per_minute: 60, last_used_flush_seconds: 5 }
+}
+
+fn draft(request: KeyRequest<'_>) -> KeyDraft {
+    KeyDraft::parse(&request).unwrap_or_else(|e| panic!("bad draft {request:?}: {e}"))
+}
+
+fn named(name: &str) -> KeyDraft {
+    draft(KeyRequest { name, scopes: "bans.read", ..Default::default() })
+}
+
+async fn issue(service: &KeyService, guild: u64, name: &str) -> IssuedKey {
+    service.issue(guild, named(name), &Actor::Cli).await.unwrap_or_else(|e| panic!("issue {name:?}: {e}"))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+}
+
+/// An address outside any allow-list the tests use.
+fn anywhere() -> IpAddr {
+    ip("198.51.100.7")
+}
+
+async fn events(service: &KeyService, guild: u64) -> Vec<AuditEvent> {
+    service.audit_log(guild, 100, None).await.expect("audit log")
+}
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sleeps until shortly after `at` (a key's expiry).
+async fn sleep_until_after(at: chrono::DateTime<Utc>) {
+    let left = (at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(150)).await;
+}
+
+/// Runs `service`'s background upkeep (as `guildkey run` does) until the
+/// returned sender is dropped or fired.
+fn start_upkeep(service: &KeyService) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = service.clone();
+    let task = tokio::spawn(async move {
+        service
+            .run_upkeep(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (stop, task)
+}
+
+// ---------------------------------------------------------------------------
+// The per-guild limit
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_never_exceeds_the_limit_under_64_concurrent_calls_from_two_instances() {
+    // Arrange
+    let db = Db::new();
+    let (_, first) = db.open(3).await;
+    let (_, second) = db.open(3).await;
+
+    // Act
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let service = if i % 2 == 0 { first.clone() } else { second.clone() };
+            tokio::spawn(async move {
+                let name = format!("racer {i}");
+                service.issue(GUILD, named(&name), &Actor::User(ADMIN)).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task panicked"));
+    }
+
+    // Assert
+    let issued: Vec<&IssuedKey> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(issued.len(), 3, "exactly max_per_guild creates succeed");
+    for result in &results {
+        if let Err(e) = result {
+            assert!(matches!(e, Error::LimitReached { max: 3 }), "a refused create must be LimitReached, got {e:?}");
+        }
+    }
+    let keys = first.list(GUILD).await.unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| k.status(Utc::now()) == KeyStatus::Active));
+    assert_eq!(first.active_count(GUILD).await.unwrap(), (3, 3));
+    let created = events(&first, GUILD).await.into_iter().filter(|e| e.action == Action::KeyCreated).count();
+    assert_eq!(created, 3, "one key.created event per key, none for refused creates");
+}
+
+#[tokio::test]
+async fn revoked_keys_do_not_count_toward_the_limit() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let first = issue(&service, GUILD, "one").await;
+    issue(&service, GUILD, "two").await;
+    issue(&service, GUILD, "three").await;
+    let refused = service.issue(GUILD, named("four"), &Actor::Cli).await;
+    assert!(matches!(refused, Err(Error::LimitReached { max: 3 })), "{refused:?}");
+
+    // Act
+    service.revoke(Some(GUILD), first.record.id.as_str(), &Actor::Cli).await.unwrap();
+    let after_revoke = service.issue(GUILD, named("four"), &Actor::Cli).await;
+    let other_guild = service.issue(OTHER_GUILD, named("elsewhere"), &Actor::Cli).await;
+
+    // Assert
+    assert!(after_revoke.is_ok(), "{after_revoke:?}");
+    assert!(other_guild.is_ok(), "the limit is per guild: {other_guild:?}");
+    assert_eq!(service.active_count(GUILD).await.unwrap(), (3, 3));
+}
+
+#[tokio::test]
+async fn an_expired_key_is_rejected_and_does_not_count_toward_the_limit() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let short = service
+        .issue(
+            GUILD,
+            draft(KeyRequest { name: "short", scopes: "bans.read", expires_in: Some("2s"), ..Default::default() }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+    let valid_before = service.authenticate(short.secret.expose(), anywhere());
+    issue(&service, GUILD, "two").await;
+    issue(&service, GUILD, "three").await;
+    let refused = service.issue(GUILD, named("four"), &Actor::Cli).await;
+    assert!(valid_before.is_ok(), "valid before it expires: {valid_before:?}");
+    assert!(matches!(refused, Err(Error::LimitReached { .. })), "an unexpired key counts: {refused:?}");
+
+    // Act
+    sleep_until_after(short.record.expires_at.expect("an expiry")).await;
+    let verified = service.authenticate(short.secret.expose(), anywhere());
+    let replacement = service.issue(GUILD, named("four"), &Actor::Cli).await;
+
+    // Assert
+    assert!(matches!(verified, Err(Error::Expired(_))), "{verified:?}");
+    assert!(replacement.is_ok(), "an expired key must not count: {replacement:?}");
+    let listed = service.find(Some(GUILD), short.record.id.as_str()).await.unwrap();
+    assert_eq!(listed.status(Utc::now()), KeyStatus::Expired);
+    assert_eq!(service.active_count(GUILD).await.unwrap(), (3, 3));
+}
+
+// ---------------------------------------------------------------------------
+// Revoke, rotate, delete
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn authenticate_rejects_a_revoked_key_immediately() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let key = issue(&service, GUILD, "doomed").await;
+    let bystander = issue(&service, GUILD, "bystander").await;
+    assert!(service.authenticate(key.secret.expose(), anywhere()).is_ok());
+
+    // Act
+    let revoked = service.revoke(Some(GUILD), &key.record.prefix, &Actor::User(ADMIN)).await.unwrap();
+
+    // Assert
+    let verified = service.authenticate(key.secret.expose(), anywhere());
+    assert!(matches!(verified, Err(Error::Revoked(_))), "{verified:?}");
+    assert_eq!(revoked.status(Utc::now()), KeyStatus::Revoked);
+    assert!(revoked.revoked_at.is_some());
+    assert!(service.authenticate(bystander.secret.expose(), anywhere()).is_ok(), "only the named key is revoked");
+    let again = service.revoke(Some(GUILD), key.record.id.as_str(), &Actor::Cli).await;
+    assert!(matches!(again, Err(Error::Revoked(_))), "revoking twice is refused: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_by_another_instance_takes_effect_within_one_second() {
+    // Arrange: a listener instance with its upkeep running, and the CLI.
+    let db = Db::new();
+    let (_, cli) = db.open(3).await;
+    let (_, listener) = db.open(3).await;
+    let (stop, upkeep) = start_upkeep(&listener);
+    let key = issue(&cli, GUILD, "shared").await;
+    let seen = within(Duration::from_secs(1), || listener.authenticate(key.secret.expose(), anywhere()).is_ok()).await;
+    assert!(seen.is_some(), "a key created by another instance must work there within 1 s");
+
+    // Act
+    cli.revoke(None, key.record.id.as_str(), &Actor::Cli).await.unwrap();
+    let took = within(Duration::from_secs(1), || {
+        matches!(listener.authenticate(key.secret.expose(), anywhere()), Err(Error::Revoked(_)))
+    })
+    .await;
+
+    // Assert
+    let _ = stop.send(());
+    upkeep.await.unwrap();
+    assert!(took.is_some(), "the other instance still accepts a revoked key after 1 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_by_another_instance_takes_effect_within_one_second() {
+    // Arrange
+    let db = Db::new();
+    let (_, cli) = db.open(3).await;
+    let (_, listener) = db.open(3).await;
+    let key = issue(&cli, GUILD, "shared").await;
+    listener.refresh_index().await.unwrap();
+    assert!(listener.authenticate(key.secret.expose(), anywhere()).is_ok());
+    let (stop, upkeep) = start_upkeep(&listener);
+
+    // Act
+    let rotated = cli.rotate(None, &key.record.prefix, None, &Actor::Cli).await.unwrap();
+    let took = within(Duration::from_secs(1), || {
+        listener.authenticate(rotated.secret.expose(), anywhere()).is_ok()
+            && listener.authenticate(key.secret.expose(), anywhere()).is_err()
+    })
+    .await;
+
+    // Assert
+    let _ = stop.send(());
+    upkeep.await.unwrap();
+    assert!(took.is_some(), "after 1 s the other instance should accept only the new secret");
+}
+
+#[tokio::test]
+async fn refresh_index_reloads_only_after_another_instance_commits() {
+    // Arrange
+    let db = Db::new();
+    let (_, cli) = db.open(3).await;
+    let (_, listener) = db.open(3).await;
+    let quiet = listener.refresh_index().await.unwrap();
+    let key = issue(&cli, GUILD, "from the cli").await;
+    let stale = listener.authenticate(key.secret.expose(), anywhere());
+
+    // Act
+    let reloaded = listener.refresh_index().await.unwrap();
+    let fresh = listener.authenticate(key.secret.expose(), anywhere());
+    let quiet_again = listener.refresh_index().await.unwrap();
+
+    // Assert
+    assert!(!quiet, "nothing was committed, nothing to reload");
+    assert!(matches!(stale, Err(Error::NotFound(_))), "the index is memory; unknown until refreshed: {stale:?}");
+    assert!(reloaded, "another instance committed; refresh must reload");
+    assert!(fresh.is_ok(), "{fresh:?}");
+    assert!(!quiet_again, "no commit since the last reload");
+}
+
+#[tokio::test]
+async fn rotate_without_grace_rejects_the_old_secret_at_once() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let old = service
+        .issue(
+            GUILD,
+            draft(KeyRequest {
+                name: "rotating",
+                scopes: "bans.read roles.write",
+                environment: Some("test"),
+                expires_in: Some("30d"),
+                rate_limit: Some(7),
+                allowed_ips: Some("10.0.0.0/8"),
+            }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+    let inside = ip("10.1.2.3");
+
+    // Act
+    let new = service.rotate(Some(GUILD), old.record.id.as_str(), None, &Actor::User(ADMIN)).await.unwrap();
+
+    // Assert
+    let rejected = service.authenticate(old.secret.expose(), inside);
+    assert!(matches!(rejected, Err(Error::NotFound(_))), "the old secret must stop at once: {rejected:?}");
+    let accepted = service.authenticate(new.secret.expose(), inside).expect("the new secret works");
+    assert_eq!(accepted.key.id, old.record.id, "same key, new secret");
+    assert_ne!(new.secret.expose(), old.secret.expose());
+    assert!(new.secret.expose().starts_with("gk_test_"), "rotation keeps the environment");
+    assert_eq!(new.record.prefix, &new.secret.expose()[..12]);
+    let (a, b) = (&old.record, &new.record);
+    assert_eq!((&a.name, &a.scopes, a.environment), (&b.name, &b.scopes, b.environment));
+    assert_eq!(
+        (a.expires_at, a.rate_limit_per_minute, &a.allowed_ips),
+        (b.expires_at, b.rate_limit_per_minute, &b.allowed_ips)
+    );
+    assert_eq!(b.previous_secret_expires_at, None);
+    assert_eq!(service.list(GUILD).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn rotate_with_grace_keeps_the_old_secret_until_the_grace_ends() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let old = issue(&service, GUILD, "rotating").await;
+    let grace = parse_grace("2s").unwrap();
+    let started = Utc::now();
+
+    // Act
+    let new = service.rotate(Some(GUILD), &old.record.prefix, Some(grace), &Actor::Cli).await.unwrap();
+    let old_during = service.authenticate(old.secret.expose(), anywhere());
+    let new_during = service.authenticate(new.secret.expose(), anywhere());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let old_after = service.authenticate(old.secret.expose(), anywhere());
+    let new_after = service.authenticate(new.secret.expose(), anywhere());
+
+    // Assert
+    assert!(old_during.is_ok(), "the old secret works during the grace period: {old_during:?}");
+    assert!(new_during.is_ok(), "{new_during:?}");
+    assert!(matches!(old_after, Err(Error::NotFound(_))), "the old secret must stop after the grace: {old_after:?}");
+    assert!(new_after.is_ok(), "{new_after:?}");
+    let until = new.record.previous_secret_expires_at.expect("the record says when the old secret stops");
+    let offset = until - started;
+    assert!(
+        offset >= chrono::Duration::milliseconds(1990) && offset <= chrono::Duration::milliseconds(3000),
+        "old secret valid until {until}, rotation started {started}"
+    );
+}
+
+#[tokio::test]
+async fn revoking_during_a_grace_period_stops_both_secrets() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let old = issue(&service, GUILD, "rotating").await;
+    let new =
+        service.rotate(None, old.record.id.as_str(), Some(parse_grace("1h").unwrap()), &Actor::Cli).await.unwrap();
+
+    // Act
+    service.revoke(None, old.record.id.as_str(), &Actor::Cli).await.unwrap();
+
+    // Assert
+    assert!(service.authenticate(old.secret.expose(), anywhere()).is_err(), "the old secret must stop");
+    let new_result = service.authenticate(new.secret.expose(), anywhere());
+    assert!(matches!(new_result, Err(Error::Revoked(_))), "{new_result:?}");
+}
+
+#[tokio::test]
+async fn rotate_refuses_revoked_expired_and_unknown_keys() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let revoked = issue(&service, GUILD, "revoked").await;
+    service.revoke(None, revoked.record.id.as_str(), &Actor::Cli).await.unwrap();
+    let expiring = service
+        .issue(
+            GUILD,
+            draft(KeyRequest { name: "expiring", scopes: "bans.read", expires_in: Some("1s"), ..Default::default() }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+    sleep_until_after(expiring.record.expires_at.unwrap()).await;
+    let events_before = events(&service, GUILD).await.len();
+
+    // Act
+    let of_revoked = service.rotate(None, revoked.record.id.as_str(), None, &Actor::Cli).await;
+    let of_expired = service.rotate(None, expiring.record.id.as_str(), None, &Actor::Cli).await;
+    let of_unknown = service.rotate(None, "key_0000000000000000", None, &Actor::Cli).await;
+
+    // Assert
+    assert!(matches!(of_revoked, Err(Error::Revoked(_))), "{of_revoked:?}");
+    assert!(matches!(of_expired, Err(Error::Expired(_))), "{of_expired:?}");
+    assert!(matches!(of_unknown, Err(Error::NotFound(_))), "{of_unknown:?}");
+    assert_eq!(events(&service, GUILD).await.len(), events_before, "a refused rotation writes no event");
+}
+
+#[test]
+fn grace_periods_are_at_most_seven_days() {
+    assert_eq!(parse_grace("7d").unwrap().seconds(), 7 * 86_400);
+    assert_eq!(parse_grace("10m").unwrap().seconds(), 600);
+    for bad in ["8d", "169h", "0s", "-1d", "abc", ""] {
+        let err = parse_grace(bad).unwrap_err();
+        assert_eq!(err.field, "grace", "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn delete_refuses_an_active_key_and_removes_a_revoked_one() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let key = issue(&service, GUILD, "doomed").await;
+    let id = key.record.id.clone();
+
+    // Act
+    let while_active = service.delete(Some(GUILD), id.as_str(), &Actor::Cli).await;
+    service.revoke(Some(GUILD), id.as_str(), &Actor::Cli).await.unwrap();
+    let after_revoke = service.delete(Some(GUILD), &key.record.prefix, &Actor::Cli).await;
+
+    // Assert
+    assert!(matches!(while_active, Err(Error::StillActive(_))), "{while_active:?}");
+    assert!(after_revoke.is_ok(), "{after_revoke:?}");
+    assert!(service.list(GUILD).await.unwrap().is_empty(), "the key is gone");
+    let found = service.find(Some(GUILD), id.as_str()).await;
+    assert!(matches!(found, Err(Error::NotFound(_))), "{found:?}");
+    let verified = service.authenticate(key.secret.expose(), anywhere());
+    assert!(matches!(verified, Err(Error::NotFound(_))), "{verified:?}");
+    let again = service.delete(Some(GUILD), id.as_str(), &Actor::Cli).await;
+    assert!(matches!(again, Err(Error::NotFound(_))), "{again:?}");
+}
+
+#[tokio::test]
+async fn an_expired_key_can_be_deleted_without_revoking_it() {
+    let db = Db::new();
+    let service = db.service().await;
+    let key = service
+        .issue(
+            GUILD,
+            draft(KeyRequest { name: "short", scopes: "bans.read", expires_in: Some("1s"), ..Default::default() }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+    sleep_until_after(key.record.expires_at.unwrap()).await;
+
+    let deleted = service.delete(Some(GUILD), key.record.id.as_str(), &Actor::Cli).await;
+
+    assert!(deleted.is_ok(), "{deleted:?}");
+    assert!(service.list(GUILD).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Issue and find
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn issue_returns_a_well_formed_secret_and_stores_the_draft() {
+    // Arrange
+    let db = Db::new();
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut cfg = config(3);
+    cfg.default_rate_limit_per_minute = 42;
+    let service = KeyService::new(store.clone(), cfg).await.unwrap();
+    let shape = regex::Regex::new(r"^gk_(live|test)_[0-9A-Za-z]{38}$").unwrap();
+    let started = Utc::now();
+
+    // Act
+    let live = service.issue(GUILD, named("  live key "), &Actor::User(ADMIN)).await.unwrap();
+    let test = service
+        .issue(
+            GUILD,
+            draft(KeyRequest {
+                name: "test key",
+                scopes: "guild.read,audit.read",
+                environment: Some("test"),
+                expires_in: Some("12h"),
+                rate_limit: Some(5),
+                allowed_ips: Some("2001:db8::/32"),
+            }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+
+    // Assert
+    assert!(shape.is_match(live.secret.expose()) && live.secret.expose().starts_with("gk_live_"));
+    assert!(shape.is_match(test.secret.expose()) && test.secret.expose().starts_with("gk_test_"));
+    assert_eq!(token::parse("gk", live.secret.expose()), Ok(Environment::Live), "the checksum is valid");
+    let l = &live.record;
+    assert_eq!(l.name, "live key", "names are trimmed");
+    assert_eq!(l.prefix, &live.secret.expose()[..12]);
+    assert!(l.id.as_str().starts_with("key_"));
+    assert_eq!(l.created_by, ADMIN.to_string());
+    assert_eq!(l.rate_limit_per_minute, 42, "the configured default rate limit");
+    assert_eq!((l.expires_at, l.revoked_at, l.last_used_at), (None, None, None));
+    assert!(l.allowed_ips.is_empty());
+    assert!(l.created_at >= started - chrono::Duration::seconds(1));
+    let t = &test.record;
+    assert_eq!(t.created_by, "cli");
+    assert_eq!(t.environment, Environment::Test);
+    assert_eq!(t.scopes.names(), ["guild.read", "audit.read"]);
+    assert_eq!(t.rate_limit_per_minute, 5);
+    assert_eq!(t.allowed_ips.entries(), ["2001:db8::/32"]);
+    assert_eq!(t.expires_at.map(|at| at - t.created_at), Some(chrono::Duration::hours(12)));
+    let stored = store.get_key(&t.id).await.unwrap().expect("stored");
+    assert_eq!((stored.name, stored.prefix), (t.name.clone(), t.prefix.clone()));
+    assert!(service.authenticate(test.secret.expose(), ip("2001:db8::1")).unwrap().is_test());
+}
+
+#[tokio::test]
+async fn find_resolves_a_key_by_id_prefix_or_name_within_its_guild() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let key = issue(&service, GUILD, "game server").await;
+    issue(&service, GUILD, "dashboard").await;
+    let id = key.record.id.as_str().to_owned();
+    let prefix = key.record.prefix.clone();
+
+    for (how, reference) in [
+        ("id", id.clone()),
+        ("prefix", prefix.clone()),
+        ("name", "game server".to_owned()),
+        ("id with spaces", format!("  {id} ")),
+    ] {
+        for guild in [Some(GUILD), None] {
+            // Act
+            let found = service.find(guild, &reference).await;
+
+            // Assert
+            let found = found.unwrap_or_else(|e| panic!("by {how} in {guild:?}: {e:?}"));
+            assert_eq!(found.id, key.record.id, "by {how} in {guild:?}");
+        }
+        let elsewhere = service.find(Some(OTHER_GUILD), &reference).await;
+        assert!(matches!(elsewhere, Err(Error::NotFound(_))), "by {how} from another guild: {elsewhere:?}");
+    }
+    let unknown = service.find(Some(GUILD), "no such key").await;
+    assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn find_reports_an_ambiguous_name_and_prefers_the_only_active_match() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let first = issue(&service, GUILD, "twin").await;
+    let second = issue(&service, GUILD, "twin").await;
+    issue(&service, OTHER_GUILD, "twin").await;
+
+    // Act
+    let both_active = service.find(Some(GUILD), "twin").await;
+    let any_guild = service.find(None, "twin").await;
+    service.revoke(Some(GUILD), first.record.id.as_str(), &Actor::Cli).await.unwrap();
+    let one_active = service.find(Some(GUILD), "twin").await;
+    let by_id = service.find(Some(GUILD), first.record.id.as_str()).await;
+
+    // Assert
+    match both_active {
+        Err(Error::Ambiguous { candidates, .. }) => {
+            assert!(candidates.contains(first.record.id.as_str()), "{candidates}");
+            assert!(candidates.contains(second.record.id.as_str()), "{candidates}");
+        }
+        other => panic!("two active keys named twin must be ambiguous, got {other:?}"),
+    }
+    assert!(matches!(any_guild, Err(Error::Ambiguous { .. })), "{any_guild:?}");
+    assert_eq!(one_active.expect("the active twin").id, second.record.id);
+    assert_eq!(by_id.expect("an id is never ambiguous").id, first.record.id);
+}
+
+#[tokio::test]
+async fn revoke_and_delete_of_an_ambiguous_or_unknown_key_change_nothing() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let a = issue(&service, GUILD, "twin").await;
+    let b = issue(&service, GUILD, "twin").await;
+    let before = events(&service, GUILD).await.len();
+
+    // Act
+    let revoke = service.revoke(Some(GUILD), "twin", &Actor::Cli).await;
+    let revoke_unknown = service.revoke(Some(GUILD), "key_0000000000000000", &Actor::Cli).await;
+    let delete_unknown = service.delete(Some(GUILD), "gk_live_ZZZZ", &Actor::Cli).await;
+
+    // Assert
+    assert!(matches!(revoke, Err(Error::Ambiguous { .. })), "{revoke:?}");
+    assert!(matches!(revoke_unknown, Err(Error::NotFound(_))), "{revoke_unknown:?}");
+    assert!(matches!(delete_unknown, Err(Error::NotFound(_))), "{delete_unknown:?}");
+    assert!(service.authenticate(a.secret.expose(), anywhere()).is_ok());
+    assert!(service.authenticate(b.secret.expose(), anywhere()).is_ok());
+    assert_eq!(events(&service, GUILD).await.len(), before);
+}
+
+// ---------------------------------------------------------------------------
+// Audit events
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_change_writes_exactly_one_audit_event_naming_its_actor() {
+    let db = Db::new();
+    let service = db.service().await;
+    let admin = Actor::User(ADMIN);
+    let admin_label = format!("<@{ADMIN}>");
+    let mut expected = 0;
+
+    /// Asserts exactly one new event and returns it.
+    async fn one_new(service: &KeyService, expected: &mut usize, action: Action, actor: &str) -> AuditEvent {
+        *expected += 1;
+        let log = events(service, GUILD).await;
+        assert_eq!(log.len(), *expected, "{action:?} must write exactly one event: {log:#?}");
+        let newest = log.into_iter().next().unwrap();
+        assert_eq!(newest.action, action, "{newest:#?}");
+        assert_eq!(newest.actor, actor, "{newest:#?}");
+        newest
+    }
+
+    // Created by an admin through a slash command.
+    let key = service.issue(GUILD, named("audited"), &admin).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::KeyCreated, &admin_label).await;
+    assert_eq!(e.key_id.as_deref(), Some(key.record.id.as_str()));
+    assert_eq!(e.key_name.as_deref(), Some("audited"));
+    assert_eq!(e.key_prefix.as_deref(), Some(key.record.prefix.as_str()));
+    assert!(!e.test);
+
+    // Rotated by the operator CLI.
+    let rotated = service.rotate(None, key.record.id.as_str(), None, &Actor::Cli).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::KeyRotated, "The operator CLI").await;
+    assert_eq!(e.key_id.as_deref(), Some(key.record.id.as_str()));
+    assert_eq!(e.key_prefix.as_deref(), Some(rotated.record.prefix.as_str()), "names the key by its new prefix");
+
+    // A write made through the API with the key.
+    let caller = service.authenticate(rotated.secret.expose(), anywhere()).unwrap();
+    service.record_api_write(&caller, Action::BanAdded, serde_json::json!({"user_id": "5"})).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::BanAdded, "An API key").await;
+    assert_eq!(e.key_name.as_deref(), Some("audited"));
+    assert_eq!(e.key_prefix.as_deref(), Some(rotated.record.prefix.as_str()));
+    assert!(!e.test, "a live key's write is not a test");
+
+    // A test key's dry run is marked as a test.
+    let test_key = service
+        .issue(
+            GUILD,
+            draft(KeyRequest { name: "dry", scopes: "bans.write", environment: Some("test"), ..Default::default() }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+    one_new(&service, &mut expected, Action::KeyCreated, "The operator CLI").await;
+    let test_caller = service.authenticate(test_key.secret.expose(), anywhere()).unwrap();
+    service.record_api_write(&test_caller, Action::RoleAdded, serde_json::json!({})).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::RoleAdded, "An API key").await;
+    assert!(e.test, "a test key's write is marked as a test");
+
+    // Audit channel set and turned off by an admin.
+    service.set_audit_channel(GUILD, Some(CHANNEL), &admin).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::AuditChannelSet, &admin_label).await;
+    assert_eq!(e.key_id, None);
+    assert_eq!(e.details["channel_id"], CHANNEL.to_string());
+    assert_eq!(service.audit_channel(GUILD).await.unwrap(), Some(CHANNEL));
+    service.set_audit_channel(GUILD, None, &admin).await.unwrap();
+    one_new(&service, &mut expected, Action::AuditChannelSet, &admin_label).await;
+    assert_eq!(service.audit_channel(GUILD).await.unwrap(), None);
+
+    // Revoked by an admin, deleted by the CLI.
+    service.revoke(Some(GUILD), &rotated.record.prefix, &admin).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::KeyRevoked, &admin_label).await;
+    assert_eq!(e.key_id.as_deref(), Some(key.record.id.as_str()));
+    service.delete(None, key.record.id.as_str(), &Actor::Cli).await.unwrap();
+    let e = one_new(&service, &mut expected, Action::KeyDeleted, "The operator CLI").await;
+    assert_eq!(e.key_id.as_deref(), Some(key.record.id.as_str()));
+
+    // Refused changes write nothing.
+    let _ = service.revoke(None, key.record.id.as_str(), &admin).await.unwrap_err();
+    let _ = service.delete(None, test_key.record.id.as_str(), &admin).await.unwrap_err();
+    let _ = service.rotate(None, "key_0000000000000000", None, &admin).await.unwrap_err();
+    let log = events(&service, GUILD).await;
+    assert_eq!(log.len(), expected, "refused changes must not be audited: {log:#?}");
+
+    // No event holds a secret, and other guilds see none of them.
+    let all = serde_json::to_string(&log).unwrap();
+    for secret in [&key.secret, &rotated.secret, &test_key.secret] {
+        assert!(!all.contains(&secret.expose()[8..40]), "a secret in the audit log: {all}");
+    }
+    assert!(events(&service, OTHER_GUILD).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_newest_first() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    for channel in 1..=5 {
+        service.set_audit_channel(GUILD, Some(channel), &Actor::Cli).await.unwrap();
+    }
+
+    // Act
+    let page = service.audit_log(GUILD, 2, None).await.unwrap();
+    let next = service.audit_log(GUILD, 2, Some(page[1].id)).await.unwrap();
+    let last = service.audit_log(GUILD, 100, Some(next[1].id)).await.unwrap();
+
+    // Assert
+    let channels = |events: &[AuditEvent]| -> Vec<String> {
+        events.iter().map(|e| e.details["channel_id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(channels(&page), ["5", "4"]);
+    assert_eq!(channels(&next), ["3", "2"]);
+    assert_eq!(channels(&last), ["1"]);
+    assert_eq!(service.audit_log(GUILD, 0, None).await.unwrap().len(), 1, "a limit below 1 is clamped to 1");
+}
+
+// ---------------------------------------------------------------------------
+// Verification
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn authenticate_rejects_malformed_tokens() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let good = issue(&service, GUILD, "real").await.secret.expose().to_owned();
+    let last = good.chars().last().unwrap();
+    let wrong_checksum = format!("{}{}", &good[..45], if last == 'A' { 'B' } else { 'A' });
+    let mistyped = format!("{}{}{}", &good[..20], if &good[20..21] == "x" { "y" } else { "x" }, &good[21..]);
+    let cases = [
+        ("empty", String::new()),
+        ("a Bearer header", format!("Bearer {good}")),
+        ("wrong prefix", good.replacen("gk_", "xk_", 1)),
+        ("no prefix", good[3..].to_owned()),
+        ("unknown environment", good.replacen("_live_", "_prod_", 1)),
+        ("truncated", good[..45].to_owned()),
+        ("one character too many", format!("{good}0")),
+        ("a character outside base62", format!("{}-{}", &good[..20], &good[21..])),
+        ("surrounding white space", format!(" {good} ")),
+        ("wrong checksum", wrong_checksum),
+        ("a mistyped character", mistyped),
+    ];
+
+    for (what, token) in &cases {
+        // Act
+        let result = service.authenticate(token, anywhere());
+
+        // Assert
+        assert!(matches!(result, Err(Error::Malformed(_))), "{what}: {token:?} gave {result:?}");
+    }
+    let unknown = token::generate("gk", Environment::Live);
+    let result = service.authenticate(unknown.expose(), anywhere());
+    assert!(matches!(result, Err(Error::NotFound(_))), "a well-formed unknown key is not malformed: {result:?}");
+    assert!(service.authenticate(&good, anywhere()).is_ok(), "the genuine key still works");
+}
+
+#[tokio::test]
+async fn authenticate_checks_ipv4_and_ipv6_allow_lists() {
+    // Arrange
+    let db = Db::new();
+    let service = db.service().await;
+    let fenced = service
+        .issue(
+            GUILD,
+            draft(KeyRequest {
+                name: "fenced",
+                scopes: "bans.read",
+                allowed_ips: Some("203.0.113.7, 10.0.0.0/8 2001:db8::/32"),
+                ..Default::default()
+            }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+    let open = issue(&service, GUILD, "open").await;
+    let cases = [
+        ("203.0.113.7", true),
+        ("203.0.113.8", false),
+        ("10.0.0.1", true),
+        ("10.255.255.255", true),
+        ("11.0.0.1", false),
+        ("::ffff:10.1.2.3", true),
+        ("2001:db8::1", true),
+        ("2001:db8:ffff::1", true),
+        ("2001:db9::1", false),
+        ("::1", false),
+        ("127.0.0.1", false),
+    ];
+
+    for (address, allowed) in cases {
+        // Act
+        let result = service.authenticate(fenced.secret.expose(), ip(address));
+
+        // Assert
+        if allowed {
+            assert!(result.is_ok(), "{address} should be allowed: {result:?}");
+        } else {
+            assert!(matches!(result, Err(Error::IpNotAllowed)), "{address} should be refused: {result:?}");
+        }
+        assert!(service.authenticate(open.secret.expose(), ip(address)).is_ok(), "an empty list allows {address}");
+    }
+}
+
+#[tokio::test]
+async fn authorize_checks_the_guild_and_the_scope() {
+    let db = Db::new();
+    let service = db.service().await;
+    let key = service
+        .issue(
+            GUILD,
+            draft(KeyRequest { name: "scoped", scopes: "bans.read,roles.write", ..Default::default() }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+
+    assert!(caller.authorize(GUILD, Scope::BansRead).is_ok());
+    assert!(caller.authorize(GUILD, Scope::RolesWrite).is_ok());
+    assert!(matches!(caller.authorize(GUILD, Scope::BansWrite), Err(Error::InsufficientScope(Scope::BansWrite))));
+    assert!(matches!(caller.authorize(OTHER_GUILD, Scope::BansRead), Err(Error::GuildMismatch)));
+}
+
+#[tokio::test]
+async fn authenticate_works_from_memory_after_the_database_is_closed() {
+    // Arrange
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let live = issue(&service, GUILD, "live").await;
+    let revoked = issue(&service, GUILD, "revoked").await;
+    service.revoke(None, revoked.record.id.as_str(), &Actor::Cli).await.unwrap();
+
+    // Act
+    store.close().await;
+    let results = [
+        service.authenticate(live.secret.expose(), anywhere()),
+        service.authenticate(revoked.secret.expose(), anywhere()),
+        service.authenticate(token::generate("gk", Environment::Live).expose(), anywhere()),
+    ];
+
+    // Assert
+    assert!(results[0].is_ok(), "a valid key needs no database: {:?}", results[0]);
+    assert!(matches!(results[1], Err(Error::Revoked(_))), "{:?}", results[1]);
+    assert!(matches!(results[2], Err(Error::NotFound(_))), "{:?}", results[2]);
+    assert!(service.list(GUILD).await.is_err(), "the database really is closed");
+}
+
+#[tokio::test]
+async fn last_used_times_are_written_only_when_flushed() {
+    // Arrange
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "busy").await;
+    let idle = issue(&service, GUILD, "idle").await;
+    let started = Utc::now();
+
+    // Act
+    for _ in 0..3 {
+        service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    }
+    let row_before = store.get_key(&key.record.id).await.unwrap().unwrap();
+    let listed_before = service.find(Some(GUILD), key.record.id.as_str()).await.unwrap();
+    let flushed = service.flush_usage().await.unwrap();
+    let row_after = store.get_key(&key.record.id).await.unwrap().unwrap();
+    let flushed_again = service.flush_usage().await.unwrap();
+
+    // Assert
+    assert_eq!(row_before.last_used_at, None, "no database write per request");
+    assert_eq!(row_before.use_count, 0);
+    assert!(listed_before.last_used_at.is_some(), "reads fold in the pending use");
+    assert_eq!(listed_before.use_count, 3);
+    assert_eq!(flushed, 1, "one key had pending uses");
+    let at = row_after.last_used_at.expect("written by the flush");
+    assert!(at >= started - chrono::Duration::milliseconds(1) && at <= Utc::now(), "last used at {at}");
+    assert_eq!(row_after.use_count, 3);
+    assert_eq!(flushed_again, 0, "nothing left to flush");
+    let idle_row = store.get_key(&idle.record.id).await.unwrap().unwrap();
+    assert_eq!((idle_row.last_used_at, idle_row.use_count), (None, 0), "an unused key is untouched");
+}
+
+#[tokio::test]
+async fn failed_authentications_are_not_counted_as_uses() {
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let fenced = service
+        .issue(
+            GUILD,
+            draft(KeyRequest {
+                name: "fenced",
+                scopes: "bans.read",
+                allowed_ips: Some("10.0.0.0/8"),
+                ..Default::default()
+            }),
+            &Actor::Cli,
+        )
+        .await
+        .unwrap();
+
+    assert!(service.authenticate(fenced.secret.expose(), anywhere()).is_err());
+    service.flush_usage().await.unwrap();
+
+    let row = store.get_key(&fenced.record.id).await.unwrap().unwrap();
+    assert_eq!((row.last_used_at, row.use_count), (None, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "bug: Store::migrate takes no lock (sqlx's SQLite migrator does not), so two instances migrating a \
+            fresh database at once race and one fails with 'table api_key already exists'"]
+async fn instances_migrating_a_fresh_database_at_the_same_time_all_succeed() {
+    for round in 0..50 {
+        // Arrange: eight "processes" opening one fresh file.
+        let db = Db::new();
+        let mut stores = Vec::new();
+        for _ in 0..8 {
+            stores.push(Store::connect(&db.url).await.expect("connect"));
+        }
+
+        // Act
+        let tasks: Vec<_> = stores.iter().cloned().map(|s| tokio::spawn(async move { s.migrate().await })).collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.expect("task panicked"));
+        }
+
+        // Assert
+        for result in &results {
+            assert!(result.is_ok(), "round {round}: a concurrent migration failed: {result:?}");
+        }
+        let service = KeyService::new(stores[0].clone(), config(3)).await.expect("the schema is usable");
+        assert!(service.list(GUILD).await.unwrap().is_empty());
+    }
+}
