@@ -1,0 +1,209 @@
+//! `cargo run -p discord-double [-- --port 8787]`: runs the double with the demo world for
+//! manual testing. Prints the REST base URL, the gateway URL and the demo ids, then reads
+//! commands from stdin (type `help`); when stdin closes it keeps serving until Ctrl-C.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use discord_double::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const HELP: &str = "\
+commands:
+  info                                   URLs and demo ids
+  calls                                  every REST call so far
+  violations                             schema/protocol violations so far
+  commands                               registered application commands
+  slash <guild|dm> <user> <cmd> [sub] [name=value ...]
+                                         use a slash command (values typed from the registration),
+                                         e.g. slash 1000000000000000001 1200000000000000001 apikey list
+  complete <guild> <user> <cmd> <sub> <option> <partial> [name=value ...]
+                                         autocomplete request
+  reply <interaction_id>                 the bot's answer to an interaction
+  click <guild> <user> <message_id> <custom_id>
+                                         click a button on a bot message
+  messages <channel_id>                  messages in a channel
+  bans <guild>                           bans in a guild
+  dispatch <EVENT_NAME> <json>           send any gateway dispatch
+  reconnect | invalid [resumable] | drop gateway op 7 / op 9 / dropped connection
+  quit";
+
+fn info(double: &Double) -> String {
+    format!(
+        "discord-double running\n\
+         REST base URL (discord.api_base_url / HttpBuilder::proxy): {}\n\
+         REST API:    {}\n\
+         gateway URL: {}\n\
+         schema validation: {}\n\
+         application id / bot user id: {APPLICATION_ID} / {BOT_USER_ID}\n\
+         Demo Guild  {DEMO_GUILD_ID}: #general {GENERAL_CHANNEL_ID}, #audit-log {AUDIT_LOG_CHANNEL_ID}\n\
+         \x20 roles: Admin {ADMIN_ROLE_ID}, Manager {MANAGER_ROLE_ID}, bot {BOT_ROLE_ID}, Verified {VERIFIED_ROLE_ID}\n\
+         \x20 users: alice (owner, admin) {ALICE_ID}, morgan (manage server) {MORGAN_ID}, pat (plain) {PAT_ID}, dana (verified) {DANA_ID}\n\
+         Other Guild {OTHER_GUILD_ID}: #general {OTHER_GENERAL_CHANNEL_ID}, oscar (owner, admin) {OSCAR_ID}",
+        double.base_url(),
+        double.api_url(),
+        double.gateway_url(),
+        if double.validating() { "on" } else { "OFF (openapi.json not found)" },
+    )
+}
+
+fn parse_id(s: Option<&str>, what: &str) -> anyhow::Result<u64> {
+    s.ok_or_else(|| anyhow::anyhow!("missing {what}"))?.parse().map_err(|_| anyhow::anyhow!("{what} must be a number"))
+}
+
+async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
+    let mut words = line.split_whitespace();
+    let Some(cmd) = words.next() else { return Ok(String::new()) };
+    let wait = Duration::from_secs(10);
+    Ok(match cmd {
+        "help" | "?" => HELP.to_string(),
+        "info" => info(double),
+        "calls" => double.calls().iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"),
+        "violations" => {
+            let v = double.violations();
+            if v.is_empty() {
+                "no violations".into()
+            } else {
+                v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+            }
+        }
+        "commands" => {
+            let mut out = vec![format!("global: {}", serde_json::to_string_pretty(&double.registered_commands(None))?)];
+            for g in &double.config().guilds {
+                let cmds = double.registered_commands(Some(g.id));
+                if !cmds.is_empty() {
+                    out.push(format!("guild {}: {}", g.id, serde_json::to_string_pretty(&cmds)?));
+                }
+            }
+            out.join("\n")
+        }
+        "slash" | "complete" => {
+            let place = words.next().ok_or_else(|| anyhow::anyhow!("missing guild id or `dm`"))?;
+            let user = parse_id(words.next(), "user id")?;
+            let mut b = match (cmd, place) {
+                ("slash", "dm") => double.dm_slash(user),
+                ("slash", g) => double.slash(parse_id(Some(g), "guild id")?, user),
+                (_, g) => double.autocomplete(parse_id(Some(g), "guild id")?, user),
+            };
+            let name = words.next().ok_or_else(|| anyhow::anyhow!("missing command name"))?;
+            let rest: Vec<&str> = words.collect();
+            let (sub, args) = match rest.first() {
+                Some(s) if !s.contains('=') => (Some(*s), &rest[1..]),
+                _ => (None, &rest[..]),
+            };
+            b = match sub {
+                Some(s) => b.subcommand(name, s),
+                None => b.command(name),
+            };
+            let mut args = args.iter();
+            if cmd == "complete" {
+                let option = args.next().ok_or_else(|| anyhow::anyhow!("missing option name"))?;
+                let partial = args.next().copied().unwrap_or("");
+                b = b.focused(option, partial);
+            }
+            for a in args {
+                let (k, v) = a.split_once('=').ok_or_else(|| anyhow::anyhow!("options are name=value"))?;
+                b = b.arg(k, v);
+            }
+            let sent = b.send().await?;
+            match double.wait_for_response(&sent, wait).await {
+                Ok(r) => format!("interaction {}\n{r:#?}", sent.id),
+                Err(e) => format!("interaction {} sent; {e}", sent.id),
+            }
+        }
+        "reply" => {
+            let id = parse_id(words.next(), "interaction id")?;
+            let sent = SentInteraction { id, token: String::new(), channel_id: 0 };
+            format!("{:#?}", double.interaction_response(&sent))
+        }
+        "click" => {
+            let guild = parse_id(words.next(), "guild id")?;
+            let user = parse_id(words.next(), "user id")?;
+            let message = parse_id(words.next(), "message id")?;
+            let custom_id = words.next().ok_or_else(|| anyhow::anyhow!("missing custom_id"))?;
+            let sent = double.click(guild, user, message, custom_id).await?;
+            match double.wait_for_response(&sent, wait).await {
+                Ok(r) => format!("interaction {}\n{r:#?}", sent.id),
+                Err(e) => format!("interaction {} sent; {e}", sent.id),
+            }
+        }
+        "messages" => {
+            let channel = parse_id(words.next(), "channel id")?;
+            double
+                .messages_in(channel)
+                .iter()
+                .map(|m| format!("{} {}", m.id, m.text().replace('\n', " | ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        "bans" => format!("{:?}", double.bans(parse_id(words.next(), "guild id")?)),
+        "dispatch" => {
+            let name = words.next().ok_or_else(|| anyhow::anyhow!("missing event name"))?;
+            let json: String = words.collect::<Vec<_>>().join(" ");
+            let data: serde_json::Value = serde_json::from_str(&json)?;
+            format!("sent to {} session(s)", double.dispatch(name, data))
+        }
+        "reconnect" => {
+            double.send_reconnect().await;
+            "op 7 sent".into()
+        }
+        "invalid" => {
+            let resumable = words.next() == Some("resumable");
+            double.send_invalid_session(resumable).await;
+            format!("op 9 sent (resumable: {resumable})")
+        }
+        "drop" => {
+            double.drop_gateway().await;
+            "connections dropped".into()
+        }
+        other => format!("unknown command `{other}`; type `help`"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber_init();
+    let mut port = std::env::var("DISCORD_DOUBLE_PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+            "-h" | "--help" => {
+                println!("usage: discord-double [--port N]   (env DISCORD_DOUBLE_PORT)\n\n{HELP}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let double = Double::start_on(DoubleConfig::demo(), addr).await?;
+    println!("{}\ntype `help` for commands", info(&double));
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        print!("> ");
+        let _ = std::io::stdout().flush();
+        match lines.next_line().await {
+            Ok(Some(line)) if line.trim() == "quit" || line.trim() == "exit" => break,
+            Ok(Some(line)) => match run(&double, line.trim()).await {
+                Ok(out) if !out.is_empty() => println!("{out}"),
+                Ok(_) => {}
+                Err(e) => println!("error: {e:#}"),
+            },
+            // stdin closed (e.g. started in the background): keep serving.
+            _ => {
+                println!("stdin closed; serving until killed");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG=discord_double=debug` shows every call (default: warnings, which
+/// include every violation).
+fn tracing_subscriber_init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("discord_double=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
