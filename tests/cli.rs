@@ -1056,8 +1056,6 @@ fn bad_usage_exits_2_with_one_line_and_changes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: clap takes a value starting with '-' for a flag, so `--expires -1d`, `--grace -10m` and \
-            `--guild -1` fail with \"unexpected argument '-1' found\", which does not name the option"]
 fn a_negative_value_given_as_a_separate_argument_is_named_in_the_error() {
     let sandbox = Sandbox::migrated();
     let secret = sandbox.create(GUILD, "k", &[]);
@@ -1344,8 +1342,6 @@ fn concurrent_creates_from_32_processes_never_exceed_the_limit() {
 }
 
 #[test]
-#[ignore = "bug: concurrent first-time migrations race (sqlx's SQLite migrator takes no lock), so all but one \
-            process fail with 'table api_key already exists' instead of creating a key or hitting the limit"]
 fn concurrent_creates_on_a_database_never_migrated_each_succeed_or_hit_the_limit() {
     // No `migrate` first, as when two instances (or the CLI and a starting
     // listener) open a fresh database at the same moment. The race is timing

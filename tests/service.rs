@@ -942,8 +942,6 @@ async fn failed_authentications_are_not_counted_as_uses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: Store::migrate takes no lock (sqlx's SQLite migrator does not), so two instances migrating a \
-            fresh database at once race and one fails with 'table api_key already exists'"]
 async fn instances_migrating_a_fresh_database_at_the_same_time_all_succeed() {
     for round in 0..50 {
         // Arrange: eight "processes" opening one fresh file.

@@ -15,7 +15,7 @@ pub enum KeysCommand {
     /// List a guild's keys
     List {
         /// Discord guild (server) id
-        #[arg(long, value_name = "ID", value_parser = parse_snowflake)]
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
         guild: u64,
         /// Print JSON instead of a table
         #[arg(long)]
@@ -38,7 +38,7 @@ pub enum KeysCommand {
         #[arg(value_name = "KEY")]
         key: String,
         /// Keep the old secret working this long (e.g. 10m; at most 7d)
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<String>,
     },
 }
@@ -46,7 +46,7 @@ pub enum KeysCommand {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Discord guild (server) id
-    #[arg(long, value_name = "ID", value_parser = parse_snowflake)]
+    #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
     guild: u64,
     /// A name to recognise the key by (1-64 characters)
     #[arg(long)]
@@ -58,7 +58,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "live|test", default_value = "live")]
     env: String,
     /// Expire after this long (e.g. 30d, 12h)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     expires: Option<String>,
     /// Requests per minute (default: keys.default_rate_limit_per_minute)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]

@@ -60,8 +60,24 @@ impl Store {
     }
 
     /// Applies every migration not yet applied.
+    ///
+    /// sqlx's SQLite migrator takes no lock, so processes opening a fresh
+    /// database at once (two instances, the CLI beside a starting listener)
+    /// race to apply the same migration; the losers retry, and by then see
+    /// it applied.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("failed to apply database migrations")
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context("failed to apply database migrations")),
+            }
+        }
     }
 
     /// Changes whenever another connection or process commits. Costs no
