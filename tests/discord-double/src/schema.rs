@@ -3,10 +3,11 @@
 //! responses against the schema declared for their status.
 //!
 //! The file is read once per process from `DISCORD_OPENAPI_PATH`, else from
-//! `<workspace>/../shared/discord/openapi.json`. Two documented caveats are patched in before
-//! compiling (Discord's docs win over the spec): `default_member_permissions` is a string on
-//! the wire, and message `content` is at most 2000 characters. Validators are compiled on first
-//! use and cached for the whole process (the spec is 1.2 MB; compiling is the slow part).
+//! `<workspace>/../shared/discord/openapi.json`. Where the spec disagrees with Discord's
+//! documentation the documentation wins, so three points are patched in before compiling:
+//! `default_member_permissions` is a string on the wire, message `content` is at most 2000
+//! characters (both documented caveats), and the field errors of `Invalid Form Body` carry
+//! string codes. Validators are compiled on first use and cached for the whole process.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -201,6 +202,16 @@ fn patch(doc: &mut Value) {
             *p = json!({"type": ["string", "null"], "pattern": "^[0-9]+$"});
         }
     }
+    // Field errors carry string codes (`{"code": "BASE_TYPE_REQUIRED", "message": ...}`, as
+    // Discord's docs and serenity's `DiscordJsonSingleError` have it); the spec reuses the
+    // top-level `Error` with an integer code, which no real `50035` body satisfies.
+    if let Some(p) = schemas.pointer_mut("/InnerErrors/properties/_errors/items") {
+        *p = json!({
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        });
+    }
     for name in ["BaseCreateMessageCreateRequest", "MessageCreateRequest", "MessageEditRequestPartial"] {
         if let Some(p) = schemas.pointer_mut(&format!("/{name}/properties/content/maxLength")) {
             *p = json!(2000);
@@ -391,6 +402,14 @@ impl Spec {
             }
         }
         (pointer.to_string(), schema)
+    }
+
+    /// Whether the operation's `security` allows no bot token (`{}` among its requirements).
+    pub fn auth_optional(&self, operation_id: &str) -> bool {
+        self.operation(operation_id)
+            .and_then(|op| self.doc.pointer(&op.pointer))
+            .and_then(|o| o["security"].as_array())
+            .is_some_and(|reqs| reqs.iter().any(|r| r.as_object().is_some_and(|o| o.is_empty())))
     }
 
     /// Validates a JSON request body of `operation_id`.

@@ -801,17 +801,32 @@ pub fn authorizing_owners(guild_id: Option<u64>) -> Value {
     json!({"0": guild_id.map_or_else(|| "0".to_string(), |g| g.to_string())})
 }
 
-/// Embeds as Discord returns them (`type: "rich"` added).
+/// Drops `null`s recursively (Discord omits absent fields in what it returns).
+pub fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            Value::Object(o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Embeds as Discord returns them (`type: "rich"` added, fields' `inline` defaulted).
 pub fn normalise_embeds(v: &Value) -> Vec<Value> {
     v.as_array()
         .map(|embeds| {
             embeds
                 .iter()
                 .map(|e| {
-                    let mut e = e.clone();
+                    let mut e = strip_nulls(e);
                     if let Some(obj) = e.as_object_mut() {
                         obj.entry("type").or_insert(json!("rich"));
-                        obj.retain(|_, v| !v.is_null());
+                        if let Some(Value::Array(fields)) = obj.get_mut("fields") {
+                            for f in fields.iter_mut().filter_map(Value::as_object_mut) {
+                                f.entry("inline").or_insert(json!(false));
+                            }
+                        }
                     }
                     e
                 })
