@@ -87,14 +87,13 @@ pub(crate) struct Hub {
     conns: HashMap<u64, Conn>,
     sessions: HashMap<String, Session>,
     pub stats: GatewayStats,
-    /// When false, heartbeats get no ACK.
-    pub ack_heartbeats: bool,
-    ack_configured: bool,
+    /// When true, heartbeats get no ACK (a zombie connection).
+    withhold_acks: bool,
 }
 
 impl Hub {
     fn acks(&self) -> bool {
-        !self.ack_configured || self.ack_heartbeats
+        !self.withhold_acks
     }
 
     /// Whether a session got READY and is connected.
@@ -454,7 +453,6 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
 impl Hub {
     /// Configures heartbeat ACKs (see [`crate::Double::set_heartbeat_ack`]).
     pub fn set_ack(&mut self, ack: bool) {
-        self.ack_configured = true;
-        self.ack_heartbeats = ack;
+        self.withhold_acks = !ack;
     }
 }

@@ -499,17 +499,11 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
         }
         "get_channel" => {
             let id = ctx.id("channel_id")?;
-            let mut st = inner.state();
+            let st = inner.state();
             if let Some((g, c)) = st.channel(id) {
                 return ok(State::channel_json(g, c));
             }
-            match st.dm_user(id) {
-                Some(user) => ok(st.dm_channel_json(id, user)),
-                None => {
-                    let _ = &mut st;
-                    Err(ApiError::unknown_channel())
-                }
-            }
+            st.dm_user(id).map_or_else(|| Err(ApiError::unknown_channel()), |user| ok(st.dm_channel_json(id, user)))
         }
         "list_messages" => {
             let id = ctx.id("channel_id")?;

@@ -152,3 +152,35 @@ async fn gateway_drop_and_op7_resume_and_op9_reidentifies() {
     assert!(frames.iter().any(|f| f.direction == Direction::Received && f.op == 6));
     double.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_heartbeat_ack_makes_serenity_identify_again() {
+    init_tracing();
+    let mut cfg = DoubleConfig::demo();
+    cfg.heartbeat_interval_ms = 400;
+    let double = Double::start(cfg).await.unwrap();
+    let _bot = common::start_bot(&double).await;
+    double.wait_for_ready(WAIT).await.unwrap();
+    double.wait_for_gateway(|s| s.heartbeats >= 1, WAIT).await.unwrap();
+    double.set_heartbeat_ack(false);
+    double.wait_for_gateway(|s| s.identifies >= 2 || s.resumes >= 1, Duration::from_secs(30)).await.unwrap();
+    double.set_heartbeat_ack(true);
+    double.wait_for_ready(WAIT).await.unwrap();
+    double.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_intents_are_refused_with_4014() {
+    init_tracing();
+    let double = Double::start(DoubleConfig::demo()).await.unwrap();
+    let mut client = serenity::ClientBuilder::new_with_http(
+        http_for(&double),
+        serenity::GatewayIntents::non_privileged() | serenity::GatewayIntents::GUILD_MEMBERS,
+    )
+    .await
+    .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), client.start()).await;
+    let v = double.violations();
+    assert!(v.iter().any(|v| v.message.contains("privileged intents")), "{v:#?}");
+    assert_eq!(double.gateway_stats().identifies, 0);
+}
