@@ -119,11 +119,7 @@ pub async fn audit_log(
                 .ok_or_else(|| ApiError::BadRequest(format!("before must be an event id, not '{raw}'")))?,
         ),
     };
-    // One more than asked tells whether an older page exists.
-    let mut events = state.service.audit_log(guild_id, limit + 1, before).await?;
-    let more = events.len() > limit as usize;
-    events.truncate(limit as usize);
-    let next_before = if more { events.last().map(|e| e.id) } else { None };
+    let (events, next_before) = state.service.audit_page(guild_id, limit, before).await?;
     Ok(ok(serde_json::json!({ "events": events, "next_before": next_before })))
 }
 

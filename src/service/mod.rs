@@ -409,6 +409,24 @@ impl KeyService {
         Ok(self.inner.store.audit_events(guild_id, limit.clamp(1, 100), before).await?)
     }
 
+    /// One page of a guild's audit events, newest first (`limit` clamped to
+    /// 1–100), and the `before` for the next, older page (`None` on the last).
+    pub async fn audit_page(
+        &self,
+        guild_id: u64,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<(Vec<AuditEvent>, Option<i64>)> {
+        let limit = limit.clamp(1, 100);
+        // One more than asked tells whether an older page exists (so this
+        // must not go through `audit_log`, whose clamp would eat it at 100).
+        let mut events = self.inner.store.audit_events(guild_id, limit + 1, before).await?;
+        let more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        let next_before = if more { events.last().map(|e| e.id) } else { None };
+        Ok((events, next_before))
+    }
+
     /// The latest events about or by one key (for `/apikey info`).
     pub async fn recent_key_events(&self, key: &KeyRecord, limit: u32) -> Result<Vec<AuditEvent>> {
         Ok(self.inner.store.audit_events_for_key(key.id.as_str(), limit).await?)
