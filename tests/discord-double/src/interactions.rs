@@ -82,6 +82,7 @@ pub struct SlashBuilder {
     permissions: Option<u64>,
     enforce_default_permissions: bool,
     registration_wait: Duration,
+    unchecked: bool,
 }
 
 impl SlashBuilder {
@@ -100,6 +101,7 @@ impl SlashBuilder {
             permissions: None,
             enforce_default_permissions: false,
             registration_wait: Duration::from_secs(10),
+            unchecked: false,
         }
     }
 
@@ -190,6 +192,13 @@ impl SlashBuilder {
         self.enforce_default_permissions = yes;
         self
     }
+    /// Sends what Discord never would: no wait for the registration and no checks of
+    /// subcommands, options or DM availability (`.arg` values stay strings). For testing the
+    /// bot's own defences, e.g. a guild-only command arriving from a DM.
+    pub fn unchecked(mut self) -> Self {
+        self.unchecked = true;
+        self
+    }
     /// How long `send` waits for the command to be registered (default 10 s).
     pub fn registration_wait(mut self, wait: Duration) -> Self {
         self.registration_wait = wait;
@@ -202,6 +211,31 @@ impl SlashBuilder {
     pub async fn send(self) -> anyhow::Result<SentInteraction> {
         let name =
             self.command.clone().ok_or_else(|| anyhow!("SlashBuilder: call .command() or .subcommand() first"))?;
+        if self.unchecked {
+            let found = find_command(&self.inner.state(), self.guild_id, &name);
+            let registered = match found {
+                Some(cmd) => cmd,
+                None => json!({"id": self.inner.state().ids.fresh().to_string(), "name": name, "type": 1}),
+            };
+            let flat: Vec<Value> = self
+                .options
+                .iter()
+                .map(|o| {
+                    let mut o = o.clone();
+                    if o["type"] == json!(0) {
+                        o["type"] = json!(opt::STRING);
+                    }
+                    o
+                })
+                .collect();
+            let options = self.wrap(flat.clone());
+            let (sent, payload) = {
+                let mut st = self.inner.state();
+                self.build(&mut st, &registered, &flat, options)?
+            };
+            deliver(&self.inner, payload, &sent)?;
+            return Ok(sent);
+        }
         let registered = self
             .inner
             .wait_until(self.registration_wait, || find_command(&self.inner.state(), self.guild_id, &name))
@@ -301,13 +335,18 @@ impl SlashBuilder {
             bail!("an autocomplete interaction needs a .focused(option, partial) option");
         }
         let flat = options.clone();
+        Ok((flat, self.wrap(options)))
+    }
+
+    /// Wraps options into the subcommand (and group) option, as Discord nests them.
+    fn wrap(&self, mut options: Vec<Value>) -> Vec<Value> {
         if let Some(sub) = &self.subcommand {
             options = vec![json!({"name": sub, "type": opt::SUB_COMMAND, "options": options})];
             if let Some(group) = &self.group {
                 options = vec![json!({"name": group, "type": opt::SUB_COMMAND_GROUP, "options": options})];
             }
         }
-        Ok((flat, options))
+        options
     }
 
     fn build(

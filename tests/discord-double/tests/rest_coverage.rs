@@ -272,6 +272,21 @@ async fn dm_use_of_a_guild_only_command_is_refused_and_dm_payloads_have_no_membe
         .await
         .unwrap_err();
     assert!(err.to_string().contains("guild-only"), "{err}");
+    // `.unchecked()` sends it anyway, to test the bot's own guard (here poise's guild_only
+    // check stops it before the command runs; the test bot's on_error only logs).
+    let sent = double
+        .dm_slash(PAT_ID)
+        .subcommand("apikey", "create")
+        .arg("name", "x")
+        .arg("scopes", "y")
+        .unchecked()
+        .send()
+        .await
+        .unwrap();
+    assert!(double
+        .gateway_frames()
+        .iter()
+        .any(|f| f.t.as_deref() == Some("INTERACTION_CREATE") && f.d["id"] == json!(sent.id.to_string())));
     // Register a DM-capable global command and use it in a DM: the payload has `user`, no
     // `member`, no `guild_id`, context 1.
     let http = common::http_for(&double);

@@ -259,5 +259,7 @@ async fn commands_must_exist_before_use() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not registered"), "{err}");
-    let _: Value = double.registered_commands(None)[0].clone();
+    let registered: Value = double.registered_commands(None)[0].clone();
+    assert_eq!(registered["contexts"], json!([0]), "poise's guild_only");
+    assert!(double.calls().iter().all(|c| c.status != 404), "nothing was sent");
 }

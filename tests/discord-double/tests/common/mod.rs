@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use discord_double::{Double, DoubleConfig, BOT_USER_ID, VERIFIED_ROLE_ID};
+use discord_double::{Double, DoubleConfig, VERIFIED_ROLE_ID};
 use poise::serenity_prelude as serenity;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -192,6 +192,5 @@ pub async fn double_and_bot() -> (Double, Bot) {
     let bot = start_bot(&double).await;
     double.wait_for_ready(WAIT).await.expect("ready");
     double.wait_for_command(None, "apikey", WAIT).await.expect("registered");
-    let _ = BOT_USER_ID;
     (double, bot)
 }
