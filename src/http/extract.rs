@@ -68,19 +68,22 @@ fn short(s: &str) -> String {
 }
 
 /// The caller's IP: the socket peer, or with `http.trust_forwarded_for` the
-/// right-most address in `X-Forwarded-For` (the one the trusted proxy saw;
-/// entries to its left are client-supplied and could be forged).
+/// right-most entry of `X-Forwarded-For` (the one the trusted proxy saw;
+/// entries to its left are client-supplied and could be forged). Only that
+/// entry counts: if it is not an address (some proxies add a port, which is
+/// accepted), the socket peer is used, never an entry further left.
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for {
-        let forwarded = parts
+        let right_most = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back();
-        if let Some(ip) = forwarded {
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .and_then(|s| s.parse::<IpAddr>().or_else(|_| s.parse::<SocketAddr>().map(|a| a.ip())).ok());
+        if let Some(ip) = right_most {
             return ip;
         }
     }
@@ -88,4 +91,39 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([127, 0, 0, 1]), |ConnectInfo(addr)| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_right_most_forwarded_entry_is_trusted() {
+        let peer = SocketAddr::from(([192, 0, 2, 1], 4000));
+        let ip = |headers: &[&str], trust: bool| {
+            let mut req = axum::http::Request::builder();
+            for h in headers {
+                req = req.header("x-forwarded-for", *h);
+            }
+            let (mut parts, ()) = req.body(()).unwrap().into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            client_ip(&parts, trust).to_string()
+        };
+        for (headers, trust, want) in [
+            (&["203.0.113.7"][..], false, "192.0.2.1"),
+            (&["203.0.113.7"], true, "203.0.113.7"),
+            (&["10.0.0.1, 203.0.113.7"], true, "203.0.113.7"),
+            (&["10.0.0.1", "203.0.113.7"], true, "203.0.113.7"),
+            (&["203.0.113.7:4711"], true, "203.0.113.7"),
+            (&["[2001:db8::1]:4711"], true, "2001:db8::1"),
+            (&[" 2001:db8::1 "], true, "2001:db8::1"),
+            // A forged entry must never win because the real one is odd.
+            (&["10.0.0.1, unknown"], true, "192.0.2.1"),
+            (&["10.0.0.1, "], true, "192.0.2.1"),
+            (&["10.0.0.1", ""], true, "192.0.2.1"),
+            (&[], true, "192.0.2.1"),
+        ] {
+            assert_eq!(ip(headers, trust), want, "{headers:?} trusted={trust}");
+        }
+    }
 }
