@@ -106,9 +106,19 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// Control characters from the operator's text (a `\n` escape in a TOML
+    /// string, a stray `\r` in an environment value) are shown escaped, so
+    /// the error stays one line.
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self { key: escape_controls(&key.into()), message: escape_controls(&message.into()) }
     }
+}
+
+fn escape_controls(s: &str) -> String {
+    if !s.contains(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 impl Default for Config {
@@ -493,6 +503,21 @@ mod tests {
         }
         let err = load("", &[("GUILDKEY_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.key.starts_with("GUILDKEY_LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_in_bad_values_and_unknown_keys_are_escaped_to_keep_one_line() {
+        // Shrunk inputs found by tests/properties.rs.
+        let cases: [(&str, &[(&str, &str)], &str); 3] = [
+            ("[discord]\napi_base_url = \"guild:\\n1\"\n", &[], "discord.api_base_url: 'guild:\\n1'"),
+            ("", &[("DISCORD_API_BASE_URL", "a\r0")], "DISCORD_API_BASE_URL (discord.api_base_url): 'a\\r0'"),
+            ("[log]\n\"a\\nb\" = 1\n", &[], "log.a\\nb: unknown key"),
+        ];
+        for (text, env, want) in cases {
+            let err = load(text, env).unwrap_err().to_string();
+            assert!(!err.contains(['\n', '\r']), "{err:?}");
+            assert!(err.starts_with(want), "{text:?} {env:?} gave {err:?}");
+        }
     }
 
     #[test]
