@@ -345,7 +345,16 @@ pub fn scope_choices(partial: &str) -> Vec<serenity::AutocompleteChoice> {
         Some(i) => (&partial[..i], partial[i + 1..].trim()),
         None => ("", partial.trim()),
     };
-    let chosen: Vec<&str> = done.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).collect();
+    // Only known scopes are carried into a choice: picking a choice replaces
+    // the whole option, and a choice `create` would refuse helps nobody.
+    let mut chosen: Vec<&str> = Vec::new();
+    for word in done.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(scope) = Scope::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(word)) {
+            if !chosen.contains(&scope.as_str()) {
+                chosen.push(scope.as_str());
+            }
+        }
+    }
     let head = chosen.join(", ");
     Scope::ALL
         .into_iter()
