@@ -53,9 +53,36 @@ pub async fn on_error(error: poise::FrameworkError<'_, Data, Error>) {
         poise::FrameworkError::GuildOnly { ctx, .. } => {
             (ctx, "❌ API keys belong to a server: use `/apikey` in a server, not in direct messages.".to_owned())
         }
+        // Options that do not fit the registration (a missing required
+        // option, a word where a number or channel belongs): Discord's client
+        // sends these only while it still shows an older version of the
+        // command, but the admin must still get an answer.
+        poise::FrameworkError::CommandStructureMismatch { description, ctx, .. } => {
+            tracing::warn!(command = %ctx.command().qualified_name, description, "options do not match the command");
+            (
+                poise::Context::Application(ctx),
+                "❌ Those options do not fit this command (Discord may be showing an older version of it). \
+                 Check each option and try again."
+                    .to_owned(),
+            )
+        }
         poise::FrameworkError::ArgumentParse { error, input, ctx, .. } => {
             let what = input.map(|i| format!(" `{}`", i.replace('`', "'"))).unwrap_or_default();
             (ctx, format!("❌ That option{what} is not valid: {error}"))
+        }
+        // A subcommand this version does not have (a stale registration).
+        poise::FrameworkError::UnknownInteraction { framework, interaction, .. }
+            if interaction.data.autocomplete().is_none() =>
+        {
+            tracing::warn!(command = %interaction.data.name, "unknown command or subcommand");
+            let msg = serenity::CreateInteractionResponseMessage::new()
+                .content("❌ This command is not known (Discord may be showing an older version of it). Try again in a minute.")
+                .ephemeral(true);
+            let response = serenity::CreateInteractionResponse::Message(msg);
+            if let Err(e) = interaction.create_response(framework.serenity_context, response).await {
+                tracing::warn!(error = %e, "failed to answer an unknown command");
+            }
+            return;
         }
         other => {
             if let Err(e) = poise::builtins::on_error(other).await {
