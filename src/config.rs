@@ -254,7 +254,13 @@ impl Config {
             cfg.log.format = parse_log_format("GUILDKEY_LOG_FORMAT (log.format)", &v)?;
         }
         if let Some(token) = &cfg.discord.token {
-            if token.expose().trim().is_empty() || token.expose().chars().any(char::is_whitespace) {
+            if token.expose().trim().is_empty() {
+                return Err(ConfigError::new(
+                    "discord.token",
+                    "the bot token is empty; set DISCORD_TOKEN or leave the key out",
+                ));
+            }
+            if token.expose().chars().any(char::is_whitespace) {
                 return Err(ConfigError::new("discord.token", "the bot token contains white space"));
             }
         }
@@ -397,6 +403,16 @@ fn parse_db_url(key: &str, v: &str) -> Result<String, ConfigError> {
         ));
     }
     SqliteConnectOptions::from_str(v).map_err(|e| ConfigError::new(key, one_line(&e.to_string())))?;
+    // An in-memory database would accept keys and forget them at exit (and
+    // the CLI would print secrets no listener ever knows).
+    let rest = v.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
+        return Err(ConfigError::new(
+            key,
+            format!("'{v}' names no database file (or an in-memory one); use a file like sqlite://data/guildkey.db?mode=rwc"),
+        ));
+    }
     Ok(v.to_owned())
 }
 
@@ -492,6 +508,9 @@ mod tests {
             ("[discord]\nregister_commands = \"guild:abc\"", "discord.register_commands"),
             ("[discord]\napi_base_url = \"ftp://x\"", "discord.api_base_url"),
             ("[database]\nurl = \"postgres://x\"", "database.url"),
+            ("[database]\nurl = \"sqlite://\"", "database.url"),
+            ("[database]\nurl = \"sqlite::memory:\"", "database.url"),
+            ("[database]\nurl = \"sqlite://x.db?mode=memory\"", "database.url"),
             ("[http]\nbnid = \"1\"", "http.bnid"),
             ("[htp]\nbind = \"1\"", "htp"),
             ("[http\n", "config file"),
