@@ -89,6 +89,11 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
         })?),
         _ => None,
     };
+    if let KeysCommand::Revoke { key } | KeysCommand::Delete { key } | KeysCommand::Rotate { key, .. } = &cmd {
+        if key.trim().is_empty() {
+            return Err(Failure::usage("KEY: give the key's id (key_…) or its 12-character prefix (gk_live_…)"));
+        }
+    }
     let grace = match &cmd {
         KeysCommand::Rotate { grace: Some(g), .. } => Some(parse_grace(g)?),
         _ => None,
