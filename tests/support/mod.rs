@@ -4,13 +4,25 @@
 //!
 //! Every line the binary logs is kept ([`App::logs`]) so suites can assert
 //! that no secret ever reaches a log. `TEST_LOG=1` also echoes them.
+//!
+//! Secret hygiene, suite-wide: when an [`App`] is dropped (and the test is
+//! not already failing) it scans, for any full API key and for the bot token,
+//! every captured log line (the binary runs at `RUST_LOG=trace`), every cell
+//! of every table in its SQLite file (audit rows included), every REST body
+//! the bot sent to the Discord double, the stderr of every [`App::cli`] run,
+//! and every HTTP response body read through [`json`], [`text`] or
+//! [`App::send`]. The one place a full key may appear is the one-time secret
+//! reply to `/apikey create` and `rotate` (an interaction callback or webhook
+//! message carrying the "shown only once" warning); those bodies are exempt.
+//! See [`find_secrets`].
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use discord_double::{config as ids, Double, DoubleConfig};
@@ -26,6 +38,11 @@ pub struct App {
     pub db_url: String,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Response bodies read through the helpers, and CLI stderr (scanned at drop).
+    bodies: Arc<Mutex<Vec<String>>>,
+    /// Scan for leaked secrets when dropped (see the module docs). A test
+    /// that plants a leak on purpose turns this off after checking it.
+    pub check_secrets: bool,
 }
 
 /// Options for [`spawn_app_with`].
@@ -57,6 +74,8 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     let logs = Arc::new(Mutex::new(Vec::new()));
     let (child, addr) = start_binary(&double, &db_url, &config_path, &opts.env, dir.path(), logs.clone()).await;
     double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    register_bodies(&addr, &bodies);
     App {
         double,
         base: format!("http://{addr}"),
@@ -65,6 +84,26 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
         db_url,
         child: Some(child),
         logs,
+        bodies,
+        check_secrets: true,
+    }
+}
+
+/// Response bodies by listener address, so [`json`] and [`text`] (which see
+/// only a response) can file a body under the App that answered it.
+fn body_registry() -> &'static Mutex<HashMap<String, Arc<Mutex<Vec<String>>>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<Mutex<Vec<String>>>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+fn register_bodies(addr: &str, bodies: &Arc<Mutex<Vec<String>>>) {
+    body_registry().lock().unwrap().insert(addr.to_owned(), bodies.clone());
+}
+
+fn record_body(url: &reqwest::Url, body: &str) {
+    let addr = format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or_default());
+    if let Some(bodies) = body_registry().lock().unwrap().get(&addr) {
+        bodies.lock().unwrap().push(body.to_owned());
     }
 }
 
@@ -128,6 +167,18 @@ impl App {
         self.http.get(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
+    /// Sends a request and reads the whole body (recorded for the secret scan).
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, String) {
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, text(resp).await)
+    }
+
+    /// Records `body` as if a helper had read it: for testing the scan.
+    pub fn record_body_for_test(&self, body: &str) {
+        self.bodies.lock().unwrap().push(body.to_owned());
+    }
+
     /// Every line logged so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
@@ -139,14 +190,17 @@ impl App {
 
     /// Runs `guildkey ARGS` (the operator CLI) on the same database.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_guildkey"))
+        let out = Command::new(env!("CARGO_BIN_EXE_guildkey"))
             .args(args)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.db_url)
             .output()
-            .expect("run the CLI")
+            .expect("run the CLI");
+        // stdout of create/rotate is the secret itself; stderr never is.
+        self.bodies.lock().unwrap().push(format!("cli stderr: {}", String::from_utf8_lossy(&out.stderr)));
+        out
     }
 
     /// Creates a key through the CLI; returns the secret.
@@ -176,6 +230,11 @@ impl App {
         }
     }
 
+    /// The running binary's process id (e.g. to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Kills the process at once (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -192,19 +251,123 @@ impl App {
             start_binary(&self.double, &self.db_url, &config, &[], self.dir.path(), self.logs.clone()).await;
         self.child = Some(child);
         self.base = format!("http://{addr}");
+        register_bodies(&addr, &self.bodies);
         self.double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot reconnects");
+    }
+}
+
+impl App {
+    /// Every leaked secret in this App's logs, database, Discord REST bodies,
+    /// CLI stderr and recorded response bodies; each finding is masked.
+    pub fn secret_findings(&self) -> Vec<String> {
+        let mut places: Vec<(String, String)> = Vec::new();
+        for (i, line) in self.logs().into_iter().enumerate() {
+            places.push((format!("log line {i}"), line));
+        }
+        for (column, cell) in db_cells(&self.db_url) {
+            places.push((format!("database {column}"), cell));
+        }
+        for call in self.double.calls() {
+            let Some(body) = &call.body else { continue };
+            let body = body.to_string();
+            if is_one_time_secret_reply(call.route.as_deref().unwrap_or(&call.path), &body) {
+                continue;
+            }
+            places.push((format!("Discord REST body of {} {}", call.method, call.path), body));
+        }
+        for (i, body) in self.bodies.lock().unwrap().iter().enumerate() {
+            places.push((format!("response body or CLI stderr {i}"), body.clone()));
+        }
+        find_secrets(&places)
     }
 }
 
 impl Drop for App {
     fn drop(&mut self) {
         self.kill();
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        body_registry().lock().unwrap().remove(&addr);
+        if self.check_secrets && !std::thread::panicking() {
+            let findings = self.secret_findings();
+            assert!(findings.is_empty(), "secrets leaked:\n{}", findings.join("\n"));
+        }
     }
 }
 
-/// Reads a JSON body.
+/// True for the one legitimate home of a full key: the reply to `/apikey
+/// create` or `rotate` (interaction callback or webhook message) that shows
+/// the secret with its "shown only once" warning.
+pub fn is_one_time_secret_reply(route: &str, body: &str) -> bool {
+    (route.starts_with("/interactions/") || route.starts_with("/webhooks/"))
+        && body.contains("It is shown only once")
+        && (body.contains("API key created") || body.contains("API key rotated"))
+}
+
+/// Scans `(place, text)` pairs for a full API key (any prefix) or the bot
+/// token; returns one masked line per leak.
+pub fn find_secrets(places: &[(String, String)]) -> Vec<String> {
+    let any_key = regex::Regex::new(r"[a-z0-9]+_(live|test)_[0-9A-Za-z]{38}").unwrap();
+    let bot_secret = BOT_TOKEN.rsplit('.').next().unwrap_or(BOT_TOKEN);
+    let mut findings = Vec::new();
+    for (place, text) in places {
+        for m in any_key.find_iter(text) {
+            findings.push(format!("{place}: a full API key {}…", &m.as_str()[..m.as_str().len().min(12)]));
+        }
+        if text.contains(BOT_TOKEN) || text.contains(bot_secret) {
+            findings.push(format!("{place}: the bot token"));
+        }
+    }
+    findings
+}
+
+/// Every text or blob cell of every table, as `(table.column, text)`.
+fn db_cells(db_url: &str) -> Vec<(String, String)> {
+    let url = db_url.replace("mode=rwc", "mode=rw");
+    std::thread::spawn(move || {
+        use sqlx::{Connection, Row};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let Ok(mut conn) = sqlx::SqliteConnection::connect(&url).await else { return Vec::new() };
+            let tables: Vec<String> =
+                sqlx::query_scalar("select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default();
+            let mut cells = Vec::new();
+            for table in tables {
+                let rows = sqlx::query(&format!("select * from \"{table}\"")).fetch_all(&mut conn).await;
+                for row in rows.unwrap_or_default() {
+                    for (i, column) in sqlx::Row::columns(&row).iter().enumerate() {
+                        use sqlx::Column;
+                        let name = format!("{table}.{}", column.name());
+                        if let Ok(Some(text)) = row.try_get::<Option<String>, _>(i) {
+                            cells.push((name, text));
+                        } else if let Ok(Some(bytes)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                            cells.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+                        }
+                    }
+                }
+            }
+            let _ = conn.close().await;
+            cells
+        })
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+/// Reads a JSON body (recorded for the secret scan).
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
-    resp.json().await.expect("JSON body")
+    let body = text(resp).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("JSON body ({e}): {body}"))
+}
+
+/// Reads a body as text (recorded for the secret scan).
+pub async fn text(resp: reqwest::Response) -> String {
+    let url = resp.url().clone();
+    let body = resp.text().await.expect("body");
+    record_body(&url, &body);
+    body
 }
 
 /// The token regex of SPEC §3.
