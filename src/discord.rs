@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serenity::all::{
     Cache, ChannelId, Colour, CreateEmbed, CreateEmbedFooter, CreateMessage, GuildId, Http, HttpError, LightMethod,
-    Route, Timestamp, UserId,
+    RoleId, Route, Timestamp, UserId,
 };
 use serenity::http::Request;
 
@@ -53,6 +53,7 @@ impl DiscordError {
 pub mod codes {
     pub const UNKNOWN_CHANNEL: i64 = 10003;
     pub const UNKNOWN_MEMBER: i64 = 10007;
+    pub const UNKNOWN_ROLE: i64 = 10011;
     pub const UNKNOWN_BAN: i64 = 10026;
     pub const MISSING_ACCESS: i64 = 50001;
     pub const MISSING_PERMISSIONS: i64 = 50013;
@@ -72,6 +73,11 @@ pub trait GuildOps: Send + Sync {
         audit_reason: &str,
     ) -> Result<(), DiscordError>;
     async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError>;
+    /// Whether the guild has this role, from the gateway cache; `None` if
+    /// the cache cannot tell (guild not cached, or no cache).
+    fn role_exists(&self, _guild_id: u64, _role_id: u64) -> Option<bool> {
+        None
+    }
     /// The member's role ids; `None` if the user is not a member.
     async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError>;
     async fn add_role(&self, guild_id: u64, user_id: u64, role_id: u64, audit_reason: &str)
@@ -93,10 +99,32 @@ pub trait GuildOps: Send + Sync {
 #[derive(Default)]
 pub struct SerenityGuildOps {
     client: std::sync::OnceLock<(Arc<Http>, Arc<Cache>)>,
+    /// Sends requests itself when serenity's ratelimiter is off (a proxy or
+    /// the test double), so a 429's `retry_after` can be read and honoured.
+    raw: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// Retries of a request Discord answered with 429 or 5xx.
 const RETRIES: u32 = 2;
+/// The longest 429 `retry_after` worth waiting for inside an API call;
+/// beyond it the call fails at once rather than hold the caller.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// One failed try: why, and how long Discord asked us to wait (429).
+struct Failed {
+    error: DiscordError,
+    retry_after: Option<Duration>,
+}
+
+impl From<DiscordError> for Failed {
+    fn from(error: DiscordError) -> Self {
+        Self { error, retry_after: None }
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> DiscordError {
+    DiscordError::Unavailable(e.without_url().to_string())
+}
 
 impl SerenityGuildOps {
     /// Connects these operations to the client's REST handle and cache.
@@ -108,26 +136,68 @@ impl SerenityGuildOps {
         self.client.get().map(|(h, _)| h).ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
     }
 
-    /// Runs a request, retrying after 429 and 5xx with a short backoff.
-    async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<(), DiscordError> {
+    /// One try of a request; its JSON body (`Null` for 204) on success.
+    async fn attempt(&self, request: Request<'static>) -> Result<serde_json::Value, Failed> {
+        let http = self.http()?;
+        let response = if http.ratelimiter.is_some() {
+            // On Discord itself serenity's ratelimiter owns 429s.
+            http.request(request).await.map_err(map_error)?
+        } else {
+            let client = self.raw.get_or_init(reqwest::Client::new);
+            let built = request
+                .build(client, http.token(), http.proxy.as_deref())
+                .map_err(map_error)?
+                .build()
+                .map_err(unavailable)?;
+            let response = client.execute(built).await.map_err(unavailable)?;
+            if !response.status().is_success() {
+                return Err(refusal(response).await);
+            }
+            response
+        };
+        let bytes = response.bytes().await.map_err(unavailable)?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs a request, retrying after a 429 (waiting its `retry_after`, if
+    /// not too long) and after 5xx with a short backoff.
+    async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<serde_json::Value, DiscordError> {
         let mut attempt = 0;
         loop {
-            match self.http()?.request(make()).await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    let err = map_error(e);
-                    let retryable = matches!(&err, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500)
-                        || matches!(err, DiscordError::Unavailable(_));
-                    if !retryable || attempt >= RETRIES {
-                        return Err(err);
-                    }
-                    attempt += 1;
-                    tracing::warn!(error = %err, attempt, "Discord request failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                }
+            let Failed { error, retry_after } = match self.attempt(make()).await {
+                Ok(body) => return Ok(body),
+                Err(failed) => failed,
+            };
+            let retryable = matches!(&error, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500)
+                || matches!(error, DiscordError::Unavailable(_));
+            let wait = retry_after.unwrap_or(Duration::from_millis(500 * u64::from(attempt + 1)));
+            if !retryable || attempt >= RETRIES || wait > MAX_RETRY_WAIT {
+                return Err(error);
             }
+            attempt += 1;
+            tracing::warn!(error = %error, attempt, wait_ms = wait.as_millis() as u64, "Discord request failed; retrying");
+            tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Reads Discord's error body; for a 429 also how long to wait (the body's
+/// `retry_after`, else the `Retry-After` header), said in the message too.
+async fn refusal(response: reqwest::Response) -> Failed {
+    let status = response.status().as_u16();
+    let header_wait = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let mut message = body["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
+    let retry_after = (status == 429)
+        .then(|| body["retry_after"].as_f64().or(header_wait))
+        .flatten()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
+    if let Some(wait) = retry_after {
+        message = format!("{message} Retry after {:.1} s.", wait.as_secs_f64());
+    }
+    let code = body["code"].as_i64().unwrap_or(0);
+    Failed { error: DiscordError::Refused { status, code, message }, retry_after }
 }
 
 /// Adds `X-Audit-Log-Reason` so Discord's own audit log names the key.
@@ -177,25 +247,18 @@ impl GuildOps for SerenityGuildOps {
         })
     }
 
+    fn role_exists(&self, guild_id: u64, role_id: u64) -> Option<bool> {
+        let (_, cache) = self.client.get()?;
+        let guild = cache.guild(GuildId::new(guild_id))?;
+        Some(guild.roles.contains_key(&RoleId::new(role_id)))
+    }
+
     async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError> {
-        let mut attempt = 0;
-        loop {
-            match self.http()?.get_ban(GuildId::new(guild_id), UserId::new(user_id)).await {
-                Ok(ban) => return Ok(ban.map(|b| b.reason)),
-                Err(e) => {
-                    let err = map_error(e);
-                    if err.code() == Some(codes::UNKNOWN_BAN) {
-                        return Ok(None);
-                    }
-                    let retryable =
-                        matches!(&err, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500);
-                    if !retryable || attempt >= RETRIES {
-                        return Err(err);
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                }
-            }
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        match self.send(|| Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Get)).await {
+            Ok(ban) => Ok(Some(ban["reason"].as_str().map(str::to_owned))),
+            Err(e) if e.code() == Some(codes::UNKNOWN_BAN) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -214,6 +277,7 @@ impl GuildOps for SerenityGuildOps {
             with_reason(put.body(Some(body.clone())), audit_reason)
         })
         .await
+        .map(drop)
     }
 
     async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError> {
@@ -222,19 +286,20 @@ impl GuildOps for SerenityGuildOps {
             with_reason(Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Delete), audit_reason)
         })
         .await
+        .map(drop)
     }
 
     async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError> {
-        match self.http()?.get_member(GuildId::new(guild_id), UserId::new(user_id)).await {
-            Ok(m) => Ok(Some(m.roles.iter().map(|r| r.get()).collect())),
-            Err(e) => {
-                let err = map_error(e);
-                if err.code() == Some(codes::UNKNOWN_MEMBER) {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        match self.send(|| Request::new(Route::GuildMember { guild_id: g, user_id: u }, LightMethod::Get)).await {
+            Ok(member) => Ok(Some(
+                member["roles"]
+                    .as_array()
+                    .map(|roles| roles.iter().filter_map(|r| r.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default(),
+            )),
+            Err(e) if e.code() == Some(codes::UNKNOWN_MEMBER) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -255,7 +320,7 @@ impl GuildOps for SerenityGuildOps {
                 method,
             )
         };
-        self.send(|| with_reason(route(LightMethod::Put), audit_reason)).await
+        self.send(|| with_reason(route(LightMethod::Put), audit_reason)).await.map(drop)
     }
 
     async fn remove_role(
@@ -275,7 +340,7 @@ impl GuildOps for SerenityGuildOps {
                 method,
             )
         };
-        self.send(|| with_reason(route(LightMethod::Delete), audit_reason)).await
+        self.send(|| with_reason(route(LightMethod::Delete), audit_reason)).await.map(drop)
     }
 
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {

@@ -197,6 +197,15 @@ impl GuildActions {
             })
         })?;
         if roles.contains(&role_id) == add {
+            // Discord is not asked, so say what it would: removing a role the
+            // guild does not have is an error, not "already done".
+            if !add && self.ops.role_exists(guild_id, role_id) == Some(false) {
+                return Err(discord(DiscordError::Refused {
+                    status: 404,
+                    code: crate::discord::codes::UNKNOWN_ROLE,
+                    message: "Unknown Role".to_owned(),
+                }));
+            }
             return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
         }
         let audit_reason = Self::audit_reason(caller, None);
