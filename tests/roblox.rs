@@ -1,0 +1,685 @@
+//! The Roblox client (`clients/roblox/GuildKey.lua`) in the real Luau VM
+//! (mlua, Luau built from source), against the real listener and its bot on
+//! the Discord double.
+//!
+//! Roblox's services are replaced by what the module takes as options: an
+//! HTTP function with `HttpService:RequestAsync`'s shape (reqwest, recording
+//! every exchange), a JSON codec that behaves like `HttpService:JSONEncode` /
+//! `JSONDecode` (an empty table encodes as `[]`, JSON null decodes to nil),
+//! a clock the test moves, and a sleep that records each delay and really
+//! waits only for short ones.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mlua::{Function, Lua, Table, Value as LuaValue};
+use serde_json::{json, Map, Value};
+use support::{ids, spawn_app, App};
+
+const DEMO: u64 = ids::DEMO_GUILD_ID;
+const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/roblox/GuildKey.lua");
+/// SPEC §6: a key made by the CLI (another process) is live within 1 s.
+const CROSS_PROCESS: Duration = Duration::from_millis(1200);
+
+// ---------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------
+
+/// One exchange the module made through the injected HTTP function.
+#[derive(Debug, Clone)]
+struct Exchange {
+    method: String,
+    /// The URL without the listener's base.
+    path: String,
+    body: Option<String>,
+    /// `Authorization` was exactly `Bearer <the key>`.
+    bearer_ok: bool,
+    /// 0 when the request failed before an answer.
+    status: u16,
+    retry_after: Option<f64>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    exchanges: Vec<Exchange>,
+    sleeps: Vec<f64>,
+    /// Answer this many requests with a synthetic 503 (an HTML page, as a
+    /// reverse proxy in front of the listener would) before passing through.
+    fail_next: usize,
+    /// Sleeps up to this long really wait; longer ones are only recorded.
+    real_sleep_max: f64,
+    /// The clock the module reads, in seconds.
+    now: f64,
+}
+
+struct Harness {
+    lua: Lua,
+    module: Table,
+    options: Table,
+    base: String,
+    state: Arc<Mutex<Recorder>>,
+}
+
+impl Harness {
+    /// Loads the module into a fresh Luau VM with Roblox's services replaced
+    /// by recording fakes; requests go to `base` with `key` expected as the
+    /// bearer token.
+    fn new(app: &App, key: &str) -> Self {
+        Self::with_base(app, &app.base, key)
+    }
+
+    fn with_base(app: &App, base: &str, key: &str) -> Self {
+        let lua = Lua::new();
+        let state = Arc::new(Mutex::new(Recorder { now: 1000.0, ..Recorder::default() }));
+        let options = lua.create_table().unwrap();
+        options.set("request", http_function(&lua, app.http.clone(), base, key, state.clone())).unwrap();
+        options
+            .set("jsonEncode", lua.create_function(|_, v: LuaValue| Ok(lua_to_json(&v)?.to_string())).unwrap())
+            .unwrap();
+        options
+            .set(
+                "jsonDecode",
+                lua.create_function(|lua, text: String| {
+                    let v: Value = serde_json::from_str(&text)
+                        .map_err(|e| mlua::Error::runtime(format!("Can't parse JSON: {e}")))?;
+                    json_to_lua(lua, &v)
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        let clock = state.clone();
+        options.set("clock", lua.create_function(move |_, ()| Ok(clock.lock().unwrap().now)).unwrap()).unwrap();
+        let sleeper = state.clone();
+        let sleep = lua
+            .create_function(move |_, seconds: f64| {
+                let real = {
+                    let mut st = sleeper.lock().unwrap();
+                    st.sleeps.push(seconds);
+                    seconds <= st.real_sleep_max
+                };
+                if real {
+                    tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs_f64(seconds)));
+                }
+                Ok(())
+            })
+            .unwrap();
+        options.set("sleep", sleep).unwrap();
+
+        let source = std::fs::read_to_string(MODULE).expect("read GuildKey.lua");
+        let module: Table =
+            lua.load(source).set_name("@clients/roblox/GuildKey.lua").eval().expect("load GuildKey.lua");
+        lua.globals().set("GuildKey", module.clone()).unwrap();
+        lua.globals().set("API_KEY", key).unwrap();
+        Self { lua, module, options, base: base.to_owned(), state }
+    }
+
+    /// Options for `GuildKey.new`: the fakes plus `extra` (a Luau table
+    /// constructor's fields, e.g. `cacheTtl = 2`).
+    fn options(&self, extra: &str) -> Table {
+        let opts = self.lua.create_table().unwrap();
+        for pair in self.options.pairs::<LuaValue, LuaValue>() {
+            let (k, v) = pair.unwrap();
+            opts.set(k, v).unwrap();
+        }
+        let extra: Table = self.lua.load(format!("return {{ {extra} }}")).eval().expect("extra options");
+        for pair in extra.pairs::<LuaValue, LuaValue>() {
+            let (k, v) = pair.unwrap();
+            opts.set(k, v).unwrap();
+        }
+        opts
+    }
+
+    /// `GuildKey.new(base, API_KEY, options)`, or its error message.
+    fn try_new(&self, extra: &str) -> Result<Table, String> {
+        let new: Function = self.module.get("new").unwrap();
+        let key: String = self.lua.globals().get("API_KEY").unwrap();
+        new.call::<Table>((self.base.as_str(), key, self.options(extra))).map_err(|e| e.to_string())
+    }
+
+    /// Makes the global `client`.
+    fn client(&self, extra: &str) -> &Self {
+        let client = self.try_new(extra).expect("GuildKey.new");
+        self.lua.globals().set("client", client).unwrap();
+        self
+    }
+
+    /// Runs Luau code and returns its value as JSON. A Luau error fails the
+    /// test: the module must answer API errors with results, never throw.
+    #[track_caller]
+    fn eval(&self, code: &str) -> Value {
+        let value: LuaValue = self.lua.load(code).eval().unwrap_or_else(|e| panic!("{code} threw: {e}"));
+        lua_to_json(&value).unwrap()
+    }
+
+    fn exchanges(&self) -> Vec<Exchange> {
+        self.state.lock().unwrap().exchanges.clone()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.exchanges().iter().map(|e| format!("{} {}", e.method, e.path)).collect()
+    }
+
+    fn sleeps(&self) -> Vec<f64> {
+        self.state.lock().unwrap().sleeps.clone()
+    }
+
+    fn clear(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.exchanges.clear();
+        st.sleeps.clear();
+    }
+
+    fn advance_clock(&self, seconds: f64) {
+        self.state.lock().unwrap().now += seconds;
+    }
+
+    fn set_real_sleep_max(&self, seconds: f64) {
+        self.state.lock().unwrap().real_sleep_max = seconds;
+    }
+
+    fn fail_next(&self, n: usize) {
+        self.state.lock().unwrap().fail_next = n;
+    }
+}
+
+/// `HttpService:RequestAsync` over reqwest: takes `{Url, Method, Headers,
+/// Body}`, returns `{Success, StatusCode, StatusMessage, Headers, Body}`, and
+/// throws when no answer comes (as RequestAsync does).
+fn http_function(lua: &Lua, http: reqwest::Client, base: &str, key: &str, state: Arc<Mutex<Recorder>>) -> Function {
+    let handle = tokio::runtime::Handle::current();
+    let base = base.to_owned();
+    let bearer = format!("Bearer {key}");
+    lua.create_function(move |lua, req: Table| {
+        let url: String = req.get("Url")?;
+        let method: String = req.get("Method")?;
+        let body: Option<String> = req.get("Body")?;
+        let mut headers = Vec::new();
+        if let Some(h) = req.get::<Option<Table>>("Headers")? {
+            for pair in h.pairs::<String, String>() {
+                headers.push(pair?);
+            }
+        }
+        let mut exchange = Exchange {
+            method: method.clone(),
+            path: url.strip_prefix(&base).unwrap_or(&url).to_owned(),
+            body: body.clone(),
+            bearer_ok: headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("authorization") && *v == bearer),
+            status: 0,
+            retry_after: None,
+        };
+        let out = lua.create_table()?;
+        let out_headers = lua.create_table()?;
+        let synthetic = {
+            let mut st = state.lock().unwrap();
+            let fail = st.fail_next > 0;
+            st.fail_next = st.fail_next.saturating_sub(1);
+            fail
+        };
+        if synthetic {
+            exchange.status = 503;
+            out.set("StatusCode", 503)?;
+            out.set("StatusMessage", "Service Unavailable")?;
+            out_headers.set("content-type", "text/html")?;
+            out.set("Body", "<html><body>503 Service Unavailable</body></html>")?;
+        } else {
+            let mut builder = http.request(method.parse().map_err(mlua::Error::external)?, &url);
+            for (k, v) in &headers {
+                builder = builder.header(k, v);
+            }
+            if let Some(b) = body {
+                builder = builder.body(b);
+            }
+            let sent = tokio::task::block_in_place(|| {
+                handle.block_on(async move {
+                    let resp = builder.send().await?;
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    Ok::<_, reqwest::Error>((status, headers, resp.text().await?))
+                })
+            });
+            let (status, resp_headers, text) = match sent {
+                Ok(answer) => answer,
+                Err(e) => {
+                    state.lock().unwrap().exchanges.push(exchange);
+                    return Err(mlua::Error::runtime(format!("HttpError: ConnectFail ({e})")));
+                }
+            };
+            exchange.status = status.as_u16();
+            exchange.retry_after =
+                resp_headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            for (name, value) in &resp_headers {
+                out_headers.set(name.as_str(), value.to_str().unwrap_or_default())?;
+            }
+            out.set("StatusCode", status.as_u16())?;
+            out.set("StatusMessage", status.canonical_reason().unwrap_or_default())?;
+            out.set("Body", text)?;
+        }
+        out.set("Success", (200..300).contains(&exchange.status))?;
+        out.set("Headers", out_headers)?;
+        state.lock().unwrap().exchanges.push(exchange);
+        Ok(out)
+    })
+    .unwrap()
+}
+
+/// A Luau value as JSON, the way `HttpService:JSONEncode` reads tables: a
+/// sequence is an array, an empty table is `[]`, anything else an object.
+fn lua_to_json(v: &LuaValue) -> mlua::Result<Value> {
+    Ok(match v {
+        LuaValue::Nil => Value::Null,
+        LuaValue::Boolean(b) => Value::Bool(*b),
+        LuaValue::Integer(i) => json!(i),
+        LuaValue::Number(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => json!(*n as i64),
+        LuaValue::Number(n) => json!(n),
+        LuaValue::String(s) => Value::String(s.to_str()?.to_owned()),
+        LuaValue::Table(t) => {
+            let pairs: Vec<(LuaValue, LuaValue)> = t.pairs().collect::<mlua::Result<_>>()?;
+            let len = t.raw_len();
+            if pairs.len() == len {
+                (1..=len).map(|i| lua_to_json(&t.raw_get(i)?)).collect::<mlua::Result<Vec<_>>>()?.into()
+            } else {
+                let mut map = Map::new();
+                for (k, v) in pairs {
+                    let LuaValue::String(k) = k else {
+                        return Err(mlua::Error::runtime("JSON object keys must be strings"));
+                    };
+                    map.insert(k.to_str()?.to_owned(), lua_to_json(&v)?);
+                }
+                Value::Object(map)
+            }
+        }
+        other => return Err(mlua::Error::runtime(format!("cannot encode a {} as JSON", other.type_name()))),
+    })
+}
+
+/// JSON as a Luau value, like `HttpService:JSONDecode` (null becomes nil).
+fn json_to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
+    Ok(match v {
+        Value::Null => LuaValue::Nil,
+        Value::Bool(b) => LuaValue::Boolean(*b),
+        Value::Number(n) => LuaValue::Number(n.as_f64().unwrap_or_default()),
+        Value::String(s) => LuaValue::String(lua.create_string(s)?),
+        Value::Array(items) => {
+            let t = lua.create_table()?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, json_to_lua(lua, item)?)?;
+            }
+            LuaValue::Table(t)
+        }
+        Value::Object(map) => {
+            let t = lua.create_table()?;
+            for (k, item) in map {
+                t.raw_set(k.as_str(), json_to_lua(lua, item)?)?;
+            }
+            LuaValue::Table(t)
+        }
+    })
+}
+
+/// Asserts a failure result: exactly `ok=false` with this status and reason,
+/// and a non-empty message.
+#[track_caller]
+fn assert_failure(result: &Value, status: u16, reason: &str) {
+    assert_eq!(
+        (&result["ok"], &result["status"], &result["reason"]),
+        (&json!(false), &json!(status), &json!(reason)),
+        "{result}"
+    );
+    assert!(result["message"].as_str().is_some_and(|m| !m.is_empty()), "a message for people: {result}");
+}
+
+fn s(id: u64) -> String {
+    id.to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_returns_the_calling_key_and_learns_its_guild() {
+    let app = spawn_app().await;
+    let key = app.create_key(DEMO, "game server", "bans.read", &[]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+    let h = Harness::new(&app, &key);
+    h.client("");
+
+    let result = h.eval("return client:verify()");
+
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["status"], 200);
+    let data = &result["data"];
+    assert_eq!(data["guild_id"], s(DEMO));
+    assert_eq!(data["name"], "game server");
+    assert_eq!(data["scopes"], json!(["bans.read"]));
+    assert_eq!(data["environment"], "live");
+    assert_eq!(data["prefix"], &key[..12]);
+    let exchanges = h.exchanges();
+    assert_eq!(h.paths(), ["GET /v1/verify"]);
+    assert!(exchanges[0].bearer_ok, "the key goes in Authorization: Bearer");
+    assert_eq!(exchanges[0].body, None, "a GET sends no body");
+
+    // The guild was learnt: a ban check needs no second verify.
+    h.clear();
+    assert_eq!(h.eval(&format!("return client:isBanned('{}').ok", ids::PAT_ID)), true);
+    assert_eq!(h.paths(), [format!("GET /v1/guilds/{DEMO}/bans/{}", ids::PAT_ID)]);
+
+    // Printing the client in Studio shows no secret, nor does any field.
+    let shown = h.eval("return tostring(client)").as_str().unwrap().to_owned();
+    assert!(shown.contains(&key[..12]) && !shown.contains(&key), "{shown}");
+    let fields = h.eval("local t = {} for k, v in client do t[k] = tostring(v) end return t");
+    assert!(!fields.to_string().contains(&key), "the key is not a field of the client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_banned_answers_from_the_listener_then_from_its_cache_until_the_ttl_passes() {
+    let app = spawn_app().await;
+    app.double.add_ban(DEMO, ids::STRANGER_ID, Some("exploiting"));
+    let key = app.create_key(DEMO, "checker", "bans.read", &[]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+    let h = Harness::new(&app, &key);
+    h.client("cacheTtl = 10");
+
+    let not_banned = h.eval(&format!("return client:isBanned('{}')", ids::PAT_ID));
+    assert_eq!(not_banned["ok"], true, "{not_banned}");
+    assert_eq!(not_banned["data"]["banned"], false, "{not_banned}");
+    assert_eq!(not_banned["cached"], Value::Null, "the first answer is fresh");
+    let banned = h.eval(&format!("return client:isBanned('{}')", ids::STRANGER_ID));
+    assert_eq!(banned["data"], json!({ "banned": true, "reason": "exploiting" }), "{banned}");
+    assert_eq!(
+        h.paths(),
+        [
+            "GET /v1/verify".to_owned(),
+            format!("GET /v1/guilds/{DEMO}/bans/{}", ids::PAT_ID),
+            format!("GET /v1/guilds/{DEMO}/bans/{}", ids::STRANGER_ID),
+        ],
+        "the guild id is fetched once, lazily"
+    );
+
+    // Within the TTL: the same answers, no request.
+    h.clear();
+    h.advance_clock(9.5);
+    let again = h.eval(&format!("return client:isBanned('{}')", ids::STRANGER_ID));
+    assert_eq!((&again["ok"], &again["cached"], &again["data"]["banned"]), (&json!(true), &json!(true), &json!(true)));
+    assert_eq!(h.eval(&format!("return client:isBanned('{}').data.banned", ids::PAT_ID)), false);
+    assert!(h.exchanges().is_empty(), "answered from the cache: {:?}", h.paths());
+
+    // After it: asked again.
+    h.advance_clock(1.0);
+    let fresh = h.eval(&format!("return client:isBanned('{}')", ids::STRANGER_ID));
+    assert_eq!((&fresh["cached"], &fresh["data"]["banned"]), (&Value::Null, &json!(true)), "{fresh}");
+    assert_eq!(h.paths(), [format!("GET /v1/guilds/{DEMO}/bans/{}", ids::STRANGER_ID)]);
+
+    // cacheTtl = 0 turns the cache off.
+    let h = Harness::new(&app, &key);
+    h.client(&format!("cacheTtl = 0, guildId = '{DEMO}'"));
+    for _ in 0..2 {
+        assert_eq!(h.eval(&format!("return client:isBanned('{}').data.banned", ids::PAT_ID)), false);
+    }
+    assert_eq!(h.exchanges().len(), 2, "no cache: {:?}", h.paths());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_and_roles_change_the_guild_on_discord() {
+    let app = spawn_app().await;
+    let key = app.create_key(DEMO, "moderation", "bans.read,bans.write,roles.write", &[]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+    let h = Harness::new(&app, &key);
+    // With the guild given, no verify is needed.
+    h.client(&format!("guildId = '{DEMO}'"));
+    let stranger = s(ids::STRANGER_ID);
+    assert_eq!(h.eval(&format!("return client:isBanned('{stranger}').data.banned")), false);
+
+    let banned =
+        h.eval(&format!("return client:ban('{stranger}', {{ reason = 'aimbot', deleteMessageSeconds = 3600 }})"));
+
+    assert_eq!(banned["ok"], true, "{banned}");
+    assert_eq!((&banned["data"]["banned"], &banned["data"]["changed"]), (&json!(true), &json!(true)), "{banned}");
+    assert_eq!(banned["data"]["dry_run"], false);
+    let reason =
+        app.double.bans(DEMO).get(&ids::STRANGER_ID).cloned().flatten().expect("banned on Discord with a reason");
+    assert!(reason.contains("aimbot"), "{reason}");
+    let put = h.exchanges().into_iter().find(|e| e.method == "PUT").expect("a PUT");
+    let body: Value = serde_json::from_str(put.body.as_deref().expect("a body")).unwrap();
+    assert_eq!(body, json!({ "reason": "aimbot", "delete_message_seconds": 3600 }));
+    // The client forgot its cached "not banned".
+    let now = h.eval(&format!("return client:isBanned('{stranger}')"));
+    assert_eq!((&now["data"]["banned"], &now["cached"]), (&json!(true), &Value::Null), "{now}");
+
+    // Idempotent, and a ban without options sends no body (not `[]`).
+    h.clear();
+    let again = h.eval(&format!("return client:ban('{stranger}')"));
+    assert_eq!((&again["ok"], &again["data"]["changed"]), (&json!(true), &json!(false)), "{again}");
+    assert_eq!(h.exchanges()[0].body, None);
+
+    let unbanned = h.eval(&format!("return client:unban('{stranger}')"));
+    assert_eq!(
+        (&unbanned["data"]["banned"], &unbanned["data"]["changed"]),
+        (&json!(false), &json!(true)),
+        "{unbanned}"
+    );
+    assert!(!app.double.bans(DEMO).contains_key(&ids::STRANGER_ID));
+
+    let (pat, verified) = (s(ids::PAT_ID), s(ids::VERIFIED_ROLE_ID));
+    let added = h.eval(&format!("return client:addRole('{pat}', '{verified}')"));
+    assert_eq!(added["ok"], true, "{added}");
+    assert_eq!(
+        (&added["data"]["has_role"], &added["data"]["changed"], &added["data"]["role_id"]),
+        (&json!(true), &json!(true), &json!(verified))
+    );
+    assert!(app.double.member_roles(DEMO, ids::PAT_ID).contains(&ids::VERIFIED_ROLE_ID));
+    let removed = h.eval(&format!("return client:removeRole('{pat}', '{verified}')"));
+    assert_eq!((&removed["data"]["has_role"], &removed["data"]["changed"]), (&json!(false), &json!(true)), "{removed}");
+    assert!(!app.double.member_roles(DEMO, ids::PAT_ID).contains(&ids::VERIFIED_ROLE_ID));
+    assert!(h.exchanges().iter().all(|e| e.bearer_ok));
+    assert!(!h.paths().iter().any(|p| p.contains("/v1/verify")), "guildId was given: {:?}", h.paths());
+
+    // Discord refusing (the owner outranks the bot) is final: no retry.
+    h.clear();
+    let refused = h.eval(&format!("return client:ban('{}')", ids::ALICE_ID));
+    assert_failure(&refused, 502, "discord_error");
+    assert!(refused["message"].as_str().unwrap().contains("Missing Permissions"), "{refused}");
+    assert_eq!(h.exchanges().len(), 1, "discord_error is not retried: {:?}", h.paths());
+    assert!(h.sleeps().is_empty());
+
+    // Bad ids never reach the network.
+    h.clear();
+    assert_failure(&h.eval("return client:ban(1.2e18)"), 0, "invalid_argument");
+    assert_failure(&h.eval("return client:addRole('123', 'admin')"), 0, "invalid_argument");
+    assert_failure(&h.eval("return client:isBanned(nil)"), 0, "invalid_argument");
+    assert_failure(
+        &h.eval(&format!("return client:ban('{pat}', {{ deleteMessageSeconds = -1 }})")),
+        0,
+        "invalid_argument",
+    );
+    assert!(h.exchanges().is_empty(), "{:?}", h.paths());
+    // A small whole number is accepted as an id.
+    assert_eq!(h.eval("return client:isBanned(42).ok"), true);
+    assert_eq!(h.paths(), [format!("GET /v1/guilds/{DEMO}/bans/42")]);
+    app.double.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_come_back_as_typed_results_and_are_not_retried() {
+    let app = spawn_app().await;
+    let revoked = app.create_key(DEMO, "old", "bans.read", &[]);
+    let out = app.cli(&["keys", "revoke", &revoked[..12]]);
+    assert!(out.status.success(), "revoke: {}", String::from_utf8_lossy(&out.stderr));
+    let reader = app.create_key(DEMO, "reader", "bans.read", &[]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+
+    // 401: a revoked key, from verify and from a call that needs the guild.
+    let h = Harness::new(&app, &revoked);
+    h.client("");
+    let result = h.eval("return client:verify()");
+    assert_failure(&result, 401, "key_revoked");
+    let result = h.eval(&format!("return client:isBanned('{}')", ids::PAT_ID));
+    assert_failure(&result, 401, "key_revoked");
+    assert_eq!(h.paths(), ["GET /v1/verify", "GET /v1/verify"], "no ban check without a guild, no retries");
+    assert!(h.sleeps().is_empty());
+
+    // 401: a mistyped key (bad checksum) never reaches the database.
+    let mistyped = format!("{}{}", &reader[..45], if reader.ends_with('A') { 'B' } else { 'A' });
+    let h = Harness::new(&app, &mistyped);
+    h.client("");
+    let result = h.eval("return client:verify()");
+    assert_failure(&result, 401, "malformed_key");
+    assert!(!result["message"].as_str().unwrap().contains(&mistyped), "the key is not echoed: {result}");
+
+    // 403: a key without the route's scope.
+    let h = Harness::new(&app, &reader);
+    h.client("");
+    let result = h.eval(&format!("return client:addRole('{}', '{}')", ids::PAT_ID, ids::VERIFIED_ROLE_ID));
+    assert_failure(&result, 403, "insufficient_scope");
+    let result = h.eval(&format!("return client:ban('{}')", ids::PAT_ID));
+    assert_failure(&result, 403, "insufficient_scope");
+    assert_eq!(h.exchanges().iter().filter(|e| e.status == 403).count(), 2, "once each: {:?}", h.paths());
+    assert!(h.sleeps().is_empty());
+    assert!(app.double.member_roles(DEMO, ids::PAT_ID).iter().all(|&r| r != ids::VERIFIED_ROLE_ID));
+
+    // 403: another guild's id given in the options.
+    let h = Harness::new(&app, &reader);
+    h.client(&format!("guildId = '{}'", ids::OTHER_GUILD_ID));
+    assert_failure(&h.eval(&format!("return client:isBanned('{}')", ids::PAT_ID)), 403, "guild_mismatch");
+
+    for line in app.logs() {
+        assert!(!line.contains(&reader) && !line.contains(&revoked), "a key in the log: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
+    let app = spawn_app().await;
+    // 60 a minute: one request comes back every second.
+    let key = app.create_key(DEMO, "busy", "bans.read", &["--rate-limit", "60"]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+    let mut burnt = 0;
+    while app.get("/v1/verify", &key).await.status() != 429 {
+        burnt += 1;
+        assert!(burnt <= 120, "the limit of 60 a minute never answered 429");
+    }
+    let h = Harness::new(&app, &key);
+    h.set_real_sleep_max(2.0);
+    h.client("");
+
+    // Should a request come back to the budget between the last 429 and the
+    // client's first try, that try takes it and the next one is refused.
+    let mut result = Value::Null;
+    for _ in 0..5 {
+        h.clear();
+        result = h.eval("return client:verify()");
+        if h.exchanges()[0].status == 429 {
+            break;
+        }
+    }
+
+    assert_eq!(result["ok"], true, "{result}");
+    let exchanges = h.exchanges();
+    assert_eq!(exchanges.iter().map(|e| e.status).collect::<Vec<_>>(), [429, 200], "{:?}", h.paths());
+    let retry_after = exchanges[0].retry_after.expect("a 429 carries Retry-After");
+    assert_eq!(retry_after, 1.0, "one request a second comes back");
+    assert_eq!(h.sleeps(), [retry_after], "waited exactly what Retry-After said");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_limit_gets_bounded_retries_then_a_rate_limited_result() {
+    let app = spawn_app().await;
+    // One a minute: each retry is refused again, with a long Retry-After.
+    let key = app.create_key(DEMO, "slow", "bans.read", &["--rate-limit", "1"]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+    let h = Harness::new(&app, &key);
+    h.client("maxAttempts = 3, maxRetryAfter = 120");
+    assert_eq!(h.eval("return client:verify().ok"), true, "the one request of the minute");
+    h.clear();
+
+    let result = h.eval(&format!("return client:isBanned('{}')", ids::PAT_ID));
+
+    assert_failure(&result, 429, "rate_limited");
+    let exchanges = h.exchanges();
+    assert_eq!(exchanges.len(), 3, "maxAttempts bounds the tries: {:?}", h.paths());
+    assert!(exchanges.iter().all(|e| e.status == 429));
+    let retry_afters: Vec<f64> = exchanges.iter().map(|e| e.retry_after.expect("Retry-After")).collect();
+    assert!(retry_afters.iter().all(|&s| (50.0..=60.0).contains(&s)), "{retry_afters:?}");
+    assert_eq!(h.sleeps(), retry_afters[..2], "each wait is the Retry-After just received");
+    assert_eq!(result["retryAfter"].as_f64(), Some(retry_afters[2]), "the last Retry-After is reported: {result}");
+
+    // By default a wait over 30 s is not made: the result comes back at once.
+    let h = Harness::new(&app, &key);
+    h.client(&format!("guildId = '{DEMO}'"));
+    let result = h.eval(&format!("return client:isBanned('{}')", ids::PAT_ID));
+    assert_failure(&result, 429, "rate_limited");
+    assert!(result["retryAfter"].as_f64().is_some_and(|s| s > 30.0), "{result}");
+    assert_eq!(h.exchanges().len(), 1, "{:?}", h.paths());
+    assert!(h.sleeps().is_empty(), "{:?}", h.sleeps());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_network_failures_are_retried_with_exponential_backoff() {
+    let app = spawn_app().await;
+    let key = app.create_key(DEMO, "flaky path", "bans.read", &[]);
+    tokio::time::sleep(CROSS_PROCESS).await;
+
+    // A proxy in front of the listener answers 503 twice, then passes through.
+    let h = Harness::new(&app, &key);
+    h.fail_next(2);
+    h.client("baseDelay = 0.25");
+    let result = h.eval("return client:verify()");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(h.exchanges().iter().map(|e| e.status).collect::<Vec<_>>(), [503, 503, 200]);
+    assert_eq!(h.sleeps(), [0.25, 0.5], "doubling from baseDelay");
+
+    // Always 503: four tries (the default), delays doubling up to maxDelay,
+    // then the proxy's answer as a typed result.
+    let h = Harness::new(&app, &key);
+    h.fail_next(100);
+    h.client("maxDelay = 0.75");
+    let result = h.eval("return client:verify()");
+    assert_failure(&result, 503, "bad_response");
+    assert_eq!(h.exchanges().len(), 4);
+    assert_eq!(h.sleeps(), [0.5, 0.75, 0.75]);
+
+    // Nothing listening: RequestAsync throws; that is a network_error result.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let h = Harness::with_base(&app, &base, &key);
+    h.client("maxAttempts = 2");
+    let result = h.eval("return client:verify()");
+    assert_failure(&result, 0, "network_error");
+    assert!(!result["message"].as_str().unwrap().contains(&key), "{result}");
+    assert_eq!((h.exchanges().len(), h.sleeps()), (2, vec![0.5]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_refuses_to_run_on_a_roblox_client_and_checks_its_arguments() {
+    let app = spawn_app().await;
+    let key = app.create_key(DEMO, "leaky", "bans.read", &[]);
+    let h = Harness::new(&app, &key);
+    let client_side = "runService = { IsClient = function() return true end, IsServer = function() return false end }";
+
+    let err = h.try_new(client_side).expect_err("new must refuse on a client");
+
+    assert!(err.contains("must run on the server"), "{err}");
+    assert!(!err.contains(&key), "{err}");
+    // Studio's Run mode is client and server at once: allowed, as on a server.
+    let studio = "runService = { IsClient = function() return true end, IsServer = function() return true end }";
+    h.try_new(studio).expect("Studio Run mode is a server");
+    h.try_new("runService = { IsClient = function() return false end, IsServer = function() return true end }")
+        .expect("a game server");
+
+    // Mistakes in the calling code are errors at new, never echoing the key.
+    let new: Function = h.module.get("new").unwrap();
+    let err = new.call::<Table>(("guildkey.example.com", key.as_str(), h.options(""))).unwrap_err().to_string();
+    assert!(err.contains("baseUrl"), "{err}");
+    let err = new.call::<Table>((app.base.as_str(), format!("{key} "), h.options(""))).unwrap_err().to_string();
+    assert!(err.contains("apiKey") && !err.contains(&key), "{err}");
+    let err =
+        new.call::<Table>((app.base.as_str(), key.as_str(), h.options("guildId = 'demo'"))).unwrap_err().to_string();
+    assert!(err.contains("guildId"), "{err}");
+    // Outside Roblox, without the fakes, it says what to pass.
+    let err = new.call::<Table>((app.base.as_str(), key.as_str())).unwrap_err().to_string();
+    assert!(err.contains("options.request"), "{err}");
+    assert!(h.exchanges().is_empty(), "new makes no request");
+}
