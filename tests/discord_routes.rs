@@ -293,6 +293,26 @@ async fn guild_info_for_a_guild_the_bot_is_not_in_is_not_found() {
 }
 
 #[tokio::test]
+async fn guild_info_is_not_found_once_the_bot_is_removed_from_the_guild() {
+    let app = spawn_app().await;
+    let token = key(&app, DEMO, "dashboard", "guild.read", &[]).await;
+    get(&app, &guild_path(DEMO), &token).await.ok();
+
+    assert_eq!(app.double.dispatch("GUILD_DELETE", json!({ "id": DEMO.to_string() })), 1);
+    let started = Instant::now();
+    loop {
+        let reply = get(&app, &guild_path(DEMO), &token).await;
+        if reply.status == 404 {
+            reply.err(404, "not_found");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still answered after GUILD_DELETE: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
 async fn guild_info_needs_guild_read_the_keys_own_guild_and_a_snowflake() {
     let app = spawn_app().await;
     let reader = key(&app, DEMO, "reader", "guild.read", &[]).await;
@@ -445,6 +465,31 @@ async fn a_ban_check_discord_refuses_is_a_502_with_discords_message_and_is_not_c
     app.double.assert_no_violations();
 }
 
+#[tokio::test]
+async fn a_ban_check_in_a_guild_the_bot_is_not_in_is_a_502_not_a_false_not_banned() {
+    let app = spawn_app().await;
+    let token = key(&app, ABSENT_GUILD_ID, "orphan", "bans.read", &[]).await;
+
+    let message = get(&app, &ban_path(ABSENT_GUILD_ID, ids::PAT_ID), &token).await.err(502, "discord_error");
+    assert!(message.contains("Unknown Guild"), "{message}");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_ban_check_answered_429_is_retried_after_retry_after() {
+    let app = spawn_app().await;
+    let token = key(&app, DEMO, "game", "bans.read", &[]).await;
+    app.double.fault(FaultRule::on("GET", BAN_ROUTE).rate_limited(1.0, true).once());
+
+    let data = get(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.ok();
+    assert_eq!(data, json!({ "banned": false, "reason": null }));
+    let attempts = calls(&app, "GET", BAN_ROUTE);
+    assert_eq!(attempts.iter().map(|c| c.status).collect::<Vec<_>>(), [429, 404]);
+    let waited = attempts[1].at.duration_since(attempts[0].at);
+    assert!(waited >= Duration::from_millis(950), "retried {waited:?} after a global 429 asking for 1 s");
+    app.double.assert_no_violations();
+}
+
 // ---------------------------------------------------------------------------
 // PUT /v1/guilds/{guild_id}/bans/{user_id}
 // ---------------------------------------------------------------------------
@@ -491,6 +536,21 @@ async fn a_bans_reason_follows_the_key_in_discords_audit_log_and_is_stored_as_th
     let data = get(&app, &ban_path(DEMO, ids::STRANGER_ID), &token).await.ok();
     assert_eq!(data, json!({ "banned": true, "reason": expected }));
     assert_eq!(api_events(&app, &reader).await[0]["details"]["reason"], "cheating");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_key_name_with_spaces_and_non_ascii_reaches_discords_audit_log_intact() {
+    let app = spawn_app().await;
+    let name = "Spiel-Server ü/ß 🎮 #1";
+    let token = key(&app, DEMO, name, "bans.write,roles.write", &[]).await;
+
+    put(&app, &ban_path(DEMO, ids::STRANGER_ID), &token).await.ok();
+    put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token).await.ok();
+
+    let reason = reason_of(name, &token);
+    assert_eq!(calls(&app, "PUT", BAN_ROUTE)[0].audit_log_reason(), Some(reason.clone()));
+    assert_eq!(calls(&app, "PUT", ROLE_ROUTE)[0].audit_log_reason(), Some(reason));
     app.double.assert_no_violations();
 }
 
