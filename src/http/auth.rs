@@ -60,14 +60,14 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
             return failure.into_response();
         }
     };
-    let budget = state.limits.check(&caller.key.id, caller.key.rate_limit_per_minute);
+    let budget = super::ratelimit::check(caller.key.limiter(), caller.key.rate_limit_per_minute);
     let mut response = match budget.retry_after_secs {
         Some(wait) => {
             outcome("rate_limited");
             ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response()
         }
         None => {
-            outcome("ok");
+            state.metrics.verified_ok.inc();
             parts.extensions.insert(caller);
             req = Request::from_parts(parts, body);
             next.run(req).await

@@ -114,5 +114,10 @@ pub struct ErrorReason(pub &'static str);
 
 /// A successful response in the envelope.
 pub fn ok(data: impl serde::Serialize) -> Response {
-    Json(json!({ "success": true, "data": data })).into_response()
+    Json(envelope(data)).into_response()
+}
+
+/// The success envelope around `data`.
+pub fn envelope(data: impl serde::Serialize) -> serde_json::Value {
+    json!({ "success": true, "data": data })
 }

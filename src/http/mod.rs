@@ -53,7 +53,6 @@ pub struct AppState {
     pub service: KeyService,
     pub actions: Arc<GuildActions>,
     pub metrics: Arc<Metrics>,
-    limits: Arc<ratelimit::KeyLimits>,
     throttle: Arc<ratelimit::FailureThrottle>,
     trust_forwarded_for: bool,
     max_body_bytes: usize,
@@ -65,7 +64,6 @@ impl AppState {
             service: actions.keys().clone(),
             actions,
             metrics: Arc::new(Metrics::new()),
-            limits: Arc::default(),
             throttle: Arc::new(ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE)),
             trust_forwarded_for: http.trust_forwarded_for,
             max_body_bytes: http.max_body_bytes,
@@ -125,13 +123,14 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
 
 /// Counts every request by route and status and times it.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;
-    m.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
-    m.requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
+    m.latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    m.requests.with_label_values(&[route, method.as_str(), response.status().as_str()]).inc();
     response
 }
 
@@ -154,9 +153,8 @@ pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             every.tick().await;
+            // Per-key limiters live and die with their keys in the index.
             state.throttle.cleanup();
-            let known = state.service.known_key_ids();
-            state.limits.retain(|id| known.contains(id));
         }
     })
 }

@@ -7,17 +7,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::keys::KeyId;
-
-type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+use crate::service::index::KeyLimiter;
 
 /// What a key's budget looks like after a request.
 #[derive(Debug, Clone, Copy)]
@@ -30,56 +26,32 @@ pub struct Budget {
     pub retry_after_secs: Option<u64>,
 }
 
-/// Per-key limiters, created on first use and replaced when the key's
-/// limit changes.
-#[derive(Default)]
-pub struct KeyLimits {
-    limiters: Mutex<HashMap<KeyId, (u32, Arc<KeyLimiter>)>>,
-}
-
-impl KeyLimits {
-    /// Takes one request from the key's budget.
-    pub fn check(&self, key: &KeyId, per_minute: u32) -> Budget {
-        let per_minute = per_minute.max(1);
-        let limiter = {
-            let mut map = self.limiters.lock().expect("rate limit lock poisoned");
-            match map.get(key) {
-                Some((limit, l)) if *limit == per_minute => l.clone(),
-                _ => {
-                    let quota = Quota::per_minute(NonZeroU32::new(per_minute).expect("at least 1"));
-                    let l = Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>());
-                    map.insert(key.clone(), (per_minute, l.clone()));
-                    l
-                }
-            }
-        };
-        let per_cell = 60.0 / f64::from(per_minute);
-        match limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                Budget {
-                    limit: per_minute,
-                    remaining,
-                    reset_secs: (f64::from(per_minute - remaining) * per_cell).ceil() as u64,
-                    retry_after_secs: None,
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let wait_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                Budget {
-                    limit: per_minute,
-                    remaining: 0,
-                    reset_secs: (f64::from(per_minute) * per_cell).ceil() as u64,
-                    retry_after_secs: Some(wait_secs),
-                }
+/// Takes one request from a key's budget. The limiter is the key's own
+/// (made on its first use, kept across its rotations, see
+/// `service::index::LiveKey`), so this touches no shared map.
+pub fn check(limiter: &KeyLimiter, per_minute: u32) -> Budget {
+    let per_minute = per_minute.max(1);
+    let per_cell = 60.0 / f64::from(per_minute);
+    match limiter.check() {
+        Ok(snapshot) => {
+            let remaining = snapshot.remaining_burst_capacity();
+            Budget {
+                limit: per_minute,
+                remaining,
+                reset_secs: (f64::from(per_minute - remaining) * per_cell).ceil() as u64,
+                retry_after_secs: None,
             }
         }
-    }
-
-    /// Forgets limiters of keys no longer known (revoked, deleted).
-    pub fn retain(&self, keep: impl Fn(&KeyId) -> bool) {
-        self.limiters.lock().expect("rate limit lock poisoned").retain(|k, _| keep(k));
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            Budget {
+                limit: per_minute,
+                remaining: 0,
+                reset_secs: (f64::from(per_minute) * per_cell).ceil() as u64,
+                retry_after_secs: Some(wait_secs),
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Handlers for the routes that do not act on Discord: verify, the audit
 //! log, health, metrics and the OpenAPI document.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::error::{ok, ApiError};
+use super::error::{envelope, ok, ApiError};
 use super::extract::{snowflake, ApiQuery};
 use super::AppState;
 use crate::keys::Scope;
@@ -41,17 +42,22 @@ pub struct VerifyData {
         (status = 429, description = "rate_limited", body = ErrorEnvelope),
     ))]
 pub async fn verify(Caller(caller): Caller) -> Response {
-    let k = &caller.key;
-    ok(VerifyData {
-        key_id: k.id.to_string(),
-        guild_id: k.guild_id.to_string(),
-        name: k.name.clone(),
-        prefix: k.prefix.clone(),
-        scopes: k.scopes.names().into_iter().map(str::to_owned).collect(),
-        environment: k.environment.to_string(),
-        expires_at: k.expires_at,
-        rate_limit_per_minute: k.rate_limit_per_minute,
-    })
+    // The body depends on the key alone: rendered on its first use, then
+    // reused until the key changes.
+    let body = caller.key.rendered(|k| {
+        let data = VerifyData {
+            key_id: k.id.to_string(),
+            guild_id: k.guild_id.to_string(),
+            name: k.name.to_string(),
+            prefix: k.prefix.to_string(),
+            scopes: k.scopes.names().into_iter().map(str::to_owned).collect(),
+            environment: k.environment.to_string(),
+            expires_at: k.expires_at(),
+            rate_limit_per_minute: k.rate_limit_per_minute,
+        };
+        serde_json::to_vec(&envelope(data)).expect("a key serialises")
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Bytes::from_owner(body.clone())).into_response()
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -5,9 +5,9 @@
 //! Every parser returns [`InvalidInput`], whose message is written for the
 //! person who typed the value (a server admin, an operator at a shell).
 
+mod small;
 pub mod token;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -15,6 +15,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use small::SmallStr;
 pub use token::{KeyHash, Malformed, PlainKey};
 
 /// A value typed by a person was not acceptable. The message says why and
@@ -120,14 +121,15 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A non-empty set of scopes without duplicates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Scopes(BTreeSet<Scope>);
+/// A non-empty set of scopes without duplicates: one bit per [`Scope`] (the
+/// in-memory index holds one per key, so it is a byte, not a tree).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
 
 impl Scopes {
     /// Parses a comma- and/or space-separated list (`bans.read, bans.write`).
     pub fn parse(input: &str) -> Result<Self, InvalidInput> {
-        let mut set = BTreeSet::new();
+        let mut set = Self(0);
         for word in input.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()) {
             let scope = Scope::parse_one(&word.to_ascii_lowercase()).ok_or_else(|| {
                 InvalidInput::new(
@@ -135,14 +137,19 @@ impl Scopes {
                     format!("unknown scope '{}'; valid scopes are {}", truncate(word, 40), Self::all_names()),
                 )
             })?;
-            if !set.insert(scope) {
+            if set.contains(scope) {
                 return Err(InvalidInput::new("scopes", format!("scope '{scope}' is listed twice")));
             }
+            set.0 |= Self::bit(scope);
         }
-        if set.is_empty() {
+        if set.0 == 0 {
             return Err(InvalidInput::new("scopes", format!("give at least one scope: {}", Self::all_names())));
         }
-        Ok(Self(set))
+        Ok(set)
+    }
+
+    fn bit(scope: Scope) -> u8 {
+        1 << (scope as u8)
     }
 
     pub fn all_names() -> String {
@@ -150,11 +157,13 @@ impl Scopes {
     }
 
     pub fn contains(&self, scope: Scope) -> bool {
-        self.0.contains(&scope)
+        self.0 & Self::bit(scope) != 0
     }
 
+    /// In [`Scope::ALL`] order.
     pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
-        self.0.iter().copied()
+        let bits = self.0;
+        Scope::ALL.into_iter().filter(move |&s| bits & Self::bit(s) != 0)
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -164,6 +173,26 @@ impl Scopes {
     /// Space-separated, as stored.
     pub fn to_storage(&self) -> String {
         self.names().join(" ")
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<Scope>::deserialize(d)?;
+        let names: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
+        Self::parse(&names.join(" ")).map_err(serde::de::Error::custom)
     }
 }
 
@@ -283,7 +312,7 @@ impl fmt::Display for Ttl {
 
 /// Where a key may be used from: IPs and CIDRs, v4 and v6. Empty = anywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowedIps(Vec<IpNet>);
+pub struct AllowedIps(Box<[IpNet]>);
 
 impl AllowedIps {
     pub const MAX_ENTRIES: usize = 64;
@@ -317,7 +346,7 @@ impl AllowedIps {
                 format!("{} entries given; the most is {}", nets.len(), Self::MAX_ENTRIES),
             ));
         }
-        Ok(Self(nets))
+        Ok(Self(nets.into_boxed_slice()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -366,21 +395,28 @@ pub fn parse_rate_limit(n: i64) -> Result<u32, InvalidInput> {
 }
 
 /// A key's public id: `key_` + 16 base62 characters. Safe to show and log.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Held inline (no allocation): the in-memory index keeps one per key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct KeyId(String);
+pub struct KeyId(SmallStr);
 
 impl KeyId {
     pub fn generate() -> Self {
-        Self(format!("key_{}", token::random_base62(16)))
+        Self(SmallStr::from(format!("key_{}", token::random_base62(16)).as_str()))
     }
 
     pub fn from_stored(s: String) -> Self {
-        Self(s)
+        Self(SmallStr::from(s.as_str()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyId").field(&self.as_str()).finish()
     }
 }
 

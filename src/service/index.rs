@@ -1,70 +1,321 @@
 //! The in-memory key index: every key by the hash of its secret, so that
 //! verifying a token reads no database row.
 //!
-//! It is rebuilt from the store after every change this process makes (before
-//! that change returns) and whenever the store reports a commit by another
-//! connection or process (the operator CLI, a second instance), which a
-//! background task checks several times a second.
+//! It is built from the store at start. A change this process makes is
+//! applied to it incrementally before that change returns (the store hands
+//! back the changed row); a commit by another connection or process (the
+//! operator CLI, a second instance), which a background task checks for
+//! several times a second, reloads it whole.
+//!
+//! It must stay small with many keys (a million keys in well under 200 MB):
+//! - each key is one [`Slot`] in a slab (a `Vec`, no allocation per key),
+//!   holding a compact [`KeyInfo`]: inline id, name and prefix, a scope
+//!   bitset, an `i64` expiry;
+//! - the hash table holds 4-byte slot numbers only (the full hash is in the
+//!   slot; the table's own hash is the first 8 bytes of the SHA-256, already
+//!   uniform);
+//! - what a key needs once it is used — its rate limiter and the cached
+//!   rendering of its description ([`LiveKey`]) — is made on first use.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroU32;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, RwLock};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use governor::clock::DefaultClock;
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use hashbrown::HashTable;
 use tokio::sync::Mutex;
 
-use crate::keys::{KeyHash, KeyRecord};
-use crate::store::Store;
+use crate::audit::KeyRef;
+use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyRecord, KeyStatus, Scopes, SmallStr};
+use crate::store::{KeyWithHashes, Store};
+
+/// A key's request budget (GCRA), shared by every request with the key.
+pub type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// What verification needs about a key and what its callers read, compactly
+/// (see the module docs). Built from a [`KeyRecord`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub name: SmallStr,
+    pub prefix: SmallStr,
+    pub guild_id: u64,
+    /// Milliseconds since the epoch; `i64::MAX` for never.
+    expires_at_ms: i64,
+    pub rate_limit_per_minute: u32,
+    pub environment: Environment,
+    pub scopes: Scopes,
+    revoked: bool,
+    pub allowed_ips: AllowedIps,
+}
+
+impl KeyInfo {
+    pub fn from_record(k: &KeyRecord) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: SmallStr::from(k.name.as_str()),
+            prefix: SmallStr::from(k.prefix.as_str()),
+            guild_id: k.guild_id,
+            expires_at_ms: k.expires_at.map_or(i64::MAX, |at| at.timestamp_millis()),
+            rate_limit_per_minute: k.rate_limit_per_minute,
+            environment: k.environment,
+            scopes: k.scopes,
+            revoked: k.revoked_at.is_some(),
+            allowed_ips: k.allowed_ips.clone(),
+        }
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        (self.expires_at_ms != i64::MAX).then(|| Utc.timestamp_millis_opt(self.expires_at_ms).single()).flatten()
+    }
+
+    /// As [`KeyRecord::status`].
+    pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
+        if self.revoked {
+            KeyStatus::Revoked
+        } else if self.expires_at_ms <= now.timestamp_millis() {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    pub fn key_ref(&self) -> KeyRef {
+        KeyRef { id: self.id.clone(), name: self.name.to_string(), prefix: self.prefix.to_string() }
+    }
+}
+
+/// A key in use: its description, its rate limiter, and an adapter's cached
+/// rendering of it (the verify response body: the response for a key hardly
+/// changes, so it is built once). One per key, made on first use, shared by
+/// every request with that key; replaced when the key changes. Derefs to
+/// [`KeyInfo`].
+pub struct LiveKey {
+    info: KeyInfo,
+    limiter: Arc<KeyLimiter>,
+    rendered: OnceLock<Arc<[u8]>>,
+}
+
+impl LiveKey {
+    fn new(info: KeyInfo, limiter: Option<Arc<KeyLimiter>>) -> Self {
+        let limiter = limiter.unwrap_or_else(|| Arc::new(new_limiter(info.rate_limit_per_minute)));
+        Self { info, limiter, rendered: OnceLock::new() }
+    }
+
+    /// The key's request budget at its own `rate_limit_per_minute`.
+    pub fn limiter(&self) -> &KeyLimiter {
+        &self.limiter
+    }
+
+    /// The key's rendering, made by `render` the first time only.
+    pub fn rendered(&self, render: impl FnOnce(&KeyInfo) -> Vec<u8>) -> &Arc<[u8]> {
+        self.rendered.get_or_init(|| render(&self.info).into())
+    }
+
+    /// The same key with a new description, keeping its budget if its rate
+    /// limit is unchanged (a rotation does not refill it).
+    fn successor(old: &Arc<Self>, info: KeyInfo) -> Arc<Self> {
+        if old.info == info {
+            return old.clone();
+        }
+        let same_rate = old.info.rate_limit_per_minute == info.rate_limit_per_minute;
+        Arc::new(Self::new(info, same_rate.then(|| old.limiter.clone())))
+    }
+}
+
+impl Deref for LiveKey {
+    type Target = KeyInfo;
+    fn deref(&self) -> &KeyInfo {
+        &self.info
+    }
+}
+
+impl std::fmt::Debug for LiveKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.info.fmt(f)
+    }
+}
+
+fn new_limiter(per_minute: u32) -> KeyLimiter {
+    let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least 1"));
+    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
+}
 
 /// What a hash maps to.
 #[derive(Clone)]
 pub struct IndexEntry {
-    pub key: Arc<KeyRecord>,
+    pub key: Arc<LiveKey>,
     /// Set for a rotated-out secret: it works until then, not after.
     pub valid_until: Option<DateTime<Utc>>,
 }
 
+/// One key in the slab.
+struct Slot {
+    hash: KeyHash,
+    /// A rotated-out secret's hash and when it stops (ms), during the grace.
+    previous: Option<Box<(KeyHash, i64)>>,
+    info: KeyInfo,
+    /// Made on first use (under the write lock, once).
+    live: Option<Arc<LiveKey>>,
+}
+
+impl Slot {
+    fn from_row(k: KeyWithHashes) -> Self {
+        let previous = match (k.previous_hash, k.record.previous_secret_expires_at) {
+            (Some(prev), Some(until)) => Some(Box::new((prev, until.timestamp_millis()))),
+            _ => None,
+        };
+        Self { hash: k.hash, previous, info: KeyInfo::from_record(&k.record), live: None }
+    }
+}
+
+/// Marks a table entry that stands for a slot's previous hash.
+const PREVIOUS: u32 = 1 << 31;
+
+/// The slab and its hash table.
+#[derive(Default)]
+struct Table {
+    /// Slot numbers, `| PREVIOUS` for a previous hash.
+    entries: HashTable<u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+}
+
+fn table_hash(h: &KeyHash) -> u64 {
+    u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+}
+
+impl Table {
+    fn with_capacity(n: usize) -> Self {
+        Self { entries: HashTable::with_capacity(n), slots: Vec::with_capacity(n), free: Vec::new() }
+    }
+
+    fn slot(&self, entry: u32) -> &Slot {
+        self.slots[(entry & !PREVIOUS) as usize].as_ref().expect("table entries point at live slots")
+    }
+
+    fn hash_of<'a>(slots: &'a [Option<Slot>], entry: u32) -> &'a KeyHash {
+        let slot = slots[(entry & !PREVIOUS) as usize].as_ref().expect("table entries point at live slots");
+        match (&slot.previous, entry & PREVIOUS != 0) {
+            (Some(prev), true) => &prev.0,
+            _ => &slot.hash,
+        }
+    }
+
+    fn find(&self, hash: &KeyHash) -> Option<u32> {
+        self.entries.find(table_hash(hash), |&e| Self::hash_of(&self.slots, e) == hash).copied()
+    }
+
+    fn insert(&mut self, slot: Slot) {
+        let hashes = (slot.hash, slot.previous.as_ref().map(|p| p.0));
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.slots[n as usize] = Some(slot);
+                n
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        let rehash = |&e: &u32| table_hash(Self::hash_of(slots, e));
+        self.entries.insert_unique(table_hash(&hashes.0), n, rehash);
+        if let Some(prev) = hashes.1 {
+            self.entries.insert_unique(table_hash(&prev), n | PREVIOUS, rehash);
+        }
+    }
+
+    /// Takes out the slot that `hash` (current or previous) points at.
+    fn remove(&mut self, hash: &KeyHash) -> Option<Slot> {
+        let n = self.find(hash)? & !PREVIOUS;
+        let slot = self.slots[n as usize].as_ref().expect("live slot");
+        for (h, entry) in [(Some(slot.hash), n), (slot.previous.as_ref().map(|p| p.0), n | PREVIOUS)] {
+            if let Some(h) = h {
+                if let Ok(found) = self.entries.find_entry(table_hash(&h), |&e| e == entry) {
+                    found.remove();
+                }
+            }
+        }
+        self.free.push(n);
+        self.slots[n as usize].take()
+    }
+
+    fn live_slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().flatten()
+    }
+}
+
 #[derive(Default)]
 pub struct KeyIndex {
-    map: RwLock<Arc<HashMap<KeyHash, IndexEntry>>>,
-    /// Serialises reloads so a slower, older snapshot never replaces a newer.
+    table: RwLock<Table>,
+    /// Serialises reloads and this process's own changes, so that an older
+    /// state never replaces a newer; holds the store's change counter as of
+    /// the last full load.
     reload: Mutex<Option<i64>>,
 }
 
 impl KeyIndex {
-    /// Looks a hash up; no I/O.
+    /// Looks a hash up; no I/O. The first lookup of a key makes its
+    /// [`LiveKey`].
     pub fn get(&self, hash: &KeyHash) -> Option<IndexEntry> {
-        self.map.read().expect("index lock poisoned").get(hash).cloned()
+        {
+            let table = self.table.read().expect("index lock poisoned");
+            let entry = table.find(hash)?;
+            let slot = table.slot(entry);
+            if let Some(live) = &slot.live {
+                return Some(IndexEntry { key: live.clone(), valid_until: valid_until(slot, entry) });
+            }
+        }
+        let mut table = self.table.write().expect("index lock poisoned");
+        let entry = table.find(hash)?;
+        let slot = table.slots[(entry & !PREVIOUS) as usize].as_mut().expect("live slot");
+        let key = slot.live.get_or_insert_with(|| Arc::new(LiveKey::new(slot.info.clone(), None))).clone();
+        Some(IndexEntry { key, valid_until: valid_until(slot, entry) })
     }
 
     /// The ids of every indexed key.
-    pub fn key_ids(&self) -> std::collections::HashSet<crate::keys::KeyId> {
-        self.map.read().expect("index lock poisoned").values().map(|e| e.key.id.clone()).collect()
+    pub fn key_ids(&self) -> std::collections::HashSet<KeyId> {
+        self.table.read().expect("index lock poisoned").live_slots().map(|s| s.info.id.clone()).collect()
     }
 
+    /// Indexed hashes (a key has two during a rotation's grace period).
     pub fn len(&self) -> usize {
-        self.map.read().expect("index lock poisoned").len()
+        self.table.read().expect("index lock poisoned").entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Rebuilds the index from the store.
+    /// Rebuilds the index from the store, keeping the rate limiters of keys
+    /// in use.
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
         let mut version = self.reload.lock().await;
         // Read the counter first: a commit landing during the load bumps it
         // again, and the next check reloads once more.
         let counter = store.change_counter().await?;
-        let keys = store.all_keys_with_hashes().await?;
-        let mut map = HashMap::with_capacity(keys.len() * 2);
-        for k in keys {
-            let key = Arc::new(k.record);
-            if let (Some(prev), Some(until)) = (k.previous_hash, key.previous_secret_expires_at) {
-                map.insert(prev, IndexEntry { key: key.clone(), valid_until: Some(until) });
-            }
-            map.insert(k.hash, IndexEntry { key, valid_until: None });
-        }
-        *self.map.write().expect("index lock poisoned") = Arc::new(map);
+        let mut live: HashMap<KeyId, Arc<LiveKey>> = {
+            let table = self.table.read().expect("index lock poisoned");
+            table.live_slots().filter_map(|s| Some((s.info.id.clone(), s.live.clone()?))).collect()
+        };
+        let mut table = Table::with_capacity(store.count_keys().await? as usize + 64);
+        store
+            .scan_keys_with_hashes(|row| {
+                let mut slot = Slot::from_row(row);
+                if let Some(old) = live.remove(&slot.info.id) {
+                    slot.live = Some(LiveKey::successor(&old, slot.info.clone()));
+                }
+                table.insert(slot);
+            })
+            .await?;
+        let old = std::mem::replace(&mut *self.table.write().expect("index lock poisoned"), table);
+        drop(old); // outside the lock
         *version = Some(counter);
         Ok(())
     }
@@ -77,5 +328,100 @@ impl KeyIndex {
         }
         self.reload(store).await?;
         Ok(true)
+    }
+
+    /// Runs `write`, a change of key `id` by this process, then applies the
+    /// key's new row (or its absence) to the index: no reload. Changes and
+    /// reloads run one at a time, so each applies the latest committed row.
+    pub async fn change<T>(
+        &self,
+        store: &Store,
+        id: &KeyId,
+        write: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let _serial = self.reload.lock().await;
+        let before = store.key_hash(id).await?;
+        let outcome = write.await?;
+        let after = store.key_with_hashes(id).await?;
+        let mut table = self.table.write().expect("index lock poisoned");
+        let mut old = None;
+        let after_hashes = after.as_ref().map(|a| [Some(a.hash), a.previous_hash]).unwrap_or_default();
+        for hash in before.iter().chain(after_hashes.iter().flatten()) {
+            if let Some(slot) = table.remove(hash) {
+                old = old.or(slot.live.filter(|l| l.id == *id));
+            }
+        }
+        if let Some(row) = after {
+            let mut slot = Slot::from_row(row);
+            slot.live = old.map(|old| LiveKey::successor(&old, slot.info.clone()));
+            table.insert(slot);
+        }
+        Ok(outcome)
+    }
+}
+
+fn valid_until(slot: &Slot, entry: u32) -> Option<DateTime<Utc>> {
+    match &slot.previous {
+        Some(prev) if entry & PREVIOUS != 0 => Utc.timestamp_millis_opt(prev.1).single(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_stays_small() {
+        // The memory budget (bench/README.md) rests on this.
+        assert!(std::mem::size_of::<Option<Slot>>() <= 160, "{}", std::mem::size_of::<Option<Slot>>());
+        assert!(std::mem::size_of::<KeyInfo>() <= 112, "{}", std::mem::size_of::<KeyInfo>());
+    }
+
+    fn slot(byte: u8, previous: Option<u8>) -> Slot {
+        let record = KeyRecord {
+            id: KeyId::from_stored(format!("key_{byte:016}")),
+            guild_id: 1,
+            name: format!("k{byte}"),
+            prefix: "gk_live_Ab3d".into(),
+            environment: Environment::Live,
+            scopes: Scopes::parse("bans.read").unwrap(),
+            created_at: Utc::now(),
+            created_by: "cli".into(),
+            last_used_at: None,
+            use_count: 0,
+            expires_at: None,
+            revoked_at: None,
+            rate_limit_per_minute: 60,
+            allowed_ips: AllowedIps::default(),
+            previous_secret_expires_at: previous.map(|_| Utc::now()),
+        };
+        Slot::from_row(KeyWithHashes {
+            record,
+            hash: KeyHash([byte; 32]),
+            previous_hash: previous.map(|b| KeyHash([b; 32])),
+        })
+    }
+
+    #[test]
+    fn the_table_finds_current_and_previous_hashes_and_forgets_removed_ones() {
+        let mut t = Table::default();
+        for b in 1..=200u8 {
+            t.insert(slot(b, None));
+        }
+        t.insert(slot(201, Some(202)));
+        assert_eq!(t.entries.len(), 202);
+        assert_eq!(t.slot(t.find(&KeyHash([7; 32])).unwrap()).info.name, "k7");
+        let prev = t.find(&KeyHash([202; 32])).unwrap();
+        assert!(prev & PREVIOUS != 0 && t.slot(prev).info.name == "k201");
+        assert!(t.find(&KeyHash([250; 32])).is_none());
+
+        let removed = t.remove(&KeyHash([202; 32])).unwrap();
+        assert_eq!(removed.info.name, "k201");
+        assert!(t.find(&KeyHash([201; 32])).is_none() && t.find(&KeyHash([202; 32])).is_none());
+        t.insert(slot(203, None));
+        assert_eq!(t.slots.len(), 201, "the freed slot is reused");
+        assert_eq!(t.slot(t.find(&KeyHash([203; 32])).unwrap()).info.name, "k203");
+        assert_eq!(t.entries.len(), 201);
     }
 }

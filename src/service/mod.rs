@@ -26,7 +26,7 @@ use crate::keys::{
 };
 use crate::store::{NewKeyRow, Rotation, Store};
 
-use index::KeyIndex;
+use index::{KeyIndex, LiveKey};
 use usage::UsageTracker;
 
 /// The longest grace period a rotation may give the old secret.
@@ -126,10 +126,11 @@ pub struct IssuedKey {
     pub secret: PlainKey,
 }
 
-/// A verified caller.
+/// A verified caller. `key` derefs to [`index::KeyInfo`] (`caller.key.name`,
+/// `.prefix`, `.guild_id`, `.scopes`, ...) and carries the key's rate limiter.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub key: Arc<KeyRecord>,
+    pub key: Arc<LiveKey>,
 }
 
 impl Authenticated {
@@ -205,11 +206,16 @@ impl KeyService {
         &self.inner.audit_posted
     }
 
-    /// After a committed change: index first, then the audit poster.
-    async fn changed(&self) -> Result<()> {
-        self.inner.index.reload(&self.inner.store).await?;
+    /// Runs a change of key `id` and applies it to the index before
+    /// returning (no reload: see `index`), then wakes the audit poster.
+    async fn change_key<T>(
+        &self,
+        id: &KeyId,
+        write: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> Result<T> {
+        let outcome = self.inner.index.change(&self.inner.store, id, write).await?;
         self.inner.audit_posted.notify_one();
-        Ok(())
+        Ok(outcome)
     }
 
     /// Creates a key within the guild's active-key limit.
@@ -251,10 +257,9 @@ impl KeyService {
             }),
         };
         let max = self.inner.cfg.max_per_guild;
-        if !self.inner.store.insert_key_within_limit(&row, max, now, &event).await? {
+        if !self.change_key(&id, self.inner.store.insert_key_within_limit(&row, max, now, &event)).await? {
             return Err(Error::LimitReached { max });
         }
-        self.changed().await?;
         let record = self.inner.store.get_key(&id).await?.ok_or_else(|| anyhow::anyhow!("created key vanished"))?;
         tracing::info!(key_id = %id, guild_id, "key created");
         Ok(IssuedKey { record, secret })
@@ -315,10 +320,9 @@ impl KeyService {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
         let event = self.key_event(&key, Action::KeyRevoked, actor, serde_json::json!({}));
-        if !self.inner.store.revoke_key(&key.id, Utc::now(), &event).await? {
+        if !self.change_key(&key.id, self.inner.store.revoke_key(&key.id, Utc::now(), &event)).await? {
             return Err(Error::Revoked(describe(&key)));
         }
-        self.changed().await?;
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key revoked");
         Ok(self.inner.store.get_key(&key.id).await?.unwrap_or(key))
     }
@@ -333,10 +337,9 @@ impl KeyService {
             return Err(Error::StillActive(describe(&key)));
         }
         let event = self.key_event(&key, Action::KeyDeleted, actor, serde_json::json!({}));
-        if !self.inner.store.delete_key(&key.id, now, &event).await? {
+        if !self.change_key(&key.id, self.inner.store.delete_key(&key.id, now, &event)).await? {
             return Err(Error::NotFound(reference.to_owned()));
         }
-        self.changed().await?;
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key deleted");
         Ok(key)
     }
@@ -376,10 +379,9 @@ impl KeyService {
             k.prefix = prefix.clone();
         }
         let rotation = Rotation { id: &key.id, hash: secret.hash(), prefix: &prefix, previous_until };
-        if !self.inner.store.rotate_key(&rotation, now, &event).await? {
+        if !self.change_key(&key.id, self.inner.store.rotate_key(&rotation, now, &event)).await? {
             return Err(Error::Revoked(describe(&key)));
         }
-        self.changed().await?;
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key rotated");
         let record = self.inner.store.get_key(&key.id).await?.ok_or_else(|| Error::NotFound(reference.to_owned()))?;
         Ok(IssuedKey { record: self.with_pending_usage(record), secret })
@@ -397,7 +399,8 @@ impl KeyService {
             details: serde_json::json!({ "channel_id": channel_id.map(|c| c.to_string()) }),
         };
         self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event).await?;
-        self.changed().await
+        self.inner.audit_posted.notify_one();
+        Ok(())
     }
 
     pub async fn audit_channel(&self, guild_id: u64) -> Result<Option<u64>> {
@@ -459,8 +462,8 @@ impl KeyService {
             actor: event.actor.label(),
             actor_kind: event.actor.kind().to_owned(),
             key_id: Some(caller.key.id.to_string()),
-            key_name: Some(caller.key.name.clone()),
-            key_prefix: Some(caller.key.prefix.clone()),
+            key_name: Some(caller.key.name.to_string()),
+            key_prefix: Some(caller.key.prefix.to_string()),
             test: event.test,
             details: event.details,
         })
@@ -479,8 +482,8 @@ impl KeyService {
             .ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
         let key = entry.key;
         match key.status(now) {
-            KeyStatus::Revoked => return Err(Error::Revoked(describe(&key))),
-            KeyStatus::Expired => return Err(Error::Expired(describe(&key))),
+            KeyStatus::Revoked => return Err(Error::Revoked(describe_named(&key.name, &key.prefix))),
+            KeyStatus::Expired => return Err(Error::Expired(describe_named(&key.name, &key.prefix))),
             KeyStatus::Active => {}
         }
         if entry.valid_until.is_some_and(|until| until <= now) {
@@ -566,5 +569,9 @@ impl KeyService {
 
 /// A key as named in messages: name and prefix, never the secret.
 pub fn describe(key: &KeyRecord) -> String {
-    format!("'{}' ({})", key.name, key.prefix)
+    describe_named(&key.name, &key.prefix)
+}
+
+fn describe_named(name: &str, prefix: &str) -> String {
+    format!("'{name}' ({prefix})")
 }

@@ -43,8 +43,8 @@ impl Store {
     /// Writes an event that goes with no other change (an API write to
     /// Discord, recorded once Discord accepted it).
     pub async fn insert_audit(&self, e: &NewAuditEvent, now: DateTime<Utc>) -> anyhow::Result<i64> {
-        let mut conn = self.pool.acquire().await?;
-        Self::insert_audit_in(&mut conn, e, now).await
+        let mut writer = self.writer.lock().await;
+        Self::insert_audit_in(&mut writer, e, now).await
     }
 
     /// A guild's events, newest first, older than `before` when given.
@@ -95,7 +95,7 @@ impl Store {
         let done = sqlx::query("update audit_event set posted_at = ? where audit_event_id = ? and posted_at is null")
             .bind(to_millis(now))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer.lock().await)
             .await?
             .rows_affected();
         Ok(done == 1)

@@ -4,7 +4,7 @@
 //! serialised by the database itself.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::{from_millis, id_from_sql, id_to_sql, to_millis, Store};
 use crate::audit::NewAuditEvent;
@@ -55,7 +55,8 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewAuditEvent,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let inserted = sqlx::query(
             "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
                  created_by, expires_at, rate_limit_per_minute, allowed_ips, updated_at) \
@@ -135,27 +136,63 @@ impl Store {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    /// Every key with its hashes, for the in-memory index.
-    pub async fn all_keys_with_hashes(&self) -> anyhow::Result<Vec<KeyWithHashes>> {
-        let rows = sqlx::query(&format!("select {KEY_COLUMNS}, key_hash, previous_hash from api_key"))
-            .fetch_all(&self.pool)
+    /// How many keys there are (to size the index).
+    pub async fn count_keys(&self) -> anyhow::Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("select count(*) from api_key").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    /// Every key with its hashes, for the in-memory index, handed to `each`
+    /// one at a time: pages of rows from one read transaction (one snapshot),
+    /// so a million keys never sit in memory as rows all at once.
+    pub async fn scan_keys_with_hashes(&self, mut each: impl FnMut(KeyWithHashes)) -> anyhow::Result<()> {
+        const PAGE: i64 = 4096;
+        let mut tx = self.pool.begin().await?;
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(&format!(
+                "select rowid, {KEY_COLUMNS}, key_hash, previous_hash from api_key \
+                 where rowid > ? order by rowid limit ?"
+            ))
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(&mut *tx)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let hash: Vec<u8> = row.try_get("key_hash")?;
-                let previous: Option<Vec<u8>> = row.try_get("previous_hash")?;
-                Ok(KeyWithHashes {
-                    record: record_from_row(row)?,
-                    hash: KeyHash::from_slice(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?,
-                    previous_hash: previous.as_deref().and_then(KeyHash::from_slice),
-                })
-            })
-            .collect()
+            for row in &rows {
+                after = row.try_get("rowid")?;
+                each(with_hashes(row)?);
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One key with its hashes (the index applies this process's changes).
+    pub async fn key_with_hashes(&self, id: &KeyId) -> anyhow::Result<Option<KeyWithHashes>> {
+        let row =
+            sqlx::query(&format!("select {KEY_COLUMNS}, key_hash, previous_hash from api_key where api_key_id = ?"))
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(with_hashes).transpose()
+    }
+
+    /// The hash of a key's current secret.
+    pub async fn key_hash(&self, id: &KeyId) -> anyhow::Result<Option<KeyHash>> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as("select key_hash from api_key where api_key_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|(h,)| KeyHash::from_slice(&h)))
     }
 
     /// Marks a key revoked unless it already is. Returns false if it was.
     pub async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let done = sqlx::query(
             "update api_key set revoked_at = ?1, updated_at = ?1, previous_hash = null, \
              previous_hash_expires_at = null where api_key_id = ?2 and revoked_at is null",
@@ -175,7 +212,8 @@ impl Store {
 
     /// Deletes a key only if it is revoked or expired. Returns false if not.
     pub async fn delete_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let done = sqlx::query(
             "delete from api_key where api_key_id = ?1 \
              and (revoked_at is not null or (expires_at is not null and expires_at <= ?2))",
@@ -200,7 +238,8 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewAuditEvent,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let done = sqlx::query(
             "update api_key set \
                  previous_hash = case when ?4 is null then null else key_hash end, \
@@ -229,7 +268,8 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         for (id, at, count) in batch {
             sqlx::query(
                 "update api_key set last_used_at = max(coalesce(last_used_at, 0), ?1), \
@@ -253,7 +293,8 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewAuditEvent,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         sqlx::query(
             "insert into guild_setting (guild_id, audit_channel_id, created_at, updated_at) values (?1, ?2, ?3, ?3) \
              on conflict (guild_id) do update set audit_channel_id = ?2, updated_at = ?3",
@@ -276,6 +317,16 @@ impl Store {
                 .await?;
         Ok(row.and_then(|(c,)| c).map(id_from_sql))
     }
+}
+
+fn with_hashes(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyWithHashes> {
+    let hash: Vec<u8> = row.try_get("key_hash")?;
+    let previous: Option<Vec<u8>> = row.try_get("previous_hash")?;
+    Ok(KeyWithHashes {
+        record: record_from_row(row)?,
+        hash: KeyHash::from_slice(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?,
+        previous_hash: previous.as_deref().and_then(KeyHash::from_slice),
+    })
 }
 
 fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {

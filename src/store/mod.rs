@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
-pub use keys::{NewKeyRow, Rotation};
+pub use keys::{KeyWithHashes, NewKeyRow, Rotation};
 
 /// The migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -28,9 +28,12 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    /// A connection of its own for `PRAGMA data_version`, which only changes
-    /// when *another* connection commits.
-    watcher: std::sync::Arc<Mutex<SqliteConnection>>,
+    /// The one connection this process writes with, and reads
+    /// `PRAGMA data_version` on: that value changes only when *another*
+    /// connection commits, so the index, which applies this process's own
+    /// changes itself, reloads for other processes' commits alone. (SQLite
+    /// has one writer at a time anyway.)
+    writer: std::sync::Arc<Mutex<SqliteConnection>>,
 }
 
 impl Store {
@@ -53,10 +56,10 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("failed to open the database {}", display(&file)))?;
-        let watcher = SqliteConnection::connect_with(&options)
+        let writer = SqliteConnection::connect_with(&options)
             .await
             .with_context(|| format!("failed to open the database {}", display(&file)))?;
-        Ok(Self { pool, watcher: std::sync::Arc::new(Mutex::new(watcher)) })
+        Ok(Self { pool, writer: std::sync::Arc::new(Mutex::new(writer)) })
     }
 
     /// Applies every migration not yet applied.
@@ -80,10 +83,11 @@ impl Store {
         }
     }
 
-    /// Changes whenever another connection or process commits. Costs no
-    /// table read: the index calls it often and reloads only on change.
+    /// Changes whenever another connection or process commits, never for
+    /// this store's own writes. Costs no table read: the index calls it
+    /// often and reloads only on change.
     pub async fn change_counter(&self) -> anyhow::Result<i64> {
-        let mut conn = self.watcher.lock().await;
+        let mut conn = self.writer.lock().await;
         let (v,): (i64,) = sqlx::query_as("pragma data_version").fetch_one(&mut *conn).await?;
         Ok(v)
     }

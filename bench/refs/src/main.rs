@@ -1,0 +1,258 @@
+//! `gkbench`: the harness behind `bench/run.sh`.
+//!
+//! - `seed DB_PATH N TOKEN_FILE`: a guildkey database with N keys, written
+//!   straight into SQLite in large batches (the CLI makes one key per call);
+//!   the first key gets a rate limit high enough never to throttle a
+//!   benchmark, and its token goes to TOKEN_FILE (mode 600), nowhere else.
+//! - `bare PORT BODY_FILE`: reference (a), a bare axum endpoint answering
+//!   every GET with the same static JSON.
+//! - `naive PORT DB_PATH`: reference (b), the naive design: per request a
+//!   SQLite lookup by the token's hash and an UPDATE of its last-used time.
+//! - `startup -- CMD ARGS..`: runs CMD (environment inherited) and prints
+//!   the milliseconds until it logs `listening on`, then its resident memory
+//!   once it has settled, then stops it.
+//! - `p99 ROUTE < metrics.txt`: p50 and p99 of one route from guildkey's
+//!   Prometheus latency histogram (upper bucket bounds, in microseconds).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// A rate limit no benchmark reaches (the CLI caps it at 100000/min).
+const BENCH_RATE_LIMIT: i64 = 1_000_000_000;
+const ROWS_PER_INSERT: usize = 500;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).context("missing argument; see the module docs");
+    match arg(0)? {
+        "seed" => runtime()?.block_on(seed(arg(1)?, arg(2)?.parse()?, arg(3)?)),
+        "bare" => runtime()?.block_on(bare(arg(1)?.parse()?, arg(2)?)),
+        "naive" => runtime()?.block_on(naive(arg(1)?.parse()?, arg(2)?)),
+        "startup" => startup(&args[2..]),
+        "p99" => p99(arg(1)?),
+        other => bail!("unknown command {other}"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn token(rng: &mut impl Rng, alphabet: &[u8]) -> String {
+    let random: String = (0..32).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect();
+    let body = format!("gk_live_{random}");
+    let sum = guildkey::keys::token::checksum(&body);
+    format!("{body}{sum}")
+}
+
+async fn seed(path: &str, n: usize, token_file: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let url = format!("sqlite://{path}?mode=rwc");
+    let store = guildkey::store::Store::connect(&url).await?;
+    store.migrate().await?;
+    store.close().await;
+    let pool = pool(path).await?;
+    let alphabet = guildkey::keys::token::BASE62;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let now = 1_760_000_000_000_i64;
+    let mut tx = pool.begin().await?;
+    let mut i = 0;
+    while i < n {
+        let rows = ROWS_PER_INSERT.min(n - i);
+        let mut sql = String::from(
+            "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
+             created_by, rate_limit_per_minute, allowed_ips, updated_at) values ",
+        );
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(?,?,?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?,?,?)" });
+        }
+        let mut q = sqlx::query(&sql);
+        for r in 0..rows {
+            let k = i + r;
+            let secret = token(&mut rng, alphabet);
+            if k == 0 {
+                write_secret(token_file, &secret)?;
+            }
+            let id: String = (0..16).map(|_| alphabet[rng.gen_range(0..62)] as char).collect();
+            q = q
+                .bind(format!("key_{id}"))
+                .bind(1_000_000_000_000_000_000_i64 + (k / 3) as i64)
+                .bind(if k == 0 { "bench key".to_owned() } else { format!("seeded key {k}") })
+                .bind(Sha256::digest(secret.as_bytes()).to_vec())
+                .bind(secret[..12].to_owned())
+                .bind("live")
+                .bind(if k % 2 == 0 { "guild.read bans.read" } else { "bans.read bans.write roles.write" })
+                .bind(now + k as i64)
+                .bind("1200000000000000001")
+                .bind(if k == 0 { BENCH_RATE_LIMIT } else { 60 })
+                .bind("")
+                .bind(now + k as i64);
+        }
+        q.execute(&mut *tx).await?;
+        i += rows;
+    }
+    tx.commit().await?;
+    pool.close().await;
+    eprintln!("seeded {n} keys in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn write_secret(path: &str, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    Ok(())
+}
+
+async fn pool(path: &str) -> anyhow::Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(SqlitePoolOptions::new().max_connections(8).connect_with(options).await?)
+}
+
+async fn listen(port: u16, app: Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn bare(port: u16, body_file: &str) -> anyhow::Result<()> {
+    let body: &'static [u8] = Vec::leak(std::fs::read(body_file)?);
+    let app = Router::new().fallback(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) });
+    listen(port, app).await
+}
+
+async fn naive(port: u16, db: &str) -> anyhow::Result<()> {
+    let app = Router::new().fallback(naive_verify).with_state(Arc::new(pool(db).await?));
+    listen(port, app).await
+}
+
+async fn naive_verify(State(pool): State<Arc<SqlitePool>>, headers: HeaderMap) -> Response {
+    let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()?.strip_prefix("Bearer ")) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    match naive_lookup(&pool, token).await {
+        Ok(Some(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(None) => StatusCode::UNAUTHORIZED.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn naive_lookup(pool: &SqlitePool, token: &str) -> anyhow::Result<Option<String>> {
+    let hash = Sha256::digest(token.as_bytes()).to_vec();
+    let Some(row) = sqlx::query(
+        "select api_key_id, guild_id, name, prefix, environment, scopes, expires_at, revoked_at, \
+         rate_limit_per_minute from api_key where key_hash = ?",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+        return Ok(None);
+    }
+    let id: String = row.try_get("api_key_id")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    sqlx::query("update api_key set last_used_at = ?, use_count = use_count + 1 where api_key_id = ?")
+        .bind(now)
+        .bind(&id)
+        .execute(pool)
+        .await?;
+    let scopes: String = row.try_get("scopes")?;
+    let body = serde_json::json!({
+        "success": true,
+        "data": {
+            "key_id": id,
+            "guild_id": (row.try_get::<i64, _>("guild_id")? as u64).to_string(),
+            "name": row.try_get::<String, _>("name")?,
+            "prefix": row.try_get::<String, _>("prefix")?,
+            "scopes": scopes.split(' ').collect::<Vec<_>>(),
+            "environment": row.try_get::<String, _>("environment")?,
+            "expires_at": row.try_get::<Option<i64>, _>("expires_at")?,
+            "rate_limit_per_minute": row.try_get::<i64, _>("rate_limit_per_minute")?,
+        }
+    });
+    Ok(Some(body.to_string()))
+}
+
+fn startup(cmd: &[String]) -> anyhow::Result<()> {
+    let (program, rest) = cmd.split_first().context("startup -- CMD ARGS..")?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(program)
+        .args(rest)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("failed to start {program}"))?;
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let mut ready = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if line.contains("listening on") {
+            ready = Some(started.elapsed());
+            break;
+        }
+    }
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let Some(ready) = ready else {
+        let _ = child.wait();
+        bail!("{program} exited before logging 'listening on'");
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = rss_kib(pid)?;
+    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+    println!("startup_ms={} rss_mib={:.1}", ready.as_millis(), rss as f64 / 1024.0);
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// Percentiles from cumulative `_bucket{le=..}` counts: the upper bound of
+/// the bucket holding the quantile (an upper estimate).
+fn p99(route: &str) -> anyhow::Result<()> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("guildkey_http_request_duration_seconds_bucket{"))
+        .filter(|l| l.contains(&format!("route=\"{route}\"")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        bail!("no samples for {route}");
+    }
+    let at = |q: f64| buckets.iter().find(|b| b.1 >= q * total).map_or(f64::INFINITY, |b| b.0 * 1e6);
+    println!("handler_samples={total} handler_p50_le_us={} handler_p99_le_us={}", at(0.5), at(0.99));
+    Ok(())
+}
