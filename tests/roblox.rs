@@ -371,6 +371,17 @@ async fn verify_returns_the_calling_key_and_learns_its_guild() {
     assert!(shown.contains(&key[..12]) && !shown.contains(&key), "{shown}");
     let fields = h.eval("local t = {} for k, v in client do t[k] = tostring(v) end return t");
     assert!(!fields.to_string().contains(&key), "the key is not a field of the client");
+
+    // A Roblox Secret (HttpService:GetSecret) works too: the module never
+    // reads it, only asks it for the header (here a fake with its method).
+    let secret: Table =
+        h.lua.load("return { AddPrefix = function(self, prefix) return prefix .. API_KEY end }").eval().unwrap();
+    let new: Function = h.module.get("new").unwrap();
+    h.lua.globals().set("client", new.call::<Table>((app.base.as_str(), secret, h.options(""))).unwrap()).unwrap();
+    h.clear();
+    assert_eq!(h.eval("return client:verify().data.name"), "game server");
+    assert!(h.exchanges()[0].bearer_ok, "Authorization: the Secret with the Bearer prefix");
+    assert_eq!(h.eval("return tostring(client)"), format!("GuildKey({}, a Secret)", app.base));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

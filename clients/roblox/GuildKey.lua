@@ -17,8 +17,9 @@ Discord ids (user, role, guild) are passed as strings of digits: they are
 larger than a Luau number holds exactly. Small whole numbers are accepted too.
 
 The API key is kept out of the object (a `print(gk)` in Studio shows no
-secret) and out of every message this module produces. Keep it on the server:
-see README.md beside this file.
+secret) and out of every message this module produces. Keep it on the server,
+best in the experience's Secrets store (pass `HttpService:GetSecret(name)` as
+the key): see README.md beside this file.
 
 Outside Roblox (tests, Lune, ...), pass `request`, `jsonEncode`, `jsonDecode`,
 `sleep` and `clock` in the options; inside Roblox they default to
@@ -130,7 +131,8 @@ export type BanOptions = {
 export type HttpRequest = {
 	Url: string,
 	Method: string,
-	Headers: { [string]: string },
+	-- Strings, except Authorization when the key is a Roblox Secret.
+	Headers: { [string]: any },
 	Body: string?,
 }
 
@@ -202,14 +204,21 @@ GuildKey.__index = GuildKey
 
 export type GuildKey = typeof(setmetatable({} :: Fields, GuildKey))
 
--- The keys, held beside the objects rather than in them, so that printing or
--- inspecting a client never shows one. Weak keys: a dropped client frees it.
-local secrets: { [any]: string } = setmetatable({}, { __mode = "k" }) :: any
+-- What a client authenticates with: the Authorization header's value (a
+-- string, or a Roblox Secret), and the plain key when it was given as a
+-- string (to redact it from messages).
+type Credential = { authorization: any, plain: string? }
+
+-- The credentials, held beside the objects rather than in them, so that
+-- printing or inspecting a client never shows a key. Weak keys: a dropped
+-- client frees its entry.
+local secrets: { [any]: Credential } = setmetatable({}, { __mode = "k" }) :: any
 
 -- Removes every occurrence of the key from a message (a transport error
 -- could, in theory, echo a header).
 local function redact(self: GuildKey, text: string): string
-	local key = secrets[self]
+	local credential = secrets[self]
+	local key = if credential then credential.plain else nil
 	if key == nil or key == "" then
 		return text
 	end
@@ -275,16 +284,31 @@ end
 --[[
 Creates a client. `baseUrl` is where the listener is reachable
 (`https://host[:port]`, no trailing path); `apiKey` is the secret
-(`gk_live_...` or `gk_test_...`). Throws when called on a Roblox client.
+(`gk_live_...` or `gk_test_...`), as a string or as a Secret from
+HttpService:GetSecret. Throws when called on a Roblox client.
 ]]
-function GuildKey.new(baseUrl: string, apiKey: string, options: Options?): GuildKey
+function GuildKey.new(baseUrl: string, apiKey: any, options: Options?): GuildKey
 	local opts: Options = options or {}
 	if type(baseUrl) ~= "string" or not (string.match(baseUrl, "^https?://[^/]")) then
 		error("GuildKey.new: baseUrl must be an http(s) URL such as https://guildkey.example.com", 2)
 	end
-	if type(apiKey) ~= "string" or apiKey == "" or string.find(apiKey, "%s") then
-		-- Never echo the value: it may be a secret pasted in the wrong place.
-		error("GuildKey.new: apiKey must be the key's secret (gk_live_... or gk_test_...), without spaces", 2)
+	local credential: Credential
+	if type(apiKey) == "string" then
+		if apiKey == "" or string.find(apiKey, "%s") then
+			-- Never echo the value: it is a secret.
+			error("GuildKey.new: apiKey must be the key's secret (gk_live_... or gk_test_...), without spaces", 2)
+		end
+		credential = { authorization = "Bearer " .. apiKey, plain = apiKey }
+	else
+		-- A Roblox Secret (HttpService:GetSecret): it never becomes a string,
+		-- RequestAsync puts it in the header itself.
+		local found, addPrefix = pcall(function()
+			return apiKey.AddPrefix
+		end)
+		if not found or type(addPrefix) ~= "function" then
+			error("GuildKey.new: apiKey must be a string or a Secret from HttpService:GetSecret", 2)
+		end
+		credential = { authorization = apiKey:AddPrefix("Bearer "), plain = nil }
 	end
 
 	local runService = opts.runService or service("RunService")
@@ -345,19 +369,21 @@ function GuildKey.new(baseUrl: string, apiKey: string, options: Options?): Guild
 		_clock = opts.clock or os.clock,
 		_sleep = sleep :: (number) -> (),
 	}, GuildKey)
-	secrets[self] = apiKey
+	secrets[self] = credential
 	return self
 end
 
 function GuildKey.__tostring(self: GuildKey): string
-	local key = secrets[self] or ""
-	return `GuildKey({self._baseUrl}, key {string.sub(key, 1, 12)}…)`
+	local credential = secrets[self]
+	local key = if credential and credential.plain then `key {string.sub(credential.plain, 1, 12)}…` else "a Secret"
+	return `GuildKey({self._baseUrl}, {key})`
 end
 
 -- One HTTP exchange, read into a result. Also says whether trying again may
 -- help, and how long the listener asked to wait.
 function GuildKey._once(self: GuildKey, method: string, path: string, body: string?): (Result<any>, boolean, number?)
-	local headers: { [string]: string } = { Authorization = "Bearer " .. (secrets[self] or "") }
+	local credential = secrets[self]
+	local headers: { [string]: any } = { Authorization = if credential then credential.authorization else "" }
 	if body ~= nil then
 		headers["Content-Type"] = "application/json"
 	end
