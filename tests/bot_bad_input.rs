@@ -266,3 +266,24 @@ async fn a_subcommand_the_bot_does_not_have_gets_an_answer() {
     assert_refused("/apikey frobnicate", &reply, "not known");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_confirm_prompt_is_private_so_no_one_else_can_press_it() {
+    // Arrange: Alice asks to revoke a key.
+    let app = spawn_app().await;
+    let secret = app.create_key(GUILD, "guarded", "bans.read", &[]);
+    let sent = app.double.slash(GUILD, ids::ALICE_ID).subcommand("apikey", "revoke").string("key", &secret[..12]);
+    let prompt = reply_to(&app, sent).await;
+    let confirm = prompt.custom_ids().into_iter().find(|c| c.ends_with("confirm")).expect("a Revoke button");
+    let message = prompt.followups.last().cloned().or(prompt.message.clone()).expect("the prompt message");
+
+    // Act: Pat tries to press Revoke. (The bot also answers a press by anyone
+    // but the author with "Only the admin who ran this command can answer
+    // it", but Discord never delivers one: the prompt is ephemeral.)
+    let click = app.double.click(GUILD, ids::PAT_ID, &message, &confirm).await;
+
+    // Assert
+    let refused = click.expect_err("only Alice can see, so press, the prompt");
+    assert!(refused.to_string().contains("ephemeral"), "{refused}");
+    assert!(keys_json(&app).contains("\"active\""), "the key is still active: {}", keys_json(&app));
+}

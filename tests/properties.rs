@@ -406,6 +406,18 @@ proptest! {
     }
 
     #[test]
+    fn the_bot_token_never_appears_in_debug_or_describe(token in "[A-Za-z0-9]{16,30}\\.[A-Za-z0-9_-]{6}\\.[A-Za-z0-9_-]{20,40}", from_file in any::<bool>()) {
+        let text = format!("[discord]\ntoken = \"{token}\"\n");
+        let env = |name: &str| (!from_file && name == "DISCORD_TOKEN").then(|| token.clone());
+        let cfg = Config::from_parts(from_file.then_some(text.as_str()), &env).unwrap();
+        let shown = format!("{} {:?} {:?}", cfg.describe(), cfg, cfg.discord.token);
+        prop_assert!(!shown.contains(&token), "the token is shown");
+        let tail = token.rsplit('.').next().unwrap();
+        prop_assert!(!shown.contains(tail), "part of the token is shown");
+        prop_assert_eq!(cfg.discord.token.as_ref().map(|t| t.expose()), Some(token.as_str()));
+    }
+
+    #[test]
     fn any_environment_value_is_accepted_or_refused_naming_its_variable(var in proptest::sample::select(ENV_VARS.to_vec()), value in prop_oneof![any_text(80), "[a-z0-9:/.?=_ -]{0,30}"]) {
         let env = |name: &str| (name == var).then(|| value.clone());
         match Config::from_parts(None, &env) {
