@@ -110,6 +110,13 @@ const RETRIES: u32 = 2;
 /// beyond it the call fails at once rather than hold the caller.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
+/// How long one request to Discord may take. With [`SEND_BUDGET`] it keeps
+/// a ban (a check, then the ban) well inside the listener's 30-second limit,
+/// so the caller hears "Discord did not answer" rather than a bare timeout.
+pub const DISCORD_TIMEOUT: Duration = Duration::from_secs(8);
+/// No retry starts that could end past this, counted from the first try.
+const SEND_BUDGET: Duration = Duration::from_secs(12);
+
 /// One failed try: why, and how long Discord asked us to wait (429).
 struct Failed {
     error: DiscordError,
@@ -162,16 +169,26 @@ impl SerenityGuildOps {
     /// Runs a request, retrying after a 429 (waiting its `retry_after`, if
     /// not too long) and after 5xx with a short backoff.
     async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<serde_json::Value, DiscordError> {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
-            let Failed { error, retry_after } = match self.attempt(make()).await {
-                Ok(body) => return Ok(body),
-                Err(failed) => failed,
+            let Failed { error, retry_after } = match tokio::time::timeout(DISCORD_TIMEOUT, self.attempt(make())).await
+            {
+                Ok(Ok(body)) => return Ok(body),
+                Ok(Err(failed)) => failed,
+                // Not retried: Discord may have made the change all the same.
+                Err(_) => {
+                    return Err(DiscordError::Unavailable(format!(
+                        "Discord did not answer within {} s; the change may or may not have been made",
+                        DISCORD_TIMEOUT.as_secs()
+                    )))
+                }
             };
             let retryable = matches!(&error, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500)
                 || matches!(error, DiscordError::Unavailable(_));
             let wait = retry_after.unwrap_or(Duration::from_millis(500 * u64::from(attempt + 1)));
-            if !retryable || attempt >= RETRIES || wait > MAX_RETRY_WAIT {
+            let over_budget = started.elapsed() + wait + DISCORD_TIMEOUT > SEND_BUDGET;
+            if !retryable || attempt >= RETRIES || wait > MAX_RETRY_WAIT || over_budget {
                 return Err(error);
             }
             attempt += 1;

@@ -701,6 +701,26 @@ async fn a_ban_that_stays_rate_limited_fails_cleanly_as_502_and_the_listener_kee
 }
 
 #[tokio::test]
+async fn a_ban_discord_does_not_answer_is_a_502_well_before_the_listeners_own_timeout() {
+    let app = spawn_app().await;
+    let (token, reader) = keys(&app, "game", "bans.write").await;
+    app.double.fault(FaultRule::on("PUT", BAN_ROUTE).latency(Duration::from_secs(15)).once());
+
+    let started = Instant::now();
+    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "answered after {took:?}");
+    assert!(message.contains("did not answer") && message.contains("may or may not"), "{message}");
+    send(app.http.get(app.url("/healthz"))).await.ok();
+    // The fault delays only the first PUT: a retry would have gone through
+    // at once and been recorded. The abandoned request never completed.
+    assert!(calls(&app, "PUT", BAN_ROUTE).is_empty(), "a timed-out write is not sent again");
+    assert!(app.double.bans(DEMO).is_empty());
+    assert!(api_events(&app, &reader).await.is_empty(), "no audit entry for an unconfirmed ban");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
 async fn an_api_ban_is_posted_to_the_audit_channel_naming_the_key_not_a_user() {
     let app = spawn_app().await;
     set_audit_channel(&app).await;
