@@ -7,7 +7,7 @@ use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the config and print the effective settings (secrets masked); exit 0 or 2
+    /// Validate the config and print the settings in effect (secrets masked); exits 2 if it is bad
     Check,
 }
 

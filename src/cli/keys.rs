@@ -21,27 +21,36 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a key; prints the secret once on stdout
+    /// Create a key; prints its secret once, alone on stdout
+    #[command(after_help = CREATE_EXAMPLE)]
     Create(CreateArgs),
-    /// Revoke a key at once (KEY: its id key_… or 12-character prefix)
+    /// Revoke a key: it stops working at once, and stays listed until deleted
     Revoke {
+        /// The key's id (key_…) or its 12-character prefix (gk_live_Ab3d)
         #[arg(value_name = "KEY")]
         key: String,
     },
-    /// Delete a revoked or expired key for good
+    /// Delete a revoked or expired key for good (an active key must be revoked first)
     Delete {
+        /// The key's id (key_…) or its 12-character prefix (gk_live_Ab3d)
         #[arg(value_name = "KEY")]
         key: String,
     },
-    /// Give a key a new secret; prints it once on stdout
+    /// Give a key a new secret (same id, name, scopes and settings); prints it once on stdout
     Rotate {
+        /// The key's id (key_…) or its 12-character prefix (gk_live_Ab3d)
         #[arg(value_name = "KEY")]
         key: String,
-        /// Keep the old secret working this long (e.g. 10m; at most 7d)
+        /// Keep the old secret working this long (e.g. 10m, at most 7d); without it the old one stops at once
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<String>,
     },
 }
+
+/// Shown under `guildkey keys create --help`.
+const CREATE_EXAMPLE: &str = r"Example:
+  guildkey keys create --guild 123456789012345678 --name game \
+    --scopes bans.read,roles.write --expires 30d --rate-limit 120";
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -54,16 +63,16 @@ pub struct CreateArgs {
     /// Comma- or space-separated: guild.read, bans.read, bans.write, roles.write, audit.read
     #[arg(long)]
     scopes: String,
-    /// live, or test (writes become dry runs)
+    /// live, or test (a test key's writes are dry runs: nothing changes on Discord)
     #[arg(long, value_name = "live|test", default_value = "live")]
     env: String,
-    /// Expire after this long (e.g. 30d, 12h)
+    /// Expire after this long: a whole number and s, m, h or d (e.g. 12h, 30d; default: never)
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     expires: Option<String>,
-    /// Requests per minute (default: keys.default_rate_limit_per_minute)
+    /// Requests per minute allowed (default: keys.default_rate_limit_per_minute, 60)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     rate_limit: Option<i64>,
-    /// Comma-separated IPs/CIDRs allowed to use the key (default: any)
+    /// Comma-separated IPs or CIDRs the key may be used from, e.g. 203.0.113.7,10.0.0.0/8 (default: any)
     #[arg(long, value_name = "CIDRS")]
     allowed_ips: Option<String>,
 }

@@ -26,9 +26,9 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::service::Error;
 
-/// Issue and verify per-server API keys for Discord, from slash commands and an HTTP API.
+/// Discord bot and HTTP listener that issue and verify per-guild API keys.
 #[derive(Debug, Parser)]
-#[command(name = "guildkey", version, about, long_about = None)]
+#[command(name = "guildkey", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Opts {
     /// Config file (default ./config.toml, used if present)
     #[arg(long, global = true, env = "GUILDKEY_CONFIG", value_name = "PATH")]
@@ -37,6 +37,20 @@ pub struct Opts {
     #[command(subcommand)]
     pub command: Option<Command>,
 }
+
+/// Shown under `guildkey --help`.
+const AFTER_HELP: &str = "\
+Examples:
+  guildkey                      run the listener and the bot (same as `guildkey run`)
+  guildkey config check         show the settings in effect, secrets masked
+  guildkey keys create --guild 123456789012345678 --name game --scopes bans.read,roles.write
+  guildkey keys list --guild 123456789012345678
+
+Settings come from config.toml (or --config), then .env and environment variables \
+(DISCORD_TOKEN, DATABASE_URL, GUILDKEY_HTTP_BIND, ...); config.example.toml documents every key.
+
+Exit codes: 0 ok, 1 refused or failed (limit reached, unknown key, database unreachable), \
+2 bad config or usage.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -47,7 +61,7 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
-    /// Manage keys directly in the database (bootstrapping, scripts, emergencies)
+    /// Manage keys directly in the database: for bootstrapping, scripts, and when Discord is down
     #[command(subcommand)]
     Keys(keys::KeysCommand),
 }
