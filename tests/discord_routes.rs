@@ -124,6 +124,33 @@ async fn key(app: &App, guild: u64, name: &str, scopes: &str, extra: &[&str]) ->
     token
 }
 
+/// Runs the futures concurrently; their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("ready")).collect()
+}
+
 /// A live key with `scopes` and an audit.read key for the demo guild.
 async fn keys(app: &App, name: &str, scopes: &str) -> (String, String) {
     let writer = key(app, DEMO, name, scopes, &[]).await;
@@ -565,6 +592,37 @@ async fn banning_a_banned_user_succeeds_with_changed_false_and_no_second_ban_or_
     assert!(calls(&app, "PUT", BAN_ROUTE).is_empty(), "no second ban sent");
     assert_eq!(app.double.bans(DEMO).get(&ids::STRANGER_ID), Some(&Some("earlier".to_owned())), "reason kept");
     assert!(api_events(&app, &reader).await.is_empty(), "nothing changed, nothing audited");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn concurrent_identical_bans_make_one_change_and_one_audit_entry() {
+    let app = spawn_app().await;
+    let (token, reader) = keys(&app, "game", "bans.write").await;
+    // Slow bans widen the window in which the calls overlap.
+    app.double.fault(FaultRule::on("PUT", BAN_ROUTE).latency(Duration::from_millis(300)).once());
+
+    let path = ban_path(DEMO, ids::PAT_ID);
+    let replies = futures_join_all((0..4).map(|_| put(&app, &path, &token))).await;
+    let changed: Vec<bool> = replies.iter().map(|r| r.ok()["changed"].as_bool().unwrap()).collect();
+    assert_eq!(changed.iter().filter(|c| **c).count(), 1, "exactly one call made the change: {changed:?}");
+    assert_eq!(calls(&app, "PUT", BAN_ROUTE).len(), 1, "one ban sent to Discord");
+    assert_eq!(api_events(&app, &reader).await.len(), 1, "one audit entry");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn concurrent_identical_role_adds_make_one_change_and_one_audit_entry() {
+    let app = spawn_app().await;
+    let (token, reader) = keys(&app, "verifier", "roles.write").await;
+    app.double.fault(FaultRule::on("PUT", ROLE_ROUTE).latency(Duration::from_millis(300)).once());
+
+    let path = role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID);
+    let replies = futures_join_all((0..4).map(|_| put(&app, &path, &token))).await;
+    let changed: Vec<bool> = replies.iter().map(|r| r.ok()["changed"].as_bool().unwrap()).collect();
+    assert_eq!(changed.iter().filter(|c| **c).count(), 1, "exactly one call made the change: {changed:?}");
+    assert_eq!(calls(&app, "PUT", ROLE_ROUTE).len(), 1, "one role add sent to Discord");
+    assert_eq!(api_events(&app, &reader).await.len(), 1, "one audit entry");
     app.double.assert_no_violations();
 }
 

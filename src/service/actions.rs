@@ -75,10 +75,33 @@ impl BanCache {
     }
 }
 
+/// One lock per write target (a user's ban, a member's role), striped: in
+/// this process, concurrent identical writes run one after the other, so
+/// the first makes the change and the rest see it done (`changed: false`,
+/// one Discord call, one audit entry). Another instance can still race.
+struct TargetLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl TargetLocks {
+    const STRIPES: usize = 256;
+
+    fn new() -> Self {
+        Self { stripes: (0..Self::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+
+    async fn lock(&self, target: impl std::hash::Hash) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(target);
+        self.stripes[(hash % Self::STRIPES as u64) as usize].lock().await
+    }
+}
+
 pub struct GuildActions {
     keys: KeyService,
     ops: Arc<dyn GuildOps>,
     bans: Arc<BanCache>,
+    targets: TargetLocks,
 }
 
 fn discord(e: DiscordError) -> Error {
@@ -87,7 +110,7 @@ fn discord(e: DiscordError) -> Error {
 
 impl GuildActions {
     pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>) -> Self {
-        Self { keys, ops, bans }
+        Self { keys, ops, bans, targets: TargetLocks::new() }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -151,6 +174,7 @@ impl GuildActions {
         if caller.is_test() {
             return self.dry_run(caller, Action::BanAdded, details).await;
         }
+        let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         if self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_some() {
             return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
         }
@@ -166,6 +190,7 @@ impl GuildActions {
         if caller.is_test() {
             return self.dry_run(caller, Action::BanRemoved, details).await;
         }
+        let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         if self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_none() {
             return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
         }
@@ -189,6 +214,7 @@ impl GuildActions {
         if caller.is_test() {
             return self.dry_run(caller, action, details).await;
         }
+        let _target = self.targets.lock(("role", guild_id, user_id, role_id)).await;
         let roles = self.ops.member_roles(guild_id, user_id).await.map_err(discord)?.ok_or_else(|| {
             discord(DiscordError::Refused {
                 status: 404,
