@@ -292,7 +292,7 @@ async fn guild_info_follows_the_gateway_when_discord_sends_the_guild_again() {
         .double
         .gateway_frames()
         .into_iter()
-        .find(|f| f.t.as_deref() == Some("GUILD_CREATE") && f.d["id"] == DEMO.to_string())
+        .find(|f| f.t.as_deref() == Some("GUILD_CREATE") && f.d["id"].as_str() == Some(DEMO.to_string().as_str()))
         .expect("the demo guild's GUILD_CREATE")
         .d;
     guild["name"] = json!("Renamed Guild");
@@ -470,7 +470,7 @@ async fn a_ban_check_needs_bans_read_the_keys_own_guild_and_snowflakes() {
     get(&app, &ban_path(DEMO, ids::PAT_ID), &writer).await.err(403, "insufficient_scope");
     get(&app, &ban_path(OTHER, ids::PAT_ID), &reader).await.err(403, "guild_mismatch");
     for path in
-        [format!("/v1/guilds/{DEMO}/bans/abc"), format!("/v1/guilds/{DEMO}/bans/0"), format!("/v1/guilds/x/bans/1")]
+        [format!("/v1/guilds/{DEMO}/bans/abc"), format!("/v1/guilds/{DEMO}/bans/0"), "/v1/guilds/x/bans/1".to_owned()]
     {
         get(&app, &path, &reader).await.err(400, "bad_request");
     }
