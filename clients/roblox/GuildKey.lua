@@ -532,7 +532,8 @@ function GuildKey.isBanned(self: GuildKey, userId: string): Result<BanStatus>
 	end
 	local result = self:_send("GET", `/v1/guilds/{guild}/bans/{user}`)
 	if result.ok then
-		self:_remember(user, table.clone(result.data), now)
+		-- Counted from the answer, not the question: retries may have waited.
+		self:_remember(user, table.clone(result.data), self._clock())
 	end
 	return result
 end
