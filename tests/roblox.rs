@@ -531,6 +531,22 @@ async fn api_errors_come_back_as_typed_results_and_are_not_retried() {
     assert_eq!(h.paths(), ["GET /v1/verify", "GET /v1/verify"], "no ban check without a guild, no retries");
     assert!(h.sleeps().is_empty());
 
+    // 401: a well-formed key (right checksum) that no one issued.
+    let unknown = {
+        let body = format!("gk_live_{}", &"Unkn0wn".repeat(5)[..32]);
+        let mut n = crc32fast::hash(body.as_bytes());
+        let mut digits = [b'0'; 6];
+        for d in digits.iter_mut().rev() {
+            *d = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[(n % 62) as usize];
+            n /= 62;
+        }
+        format!("{body}{}", String::from_utf8(digits.to_vec()).unwrap())
+    };
+    let h = Harness::new(&app, &unknown);
+    h.client(&format!("guildId = '{DEMO}'"));
+    assert_failure(&h.eval(&format!("return client:isBanned('{}')", ids::PAT_ID)), 401, "invalid_key");
+    assert_eq!(h.exchanges().len(), 1, "a 401 is not retried");
+
     // 401: a mistyped key (bad checksum) never reaches the database.
     let mistyped = format!("{}{}", &reader[..45], if reader.ends_with('A') { 'B' } else { 'A' });
     let h = Harness::new(&app, &mistyped);
