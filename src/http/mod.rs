@@ -4,7 +4,10 @@
 //! served document and the router cannot drift apart. `/v1` routes sit
 //! behind [`auth::require_key`]; around everything are the metrics, a
 //! request timeout, the body limit and the envelope for unknown routes and
-//! methods. [`serve`] runs it on a bound listener until shutdown.
+//! methods. [`serve`] runs it on a bound listener until shutdown, with a
+//! header-read timeout (which also closes idle keep-alive connections) and a
+//! cap on the size of a request's headers, so slow or idle clients cannot
+//! hold connections open for ever.
 
 mod auth;
 pub mod error;
@@ -16,11 +19,10 @@ mod ratelimit;
 mod routes;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +43,15 @@ use openapi::BearerAuth;
 
 /// How long one request may take before it is answered with 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's line and headers; past
+/// it the connection is closed. The clock also runs while a connection sits
+/// idle (new, or kept alive between requests), so this is the idle timeout.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a request's line and headers may take together; more gets 431.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Pause after a failed accept that is not the client's doing (most often
+/// out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// Requests handled at once; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Failed authentications an IP may make at once, and per minute after.
@@ -135,15 +146,90 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish.
+/// accepting, lets in-flight requests finish and closes idle connections.
+///
+/// HTTP/1.1 only, on hyper directly rather than `axum::serve`, which sets
+/// no timer and so no header-read timeout: a client that sends nothing, or
+/// its headers a byte at a time, would keep its connection (and a file
+/// descriptor) for ever.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEAD_BYTES);
+    // `stop` tells connections to finish; `done` is held by each connection
+    // task, so `done.closed()` resolves once the last one has ended.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let service = router.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let http1 = http1.clone();
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            let stopping = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::pin!(stopping);
+            // Until the client sends its first byte the connection is only a
+            // socket: hyper would give it an 8 KiB read buffer at once.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                sent = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)) => {
+                    if !matches!(sent, Ok(Ok(1))) {
+                        return; // nothing within the timeout, closed, or failed
+                    }
+                }
+                () = &mut stopping => return,
+            }
+            let conn = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+/// Accept errors that concern one client only.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
 /// Periodic clean-up of rate-limit state, so memory stays bounded.
