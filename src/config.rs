@@ -527,7 +527,8 @@ mod tests {
     #[test]
     fn control_characters_in_bad_values_and_unknown_keys_are_escaped_to_keep_one_line() {
         // Shrunk inputs found by tests/properties.rs.
-        let cases: [(&str, &[(&str, &str)], &str); 3] = [
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 3] = [
             ("[discord]\napi_base_url = \"guild:\\n1\"\n", &[], "discord.api_base_url: 'guild:\\n1'"),
             ("", &[("DISCORD_API_BASE_URL", "a\r0")], "DISCORD_API_BASE_URL (discord.api_base_url): 'a\\r0'"),
             ("[log]\n\"a\\nb\" = 1\n", &[], "log.a\\nb: unknown key"),

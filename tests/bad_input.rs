@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
-use support::{find_secrets, ids, is_one_time_secret_reply, spawn_app, token_regex, App, BOT_TOKEN};
+use support::{find_secrets, ids, is_one_time_secret_reply, spawn_app, token_regex, BOT_TOKEN};
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
 

@@ -25,6 +25,9 @@ enum Opt<'a> {
     Raw(&'a str),
 }
 
+/// Options as `(name, value)`.
+type Opts<'a> = Vec<(&'a str, Opt<'a>)>;
+
 fn with(mut b: SlashBuilder, options: &[(&str, Opt<'_>)]) -> SlashBuilder {
     for (name, value) in options {
         b = match *value {
@@ -74,7 +77,7 @@ async fn every_bad_create_option_gets_an_ephemeral_reason_and_creates_nothing() 
     };
     let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
     // (what, options, needle, unchecked: Discord's client would not send it)
-    let cases: Vec<(&str, Vec<(&str, Opt<'static>)>, &str, bool)> = vec![
+    let cases: Vec<(&str, Opts<'static>, &str, bool)> = vec![
         (
             "name of 65 characters",
             vec![("name", Opt::S(leak(&long_name))), ("scopes", Opt::S("bans.read"))],
@@ -156,7 +159,7 @@ async fn bad_key_and_grace_options_get_an_ephemeral_reason_and_change_nothing() 
     let before = keys_json(&app);
     let prefix = &secret[..12];
     // (what, subcommand, options, needle)
-    let cases: Vec<(&str, &str, Vec<(&str, Opt<'_>)>, &str)> = vec![
+    let cases: Vec<(&str, &str, Opts<'_>, &str)> = vec![
         (
             "revoke an unknown key",
             "revoke",

@@ -91,8 +91,10 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
 
 /// Response bodies by listener address, so [`json`] and [`text`] (which see
 /// only a response) can file a body under the App that answered it.
-fn body_registry() -> &'static Mutex<HashMap<String, Arc<Mutex<Vec<String>>>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<Mutex<Vec<String>>>>>> = OnceLock::new();
+type Bodies = Arc<Mutex<Vec<String>>>;
+
+fn body_registry() -> &'static Mutex<HashMap<String, Bodies>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Bodies>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
