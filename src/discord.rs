@@ -169,6 +169,17 @@ impl SerenityGuildOps {
     /// Runs a request, retrying after a 429 (waiting its `retry_after`, if
     /// not too long) and after 5xx with a short backoff.
     async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<serde_json::Value, DiscordError> {
+        self.send_with(make, true).await
+    }
+
+    /// [`Self::send`]; when not `idempotent` (a new message) only a 429 is
+    /// retried, since after a 5xx or a lost connection the message may
+    /// already be there.
+    async fn send_with(
+        &self,
+        make: impl Fn() -> Request<'static>,
+        idempotent: bool,
+    ) -> Result<serde_json::Value, DiscordError> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
@@ -184,8 +195,11 @@ impl SerenityGuildOps {
                     )))
                 }
             };
-            let retryable = matches!(&error, DiscordError::Refused { status, .. } if *status == 429 || *status >= 500)
-                || matches!(error, DiscordError::Unavailable(_));
+            let retryable = match &error {
+                DiscordError::Refused { status: 429, .. } => true,
+                DiscordError::Refused { status, .. } => idempotent && *status >= 500,
+                DiscordError::Unavailable(_) => idempotent,
+            };
             let wait = retry_after.unwrap_or(Duration::from_millis(500 * u64::from(attempt + 1)));
             let over_budget = started.elapsed() + wait + DISCORD_TIMEOUT > SEND_BUDGET;
             if !retryable || attempt >= RETRIES || wait > MAX_RETRY_WAIT || over_budget {
@@ -361,8 +375,12 @@ impl GuildOps for SerenityGuildOps {
     }
 
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {
+        // Through `send_with`, so a 429 is waited out rather than losing the post.
         let message = CreateMessage::new().embed(audit_embed(event));
-        ChannelId::new(channel_id).send_message(self.http()?.as_ref(), message).await.map(|_| ()).map_err(map_error)
+        let body = serde_json::to_vec(&message).expect("JSON of a message builder");
+        let channel_id = ChannelId::new(channel_id);
+        let post = || Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post).body(Some(body.clone()));
+        self.send_with(post, false).await.map(drop)
     }
 }
 

@@ -802,6 +802,31 @@ async fn an_api_ban_is_posted_to_the_audit_channel_naming_the_key_not_a_user() {
     app.double.assert_no_violations();
 }
 
+#[tokio::test]
+async fn an_audit_post_answered_429_is_retried_after_retry_after_and_arrives() {
+    let app = spawn_app().await;
+    set_audit_channel(&app).await;
+    let token = key(&app, DEMO, "game", "bans.write", &[]).await;
+    let is_ban_post = |body: Option<&Value>| {
+        body.and_then(|b| b["embeds"][0]["title"].as_str()).is_some_and(|t| t.starts_with("Member banned"))
+    };
+    app.double
+        .fault(FaultRule::matching(move |r| r.method == "POST" && is_ban_post(r.body)).rate_limited(1.0, false).once());
+
+    put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.ok();
+
+    assert_posted_by_key(&audit_post(&app, "Member banned").await, "game", &token);
+    let posts: Vec<_> = calls(&app, "POST", "/channels/{channel_id}/messages")
+        .into_iter()
+        .filter(|c| is_ban_post(c.body.as_ref()))
+        .collect();
+    let statuses: Vec<u16> = posts.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [429, 200]);
+    let waited = posts[1].at.duration_since(posts[0].at);
+    assert!(waited >= Duration::from_millis(950), "retried {waited:?} after a 429 asking for 1 s: {statuses:?}");
+    app.double.assert_no_violations();
+}
+
 // ---------------------------------------------------------------------------
 // DELETE /v1/guilds/{guild_id}/bans/{user_id}
 // ---------------------------------------------------------------------------
