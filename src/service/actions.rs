@@ -50,6 +50,9 @@ type BanEntry = (Instant, Option<Option<String>>);
 #[derive(Default)]
 pub struct BanCache {
     entries: Mutex<HashMap<(u64, u64), BanEntry>>,
+    /// Bumped by every invalidation: a check that was in flight across one
+    /// may hold the answer from before the change, so it is not kept.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl BanCache {
@@ -58,8 +61,16 @@ impl BanCache {
         entries.get(&(guild_id, user_id)).filter(|(at, _)| at.elapsed() < BAN_CACHE_TTL).map(|(_, v)| v.clone())
     }
 
-    fn put(&self, guild_id: u64, user_id: u64, status: Option<Option<String>>) {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps a check made since `epoch`, unless an invalidation came meanwhile.
+    fn put(&self, guild_id: u64, user_id: u64, status: Option<Option<String>>, epoch: u64) {
         let mut entries = self.entries.lock().expect("ban cache poisoned");
+        if self.epoch() != epoch {
+            return;
+        }
         if entries.len() >= BAN_CACHE_MAX {
             entries.retain(|_, (at, _)| at.elapsed() < BAN_CACHE_TTL);
             if entries.len() >= BAN_CACHE_MAX {
@@ -71,7 +82,9 @@ impl BanCache {
 
     /// Forgets a check (own writes, the gateway's ban events).
     pub fn invalidate(&self, guild_id: u64, user_id: u64) {
-        self.entries.lock().expect("ban cache poisoned").remove(&(guild_id, user_id));
+        let mut entries = self.entries.lock().expect("ban cache poisoned");
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.remove(&(guild_id, user_id));
     }
 }
 
@@ -129,11 +142,12 @@ impl GuildActions {
 
     pub async fn ban_status(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<BanStatus> {
         caller.authorize(guild_id, Scope::BansRead)?;
+        let epoch = self.bans.epoch();
         let status = match self.bans.get(guild_id, user_id) {
             Some(s) => s,
             None => {
                 let fresh = self.ops.ban_status(guild_id, user_id).await.map_err(discord)?;
-                self.bans.put(guild_id, user_id, fresh.clone());
+                self.bans.put(guild_id, user_id, fresh.clone(), epoch);
                 fresh
             }
         };
@@ -273,5 +287,27 @@ fn check_reason(reason: Option<String>) -> Result<Option<String>> {
         ))),
         Some(r) if r.trim().is_empty() => Ok(None),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_check_in_flight_across_an_invalidation_is_not_cached() {
+        let cache = BanCache::default();
+        let before = cache.epoch();
+        // The check went out, then our ban (or a GUILD_BAN_ADD) landed...
+        cache.invalidate(1, 2);
+        // ...and the check came back with the old answer: not kept.
+        cache.put(1, 2, None, before);
+        assert_eq!(cache.get(1, 2), None);
+
+        let now = cache.epoch();
+        cache.put(1, 2, Some(Some("spam".into())), now);
+        assert_eq!(cache.get(1, 2), Some(Some(Some("spam".into()))));
+        cache.invalidate(1, 2);
+        assert_eq!(cache.get(1, 2), None);
     }
 }
