@@ -350,8 +350,9 @@ async fn acknowledged_changes_survive_sigkill_with_whole_audit_entries_and_last_
     }
 
     // Everything acknowledged is there.
-    let cli = cli_ledger.lock().unwrap();
-    let api = api_ledger.lock().unwrap();
+    // Every writer has ended, so the ledgers can be taken whole.
+    let cli = std::mem::take(&mut *cli_ledger.lock().unwrap());
+    let api = std::mem::take(&mut *api_ledger.lock().unwrap());
     assert!(cli.failures.is_empty(), "CLI runs failed under load: {:?}", cli.failures);
     assert!(api.failures.is_empty(), "API writes failed under load: {:?}", api.failures);
     assert!(cli.created.len() >= 10 && api.acked.len() >= 20, "too little load: {cli:?} {api:?}");

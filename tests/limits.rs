@@ -45,7 +45,7 @@ fn raise_nofile_limit() -> u64 {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// A field of `/proc/<pid>/status` in kB (e.g. `VmRSS`).
@@ -440,7 +440,7 @@ async fn sigterm_finishes_the_request_in_flight_and_closes_idle_connections() {
     assert!(closed_by_peer(&mut idle, Duration::from_secs(3)).await, "an idle connection is closed at shutdown");
     assert!(closed_by_peer(&mut kept, Duration::from_secs(3)).await, "a kept-alive connection is closed at shutdown");
     let closed_in = started.elapsed();
-    writing.write_all(body[10..].as_bytes()).await.expect("the request in flight is still read");
+    writing.write_all(&body.as_bytes()[10..]).await.expect("the request in flight is still read");
     let (status, reply) = read_response(&mut writing, Duration::from_secs(5)).await;
     eprintln!("after SIGTERM: idle connections closed in {closed_in:?}; the write in flight answered {status}");
     assert_eq!(status, 200, "the request in flight is finished: {reply}");
