@@ -252,7 +252,7 @@ async fn verify_never_fails_while_the_gateway_drops_reconnects_and_invalidates_a
 async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_after() {
     let app = spawn_app().await;
     let fast = ["--rate-limit", "100000"];
-    let writer = app.create_key(DEMO, "writer", "bans.write,bans.read", &fast);
+    let writer = app.create_key(DEMO, "writer", "bans.write,bans.read,roles.write,guild.read", &fast);
     let verifier = app.create_key(DEMO, "verifier", "guild.read", &fast);
     let auditor = app.create_key(DEMO, "auditor", "audit.read", &fast);
     let_the_listener_catch_up().await;
@@ -289,6 +289,20 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
         app.double.clear_recorded();
         assert!(tries >= 2, "{what}: Discord was asked");
     }
+    // All of Discord's guild REST down: every write is a clean 502, guild info
+    // (from the gateway cache) still answers.
+    app.double.fault(FaultRule::matching(|r| r.path.contains("/guilds/")).status(500));
+    let role_url = app.url(&format!("/v1/guilds/{DEMO}/members/{}/roles/{}", ids::PAT_ID, ids::VERIFIED_ROLE_ID));
+    let role = send(app.http.put(&role_url).bearer_auth(&writer)).await;
+    role.discord_error();
+    send(ban()).await.discord_error();
+    send(app.http.delete(&ban_url).bearer_auth(&writer)).await.discord_error();
+    let info = send(app.http.get(app.url(&format!("/v1/guilds/{DEMO}"))).bearer_auth(&writer)).await;
+    assert_eq!(info.ok()["id"], DEMO.to_string(), "guild info needs no REST call");
+    app.double.clear_faults();
+    assert!(!app.double.member_roles(DEMO, ids::PAT_ID).contains(&ids::VERIFIED_ROLE_ID));
+    report.push(format!("guild REST down: role PUT 502 in {:?}", role.took));
+
     let events = send(app.http.get(app.url(&format!("/v1/guilds/{DEMO}/audit-log"))).bearer_auth(&auditor)).await;
     let api_writes: Vec<&Value> =
         events.ok()["events"].as_array().unwrap().iter().filter(|e| e["actor"] == "An API key").collect();
@@ -301,6 +315,8 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
     assert_eq!(send(check()).await.ok()["banned"], true);
     let unban = send(app.http.delete(&ban_url).bearer_auth(&writer)).await;
     assert_eq!(unban.ok()["changed"], true);
+    assert_eq!(send(app.http.put(&role_url).bearer_auth(&writer)).await.ok()["changed"], true);
+    assert!(app.double.member_roles(DEMO, ids::PAT_ID).contains(&ids::VERIFIED_ROLE_ID));
 
     // A short storm is waited out: one 429 (honouring retry_after) or one 500, then success.
     for (what, rule, wait) in [

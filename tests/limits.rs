@@ -303,6 +303,18 @@ async fn bodies_over_max_body_bytes_get_413_in_the_envelope_without_being_read_w
     eprintln!("chunked body: {} after {sent} bytes sent (limit 1024)", refused.0);
     assert_envelope_413(refused.0, &refused.1);
     assert!(sent <= 64 * 1024, "the refusal came only after {sent} bytes");
+
+    // Without a key nothing waits for the body at all: 401 from the headers.
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\
+         Connection: close\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (status, body) = read_response(&mut stream, Duration::from_secs(2)).await;
+    eprintln!("keyless write with a body never sent: {status} after {:?}", started.elapsed());
+    assert_eq!(status, 401, "{body}");
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 }
 
