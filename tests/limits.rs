@@ -360,6 +360,10 @@ async fn ten_thousand_idle_connections_keep_memory_bounded_and_are_closed_by_the
         }
     }
     let opened_in = started.elapsed();
+    assert!(
+        opened_in < HEADER_READ_TIMEOUT - Duration::from_secs(2),
+        "opening took {opened_in:?}: the first connections time out before the figures can be read"
+    );
     // Wait for the listener to have accepted (nearly) all of them.
     let deadline = Instant::now() + Duration::from_secs(3);
     while open_fds(pid) < fds_before + target * 99 / 100 && Instant::now() < deadline {
