@@ -102,6 +102,11 @@ pub struct SerenityGuildOps {
     /// Sends requests itself when serenity's ratelimiter is off (a proxy or
     /// the test double), so a 429's `retry_after` can be read and honoured.
     raw: std::sync::OnceLock<reqwest::Client>,
+    /// The last guild info seen in the cache, per guild. After a fresh
+    /// identify, READY lists every guild as unavailable and serenity drops it
+    /// from the cache until its GUILD_CREATE arrives; meanwhile this answers,
+    /// so a reconnect never makes `GET /v1/guilds/{id}` say "not in guild".
+    last_seen: std::sync::Mutex<std::collections::HashMap<u64, GuildInfo>>,
 }
 
 /// Retries of a request Discord answered with 429 or 5xx.
@@ -269,13 +274,26 @@ fn map_error(e: serenity::Error) -> DiscordError {
 impl GuildOps for SerenityGuildOps {
     fn guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
         let (_, cache) = self.client.get()?;
-        let guild = cache.guild(GuildId::new(guild_id))?;
-        Some(GuildInfo {
+        let id = GuildId::new(guild_id);
+        let mut last_seen = self.last_seen.lock().expect("guild info lock poisoned");
+        let Some(guild) = cache.guild(id) else {
+            // Unavailable (an outage or the gap after a fresh READY): the
+            // bot is still in it, so the last known info stands. Gone for
+            // good (GUILD_DELETE, kicked): forget it.
+            if cache.unavailable_guilds().get(&id).is_some() {
+                return last_seen.get(&guild_id).cloned();
+            }
+            last_seen.remove(&guild_id);
+            return None;
+        };
+        let info = GuildInfo {
             id: guild.id.to_string(),
             name: guild.name.clone(),
             member_count: guild.member_count,
             icon: guild.icon.map(|h| h.to_string()),
-        })
+        };
+        last_seen.insert(guild_id, info.clone());
+        Some(info)
     }
 
     fn role_exists(&self, guild_id: u64, role_id: u64) -> Option<bool> {
