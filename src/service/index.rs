@@ -31,8 +31,8 @@ use hashbrown::HashTable;
 use tokio::sync::Mutex;
 
 use crate::audit::KeyRef;
-use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyRecord, KeyStatus, Scopes, SmallStr};
-use crate::store::{KeyWithHashes, Store};
+use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
+use crate::store::{IndexRow, Store};
 
 /// A key's request budget (GCRA), shared by every request with the key.
 pub type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -51,11 +51,12 @@ pub struct KeyInfo {
     pub environment: Environment,
     pub scopes: Scopes,
     revoked: bool,
-    pub allowed_ips: AllowedIps,
+    /// `None` for anywhere (most keys): 8 bytes, not an empty list's 16.
+    allowed_ips: Option<Box<AllowedIps>>,
 }
 
 impl KeyInfo {
-    pub fn from_record(k: &KeyRecord) -> Self {
+    pub fn from_row(k: &IndexRow) -> Self {
         Self {
             id: k.id.clone(),
             name: SmallStr::from(k.name.as_str()),
@@ -66,7 +67,7 @@ impl KeyInfo {
             environment: k.environment,
             scopes: k.scopes,
             revoked: k.revoked_at.is_some(),
-            allowed_ips: k.allowed_ips.clone(),
+            allowed_ips: (!k.allowed_ips.is_empty()).then(|| Box::new(k.allowed_ips.clone())),
         }
     }
 
@@ -74,7 +75,7 @@ impl KeyInfo {
         (self.expires_at_ms != i64::MAX).then(|| Utc.timestamp_millis_opt(self.expires_at_ms).single()).flatten()
     }
 
-    /// As [`KeyRecord::status`].
+    /// As [`crate::keys::KeyRecord::status`].
     pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
         if self.revoked {
             KeyStatus::Revoked
@@ -83,6 +84,11 @@ impl KeyInfo {
         } else {
             KeyStatus::Active
         }
+    }
+
+    /// Whether a request from `ip` may use this key (its allow-list).
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.allowed_ips.as_ref().is_none_or(|ips| ips.allows(ip))
     }
 
     pub fn key_ref(&self) -> KeyRef {
@@ -165,12 +171,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn from_row(k: KeyWithHashes) -> Self {
-        let previous = match (k.previous_hash, k.record.previous_secret_expires_at) {
-            (Some(prev), Some(until)) => Some(Box::new((prev, until.timestamp_millis()))),
-            _ => None,
-        };
-        Self { hash: k.hash, previous, info: KeyInfo::from_record(&k.record), live: None }
+    fn from_row(k: IndexRow) -> Self {
+        let previous = k.previous.map(|(prev, until)| Box::new((prev, until.timestamp_millis())));
+        Self { hash: k.hash, previous, info: KeyInfo::from_row(&k), live: None }
     }
 }
 
@@ -306,7 +309,7 @@ impl KeyIndex {
         };
         let mut table = Table::with_capacity(store.count_keys().await? as usize + 64);
         store
-            .scan_keys_with_hashes(|row| {
+            .scan_index_rows(|row| {
                 let mut slot = Slot::from_row(row);
                 if let Some(old) = live.remove(&slot.info.id) {
                     slot.live = Some(LiveKey::successor(&old, slot.info.clone()));
@@ -342,10 +345,10 @@ impl KeyIndex {
         let _serial = self.reload.lock().await;
         let before = store.key_hash(id).await?;
         let outcome = write.await?;
-        let after = store.key_with_hashes(id).await?;
+        let after = store.index_row(id).await?;
         let mut table = self.table.write().expect("index lock poisoned");
         let mut old = None;
-        let after_hashes = after.as_ref().map(|a| [Some(a.hash), a.previous_hash]).unwrap_or_default();
+        let after_hashes = after.as_ref().map(|a| [Some(a.hash), a.previous.map(|p| p.0)]).unwrap_or_default();
         for hash in before.iter().chain(after_hashes.iter().flatten()) {
             if let Some(slot) = table.remove(hash) {
                 old = old.or(slot.live.filter(|l| l.id == *id));
@@ -374,32 +377,24 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         // The memory budget (bench/README.md) rests on this.
-        assert!(std::mem::size_of::<Option<Slot>>() <= 160, "{}", std::mem::size_of::<Option<Slot>>());
-        assert!(std::mem::size_of::<KeyInfo>() <= 112, "{}", std::mem::size_of::<KeyInfo>());
+        assert!(std::mem::size_of::<Option<Slot>>() <= 152, "{}", std::mem::size_of::<Option<Slot>>());
+        assert!(std::mem::size_of::<KeyInfo>() <= 104, "{}", std::mem::size_of::<KeyInfo>());
     }
 
     fn slot(byte: u8, previous: Option<u8>) -> Slot {
-        let record = KeyRecord {
+        Slot::from_row(IndexRow {
             id: KeyId::from_stored(format!("key_{byte:016}")),
             guild_id: 1,
             name: format!("k{byte}"),
             prefix: "gk_live_Ab3d".into(),
             environment: Environment::Live,
             scopes: Scopes::parse("bans.read").unwrap(),
-            created_at: Utc::now(),
-            created_by: "cli".into(),
-            last_used_at: None,
-            use_count: 0,
             expires_at: None,
             revoked_at: None,
             rate_limit_per_minute: 60,
             allowed_ips: AllowedIps::default(),
-            previous_secret_expires_at: previous.map(|_| Utc::now()),
-        };
-        Slot::from_row(KeyWithHashes {
-            record,
             hash: KeyHash([byte; 32]),
-            previous_hash: previous.map(|b| KeyHash([b; 32])),
+            previous: previous.map(|b| (KeyHash([b; 32]), Utc::now())),
         })
     }
 

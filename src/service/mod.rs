@@ -490,7 +490,7 @@ impl KeyService {
             // A rotated-out secret whose grace period has ended.
             return Err(Error::NotFound("the presented key".to_owned()));
         }
-        if !key.allowed_ips.allows(ip) {
+        if !key.allows(ip) {
             return Err(Error::IpNotAllowed);
         }
         self.inner.usage.touch(&key.id, now);

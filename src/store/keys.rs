@@ -37,12 +37,34 @@ pub struct Rotation<'a> {
 const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, created_by, \
      last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at";
 
-/// A key with the hashes the index matches presented tokens against.
-pub struct KeyWithHashes {
-    pub record: KeyRecord,
+/// What the in-memory index keeps of a key: what verification and its
+/// callers need (no bookkeeping columns), with the hashes presented tokens
+/// are matched against.
+pub struct IndexRow {
+    pub id: KeyId,
+    pub guild_id: u64,
+    pub name: String,
+    pub prefix: String,
+    pub environment: Environment,
+    pub scopes: Scopes,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub rate_limit_per_minute: u32,
+    pub allowed_ips: AllowedIps,
     pub hash: KeyHash,
-    pub previous_hash: Option<KeyHash>,
+    /// A rotated-out secret's hash and when it stops working.
+    pub previous: Option<(KeyHash, DateTime<Utc>)>,
 }
+
+/// Index rows as one JSON array per query: sqlx hands rows over one at a
+/// time between threads, which made loading a million keys take half a
+/// minute; one text value per page of rows takes a few seconds.
+const INDEX_JSON: &str = "json_group_array(json_array(api_key_id, guild_id, name, prefix, environment, scopes, \
+     expires_at, revoked_at, rate_limit_per_minute, allowed_ips, hex(key_hash), hex(previous_hash), \
+     previous_hash_expires_at))";
+
+type JsonIndexRow =
+    (String, i64, String, String, String, String, Option<i64>, Option<i64>, i64, String, String, String, Option<i64>);
 
 impl Store {
     /// Inserts the key only if the guild has fewer than `max_active` active
@@ -142,42 +164,42 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Every key with its hashes, for the in-memory index, handed to `each`
-    /// one at a time: pages of rows from one read transaction (one snapshot),
-    /// so a million keys never sit in memory as rows all at once.
-    pub async fn scan_keys_with_hashes(&self, mut each: impl FnMut(KeyWithHashes)) -> anyhow::Result<()> {
-        const PAGE: i64 = 4096;
+    /// Every key as the index keeps it, handed to `each` one at a time:
+    /// pages of rows from one read transaction (one snapshot), so a million
+    /// keys never sit in memory as rows all at once.
+    pub async fn scan_index_rows(&self, mut each: impl FnMut(IndexRow)) -> anyhow::Result<()> {
+        const PAGE: i64 = 8192;
         let mut tx = self.pool.begin().await?;
         let mut after = i64::MIN;
         loop {
-            let rows = sqlx::query(&format!(
-                "select rowid, {KEY_COLUMNS}, key_hash, previous_hash from api_key \
-                 where rowid > ? order by rowid limit ?"
+            let (n, last, json): (i64, Option<i64>, String) = sqlx::query_as(&format!(
+                "select count(*), max(rid), {INDEX_JSON} from \
+                 (select rowid as rid, * from api_key where rowid > ? order by rowid limit ?)"
             ))
             .bind(after)
             .bind(PAGE)
-            .fetch_all(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-            for row in &rows {
-                after = row.try_get("rowid")?;
-                each(with_hashes(row)?);
+            for row in serde_json::from_str::<Vec<JsonIndexRow>>(&json)? {
+                each(index_row(row)?);
             }
-            if (rows.len() as i64) < PAGE {
-                break;
+            match last {
+                Some(last) if n == PAGE => after = last,
+                _ => break,
             }
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// One key with its hashes (the index applies this process's changes).
-    pub async fn key_with_hashes(&self, id: &KeyId) -> anyhow::Result<Option<KeyWithHashes>> {
-        let row =
-            sqlx::query(&format!("select {KEY_COLUMNS}, key_hash, previous_hash from api_key where api_key_id = ?"))
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(with_hashes).transpose()
+    /// One key as the index keeps it (the index applies this process's
+    /// changes from it).
+    pub async fn index_row(&self, id: &KeyId) -> anyhow::Result<Option<IndexRow>> {
+        let (json,): (String,) = sqlx::query_as(&format!("select {INDEX_JSON} from api_key where api_key_id = ?"))
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        serde_json::from_str::<Vec<JsonIndexRow>>(&json)?.into_iter().next().map(index_row).transpose()
     }
 
     /// The hash of a key's current secret.
@@ -319,14 +341,38 @@ impl Store {
     }
 }
 
-fn with_hashes(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyWithHashes> {
-    let hash: Vec<u8> = row.try_get("key_hash")?;
-    let previous: Option<Vec<u8>> = row.try_get("previous_hash")?;
-    Ok(KeyWithHashes {
-        record: record_from_row(row)?,
-        hash: KeyHash::from_slice(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?,
-        previous_hash: previous.as_deref().and_then(KeyHash::from_slice),
+fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
+    let (id, guild_id, name, prefix, environment, scopes, expires_at, revoked_at, rate, allowed, hash, previous, until) =
+        r;
+    let hash = from_hex(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
+    Ok(IndexRow {
+        id: KeyId::from_stored(id),
+        guild_id: id_from_sql(guild_id),
+        name,
+        prefix,
+        environment: environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
+        scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
+        expires_at: expires_at.map(from_millis),
+        revoked_at: revoked_at.map(from_millis),
+        rate_limit_per_minute: rate as u32,
+        allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
+        hash,
+        previous: from_hex(&previous).zip(until.map(from_millis)),
     })
+}
+
+/// A 32-byte hash from SQLite's `hex()` (empty for NULL).
+fn from_hex(s: &str) -> Option<KeyHash> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(KeyHash(out))
 }
 
 fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {
