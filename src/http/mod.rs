@@ -107,20 +107,39 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::openapi))
         .split_for_parts();
     let doc = Arc::new(openapi::finish(doc));
-    router
+    // Per route, as few layers as possible: axum clones a route's whole
+    // layer stack for every request, one allocation per layer. Layers that
+    // need no route (extensions, the concurrency cap) wrap the router once.
+    let routed = router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state.clone());
+    let outer = tower::ServiceBuilder::new()
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(Extension(doc))
         .layer(Extension(BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
-        .with_state(state)
+        .service(routed);
+    Router::new().fallback_service(outer)
 }
 
-/// Refuses oversized bodies up front and bounds how long a request may run.
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Counts every request by route and status and times it; refuses oversized
+/// bodies up front and bounds how long a request may run (one layer, not
+/// two: see `router`).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let response = guard(&state, req, next).await;
+    let m = &state.metrics;
+    m.latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    m.requests.with_label_values(&[route, method.as_str(), response.status().as_str()]).inc();
+    response
+}
+
+async fn guard(state: &AppState, req: Request, next: Next) -> Response {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
@@ -130,19 +149,6 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }
-}
-
-/// Counts every request by route and status and times it.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    let method = req.method().clone();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let m = &state.metrics;
-    m.latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
-    m.requests.with_label_values(&[route, method.as_str(), response.status().as_str()]).inc();
-    response
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
