@@ -26,7 +26,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Router};
+use axum::Router;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -65,6 +65,10 @@ pub struct AppState {
     pub actions: Arc<GuildActions>,
     pub metrics: Arc<Metrics>,
     throttle: Arc<ratelimit::FailureThrottle>,
+    /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The OpenAPI document, for `/openapi.json` (set by `router`).
+    doc: Option<Arc<utoipa::openapi::OpenApi>>,
     trust_forwarded_for: bool,
     max_body_bytes: usize,
 }
@@ -76,6 +80,8 @@ impl AppState {
             actions,
             metrics: Arc::new(Metrics::new()),
             throttle: Arc::new(ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            doc: None,
             trust_forwarded_for: http.trust_forwarded_for,
             max_body_bytes: http.max_body_bytes,
         }
@@ -106,32 +112,32 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::openapi))
         .split_for_parts();
-    let doc = Arc::new(openapi::finish(doc));
-    // Per route, as few layers as possible: axum clones a route's whole
-    // layer stack for every request, one allocation per layer. Layers that
-    // need no route (extensions, the concurrency cap) wrap the router once.
-    let routed = router
+    let state = AppState { doc: Some(Arc::new(openapi::finish(doc))), ..state };
+    // As few layers as possible: axum clones a route's whole layer stack
+    // for every request, one allocation per layer, so `observe` also caps
+    // concurrency and adds the extensions handlers read.
+    router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state.clone());
-    let outer = tower::ServiceBuilder::new()
-        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
-        .layer(Extension(doc))
-        .layer(Extension(BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .service(routed);
-    Router::new().fallback_service(outer)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
 }
 
 /// Counts every request by route and status and times it; refuses oversized
 /// bodies up front and bounds how long a request may run (one layer, not
 /// two: see `router`).
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
+    let _permit = state.in_flight.acquire().await.ok();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let method = req.method().clone();
     let started = Instant::now();
+    req.extensions_mut().insert(BodyLimit(state.max_body_bytes));
+    if let (Some(doc), "/openapi.json") = (&state.doc, route) {
+        req.extensions_mut().insert(doc.clone());
+    }
     let response = guard(&state, req, next).await;
     let m = &state.metrics;
     m.latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
