@@ -11,6 +11,11 @@
 //! - `startup -- CMD ARGS..`: runs CMD (environment inherited) and prints
 //!   the milliseconds until it logs `listening on`, then its resident memory
 //!   once it has settled, then stops it.
+//! - `copy DB_PATH COPY_PATH`: a copy of a database (for the naive server,
+//!   which writes to it).
+//! - `changes DB_PATH N`: on that database, in this process, the service's
+//!   start-up load, then N creates and N revokes, then one full reload after
+//!   a commit by another connection, each timed.
 //! - `p99 ROUTE < metrics.txt`: p50 and p99 of one route from guildkey's
 //!   Prometheus latency histogram (upper bucket bounds, in microseconds).
 
@@ -32,7 +37,6 @@ use sqlx::{Row, SqlitePool};
 
 /// A rate limit no benchmark reaches (the CLI caps it at 100000/min).
 const BENCH_RATE_LIMIT: i64 = 1_000_000_000;
-const ROWS_PER_INSERT: usize = 500;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +46,8 @@ fn main() -> anyhow::Result<()> {
         "bare" => runtime()?.block_on(bare(arg(1)?.parse()?, arg(2)?)),
         "naive" => runtime()?.block_on(naive(arg(1)?.parse()?, arg(2)?)),
         "startup" => startup(&args[2..]),
+        "copy" => runtime()?.block_on(copy(arg(1)?, arg(2)?)),
+        "changes" => runtime()?.block_on(changes(arg(1)?, arg(2)?.parse()?)),
         "p99" => p99(arg(1)?),
         other => bail!("unknown command {other}"),
     }
@@ -68,43 +74,39 @@ async fn seed(path: &str, n: usize, token_file: &str) -> anyhow::Result<()> {
     let alphabet = guildkey::keys::token::BASE62;
     let mut rng = rand::rngs::StdRng::from_entropy();
     let now = 1_760_000_000_000_i64;
-    let mut tx = pool.begin().await?;
-    let mut i = 0;
-    while i < n {
-        let rows = ROWS_PER_INSERT.min(n - i);
-        let mut sql = String::from(
-            "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
-             created_by, rate_limit_per_minute, allowed_ips, updated_at) values ",
-        );
-        for r in 0..rows {
-            sql.push_str(if r == 0 { "(?,?,?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?,?,?)" });
-        }
-        let mut q = sqlx::query(&sql);
-        for r in 0..rows {
-            let k = i + r;
-            let secret = token(&mut rng, alphabet);
-            if k == 0 {
-                write_secret(token_file, &secret)?;
-            }
-            let id: String = (0..16).map(|_| alphabet[rng.gen_range(0..62)] as char).collect();
-            q = q
-                .bind(format!("key_{id}"))
-                .bind(1_000_000_000_000_000_000_i64 + (k / 3) as i64)
-                .bind(if k == 0 { "bench key".to_owned() } else { format!("seeded key {k}") })
-                .bind(Sha256::digest(secret.as_bytes()).to_vec())
-                .bind(secret[..12].to_owned())
-                .bind("live")
-                .bind(if k % 2 == 0 { "guild.read bans.read" } else { "bans.read bans.write roles.write" })
-                .bind(now + k as i64)
-                .bind("1200000000000000001")
-                .bind(if k == 0 { BENCH_RATE_LIMIT } else { 60 })
-                .bind("")
-                .bind(now + k as i64);
-        }
-        q.execute(&mut *tx).await?;
-        i += rows;
-    }
-    tx.commit().await?;
+    // The benchmark's key, with a real token.
+    let secret = token(&mut rng, alphabet);
+    write_secret(token_file, &secret)?;
+    let id: String = (0..16).map(|_| alphabet[rng.gen_range(0..62)] as char).collect();
+    sqlx::query(
+        "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
+         created_by, rate_limit_per_minute, allowed_ips, updated_at) \
+         values (?, 1000000000000000000, 'bench key', ?, ?, 'live', 'guild.read bans.read', ?, 'cli', ?, '', ?)",
+    )
+    .bind(format!("key_{id}"))
+    .bind(Sha256::digest(secret.as_bytes()).to_vec())
+    .bind(secret[..12].to_owned())
+    .bind(now)
+    .bind(BENCH_RATE_LIMIT)
+    .bind(now)
+    .execute(&pool)
+    .await?;
+    // The rest in SQL: random hashes (no one presents their tokens), ids and
+    // prefixes shaped like real ones, three keys per guild.
+    sqlx::query(
+        "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
+         created_by, rate_limit_per_minute, allowed_ips, updated_at) \
+         with recursive n(i) as (select 1 union all select i + 1 from n where i < ?) \
+         select 'key_' || hex(randomblob(8)), 1000000000000000000 + i / 3, 'seeded key ' || i, randomblob(32), \
+             'gk_live_' || substr(hex(randomblob(2)), 1, 4), 'live', \
+             case i % 2 when 0 then 'guild.read bans.read' else 'bans.read bans.write roles.write' end, \
+             ? + i, '1200000000000000001', 60, '', ? + i from n",
+    )
+    .bind(n.saturating_sub(1) as i64)
+    .bind(now)
+    .bind(now)
+    .execute(&pool)
+    .await?;
     pool.close().await;
     eprintln!("seeded {n} keys in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -191,6 +193,60 @@ async fn naive_lookup(pool: &SqlitePool, token: &str) -> anyhow::Result<Option<S
         }
     });
     Ok(Some(body.to_string()))
+}
+
+async fn copy(from: &str, to: &str) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(to);
+    let pool = pool(from).await?;
+    sqlx::query("vacuum into ?").bind(to).execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn changes(db: &str, n: usize) -> anyhow::Result<()> {
+    use guildkey::audit::Actor;
+    use guildkey::service::{KeyDraft, KeyRequest, KeyService};
+    let store = guildkey::store::Store::connect(&format!("sqlite://{db}")).await?;
+    let cfg = guildkey::config::KeysConfig {
+        max_per_guild: 1_000_000,
+        prefix: "gk".into(),
+        default_rate_limit_per_minute: 60,
+        last_used_flush_seconds: 5,
+    };
+    let t = Instant::now();
+    let service = KeyService::new(store.clone(), cfg).await?;
+    let load = t.elapsed();
+    let keys = service.indexed_keys();
+    let draft = KeyDraft::parse(&KeyRequest { name: "bench change", scopes: "bans.read", ..Default::default() })?;
+    let (mut create, mut revoke) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let issued = service.issue(42, draft.clone(), &Actor::Cli).await?;
+        create.push(t.elapsed());
+        let t = Instant::now();
+        service.revoke(Some(42), issued.record.id.as_str(), &Actor::Cli).await?;
+        revoke.push(t.elapsed());
+    }
+    let own_reloads = service.refresh_index().await?;
+    // A commit by another connection (as the CLI would make) forces a full reload.
+    let other = pool(db).await?;
+    sqlx::query("update api_key set updated_at = updated_at + 1 where rowid = 1").execute(&other).await?;
+    let t = Instant::now();
+    let reloaded = service.refresh_index().await?;
+    let reload = t.elapsed();
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    println!(
+        "keys={keys} load_ms={:.0} create_p50_ms={:.2} revoke_p50_ms={:.2} reload_after_own_changes={own_reloads} \
+         foreign_reload={reloaded} foreign_reload_ms={:.0}",
+        load.as_secs_f64() * 1e3,
+        median(&mut create),
+        median(&mut revoke),
+        reload.as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 fn startup(cmd: &[String]) -> anyhow::Result<()> {

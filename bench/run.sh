@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# guildkey listener benchmark: GET /v1/verify under wrk on loopback, beside
+# (a) a bare axum endpoint serving an equally sized static JSON and (b) the
+# naive design (a SQLite lookup by hash and a last-used UPDATE per request),
+# all measured in one run (the machine drifts between runs); then the
+# handler's p99 from /metrics, resident memory with 1,000,000 keys, start-up
+# time with 100,000 keys and the cost of this process's own changes.
+#
+#   bench/run.sh                 # DURATION=8 seconds per load run
+#   DURATION=5 bench/run.sh
+#
+# Not part of CI. Needs cargo; installs wrk from Debian when missing.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-8}"
+WARMUP="${WARMUP:-2}"
+THREADS="${THREADS:-2}"
+
+if ! command -v wrk >/dev/null; then
+    echo "installing wrk" >&2
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+
+echo "building (release)" >&2
+cargo build --release -q -p guildkey -p guildkey-bench -p discord-double
+BIN=target/release
+GK="$BIN/guildkey"
+BENCH="$BIN/gkbench"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The port a server bound (port 0: any free one) from its "listening on" line.
+port_from_log() {
+    for _ in $(seq 1 200); do
+        grep -q "listening on" "$1" 2>/dev/null && break
+        sleep 0.05
+    done
+    grep -m1 "listening on" "$1" | sed 's/.*listening on [^ ]*:\([0-9]*\).*/\1/'
+}
+wait_http() {
+    for _ in $(seq 1 200); do
+        curl -fs -o /dev/null "$1" 2>/dev/null && return 0
+        curl -s -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing answers at $1" >&2
+    return 1
+}
+
+echo "seeding 10,000 keys" >&2
+"$BENCH" seed "$WORK/gk.db" 10000 "$WORK/token"
+"$BENCH" copy "$WORK/gk.db" "$WORK/naive.db"
+
+# The Discord double: guildkey's bot connects to it; the listener does not need it.
+"$BIN/discord-double" --port 0 </dev/null >"$WORK/double.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do grep -q "REST base URL" "$WORK/double.log" && break; sleep 0.05; done
+DISCORD_BASE="$(grep "REST base URL" "$WORK/double.log" | sed 's/.*: //')"
+
+export DISCORD_TOKEN="MTEwMDAwMDAwMDAwMDAwMDAwMQ.bench.token"
+export DISCORD_API_BASE_URL="$DISCORD_BASE"
+export GUILDKEY_REGISTER_COMMANDS=none
+export RUST_LOG=warn,guildkey=info
+
+DATABASE_URL="sqlite://$WORK/gk.db" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run >"$WORK/gk.log" 2>&1 &
+PIDS+=($!)
+GK_PORT="$(port_from_log "$WORK/gk.log")"
+wait_http "http://127.0.0.1:$GK_PORT/healthz"
+
+# The verify body, for the bare server to serve the same number of bytes.
+curl -fs -H "Authorization: Bearer $(cat "$WORK/token")" "http://127.0.0.1:$GK_PORT/v1/verify" >"$WORK/body.json"
+grep -q '"success":true' "$WORK/body.json" || { echo "verify failed: $(cat "$WORK/body.json")" >&2; exit 1; }
+
+"$BENCH" bare 0 "$WORK/body.json" 2>"$WORK/bare.log" &
+PIDS+=($!)
+"$BENCH" naive 0 "$WORK/naive.db" 2>"$WORK/naive.log" &
+PIDS+=($!)
+BARE_PORT="$(port_from_log "$WORK/bare.log")"
+NAIVE_PORT="$(port_from_log "$WORK/naive.log")"
+wait_http "http://127.0.0.1:$BARE_PORT/v1/verify"
+wait_http "http://127.0.0.1:$NAIVE_PORT/v1/verify"
+curl -fs -H "Authorization: Bearer $(cat "$WORK/token")" "http://127.0.0.1:$NAIVE_PORT/v1/verify" | grep -q '"success":true'
+
+# The token goes into the request from a file, not onto a command line.
+cat >"$WORK/auth.lua" <<EOF
+local f = assert(io.open("$WORK/token"))
+wrk.headers["Authorization"] = "Bearer " .. f:read("*a")
+f:close()
+EOF
+
+# wrk latency to microseconds.
+to_us() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); print v } else if (v ~ /ms$/) { sub(/ms/,"",v); print v*1000 } else { sub(/s/,"",v); print v*1000000 } }'; }
+
+declare -A RPS P50 P99
+load() { # name port conns
+    local out
+    wrk -t"$THREADS" -c"$3" -d"${WARMUP}s" -s "$WORK/auth.lua" "http://127.0.0.1:$2/v1/verify" >/dev/null
+    out="$(wrk -t"$THREADS" -c"$3" -d"${DURATION}s" --latency -s "$WORK/auth.lua" "http://127.0.0.1:$2/v1/verify")"
+    if echo "$out" | grep -q "Non-2xx"; then echo "$1 answered non-2xx: $out" >&2; exit 1; fi
+    RPS[$1,$3]="$(echo "$out" | awk '/Requests\/sec/ { print $2 }')"
+    P50[$1,$3]="$(echo "$out" | awk '$1 == "50%" { print $2 }' | to_us)"
+    P99[$1,$3]="$(echo "$out" | awk '$1 == "99%" { print $2 }' | to_us)"
+    printf '%-9s c=%-3s %10.0f req/s   p50 %7.0f us   p99 %7.0f us\n' "$1" "$3" "${RPS[$1,$3]}" "${P50[$1,$3]}" "${P99[$1,$3]}"
+}
+
+echo
+echo "== GET /v1/verify, wrk -t$THREADS, ${DURATION}s per run, 10,000 keys =="
+for c in 8 64; do
+    load bare "$BARE_PORT" "$c"
+    load guildkey "$GK_PORT" "$c"
+    load naive "$NAIVE_PORT" "$c"
+done
+echo
+for c in 8 64; do
+    awk -v g="${RPS[guildkey,$c]}" -v b="${RPS[bare,$c]}" -v n="${RPS[naive,$c]}" -v gp="${P50[guildkey,$c]}" -v bp="${P50[bare,$c]}" -v c="$c" \
+        'BEGIN { printf "c=%-3s guildkey/bare throughput %.2f (target >= 0.9)   guildkey/naive %.1f (target >= 5)   p50 guildkey/bare %.2f%s\n", c, g/b, g/n, gp/bp, (c == 8 ? " (target <= 1.15)" : "") }'
+done
+
+echo
+echo "== handler service time (from /metrics, bucket upper bounds) =="
+curl -fs "http://127.0.0.1:$GK_PORT/metrics" | "$BENCH" p99 /v1/verify
+echo "guildkey RSS with 10,000 keys after load: $(awk '/VmRSS/ { printf "%.1f MiB", $2/1024 }' /proc/"${PIDS[1]}"/status)"
+
+# Stop the load-test servers before the memory runs.
+for pid in "${PIDS[@]:1}"; do kill "$pid" 2>/dev/null || true; done
+
+startup() { # keys
+    DATABASE_URL="sqlite://$WORK/k$1.db" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$BENCH" startup -- "$GK" run
+}
+
+echo
+echo "== start-up and memory =="
+"$BENCH" seed "$WORK/k100000.db" 100000 "$WORK/token100k"
+for i in 1 2 3; do echo "100,000 keys, run $i: $(startup 100000)"; done
+"$BENCH" seed "$WORK/k1000000.db" 1000000 "$WORK/token1m"
+echo "1,000,000 keys: $(startup 1000000)   (rss_mib is VmRSS 2 s after 'listening on')"
+
+echo
+echo "== this process's own changes with 1,000,000 keys (in-process, 20 each) =="
+"$BENCH" changes "$WORK/k1000000.db" 20
