@@ -174,6 +174,6 @@ mod tests {
         }
         assert!(matches!(SmallStr::from("x".repeat(22)).0, Repr::Inline { .. }));
         assert!(matches!(SmallStr::from("x".repeat(23)).0, Repr::Heap(_)));
-        assert!(SmallStr::from("a") < SmallStr::from("b"));
+        assert_eq!(SmallStr::from("a").cmp(&SmallStr::from("b")), std::cmp::Ordering::Less);
     }
 }

@@ -202,7 +202,7 @@ impl Table {
         self.slots[(entry & !PREVIOUS) as usize].as_ref().expect("table entries point at live slots")
     }
 
-    fn hash_of<'a>(slots: &'a [Option<Slot>], entry: u32) -> &'a KeyHash {
+    fn hash_of(slots: &[Option<Slot>], entry: u32) -> &KeyHash {
         let slot = slots[(entry & !PREVIOUS) as usize].as_ref().expect("table entries point at live slots");
         match (&slot.previous, entry & PREVIOUS != 0) {
             (Some(prev), true) => &prev.0,
