@@ -3,6 +3,8 @@
 //! rate limit, and the `X-RateLimit-*` headers on every authenticated
 //! response. Handlers then take the verified caller with [`Caller`].
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -33,7 +35,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let ip = client_ip(&parts, state.trust_forwarded_for);
     let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();

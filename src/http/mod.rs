@@ -105,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(guild::guild_info))
         .routes(routes!(guild::ban_status, guild::ban, guild::unban))
         .routes(routes!(guild::add_role, guild::remove_role))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(Arc::new(state.clone()), auth::require_key));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)
         .routes(routes!(routes::healthz))
@@ -120,14 +120,16 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Middlewares take the state in one `Arc`: axum clones a layer's
+        // state per request, and one shared counter costs less than six.
+        .layer(middleware::from_fn_with_state(Arc::new(state.clone()), observe))
         .with_state(state)
 }
 
 /// Counts every request by route and status and times it; refuses oversized
 /// bodies up front and bounds how long a request may run (one layer, not
 /// two: see `router`).
-async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
     let _permit = state.in_flight.acquire().await.ok();
     let route = req.extensions().get::<MatchedPath>().cloned();

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ pub fn check(limiter: &KeyLimiter, per_minute: u32) -> Budget {
 pub struct FailureThrottle {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// `blocked.len()`, readable without the lock: every request checks,
+    /// and almost always nothing is blocked.
+    blocked_count: AtomicUsize,
 }
 
 impl FailureThrottle {
@@ -66,16 +70,24 @@ impl FailureThrottle {
     pub fn new(burst: u32, per_minute: u32) -> Self {
         let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least 1"))
             .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least 1"));
-        Self { limiter: RateLimiter::keyed(quota), blocked: Mutex::new(HashMap::new()) }
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            blocked: Mutex::new(HashMap::new()),
+            blocked_count: AtomicUsize::new(0),
+        }
     }
 
     /// Seconds the IP must wait, if it is currently blocked.
     pub fn blocked_for(&self, ip: IpAddr) -> Option<u64> {
+        if self.blocked_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut blocked = self.blocked.lock().expect("throttle lock poisoned");
         let until = *blocked.get(&ip)?;
         let now = Instant::now();
         if until <= now {
             blocked.remove(&ip);
+            self.blocked_count.store(blocked.len(), Ordering::Release);
             return None;
         }
         Some((until - now).as_secs_f64().ceil().max(1.0) as u64)
@@ -87,7 +99,9 @@ impl FailureThrottle {
             Ok(()) => None,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now()).max(Duration::from_secs(1));
-                self.blocked.lock().expect("throttle lock poisoned").insert(ip, Instant::now() + wait);
+                let mut blocked = self.blocked.lock().expect("throttle lock poisoned");
+                blocked.insert(ip, Instant::now() + wait);
+                self.blocked_count.store(blocked.len(), Ordering::Release);
                 Some(wait.as_secs_f64().ceil() as u64)
             }
         }
@@ -97,6 +111,8 @@ impl FailureThrottle {
     pub fn cleanup(&self) {
         self.limiter.retain_recent();
         let now = Instant::now();
-        self.blocked.lock().expect("throttle lock poisoned").retain(|_, until| *until > now);
+        let mut blocked = self.blocked.lock().expect("throttle lock poisoned");
+        blocked.retain(|_, until| *until > now);
+        self.blocked_count.store(blocked.len(), Ordering::Release);
     }
 }
