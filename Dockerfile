@@ -4,12 +4,16 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, cached while only the sources change.
+# The other workspace members (test double, bench harness) are never built
+# here, but cargo reads their manifests, so they stay as stubs.
 COPY Cargo.toml Cargo.lock ./
 COPY tests/discord-double/Cargo.toml tests/discord-double/Cargo.toml
-RUN mkdir -p src tests/discord-double/src \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/discord-double/src/lib.rs \
+COPY bench/refs/Cargo.toml bench/refs/Cargo.toml
+RUN mkdir -p src tests/discord-double/src bench/refs/src \
+    && for f in src/main.rs tests/discord-double/src/main.rs bench/refs/src/main.rs; do echo 'fn main() {}' > "$f"; done \
+    && touch src/lib.rs tests/discord-double/src/lib.rs \
     && cargo build --release --locked -p guildkey \
-    && rm -rf src tests/discord-double/src
+    && rm -rf src
 COPY migrations migrations
 COPY src src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p guildkey
