@@ -53,23 +53,10 @@ async fn press(app: &App, user: u64, reply: &InteractionReply, which: &str) -> I
         .expect("the prompt is answered")
 }
 
-async fn set_audit_channel(app: &App) {
-    let sent = app
-        .double
-        .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
-        .subcommand("apikey", "audit-channel")
-        .channel("channel", ids::AUDIT_LOG_CHANNEL_ID)
-        .send()
-        .await
-        .unwrap();
-    let reply = app.double.wait_for_response(&sent, WAIT).await.unwrap();
-    assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
-}
-
 #[tokio::test]
 async fn an_admin_creates_a_key_whose_secret_is_shown_once_and_works_on_the_listener() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
 
     let reply = create(&app, ids::ALICE_ID, "game server", "bans.read, guild.read").await;
 
@@ -304,7 +291,7 @@ async fn scope_autocomplete_continues_the_list() {
 #[tokio::test]
 async fn a_failing_audit_post_leaves_the_change_applied() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     app.double.fault(FaultRule::on("POST", "/channels/{channel_id}/messages").status(500));
 
     let first = secret_in(&create(&app, ids::ALICE_ID, "during outage", "bans.read").await);
@@ -324,7 +311,7 @@ async fn a_failing_audit_post_leaves_the_change_applied() {
 #[tokio::test]
 async fn changes_made_with_the_cli_are_posted_to_the_audit_channel() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
 
     app.create_key(ids::DEMO_GUILD_ID, "from the shell", "audit.read", &[]);
 

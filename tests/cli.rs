@@ -257,6 +257,27 @@ impl Sandbox {
     fn snapshot(&self) -> Snapshot {
         Snapshot { listed: self.list(GUILD), other: self.list(OTHER_GUILD), rows: self.dump() }
     }
+
+    /// Runs each `(what, args, needle)`: every one must exit 2 with one
+    /// stderr line naming `needle`, print nothing on stdout and leave the
+    /// database as it was. Returns that untouched snapshot.
+    #[track_caller]
+    fn assert_usage_errors(&self, cases: &[(&str, Vec<String>, &str)]) -> Snapshot {
+        let before = self.snapshot();
+        for (wrong, args, needle) in cases {
+            // Act
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = self.run(&args);
+
+            // Assert
+            assert_eq!(out.code, Some(2), "{wrong}: should exit 2\n{}", out.describe());
+            let line = out.one_stderr_line();
+            assert!(line.contains(needle), "{wrong}: stderr should mention {needle:?}\n{}", out.describe());
+            assert!(out.stdout.is_empty(), "{wrong}: nothing on stdout\n{}", out.describe());
+            assert_eq!(self.snapshot(), before, "{wrong}: the database changed");
+        }
+        before
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -1039,20 +1060,7 @@ fn bad_usage_exits_2_with_one_line_and_changes_nothing() {
         ("grace that is a word", rotate("abc"), "--grace"),
         ("negative grace", rotate("-10m"), "--grace"),
     ];
-    let before = sandbox.snapshot();
-
-    for (wrong, args, needle) in &cases {
-        // Act
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = sandbox.run(&args);
-
-        // Assert
-        assert_eq!(out.code, Some(2), "{wrong}: should exit 2\n{}", out.describe());
-        let line = out.one_stderr_line();
-        assert!(line.contains(needle), "{wrong}: stderr should mention {needle:?}\n{}", out.describe());
-        assert!(out.stdout.is_empty(), "{wrong}: nothing on stdout\n{}", out.describe());
-        assert_eq!(sandbox.snapshot(), before, "{wrong}: the database changed");
-    }
+    sandbox.assert_usage_errors(&cases);
 }
 
 #[test]
@@ -1418,20 +1426,7 @@ fn more_bad_flags_exit_2_with_one_line_naming_the_flag_and_change_nothing() {
         ("an unknown flag to config check", owned(&["config", "check", "--bogus"]), "--bogus"),
         ("a flag given twice", create(&["--env", "live", "--env", "test"]), "--env"),
     ];
-    let before = sandbox.snapshot();
-
-    for (wrong, args, needle) in &cases {
-        // Act
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = sandbox.run(&args);
-
-        // Assert
-        assert_eq!(out.code, Some(2), "{wrong}: should exit 2\n{}", out.describe());
-        let line = out.one_stderr_line();
-        assert!(line.contains(needle), "{wrong}: stderr should mention {needle:?}\n{}", out.describe());
-        assert!(out.stdout.is_empty(), "{wrong}: nothing on stdout\n{}", out.describe());
-        assert_eq!(sandbox.snapshot(), before, "{wrong}: the database changed");
-    }
+    let before = sandbox.assert_usage_errors(&cases);
     assert!(!before.rows.values().flatten().any(|r| r.contains(&secret[8..40])));
 }
 

@@ -197,20 +197,6 @@ fn assert_api_event(event: &Value, action: &str, name: &str, token: &str, test: 
     assert!(!event.to_string().contains(&token[12..]), "the audit entry holds the secret: {event}");
 }
 
-/// Points the guild's audit channel at #audit-log with the slash command.
-async fn set_audit_channel(app: &App) {
-    let sent = app
-        .double
-        .slash(DEMO, ids::ALICE_ID)
-        .subcommand("apikey", "audit-channel")
-        .channel("channel", ids::AUDIT_LOG_CHANNEL_ID)
-        .send()
-        .await
-        .unwrap();
-    let reply = app.double.wait_for_response(&sent, WAIT).await.unwrap();
-    assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
-}
-
 /// Waits for the audit-channel embed whose title starts with `title`.
 async fn audit_post(app: &App, title: &str) -> RecordedMessage {
     app.double
@@ -785,7 +771,7 @@ async fn a_ban_discord_does_not_answer_is_a_502_well_before_the_listeners_own_ti
 #[tokio::test]
 async fn an_api_ban_is_posted_to_the_audit_channel_naming_the_key_not_a_user() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     let token = key(&app, DEMO, "game server", "bans.write", &[]).await;
     let tester = key(&app, DEMO, "staging", "bans.write", &["--env", "test"]).await;
 
@@ -805,7 +791,7 @@ async fn an_api_ban_is_posted_to_the_audit_channel_naming_the_key_not_a_user() {
 #[tokio::test]
 async fn an_audit_post_answered_429_is_retried_after_retry_after_and_arrives() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     let token = key(&app, DEMO, "game", "bans.write", &[]).await;
     let is_ban_post = |body: Option<&Value>| {
         body.and_then(|b| b["embeds"][0]["title"].as_str()).is_some_and(|t| t.starts_with("Member banned"))
@@ -834,7 +820,7 @@ async fn an_audit_post_answered_429_is_retried_after_retry_after_and_arrives() {
 #[tokio::test]
 async fn an_unban_reaches_discord_with_the_keys_audit_reason_and_is_audited() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     let (token, reader) = keys(&app, "game", "bans.write").await;
     app.double.add_ban(DEMO, ids::STRANGER_ID, Some("earlier"));
 
@@ -921,7 +907,7 @@ async fn discord_refusing_an_unban_is_a_502_with_its_message_and_no_audit_entry(
 #[tokio::test]
 async fn adding_a_role_reaches_discord_with_the_keys_audit_reason_and_is_audited() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     let (token, reader) = keys(&app, "verifier", "roles.write").await;
 
     let data = put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token).await.ok();
@@ -957,7 +943,7 @@ async fn adding_a_role_reaches_discord_with_the_keys_audit_reason_and_is_audited
 #[tokio::test]
 async fn removing_a_role_reaches_discord_with_the_keys_audit_reason_and_is_audited() {
     let app = spawn_app().await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     let (token, reader) = keys(&app, "verifier", "roles.write").await;
 
     let data = delete(&app, &role_path(DEMO, ids::DANA_ID, ids::VERIFIED_ROLE_ID), &token).await.ok();

@@ -104,19 +104,6 @@ async fn list_command(app: &App) -> InteractionReply {
     app.double.wait_for_response(&sent, WAIT).await.expect("the bot answers /apikey list")
 }
 
-async fn set_audit_channel(app: &App) {
-    let sent = app
-        .double
-        .slash(DEMO, ids::ALICE_ID)
-        .subcommand("apikey", "audit-channel")
-        .channel("channel", ids::AUDIT_LOG_CHANNEL_ID)
-        .send()
-        .await
-        .unwrap();
-    let reply = app.double.wait_for_response(&sent, WAIT).await.unwrap();
-    assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
-}
-
 /// A response read whole.
 struct Reply {
     status: u16,
@@ -339,7 +326,7 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_on_the_audit_channel_never_fails_a_change_and_posting_resumes_after() {
     let app = spawn_app_with(Options { config: "[keys]\nmax_per_guild = 10\n".into(), ..Options::default() }).await;
-    set_audit_channel(&app).await;
+    app.set_audit_channel().await;
     let writer = app.create_key(DEMO, "writer", "bans.write", &["--rate-limit", "100000"]);
     let verifier = app.create_key(DEMO, "verifier", "guild.read", &["--rate-limit", "100000"]);
     let_the_listener_catch_up().await;

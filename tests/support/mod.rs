@@ -160,6 +160,21 @@ async fn start_binary(
 }
 
 impl App {
+    /// Points the demo guild's audit channel at #audit-log, as admin Alice
+    /// would with `/apikey audit-channel`, and waits for the bot's answer.
+    pub async fn set_audit_channel(&self) {
+        let sent = self
+            .double
+            .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
+            .subcommand("apikey", "audit-channel")
+            .channel("channel", ids::AUDIT_LOG_CHANNEL_ID)
+            .send()
+            .await
+            .expect("send /apikey audit-channel");
+        let reply = self.double.wait_for_response(&sent, Duration::from_secs(10)).await.expect("the bot answers");
+        assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
