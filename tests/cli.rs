@@ -1551,3 +1551,33 @@ fn run_with_an_address_already_in_use_exits_1_naming_http_bind() {
     assert!(!out.stderr.contains("not-a-real"), "the token is never shown\n{}", out.describe());
     drop(taken);
 }
+
+#[test]
+fn a_database_url_without_a_mode_creates_the_file_and_an_explicit_mode_is_respected() {
+    // Arrange: a URL with no `?mode=`, as operators often write it.
+    let sandbox = Sandbox::new();
+    let fresh = sandbox.path().join("fresh").join("gk.db");
+    let url = format!("sqlite://{}", fresh.display());
+
+    // Act
+    let created =
+        sandbox.run_with(&["keys", "create", "--guild", GUILD, "--name", "n", "--scopes", "bans.read"], |c| {
+            c.env("DATABASE_URL", &url);
+        });
+
+    // Assert: directory and file made, the key stored there.
+    assert_eq!(created.code, Some(0), "{}", created.describe());
+    assert!(fresh.exists(), "the database file was created");
+    let listed = sandbox.run_with(&["keys", "list", "--guild", GUILD, "--json"], |c| {
+        c.env("DATABASE_URL", &url);
+    });
+    assert!(listed.stdout.contains("\"name\": \"n\""), "{}", listed.describe());
+
+    // `mode=rw` means "must exist": a missing file is a failure (exit 1), not created.
+    let missing = sandbox.path().join("missing.db");
+    let refused = sandbox.run_with(&["keys", "list", "--guild", GUILD], |c| {
+        c.env("DATABASE_URL", format!("sqlite://{}?mode=rw", missing.display()));
+    });
+    assert_eq!(refused.code, Some(1), "{}", refused.describe());
+    assert!(!missing.exists(), "mode=rw never creates the file");
+}

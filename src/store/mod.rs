@@ -37,10 +37,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if allowed by the URL) the database at `url`.
+    /// Opens the database at `url`, creating the file (and its directory)
+    /// when missing, unless the URL sets a `mode` of its own (`mode=rw`
+    /// or `mode=ro` mean "must exist", and are respected).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let explicit_mode = url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("mode=")));
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "failed to parse the database URL")?
+            .create_if_missing(!explicit_mode || url.contains("mode=rwc"))
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
