@@ -80,13 +80,13 @@ pub trait GuildOps: Send + Sync {
     }
     /// The member's role ids; `None` if the user is not a member.
     async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError>;
-    async fn add_role(&self, guild_id: u64, user_id: u64, role_id: u64, audit_reason: &str)
-        -> Result<(), DiscordError>;
-    async fn remove_role(
+    /// Gives the member the role (`add`) or takes it away.
+    async fn set_role(
         &self,
         guild_id: u64,
         user_id: u64,
         role_id: u64,
+        add: bool,
         audit_reason: &str,
     ) -> Result<(), DiscordError>;
     /// Posts an audit event as an embed to a channel.
@@ -352,44 +352,21 @@ impl GuildOps for SerenityGuildOps {
         }
     }
 
-    async fn add_role(
+    async fn set_role(
         &self,
         guild_id: u64,
         user_id: u64,
         role_id: u64,
+        add: bool,
         audit_reason: &str,
     ) -> Result<(), DiscordError> {
-        let route = |method| {
-            Request::new(
-                Route::GuildMemberRole {
-                    guild_id: GuildId::new(guild_id),
-                    user_id: UserId::new(user_id),
-                    role_id: role_id.into(),
-                },
-                method,
-            )
+        let route = Route::GuildMemberRole {
+            guild_id: GuildId::new(guild_id),
+            user_id: UserId::new(user_id),
+            role_id: role_id.into(),
         };
-        self.send(|| with_reason(route(LightMethod::Put), audit_reason)).await.map(drop)
-    }
-
-    async fn remove_role(
-        &self,
-        guild_id: u64,
-        user_id: u64,
-        role_id: u64,
-        audit_reason: &str,
-    ) -> Result<(), DiscordError> {
-        let route = |method| {
-            Request::new(
-                Route::GuildMemberRole {
-                    guild_id: GuildId::new(guild_id),
-                    user_id: UserId::new(user_id),
-                    role_id: role_id.into(),
-                },
-                method,
-            )
-        };
-        self.send(|| with_reason(route(LightMethod::Delete), audit_reason)).await.map(drop)
+        let method = if add { LightMethod::Put } else { LightMethod::Delete };
+        self.send(|| with_reason(Request::new(route, method), audit_reason)).await.map(drop)
     }
 
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {

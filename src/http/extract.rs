@@ -9,19 +9,19 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::AppState;
 
 /// An optional JSON body: empty means `None`; anything else must be valid
 /// JSON of `T` (any or no Content-Type, for simple clients).
 pub struct OptionalJson<T>(pub Option<T>);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
+                ApiError::PayloadTooLarge(state.max_body_bytes)
             } else {
                 ApiError::BadRequest(format!("could not read the body: {}", e.body_text()))
             }
@@ -34,10 +34,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
             .map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))
     }
 }
-
-/// The configured body limit, for the 413 message.
-#[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
 
 /// `Query<T>` with the envelope on bad query strings.
 pub struct ApiQuery<T>(pub T);

@@ -36,7 +36,6 @@ use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
 use error::ApiError;
-use extract::BodyLimit;
 
 pub use metrics::Metrics;
 use openapi::BearerAuth;
@@ -115,7 +114,7 @@ pub fn router(state: AppState) -> Router {
     let state = AppState { doc: Some(Arc::new(openapi::finish(doc))), ..state };
     // As few layers as possible: axum clones a route's whole layer stack
     // for every request, one allocation per layer, so `observe` also caps
-    // concurrency and adds the extensions handlers read.
+    // concurrency. Handlers read what they need from the state.
     router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -129,17 +128,13 @@ pub fn router(state: AppState) -> Router {
 /// Counts every request by route and status and times it; refuses oversized
 /// bodies up front and bounds how long a request may run (one layer, not
 /// two: see `router`).
-async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
     let _permit = state.in_flight.acquire().await.ok();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let method = req.method().clone();
     let started = Instant::now();
-    req.extensions_mut().insert(BodyLimit(state.max_body_bytes));
-    if let (Some(doc), "/openapi.json") = (&state.doc, route) {
-        req.extensions_mut().insert(doc.clone());
-    }
     let response = guard(&state, req, next).await;
     let m = &state.metrics;
     m.latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());

@@ -153,8 +153,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
-pub async fn openapi(axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>) -> Response {
-    axum::Json(doc.as_ref().clone()).into_response()
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    match state.doc.as_deref() {
+        Some(doc) => axum::Json(doc).into_response(),
+        None => ApiError::NoRoute.into_response(),
+    }
 }
 
 /// The success envelope.

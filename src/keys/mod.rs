@@ -436,6 +436,18 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
+    /// The one rule: revocation wins over expiry; a key is expired from
+    /// its `expires_at` on.
+    pub fn of(revoked: bool, expired: bool) -> Self {
+        if revoked {
+            Self::Revoked
+        } else if expired {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -555,13 +567,7 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     pub fn status(&self, now: chrono::DateTime<chrono::Utc>) -> KeyStatus {
-        if self.revoked_at.is_some() {
-            KeyStatus::Revoked
-        } else if self.expires_at.is_some_and(|at| at <= now) {
-            KeyStatus::Expired
-        } else {
-            KeyStatus::Active
-        }
+        KeyStatus::of(self.revoked_at.is_some(), self.expires_at.is_some_and(|at| at <= now))
     }
 
     pub fn key_ref(&self) -> crate::audit::KeyRef {

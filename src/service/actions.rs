@@ -249,12 +249,7 @@ impl GuildActions {
             return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
         }
         let audit_reason = Self::audit_reason(caller, None);
-        let result = if add {
-            self.ops.add_role(guild_id, user_id, role_id, &audit_reason).await
-        } else {
-            self.ops.remove_role(guild_id, user_id, role_id, &audit_reason).await
-        };
-        result.map_err(discord)?;
+        self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason).await.map_err(discord)?;
         self.applied(caller, action, details).await
     }
 

@@ -77,13 +77,7 @@ impl KeyInfo {
 
     /// As [`crate::keys::KeyRecord::status`].
     pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
-        if self.revoked {
-            KeyStatus::Revoked
-        } else if self.expires_at_ms <= now.timestamp_millis() {
-            KeyStatus::Expired
-        } else {
-            KeyStatus::Active
-        }
+        KeyStatus::of(self.revoked, self.expires_at_ms <= now.timestamp_millis())
     }
 
     /// Whether a request from `ip` may use this key (its allow-list).
@@ -280,11 +274,6 @@ impl KeyIndex {
         let slot = table.slots[(entry & !PREVIOUS) as usize].as_mut().expect("live slot");
         let key = slot.live.get_or_insert_with(|| Arc::new(LiveKey::new(slot.info.clone(), None))).clone();
         Some(IndexEntry { key, valid_until: valid_until(slot, entry) })
-    }
-
-    /// The ids of every indexed key.
-    pub fn key_ids(&self) -> std::collections::HashSet<KeyId> {
-        self.table.read().expect("index lock poisoned").live_slots().map(|s| s.info.id.clone()).collect()
     }
 
     /// Indexed hashes (a key has two during a rotation's grace period).

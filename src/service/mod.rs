@@ -551,11 +551,6 @@ impl KeyService {
         }
     }
 
-    /// The ids of every key the index knows (for pruning per-key state).
-    pub fn known_key_ids(&self) -> std::collections::HashSet<KeyId> {
-        self.inner.index.key_ids()
-    }
-
     /// Key hashes in the index (a metric).
     pub fn indexed_keys(&self) -> usize {
         self.inner.index.len()

@@ -363,15 +363,8 @@ fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
 
 /// A 32-byte hash from SQLite's `hex()` (empty for NULL).
 fn from_hex(s: &str) -> Option<KeyHash> {
-    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(KeyHash(out))
 }
 
