@@ -1,18 +1,19 @@
-//! Authentication for every `/v1` route, as one middleware: the IP throttle,
-//! the bearer token, the service's verification (memory only), the key's
-//! rate limit, and the `X-RateLimit-*` headers on every authenticated
-//! response. Handlers then take the verified caller with [`Caller`].
+//! Authentication for every route that needs a key, run by the front door
+//! (`front.rs`) before the router: the IP throttle, the bearer token, the
+//! service's verification (memory only), the key's rate limit, and the
+//! `X-RateLimit-*` headers on every authenticated response. Handlers then
+//! take the verified caller with [`Caller`].
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::middleware::Next;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::extract::client_ip;
+use super::ratelimit::{self, Budget};
 use super::AppState;
 use crate::service::{Authenticated, Error};
 
@@ -35,18 +36,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-pub async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let ip = client_ip(&parts, state.trust_forwarded_for);
+/// Admits a request to a route that needs a key, or answers it: the IP
+/// throttle, the bearer token, the service's verification (memory only) and
+/// the key's rate limit. A refusal for the key's rate limit already carries
+/// the budget headers; an admitted request gets them with
+/// [`set_budget_headers`] on whatever the handler answers.
+pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(Authenticated, Budget), Response> {
+    let ip = client_ip(headers, peer, state.trust_forwarded_for);
     let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
 
     if let Some(wait) = state.throttle.blocked_for(ip) {
         outcome("rate_limited");
-        return ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response();
+        return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response());
     }
-    let Some(token) = bearer(&parts.headers) else {
+    let Some(token) = bearer(headers) else {
         outcome("missing_key");
-        return ApiError::MissingKey.into_response();
+        return Err(ApiError::MissingKey.into_response());
     };
     let caller = match state.service.authenticate(token, ip) {
         Ok(caller) => caller,
@@ -56,35 +61,61 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, n
             if matches!(failure, ApiError::Service(Error::Malformed(_) | Error::NotFound(_))) {
                 if let Some(wait) = state.throttle.record_failure(ip) {
                     tracing::warn!(%ip, "too many failed authentications; throttling this address");
-                    return ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response();
+                    return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response());
                 }
             }
-            return failure.into_response();
+            return Err(failure.into_response());
         }
     };
-    let budget = super::ratelimit::check(caller.key.limiter(), caller.key.rate_limit_per_minute);
-    let mut response = match budget.retry_after_secs {
-        Some(wait) => {
-            outcome("rate_limited");
-            ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response()
-        }
-        None => {
-            state.metrics.verified_ok.inc();
-            parts.extensions.insert(caller);
-            req = Request::from_parts(parts, body);
-            next.run(req).await
-        }
-    };
+    let budget = ratelimit::check(caller.key.limiter(), caller.key.rate_limit_per_minute);
+    if let Some(wait) = budget.retry_after_secs {
+        outcome("rate_limited");
+        let mut refused = ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response();
+        set_budget_headers(&mut refused, &budget);
+        return Err(refused);
+    }
+    state.metrics.verified_ok.inc();
+    Ok((caller, budget))
+}
+
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` from the key's budget.
+pub fn set_budget_headers(response: &mut Response, budget: &Budget) {
     let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(budget.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(budget.remaining));
-    headers.insert("x-ratelimit-reset", HeaderValue::from(budget.reset_secs));
-    response
+    headers.insert(LIMIT, number(u64::from(budget.limit)));
+    headers.insert(REMAINING, number(u64::from(budget.remaining)));
+    headers.insert(RESET, number(budget.reset_secs));
+}
+
+/// Numbers up to this are made once, not on every response.
+const KEPT_NUMBERS: u64 = 1024;
+
+/// `n` as a header value. Those up to [`KEPT_NUMBERS`] (every reset, and the
+/// limits and remainders of all but the busiest keys) are static, so a
+/// response costs no allocation for them.
+fn number(n: u64) -> HeaderValue {
+    static KEPT: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        (0..=KEPT_NUMBERS).map(|n| HeaderValue::from_static(String::leak(n.to_string()))).collect()
+    });
+    match usize::try_from(n).ok().and_then(|i| KEPT.get(i)) {
+        Some(kept) => kept.clone(),
+        None => HeaderValue::from(n),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_and_made_numbers_read_the_same() {
+        for n in [0, 1, 59, 60, KEPT_NUMBERS - 1, KEPT_NUMBERS, KEPT_NUMBERS + 1, 100_000, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_others_are_refused() {

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -19,11 +20,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        // The declared length was checked up front (`front.rs`); this bounds
+        // a body that declared none (chunked) as it arrives.
+        let limited = http_body_util::Limited::new(req.into_body(), state.max_body_bytes);
+        let bytes = http_body_util::BodyExt::collect(limited).await.map(|b| b.to_bytes()).map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 ApiError::PayloadTooLarge(state.max_body_bytes)
             } else {
-                ApiError::BadRequest(format!("could not read the body: {}", e.body_text()))
+                ApiError::BadRequest(format!("could not read the body: {e}"))
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -68,10 +72,9 @@ fn short(s: &str) -> String {
 /// entries to its left are client-supplied and could be forged). Only that
 /// entry counts: if it is not an address (some proxies add a port, which is
 /// accepted), the socket peer is used, never an entry further left.
-pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
+pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for {
-        let right_most = parts
-            .headers
+        let right_most = headers
             .get_all("x-forwarded-for")
             .iter()
             .next_back()
@@ -83,10 +86,7 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
             return ip;
         }
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |ConnectInfo(addr)| addr.ip())
+    peer.ip()
 }
 
 #[cfg(test)]
@@ -101,9 +101,8 @@ mod tests {
             for h in headers {
                 req = req.header("x-forwarded-for", *h);
             }
-            let (mut parts, ()) = req.body(()).unwrap().into_parts();
-            parts.extensions.insert(ConnectInfo(peer));
-            client_ip(&parts, trust).to_string()
+            let (parts, ()) = req.body(()).unwrap().into_parts();
+            client_ip(&parts.headers, peer, trust).to_string()
         };
         for (headers, trust, want) in [
             (&["203.0.113.7"][..], false, "192.0.2.1"),

@@ -1,10 +1,10 @@
 //! The HTTP listener (SPEC §6), on axum: a thin adapter over the service.
 //!
 //! [`router`] builds every route from handlers annotated for OpenAPI, so the
-//! served document and the router cannot drift apart. `/v1` routes sit
-//! behind [`auth::require_key`]; around everything are the metrics, a
-//! request timeout, the body limit and the envelope for unknown routes and
-//! methods. [`serve`] runs it on a bound listener until shutdown, with a
+//! served document and the router cannot drift apart, and puts the front
+//! door ([`App`]) around it: authentication for the operations the document
+//! says need a key, the concurrency cap, the body limit, a request timeout
+//! and the metrics. Unknown routes and methods get the envelope. [`serve`] runs it on a bound listener until shutdown, with a
 //! header-read timeout (which also closes idle keep-alive connections) and a
 //! cap on the size of a request's headers, so slow or idle clients cannot
 //! hold connections open for ever.
@@ -12,6 +12,7 @@
 mod auth;
 pub mod error;
 mod extract;
+mod front;
 mod guild;
 mod metrics;
 mod openapi;
@@ -20,13 +21,8 @@ mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -36,6 +32,7 @@ use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
 use error::ApiError;
+pub use front::App;
 
 pub use metrics::Metrics;
 use openapi::BearerAuth;
@@ -96,65 +93,33 @@ impl AppState {
 )]
 struct ApiDoc;
 
-/// Builds the router and its OpenAPI document from the same handlers.
-pub fn router(state: AppState) -> Router {
+/// Builds the application: the router and its OpenAPI document from the
+/// same handlers, and the front door (`front.rs`) around them.
+pub fn router(state: AppState) -> App {
     let v1 = OpenApiRouter::new()
         .routes(routes!(routes::verify))
         .routes(routes!(routes::audit_log))
         .routes(routes!(guild::guild_info))
         .routes(routes!(guild::ban_status, guild::ban, guild::unban))
-        .routes(routes!(guild::add_role, guild::remove_role))
-        .route_layer(middleware::from_fn_with_state(Arc::new(state.clone()), auth::require_key));
+        .routes(routes!(guild::add_role, guild::remove_role));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::openapi))
         .split_for_parts();
-    let state = AppState { doc: Some(Arc::new(openapi::finish(doc))), ..state };
-    // As few layers as possible: axum clones a route's whole layer stack
-    // for every request, one allocation per layer, so `observe` also caps
-    // concurrency. Handlers read what they need from the state.
-    router
+    let doc = Arc::new(openapi::finish(doc));
+    let state = AppState { doc: Some(doc.clone()), ..state };
+    // No layers: authentication, limits and metrics run in the front door,
+    // once per request, rather than in layers axum clones per request.
+    let router = router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        // Middlewares take the state in one `Arc`: axum clones a layer's
-        // state per request, and one shared counter costs less than six.
-        .layer(middleware::from_fn_with_state(Arc::new(state.clone()), observe))
-        .with_state(state)
+        .with_state(state.clone());
+    App::new(router, state, &doc)
 }
 
-/// Counts every request by route and status and times it; refuses oversized
-/// bodies up front and bounds how long a request may run (one layer, not
-/// two: see `router`).
-async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
-    let _permit = state.in_flight.acquire().await.ok();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    let method = req.method().clone();
-    let started = Instant::now();
-    let response = guard(&state, req, next).await;
-    let m = &state.metrics;
-    m.latency.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
-    m.requests.with_label_values(&[route, method.as_str(), response.status().as_str()]).inc();
-    response
-}
-
-async fn guard(state: &AppState, req: Request, next: Next) -> Response {
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return ApiError::PayloadTooLarge(state.max_body_bytes).into_response();
-    }
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout.into_response(),
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish and closes idle connections.
 ///
 /// HTTP/1.1 only, on hyper directly rather than `axum::serve`, which sets
@@ -163,12 +128,10 @@ async fn guard(state: &AppState, req: Request, next: Next) -> Response {
 /// descriptor) for ever.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    use tower::ServiceExt;
 
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEAD_BYTES);
@@ -190,10 +153,7 @@ pub async fn serve(
                 }
             },
         };
-        let service = router.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        });
+        let service = app.connection(peer);
         let http1 = http1.clone();
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
@@ -214,7 +174,7 @@ pub async fn serve(
                 }
                 () = &mut stopping => return,
             }
-            let conn = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn = http1.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

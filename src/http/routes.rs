@@ -1,9 +1,8 @@
 //! Handlers for the routes that do not act on Discord: verify, the audit
 //! log, health, metrics and the OpenAPI document.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -33,6 +32,8 @@ pub struct VerifyData {
     rate_limit_per_minute: u32,
 }
 
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// Tells the caller about its own key. Any scope.
 #[utoipa::path(get, path = "/v1/verify", tag = "keys", security(("bearer" = [])),
     responses(
@@ -57,7 +58,7 @@ pub async fn verify(Caller(caller): Caller) -> Response {
         };
         serde_json::to_vec(&envelope(data)).expect("a key serialises")
     });
-    ([(header::CONTENT_TYPE, "application/json")], Bytes::from_owner(body.clone())).into_response()
+    ([(header::CONTENT_TYPE, JSON)], body).into_response()
 }
 
 #[derive(Deserialize, IntoParams)]

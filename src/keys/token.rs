@@ -112,7 +112,7 @@ pub fn parse(prefix: &str, token: &str) -> Result<Environment, Malformed> {
         return Err(Malformed::Shape);
     }
     let (body, sum) = token.split_at(token.len() - CHECKSUM_LEN);
-    if checksum(body) != sum {
+    if checksum_digits(body) != sum.as_bytes() {
         return Err(Malformed::Checksum);
     }
     Ok(env)
@@ -120,17 +120,19 @@ pub fn parse(prefix: &str, token: &str) -> Result<Environment, Malformed> {
 
 /// CRC-32 of `body` as 6 base62 digits.
 pub fn checksum(body: &str) -> String {
-    base62_fixed(u64::from(crc32fast::hash(body.as_bytes())), CHECKSUM_LEN)
+    String::from_utf8(checksum_digits(body).to_vec()).expect("base62 digits are ASCII")
 }
 
-/// `n` in base62, most significant digit first, left-padded to `width`.
-pub fn base62_fixed(mut n: u64, width: usize) -> String {
-    let mut digits = vec![b'0'; width];
+/// [`checksum`] without an allocation (every request checks one): the
+/// CRC-32 in base62, most significant digit first, left-padded with '0'.
+fn checksum_digits(body: &str) -> [u8; CHECKSUM_LEN] {
+    let mut n = crc32fast::hash(body.as_bytes());
+    let mut digits = [b'0'; CHECKSUM_LEN];
     for slot in digits.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    String::from_utf8(digits).expect("base62 digits are ASCII")
+    digits
 }
 
 /// `len` random base62 characters from the OS CSPRNG (public ids).

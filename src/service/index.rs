@@ -98,7 +98,7 @@ impl KeyInfo {
 pub struct LiveKey {
     info: KeyInfo,
     limiter: Arc<KeyLimiter>,
-    rendered: OnceLock<Arc<[u8]>>,
+    rendered: OnceLock<bytes::Bytes>,
 }
 
 impl LiveKey {
@@ -113,8 +113,9 @@ impl LiveKey {
     }
 
     /// The key's rendering, made by `render` the first time only.
-    pub fn rendered(&self, render: impl FnOnce(&KeyInfo) -> Vec<u8>) -> &Arc<[u8]> {
-        self.rendered.get_or_init(|| render(&self.info).into())
+    /// Cloning the result shares it (no copy).
+    pub fn rendered(&self, render: impl FnOnce(&KeyInfo) -> Vec<u8>) -> bytes::Bytes {
+        self.rendered.get_or_init(|| render(&self.info).into()).clone()
     }
 
     /// The same key with a new description, keeping its budget if its rate
