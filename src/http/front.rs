@@ -9,7 +9,9 @@
 //!   bearer key (so the document and the enforcement cannot disagree), with
 //!   the `X-RateLimit-*` headers on its response;
 //! - the request timeout;
-//! - metrics: requests by route, method and status, and latency by route.
+//! - metrics: requests by route, method and status, and latency by route;
+//! - the connection's [`Activity`], from which `serve` closes a connection
+//!   that takes too long to send a request's headers (or sits idle).
 //!
 //! Routes are looked up here with matchit, the matcher axum itself uses, on
 //! the templates of the OpenAPI document, which is built from the same
@@ -21,8 +23,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::{header, Method};
@@ -101,17 +105,53 @@ impl App {
         Self { inner: Arc::new(Inner { router, state, routes, unmatched }) }
     }
 
-    /// The service for one connection from `peer`.
-    pub(super) fn connection(&self, peer: SocketAddr) -> Connection {
-        Connection { inner: self.inner.clone(), peer }
+    /// The service for one connection from `peer`, reporting to `activity`.
+    pub(super) fn connection(&self, peer: SocketAddr, activity: Arc<Activity>) -> Connection {
+        Connection { inner: self.inner.clone(), peer, activity }
+    }
+}
+
+/// When a connection last finished a request, so its task can close it once
+/// the client has taken too long to send the next request's headers. This
+/// replaces hyper's own header-read timeout, which arms a timer for every
+/// request: here the connection's task wakes once per timeout period.
+pub struct Activity {
+    opened: Instant,
+    /// Milliseconds from `opened` to the end of the last request, or `BUSY`.
+    idle_since_ms: AtomicU64,
+}
+
+const BUSY: u64 = u64::MAX;
+
+impl Activity {
+    /// A connection whose client has just begun to send.
+    pub fn new() -> Self {
+        Self { opened: Instant::now(), idle_since_ms: AtomicU64::new(0) }
+    }
+
+    fn begin(&self) {
+        self.idle_since_ms.store(BUSY, Ordering::Relaxed);
+    }
+
+    fn end(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.opened).as_millis();
+        self.idle_since_ms.store(u64::try_from(ms).unwrap_or(BUSY - 1), Ordering::Relaxed);
+    }
+
+    /// When the client must have sent a whole request's headers, `timeout`
+    /// after the previous request ended; `None` while one is being handled
+    /// (its own timeout bounds it).
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        let ms = self.idle_since_ms.load(Ordering::Relaxed);
+        (ms != BUSY).then(|| self.opened + Duration::from_millis(ms) + timeout)
     }
 }
 
 /// [`App`] on one connection: knows the peer's address.
-#[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
@@ -120,14 +160,16 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        self.activity.begin();
         let inner = self.inner.clone();
+        let activity = self.activity.clone();
         let peer = self.peer;
-        Box::pin(async move { Ok(inner.handle(req.map(axum::body::Body::new), peer).await) })
+        Box::pin(async move { Ok(inner.handle(req.map(axum::body::Body::new), peer, &activity).await) })
     }
 }
 
 impl Inner {
-    async fn handle(&self, req: Request, peer: SocketAddr) -> Response {
+    async fn handle(&self, req: Request, peer: SocketAddr, activity: &Activity) -> Response {
         // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
         let in_flight = &self.state.in_flight;
         let _permit = match in_flight.try_acquire() {
@@ -138,8 +180,10 @@ impl Inner {
         let route = self.routes.at(req.uri().path()).ok().map(|m| m.value);
         let method = req.method().clone();
         let response = self.respond(route, req, peer).await;
+        let finished = Instant::now();
+        activity.end(finished);
         let (label, latency) = route.map_or((UNMATCHED, &self.unmatched), |r| (r.template.as_str(), &r.latency));
-        latency.observe(started.elapsed().as_secs_f64());
+        latency.observe(finished.saturating_duration_since(started).as_secs_f64());
         self.state.metrics.requests.with_label_values(&[label, method.as_str(), response.status().as_str()]).inc();
         response
     }
@@ -161,14 +205,60 @@ impl Inner {
                 Err(refused) => return refused,
             }
         }
-        let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, self.router.clone().oneshot(req)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
-            Err(_) => ApiError::Timeout.into_response(),
+        let mut response = match within(REQUEST_TIMEOUT, self.router.clone().oneshot(req)).await {
+            Some(Ok(response)) => response,
+            Some(Err(never)) => match never {},
+            None => ApiError::Timeout.into_response(),
         };
         if let Some(budget) = budget {
             auth::set_budget_headers(&mut response, &budget);
         }
         response
+    }
+}
+
+/// `fut`'s output, or `None` if it takes longer than `limit`. Most requests
+/// are answered on their first poll; only those that are not arm a timer.
+async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn within_answers_ready_futures_and_times_out_slow_ones() {
+        let limit = Duration::from_millis(300);
+        assert_eq!(within(limit, async { 7 }).await, Some(7));
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            8
+        };
+        assert_eq!(within(limit, slow).await, Some(8));
+        let too_slow = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            9
+        };
+        let started = Instant::now();
+        assert_eq!(within(limit, too_slow).await, None);
+        assert!(started.elapsed() < Duration::from_secs(5), "gave up after {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn activity_has_no_deadline_while_busy_and_counts_from_the_last_end() {
+        let activity = Activity::new();
+        let timeout = Duration::from_secs(10);
+        assert_eq!(activity.deadline(timeout), Some(activity.opened + timeout));
+        activity.begin();
+        assert_eq!(activity.deadline(timeout), None);
+        let later = activity.opened + Duration::from_millis(2500);
+        activity.end(later);
+        assert_eq!(activity.deadline(timeout), Some(later + timeout));
     }
 }

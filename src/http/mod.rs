@@ -21,7 +21,7 @@ mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
@@ -54,33 +54,43 @@ const MAX_CONCURRENT_REQUESTS: usize = 1024;
 const AUTH_FAILURE_BURST: u32 = 20;
 const AUTH_FAILURES_PER_MINUTE: u32 = 30;
 
-/// Everything a handler may use. Cheap to clone.
+/// Everything a handler may use, behind one `Arc`: axum clones the state
+/// for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub service: KeyService,
     pub actions: Arc<GuildActions>,
-    pub metrics: Arc<Metrics>,
-    throttle: Arc<ratelimit::FailureThrottle>,
+    pub metrics: Metrics,
+    throttle: ratelimit::FailureThrottle,
     /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
-    in_flight: Arc<tokio::sync::Semaphore>,
+    in_flight: tokio::sync::Semaphore,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
-    doc: Option<Arc<utoipa::openapi::OpenApi>>,
+    doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
     trust_forwarded_for: bool,
     max_body_bytes: usize,
 }
 
 impl AppState {
     pub fn new(actions: Arc<GuildActions>, http: &HttpConfig) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             service: actions.keys().clone(),
             actions,
-            metrics: Arc::new(Metrics::new()),
-            throttle: Arc::new(ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE)),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
-            doc: None,
+            metrics: Metrics::new(),
+            throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            doc: std::sync::OnceLock::new(),
             trust_forwarded_for: http.trust_forwarded_for,
             max_body_bytes: http.max_body_bytes,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
@@ -109,7 +119,8 @@ pub fn router(state: AppState) -> App {
         .routes(routes!(routes::openapi))
         .split_for_parts();
     let doc = Arc::new(openapi::finish(doc));
-    let state = AppState { doc: Some(doc.clone()), ..state };
+    // Built from the same handlers every time: a second router keeps the first document.
+    let _ = state.doc.set(doc.clone());
     // No layers: authentication, limits and metrics run in the front door,
     // once per request, rather than in layers axum clones per request.
     let router = router
@@ -131,10 +142,11 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
 
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEAD_BYTES);
+    // The header-read timeout is ours (`front::Activity`), not hyper's.
+    http1.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
     // `stop` tells connections to finish; `done` is held by each connection
     // task, so `done.closed()` resolves once the last one has ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -153,8 +165,8 @@ pub async fn serve(
                 }
             },
         };
-        let service = app.connection(peer);
         let http1 = http1.clone();
+        let app = app.clone();
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {
@@ -174,13 +186,26 @@ pub async fn serve(
                 }
                 () = &mut stopping => return,
             }
-            let conn = http1.serve_connection(TokioIo::new(stream), service);
+            let activity = Arc::new(front::Activity::new());
+            let conn = http1.serve_connection(TokioIo::new(stream), app.connection(peer, activity.clone()));
             tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let mut deadline = activity.deadline(HEADER_READ_TIMEOUT);
+            let result = loop {
+                // Wakes once per timeout period, not per request.
+                let wake = deadline.unwrap_or_else(|| Instant::now() + HEADER_READ_TIMEOUT);
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    () = &mut stopping => {
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                    () = tokio::time::sleep_until(wake.into()) => {
+                        deadline = activity.deadline(HEADER_READ_TIMEOUT);
+                        if deadline.is_some_and(|d| d <= Instant::now()) {
+                            tracing::debug!(%peer, "closing a connection that sent no complete request in time");
+                            break Ok(()); // dropping it closes the socket
+                        }
+                    }
                 }
             };
             if let Err(e) = result {

@@ -155,7 +155,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
 pub async fn openapi(State(state): State<AppState>) -> Response {
-    match state.doc.as_deref() {
+    match state.doc.get().map(|doc| &**doc) {
         Some(doc) => axum::Json(doc).into_response(),
         None => ApiError::NoRoute.into_response(),
     }
