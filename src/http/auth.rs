@@ -36,22 +36,44 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Admits a request to a route that needs a key, or answers it: the IP
+/// Why a request was not admitted, and the key's budget when its rate limit
+/// was the reason (the refusal carries the budget headers too).
+pub struct Refused {
+    error: ApiError,
+    budget: Option<Budget>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self { error, budget: None }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(budget) = &self.budget {
+            set_budget_headers(&mut response, budget);
+        }
+        response
+    }
+}
+
+/// Admits a request to a route that needs a key, or refuses it: the IP
 /// throttle, the bearer token, the service's verification (memory only) and
-/// the key's rate limit. A refusal for the key's rate limit already carries
-/// the budget headers; an admitted request gets them with
+/// the key's rate limit. An admitted request gets the budget headers with
 /// [`set_budget_headers`] on whatever the handler answers.
-pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(Authenticated, Budget), Response> {
+pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(Authenticated, Budget), Refused> {
     let ip = client_ip(headers, peer, state.trust_forwarded_for);
     let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
 
     if let Some(wait) = state.throttle.blocked_for(ip) {
         outcome("rate_limited");
-        return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response());
+        return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into());
     }
     let Some(token) = bearer(headers) else {
         outcome("missing_key");
-        return Err(ApiError::MissingKey.into_response());
+        return Err(ApiError::MissingKey.into());
     };
     let caller = match state.service.authenticate(token, ip) {
         Ok(caller) => caller,
@@ -61,18 +83,17 @@ pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<
             if matches!(failure, ApiError::Service(Error::Malformed(_) | Error::NotFound(_))) {
                 if let Some(wait) = state.throttle.record_failure(ip) {
                     tracing::warn!(%ip, "too many failed authentications; throttling this address");
-                    return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response());
+                    return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into());
                 }
             }
-            return Err(failure.into_response());
+            return Err(failure.into());
         }
     };
     let budget = ratelimit::check(caller.key.limiter(), caller.key.rate_limit_per_minute);
     if let Some(wait) = budget.retry_after_secs {
         outcome("rate_limited");
-        let mut refused = ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into_response();
-        set_budget_headers(&mut refused, &budget);
-        return Err(refused);
+        let error = ApiError::Service(Error::RateLimited { retry_after_secs: wait });
+        return Err(Refused { error, budget: Some(budget) });
     }
     state.metrics.verified_ok.inc();
     Ok((caller, budget))

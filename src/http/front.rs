@@ -202,7 +202,7 @@ impl Inner {
                     req.extensions_mut().insert(caller);
                     budget = Some(admitted);
                 }
-                Err(refused) => return refused,
+                Err(refused) => return refused.into_response(),
             }
         }
         let mut response = match within(REQUEST_TIMEOUT, self.router.clone().oneshot(req)).await {
