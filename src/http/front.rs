@@ -35,8 +35,10 @@ use axum::Router;
 use prometheus::Histogram;
 use tower::ServiceExt;
 
+use super::auth::{self, Refused};
 use super::error::ApiError;
-use super::{auth, AppState, REQUEST_TIMEOUT};
+use super::ratelimit::Budget;
+use super::{AppState, REQUEST_TIMEOUT};
 
 /// The whole application as the listener serves it: the router and what
 /// runs around it. Cheap to clone.
@@ -161,70 +163,97 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
 
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begin();
-        let inner = self.inner.clone();
-        let activity = self.activity.clone();
-        let peer = self.peer;
-        Box::pin(async move { Ok(inner.handle(req.map(axum::body::Body::new), peer, &activity).await) })
+        Box::pin(handle(self.inner.clone(), req.map(axum::body::Body::new), self.peer, self.activity.clone()))
     }
 }
 
-impl Inner {
-    async fn handle(&self, req: Request, peer: SocketAddr, activity: &Activity) -> Response {
-        // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
-        let in_flight = &self.state.in_flight;
-        let _permit = match in_flight.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(_) => in_flight.acquire().await.ok(),
-        };
-        let started = Instant::now();
-        let route = self.routes.at(req.uri().path()).ok().map(|m| m.value);
-        let method = req.method().clone();
-        let response = self.respond(route, req, peer).await;
-        let finished = Instant::now();
-        activity.end(finished);
-        let (label, latency) = route.map_or((UNMATCHED, &self.unmatched), |r| (r.template.as_str(), &r.latency));
-        latency.observe(finished.saturating_duration_since(started).as_secs_f64());
-        self.state.metrics.requests.with_label_values(&[label, method.as_str(), response.status().as_str()]).inc();
-        response
-    }
+/// One request, start to end. A single `async fn` taking everything by
+/// value, with the slow paths boxed: the future is allocated for every
+/// request, and nested futures would each hold their own copy of it.
+async fn handle(
+    inner: Arc<Inner>,
+    mut req: Request,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) -> Result<Response, Infallible> {
+    // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
+    let in_flight = &inner.state.in_flight;
+    let _permit = match in_flight.try_acquire() {
+        Ok(permit) => Some(permit),
+        Err(_) => Box::pin(in_flight.acquire()).await.ok(),
+    };
+    let started = Instant::now();
+    let route = inner.routes.at(req.uri().path()).ok().map(|m| m.value);
+    let method = req.method().clone();
+    let response = match inner.admit(route, &mut req, peer) {
+        Err(refused) => refused.into_response(),
+        Ok(budget) => {
+            let mut response = match within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)).await {
+                Some(Ok(response)) => response,
+                Some(Err(never)) => match never {},
+                None => ApiError::Timeout.into_response(),
+            };
+            if let Some(budget) = budget {
+                auth::set_budget_headers(&mut response, &budget);
+            }
+            response
+        }
+    };
+    let finished = Instant::now();
+    activity.end(finished);
+    let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
+    latency.observe(finished.saturating_duration_since(started).as_secs_f64());
+    inner.state.metrics.requests.with_label_values(&[label, method.as_str(), response.status().as_str()]).inc();
+    Ok(response)
+}
 
-    async fn respond(&self, route: Option<&Route>, mut req: Request, peer: SocketAddr) -> Response {
+impl Inner {
+    /// What is decided before the router: the declared body size, and the
+    /// key for a route that needs one (its budget, for the response).
+    fn admit(&self, route: Option<&Route>, req: &mut Request, peer: SocketAddr) -> Result<Option<Budget>, Refused> {
         let state = &self.state;
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-            return ApiError::PayloadTooLarge(state.max_body_bytes).into_response();
+            return Err(ApiError::PayloadTooLarge(state.max_body_bytes).into());
         }
-        let mut budget = None;
-        if route.and_then(|r| r.needs_key(req.method())) == Some(true) {
-            match auth::admit(state, req.headers(), peer) {
-                Ok((caller, admitted)) => {
-                    req.extensions_mut().insert(caller);
-                    budget = Some(admitted);
-                }
-                Err(refused) => return refused.into_response(),
-            }
+        if route.and_then(|r| r.needs_key(req.method())) != Some(true) {
+            return Ok(None);
         }
-        let mut response = match within(REQUEST_TIMEOUT, self.router.clone().oneshot(req)).await {
-            Some(Ok(response)) => response,
-            Some(Err(never)) => match never {},
-            None => ApiError::Timeout.into_response(),
-        };
-        if let Some(budget) = budget {
-            auth::set_budget_headers(&mut response, &budget);
-        }
-        response
+        let (caller, budget) = auth::admit(state, req.headers(), peer)?;
+        req.extensions_mut().insert(caller);
+        Ok(Some(budget))
     }
 }
 
-/// `fut`'s output, or `None` if it takes longer than `limit`. Most requests
-/// are answered on their first poll; only those that are not arm a timer.
-async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
+pin_project_lite::pin_project! {
+    /// `fut`'s output, or `None` if it takes longer than `limit`, like
+    /// `tokio::time::timeout` but with the timer made only if the first
+    /// poll does not finish: most requests are answered on their first poll,
+    /// and a timer is large (this future is built for every request).
+    struct Within<F> {
+        #[pin]
+        fut: F,
+        limit: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
+    Within { fut, limit, timer: None }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.fut.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let limit = *this.limit;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).map(|()| None)
     }
 }
 

@@ -22,6 +22,7 @@ use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use super::usage::KeyUsage;
 use chrono::{DateTime, TimeZone, Utc};
 use governor::clock::DefaultClock;
 use governor::middleware::StateInformationMiddleware;
@@ -77,7 +78,13 @@ impl KeyInfo {
 
     /// As [`crate::keys::KeyRecord::status`].
     pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
-        KeyStatus::of(self.revoked, self.expires_at_ms <= now.timestamp_millis())
+        self.status_at_ms(now.timestamp_millis())
+    }
+
+    /// [`Self::status`] at `now_ms` milliseconds since the epoch (no
+    /// calendar arithmetic: every request asks).
+    pub fn status_at_ms(&self, now_ms: i64) -> KeyStatus {
+        KeyStatus::of(self.revoked, self.expires_at_ms <= now_ms)
     }
 
     /// Whether a request from `ip` may use this key (its allow-list).
@@ -98,13 +105,19 @@ impl KeyInfo {
 pub struct LiveKey {
     info: KeyInfo,
     limiter: Arc<KeyLimiter>,
+    usage: Arc<KeyUsage>,
     rendered: OnceLock<bytes::Bytes>,
 }
 
 impl LiveKey {
-    fn new(info: KeyInfo, limiter: Option<Arc<KeyLimiter>>) -> Self {
+    fn new(info: KeyInfo, limiter: Option<Arc<KeyLimiter>>, usage: Option<Arc<KeyUsage>>) -> Self {
         let limiter = limiter.unwrap_or_else(|| Arc::new(new_limiter(info.rate_limit_per_minute)));
-        Self { info, limiter, rendered: OnceLock::new() }
+        Self { info, limiter, usage: usage.unwrap_or_default(), rendered: OnceLock::new() }
+    }
+
+    /// The key's uses not yet written to the database.
+    pub fn usage(&self) -> &Arc<KeyUsage> {
+        &self.usage
     }
 
     /// The key's request budget at its own `rate_limit_per_minute`.
@@ -118,14 +131,15 @@ impl LiveKey {
         self.rendered.get_or_init(|| render(&self.info).into()).clone()
     }
 
-    /// The same key with a new description, keeping its budget if its rate
-    /// limit is unchanged (a rotation does not refill it).
+    /// The same key with a new description, keeping its pending usage, and
+    /// its budget if its rate limit is unchanged (a rotation does not refill
+    /// it).
     fn successor(old: &Arc<Self>, info: KeyInfo) -> Arc<Self> {
         if old.info == info {
             return old.clone();
         }
         let same_rate = old.info.rate_limit_per_minute == info.rate_limit_per_minute;
-        Arc::new(Self::new(info, same_rate.then(|| old.limiter.clone())))
+        Arc::new(Self::new(info, same_rate.then(|| old.limiter.clone()), Some(old.usage.clone())))
     }
 }
 
@@ -151,8 +165,9 @@ fn new_limiter(per_minute: u32) -> KeyLimiter {
 #[derive(Clone)]
 pub struct IndexEntry {
     pub key: Arc<LiveKey>,
-    /// Set for a rotated-out secret: it works until then, not after.
-    pub valid_until: Option<DateTime<Utc>>,
+    /// Set for a rotated-out secret: it works until then (milliseconds
+    /// since the epoch), not after.
+    pub valid_until_ms: Option<i64>,
 }
 
 /// One key in the slab.
@@ -267,14 +282,14 @@ impl KeyIndex {
             let entry = table.find(hash)?;
             let slot = table.slot(entry);
             if let Some(live) = &slot.live {
-                return Some(IndexEntry { key: live.clone(), valid_until: valid_until(slot, entry) });
+                return Some(IndexEntry { key: live.clone(), valid_until_ms: valid_until_ms(slot, entry) });
             }
         }
         let mut table = self.table.write().expect("index lock poisoned");
         let entry = table.find(hash)?;
         let slot = table.slots[(entry & !PREVIOUS) as usize].as_mut().expect("live slot");
-        let key = slot.live.get_or_insert_with(|| Arc::new(LiveKey::new(slot.info.clone(), None))).clone();
-        Some(IndexEntry { key, valid_until: valid_until(slot, entry) })
+        let key = slot.live.get_or_insert_with(|| Arc::new(LiveKey::new(slot.info.clone(), None, None))).clone();
+        Some(IndexEntry { key, valid_until_ms: valid_until_ms(slot, entry) })
     }
 
     /// Indexed hashes (a key has two during a rotation's grace period).
@@ -353,9 +368,9 @@ impl KeyIndex {
     }
 }
 
-fn valid_until(slot: &Slot, entry: u32) -> Option<DateTime<Utc>> {
+fn valid_until_ms(slot: &Slot, entry: u32) -> Option<i64> {
     match &slot.previous {
-        Some(prev) if entry & PREVIOUS != 0 => Utc.timestamp_millis_opt(prev.1).single(),
+        Some(prev) if entry & PREVIOUS != 0 => Some(prev.1),
         _ => None,
     }
 }

@@ -474,26 +474,26 @@ impl KeyService {
     /// then status and IP allow-list. Notes the use for the batched flush.
     pub fn authenticate(&self, presented: &str, ip: IpAddr) -> Result<Authenticated> {
         token::parse(&self.inner.cfg.prefix, presented).map_err(Error::Malformed)?;
-        let now = Utc::now();
+        let now_ms = unix_millis();
         let entry = self
             .inner
             .index
             .get(&crate::keys::KeyHash::of(presented))
             .ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
         let key = entry.key;
-        match key.status(now) {
+        match key.status_at_ms(now_ms) {
             KeyStatus::Revoked => return Err(Error::Revoked(describe_named(&key.name, &key.prefix))),
             KeyStatus::Expired => return Err(Error::Expired(describe_named(&key.name, &key.prefix))),
             KeyStatus::Active => {}
         }
-        if entry.valid_until.is_some_and(|until| until <= now) {
+        if entry.valid_until_ms.is_some_and(|until| until <= now_ms) {
             // A rotated-out secret whose grace period has ended.
             return Err(Error::NotFound("the presented key".to_owned()));
         }
         if !key.allows(ip) {
             return Err(Error::IpNotAllowed);
         }
-        self.inner.usage.touch(&key.id, now);
+        self.inner.usage.touch(&key.id, key.usage(), now_ms);
         Ok(Authenticated { key })
     }
 
@@ -560,6 +560,12 @@ impl KeyService {
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// Now in milliseconds since the epoch, without building a `DateTime`.
+fn unix_millis() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A key as named in messages: name and prefix, never the secret.
