@@ -29,10 +29,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 use tower::ServiceExt;
 
 use super::auth::{self, Refused};
@@ -62,6 +62,9 @@ struct Route {
     latency: Histogram,
     /// The methods it answers, and whether each needs a key.
     methods: Vec<(Method, bool)>,
+    /// `requests{route, method, status="200"}` for each of its methods,
+    /// resolved once: most requests are counted there.
+    ok: Vec<(Method, IntCounter)>,
 }
 
 impl Route {
@@ -89,17 +92,24 @@ impl App {
                 (Method::HEAD, &item.head),
                 (Method::OPTIONS, &item.options),
             ];
-            let methods = operations
+            let methods: Vec<(Method, bool)> = operations
                 .into_iter()
                 .filter_map(|(method, op)| {
                     let op = op.as_ref()?;
                     Some((method, op.security.as_ref().is_some_and(|s| !s.is_empty())))
                 })
                 .collect();
+            let ok = methods
+                .iter()
+                .map(|(m, _): &(Method, bool)| {
+                    (m.clone(), state.metrics.requests.with_label_values(&[template.as_str(), m.as_str(), "200"]))
+                })
+                .collect();
             let route = Route {
                 template: template.clone(),
                 latency: state.metrics.latency.with_label_values(&[template.as_str()]),
                 methods,
+                ok,
             };
             routes.insert(template.as_str(), route).expect("the router accepted these templates");
         }
@@ -203,7 +213,11 @@ async fn handle(
     activity.end(finished);
     let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
     latency.observe(finished.saturating_duration_since(started).as_secs_f64());
-    inner.state.metrics.requests.with_label_values(&[label, method.as_str(), response.status().as_str()]).inc();
+    let status = response.status();
+    match route.and_then(|r| r.ok.iter().find(|(m, _)| status == StatusCode::OK && *m == method)) {
+        Some((_, counter)) => counter.inc(),
+        None => inner.state.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc(),
+    }
     Ok(response)
 }
 
