@@ -33,6 +33,8 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use prometheus::{Histogram, IntCounter};
+use tokio::sync::OwnedSemaphorePermit;
+use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::auth::{self, Refused};
@@ -50,7 +52,9 @@ pub struct App {
 struct Inner {
     router: Router,
     state: AppState,
-    routes: matchit::Router<Route>,
+    /// Index into `route_list` by path.
+    routes: matchit::Router<usize>,
+    route_list: Vec<Route>,
     /// Latency of requests that matched no route.
     unmatched: Histogram,
 }
@@ -82,6 +86,7 @@ impl App {
     /// `router` must be the one built with `doc`.
     pub(super) fn new(router: Router, state: AppState, doc: &utoipa::openapi::OpenApi) -> Self {
         let mut routes = matchit::Router::new();
+        let mut route_list = Vec::new();
         for (template, item) in &doc.paths.paths {
             let operations = [
                 (Method::GET, &item.get),
@@ -111,10 +116,11 @@ impl App {
                 methods,
                 ok,
             };
-            routes.insert(template.as_str(), route).expect("the router accepted these templates");
+            routes.insert(template.as_str(), route_list.len()).expect("the router accepted these templates");
+            route_list.push(route);
         }
         let unmatched = state.metrics.latency.with_label_values(&[UNMATCHED]);
-        Self { inner: Arc::new(Inner { router, state, routes, unmatched }) }
+        Self { inner: Arc::new(Inner { router, state, routes, route_list, unmatched }) }
     }
 
     /// The service for one connection from `peer`, reporting to `activity`.
@@ -173,52 +179,90 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
 
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begin();
-        Box::pin(handle(self.inner.clone(), req.map(axum::body::Body::new), self.peer, self.activity.clone()))
+        let req = req.map(axum::body::Body::new);
+        let (inner, peer, activity) = (self.inner.clone(), self.peer, self.activity.clone());
+        match inner.state.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Box::pin(start(inner, req, peer, activity, Some(permit))),
+            // Beyond MAX_CONCURRENT_REQUESTS: waits its turn (never closed).
+            Err(_) => Box::pin(async move {
+                let permit = inner.state.in_flight.clone().acquire_owned().await.ok();
+                start(inner, req, peer, activity, permit).await
+            }),
+        }
     }
 }
 
-/// One request, start to end. A single `async fn` taking everything by
-/// value, with the slow paths boxed: the future is allocated for every
-/// request, and nested futures would each hold their own copy of it.
-async fn handle(
+/// Admits a request (or refuses it) and hands it to the router. What is
+/// decided before the router is decided here, synchronously; what remains
+/// is a small future allocated once per request.
+fn start(
     inner: Arc<Inner>,
     mut req: Request,
     peer: SocketAddr,
     activity: Arc<Activity>,
-) -> Result<Response, Infallible> {
-    // Waits its turn beyond MAX_CONCURRENT_REQUESTS (never closed).
-    let in_flight = &inner.state.in_flight;
-    let _permit = match in_flight.try_acquire() {
-        Ok(permit) => Some(permit),
-        Err(_) => Box::pin(in_flight.acquire()).await.ok(),
-    };
+    permit: Option<OwnedSemaphorePermit>,
+) -> Respond {
     let started = Instant::now();
-    let route = inner.routes.at(req.uri().path()).ok().map(|m| m.value);
+    let route = inner.routes.at(req.uri().path()).ok().map(|m| *m.value);
     let method = req.method().clone();
-    let response = match inner.admit(route, &mut req, peer) {
-        Err(refused) => refused.into_response(),
-        Ok(budget) => {
-            let mut response = match within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)).await {
-                Some(Ok(response)) => response,
-                Some(Err(never)) => match never {},
-                None => ApiError::Timeout.into_response(),
-            };
-            if let Some(budget) = budget {
-                auth::set_budget_headers(&mut response, &budget);
-            }
-            response
-        }
+    let (budget, refused, routed) = match inner.admit(route.map(|i| &inner.route_list[i]), &mut req, peer) {
+        Err(refused) => (None, Some(refused.into_response()), None),
+        Ok(budget) => (budget, None, Some(within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)))),
     };
-    let finished = Instant::now();
-    activity.end(finished);
-    let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
-    latency.observe(finished.saturating_duration_since(started).as_secs_f64());
-    let status = response.status();
-    match route.and_then(|r| r.ok.iter().find(|(m, _)| status == StatusCode::OK && *m == method)) {
-        Some((_, counter)) => counter.inc(),
-        None => inner.state.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc(),
+    Respond { inner, route, method, started, activity, _permit: permit, budget, refused, routed }
+}
+
+pin_project_lite::pin_project! {
+    /// One admitted (or refused) request: the router's answer with the
+    /// budget headers, then the metrics. Written out rather than an `async
+    /// fn`, whose future would hold the request twice.
+    struct Respond {
+        inner: Arc<Inner>,
+        route: Option<usize>,
+        method: Method,
+        started: Instant,
+        activity: Arc<Activity>,
+        _permit: Option<OwnedSemaphorePermit>,
+        budget: Option<Budget>,
+        refused: Option<Response>,
+        #[pin]
+        routed: Option<Within<Oneshot<Router, Request>>>,
     }
-    Ok(response)
+}
+
+impl Future for Respond {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match (this.refused.take(), this.routed.as_pin_mut()) {
+            (Some(refused), _) => refused,
+            (None, Some(routed)) => {
+                let mut response = match std::task::ready!(routed.poll(cx)) {
+                    Some(Ok(response)) => response,
+                    Some(Err(never)) => match never {},
+                    None => ApiError::Timeout.into_response(),
+                };
+                if let Some(budget) = this.budget {
+                    auth::set_budget_headers(&mut response, budget);
+                }
+                response
+            }
+            (None, None) => unreachable!("a request is either refused or routed"),
+        };
+        let finished = Instant::now();
+        this.activity.end(finished);
+        let inner = &**this.inner;
+        let route = this.route.map(|i| &inner.route_list[i]);
+        let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
+        latency.observe(finished.saturating_duration_since(*this.started).as_secs_f64());
+        let (status, method) = (response.status(), &*this.method);
+        match route.and_then(|r| r.ok.iter().find(|(m, _)| status == StatusCode::OK && m == method)) {
+            Some((_, counter)) => counter.inc(),
+            None => inner.state.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc(),
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 impl Inner {

@@ -65,7 +65,7 @@ pub struct Shared {
     pub metrics: Metrics,
     throttle: ratelimit::FailureThrottle,
     /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
-    in_flight: tokio::sync::Semaphore,
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
     doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
     trust_forwarded_for: bool,
@@ -79,7 +79,7 @@ impl AppState {
             actions,
             metrics: Metrics::new(),
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
-            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
             doc: std::sync::OnceLock::new(),
             trust_forwarded_for: http.trust_forwarded_for,
             max_body_bytes: http.max_body_bytes,
