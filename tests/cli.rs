@@ -263,6 +263,12 @@ impl Sandbox {
     /// database as it was. Returns that untouched snapshot.
     #[track_caller]
     fn assert_usage_errors(&self, cases: &[(&str, Vec<String>, &str)]) -> Snapshot {
+        self.assert_refused(cases, 2)
+    }
+
+    /// As [`Self::assert_usage_errors`], for exit status `code`.
+    #[track_caller]
+    fn assert_refused(&self, cases: &[(&str, Vec<String>, &str)], code: i32) -> Snapshot {
         let before = self.snapshot();
         for (wrong, args, needle) in cases {
             // Act
@@ -270,7 +276,7 @@ impl Sandbox {
             let out = self.run(&args);
 
             // Assert
-            assert_eq!(out.code, Some(2), "{wrong}: should exit 2\n{}", out.describe());
+            assert_eq!(out.code, Some(code), "{wrong}: should exit {code}\n{}", out.describe());
             let line = out.one_stderr_line();
             assert!(line.contains(needle), "{wrong}: stderr should mention {needle:?}\n{}", out.describe());
             assert!(out.stdout.is_empty(), "{wrong}: nothing on stdout\n{}", out.describe());
@@ -1111,20 +1117,7 @@ fn refused_operations_exit_1_with_one_line_and_change_nothing() {
             LIMIT_MESSAGE,
         ),
     ];
-    let before = sandbox.snapshot();
-
-    for (refused, args, needle) in &cases {
-        // Act
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = sandbox.run(&args);
-
-        // Assert
-        assert_eq!(out.code, Some(1), "{refused}: should exit 1\n{}", out.describe());
-        let line = out.one_stderr_line();
-        assert!(line.contains(needle), "{refused}: stderr should mention {needle:?}\n{}", out.describe());
-        assert!(out.stdout.is_empty(), "{refused}: nothing on stdout\n{}", out.describe());
-        assert_eq!(sandbox.snapshot(), before, "{refused}: the database changed");
-    }
+    sandbox.assert_refused(&cases, 1);
 }
 
 #[test]

@@ -64,19 +64,30 @@ struct Route {
     template: String,
     /// Resolved once: the latency histogram is observed on every request.
     latency: Histogram,
-    /// The methods it answers, and whether each needs a key.
-    methods: Vec<(Method, bool)>,
-    /// `requests{route, method, status="200"}` for each of its methods,
-    /// resolved once: most requests are counted there.
-    ok: Vec<(Method, IntCounter)>,
+    /// The methods it answers.
+    operations: Vec<Operation>,
+}
+
+/// One method of a route.
+struct Operation {
+    method: Method,
+    /// The document declares bearer security for it.
+    needs_key: bool,
+    /// `requests{route, method, status="200"}`, resolved once: most
+    /// requests are counted there.
+    ok: IntCounter,
 }
 
 impl Route {
+    fn operation(&self, method: &Method) -> Option<&Operation> {
+        self.operations.iter().find(|op| op.method == *method)
+    }
+
     /// Whether `method` needs a key here; `None` when the route has no such
     /// method. A GET also answers HEAD, as axum's router does.
     fn needs_key(&self, method: &Method) -> Option<bool> {
-        let find = |m: &Method| self.methods.iter().find(|(have, _)| have == m).map(|&(_, key)| key);
-        find(method).or_else(|| (method == Method::HEAD).then(|| find(&Method::GET)).flatten())
+        let op = self.operation(method).or_else(|| (method == Method::HEAD).then(|| self.operation(&Method::GET))?);
+        op.map(|op| op.needs_key)
     }
 }
 
@@ -97,24 +108,18 @@ impl App {
                 (Method::HEAD, &item.head),
                 (Method::OPTIONS, &item.options),
             ];
-            let methods: Vec<(Method, bool)> = operations
+            let operations = operations
                 .into_iter()
                 .filter_map(|(method, op)| {
-                    let op = op.as_ref()?;
-                    Some((method, op.security.as_ref().is_some_and(|s| !s.is_empty())))
-                })
-                .collect();
-            let ok = methods
-                .iter()
-                .map(|(m, _): &(Method, bool)| {
-                    (m.clone(), state.metrics.requests.with_label_values(&[template.as_str(), m.as_str(), "200"]))
+                    let needs_key = op.as_ref()?.security.as_ref().is_some_and(|s| !s.is_empty());
+                    let ok = state.metrics.requests.with_label_values(&[template.as_str(), method.as_str(), "200"]);
+                    Some(Operation { method, needs_key, ok })
                 })
                 .collect();
             let route = Route {
                 template: template.clone(),
                 latency: state.metrics.latency.with_label_values(&[template.as_str()]),
-                methods,
-                ok,
+                operations,
             };
             routes.insert(template.as_str(), route_list.len()).expect("the router accepted these templates");
             route_list.push(route);
@@ -205,11 +210,24 @@ fn start(
     let started = Instant::now();
     let route = inner.routes.at(req.uri().path()).ok().map(|m| *m.value);
     let method = req.method().clone();
-    let (budget, refused, routed) = match inner.admit(route.map(|i| &inner.route_list[i]), &mut req, peer) {
-        Err(refused) => (None, Some(refused.into_response()), None),
-        Ok(budget) => (budget, None, Some(within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)))),
+    let outcome = match inner.admit(route.map(|i| &inner.route_list[i]), &mut req, peer) {
+        Err(refused) => Outcome::Refused { response: Some(refused.into_response()) },
+        Ok(budget) => Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget },
     };
-    Respond { inner, route, method, started, activity, _permit: permit, budget, refused, routed }
+    Respond { inner, route, method, started, activity, _permit: permit, outcome }
+}
+
+pin_project_lite::pin_project! {
+    /// A request refused before the router, or handed to it.
+    #[project = OutcomeProj]
+    enum Outcome {
+        Refused { response: Option<Response> },
+        Routed {
+            #[pin]
+            answer: Within<Oneshot<Router, Request>>,
+            budget: Option<Budget>,
+        },
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -223,10 +241,8 @@ pin_project_lite::pin_project! {
         started: Instant,
         activity: Arc<Activity>,
         _permit: Option<OwnedSemaphorePermit>,
-        budget: Option<Budget>,
-        refused: Option<Response>,
         #[pin]
-        routed: Option<Within<Oneshot<Router, Request>>>,
+        outcome: Outcome,
     }
 }
 
@@ -235,20 +251,19 @@ impl Future for Respond {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match (this.refused.take(), this.routed.as_pin_mut()) {
-            (Some(refused), _) => refused,
-            (None, Some(routed)) => {
-                let mut response = match std::task::ready!(routed.poll(cx)) {
+        let response = match this.outcome.project() {
+            OutcomeProj::Refused { response } => response.take().expect("a future is not polled after it is ready"),
+            OutcomeProj::Routed { answer, budget } => {
+                let mut response = match std::task::ready!(answer.poll(cx)) {
                     Some(Ok(response)) => response,
                     Some(Err(never)) => match never {},
                     None => ApiError::Timeout.into_response(),
                 };
-                if let Some(budget) = this.budget {
+                if let Some(budget) = budget {
                     auth::set_budget_headers(&mut response, budget);
                 }
                 response
             }
-            (None, None) => unreachable!("a request is either refused or routed"),
         };
         let finished = Instant::now();
         this.activity.end(finished);
@@ -257,8 +272,8 @@ impl Future for Respond {
         let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
         latency.observe(finished.saturating_duration_since(*this.started).as_secs_f64());
         let (status, method) = (response.status(), &*this.method);
-        match route.and_then(|r| r.ok.iter().find(|(m, _)| status == StatusCode::OK && m == method)) {
-            Some((_, counter)) => counter.inc(),
+        match route.and_then(|r| r.operation(method)).filter(|_| status == StatusCode::OK) {
+            Some(op) => op.ok.inc(),
             None => inner.state.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc(),
         }
         Poll::Ready(Ok(response))

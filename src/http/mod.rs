@@ -4,10 +4,11 @@
 //! served document and the router cannot drift apart, and puts the front
 //! door ([`App`]) around it: authentication for the operations the document
 //! says need a key, the concurrency cap, the body limit, a request timeout
-//! and the metrics. Unknown routes and methods get the envelope. [`serve`] runs it on a bound listener until shutdown, with a
-//! header-read timeout (which also closes idle keep-alive connections) and a
-//! cap on the size of a request's headers, so slow or idle clients cannot
-//! hold connections open for ever.
+//! and the metrics. Unknown routes and methods get the envelope. [`serve`]
+//! runs it on a bound listener until shutdown, with a header-read timeout
+//! (which also closes idle keep-alive connections) and a cap on the size of
+//! a request's headers, so slow or idle clients cannot hold connections
+//! open for ever.
 
 mod auth;
 pub mod error;
@@ -106,14 +107,12 @@ struct ApiDoc;
 /// Builds the application: the router and its OpenAPI document from the
 /// same handlers, and the front door (`front.rs`) around them.
 pub fn router(state: AppState) -> App {
-    let v1 = OpenApiRouter::new()
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::verify))
         .routes(routes!(routes::audit_log))
         .routes(routes!(guild::guild_info))
         .routes(routes!(guild::ban_status, guild::ban, guild::unban))
-        .routes(routes!(guild::add_role, guild::remove_role));
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(v1)
+        .routes(routes!(guild::add_role, guild::remove_role))
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::openapi))

@@ -22,7 +22,6 @@ use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use super::usage::KeyUsage;
 use chrono::{DateTime, TimeZone, Utc};
 use governor::clock::DefaultClock;
 use governor::middleware::StateInformationMiddleware;
@@ -31,6 +30,7 @@ use governor::{Quota, RateLimiter};
 use hashbrown::HashTable;
 use tokio::sync::Mutex;
 
+use super::usage::KeyUsage;
 use crate::audit::KeyRef;
 use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
 use crate::store::{IndexRow, Store};
