@@ -10,6 +10,8 @@
 //!   the `X-RateLimit-*` headers on its response;
 //! - the request timeout;
 //! - metrics: requests by route, method and status, and latency by route;
+//! - the answer itself for the operations that need nothing but the
+//!   admitted key (`GET /v1/verify`, the hot path), without the router;
 //! - the connection's [`Activity`], from which `serve` closes a connection
 //!   that takes too long to send a request's headers (or sits idle).
 //!
@@ -33,7 +35,6 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use prometheus::{Histogram, IntCounter};
-use tokio::sync::OwnedSemaphorePermit;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
@@ -41,6 +42,14 @@ use super::auth::{self, Refused};
 use super::error::ApiError;
 use super::ratelimit::Budget;
 use super::{AppState, REQUEST_TIMEOUT};
+use crate::service::Authenticated;
+
+/// An operation the front door answers itself once the key is admitted:
+/// its answer depends on the key alone, so the router (a second route
+/// match, a boxed handler future, the caller in the request's extensions)
+/// is work for nothing. The router keeps the same operation, for the
+/// OpenAPI document and for `HEAD`.
+pub type Direct = fn(&Authenticated) -> Response;
 
 /// The whole application as the listener serves it: the router and what
 /// runs around it. Cheap to clone.
@@ -76,6 +85,8 @@ struct Operation {
     /// `requests{route, method, status="200"}`, resolved once: most
     /// requests are counted there.
     ok: IntCounter,
+    /// Answered here rather than by the router.
+    direct: Option<Direct>,
 }
 
 impl Route {
@@ -94,8 +105,15 @@ impl Route {
 const UNMATCHED: &str = "unmatched";
 
 impl App {
-    /// `router` must be the one built with `doc`.
-    pub(super) fn new(router: Router, state: AppState, doc: &utoipa::openapi::OpenApi) -> Self {
+    /// `router` must be the one built with `doc`; `direct` lists the
+    /// operations (path template and method) answered without it, each
+    /// one the router also has.
+    pub(super) fn new(
+        router: Router,
+        state: AppState,
+        doc: &utoipa::openapi::OpenApi,
+        direct: &[(&str, Method, Direct)],
+    ) -> Self {
         let mut routes = matchit::Router::new();
         let mut route_list = Vec::new();
         for (template, item) in &doc.paths.paths {
@@ -113,7 +131,8 @@ impl App {
                 .filter_map(|(method, op)| {
                     let needs_key = op.as_ref()?.security.as_ref().is_some_and(|s| !s.is_empty());
                     let ok = state.metrics.requests.with_label_values(&[template.as_str(), method.as_str(), "200"]);
-                    Some(Operation { method, needs_key, ok })
+                    let direct = direct.iter().find(|(t, m, _)| t == template && *m == method).map(|d| d.2);
+                    Some(Operation { method, needs_key, ok, direct })
                 })
                 .collect();
             let route = Route {
@@ -123,6 +142,10 @@ impl App {
             };
             routes.insert(template.as_str(), route_list.len()).expect("the router accepted these templates");
             route_list.push(route);
+        }
+        for (template, method, _) in direct {
+            let op = routes.at(template).ok().and_then(|m| route_list[*m.value].operation(method));
+            assert!(op.is_some_and(|op| op.needs_key), "{method} {template}: answered directly but not a keyed route");
         }
         let unmatched = state.metrics.latency.with_label_values(&[UNMATCHED]);
         Self { inner: Arc::new(Inner { router, state, routes, route_list, unmatched }) }
@@ -186,13 +209,31 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
         self.activity.begin();
         let req = req.map(axum::body::Body::new);
         let (inner, peer, activity) = (self.inner.clone(), self.peer, self.activity.clone());
-        match inner.state.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => Box::pin(start(inner, req, peer, activity, Some(permit))),
+        let admitted_now = inner.state.in_flight.try_acquire().map(|permit| permit.forget()).is_ok();
+        if admitted_now {
+            Box::pin(start(InFlight { inner, holds_permit: true }, req, peer, activity))
+        } else {
             // Beyond MAX_CONCURRENT_REQUESTS: waits its turn (never closed).
-            Err(_) => Box::pin(async move {
-                let permit = inner.state.in_flight.clone().acquire_owned().await.ok();
-                start(inner, req, peer, activity, permit).await
-            }),
+            Box::pin(async move {
+                let holds_permit = inner.state.in_flight.acquire().await.map(|permit| permit.forget()).is_ok();
+                start(InFlight { inner, holds_permit }, req, peer, activity).await
+            })
+        }
+    }
+}
+
+/// One request's hold on the application, and on a place among the
+/// requests handled at once, given back when the request is done (the
+/// application's own `Arc` does the work of an owned permit's).
+struct InFlight {
+    inner: Arc<Inner>,
+    holds_permit: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.holds_permit {
+            self.inner.state.in_flight.add_permits(1);
         }
     }
 }
@@ -200,28 +241,38 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
 /// Admits a request (or refuses it) and hands it to the router. What is
 /// decided before the router is decided here, synchronously; what remains
 /// is a small future allocated once per request.
-fn start(
-    inner: Arc<Inner>,
-    mut req: Request,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
-    permit: Option<OwnedSemaphorePermit>,
-) -> Respond {
+fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activity>) -> Respond {
     let started = Instant::now();
+    let inner = &*held.inner;
     let route = inner.routes.at(req.uri().path()).ok().map(|m| *m.value);
     let method = req.method().clone();
-    let outcome = match inner.admit(route.map(|i| &inner.route_list[i]), &mut req, peer) {
-        Err(refused) => Outcome::Refused { response: Some(refused.into_response()) },
-        Ok(budget) => Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget },
+    let op = route.and_then(|i| inner.route_list[i].operation(&method));
+    let outcome = match inner.admit(route.map(|i| &inner.route_list[i]), &req, peer) {
+        Err(refused) => Outcome::Ready { response: Some(refused.into_response()) },
+        Ok(Some((caller, budget))) => match op.and_then(|op| op.direct) {
+            Some(direct) => {
+                let mut response = direct(&caller);
+                auth::set_budget_headers(&mut response, &budget);
+                Outcome::Ready { response: Some(response) }
+            }
+            None => {
+                req.extensions_mut().insert(caller);
+                let answer = within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req));
+                Outcome::Routed { answer, budget: Some(budget) }
+            }
+        },
+        Ok(None) => {
+            Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
+        }
     };
-    Respond { inner, route, method, started, activity, _permit: permit, outcome }
+    Respond { held, route, method, started, activity, outcome }
 }
 
 pin_project_lite::pin_project! {
-    /// A request refused before the router, or handed to it.
+    /// A request answered (or refused) before the router, or handed to it.
     #[project = OutcomeProj]
     enum Outcome {
-        Refused { response: Option<Response> },
+        Ready { response: Option<Response> },
         Routed {
             #[pin]
             answer: Within<Oneshot<Router, Request>>,
@@ -235,12 +286,11 @@ pin_project_lite::pin_project! {
     /// budget headers, then the metrics. Written out rather than an `async
     /// fn`, whose future would hold the request twice.
     struct Respond {
-        inner: Arc<Inner>,
+        held: InFlight,
         route: Option<usize>,
         method: Method,
         started: Instant,
         activity: Arc<Activity>,
-        _permit: Option<OwnedSemaphorePermit>,
         #[pin]
         outcome: Outcome,
     }
@@ -252,7 +302,7 @@ impl Future for Respond {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = match this.outcome.project() {
-            OutcomeProj::Refused { response } => response.take().expect("a future is not polled after it is ready"),
+            OutcomeProj::Ready { response } => response.take().expect("a future is not polled after it is ready"),
             OutcomeProj::Routed { answer, budget } => {
                 let mut response = match std::task::ready!(answer.poll(cx)) {
                     Some(Ok(response)) => response,
@@ -267,7 +317,7 @@ impl Future for Respond {
         };
         let finished = Instant::now();
         this.activity.end(finished);
-        let inner = &**this.inner;
+        let inner = &*this.held.inner;
         let route = this.route.map(|i| &inner.route_list[i]);
         let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
         latency.observe(finished.saturating_duration_since(*this.started).as_secs_f64());
@@ -282,8 +332,13 @@ impl Future for Respond {
 
 impl Inner {
     /// What is decided before the router: the declared body size, and the
-    /// key for a route that needs one (its budget, for the response).
-    fn admit(&self, route: Option<&Route>, req: &mut Request, peer: SocketAddr) -> Result<Option<Budget>, Refused> {
+    /// key for a route that needs one (with its budget, for the response).
+    fn admit(
+        &self,
+        route: Option<&Route>,
+        req: &Request,
+        peer: SocketAddr,
+    ) -> Result<Option<(Authenticated, Budget)>, Refused> {
         let state = &self.state;
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -293,9 +348,7 @@ impl Inner {
         if route.and_then(|r| r.needs_key(req.method())) != Some(true) {
             return Ok(None);
         }
-        let (caller, budget) = auth::admit(state, req.headers(), peer)?;
-        req.extensions_mut().insert(caller);
-        Ok(Some(budget))
+        auth::admit(state, req.headers(), peer).map(Some)
     }
 }
 

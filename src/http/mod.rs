@@ -66,7 +66,7 @@ pub struct Shared {
     pub metrics: Metrics,
     throttle: ratelimit::FailureThrottle,
     /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
-    in_flight: Arc<tokio::sync::Semaphore>,
+    in_flight: tokio::sync::Semaphore,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
     doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
     trust_forwarded_for: bool,
@@ -80,7 +80,7 @@ impl AppState {
             actions,
             metrics: Metrics::new(),
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
             doc: std::sync::OnceLock::new(),
             trust_forwarded_for: http.trust_forwarded_for,
             max_body_bytes: http.max_body_bytes,
@@ -126,7 +126,9 @@ pub fn router(state: AppState) -> App {
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state.clone());
-    App::new(router, state, &doc)
+    // The hot path: answered by the front door from the admitted key alone.
+    let direct = [("/v1/verify", axum::http::Method::GET, routes::verify_response as front::Direct)];
+    App::new(router, state, &doc, &direct)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops

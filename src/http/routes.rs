@@ -1,7 +1,7 @@
 //! Handlers for the routes that do not act on Discord: verify, the audit
 //! log, health, metrics and the OpenAPI document.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,9 +9,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{envelope, ok, ApiError};
-use super::extract::{snowflake, ApiQuery};
+use super::extract::{short, snowflake, ApiPath, ApiQuery};
 use super::AppState;
 use crate::keys::Scope;
+use crate::service::Authenticated;
 
 /// The calling key, as `/v1/verify` describes it.
 #[derive(Serialize, ToSchema)]
@@ -43,6 +44,13 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
         (status = 429, description = "rate_limited", body = ErrorEnvelope),
     ))]
 pub async fn verify(Caller(caller): Caller) -> Response {
+    verify_response(&caller)
+}
+
+/// `/v1/verify`'s answer for `caller`. The front door calls this directly
+/// for `GET /v1/verify` (the hot path) once the key is admitted; the routed
+/// handler above serves the document and `HEAD`.
+pub fn verify_response(caller: &Authenticated) -> Response {
     // The body depends on the key alone: rendered on its first use, then
     // reused until the key changes.
     let body = caller.key.rendered(|k| {
@@ -105,7 +113,7 @@ pub struct AuditPage {
 pub async fn audit_log(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(guild_id): Path<String>,
+    ApiPath(guild_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let guild_id = snowflake("guild_id", &guild_id)?;
@@ -114,7 +122,9 @@ pub async fn audit_log(
         None | Some("") => 50,
         Some(raw) => raw
             .parse::<i64>()
-            .map_err(|_| ApiError::BadRequest(format!("limit must be a whole number from 1 to 100, not '{raw}'")))?
+            .map_err(|_| {
+                ApiError::BadRequest(format!("limit must be a whole number from 1 to 100, not '{}'", short(raw)))
+            })?
             .clamp(1, 100) as u32,
     };
     let before = match q.before.as_deref().map(str::trim) {
@@ -123,7 +133,7 @@ pub async fn audit_log(
             raw.parse::<i64>()
                 .ok()
                 .filter(|&b| b > 0)
-                .ok_or_else(|| ApiError::BadRequest(format!("before must be an event id, not '{raw}'")))?,
+                .ok_or_else(|| ApiError::BadRequest(format!("before must be an event id, not '{}'", short(raw))))?,
         ),
     };
     let (events, next_before) = state.service.audit_page(guild_id, limit, before).await?;
