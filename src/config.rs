@@ -416,8 +416,22 @@ fn parse_db_url(key: &str, v: &str) -> Result<String, ConfigError> {
     Ok(v.to_owned())
 }
 
+/// An address like `127.0.0.1:8080` or `[::]:8080`, or a host name and port
+/// (`localhost:8080`), resolved now to its first address.
 fn parse_bind(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.trim().parse().map_err(|_| ConfigError::new(key, format!("'{v}' is not an address like 127.0.0.1:8080")))
+    use std::net::ToSocketAddrs;
+    let v = v.trim();
+    let bad = || ConfigError::new(key, format!("'{v}' is not an address like 127.0.0.1:8080"));
+    if let Ok(addr) = v.parse() {
+        return Ok(addr);
+    }
+    // Only `host:port` is worth resolving; anything else is refused as is.
+    let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    let mut addrs = v.to_socket_addrs().map_err(|e| ConfigError::new(key, format!("'{v}': {e}")))?;
+    addrs.next().ok_or_else(bad)
 }
 
 fn parse_prefix(key: &str, v: &str) -> Result<String, ConfigError> {
@@ -491,6 +505,17 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.http.bind.port(), 0);
         assert_eq!(cfg.discord.register_commands, RegisterCommands::Guild(42));
+    }
+
+    #[test]
+    fn bind_takes_a_host_name_and_port() {
+        let cfg = load("[http]\nbind = \"localhost:0\"\n", &[]).unwrap();
+        assert!(cfg.http.bind.ip().is_loopback(), "{}", cfg.http.bind);
+        assert_eq!(cfg.http.bind.port(), 0);
+        for bad in ["localhost", "localhost:http", ":8080", "localhost:70000"] {
+            let e = load(&format!("[http]\nbind = \"{bad}\"\n"), &[]).unwrap_err().to_string();
+            assert!(e.contains("http.bind") && e.contains("not an address"), "{bad}: {e}");
+        }
     }
 
     #[test]

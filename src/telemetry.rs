@@ -8,7 +8,20 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // A RUST_LOG that does not parse keeps what does and says what did not
+    // (once the subscriber is up), rather than logging at the default
+    // level without a word.
+    let raw = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| !v.trim().is_empty());
+    let (filter, bad) = match raw {
+        None => (EnvFilter::new(default_level), None),
+        Some(raw) => match EnvFilter::try_new(&raw) {
+            Ok(filter) => (filter, None),
+            Err(e) => {
+                let kept = raw.split(',').filter_map(|d| d.trim().parse().ok());
+                (kept.fold(EnvFilter::new(default_level), EnvFilter::add_directive), Some(e.to_string()))
+            }
+        },
+    };
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Pretty => builder.with_ansi(false).try_init(),
@@ -16,4 +29,7 @@ pub fn init(format: LogFormat, default_level: &str) {
     };
     // A subscriber already set (tests) is not an error.
     let _ = result;
+    if let Some(e) = bad {
+        tracing::warn!("RUST_LOG has a directive that does not parse ({e}); it is ignored");
+    }
 }

@@ -123,6 +123,13 @@ async fn odd_paths_and_methods_answer_in_the_envelope() {
         ("a 5000-digit guild id", app.http.get(app.url(&long)), 400, "bad_request"),
         ("a guild id with a plus sign", app.http.get(app.url("/v1/guilds/+123")), 400, "bad_request"),
         ("a guild id with a space", app.http.get(app.url("/v1/guilds/12%2034")), 400, "bad_request"),
+        ("a guild id that is not UTF-8", app.http.get(app.url("/v1/guilds/%FF")), 400, "bad_request"),
+        (
+            "a user id that is not UTF-8",
+            app.http.get(app.url(&format!("/v1/guilds/{DEMO}/bans/%C3%28"))),
+            400,
+            "bad_request",
+        ),
         ("an empty user id", app.http.get(app.url(&format!("/v1/guilds/{DEMO}/bans/"))), 404, "not_found"),
         ("OPTIONS", app.http.request(reqwest::Method::OPTIONS, app.url("/v1/verify")), 405, "method_not_allowed"),
         (

@@ -510,6 +510,18 @@ fn config_check_reads_the_file_named_by_guildkey_config() {
 }
 
 #[test]
+fn config_check_reads_the_file_named_by_guildkey_config_in_dotenv() {
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path().join("other.toml"), "[keys]\nmax_per_guild = 9\n").unwrap();
+    std::fs::write(sandbox.path().join(".env"), "GUILDKEY_CONFIG=other.toml\n").unwrap();
+
+    let out = sandbox.run(&["config", "check"]);
+
+    out.assert_ok();
+    assert!(out.stdout.lines().any(|l| l == "keys.max_per_guild = 9"), "{}", out.describe());
+}
+
+#[test]
 fn config_check_never_shows_the_discord_token() {
     const TOKEN: &str = "MTIzNDU2Nzg5.GhIjKl.very-secret-bot-token_value";
     let sandbox = Sandbox::new();
@@ -1502,7 +1514,7 @@ fn more_bad_config_files_and_variables_exit_2_with_one_line_naming_the_key() {
 }
 
 #[test]
-fn empty_environment_values_mean_unset_and_a_bad_rust_log_falls_back_to_the_default_level() {
+fn empty_environment_values_mean_unset_and_a_bad_rust_log_is_reported_and_falls_back() {
     let sandbox = Sandbox::new();
     let out = sandbox.run_with(&["config", "check"], |c| {
         c.env("GUILDKEY_HTTP_BIND", "")
@@ -1516,6 +1528,7 @@ fn empty_environment_values_mean_unset_and_a_bad_rust_log_falls_back_to_the_defa
         assert!(out.stdout.lines().any(|l| l == line), "missing {line:?}\n{}", out.describe());
     }
     assert!(out.stdout.contains("discord.token = (not set"), "{}", out.describe());
+    assert!(out.stderr.contains("RUST_LOG") && out.stderr.contains("WARN"), "say RUST_LOG is bad\n{}", out.describe());
 }
 
 #[test]

@@ -129,6 +129,10 @@ pub(crate) fn database_failure(url: &str, cause: anyhow::Error) -> Failure {
 
 /// Parses arguments, runs the command, returns the process exit code.
 pub fn main() -> ExitCode {
+    // `.env` before the arguments, so a GUILDKEY_CONFIG it sets names the
+    // config file as one from the environment does. A malformed `.env` is
+    // reported by `Config::load`, which reads it again (set variables win).
+    let _ = dotenvy::dotenv();
     let opts = match Opts::try_parse() {
         Ok(opts) => opts,
         Err(e) => {

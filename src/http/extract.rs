@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -53,6 +53,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// `Path<T>` with the envelope when a segment cannot be decoded (bad
+/// percent-encoding, or not UTF-8): `400 bad_request`, like a bad id.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e: PathRejection| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
+    }
+}
+
 /// Parses a path segment as a Discord snowflake: 1–20 digits, non-zero,
 /// within a signed 64-bit integer.
 pub fn snowflake(what: &str, raw: &str) -> Result<u64, ApiError> {
@@ -63,7 +78,8 @@ pub fn snowflake(what: &str, raw: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("{what} must be a Discord id (a snowflake), not '{}'", short(raw))))
 }
 
-fn short(s: &str) -> String {
+/// At most 32 characters of a caller's input, for an error message.
+pub fn short(s: &str) -> String {
     s.chars().take(32).collect()
 }
 

@@ -2,14 +2,14 @@
 //! unban, role add and remove. Each parses its ids and body, then hands the
 //! rules (scopes, dry runs, idempotency, audit) to the service.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ok, ApiError};
-use super::extract::{snowflake, OptionalJson};
+use super::extract::{snowflake, ApiPath, OptionalJson};
 use super::routes::{Envelope, ErrorEnvelope};
 use super::AppState;
 use crate::discord::GuildInfo;
@@ -28,7 +28,7 @@ use crate::service::actions::{BanStatus, WriteOutcome};
 pub async fn guild_info(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(guild_id): Path<String>,
+    ApiPath(guild_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let guild_id = snowflake("guild_id", &guild_id)?;
     Ok(ok(state.actions.guild_info(&caller, guild_id)?))
@@ -52,7 +52,7 @@ fn ids(guild_id: &str, user_id: &str) -> Result<(u64, u64), ApiError> {
 pub async fn ban_status(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path((guild_id, user_id)): Path<(String, String)>,
+    ApiPath((guild_id, user_id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
     Ok(ok(state.actions.ban_status(&caller, guild_id, user_id).await?))
@@ -83,7 +83,7 @@ pub struct BanBody {
 pub async fn ban(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path((guild_id, user_id)): Path<(String, String)>,
+    ApiPath((guild_id, user_id)): ApiPath<(String, String)>,
     OptionalJson(body): OptionalJson<BanBody>,
 ) -> Result<Response, ApiError> {
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
@@ -105,7 +105,7 @@ pub async fn ban(
 pub async fn unban(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path((guild_id, user_id)): Path<(String, String)>,
+    ApiPath((guild_id, user_id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
     let outcome = state.actions.unban(&caller, guild_id, user_id).await?;
@@ -126,7 +126,7 @@ pub async fn unban(
 pub async fn add_role(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path((guild_id, user_id, role_id)): Path<(String, String, String)>,
+    ApiPath((guild_id, user_id, role_id)): ApiPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     role(state, caller, (guild_id, user_id, role_id), true).await
 }
@@ -145,7 +145,7 @@ pub async fn add_role(
 pub async fn remove_role(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path((guild_id, user_id, role_id)): Path<(String, String, String)>,
+    ApiPath((guild_id, user_id, role_id)): ApiPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     role(state, caller, (guild_id, user_id, role_id), false).await
 }
