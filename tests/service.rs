@@ -317,6 +317,87 @@ async fn refresh_index_reloads_only_after_another_instance_commits() {
 }
 
 #[tokio::test]
+async fn another_instances_changes_are_applied_key_by_key_without_a_full_reload() {
+    // Arrange: keys made elsewhere, one of them already in use here.
+    let db = Db::new();
+    let (_, cli) = db.open(10).await;
+    let (_, listener) = db.open(10).await;
+    let (gone, plain, graced) =
+        (issue(&cli, GUILD, "gone").await, issue(&cli, GUILD, "plain").await, issue(&cli, GUILD, "graced").await);
+    assert!(listener.refresh_index().await.unwrap());
+    let in_use = listener.authenticate(plain.secret.expose(), anywhere()).unwrap();
+    let after_creates = listener.index_stats();
+
+    // Act: revoke then delete one, rotate one without and one with grace.
+    cli.revoke(None, gone.record.id.as_str(), &Actor::Cli).await.unwrap();
+    cli.delete(None, gone.record.id.as_str(), &Actor::Cli).await.unwrap();
+    let plain2 = cli.rotate(None, plain.record.id.as_str(), None, &Actor::Cli).await.unwrap();
+    let graced2 =
+        cli.rotate(None, graced.record.id.as_str(), Some(parse_grace("1h").unwrap()), &Actor::Cli).await.unwrap();
+    assert!(listener.refresh_index().await.unwrap());
+    let after_changes = listener.index_stats();
+    // Another instance's last-used flush changes nothing the index holds.
+    cli.authenticate(plain2.secret.expose(), anywhere()).unwrap();
+    assert_eq!(cli.flush_usage().await.unwrap(), 1);
+    let committed = listener.refresh_index().await.unwrap();
+    let after_flush = listener.index_stats();
+
+    // Assert
+    assert_eq!(after_creates.full_loads, 1, "only the load at start: {after_creates:?}");
+    assert_eq!(after_creates.keys_applied, 3, "{after_creates:?}");
+    assert_eq!(after_changes.full_loads, 1, "{after_changes:?}");
+    assert_eq!(after_changes.keys_applied, 6, "three keys changed: {after_changes:?}");
+    assert!(committed, "the flush is another connection's commit");
+    assert_eq!(after_flush, after_changes, "a last-used flush applies nothing");
+    let auth = |secret: &str| listener.authenticate(secret, anywhere());
+    assert!(matches!(auth(gone.secret.expose()), Err(Error::NotFound(_))), "deleted elsewhere");
+    assert!(matches!(auth(plain.secret.expose()), Err(Error::NotFound(_))), "rotated out elsewhere, no grace");
+    let now_plain = auth(plain2.secret.expose()).expect("the new secret works");
+    assert!(std::ptr::eq(in_use.key.limiter(), now_plain.key.limiter()), "the key keeps its budget");
+    assert!(auth(graced.secret.expose()).is_ok() && auth(graced2.secret.expose()).is_ok(), "both during the grace");
+    assert_eq!(listener.indexed_keys(), 3, "plain, graced and graced's previous secret");
+}
+
+#[tokio::test]
+async fn a_change_log_that_cannot_say_what_changed_means_a_full_reload() {
+    use sqlx::Connection;
+    // Arrange
+    let db = Db::new();
+    let (_, cli) = db.open(3).await;
+    let (_, listener) = db.open(3).await;
+    let key = issue(&cli, GUILD, "before").await;
+    let mut raw = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let many = |n: u32| {
+        format!(
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < {n}) \
+             insert into key_change (api_key_id) select 'key_nosuchkey' || i from n"
+        )
+    };
+
+    // Act: more entries than are applied one by one; then a few, of which
+    // the oldest were dropped before the listener read them.
+    sqlx::query(&many(3000)).execute(&mut raw).await.unwrap();
+    listener.refresh_index().await.unwrap();
+    let too_many = listener.index_stats();
+    let (head,): (i64,) = sqlx::query_as("select max(seq) from key_change").fetch_one(&mut raw).await.unwrap();
+    let later = issue(&cli, GUILD, "after").await;
+    sqlx::query(&many(5)).execute(&mut raw).await.unwrap();
+    sqlx::query("delete from key_change where seq <= ?").bind(head + 2).execute(&mut raw).await.unwrap();
+    listener.refresh_index().await.unwrap();
+    let dropped = listener.index_stats();
+    sqlx::query(&many(12_000)).execute(&mut raw).await.unwrap();
+    let (kept,): (i64,) = sqlx::query_as("select count(*) from key_change").fetch_one(&mut raw).await.unwrap();
+
+    // Assert
+    assert_eq!(too_many.full_loads, 2, "{too_many:?}");
+    assert_eq!(dropped.full_loads, 3, "{dropped:?}");
+    assert_eq!(dropped.keys_applied, too_many.keys_applied, "{dropped:?}");
+    assert_eq!(kept, 10_000, "the log keeps its newest 10,000 entries");
+    assert!(listener.authenticate(key.secret.expose(), anywhere()).is_ok());
+    assert!(listener.authenticate(later.secret.expose(), anywhere()).is_ok());
+}
+
+#[tokio::test]
 async fn rotate_without_grace_rejects_the_old_secret_at_once() {
     // Arrange
     let db = Db::new();

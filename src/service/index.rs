@@ -3,9 +3,11 @@
 //!
 //! It is built from the store at start. A change this process makes is
 //! applied to it incrementally before that change returns (the store hands
-//! back the changed row); a commit by another connection or process (the
+//! back the changed row). A commit by another connection or process (the
 //! operator CLI, a second instance), which a background task checks for
-//! several times a second, reloads it whole.
+//! several times a second, is applied key by key from the store's key
+//! change log; only when the log cannot say what changed (too much, or
+//! entries already dropped) is the index reloaded whole.
 //!
 //! It must stay small with many keys (a million keys in well under 200 MB):
 //! - each key is one [`Slot`] in a slab (a `Vec`, no allocation per key),
@@ -17,9 +19,10 @@
 //! - what a key needs once it is used — its rate limiter and the cached
 //!   rendering of its description ([`LiveKey`]) — is made on first use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -262,15 +265,63 @@ impl Table {
     fn live_slots(&self) -> impl Iterator<Item = &Slot> {
         self.slots.iter().flatten()
     }
+
+    /// The current hashes of the keys in `ids` (one pass over the slab).
+    fn hashes_of(&self, ids: &HashSet<&KeyId>) -> HashMap<KeyId, KeyHash> {
+        self.live_slots().filter(|s| ids.contains(&s.info.id)).map(|s| (s.info.id.clone(), s.hash)).collect()
+    }
+
+    /// Puts key `id`'s row `after` (or, with `None`, its absence) in place
+    /// of whatever `before` (its hash as the index knew it) and the row's
+    /// own hashes point at, keeping the key's [`LiveKey`] through the
+    /// change.
+    fn replace(&mut self, id: &KeyId, before: Option<KeyHash>, after: Option<IndexRow>) {
+        let mut old = None;
+        let after_hashes = after.as_ref().map(|a| [Some(a.hash), a.previous.map(|p| p.0)]).unwrap_or_default();
+        for hash in before.iter().chain(after_hashes.iter().flatten()) {
+            if let Some(slot) = self.remove(hash) {
+                old = old.or(slot.live.filter(|l| l.id == *id));
+            }
+        }
+        if let Some(row) = after {
+            let mut slot = Slot::from_row(row);
+            slot.live = old.map(|old| LiveKey::successor(&old, slot.info.clone()));
+            self.insert(slot);
+        }
+    }
+}
+
+/// Where the index stands against the store: the store's change counter
+/// and the last key change log entry applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    counter: i64,
+    log: i64,
+}
+
+/// More keys changed at once by another process than this are loaded by a
+/// full reload rather than one row at a time.
+const MAX_APPLIED_CHANGES: usize = 2048;
+
+/// How the index has followed other processes' commits, for tests, the
+/// benchmark and operators' logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Loads of every key (the first at start).
+    pub full_loads: u64,
+    /// Keys applied one by one from the change log.
+    pub keys_applied: u64,
 }
 
 #[derive(Default)]
 pub struct KeyIndex {
     table: RwLock<Table>,
-    /// Serialises reloads and this process's own changes, so that an older
-    /// state never replaces a newer; holds the store's change counter as of
-    /// the last full load.
-    reload: Mutex<Option<i64>>,
+    /// Serialises reloads, applied foreign changes and this process's own
+    /// changes, so that an older state never replaces a newer; holds where
+    /// the index stands (`None` before the first load).
+    reload: Mutex<Option<Seen>>,
+    full_loads: AtomicU64,
+    keys_applied: AtomicU64,
 }
 
 impl KeyIndex {
@@ -301,13 +352,27 @@ impl KeyIndex {
         self.len() == 0
     }
 
+    pub fn stats(&self) -> IndexStats {
+        IndexStats {
+            full_loads: self.full_loads.load(Ordering::Relaxed),
+            keys_applied: self.keys_applied.load(Ordering::Relaxed),
+        }
+    }
+
     /// Rebuilds the index from the store, keeping the rate limiters of keys
     /// in use.
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
-        let mut version = self.reload.lock().await;
-        // Read the counter first: a commit landing during the load bumps it
-        // again, and the next check reloads once more.
+        let mut seen = self.reload.lock().await;
+        self.reload_locked(&mut seen, store).await
+    }
+
+    async fn reload_locked(&self, seen: &mut Option<Seen>, store: &Store) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        // Read the counter and the log's head first: a commit landing during
+        // the load bumps them again, and the next check applies it (once
+        // more, if the load already saw it: applying a row is idempotent).
         let counter = store.change_counter().await?;
+        let log = store.key_change_head().await?;
         let mut live: HashMap<KeyId, Arc<LiveKey>> = {
             let table = self.table.read().expect("index lock poisoned");
             table.live_slots().filter_map(|s| Some((s.info.id.clone(), s.live.clone()?))).collect()
@@ -322,19 +387,55 @@ impl KeyIndex {
                 table.insert(slot);
             })
             .await?;
+        let keys = table.slots.len() - table.free.len();
         let old = std::mem::replace(&mut *self.table.write().expect("index lock poisoned"), table);
         drop(old); // outside the lock
-        *version = Some(counter);
+        let first = seen.is_none();
+        *seen = Some(Seen { counter, log });
+        self.full_loads.fetch_add(1, Ordering::Relaxed);
+        if !first {
+            tracing::info!(keys, ms = started.elapsed().as_millis() as u64, "reloaded the whole key index");
+        }
         Ok(())
     }
 
-    /// Reloads only if another connection committed since the last load.
+    /// Catches up with another connection's commits, if there were any
+    /// since the index last looked: the keys the change log names are
+    /// applied one by one, or, when it cannot say (see
+    /// [`Store::key_changes_since`]), everything is reloaded. Returns
+    /// whether anyone else committed.
     pub async fn refresh_if_changed(&self, store: &Store) -> anyhow::Result<bool> {
-        let seen = *self.reload.lock().await;
-        if seen == Some(store.change_counter().await?) {
+        let mut seen = self.reload.lock().await;
+        let Some(last) = *seen else {
+            self.reload_locked(&mut seen, store).await?;
+            return Ok(true);
+        };
+        let counter = store.change_counter().await?;
+        if counter == last.counter {
             return Ok(false);
         }
-        self.reload(store).await?;
+        let Some(changes) = store.key_changes_since(last.log, MAX_APPLIED_CHANGES).await? else {
+            self.reload_locked(&mut seen, store).await?;
+            return Ok(true);
+        };
+        let mut rows = Vec::with_capacity(changes.keys.len());
+        for id in changes.keys {
+            let row = store.index_row(&id).await?;
+            rows.push((id, row));
+        }
+        if !rows.is_empty() {
+            // The scan runs under the read lock, verification going on: only
+            // a holder of `reload` changes which hashes the table holds.
+            let ids = rows.iter().map(|(id, _)| id).collect();
+            let before = self.table.read().expect("index lock poisoned").hashes_of(&ids);
+            let mut table = self.table.write().expect("index lock poisoned");
+            for (id, row) in rows.iter_mut() {
+                table.replace(id, before.get(id).copied(), row.take());
+            }
+            self.keys_applied.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            tracing::debug!(keys = rows.len(), "applied another process's key changes");
+        }
+        *seen = Some(Seen { counter, log: changes.through });
         Ok(true)
     }
 
@@ -351,19 +452,7 @@ impl KeyIndex {
         let before = store.key_hash(id).await?;
         let outcome = write.await?;
         let after = store.index_row(id).await?;
-        let mut table = self.table.write().expect("index lock poisoned");
-        let mut old = None;
-        let after_hashes = after.as_ref().map(|a| [Some(a.hash), a.previous.map(|p| p.0)]).unwrap_or_default();
-        for hash in before.iter().chain(after_hashes.iter().flatten()) {
-            if let Some(slot) = table.remove(hash) {
-                old = old.or(slot.live.filter(|l| l.id == *id));
-            }
-        }
-        if let Some(row) = after {
-            let mut slot = Slot::from_row(row);
-            slot.live = old.map(|old| LiveKey::successor(&old, slot.info.clone()));
-            table.insert(slot);
-        }
+        self.table.write().expect("index lock poisoned").replace(id, before, after);
         Ok(outcome)
     }
 }

@@ -502,7 +502,8 @@ impl KeyService {
         Ok(self.inner.usage.flush(&self.inner.store).await?)
     }
 
-    /// Reloads the index if another process committed (called on a timer).
+    /// Brings the index up to date if another process committed (called on
+    /// a timer); returns whether one did.
     pub async fn refresh_index(&self) -> Result<bool> {
         let changed = self.inner.index.refresh_if_changed(&self.inner.store).await?;
         if changed {
@@ -554,6 +555,11 @@ impl KeyService {
     /// Key hashes in the index (a metric).
     pub fn indexed_keys(&self) -> usize {
         self.inner.index.len()
+    }
+
+    /// How the key index has followed other processes' commits.
+    pub fn index_stats(&self) -> index::IndexStats {
+        self.inner.index.stats()
     }
 
     /// The time now, for adapters rendering statuses consistently.

@@ -34,6 +34,15 @@ pub struct Rotation<'a> {
     pub previous_until: Option<DateTime<Utc>>,
 }
 
+/// Keys changed since a point in the key change log.
+#[derive(Debug)]
+pub struct KeyChanges {
+    /// Each changed key once.
+    pub keys: Vec<KeyId>,
+    /// The newest log entry these cover.
+    pub through: i64,
+}
+
 const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, created_by, \
      last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at";
 
@@ -200,6 +209,37 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         serde_json::from_str::<Vec<JsonIndexRow>>(&json)?.into_iter().next().map(index_row).transpose()
+    }
+
+    /// The newest entry of the key change log (0 when it is empty): where a
+    /// full load of the index starts following it.
+    pub async fn key_change_head(&self) -> anyhow::Result<i64> {
+        let (seq,): (i64,) =
+            sqlx::query_as("select coalesce(max(seq), 0) from key_change").fetch_one(&self.pool).await?;
+        Ok(seq)
+    }
+
+    /// The keys changed after log entry `after`, oldest change first, each
+    /// once, with the newest entry read. `None` when the log no longer
+    /// holds every entry since `after` (the oldest were dropped) or holds
+    /// more than `limit`: the caller reloads whole instead.
+    pub async fn key_changes_since(&self, after: i64, limit: usize) -> anyhow::Result<Option<KeyChanges>> {
+        let mut tx = self.pool.begin().await?;
+        let (oldest,): (Option<i64>,) = sqlx::query_as("select min(seq) from key_change").fetch_one(&mut *tx).await?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("select seq, api_key_id from key_change where seq > ? order by seq limit ?")
+                .bind(after)
+                .bind(limit as i64 + 1)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        if rows.len() > limit || (!rows.is_empty() && oldest.is_some_and(|oldest| oldest > after + 1)) {
+            return Ok(None);
+        }
+        let through = rows.last().map_or(after, |r| r.0);
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        let keys = rows.into_iter().filter(|(_, id)| seen.insert(id.clone())).map(|(_, id)| KeyId::from_stored(id));
+        Ok(Some(KeyChanges { keys: keys.collect(), through }))
     }
 
     /// The hash of a key's current secret.

@@ -227,24 +227,49 @@ async fn changes(db: &str, n: usize) -> anyhow::Result<()> {
         service.revoke(Some(42), issued.record.id.as_str(), &Actor::Cli).await?;
         revoke.push(t.elapsed());
     }
-    let own_reloads = service.refresh_index().await?;
-    // A commit by another connection (as the CLI would make) forces a full reload.
+    let own_commits_seen = service.refresh_index().await?;
+    // Commits by another connection, as the CLI or a second instance makes
+    // them: a key change is applied alone, a last-used flush costs nothing,
+    // and a change log that cannot say what changed means a full reload.
     let other = pool(db).await?;
-    sqlx::query("update api_key set updated_at = updated_at + 1 where rowid = 1").execute(&other).await?;
-    let t = Instant::now();
-    let reloaded = service.refresh_index().await?;
-    let reload = t.elapsed();
+    let foreign = |sql: &'static str| {
+        let (other, service) = (other.clone(), service.clone());
+        async move {
+            sqlx::query(sql).execute(&other).await?;
+            let t = Instant::now();
+            service.refresh_index().await?;
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1e3)
+        }
+    };
+    let stats = service.index_stats();
+    let revoke_ms = foreign("update api_key set revoked_at = updated_at where rowid = 1").await?;
+    let flush_ms =
+        foreign("update api_key set last_used_at = updated_at, use_count = use_count + 1 where rowid = 2").await?;
+    let after_increments = service.index_stats();
+    let reload_ms = foreign(
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) \
+         insert into key_change (api_key_id) select 'key_bench' || i from n",
+    )
+    .await?;
+    let after_reload = service.index_stats();
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e3
     };
     println!(
-        "keys={keys} load_ms={:.0} create_p50_ms={:.2} revoke_p50_ms={:.2} reload_after_own_changes={own_reloads} \
-         foreign_reload={reloaded} foreign_reload_ms={:.0}",
+        "keys={keys} load_ms={:.0} create_p50_ms={:.2} revoke_p50_ms={:.2} own_commits_seen_as_foreign={own_commits_seen}",
         load.as_secs_f64() * 1e3,
         median(&mut create),
         median(&mut revoke),
-        reload.as_secs_f64() * 1e3
+    );
+    println!(
+        "foreign revoke: applied in {revoke_ms:.2} ms; foreign last-used flush: {flush_ms:.2} ms; \
+         full reloads {} -> {} (keys applied {} -> {})",
+        stats.full_loads, after_increments.full_loads, stats.keys_applied, after_increments.keys_applied
+    );
+    println!(
+        "forced full reload (change log overflow): {reload_ms:.0} ms; full reloads {} -> {}",
+        after_increments.full_loads, after_reload.full_loads
     );
     Ok(())
 }
