@@ -160,7 +160,7 @@ async fn keys(app: &App, name: &str, scopes: &str) -> (String, String) {
 
 /// The `X-Audit-Log-Reason` an API write made with this key carries.
 fn reason_of(name: &str, token: &str) -> String {
-    format!("API key {name} ({})", &token[..12])
+    format!("An API key: {name} ({})", &token[..12])
 }
 
 /// REST calls the bot made to `method route`.

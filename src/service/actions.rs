@@ -154,9 +154,10 @@ impl GuildActions {
         Ok(BanStatus { banned: status.is_some(), reason: status.flatten() })
     }
 
-    /// How Discord's own audit log names the key: never the secret.
+    /// How Discord's own audit log names the key: as guildkey's audit entry
+    /// shows the actor ("An API key: name (prefix)"), never the secret.
     fn audit_reason(caller: &Authenticated, reason: Option<&str>) -> String {
-        let base = format!("API key {} ({})", caller.key.name, caller.key.prefix);
+        let base = format!("An API key: {} ({})", caller.key.name, caller.key.prefix);
         match reason {
             Some(r) if !r.trim().is_empty() => format!("{base}: {}", r.trim()),
             _ => base,
