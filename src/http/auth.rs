@@ -30,9 +30,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// The token from `Authorization: Bearer <token>` (scheme case-insensitive).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
+    // `to_str` admits visible ASCII only, so ASCII trimming is all there is.
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim_ascii();
+    let (scheme, token) = (value.get(..6)?, value.get(6..)?);
+    let token = token.strip_prefix(' ')?.trim_ascii();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
