@@ -4,17 +4,17 @@
 # naive design (a SQLite lookup by hash and a last-used UPDATE per request),
 # all measured in one run (the machine drifts between runs); then the
 # handler's p99 from /metrics, resident memory with 1,000,000 keys, start-up
-# time with 100,000 keys and the cost of this process's own changes.
+# time with 100,000 keys, and the cost of changes by this process and by others.
 #
-#   bench/run.sh                 # 5 rounds of 4 s per server and connection count
+#   bench/run.sh                 # 9 rounds of 3 s per server and connection count
 #   ROUNDS=3 DURATION=3 bench/run.sh
 #
 # Not part of CI. Needs cargo; installs wrk from Debian when missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-4}"
-ROUNDS="${ROUNDS:-5}"
+DURATION="${DURATION:-3}"
+ROUNDS="${ROUNDS:-9}"
 WARMUP="${WARMUP:-2}"
 THREADS="${THREADS:-2}"
 
@@ -110,8 +110,9 @@ $(echo "$out" | awk '$1 == "50%" { print $2 }' | to_us) $(echo "$out" | awk '$1 
 }
 
 # The machine drifts within seconds (other tenants' load comes and goes),
-# so the three servers take turns: ROUNDS rounds of bare, guildkey, naive,
-# each ratio taken within a round, and the medians reported.
+# so the three servers take turns: ROUNDS rounds of bare and guildkey (in
+# alternating order) and naive, each ratio taken within a round, and the
+# medians reported.
 echo
 echo "== GET /v1/verify, wrk -t$THREADS, $ROUNDS rounds of ${DURATION}s per server, 10,000 keys =="
 RESULTS="$WORK/results"
@@ -119,8 +120,12 @@ RESULTS="$WORK/results"
 for c in 8 64; do
     for port in "$BARE_PORT" "$GK_PORT" "$NAIVE_PORT"; do load "$port" "$c" "$WARMUP" >/dev/null; done
     for round in $(seq 1 "$ROUNDS"); do
-        echo "$c $round bare $(load "$BARE_PORT" "$c" "$DURATION")" >>"$RESULTS"
-        echo "$c $round guildkey $(load "$GK_PORT" "$c" "$DURATION")" >>"$RESULTS"
+        # Who goes first alternates, so neither always runs in the other's wake.
+        if (( round % 2 )); then order="bare guildkey"; else order="guildkey bare"; fi
+        for name in $order; do
+            port="$BARE_PORT"; [[ $name == guildkey ]] && port="$GK_PORT"
+            echo "$c $round $name $(load "$port" "$c" "$DURATION")" >>"$RESULTS"
+        done
         echo "$c $round naive $(load "$NAIVE_PORT" "$c" "$DURATION")" >>"$RESULTS"
     done
 done
@@ -170,5 +175,5 @@ for i in 1 2 3; do echo "100,000 keys, run $i: $(startup 100000)"; done
 echo "1,000,000 keys: $(startup 1000000)   (rss_mib is VmRSS 2 s after 'listening on')"
 
 echo
-echo "== this process's own changes with 1,000,000 keys (in-process, 20 each) =="
+echo "== changes with 1,000,000 keys (in-process): 20 own creates and revokes, then other processes' commits =="
 "$BENCH" changes "$WORK/k1000000.db" 20

@@ -3,7 +3,7 @@
 //! layers (axum clones a route's whole layer stack on every request, one
 //! allocation per layer, and the hot path is a few microseconds long):
 //!
-//! - the cap on requests handled at once;
+//! - the cap on requests handled by the router at once;
 //! - the body-size guard on the declared `Content-Length`;
 //! - authentication for every operation the OpenAPI document says needs a
 //!   bearer key (so the document and the enforcement cannot disagree), with
@@ -208,17 +208,25 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begin();
         let req = req.map(axum::body::Body::new);
-        let (inner, peer, activity) = (self.inner.clone(), self.peer, self.activity.clone());
-        let admitted_now = inner.state.in_flight.try_acquire().map(|permit| permit.forget()).is_ok();
-        if admitted_now {
-            Box::pin(start(InFlight { inner, holds_permit: true }, req, peer, activity))
-        } else {
-            // Beyond MAX_CONCURRENT_REQUESTS: waits its turn (never closed).
-            Box::pin(async move {
-                let holds_permit = inner.state.in_flight.acquire().await.map(|permit| permit.forget()).is_ok();
-                start(InFlight { inner, holds_permit }, req, peer, activity).await
-            })
+        let held = InFlight { inner: self.inner.clone(), holds_permit: false };
+        let mut respond = start(held, req, self.peer, self.activity.clone());
+        // Answered already (refused, or the hot path): nothing is left to
+        // run, so it takes no place among the requests handled at once
+        // (and touches no semaphore, whose release takes a lock).
+        if matches!(respond.outcome, Outcome::Ready { .. }) {
+            return Box::pin(respond);
         }
+        let in_flight = &respond.held.inner.state.in_flight;
+        if in_flight.try_acquire().map(|permit| permit.forget()).is_ok() {
+            respond.held.holds_permit = true;
+            return Box::pin(respond);
+        }
+        // Beyond MAX_CONCURRENT_REQUESTS: waits its turn (never closed).
+        Box::pin(async move {
+            let in_flight = &respond.held.inner.state.in_flight;
+            respond.held.holds_permit = in_flight.acquire().await.map(|permit| permit.forget()).is_ok();
+            respond.await
+        })
     }
 }
 

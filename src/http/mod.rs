@@ -49,7 +49,8 @@ const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Pause after a failed accept that is not the client's doing (most often
 /// out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
-/// Requests handled at once; more wait their turn.
+/// Requests the router handles at once; more wait their turn. (Those the
+/// front door answers itself, refusals and the hot path, take no place.)
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Failed authentications an IP may make at once, and per minute after.
 const AUTH_FAILURE_BURST: u32 = 20;
