@@ -139,6 +139,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The byte-level parser answers as the plain reading of the rule
+        /// does: trim, split at the first space, scheme `bearer` in any
+        /// case, the rest trimmed and not empty.
+        #[test]
+        fn bearer_answers_as_the_plain_rule_does(value in "[ \t]{0,2}[BbEeAaRr]{0,7}[ \t]{0,3}[A-Za-z0-9_ \t]{0,12}") {
+            let plain = value.trim().split_once(' ').and_then(|(scheme, token)| {
+                let token = token.trim();
+                (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+            });
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+            proptest::prop_assert_eq!(bearer(&h), plain, "{:?}", value);
+        }
+    }
+
     #[test]
     fn bearer_scheme_is_case_insensitive_and_others_are_refused() {
         let mut h = HeaderMap::new();
