@@ -246,7 +246,8 @@ impl Drop for InFlight {
     }
 }
 
-/// Admits a request (or refuses it) and hands it to the router. What is
+/// Admits a request (or refuses it), then answers it here (an operation
+/// the front door answers directly) or hands it to the router. What is
 /// decided before the router is decided here, synchronously; what remains
 /// is a small future allocated once per request.
 fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activity>) -> Respond {
