@@ -981,6 +981,10 @@ async fn metrics_count_requests_by_route_and_status_verifications_by_outcome_and
     assert_eq!(metric(text, &format!("{histogram}_bucket"), &[("route", "/v1/verify"), ("le", "+Inf")]), Some(5.0));
     assert!(metric(text, &format!("{histogram}_sum"), &verify).is_some_and(|s| s > 0.0));
     assert!(!text.contains(&token), "the metrics never show a secret");
+
+    // The key came from the CLI, another process: applied alone, no reload.
+    assert_eq!(metric(text, "guildkey_key_index_full_loads_total", &[]), Some(1.0), "{text}");
+    assert!(metric(text, "guildkey_key_index_keys_applied_total", &[]) >= Some(1.0), "{text}");
 }
 
 /// Every route of SPEC §6, as (method, OpenAPI path).

@@ -2,16 +2,23 @@
 //! verification outcomes by reason, and a latency histogram. The registry
 //! belongs to the application (no global state), so tests can run several.
 
+use crate::service::index::IndexStats;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
+    /// How the key index followed other processes' commits (copied from
+    /// the service's own counts at each scrape; see `observe_index`).
+    index_full_loads: IntCounter,
+    index_keys_applied: IntCounter,
+    /// Scrapes copy the index's counts one at a time.
+    index_sync: std::sync::Mutex<()>,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub verifications: IntCounterVec,
     /// `verifications{outcome="ok"}`, resolved once: every request counts it.
     pub verified_ok: IntCounter,
-    pub keys_indexed: IntGauge,
+    keys_indexed: IntGauge,
 }
 
 impl Metrics {
@@ -38,13 +45,47 @@ impl Metrics {
         )
         .expect("valid metric");
         let keys_indexed = IntGauge::new("keys_indexed", "Key hashes held in the in-memory index").expect("valid");
+        let index_full_loads = IntCounter::new(
+            "key_index_full_loads_total",
+            "Loads of every key into the in-memory index (the first at start; later ones when another process \
+             changed too many keys at once to apply them one by one)",
+        )
+        .expect("valid");
+        let index_keys_applied = IntCounter::new(
+            "key_index_keys_applied_total",
+            "Keys changed by another process (the CLI, a second instance) applied to the index one by one",
+        )
+        .expect("valid");
         for c in [Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(latency.clone())] {
             registry.register(c).expect("unique metric");
         }
         registry.register(Box::new(verifications.clone())).expect("unique metric");
         registry.register(Box::new(keys_indexed.clone())).expect("unique metric");
+        registry.register(Box::new(index_full_loads.clone())).expect("unique metric");
+        registry.register(Box::new(index_keys_applied.clone())).expect("unique metric");
         let verified_ok = verifications.with_label_values(&["ok"]);
-        Self { registry, requests, latency, verifications, verified_ok, keys_indexed }
+        Self {
+            registry,
+            index_full_loads,
+            index_keys_applied,
+            index_sync: std::sync::Mutex::new(()),
+            requests,
+            latency,
+            verifications,
+            verified_ok,
+            keys_indexed,
+        }
+    }
+
+    /// Brings the index's figures up to date (before a scrape renders them).
+    pub fn observe_index(&self, indexed: usize, stats: IndexStats) {
+        self.keys_indexed.set(indexed as i64);
+        let _one_at_a_time = self.index_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (counter, now) in
+            [(&self.index_full_loads, stats.full_loads), (&self.index_keys_applied, stats.keys_applied)]
+        {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
     }
 
     /// The Prometheus text exposition.

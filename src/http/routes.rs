@@ -157,7 +157,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.keys_indexed.set(state.service.indexed_keys() as i64);
+    state.metrics.observe_index(state.service.indexed_keys(), state.service.index_stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
