@@ -94,11 +94,16 @@ impl Route {
         self.operations.iter().find(|op| op.method == *method)
     }
 
-    /// Whether `method` needs a key here; `None` when the route has no such
-    /// method. A GET also answers HEAD, as axum's router does.
-    fn needs_key(&self, method: &Method) -> Option<bool> {
-        let op = self.operation(method).or_else(|| (method == Method::HEAD).then(|| self.operation(&Method::GET))?);
-        op.map(|op| op.needs_key)
+    /// The operation for `method` (its index, when the route declares that
+    /// very method), and whether the request needs a key: a GET also
+    /// answers HEAD, as axum's router does, and asks for the same key.
+    fn lookup(&self, method: &Method) -> (Option<usize>, bool) {
+        let exact = self.operations.iter().position(|op| op.method == *method);
+        let answering = exact.map(|i| &self.operations[i]).or_else(|| {
+            let get = (method == Method::HEAD).then(|| self.operation(&Method::GET));
+            get.flatten()
+        });
+        (exact, answering.is_some_and(|op| op.needs_key))
     }
 }
 
@@ -255,10 +260,13 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     let inner = &*held.inner;
     let route = inner.routes.at(req.uri().path()).ok().map(|m| *m.value);
     let method = req.method().clone();
-    let op = route.and_then(|i| inner.route_list[i].operation(&method));
-    let outcome = match inner.admit(route.map(|i| &inner.route_list[i]), &req, peer) {
+    // Found once: admission, the direct answer and the metrics all use it.
+    let (op, needs_key) = route.map_or((None, false), |r| inner.route_list[r].lookup(&method));
+    let op = route.zip(op);
+    let operation = op.map(|(r, o)| &inner.route_list[r].operations[o]);
+    let outcome = match inner.admit(needs_key, &req, peer) {
         Err(refused) => Outcome::Ready { response: Some(refused.into_response()) },
-        Ok(Some((caller, budget))) => match op.and_then(|op| op.direct) {
+        Ok(Some((caller, budget))) => match operation.and_then(|op| op.direct) {
             Some(direct) => {
                 let mut response = direct(&caller);
                 auth::set_budget_headers(&mut response, &budget);
@@ -274,7 +282,7 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
             Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
         }
     };
-    Respond { held, route, method, started, activity, outcome }
+    Respond { held, route, op, method, started, activity, outcome }
 }
 
 pin_project_lite::pin_project! {
@@ -297,6 +305,8 @@ pin_project_lite::pin_project! {
     struct Respond {
         held: InFlight,
         route: Option<usize>,
+        // The route's operation for the method (route, operation), if any.
+        op: Option<(usize, usize)>,
         method: Method,
         started: Instant,
         activity: Arc<Activity>,
@@ -331,8 +341,8 @@ impl Future for Respond {
         let (label, latency) = route.map_or((UNMATCHED, &inner.unmatched), |r| (r.template.as_str(), &r.latency));
         latency.observe(finished.saturating_duration_since(*this.started).as_secs_f64());
         let (status, method) = (response.status(), &*this.method);
-        match route.and_then(|r| r.operation(method)).filter(|_| status == StatusCode::OK) {
-            Some(op) => op.ok.inc(),
+        match this.op.filter(|_| status == StatusCode::OK) {
+            Some((r, o)) => inner.route_list[r].operations[o].ok.inc(),
             None => inner.state.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc(),
         }
         Poll::Ready(Ok(response))
@@ -341,10 +351,10 @@ impl Future for Respond {
 
 impl Inner {
     /// What is decided before the router: the declared body size, and the
-    /// key for a route that needs one (with its budget, for the response).
+    /// key when the operation needs one (with its budget, for the response).
     fn admit(
         &self,
-        route: Option<&Route>,
+        needs_key: bool,
         req: &Request,
         peer: SocketAddr,
     ) -> Result<Option<(Authenticated, Budget)>, Refused> {
@@ -354,7 +364,7 @@ impl Inner {
         if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
             return Err(ApiError::PayloadTooLarge(state.max_body_bytes).into());
         }
-        if route.and_then(|r| r.needs_key(req.method())) != Some(true) {
+        if !needs_key {
             return Ok(None);
         }
         auth::admit(state, req.headers(), peer).map(Some)

@@ -303,8 +303,8 @@ struct Seen {
 /// full reload rather than one row at a time.
 const MAX_APPLIED_CHANGES: usize = 2048;
 
-/// How the index has followed other processes' commits, for tests, the
-/// benchmark and operators' logs.
+/// How the index has followed other processes' commits, for `/metrics`,
+/// tests and the benchmark.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IndexStats {
     /// Loads of every key (the first at start).
