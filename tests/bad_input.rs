@@ -177,6 +177,16 @@ async fn odd_audit_log_queries_are_clamped_ignored_or_refused() {
             assert_error(query, status, &body, 400, "bad_request");
         }
     }
+    // A long bad value is echoed in part only.
+    let long = "x".repeat(500);
+    for name in ["limit", "before"] {
+        let (status, body) = app.send(app.http.get(path(&format!("?{name}={long}"))).bearer_auth(&token)).await;
+        assert_error(name, status, &body, 400, "bad_request");
+        assert!(
+            body.contains(&long[..32]) && !body.contains(&long[..33]),
+            "{name}: echo at most 32 characters: {body}"
+        );
+    }
 }
 
 #[tokio::test]
