@@ -31,6 +31,11 @@ pub struct DiscordConfig {
     pub token: Option<Secret>,
     pub api_base_url: String,
     pub register_commands: RegisterCommands,
+    /// Invalid answers (401, 403, 429) Discord may give one guild's calls
+    /// in 10 minutes before guildkey stops calling Discord for that guild
+    /// until the count falls again. Discord cuts the bot off from its API
+    /// for every guild after 10,000 from one IP.
+    pub invalid_request_budget: u32,
 }
 
 /// Where slash commands are registered at start.
@@ -128,6 +133,7 @@ impl Default for Config {
                 token: None,
                 api_base_url: DISCORD_API_DEFAULT.to_owned(),
                 register_commands: RegisterCommands::Global,
+                invalid_request_budget: 50,
             },
             database: DatabaseConfig { url: "sqlite://data/guildkey.db?mode=rwc".to_owned() },
             http: HttpConfig {
@@ -202,6 +208,9 @@ impl Config {
         }
         if let Some(v) = file.string("discord", "register_commands")? {
             cfg.discord.register_commands = parse_register("discord.register_commands", &v)?;
+        }
+        if let Some(v) = file.integer("discord", "invalid_request_budget", 1, 5000)? {
+            cfg.discord.invalid_request_budget = v as u32;
         }
         if let Some(v) = file.string("database", "url")? {
             cfg.database.url = parse_db_url("database.url", &v)?;
@@ -291,6 +300,7 @@ impl Config {
             format!("discord.token = {token}"),
             format!("discord.api_base_url = {}", self.discord.api_base_url),
             format!("discord.register_commands = {register}"),
+            format!("discord.invalid_request_budget = {}", self.discord.invalid_request_budget),
             format!("database.url = {}", mask_url_password(&self.database.url)),
             format!("http.bind = {}", self.http.bind),
             format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),

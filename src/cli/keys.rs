@@ -75,6 +75,9 @@ pub struct CreateArgs {
     /// Comma-separated IPs or CIDRs the key may be used from, e.g. 203.0.113.7,10.0.0.0/8 (default: any)
     #[arg(long, value_name = "CIDRS")]
     allowed_ips: Option<String>,
+    /// Comma-separated role ids a roles.write key may add or remove (default: any role guildkey deems safe)
+    #[arg(long, value_name = "ROLE_IDS")]
+    allowed_roles: Option<String>,
 }
 
 fn parse_snowflake(s: &str) -> Result<u64, String> {
@@ -95,6 +98,7 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
             expires_in: a.expires.as_deref(),
             rate_limit: a.rate_limit,
             allowed_ips: a.allowed_ips.as_deref(),
+            allowed_roles: a.allowed_roles.as_deref(),
         })?),
         _ => None,
     };
@@ -229,5 +233,7 @@ pub fn key_json(k: &KeyRecord, now: chrono::DateTime<chrono::Utc>) -> serde_json
         "revoked_at": k.revoked_at,
         "rate_limit_per_minute": k.rate_limit_per_minute,
         "allowed_ips": k.allowed_ips.entries(),
+        "allowed_roles": k.allowed_roles.ids().iter().map(u64::to_string).collect::<Vec<_>>(),
+        "suspended_at": k.suspended_at,
     })
 }

@@ -104,6 +104,7 @@ fn flag_name(field: &str) -> &str {
         "expires_in" => "--expires",
         "rate_limit" => "--rate-limit",
         "allowed_ips" => "--allowed-ips",
+        "allowed_roles" => "--allowed-roles",
         "grace" => "--grace",
         other => other,
     }

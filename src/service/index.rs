@@ -35,7 +35,7 @@ use tokio::sync::Mutex;
 
 use super::usage::KeyUsage;
 use crate::audit::KeyRef;
-use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
+use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
 use crate::store::{IndexRow, Store};
 
 /// A key's request budget (GCRA), shared by every request with the key.
@@ -55,8 +55,18 @@ pub struct KeyInfo {
     pub environment: Environment,
     pub scopes: Scopes,
     revoked: bool,
-    /// `None` for anywhere (most keys): 8 bytes, not an empty list's 16.
-    allowed_ips: Option<Box<AllowedIps>>,
+    suspended: bool,
+    /// `None` for a key with neither an IP allow-list nor a role list (most
+    /// keys): 8 bytes, not two empty lists' 32.
+    lists: Option<Box<KeyLists>>,
+}
+
+/// A key's optional allow-lists, kept apart from [`KeyInfo`] so a key
+/// without any costs one null pointer.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct KeyLists {
+    ips: AllowedIps,
+    roles: AllowedRoles,
 }
 
 impl KeyInfo {
@@ -71,7 +81,9 @@ impl KeyInfo {
             environment: k.environment,
             scopes: k.scopes,
             revoked: k.revoked_at.is_some(),
-            allowed_ips: (!k.allowed_ips.is_empty()).then(|| Box::new(k.allowed_ips.clone())),
+            suspended: k.suspended,
+            lists: (!k.allowed_ips.is_empty() || !k.allowed_roles.is_empty())
+                .then(|| Box::new(KeyLists { ips: k.allowed_ips.clone(), roles: k.allowed_roles.clone() })),
         }
     }
 
@@ -87,12 +99,18 @@ impl KeyInfo {
     /// [`Self::status`] at `now_ms` milliseconds since the epoch (no
     /// calendar arithmetic: every request asks).
     pub fn status_at_ms(&self, now_ms: i64) -> KeyStatus {
-        KeyStatus::of(self.revoked, self.expires_at_ms <= now_ms)
+        KeyStatus::of(self.revoked, self.expires_at_ms <= now_ms, self.suspended)
+    }
+
+    /// Whether the key's own role list lets it touch `role_id` (the safety
+    /// rules apply on top: `service::guard`).
+    pub fn allows_role(&self, role_id: u64) -> bool {
+        self.lists.as_ref().is_none_or(|lists| lists.roles.allows(role_id))
     }
 
     /// Whether a request from `ip` may use this key (its allow-list).
     pub fn allows(&self, ip: std::net::IpAddr) -> bool {
-        self.allowed_ips.as_ref().is_none_or(|ips| ips.allows(ip))
+        self.lists.as_ref().is_none_or(|lists| lists.ips.allows(ip))
     }
 
     pub fn key_ref(&self) -> KeyRef {
@@ -487,6 +505,8 @@ mod tests {
             revoked_at: None,
             rate_limit_per_minute: 60,
             allowed_ips: AllowedIps::default(),
+            allowed_roles: AllowedRoles::default(),
+            suspended: false,
             hash: KeyHash([byte; 32]),
             previous: previous.map(|b| (KeyHash([b; 32]), Utc::now())),
         })
