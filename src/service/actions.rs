@@ -18,7 +18,7 @@ use super::guard::{self, Call, DiscordGuard};
 use super::{Authenticated, Error, KeyService, Result};
 use crate::audit::Action;
 use crate::discord::permissions::{BAN_MEMBERS, MANAGE_ROLES};
-use crate::discord::{DiscordError, GuildInfo, GuildOps};
+use crate::discord::{DiscordError, GuildInfo, GuildOps, Standing};
 use crate::keys::Scope;
 
 /// How long a ban check is reused. Own writes and the gateway's
@@ -27,6 +27,8 @@ pub const BAN_CACHE_TTL: Duration = Duration::from_secs(5);
 const BAN_CACHE_MAX: usize = 10_000;
 /// Discord's limit for a ban's audit reason.
 pub const MAX_REASON_CHARS: usize = 512;
+/// How long a write waits for the gateway cache to hold its guild.
+const STANDING_WAIT: Duration = Duration::from_secs(1);
 /// Discord's limit: 7 days.
 pub const MAX_DELETE_MESSAGE_SECONDS: i64 = 604_800;
 
@@ -218,6 +220,22 @@ impl GuildActions {
         Ok(BanStatus { banned: status.is_some(), reason: status.flatten() })
     }
 
+    /// The guild's hierarchy from the gateway cache. Right after the bot
+    /// (re)connects the guild may not be cached yet: wait for it briefly
+    /// rather than refuse a write that would pass a moment later.
+    async fn standing(&self, guild_id: u64) -> Option<Standing> {
+        let deadline = tokio::time::Instant::now() + STANDING_WAIT;
+        loop {
+            if let Some(standing) = self.ops.standing(guild_id) {
+                return Some(standing);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Ban Members, from the cache when it can tell (a read may go on to
     /// ask Discord while the cache is still filling; the guard holds then).
     fn check_bot_may_ban(&self, guild_id: u64) -> Result<()> {
@@ -260,7 +278,7 @@ impl GuildActions {
                 format!("must be from 0 to {MAX_DELETE_MESSAGE_SECONDS} (7 days), not {delete_seconds}"),
             )));
         }
-        let standing = self.ops.standing(guild_id);
+        let standing = self.standing(guild_id).await;
         guard::check_bot_may(standing.as_ref(), BAN_MEMBERS, "Ban Members")?;
         let standing = standing.expect("checked above");
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
@@ -286,7 +304,7 @@ impl GuildActions {
 
     pub async fn unban(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::BansWrite)?;
-        guard::check_bot_may(self.ops.standing(guild_id).as_ref(), BAN_MEMBERS, "Ban Members")?;
+        guard::check_bot_may(self.standing(guild_id).await.as_ref(), BAN_MEMBERS, "Ban Members")?;
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         if self.current_ban(guild_id, user_id).await?.is_none() {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
@@ -313,7 +331,8 @@ impl GuildActions {
         add: bool,
     ) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::RolesWrite)?;
-        let standing = self.ops.standing(guild_id);
+        guard::check_role_list(&caller.key, role_id)?; // needs no cache
+        let standing = self.standing(guild_id).await;
         guard::check_role(&caller.key, standing.as_ref(), role_id)?;
         guard::check_bot_may(standing.as_ref(), MANAGE_ROLES, "Manage Roles")?;
         let action = if add { Action::RoleAdded } else { Action::RoleRemoved };

@@ -60,11 +60,7 @@ fn not_ready() -> Error {
 /// rules no key can lift. `standing` is the gateway cache's view; without
 /// it nothing is allowed (fail closed).
 pub fn check_role(key: &KeyInfo, standing: Option<&Standing>, role_id: u64) -> Result<()> {
-    if !key.allows_role(role_id) {
-        return Err(Error::RoleNotAllowed(format!(
-            "this key may only change the roles in its allowed_roles list, and <@&{role_id}> is not in it"
-        )));
-    }
+    check_role_list(key, role_id)?;
     if role_id == key.guild_id {
         return Err(Error::RoleNotAllowed("@everyone is not a role a key can give or take".to_owned()));
     }
@@ -99,6 +95,16 @@ pub fn check_role(key: &KeyInfo, standing: Option<&Standing>, role_id: u64) -> R
         )));
     }
     Ok(())
+}
+
+/// Does the key's own `allowed_roles` list (if it has one) name the role?
+pub fn check_role_list(key: &KeyInfo, role_id: u64) -> Result<()> {
+    if key.allows_role(role_id) {
+        return Ok(());
+    }
+    Err(Error::RoleNotAllowed(format!(
+        "this key may only change the roles in its allowed_roles list, and <@&{role_id}> is not in it"
+    )))
 }
 
 /// May a key ban (or check the ban of) this user? `member_roles` is `None`
