@@ -13,13 +13,19 @@ alter table api_key add column allowed_roles text not null default '';
 -- must not go over.
 alter table api_key add column suspended_at integer;
 
--- The index holds both, so the change log must see them change: the update
+-- The circuit breaker on destructive writes: how many bans and role changes
+-- a key may make in 10 minutes before guildkey suspends it. Null = the
+-- configured default (keys.default_ban_budget, keys.default_role_budget).
+alter table api_key add column ban_budget integer check (ban_budget > 0);
+alter table api_key add column role_budget integer check (role_budget > 0);
+
+-- The index holds all of these, so the change log must see them change: the update
 -- trigger of 0003 is rebuilt with the new columns in its list.
 drop trigger key_change_on_update;
 create trigger key_change_on_update
 after update of api_key_id, guild_id, name, key_hash, prefix, environment, scopes, expires_at, revoked_at,
-    rate_limit_per_minute, allowed_ips, previous_hash, previous_hash_expires_at, allowed_roles, suspended_at
-    on api_key
+    rate_limit_per_minute, allowed_ips, previous_hash, previous_hash_expires_at, allowed_roles, suspended_at,
+    ban_budget, role_budget on api_key
 begin
     insert into key_change (api_key_id) values (old.api_key_id);
     insert into key_change (api_key_id) select new.api_key_id where new.api_key_id <> old.api_key_id;

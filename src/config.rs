@@ -64,6 +64,11 @@ pub struct KeysConfig {
     pub prefix: String,
     pub default_rate_limit_per_minute: u32,
     pub last_used_flush_seconds: u64,
+    /// Bans a key may make in 10 minutes before the breaker suspends it,
+    /// unless the key sets its own.
+    pub default_ban_budget: u32,
+    /// Role changes likewise.
+    pub default_role_budget: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +151,8 @@ impl Default for Config {
                 prefix: "gk".to_owned(),
                 default_rate_limit_per_minute: 60,
                 last_used_flush_seconds: 5,
+                default_ban_budget: 30,
+                default_role_budget: 300,
             },
             log: LogConfig { format: LogFormat::Pretty },
         }
@@ -236,6 +243,12 @@ impl Config {
         if let Some(v) = file.integer("keys", "last_used_flush_seconds", 1, 3600)? {
             cfg.keys.last_used_flush_seconds = v as u64;
         }
+        if let Some(v) = file.integer("keys", "default_ban_budget", 1, 10_000)? {
+            cfg.keys.default_ban_budget = v as u32;
+        }
+        if let Some(v) = file.integer("keys", "default_role_budget", 1, 10_000)? {
+            cfg.keys.default_role_budget = v as u32;
+        }
         if let Some(v) = file.string("log", "format")? {
             cfg.log.format = parse_log_format("log.format", &v)?;
         }
@@ -309,6 +322,8 @@ impl Config {
             format!("keys.prefix = {}", self.keys.prefix),
             format!("keys.default_rate_limit_per_minute = {}", self.keys.default_rate_limit_per_minute),
             format!("keys.last_used_flush_seconds = {}", self.keys.last_used_flush_seconds),
+            format!("keys.default_ban_budget = {}", self.keys.default_ban_budget),
+            format!("keys.default_role_budget = {}", self.keys.default_role_budget),
             format!("log.format = {format}"),
         ]
         .join("\n")

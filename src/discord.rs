@@ -546,7 +546,10 @@ impl GuildOps for SerenityGuildOps {
 
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {
         // Through `send_with`, so a 429 is waited out rather than losing the post.
-        let message = CreateMessage::new().embed(audit_embed(event));
+        let mut message = CreateMessage::new().embed(audit_embed(event));
+        if let Some(buttons) = audit_buttons(event) {
+            message = message.components(vec![buttons]);
+        }
         let body = serde_json::to_vec(&message).expect("JSON of a message builder");
         let channel_id = ChannelId::new(channel_id);
         let post = || Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post).body(Some(body.clone()));
@@ -620,6 +623,24 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         embed = embed.field(name, value, true);
     }
     embed
+}
+
+/// The prefix of the audit channel's buttons' custom ids:
+/// `guildkey:resume:<key id>` and `guildkey:revoke:<key id>`.
+pub const AUDIT_BUTTON_PREFIX: &str = "guildkey:";
+
+/// Resume and Revoke buttons under a suspension guildkey itself made (the
+/// circuit breaker), so an admin can answer it from the audit channel.
+fn audit_buttons(event: &AuditEvent) -> Option<serenity::all::CreateActionRow> {
+    use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
+    if event.action != Action::KeySuspended || event.actor_kind != "system" {
+        return None;
+    }
+    let key = event.key_id.as_deref()?;
+    Some(CreateActionRow::Buttons(vec![
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}resume:{key}")).label("Resume").style(ButtonStyle::Success),
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}revoke:{key}")).label("Revoke").style(ButtonStyle::Danger),
+    ]))
 }
 
 /// The details worth showing, in words.

@@ -1334,3 +1334,60 @@ async fn past_its_budget_a_guilds_discord_calls_pause_and_the_audit_channel_says
     assert_eq!(pauses, 1);
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_key_past_its_ban_budget_is_suspended_and_an_admin_resumes_it_from_the_audit_channel() {
+    let app = spawn_app().await;
+    app.set_audit_channel().await;
+    let token = key(&app, DEMO, "game", "bans.write", &["--ban-budget", "3"]).await;
+    let key_id = get(&app, "/v1/verify", &token).await.ok()["key_id"].as_str().unwrap().to_owned();
+
+    for i in 0..3 {
+        assert_eq!(put(&app, &ban_path(DEMO, 1_200_000_000_000_400_000 + i), &token).await.ok()["changed"], true);
+    }
+    let message = put(&app, &ban_path(DEMO, 1_200_000_000_000_400_003), &token).await.err(401, "key_suspended");
+    assert!(message.contains("3 bans in 10 minutes"), "{message}");
+    assert_eq!(calls(&app, "PUT", BAN_ROUTE).len(), 3, "the fourth ban never reached Discord");
+    get(&app, "/v1/verify", &token).await.err(401, "key_suspended");
+
+    let post = audit_post(&app, "API key suspended").await;
+    assert!(field(&post, "By").contains("guildkey"), "{:?}", post.embeds);
+    assert!(field(&post, "Why").contains("3 bans"), "{:?}", post.embeds);
+    let resume = format!("guildkey:resume:{key_id}");
+    // A plain member's press changes nothing.
+    let click = app.double.click(DEMO, ids::PAT_ID, &post, &resume).await.expect("click");
+    let refused = app.double.wait_for_response(&click, WAIT).await.expect("an answer");
+    assert!(refused.ephemeral() && refused.text().contains("Manage Server"), "{}", refused.text());
+    get(&app, "/v1/verify", &token).await.err(401, "key_suspended");
+
+    let click = app.double.click(DEMO, ids::ALICE_ID, &post, &resume).await.expect("click");
+    let answered = app.double.wait_for_response(&click, WAIT).await.expect("an answer");
+    assert!(answered.text().contains("resumed") && answered.components.is_empty(), "{}", answered.text());
+    get(&app, "/v1/verify", &token).await.ok();
+    let resumed = audit_post(&app, "API key resumed").await;
+    assert!(field(&resumed, "By").contains(&ids::ALICE_ID.to_string()), "{:?}", resumed.embeds);
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn role_changes_past_the_configured_budget_suspend_the_key_and_revoke_is_one_press_away() {
+    let opts = Options { config: "[keys]\ndefault_role_budget = 2\n".into(), ..Options::default() };
+    let app = spawn_with_games_role(opts).await;
+    app.set_audit_channel().await;
+    let token = key(&app, DEMO, "verifier", "roles.write", &[]).await;
+    let key_id = get(&app, "/v1/verify", &token).await.ok()["key_id"].as_str().unwrap().to_owned();
+
+    put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token).await.ok();
+    // A no-op changes nothing and spends nothing.
+    put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token).await.ok();
+    put(&app, &role_path(DEMO, ids::PAT_ID, GAMES_ROLE_ID), &token).await.ok();
+    put(&app, &role_path(DEMO, ids::MORGAN_ID, GAMES_ROLE_ID), &token).await.err(401, "key_suspended");
+    assert_eq!(app.double.member_roles(DEMO, ids::MORGAN_ID), [ids::MANAGER_ROLE_ID]);
+
+    let post = audit_post(&app, "API key suspended").await;
+    let click = app.double.click(DEMO, ids::ALICE_ID, &post, &format!("guildkey:revoke:{key_id}")).await.unwrap();
+    let answered = app.double.wait_for_response(&click, WAIT).await.expect("an answer");
+    assert!(answered.text().contains("revoked"), "{}", answered.text());
+    get(&app, "/v1/verify", &token).await.err(401, "key_revoked");
+    app.double.assert_no_violations();
+}

@@ -58,7 +58,13 @@ impl Db {
 }
 
 fn config(max_per_guild: u32) -> KeysConfig {
-    KeysConfig { max_per_guild, prefix: "gk".to_owned(), default_rate_limit_per_minute: 60, last_used_flush_seconds: 5 }
+    KeysConfig {
+        max_per_guild,
+        prefix: "gk".to_owned(),
+        default_rate_limit_per_minute: 60,
+        last_used_flush_seconds: 5,
+        ..guildkey::config::Config::default().keys
+    }
 }
 
 fn draft(request: KeyRequest<'_>) -> KeyDraft {
@@ -413,6 +419,7 @@ async fn rotate_without_grace_rejects_the_old_secret_at_once() {
                 rate_limit: Some(7),
                 allowed_ips: Some("10.0.0.0/8"),
                 allowed_roles: Some("1400000000000000004, <@&1400000000000000007>"),
+                ..Default::default()
             }),
             &Actor::Cli,
         )
@@ -603,7 +610,7 @@ async fn issue_returns_a_well_formed_secret_and_stores_the_draft() {
                 expires_in: Some("12h"),
                 rate_limit: Some(5),
                 allowed_ips: Some("2001:db8::/32"),
-                allowed_roles: None,
+                ..Default::default()
             }),
             &Actor::Cli,
         )

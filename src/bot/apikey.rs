@@ -70,6 +70,8 @@ async fn defer(ctx: Context<'_>) -> Result {
 
 /// Create an API key (the secret is shown once)
 #[poise::command(slash_command, rename = "create")]
+// Poise makes each slash option an argument.
+#[allow(clippy::too_many_arguments)]
 pub async fn apikey_create(
     ctx: Context<'_>,
     #[description = "A name to recognise the key by (1-64 characters)"]
@@ -87,6 +89,14 @@ pub async fn apikey_create(
     #[description = "Comma-separated IPs/CIDRs allowed to use the key (default: any)"] allowed_ips: Option<String>,
     #[description = "Role ids (or @mentions) a roles.write key may change (default: any role guildkey deems safe)"]
     allowed_roles: Option<String>,
+    #[description = "Bans per 10 minutes before guildkey suspends the key (default from the server's config)"]
+    #[min = 1]
+    #[max = 10000]
+    ban_budget: Option<i64>,
+    #[description = "Role changes per 10 minutes before guildkey suspends the key (default from the config)"]
+    #[min = 1]
+    #[max = 10000]
+    role_budget: Option<i64>,
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
@@ -102,6 +112,8 @@ pub async fn apikey_create(
         rate_limit,
         allowed_ips: allowed_ips.as_deref(),
         allowed_roles: allowed_roles.as_deref(),
+        ban_budget,
+        role_budget,
     })?;
     let issued = ctx.data().keys.issue(guild_id, draft, &actor(ctx)).await?;
     say(ctx, CreateReply::default().content(render::secret_message(&issued, "API key created"))).await?;

@@ -105,6 +105,8 @@ fn flag_name(field: &str) -> &str {
         "rate_limit" => "--rate-limit",
         "allowed_ips" => "--allowed-ips",
         "allowed_roles" => "--allowed-roles",
+        "ban_budget" => "--ban-budget",
+        "role_budget" => "--role-budget",
         "grace" => "--grace",
         other => other,
     }

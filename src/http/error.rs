@@ -60,7 +60,7 @@ impl ApiError {
                     (StatusCode::CONFLICT, "conflict")
                 }
                 Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-                Error::Suspended(_) => (StatusCode::UNAUTHORIZED, "key_suspended"),
+                Error::Suspended(_) | Error::BreakerTripped(_) => (StatusCode::UNAUTHORIZED, "key_suspended"),
                 Error::NotSuspended(_) => (StatusCode::CONFLICT, "conflict"),
                 Error::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, "role_not_allowed"),
                 Error::MemberProtected(_) => (StatusCode::FORBIDDEN, "member_protected"),

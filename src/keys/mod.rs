@@ -456,6 +456,16 @@ pub fn parse_snowflake(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|&id| id != 0)
 }
 
+/// The breaker's budget of bans or role changes per 10 minutes.
+pub fn parse_budget(field: &'static str, n: i64) -> Result<u32, InvalidInput> {
+    const MAX: i64 = 10_000;
+    if (1..=MAX).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(InvalidInput::new(field, format!("{n} is not a budget; give writes per 10 minutes from 1 to {MAX}")))
+    }
+}
+
 /// A per-key request budget, requests per minute.
 pub fn parse_rate_limit(n: i64) -> Result<u32, InvalidInput> {
     const MAX: i64 = 100_000;
@@ -654,6 +664,11 @@ pub struct KeyRecord {
     pub allowed_roles: AllowedRoles,
     /// When the key was suspended, while it is.
     pub suspended_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bans per 10 minutes before the breaker suspends the key (`None`:
+    /// the configured default).
+    pub ban_budget: Option<u32>,
+    /// Role changes per 10 minutes, likewise.
+    pub role_budget: Option<u32>,
 }
 
 impl KeyRecord {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::guard::{self, Call, DiscordGuard};
+use super::guard::{self, Breaker, Call, DiscordGuard, WriteKind};
 use super::{Authenticated, Error, KeyService, Result};
-use crate::audit::Action;
+use crate::audit::{Action, Actor};
 use crate::discord::permissions::{BAN_MEMBERS, MANAGE_ROLES};
 use crate::discord::{DiscordError, GuildInfo, GuildOps, Standing};
 use crate::keys::Scope;
@@ -125,6 +125,7 @@ pub struct GuildActions {
     bans: Arc<BanCache>,
     targets: TargetLocks,
     guard: DiscordGuard,
+    breaker: Breaker,
 }
 
 fn discord(e: DiscordError) -> Error {
@@ -135,7 +136,14 @@ impl GuildActions {
     /// `invalid_request_budget`: Discord refusals one guild may cause in 10
     /// minutes before its Discord calls pause (`discord.invalid_request_budget`).
     pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, invalid_request_budget: u32) -> Self {
-        Self { keys, ops, bans, targets: TargetLocks::new(), guard: DiscordGuard::new(invalid_request_budget) }
+        Self {
+            keys,
+            ops,
+            bans,
+            targets: TargetLocks::new(),
+            guard: DiscordGuard::new(invalid_request_budget),
+            breaker: Breaker::default(),
+        }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -245,6 +253,37 @@ impl GuildActions {
         }
     }
 
+    /// Spends one of the key's destructive writes, or trips the breaker:
+    /// a key over its budget (bans or role changes per 10 minutes) is
+    /// suspended, the write is refused, and the audit channel gets the
+    /// suspension with Resume and Revoke buttons.
+    async fn spend(&self, caller: &Authenticated, kind: WriteKind) -> Result<()> {
+        let (bans, roles) = caller.key.budgets();
+        let cfg = self.keys.config();
+        let budget = match kind {
+            WriteKind::Ban => bans.unwrap_or(cfg.default_ban_budget),
+            WriteKind::Role => roles.unwrap_or(cfg.default_role_budget),
+        };
+        if self.breaker.spend(&caller.key.id, kind, budget) {
+            return Ok(());
+        }
+        let why = format!(
+            "made {budget} {} in 10 minutes, its budget, so guildkey suspended it: a leaked or runaway key cannot \
+             empty the server",
+            kind.plural()
+        );
+        tracing::warn!(key_id = %caller.key.id, guild_id = caller.key.guild_id, budget, kind = kind.plural(), "circuit breaker tripped; suspending the key");
+        let details = json!({ "why": why, "budget": budget, "kind": kind.plural() });
+        let id = caller.key.id.to_string();
+        match self.keys.set_suspended(Some(caller.key.guild_id), &id, true, &Actor::System, details).await {
+            Ok(_) | Err(Error::Suspended(_)) => {}
+            Err(e) => {
+                tracing::error!(error = %e, key_id = %caller.key.id, "failed to suspend a key whose breaker tripped")
+            }
+        }
+        Err(Error::BreakerTripped(format!("this key {why}; a server admin can resume it with /apikey resume")))
+    }
+
     /// How Discord's own audit log names the key: as guildkey's audit entry
     /// shows the actor ("An API key: name (prefix)"), never the secret.
     fn audit_reason(caller: &Authenticated, reason: Option<&str>) -> String {
@@ -295,6 +334,7 @@ impl GuildActions {
         if caller.is_test() {
             return self.dry_run(caller, Action::BanAdded, details).await;
         }
+        self.spend(caller, WriteKind::Ban).await?;
         let audit_reason = Self::audit_reason(caller, reason.as_deref());
         let ban = self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason);
         self.call(guild_id, Call::Ban(user_id), ban).await?;
@@ -352,6 +392,7 @@ impl GuildActions {
         if caller.is_test() {
             return self.dry_run(caller, action, details).await;
         }
+        self.spend(caller, WriteKind::Role).await?;
         let audit_reason = Self::audit_reason(caller, None);
         let write = self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason);
         self.call(guild_id, Call::Role { user: user_id, role: role_id }, write).await?;

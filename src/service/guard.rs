@@ -227,6 +227,53 @@ impl DiscordGuard {
     }
 }
 
+/// How far back the circuit breaker counts a key's writes.
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(600);
+
+/// What the circuit breaker counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteKind {
+    Ban,
+    Role,
+}
+
+impl WriteKind {
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Ban => "bans",
+            Self::Role => "role changes",
+        }
+    }
+}
+
+/// The circuit breaker on destructive writes: each key's bans and role
+/// changes over the last [`BREAKER_WINDOW`]. A key that has spent its
+/// budget makes no further write; the caller suspends it.
+#[derive(Default)]
+pub struct Breaker {
+    writes: Mutex<HashMap<(crate::keys::KeyId, WriteKind), std::collections::VecDeque<Instant>>>,
+}
+
+impl Breaker {
+    /// Counts one write of `kind` by `key` if the key has budget left;
+    /// false (and nothing counted) when it has spent it.
+    pub fn spend(&self, key: &crate::keys::KeyId, kind: WriteKind, budget: u32) -> bool {
+        let mut writes = self.writes.lock().expect("breaker lock poisoned");
+        if writes.len() >= 100_000 {
+            writes.retain(|_, times| times.back().is_some_and(|t| t.elapsed() < BREAKER_WINDOW));
+        }
+        let times = writes.entry((key.clone(), kind)).or_default();
+        while times.front().is_some_and(|t| t.elapsed() >= BREAKER_WINDOW) {
+            times.pop_front();
+        }
+        if times.len() >= budget as usize {
+            return false;
+        }
+        times.push_back(Instant::now());
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +320,8 @@ mod tests {
             allowed_ips: Default::default(),
             allowed_roles: crate::keys::AllowedRoles::parse(allowed_roles).unwrap(),
             suspended: false,
+            ban_budget: None,
+            role_budget: None,
             hash: crate::keys::KeyHash([1; 32]),
             previous: None,
         })
@@ -336,6 +385,18 @@ mod tests {
         assert!(
             matches!(check_bot_may(Some(&s), p::BAN_MEMBERS, "Ban Members"), Err(Error::Discord(m)) if m.contains("Ban Members"))
         );
+    }
+
+    #[test]
+    fn the_breaker_lets_a_budget_through_per_key_and_kind_then_nothing() {
+        let breaker = Breaker::default();
+        let (a, b) = (crate::keys::KeyId::generate(), crate::keys::KeyId::generate());
+        assert!((0..3).all(|_| breaker.spend(&a, WriteKind::Ban, 3)));
+        assert!(!breaker.spend(&a, WriteKind::Ban, 3));
+        assert!(!breaker.spend(&a, WriteKind::Ban, 3), "a refused write is not counted, and stays refused");
+        assert!(breaker.spend(&a, WriteKind::Role, 3), "role changes count apart");
+        assert!(breaker.spend(&b, WriteKind::Ban, 3), "keys count apart");
+        assert!(breaker.spend(&a, WriteKind::Ban, 4), "a larger budget lets one more through");
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct KeyInfo {
 struct KeyLists {
     ips: AllowedIps,
     roles: AllowedRoles,
+    ban_budget: Option<u32>,
+    role_budget: Option<u32>,
 }
 
 impl KeyInfo {
@@ -82,8 +84,18 @@ impl KeyInfo {
             scopes: k.scopes,
             revoked: k.revoked_at.is_some(),
             suspended: k.suspended,
-            lists: (!k.allowed_ips.is_empty() || !k.allowed_roles.is_empty())
-                .then(|| Box::new(KeyLists { ips: k.allowed_ips.clone(), roles: k.allowed_roles.clone() })),
+            lists: (!k.allowed_ips.is_empty()
+                || !k.allowed_roles.is_empty()
+                || k.ban_budget.is_some()
+                || k.role_budget.is_some())
+            .then(|| {
+                Box::new(KeyLists {
+                    ips: k.allowed_ips.clone(),
+                    roles: k.allowed_roles.clone(),
+                    ban_budget: k.ban_budget,
+                    role_budget: k.role_budget,
+                })
+            }),
         }
     }
 
@@ -106,6 +118,12 @@ impl KeyInfo {
     /// rules apply on top: `service::guard`).
     pub fn allows_role(&self, role_id: u64) -> bool {
         self.lists.as_ref().is_none_or(|lists| lists.roles.allows(role_id))
+    }
+
+    /// The key's own breaker budgets (bans, role changes per 10 minutes);
+    /// `None` for the configured default.
+    pub fn budgets(&self) -> (Option<u32>, Option<u32>) {
+        self.lists.as_ref().map_or((None, None), |l| (l.ban_budget, l.role_budget))
     }
 
     /// Whether a request from `ip` may use this key (its allow-list).
@@ -507,6 +525,8 @@ mod tests {
             allowed_ips: AllowedIps::default(),
             allowed_roles: AllowedRoles::default(),
             suspended: false,
+            ban_budget: None,
+            role_budget: None,
             hash: KeyHash([byte; 32]),
             previous: previous.map(|b| (KeyHash([b; 32]), Utc::now())),
         })

@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
 use crate::config::KeysConfig;
 use crate::keys::{
-    parse_rate_limit, token, AllowedIps, AllowedRoles, Environment, InvalidInput, KeyId, KeyName, KeyRecord, KeyStatus,
-    Malformed, PlainKey, Scope, Scopes, Ttl,
+    parse_budget, parse_rate_limit, token, AllowedIps, AllowedRoles, Environment, InvalidInput, KeyId, KeyName,
+    KeyRecord, KeyStatus, Malformed, PlainKey, Scope, Scopes, Ttl,
 };
 use crate::store::{NewKeyRow, Rotation, Store};
 
@@ -93,6 +93,9 @@ pub enum Error {
     /// A member no key may ban (the owner, a moderator, one above the bot).
     #[error("{0}")]
     MemberProtected(String),
+    /// The circuit breaker suspended the key making this write.
+    #[error("{0}")]
+    BreakerTripped(String),
     /// Discord calls for this guild are paused: Discord refused too many
     /// of them lately, and more would risk the bot's access for every guild.
     #[error("{message}")]
@@ -111,6 +114,8 @@ pub struct KeyRequest<'a> {
     pub rate_limit: Option<i64>,
     pub allowed_ips: Option<&'a str>,
     pub allowed_roles: Option<&'a str>,
+    pub ban_budget: Option<i64>,
+    pub role_budget: Option<i64>,
 }
 
 /// A key request that passed every check.
@@ -123,6 +128,8 @@ pub struct KeyDraft {
     pub rate_limit: Option<u32>,
     pub allowed_ips: AllowedIps,
     pub allowed_roles: AllowedRoles,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
 }
 
 impl KeyDraft {
@@ -135,6 +142,8 @@ impl KeyDraft {
             rate_limit: r.rate_limit.map(parse_rate_limit).transpose()?,
             allowed_ips: r.allowed_ips.map(AllowedIps::parse).transpose()?.unwrap_or_default(),
             allowed_roles: r.allowed_roles.map(AllowedRoles::parse).transpose()?.unwrap_or_default(),
+            ban_budget: r.ban_budget.map(|n| parse_budget("ban_budget", n)).transpose()?,
+            role_budget: r.role_budget.map(|n| parse_budget("role_budget", n)).transpose()?,
         })
     }
 }
@@ -262,6 +271,8 @@ impl KeyService {
             rate_limit_per_minute: rate_limit,
             allowed_ips: &draft.allowed_ips,
             allowed_roles: &draft.allowed_roles,
+            ban_budget: draft.ban_budget,
+            role_budget: draft.role_budget,
         };
         let event = NewAuditEvent {
             guild_id,
@@ -276,6 +287,8 @@ impl KeyService {
                 "rate_limit_per_minute": rate_limit,
                 "allowed_ips": draft.allowed_ips.entries(),
                 "allowed_roles": draft.allowed_roles.ids().iter().map(u64::to_string).collect::<Vec<_>>(),
+                "ban_budget": draft.ban_budget.unwrap_or(self.inner.cfg.default_ban_budget),
+                "role_budget": draft.role_budget.unwrap_or(self.inner.cfg.default_role_budget),
             }),
         };
         let max = self.inner.cfg.max_per_guild;

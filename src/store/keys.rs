@@ -24,6 +24,8 @@ pub struct NewKeyRow<'a> {
     pub rate_limit_per_minute: u32,
     pub allowed_ips: &'a AllowedIps,
     pub allowed_roles: &'a AllowedRoles,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
 }
 
 /// A new secret for an existing key.
@@ -46,7 +48,7 @@ pub struct KeyChanges {
 
 const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, created_by, \
      last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at, \
-     allowed_roles, suspended_at";
+     allowed_roles, suspended_at, ban_budget, role_budget";
 
 /// What the in-memory index keeps of a key: what verification and its
 /// callers need (no bookkeeping columns), with the hashes presented tokens
@@ -64,6 +66,8 @@ pub struct IndexRow {
     pub allowed_ips: AllowedIps,
     pub allowed_roles: AllowedRoles,
     pub suspended: bool,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
     pub hash: KeyHash,
     /// A rotated-out secret's hash and when it stops working.
     pub previous: Option<(KeyHash, DateTime<Utc>)>,
@@ -74,9 +78,11 @@ pub struct IndexRow {
 /// minute; one text value per page of rows takes a few seconds.
 const INDEX_JSON: &str = "json_group_array(json_array(api_key_id, guild_id, name, prefix, environment, scopes, \
      expires_at, revoked_at, rate_limit_per_minute, allowed_ips, hex(key_hash), hex(previous_hash), \
-     previous_hash_expires_at, allowed_roles, suspended_at is not null))";
+     previous_hash_expires_at, allowed_roles, suspended_at is not null, ban_budget, role_budget))";
 
-type JsonIndexRow = (
+/// One index row as `INDEX_JSON` writes it: a JSON array, read positionally.
+#[derive(serde::Deserialize)]
+struct JsonIndexRow(
     String,
     i64,
     String,
@@ -92,6 +98,8 @@ type JsonIndexRow = (
     Option<i64>,
     String,
     i64,
+    Option<i64>,
+    Option<i64>,
 );
 
 impl Store {
@@ -109,8 +117,9 @@ impl Store {
         let mut tx = writer.begin().await?;
         let inserted = sqlx::query(
             "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
-                 created_by, expires_at, rate_limit_per_minute, allowed_ips, allowed_roles, updated_at) \
-             select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14, ?8 \
+                 created_by, expires_at, rate_limit_per_minute, allowed_ips, allowed_roles, ban_budget, role_budget, \
+                 updated_at) \
+             select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14, ?15, ?16, ?8 \
              where (select count(*) from api_key where guild_id = ?2 and revoked_at is null \
                     and (expires_at is null or expires_at > ?8)) < ?13",
         )
@@ -128,6 +137,8 @@ impl Store {
         .bind(row.allowed_ips.to_storage())
         .bind(i64::from(max_active))
         .bind(row.allowed_roles.to_storage())
+        .bind(row.ban_budget.map(i64::from))
+        .bind(row.role_budget.map(i64::from))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -433,7 +444,7 @@ impl Store {
 }
 
 fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
-    let (
+    let JsonIndexRow(
         id,
         guild_id,
         name,
@@ -449,6 +460,8 @@ fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
         until,
         roles,
         suspended,
+        ban_budget,
+        role_budget,
     ) = r;
     let hash = from_hex(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
     Ok(IndexRow {
@@ -464,6 +477,8 @@ fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
         allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
         allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
         suspended: suspended != 0,
+        ban_budget: ban_budget.map(|n| n as u32),
+        role_budget: role_budget.map(|n| n as u32),
         hash,
         previous: from_hex(&previous).zip(until.map(from_millis)),
     })
@@ -502,5 +517,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {
         previous_secret_expires_at: millis("previous_hash_expires_at")?,
         allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
         suspended_at: millis("suspended_at")?,
+        ban_budget: row.try_get::<Option<i64>, _>("ban_budget")?.map(|n| n as u32),
+        role_budget: row.try_get::<Option<i64>, _>("role_budget")?.map(|n| n as u32),
     })
 }
