@@ -15,6 +15,7 @@ use crate::cli::Failure;
 use crate::config::Config;
 use crate::discord::{GuildOps, SerenityGuildOps};
 use crate::service::actions::{BanCache, GuildActions};
+use crate::service::guard::DiscordGuard;
 use crate::service::{outbox, KeyService};
 
 /// How long in-flight requests get to finish at shutdown.
@@ -39,8 +40,8 @@ pub async fn run(config: Config) -> Result<(), Failure> {
     let serenity_ops = Arc::new(SerenityGuildOps::default());
     let ops: Arc<dyn GuildOps> = serenity_ops.clone();
     let bans = Arc::new(BanCache::default());
-    let actions =
-        Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), config.discord.invalid_request_budget));
+    let guard = Arc::new(DiscordGuard::new(config.discord.invalid_request_budget));
+    let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
     let state = crate::http::AppState::new(actions, &config.http);
     let housekeeping = crate::http::spawn_housekeeping(&state);
     let router = crate::http::router(state);
@@ -56,7 +57,7 @@ pub async fn run(config: Config) -> Result<(), Failure> {
     if config.discord_is_proxied() {
         http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
     }
-    let data = crate::bot::Data { keys: keys.clone(), bans };
+    let data = crate::bot::Data { keys: keys.clone(), bans, guard };
     let framework = crate::bot::framework(data, config.discord.register_commands);
     let mut client = serenity::ClientBuilder::new_with_http(http.build(), crate::bot::intents())
         .framework(framework)

@@ -16,12 +16,16 @@ use poise::serenity_prelude as serenity;
 
 use crate::config::RegisterCommands;
 use crate::service::actions::BanCache;
+use crate::service::guard::DiscordGuard;
 use crate::service::{Error, KeyService};
 
 /// What every command can reach.
 pub struct Data {
     pub keys: KeyService,
     pub bans: Arc<BanCache>,
+    /// Told when a guild's roles change, so refusals Discord gave before
+    /// are not answered again.
+    pub guard: Arc<DiscordGuard>,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, Error>;
@@ -77,6 +81,12 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         serenity::FullEvent::InteractionCreate { interaction: serenity::Interaction::Component(press) } => {
             buttons::on_press(ctx, data, press).await?;
         }
+        serenity::FullEvent::GuildRoleCreate { new } | serenity::FullEvent::GuildRoleUpdate { new, .. } => {
+            data.guard.forget(new.guild_id.get());
+        }
+        serenity::FullEvent::GuildRoleDelete { guild_id, .. } => data.guard.forget(guild_id.get()),
+        serenity::FullEvent::GuildMemberUpdate { event, .. } => data.guard.forget(event.guild_id.get()),
+        serenity::FullEvent::GuildCreate { guild, .. } => data.guard.forget(guild.id.get()),
         serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
             data.bans.invalidate(guild_id.get(), banned_user.id.get());
         }

@@ -124,7 +124,7 @@ pub struct GuildActions {
     ops: Arc<dyn GuildOps>,
     bans: Arc<BanCache>,
     targets: TargetLocks,
-    guard: DiscordGuard,
+    guard: Arc<DiscordGuard>,
     breaker: Breaker,
 }
 
@@ -133,17 +133,10 @@ fn discord(e: DiscordError) -> Error {
 }
 
 impl GuildActions {
-    /// `invalid_request_budget`: Discord refusals one guild may cause in 10
-    /// minutes before its Discord calls pause (`discord.invalid_request_budget`).
-    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, invalid_request_budget: u32) -> Self {
-        Self {
-            keys,
-            ops,
-            bans,
-            targets: TargetLocks::new(),
-            guard: DiscordGuard::new(invalid_request_budget),
-            breaker: Breaker::default(),
-        }
+    /// `guard` is shared with the bot, which tells it when a guild's roles
+    /// change.
+    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, guard: Arc<DiscordGuard>) -> Self {
+        Self { keys, ops, bans, targets: TargetLocks::new(), guard, breaker: Breaker::default() }
     }
 
     pub fn keys(&self) -> &KeyService {

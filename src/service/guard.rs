@@ -205,6 +205,14 @@ impl DiscordGuard {
         refusals.insert((guild_id, call), (Instant::now(), error.to_string()));
     }
 
+    /// Forgets a guild's remembered refusals: its roles, the bot's roles or
+    /// the guild changed (an admin fixing the bot's permissions), so Discord
+    /// may answer otherwise now. The pause stays: it counts what Discord
+    /// has already seen.
+    pub fn forget(&self, guild_id: u64) {
+        self.refusals.lock().expect("refusals lock poisoned").retain(|(g, _), _| *g != guild_id);
+    }
+
     /// Whether the guild's calls are paused: `recent` invalid answers over
     /// the window, the budget spent, `frees_in` until one leaves it. Returns
     /// the error to answer, and whether this is news (to announce once).
@@ -411,6 +419,11 @@ mod tests {
         assert!(guard.remembered(GUILD + 1, Call::BanCheck).is_none(), "per guild");
         guard.note(GUILD, Call::Ban(5), &DiscordError::Unavailable("down".into()));
         assert!(guard.remembered(GUILD, Call::Ban(5)).is_none(), "only refusals are remembered");
+
+        guard.forget(GUILD + 1);
+        assert!(guard.remembered(GUILD, Call::BanCheck).is_some(), "another guild's change forgets nothing here");
+        guard.forget(GUILD);
+        assert!(guard.remembered(GUILD, Call::BanCheck).is_none(), "a role change here forgets");
 
         assert!(guard.paused(GUILD, 2, Duration::ZERO).is_none());
         let (first, news) = guard.paused(GUILD, 3, Duration::from_secs(40)).unwrap();
