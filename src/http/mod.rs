@@ -33,6 +33,7 @@ use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
 use error::ApiError;
+pub use auth::bearer;
 pub use front::App;
 
 pub use metrics::Metrics;
