@@ -275,7 +275,10 @@ impl Ttl {
         }
         let n: i64 = digits.parse().map_err(|_| too_long(field))?;
         if n == 0 {
-            return Err(InvalidInput::new(field, format!("'{s}' is zero; a duration must be positive")));
+            return Err(InvalidInput::new(
+                field,
+                format!("'{}' is zero; a duration must be positive", truncate(s, 40)),
+            ));
         }
         let seconds = n.checked_mul(per_unit).filter(|&t| t <= Self::MAX_SECONDS).ok_or_else(|| too_long(field))?;
         Ok(Self { seconds })
@@ -534,6 +537,16 @@ mod tests {
         }
         assert_eq!(Ttl::from_seconds(600).to_string(), "10m");
         assert_eq!(Ttl::from_seconds(90).to_string(), "90s");
+    }
+
+    #[test]
+    fn a_long_zero_duration_is_quoted_40_characters_at_most() {
+        // Found by fuzz/fuzz_targets/duration.rs: a zero of 200 digits was
+        // quoted whole, unlike every other refusal.
+        let err = Ttl::parse("expires", &format!("{}m", "0".repeat(200))).unwrap_err();
+        assert!(err.message.contains("is zero"), "{err}");
+        assert!(err.message.chars().count() < 100, "{err}");
+        assert!(Ttl::parse("expires", "0s").unwrap_err().message.starts_with("'0s' is zero"));
     }
 
     #[test]
