@@ -7,8 +7,8 @@
 
 #![no_main]
 
-use http::{header, HeaderMap, HeaderValue};
 use guildkey::http::bearer;
+use http::{header, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

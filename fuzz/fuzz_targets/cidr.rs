@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     match AllowedIps::parse(s) {
         Ok(ips) => {
             let stored = ips.to_storage();
-            assert_eq!(AllowedIps::parse(&stored).as_ref(), Ok(&ips), "the storage form {stored:?} does not parse back");
+            assert_eq!(
+                AllowedIps::parse(&stored).as_ref(),
+                Ok(&ips),
+                "the storage form {stored:?} does not parse back"
+            );
             let entries = ips.entries();
             assert!(entries.len() <= AllowedIps::MAX_ENTRIES);
             assert_eq!(entries.iter().collect::<HashSet<_>>().len(), entries.len(), "duplicates in {entries:?}");

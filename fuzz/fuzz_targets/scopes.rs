@@ -10,7 +10,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
-    let words: Vec<String> = s.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect();
+    let words: Vec<String> =
+        s.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect();
     let known = |w: &String| Scope::ALL.iter().any(|scope| scope.as_str() == w);
     let mut unique = words.clone();
     unique.sort();

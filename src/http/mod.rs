@@ -32,8 +32,8 @@ use utoipa_axum::routes;
 use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
-use error::ApiError;
 pub use auth::bearer;
+use error::ApiError;
 pub use front::App;
 
 pub use metrics::Metrics;
