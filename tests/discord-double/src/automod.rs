@@ -27,6 +27,10 @@ pub const ACTION_SEND_ALERT_MESSAGE: u64 = 2;
 pub const ACTION_TIMEOUT: u64 = 3;
 /// Discord's limit of keyword rules per guild.
 pub const MAX_KEYWORD_RULES: usize = 6;
+/// Discord's limit of `regex_patterns` per rule.
+pub const MAX_REGEX_PATTERNS: usize = 10;
+/// Discord's limit on one regex pattern's length.
+pub const MAX_REGEX_LENGTH: usize = 260;
 /// Message type AUTO_MODERATION_ACTION (the alert posted by SEND_ALERT_MESSAGE).
 pub const MESSAGE_TYPE_AUTO_MODERATION_ACTION: u8 = 24;
 
@@ -78,6 +82,11 @@ pub(crate) fn handle(p: Parts<'_>, op_id: &str) -> Result<(u16, Option<Value>), 
                     "AUTO_MODERATION_MAX_RULES_OF_TYPE_EXCEEDED",
                     &format!("Maximum number of rules with trigger type 1 is {MAX_KEYWORD_RULES}"),
                 ));
+            }
+            for field in ["name", "event_type"] {
+                if body[field].is_null() {
+                    return Err(ApiError::invalid_form(field, "BASE_TYPE_REQUIRED", "This field is required"));
+                }
             }
             if body["actions"].as_array().is_none_or(Vec::is_empty) {
                 return Err(ApiError::invalid_form("actions", "BASE_TYPE_REQUIRED", "This field is required"));
@@ -159,8 +168,23 @@ fn apply(st: &State, guild_id: u64, rule: &mut Value, body: &Value) -> Result<()
             }
         }
         let patterns = rule["trigger_metadata"]["regex_patterns"].as_array().cloned().unwrap_or_default();
+        if patterns.len() > MAX_REGEX_PATTERNS {
+            return Err(ApiError::invalid_form(
+                "trigger_metadata.regex_patterns",
+                "BASE_TYPE_MAX_LENGTH",
+                &format!("Must be {MAX_REGEX_PATTERNS} or fewer in length."),
+            ));
+        }
         for (i, p) in patterns.iter().enumerate() {
-            if compile(p.as_str().unwrap_or_default()).is_none() {
+            let p = p.as_str().unwrap_or_default();
+            if p.is_empty() || p.chars().count() > MAX_REGEX_LENGTH {
+                return Err(ApiError::invalid_form(
+                    &format!("trigger_metadata.regex_patterns.{i}"),
+                    "BASE_TYPE_BAD_LENGTH",
+                    &format!("Must be between 1 and {MAX_REGEX_LENGTH} in length."),
+                ));
+            }
+            if compile(p).is_none() {
                 return Err(ApiError::invalid_form(
                     &format!("trigger_metadata.regex_patterns.{i}"),
                     "AUTO_MODERATION_INVALID_REGEX",
