@@ -493,7 +493,7 @@ impl KeyService {
         if !key.allows(ip) {
             return Err(Error::IpNotAllowed);
         }
-        self.inner.usage.touch(&key, now_ms);
+        self.inner.usage.touch(&key.id, key.usage(), now_ms);
         Ok(Authenticated { key })
     }
 
