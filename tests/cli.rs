@@ -383,6 +383,80 @@ fn migrate_creates_a_missing_database_directory() {
     assert!(nested.is_file(), "the database file was not created at {}", nested.display());
 }
 
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn migrate_makes_the_database_directory_and_file_private_whatever_the_umask() {
+    // Arrange: a path two directories deep that does not exist, and a
+    // process umask that would leave everything world-writable.
+    let sandbox = Sandbox::new();
+    let nested = sandbox.path().join("state/guildkey/gk.db");
+    let url = format!("sqlite://{}?mode=rwc", nested.display());
+    let existing = mode_of(sandbox.path());
+
+    // Act
+    let out = sandbox.run_with(&["migrate"], |c| {
+        c.env("DATABASE_URL", &url);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask(2) is async-signal-safe and touches no memory.
+        unsafe {
+            c.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+    });
+
+    // Assert
+    out.assert_ok();
+    let made = [sandbox.path().join("state"), sandbox.path().join("state/guildkey")];
+    for dir in &made {
+        assert_eq!(mode_of(dir), 0o700, "{} should be drwx------", dir.display());
+    }
+    assert_eq!(mode_of(&nested), 0o600, "the database file should be -rw-------");
+    assert_eq!(mode_of(sandbox.path()), existing, "a directory guildkey did not make is left as it was");
+}
+
+#[test]
+fn an_existing_database_readable_by_others_is_tightened_at_start_and_says_so() {
+    // Arrange: a database whose file, -wal and -shm (kept by an open
+    // connection) are 0644, as older versions left them.
+    let sandbox = Sandbox::migrated();
+    let wal = sandbox.path().join("gk.db-wal");
+    let shm = sandbox.path().join("gk.db-shm");
+    let conn = block_on(async {
+        let mut conn = sandbox.connect().await;
+        sqlx::query("create table if not exists keep_open (x)").execute(&mut conn).await.expect("write");
+        conn
+    });
+    for path in [&sandbox.db, &wal, &shm] {
+        assert!(path.exists(), "{} should exist while a connection is open", path.display());
+        set_mode(path, 0o644);
+    }
+
+    // Act
+    let out = sandbox.run_with(&["migrate"], |c| {
+        c.env("RUST_LOG", "info");
+    });
+
+    // Assert
+    out.assert_ok();
+    for path in [&sandbox.db, &wal, &shm] {
+        assert_eq!(mode_of(path), 0o600, "{} should be tightened to -rw-------\n{}", path.display(), out.describe());
+    }
+    let told = out.stderr.lines().filter(|l| l.contains("tightened the database file's mode")).count();
+    assert_eq!(told, 3, "one info line per tightened file\n{}", out.describe());
+    drop(conn);
+}
+
 #[test]
 fn help_and_version_exit_0() {
     let sandbox = Sandbox::new();

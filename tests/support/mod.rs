@@ -54,6 +54,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Reuse this database URL (for restarts).
     pub db_url: Option<String>,
+    /// Start the binary with this umask instead of the test runner's.
+    pub umask: Option<u32>,
 }
 
 pub async fn spawn_app() -> App {
@@ -72,7 +74,8 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &opts.config).expect("write config");
     let logs = Arc::new(Mutex::new(Vec::new()));
-    let (child, addr) = start_binary(&double, &db_url, &config_path, &opts.env, dir.path(), logs.clone()).await;
+    let (child, addr) =
+        start_binary(&double, &db_url, &config_path, &opts.env, opts.umask, dir.path(), logs.clone()).await;
     double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
     let bodies = Arc::new(Mutex::new(Vec::new()));
     register_bodies(&addr, &bodies);
@@ -114,6 +117,7 @@ async fn start_binary(
     db_url: &str,
     config: &Path,
     extra_env: &[(String, String)],
+    umask: Option<u32>,
     cwd: &Path,
     logs: Arc<Mutex<Vec<String>>>,
 ) -> (Child, String) {
@@ -134,6 +138,9 @@ async fn start_binary(
         .stderr(Stdio::piped());
     for (k, v) in extra_env {
         cmd.env(k, v);
+    }
+    if let Some(mask) = umask {
+        with_umask(&mut cmd, mask);
     }
     let mut child = cmd.spawn().expect("spawn guildkey");
     let stderr = child.stderr.take().expect("stderr");
@@ -157,6 +164,24 @@ async fn start_binary(
         .flatten()
         .expect("guildkey logs 'listening on ADDR'");
     (child, addr)
+}
+
+/// Makes `cmd` start its process with umask `mask`.
+pub fn with_umask(cmd: &mut Command, mask: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        });
+    }
+}
+
+/// The permission bits of `path` (e.g. `0o600`).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o777
 }
 
 impl App {
@@ -265,7 +290,7 @@ impl App {
         self.kill();
         let config = self.dir.path().join("config.toml");
         let (child, addr) =
-            start_binary(&self.double, &self.db_url, &config, &[], self.dir.path(), self.logs.clone()).await;
+            start_binary(&self.double, &self.db_url, &config, &[], None, self.dir.path(), self.logs.clone()).await;
         self.child = Some(child);
         self.base = format!("http://{addr}");
         register_bodies(&addr, &self.bodies);
