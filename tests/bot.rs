@@ -365,3 +365,26 @@ async fn interaction_latency_report() {
     assert!(max < Duration::from_secs(3), "every interaction is answered inside Discord's 3-second window");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_key_named_like_a_masked_link_is_shown_as_text_in_the_audit_channel_and_the_bots_replies() {
+    let app = spawn_app().await;
+    app.set_audit_channel().await;
+    let name = "[click](https://evil.example)\u{202E}";
+
+    app.create_key(ids::DEMO_GUILD_ID, name, "bans.read", &[]);
+
+    let escaped = r"\[click\]\(https://evil.example\)\<U+202E>";
+    let posted = app
+        .double
+        .wait_for_message(ids::AUDIT_LOG_CHANNEL_ID, |m| m.text().contains("API key created"), WAIT)
+        .await
+        .expect("an audit embed");
+    let text = posted.text();
+    assert!(text.contains(escaped), "the name is escaped: {text}");
+    assert!(!text.contains("[click](") && !text.contains('\u{202E}'), "a live masked link or bidi override: {text}");
+    let sent = app.double.slash(ids::DEMO_GUILD_ID, ids::ALICE_ID).subcommand("apikey", "list").send().await.unwrap();
+    let list = app.double.wait_for_response(&sent, WAIT).await.unwrap().all_text();
+    assert!(list.contains(escaped) && !list.contains("[click]("), "the list escapes it too: {list}");
+    app.double.assert_no_violations();
+}
