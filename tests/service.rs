@@ -648,7 +648,9 @@ async fn find_resolves_a_key_by_id_prefix_or_name_within_its_guild() {
         ("name", "game server".to_owned()),
         ("id with spaces", format!("  {id} ")),
     ] {
-        for guild in [Some(GUILD), None] {
+        // Across all guilds, a name needs its guild (see below).
+        let guilds: &[Option<u64>] = if how == "name" { &[Some(GUILD)] } else { &[Some(GUILD), None] };
+        for &guild in guilds {
             // Act
             let found = service.find(guild, &reference).await;
 
@@ -661,6 +663,13 @@ async fn find_resolves_a_key_by_id_prefix_or_name_within_its_guild() {
     }
     let unknown = service.find(Some(GUILD), "no such key").await;
     assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+    let unknown_anywhere = service.find(None, "no such key").await;
+    assert!(matches!(unknown_anywhere, Err(Error::NotFound(_))), "{unknown_anywhere:?}");
+    let name_anywhere = service.find(None, "game server").await;
+    match name_anywhere {
+        Err(Error::GuildNeeded { guilds, .. }) => assert_eq!(guilds, [GUILD], "the guild to choose"),
+        other => panic!("a name across all guilds needs its guild, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -687,7 +696,10 @@ async fn find_reports_an_ambiguous_name_and_prefers_the_only_active_match() {
         }
         other => panic!("two active keys named twin must be ambiguous, got {other:?}"),
     }
-    assert!(matches!(any_guild, Err(Error::Ambiguous { .. })), "{any_guild:?}");
+    match any_guild {
+        Err(Error::GuildNeeded { guilds, .. }) => assert_eq!(guilds, [GUILD, OTHER_GUILD], "both guilds listed"),
+        other => panic!("a name across all guilds needs its guild, got {other:?}"),
+    }
     assert_eq!(one_active.expect("the active twin").id, second.record.id);
     assert_eq!(by_id.expect("an id is never ambiguous").id, first.record.id);
 }

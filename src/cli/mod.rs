@@ -115,6 +115,10 @@ impl From<Error> for Failure {
         match e {
             Error::Invalid(i) => Self::usage(format!("{}: {}", flag_name(i.field), i.message)),
             Error::Internal(cause) => Self::failed(format!("{cause:#}")),
+            Error::GuildNeeded { ref guilds, .. } => {
+                let choose = if guilds.len() == 1 { "add --guild" } else { "choose one with --guild" };
+                Self::failed(format!("{e}; {choose} ID, or give the key's id (key_…)"))
+            }
             other => Self::failed(other.to_string()),
         }
     }

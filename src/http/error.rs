@@ -56,7 +56,10 @@ impl ApiError {
                 Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
                 Error::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
                 Error::Discord(_) => (StatusCode::BAD_GATEWAY, "discord_error"),
-                Error::Ambiguous { .. } | Error::StillActive(_) | Error::LimitReached { .. } => {
+                Error::Ambiguous { .. }
+                | Error::StillActive(_)
+                | Error::LimitReached { .. }
+                | Error::GuildNeeded { .. } => {
                     (StatusCode::CONFLICT, "conflict")
                 }
                 Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

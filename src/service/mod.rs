@@ -80,6 +80,15 @@ pub enum Error {
     /// Anything else: storage, I/O. Logged in full, shown as a generic message.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// A reference across all guilds that only a guild can settle: a name
+    /// (names are unique, if at all, only within a guild) or a prefix
+    /// shared by keys of several guilds. Lists the guilds to choose from.
+    #[error("'{reference}' {} {}", if guilds.len() == 1 { "is a key name in guild" } else { "matches keys in guilds" }, list_guilds(guilds))]
+    GuildNeeded { reference: String, guilds: Vec<u64> },
+}
+
+fn list_guilds(guilds: &[u64]) -> String {
+    guilds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -287,9 +296,25 @@ impl KeyService {
 
     /// Finds one key by id, display prefix or exact name; within a guild,
     /// or across all guilds when `guild_id` is `None` (the operator CLI).
+    ///
+    /// Across all guilds only an id (unique everywhere) or a prefix whose
+    /// keys are all in one guild is accepted; a name, or a prefix shared by
+    /// several guilds, is refused with [`Error::GuildNeeded`], listing the
+    /// guilds, rather than act on whichever guild's key happens to match.
     pub async fn find(&self, guild_id: Option<u64>, reference: &str) -> Result<KeyRecord> {
         let reference = reference.trim();
         let mut found = self.inner.store.find_keys(guild_id, reference).await?;
+        if guild_id.is_none() && !found.iter().any(|k| k.id.as_str() == reference) {
+            let by_prefix: Vec<_> = found.iter().filter(|k| k.prefix == reference).cloned().collect();
+            let candidates = if by_prefix.is_empty() { &found } else { &by_prefix };
+            let mut guilds: Vec<u64> = candidates.iter().map(|k| k.guild_id).collect();
+            guilds.sort_unstable();
+            guilds.dedup();
+            if (by_prefix.is_empty() && !found.is_empty()) || guilds.len() > 1 {
+                return Err(Error::GuildNeeded { reference: reference.to_owned(), guilds });
+            }
+            found = by_prefix;
+        }
         let now = Utc::now();
         // Most specific first: id, then prefix, then one active key by name.
         for pick in [
