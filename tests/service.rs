@@ -17,6 +17,7 @@ use guildkey::keys::{token, Environment, KeyStatus, Scope};
 use guildkey::service::{parse_grace, Error, IssuedKey, KeyDraft, KeyRequest, KeyService};
 use guildkey::store::Store;
 use tempfile::TempDir;
+use sqlx::Connection;
 use tokio::sync::oneshot;
 
 const GUILD: u64 = 111_111_111_111_111_111;
@@ -291,6 +292,98 @@ async fn a_rotation_by_another_instance_takes_effect_within_one_second() {
     let _ = stop.send(());
     upkeep.await.unwrap();
     assert!(took.is_some(), "after 1 s the other instance should accept only the new secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_catch_up_refuses_every_key_until_it_can() {
+    // Arrange: a listener with its upkeep running, two keys it accepts.
+    let db = Db::new();
+    let (_, cli) = db.open(3).await;
+    let (_, listener) = db.open(3).await;
+    let (stop, upkeep) = start_upkeep(&listener);
+    let doomed = issue(&cli, GUILD, "doomed").await;
+    let bystander = issue(&cli, GUILD, "bystander").await;
+    let auth = |key: &IssuedKey| listener.authenticate(key.secret.expose(), anywhere());
+    let seen = within(Duration::from_secs(2), || auth(&doomed).is_ok() && auth(&bystander).is_ok()).await;
+    assert!(seen.is_some(), "both keys work on the listener");
+
+    // Act: another process revokes a key and, in the same commit, takes the
+    // key change log away, so the listener's checks fail from now on.
+    let mut other = sqlx::SqliteConnection::connect(&db.url).await.expect("a raw connection");
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("update api_key set revoked_at = ?, updated_at = ? where api_key_id = ?")
+        .bind(Utc::now().timestamp_millis())
+        .bind(Utc::now().timestamp_millis())
+        .bind(doomed.record.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("alter table key_change rename to key_change_away").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Assert: within the bound (5 s, checks every 250 ms) every key is refused,
+    // the revoked one included, rather than the revoked one accepted.
+    let refused = within(Duration::from_secs(8), || {
+        matches!(auth(&doomed), Err(Error::IndexStale)) && matches!(auth(&bystander), Err(Error::IndexStale))
+    })
+    .await;
+    assert!(refused.is_some(), "a listener that cannot catch up still accepts keys: {:?}", auth(&doomed));
+
+    // Act: the log comes back.
+    sqlx::query("alter table key_change_away rename to key_change").execute(&mut other).await.unwrap();
+
+    // Assert: the next check catches up; the bystander works, the revoked key is revoked.
+    let back = within(Duration::from_secs(3), || auth(&bystander).is_ok()).await;
+    assert!(back.is_some(), "keys are accepted again once the index catches up: {:?}", auth(&bystander));
+    assert!(matches!(auth(&doomed), Err(Error::Revoked(_))), "{:?}", auth(&doomed));
+    let _ = stop.send(());
+    upkeep.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_revocation_the_index_cannot_apply_refuses_every_key_at_once_until_a_reload() {
+    // Arrange: a listener that revokes a key itself, and a trigger (made by
+    // another connection) that leaves the revoked row unreadable, so the
+    // revocation commits but cannot be applied to the index.
+    let db = Db::new();
+    let (_, listener) = db.open(3).await;
+    let (stop, upkeep) = start_upkeep(&listener);
+    let doomed = issue(&listener, GUILD, "doomed").await;
+    let bystander = issue(&listener, GUILD, "bystander").await;
+    let auth = |key: &IssuedKey| listener.authenticate(key.secret.expose(), anywhere());
+    assert!(auth(&doomed).is_ok() && auth(&bystander).is_ok());
+    let mut other = sqlx::SqliteConnection::connect(&db.url).await.expect("a raw connection");
+    sqlx::query(
+        "create trigger spoil_on_revoke after update of revoked_at on api_key begin \
+         update api_key set scopes = 'not a scope' where api_key_id = new.api_key_id; end",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+
+    // Act
+    let revoked = listener.revoke(Some(GUILD), doomed.record.id.as_str(), &Actor::Cli).await;
+
+    // Assert: the change failed to apply, so nothing is accepted, at once.
+    assert!(matches!(revoked, Err(Error::Internal(_))), "{revoked:?}");
+    assert!(matches!(auth(&doomed), Err(Error::IndexStale)), "the revoked key: {:?}", auth(&doomed));
+    assert!(matches!(auth(&bystander), Err(Error::IndexStale)), "every key: {:?}", auth(&bystander));
+
+    // Act: the row is readable again.
+    sqlx::query("drop trigger spoil_on_revoke").execute(&mut other).await.unwrap();
+    sqlx::query("update api_key set scopes = 'bans.read' where api_key_id = ?")
+        .bind(doomed.record.id.as_str())
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // Assert: a full reload brings the keys back, the revocation with them.
+    let back = within(Duration::from_secs(3), || auth(&bystander).is_ok()).await;
+    assert!(back.is_some(), "keys are accepted again after the reload: {:?}", auth(&bystander));
+    assert!(matches!(auth(&doomed), Err(Error::Revoked(_))), "{:?}", auth(&doomed));
+    assert!(listener.index_stats().full_loads >= 2, "a full reload, not a key-by-key catch-up");
+    let _ = stop.send(());
+    upkeep.await.unwrap();
 }
 
 #[tokio::test]

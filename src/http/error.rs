@@ -63,6 +63,7 @@ impl ApiError {
                     (StatusCode::CONFLICT, "conflict")
                 }
                 Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                Error::IndexStale => (StatusCode::SERVICE_UNAVAILABLE, "index_stale"),
             },
         }
     }
@@ -103,6 +104,9 @@ impl IntoResponse for ApiError {
             }
             Self::Service(Error::RateLimited { retry_after_secs }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Service(Error::IndexStale) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

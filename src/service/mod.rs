@@ -85,6 +85,10 @@ pub enum Error {
     /// shared by keys of several guilds. Lists the guilds to choose from.
     #[error("'{reference}' {} {}", if guilds.len() == 1 { "is a key name in guild" } else { "matches keys in guilds" }, list_guilds(guilds))]
     GuildNeeded { reference: String, guilds: Vec<u64> },
+    /// The key index could not confirm it is current (see `index`): every
+    /// key is refused rather than one revoked elsewhere accepted. 503.
+    #[error("guildkey cannot confirm keys are current; retrying")]
+    IndexStale,
 }
 
 fn list_guilds(guilds: &[u64]) -> String {
@@ -500,6 +504,9 @@ impl KeyService {
     pub fn authenticate(&self, presented: &str, ip: IpAddr) -> Result<Authenticated> {
         token::parse(&self.inner.cfg.prefix, presented).map_err(Error::Malformed)?;
         let now_ms = unix_millis();
+        if now_ms >= self.inner.index.fresh_until_ms() {
+            return Err(Error::IndexStale);
+        }
         let entry = self
             .inner
             .index
@@ -539,7 +546,13 @@ impl KeyService {
 
     /// Runs the background upkeep until `stop` resolves: the index watch
     /// (every 250 ms) and the last-used flush. Flushes once more at the end.
+    ///
+    /// While it runs the index must keep up: when its checks have failed
+    /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
+    /// key (logged at error once) until a check succeeds (logged at info).
     pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
+        self.inner.index.watch(unix_millis());
+        let mut told_stale = false;
         let flush_every = Duration::from_secs(self.inner.cfg.last_used_flush_seconds.max(1));
         let mut watch = tokio::time::interval(Duration::from_millis(250));
         let mut flush = tokio::time::interval(flush_every);
@@ -550,8 +563,22 @@ impl KeyService {
             tokio::select! {
                 () = &mut stop => break,
                 _ = watch.tick() => {
-                    if let Err(e) = self.refresh_index().await {
-                        tracing::warn!(error = %e, "failed to check the database for changes");
+                    match self.refresh_index().await {
+                        Ok(_) if told_stale => {
+                            told_stale = false;
+                            tracing::info!("the key index caught up with the database again; keys are accepted again");
+                        }
+                        Ok(_) => {}
+                        Err(e) if !told_stale && self.inner.index.is_stale_at(unix_millis()) => {
+                            told_stale = true;
+                            tracing::error!(
+                                error = format!("{e:#}"),
+                                stale_after_ms = index::STALE_AFTER_MS,
+                                "the key index cannot catch up with the database; refusing every key \
+                                 (503 index_stale) until it does"
+                            );
+                        }
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "failed to check the database for changes"),
                     }
                 }
                 _ = flush.tick() => {
