@@ -417,7 +417,53 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     for (name, value) in detail_fields(event) {
         embed = embed.field(name, value, true);
     }
+    if let Some(summary) = while_off_summary(event) {
+        embed = embed.description(summary);
+    }
     embed
+}
+
+/// For an audit channel set while posts were off: what happened meanwhile
+/// (how many changes, since when, the latest few), so turning posts off and
+/// on again cannot hide a change. Within an embed description's 4,096
+/// characters.
+fn while_off_summary(event: &AuditEvent) -> Option<String> {
+    let off = event.details.get("while_off")?;
+    let count = off["count"].as_u64().unwrap_or(0);
+    let since = off["since"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let window = match since {
+        Some(at) => format!("from <t:{}:f> to <t:{}:f>", at.timestamp(), event.at.timestamp()),
+        None => format!("until <t:{}:f>", event.at.timestamp()),
+    };
+    // Actors are stored labels (`<@id>`, "An API key", "The operator CLI"), not typed text.
+    let by = off["turned_off_by"].as_str().map(|b| format!(", turned off by {b}")).unwrap_or_default();
+    let mut lines = vec![match count {
+        0 => format!("**While audit posts were off** ({window}{by}): no changes."),
+        1 => format!("**While audit posts were off** ({window}{by}): **1 change**:"),
+        n => format!("**While audit posts were off** ({window}{by}): **{n} changes**, latest first:"),
+    }];
+    let recent = off["recent"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for e in recent {
+        let s = |k: &str| e.get(k).and_then(|v| v.as_str());
+        let at = s("at").and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
+        let mut line = format!("• {}`{}`", at.map(|a| format!("<t:{}:R> ", a.timestamp())).unwrap_or_default(), s("action").unwrap_or("?"));
+        if let (Some(name), Some(prefix)) = (s("key_name"), s("key_prefix")) {
+            line.push_str(&format!(" {} (`{prefix}`)", escape_within(name, 80)));
+        }
+        if e.get("test").and_then(|t| t.as_bool()) == Some(true) {
+            line.push_str(" (dry run)");
+        }
+        line.push_str(&format!(" by {}", s("actor").unwrap_or("?")));
+        lines.push(line);
+    }
+    if count > recent.len() as u64 {
+        lines.push(format!(
+            "…and {} more: see `GET /v1/guilds/{}/audit-log` (scope audit.read), or `/apikey info` for one key.",
+            count - recent.len() as u64,
+            event.guild_id
+        ));
+    }
+    Some(lines.join("\n"))
 }
 
 /// The details worth showing, in words.
@@ -442,7 +488,12 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
         out.push(("Environment", env));
     }
     if event.action == Action::AuditChannelSet {
-        out.push(("Channel", s("channel_id").map_or_else(|| "off".to_owned(), |c| format!("<#{c}>"))));
+        let channel = match (s("channel_id"), s("previous_channel_id")) {
+            (Some(c), _) => format!("<#{c}>"),
+            (None, Some(was)) => format!("off (was <#{was}>)"),
+            (None, None) => "off".to_owned(),
+        };
+        out.push(("Channel", channel));
     }
     if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
         out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
@@ -526,7 +577,7 @@ fn is_hidden(c: char) -> bool {
 }
 
 #[cfg(test)]
-mod escape_tests {
+mod tests {
     use super::escape;
 
     #[test]
@@ -580,6 +631,45 @@ mod escape_tests {
         let hidden = "\u{200B}".repeat(64);
         let cut = escape_within(&hidden, 256);
         assert!(cut.chars().count() <= 256 && cut.ends_with("<U+200B>…"), "{cut}");
+    }
+
+    #[test]
+    fn the_while_off_summary_counts_lists_escaped_and_points_to_the_rest() {
+        let event = crate::audit::AuditEvent {
+            id: 40,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::AuditChannelSet,
+            actor: "<@7>".into(),
+            actor_kind: "user".into(),
+            key_id: None,
+            key_name: None,
+            key_prefix: None,
+            test: false,
+            details: serde_json::json!({
+                "channel_id": "9",
+                "while_off": {
+                    "count": 12,
+                    "since": "2026-01-01T09:00:00Z",
+                    "turned_off_by": "<@8>",
+                    "recent": [{
+                        "id": 39, "at": "2026-01-01T09:59:00Z", "action": "key.revoked",
+                        "actor": "The operator CLI", "key_name": "[x](https://evil.example)",
+                        "key_prefix": "gk_live_Ab3d", "test": false
+                    }],
+                },
+            }),
+        };
+        let summary = super::while_off_summary(&event).expect("a summary");
+        let lines: Vec<&str> = summary.lines().collect();
+        assert!(lines[0].contains("12 changes") && lines[0].contains("turned off by <@8>"), "{summary}");
+        assert!(lines[0].contains(&format!("<t:{}:f>", 1_767_258_000)), "the window starts when posts went off");
+        assert_eq!(
+            lines[1],
+            "• <t:1767261540:R> `key.revoked` \\[x\\]\\(https://evil.example\\) (`gk_live_Ab3d`) by The operator CLI"
+        );
+        assert!(lines[2].contains("11 more") && lines[2].contains("GET /v1/guilds/123/audit-log"), "{summary}");
+        assert!(super::while_off_summary(&crate::audit::AuditEvent { details: serde_json::json!({}), ..event }).is_none());
     }
 
     #[test]

@@ -914,6 +914,45 @@ async fn every_change_writes_exactly_one_audit_event_naming_its_actor() {
 }
 
 #[tokio::test]
+async fn setting_the_audit_channel_after_posts_were_off_records_what_happened_meanwhile() {
+    // Arrange: posts on, then off, then twelve changes.
+    let db = Db::new();
+    let service = db.service().await;
+    let admin = Actor::User(42);
+    service.set_audit_channel(GUILD, Some(CHANNEL), &admin).await.unwrap();
+    service.set_audit_channel(GUILD, None, &admin).await.unwrap();
+    let mut last = None;
+    for i in 0..6 {
+        let key = issue(&service, GUILD, &format!("k{i}")).await;
+        service.revoke(Some(GUILD), key.record.id.as_str(), &Actor::Cli).await.unwrap();
+        last = Some(key);
+    }
+    issue(&service, OTHER_GUILD, "elsewhere").await;
+
+    // Act
+    service.set_audit_channel(GUILD, Some(CHANNEL + 1), &admin).await.unwrap();
+    service.set_audit_channel(GUILD, Some(CHANNEL), &admin).await.unwrap();
+
+    // Assert
+    let log = events(&service, GUILD).await;
+    let (switched, back_on, off) = (&log[0].details, &log[1].details, &log[14].details);
+    assert_eq!(off["channel_id"], serde_json::Value::Null);
+    assert_eq!(off["previous_channel_id"], CHANNEL.to_string(), "the off event names the channel it turns off");
+    let summary = &back_on["while_off"];
+    assert_eq!(summary["count"], 12, "this guild's changes only: {summary}");
+    assert_eq!(summary["turned_off_by"], "<@42>");
+    assert_eq!(summary["since"], serde_json::to_value(log[14].at).unwrap());
+    let recent = summary["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 10, "the latest ten");
+    assert_eq!(recent[0]["action"], "key.revoked");
+    assert_eq!(recent[0]["key_name"], "k5");
+    assert_eq!(recent[0]["key_prefix"], last.unwrap().record.prefix.as_str());
+    assert_eq!(recent[9]["key_name"], "k1", "newest first");
+    assert!(switched.get("while_off").is_none(), "a switch from one channel to another hid nothing: {switched}");
+    assert_eq!(switched["previous_channel_id"], (CHANNEL + 1).to_string());
+}
+
+#[tokio::test]
 async fn the_audit_log_pages_newest_first() {
     // Arrange
     let db = Db::new();

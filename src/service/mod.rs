@@ -24,7 +24,7 @@ use crate::keys::{
     parse_rate_limit, token, AllowedIps, Environment, InvalidInput, KeyId, KeyName, KeyRecord, KeyStatus, Malformed,
     PlainKey, Scope, Scopes, Ttl,
 };
-use crate::store::{NewKeyRow, Rotation, Store};
+use crate::store::{AuditChannelBefore, NewKeyRow, PostsOff, Rotation, Store};
 
 use index::{KeyIndex, LiveKey};
 use usage::UsageTracker;
@@ -417,6 +417,13 @@ impl KeyService {
     }
 
     /// Sets or (with `None`) turns off the guild's audit channel.
+    ///
+    /// Turning posts off must not hide what follows, so the event records
+    /// the channel it turns off (`previous_channel_id`: the outbox posts the
+    /// event there), and setting a channel while posts are off records a
+    /// summary of what happened meanwhile (`while_off`: how many events,
+    /// since when and by whom posts were off, and the latest
+    /// [`SUMMARY_LINES`]), which the new channel gets with this event.
     #[tracing::instrument(skip_all, fields(guild_id))]
     pub async fn set_audit_channel(&self, guild_id: u64, channel_id: Option<u64>, actor: &Actor) -> Result<()> {
         let event = NewAuditEvent {
@@ -425,9 +432,19 @@ impl KeyService {
             actor: actor.clone(),
             key: None,
             test: false,
-            details: serde_json::json!({ "channel_id": channel_id.map(|c| c.to_string()) }),
+            details: serde_json::json!({}),
         };
-        self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event).await?;
+        let details = |before: &AuditChannelBefore| {
+            let mut details = serde_json::json!({ "channel_id": channel_id.map(|c| c.to_string()) });
+            if let Some(previous) = before.channel_id {
+                details["previous_channel_id"] = previous.to_string().into();
+            }
+            if let (Some(_), Some(off)) = (channel_id, &before.off) {
+                details["while_off"] = while_off(off);
+            }
+            details
+        };
+        self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event, SUMMARY_LINES, details).await?;
         self.inner.audit_posted.notify_one();
         Ok(())
     }
@@ -618,6 +635,35 @@ impl KeyService {
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// How many of the changes made while audit posts were off the summary
+/// lists, newest first (the rest are in the audit log).
+pub const SUMMARY_LINES: u32 = 10;
+
+/// The `while_off` summary of an `audit_channel.set` event's details.
+fn while_off(off: &PostsOff) -> serde_json::Value {
+    let recent: Vec<_> = off
+        .recent
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id,
+                "at": e.at,
+                "action": e.action,
+                "actor": e.actor,
+                "key_name": e.key_name,
+                "key_prefix": e.key_prefix,
+                "test": e.test,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "count": off.count,
+        "since": off.turned_off.at,
+        "turned_off_by": off.turned_off.actor,
+        "recent": recent,
+    })
 }
 
 /// Now in milliseconds since the epoch, without building a `DateTime`.

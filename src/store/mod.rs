@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
+pub use audit::{AuditChannelBefore, PostsOff};
 pub use keys::{IndexRow, KeyChanges, NewKeyRow, Rotation};
 
 /// The migrations, embedded at build time.

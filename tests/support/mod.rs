@@ -200,6 +200,34 @@ impl App {
         assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
     }
 
+    /// Turns the demo guild's audit posts off, as admin Alice would with
+    /// `/apikey audit-channel` and no channel, and waits for the answer.
+    pub async fn turn_audit_channel_off(&self) {
+        let sent = self
+            .double
+            .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
+            .subcommand("apikey", "audit-channel")
+            .send()
+            .await
+            .expect("send /apikey audit-channel");
+        let reply = self.double.wait_for_response(&sent, Duration::from_secs(10)).await.expect("the bot answers");
+        assert!(reply.all_text().contains("Audit posts are off"), "{}", reply.all_text());
+    }
+
+    /// Waits until the audit outbox has handled (posted, or found nowhere
+    /// to post) every recorded event.
+    pub async fn wait_for_audit_outbox(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pending = db_scalar(&self.db_url, "select count(*) from audit_event where posted_at is null");
+            if pending == Some(0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "audit events still pending after 10 s: {pending:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -360,6 +388,24 @@ pub fn find_secrets(places: &[(String, String)]) -> Vec<String> {
         }
     }
     findings
+}
+
+/// One integer from `sql` on the database at `db_url`.
+pub fn db_scalar(db_url: &str, sql: &str) -> Option<i64> {
+    let (url, sql) = (db_url.replace("mode=rwc", "mode=rw"), sql.to_owned());
+    std::thread::spawn(move || {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
+            let n = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.ok();
+            let _ = conn.close().await;
+            n
+        })
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 /// Every text or blob cell of every table, as `(table.column, text)`.
