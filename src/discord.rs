@@ -446,7 +446,11 @@ fn while_off_summary(event: &AuditEvent) -> Option<String> {
     for e in recent {
         let s = |k: &str| e.get(k).and_then(|v| v.as_str());
         let at = s("at").and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
-        let mut line = format!("• {}`{}`", at.map(|a| format!("<t:{}:R> ", a.timestamp())).unwrap_or_default(), s("action").unwrap_or("?"));
+        let mut line = format!(
+            "• {}`{}`",
+            at.map(|a| format!("<t:{}:R> ", a.timestamp())).unwrap_or_default(),
+            s("action").unwrap_or("?")
+        );
         if let (Some(name), Some(prefix)) = (s("key_name"), s("key_prefix")) {
             line.push_str(&format!(" {} (`{prefix}`)", escape_within(name, 80)));
         }
@@ -669,7 +673,9 @@ mod tests {
             "• <t:1767261540:R> `key.revoked` \\[x\\]\\(https://evil.example\\) (`gk_live_Ab3d`) by The operator CLI"
         );
         assert!(lines[2].contains("11 more") && lines[2].contains("GET /v1/guilds/123/audit-log"), "{summary}");
-        assert!(super::while_off_summary(&crate::audit::AuditEvent { details: serde_json::json!({}), ..event }).is_none());
+        assert!(
+            super::while_off_summary(&crate::audit::AuditEvent { details: serde_json::json!({}), ..event }).is_none()
+        );
     }
 
     #[test]

@@ -422,7 +422,10 @@ async fn turning_audit_posts_off_and_on_again_shows_the_channel_what_changed_mea
         .expect("the channel is told what happened while posts were off");
     let text = summary.text();
     assert!(text.contains("2 changes"), "how many: {text}");
-    assert!(text.contains("key.created") && text.contains("made in the dark") && text.contains(&hidden[..12]), "{text}");
+    assert!(
+        text.contains("key.created") && text.contains("made in the dark") && text.contains(&hidden[..12]),
+        "{text}"
+    );
     assert!(text.contains("key.revoked") && text.contains("kept quiet") && text.contains(&kept[..12]), "{text}");
     assert!(text.contains("The operator CLI"), "who: {text}");
     assert!(text.contains(&format!("turned off by <@{}>", ids::ALICE_ID)), "{text}");

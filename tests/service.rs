@@ -16,8 +16,8 @@ use guildkey::config::KeysConfig;
 use guildkey::keys::{token, Environment, KeyStatus, Scope};
 use guildkey::service::{parse_grace, Error, IssuedKey, KeyDraft, KeyRequest, KeyService};
 use guildkey::store::Store;
-use tempfile::TempDir;
 use sqlx::Connection;
+use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 const GUILD: u64 = 111_111_111_111_111_111;

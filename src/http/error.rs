@@ -59,9 +59,7 @@ impl ApiError {
                 Error::Ambiguous { .. }
                 | Error::StillActive(_)
                 | Error::LimitReached { .. }
-                | Error::GuildNeeded { .. } => {
-                    (StatusCode::CONFLICT, "conflict")
-                }
+                | Error::GuildNeeded { .. } => (StatusCode::CONFLICT, "conflict"),
                 Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
                 Error::IndexStale => (StatusCode::SERVICE_UNAVAILABLE, "index_stale"),
             },

@@ -146,8 +146,9 @@ fn private_files(file: &Path, create: bool) -> anyhow::Result<()> {
             // Another process made it first: tightened below like any other.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(anyhow::Error::from(e)
-                    .context(format!("failed to create the database file {}", file.display())))
+                return Err(
+                    anyhow::Error::from(e).context(format!("failed to create the database file {}", file.display()))
+                )
             }
         }
     }
