@@ -1132,9 +1132,13 @@ fn a_key_named_or_prefixed_in_several_guilds_is_refused_without_guild_and_the_gu
     let out = sandbox.run(&["keys", "delete", "game", "--guild", OTHER_GUILD]);
     assert!(out.assert_ok().one_stderr_line().contains(&format!("in guild {OTHER_GUILD}")), "{}", out.describe());
 
-    // A name in the wrong guild is not found there.
+    // A name in the wrong guild is not found there; a bad --guild is usage.
     let out = sandbox.run(&["keys", "revoke", "solo", "--guild", OTHER_GUILD]);
     assert!(out.assert_code(1).one_stderr_line().contains("no key matches"), "{}", out.describe());
+    for bad in ["abc", "0", "-1"] {
+        let out = sandbox.run(&["keys", "delete", "solo", "--guild", bad]);
+        assert!(out.assert_code(2).one_stderr_line().contains("--guild"), "--guild {bad}\n{}", out.describe());
+    }
 }
 
 #[test]

@@ -336,6 +336,11 @@ async fn a_listener_that_cannot_catch_up_refuses_every_key_until_it_can() {
     let back = within(Duration::from_secs(3), || auth(&bystander).is_ok()).await;
     assert!(back.is_some(), "keys are accepted again once the index catches up: {:?}", auth(&bystander));
     assert!(matches!(auth(&doomed), Err(Error::Revoked(_))), "{:?}", auth(&doomed));
+    println!(
+        "every key refused {:?} after the checks began failing; accepted again {:?} after repair",
+        refused.unwrap(),
+        back.unwrap()
+    );
     let _ = stop.send(());
     upkeep.await.unwrap();
 }

@@ -1,5 +1,10 @@
 //! `guildkey keys list|create|revoke|delete|rotate`: the operator's way in,
 //! on the same database, audited as "The operator CLI".
+//!
+//! The CLI sees every guild, so `revoke`, `delete` and `rotate` accept a
+//! key's id (unique everywhere) or a prefix whose keys are all in one guild
+//! on their own; a name, or a prefix several guilds share, needs `--guild`
+//! (see `KeyService::find`). Every answer names the key's guild.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
