@@ -67,7 +67,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let serenity_ops = Arc::new(SerenityGuildOps::default());
     let ops: Arc<dyn GuildOps> = serenity_ops.clone();
     let bans = Arc::new(BanCache::default());
-    let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone()));
+    let actions =
+        Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), config.discord.invalid_request_budget));
     let state = crate::http::AppState::new(actions, &config.http);
     let housekeeping = crate::http::spawn_housekeeping(&state);
     let router = crate::http::router(state);

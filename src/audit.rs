@@ -33,10 +33,17 @@ pub enum Action {
     RoleAdded,
     #[serde(rename = "role.removed")]
     RoleRemoved,
+    #[serde(rename = "key.suspended")]
+    KeySuspended,
+    #[serde(rename = "key.resumed")]
+    KeyResumed,
+    /// guildkey stopped calling Discord for the guild for a while.
+    #[serde(rename = "discord.paused")]
+    DiscordPaused,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 12] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -46,6 +53,9 @@ impl Action {
         Action::BanRemoved,
         Action::RoleAdded,
         Action::RoleRemoved,
+        Action::KeySuspended,
+        Action::KeyResumed,
+        Action::DiscordPaused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +69,9 @@ impl Action {
             Self::BanRemoved => "ban.removed",
             Self::RoleAdded => "role.added",
             Self::RoleRemoved => "role.removed",
+            Self::KeySuspended => "key.suspended",
+            Self::KeyResumed => "key.resumed",
+            Self::DiscordPaused => "discord.paused",
         }
     }
 
@@ -78,6 +91,9 @@ impl Action {
             Self::BanRemoved => "Member unbanned",
             Self::RoleAdded => "Role added",
             Self::RoleRemoved => "Role removed",
+            Self::KeySuspended => "API key suspended",
+            Self::KeyResumed => "API key resumed",
+            Self::DiscordPaused => "Discord calls paused for this server",
         }
     }
 }
@@ -91,6 +107,8 @@ pub enum Actor {
     ApiKey(KeyRef),
     /// An operator, through `guildkey keys ...`.
     Cli,
+    /// guildkey itself, guarding the guild (pausing Discord calls).
+    System,
 }
 
 impl Actor {
@@ -100,6 +118,7 @@ impl Actor {
             Self::User(id) => format!("<@{id}>"),
             Self::ApiKey(_) => "An API key".to_owned(),
             Self::Cli => "The operator CLI".to_owned(),
+            Self::System => "guildkey".to_owned(),
         }
     }
 
@@ -108,6 +127,7 @@ impl Actor {
             Self::User(_) => "user",
             Self::ApiKey(_) => "api_key",
             Self::Cli => "cli",
+            Self::System => "system",
         }
     }
 
@@ -116,7 +136,7 @@ impl Actor {
         match self {
             Self::User(id) => id.to_string(),
             Self::ApiKey(k) => k.id.to_string(),
-            Self::Cli => "cli".to_owned(),
+            Self::Cli | Self::System => "cli".to_owned(),
         }
     }
 }

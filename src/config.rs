@@ -31,6 +31,11 @@ pub struct DiscordConfig {
     pub token: Option<Secret>,
     pub api_base_url: String,
     pub register_commands: RegisterCommands,
+    /// Invalid answers (401, 403, 429) Discord may give one guild's calls
+    /// in 10 minutes before guildkey stops calling Discord for that guild
+    /// until the count falls again. Discord cuts the bot off from its API
+    /// for every guild after 10,000 from one IP.
+    pub invalid_request_budget: u32,
 }
 
 /// Where slash commands are registered at start.
@@ -59,6 +64,11 @@ pub struct KeysConfig {
     pub prefix: String,
     pub default_rate_limit_per_minute: u32,
     pub last_used_flush_seconds: u64,
+    /// Bans a key may make in 10 minutes before the breaker suspends it,
+    /// unless the key sets its own.
+    pub default_ban_budget: u32,
+    /// Role changes likewise.
+    pub default_role_budget: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +138,7 @@ impl Default for Config {
                 token: None,
                 api_base_url: DISCORD_API_DEFAULT.to_owned(),
                 register_commands: RegisterCommands::Global,
+                invalid_request_budget: 50,
             },
             database: DatabaseConfig { url: "sqlite://data/guildkey.db?mode=rwc".to_owned() },
             http: HttpConfig {
@@ -140,6 +151,8 @@ impl Default for Config {
                 prefix: "gk".to_owned(),
                 default_rate_limit_per_minute: 60,
                 last_used_flush_seconds: 5,
+                default_ban_budget: 30,
+                default_role_budget: 300,
             },
             log: LogConfig { format: LogFormat::Pretty },
         }
@@ -203,6 +216,9 @@ impl Config {
         if let Some(v) = file.string("discord", "register_commands")? {
             cfg.discord.register_commands = parse_register("discord.register_commands", &v)?;
         }
+        if let Some(v) = file.integer("discord", "invalid_request_budget", 1, 5000)? {
+            cfg.discord.invalid_request_budget = v as u32;
+        }
         if let Some(v) = file.string("database", "url")? {
             cfg.database.url = parse_db_url("database.url", &v)?;
         }
@@ -226,6 +242,12 @@ impl Config {
         }
         if let Some(v) = file.integer("keys", "last_used_flush_seconds", 1, 3600)? {
             cfg.keys.last_used_flush_seconds = v as u64;
+        }
+        if let Some(v) = file.integer("keys", "default_ban_budget", 1, 10_000)? {
+            cfg.keys.default_ban_budget = v as u32;
+        }
+        if let Some(v) = file.integer("keys", "default_role_budget", 1, 10_000)? {
+            cfg.keys.default_role_budget = v as u32;
         }
         if let Some(v) = file.string("log", "format")? {
             cfg.log.format = parse_log_format("log.format", &v)?;
@@ -291,6 +313,7 @@ impl Config {
             format!("discord.token = {token}"),
             format!("discord.api_base_url = {}", self.discord.api_base_url),
             format!("discord.register_commands = {register}"),
+            format!("discord.invalid_request_budget = {}", self.discord.invalid_request_budget),
             format!("database.url = {}", mask_url_password(&self.database.url)),
             format!("http.bind = {}", self.http.bind),
             format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),
@@ -299,6 +322,8 @@ impl Config {
             format!("keys.prefix = {}", self.keys.prefix),
             format!("keys.default_rate_limit_per_minute = {}", self.keys.default_rate_limit_per_minute),
             format!("keys.last_used_flush_seconds = {}", self.keys.last_used_flush_seconds),
+            format!("keys.default_ban_budget = {}", self.keys.default_ban_budget),
+            format!("keys.default_role_budget = {}", self.keys.default_role_budget),
             format!("log.format = {format}"),
         ]
         .join("\n")

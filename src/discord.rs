@@ -59,6 +59,158 @@ pub mod codes {
     pub const MISSING_PERMISSIONS: i64 = 50013;
 }
 
+/// Discord's permission bits guildkey reasons about.
+pub mod permissions {
+    pub const KICK_MEMBERS: u64 = 1 << 1;
+    pub const BAN_MEMBERS: u64 = 1 << 2;
+    pub const ADMINISTRATOR: u64 = 1 << 3;
+    pub const MANAGE_CHANNELS: u64 = 1 << 4;
+    pub const MANAGE_GUILD: u64 = 1 << 5;
+    pub const MANAGE_ROLES: u64 = 1 << 28;
+    pub const MANAGE_WEBHOOKS: u64 = 1 << 29;
+    pub const MODERATE_MEMBERS: u64 = 1 << 40;
+    /// Every permission (what the owner and an administrator resolve to).
+    pub const ALL: u64 = u64::MAX;
+}
+
+/// A role as the gateway cache holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleFacts {
+    pub permissions: u64,
+    /// Higher is more powerful; `@everyone` is 0.
+    pub position: u16,
+    /// Managed by an integration (a bot's own role, a booster role).
+    pub managed: bool,
+}
+
+/// The guild's hierarchy as the gateway cache sees it: enough to tell,
+/// before asking Discord, whether Discord would refuse a write.
+#[derive(Debug, Clone, Default)]
+pub struct Standing {
+    pub guild_id: u64,
+    pub owner_id: u64,
+    pub bot_id: u64,
+    /// The bot's own roles (without `@everyone`).
+    pub bot_roles: Vec<u64>,
+    /// Every role of the guild, `@everyone` (id = guild id) included.
+    pub roles: std::collections::HashMap<u64, RoleFacts>,
+}
+
+impl Standing {
+    /// Guild-level permissions of a member with these roles, as Discord
+    /// resolves them: the owner and an administrator have every one.
+    pub fn permissions_of(&self, user_id: u64, member_roles: &[u64]) -> u64 {
+        if user_id == self.owner_id {
+            return permissions::ALL;
+        }
+        let everyone = self.roles.get(&self.guild_id).map_or(0, |r| r.permissions);
+        let bits = member_roles.iter().filter_map(|r| self.roles.get(r)).fold(everyone, |b, r| b | r.permissions);
+        if bits & permissions::ADMINISTRATOR != 0 {
+            permissions::ALL
+        } else {
+            bits
+        }
+    }
+
+    /// The position of a member's highest role (0 with none).
+    pub fn top_position(&self, member_roles: &[u64]) -> u16 {
+        member_roles.iter().filter_map(|r| self.roles.get(r)).map(|r| r.position).max().unwrap_or(0)
+    }
+
+    pub fn bot_permissions(&self) -> u64 {
+        self.permissions_of(self.bot_id, &self.bot_roles)
+    }
+
+    pub fn bot_top_position(&self) -> u16 {
+        self.top_position(&self.bot_roles)
+    }
+}
+
+/// The length of Discord's invalid-request window.
+pub const INVALID_WINDOW: Duration = Duration::from_secs(600);
+
+/// Discord's answers that count against its invalid-request limit (401,
+/// 403 and 429: 10,000 in 10 minutes from one IP, and the bot is cut off
+/// from the API for every guild), counted per guild and in all over the
+/// last [`INVALID_WINDOW`]. The service reads it to stop calling Discord
+/// for a guild that keeps getting refused.
+#[derive(Default)]
+pub struct InvalidAnswers {
+    inner: std::sync::Mutex<InvalidInner>,
+}
+
+#[derive(Default)]
+struct InvalidInner {
+    /// Per guild, the times of its recent invalid answers, oldest first;
+    /// at most [`InvalidAnswers::KEPT_PER_GUILD`].
+    guilds: std::collections::HashMap<u64, std::collections::VecDeque<std::time::Instant>>,
+    /// In all: (minute since start, count) for the last ten minutes.
+    minutes: std::collections::VecDeque<(u64, u64)>,
+    started: Option<std::time::Instant>,
+    total: u64,
+}
+
+impl InvalidAnswers {
+    /// More than any sane per-guild budget; bounds the memory a guild costs.
+    pub const KEPT_PER_GUILD: usize = 1024;
+
+    /// Counts one invalid answer (for a guild, if the request was for one).
+    pub fn record(&self, guild_id: Option<u64>) {
+        let now = std::time::Instant::now();
+        let mut inner = self.inner.lock().expect("invalid answers lock poisoned");
+        let started = *inner.started.get_or_insert(now);
+        let minute = now.duration_since(started).as_secs() / 60;
+        match inner.minutes.back_mut() {
+            Some((m, n)) if *m == minute => *n += 1,
+            _ => inner.minutes.push_back((minute, 1)),
+        }
+        while inner.minutes.front().is_some_and(|(m, _)| *m + 10 <= minute) {
+            inner.minutes.pop_front();
+        }
+        inner.total += 1;
+        if let Some(guild_id) = guild_id {
+            if inner.guilds.len() >= 10_000 && !inner.guilds.contains_key(&guild_id) {
+                inner.guilds.retain(|_, times| times.back().is_some_and(|t| t.elapsed() < INVALID_WINDOW));
+            }
+            let times = inner.guilds.entry(guild_id).or_default();
+            while times.front().is_some_and(|t| t.elapsed() >= INVALID_WINDOW) || times.len() >= Self::KEPT_PER_GUILD {
+                times.pop_front();
+            }
+            times.push_back(now);
+        }
+    }
+
+    /// A guild's invalid answers over the last window, and how long until
+    /// the oldest of the newest `keep` of them leaves it (when the count
+    /// would drop below `keep` again).
+    pub fn recent(&self, guild_id: u64, keep: usize) -> (usize, Duration) {
+        let mut inner = self.inner.lock().expect("invalid answers lock poisoned");
+        let Some(times) = inner.guilds.get_mut(&guild_id) else { return (0, Duration::ZERO) };
+        while times.front().is_some_and(|t| t.elapsed() >= INVALID_WINDOW) {
+            times.pop_front();
+        }
+        let n = times.len();
+        let leaves = n
+            .checked_sub(keep.max(1))
+            .and_then(|i| times.get(i))
+            .map_or(Duration::ZERO, |t| INVALID_WINDOW.saturating_sub(t.elapsed()));
+        (n, leaves)
+    }
+
+    /// Invalid answers in all over about the last ten minutes (a metric).
+    pub fn recent_total(&self) -> u64 {
+        let inner = self.inner.lock().expect("invalid answers lock poisoned");
+        let Some(started) = inner.started else { return 0 };
+        let minute = started.elapsed().as_secs() / 60;
+        inner.minutes.iter().filter(|(m, _)| m + 10 > minute).map(|(_, n)| n).sum()
+    }
+
+    /// Invalid answers since start (a metric).
+    pub fn total(&self) -> u64 {
+        self.inner.lock().expect("invalid answers lock poisoned").total
+    }
+}
+
 #[async_trait]
 pub trait GuildOps: Send + Sync {
     /// The guild from the gateway cache; `None` if the bot is not in it.
@@ -91,6 +243,15 @@ pub trait GuildOps: Send + Sync {
     ) -> Result<(), DiscordError>;
     /// Posts an audit event as an embed to a channel.
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError>;
+    /// The guild's hierarchy from the gateway cache; `None` if the cache
+    /// cannot tell (guild not cached yet, or no cache).
+    fn standing(&self, _guild_id: u64) -> Option<Standing> {
+        None
+    }
+    /// The invalid answers Discord has given these operations.
+    fn invalid_answers(&self) -> Option<&InvalidAnswers> {
+        None
+    }
 }
 
 /// [`GuildOps`] on serenity. Created before the Discord client exists (so
@@ -107,6 +268,8 @@ pub struct SerenityGuildOps {
     /// from the cache until its GUILD_CREATE arrives; meanwhile this answers,
     /// so a reconnect never makes `GET /v1/guilds/{id}` say "not in guild".
     last_seen: std::sync::Mutex<std::collections::HashMap<u64, GuildInfo>>,
+    /// Every 401, 403 and 429 Discord answered, by guild.
+    invalid: InvalidAnswers,
 }
 
 /// Retries of a request Discord answered with 429 or 5xx.
@@ -149,7 +312,16 @@ impl SerenityGuildOps {
     }
 
     /// One try of a request; its JSON body (`Null` for 204) on success.
-    async fn attempt(&self, request: Request<'static>) -> Result<serde_json::Value, Failed> {
+    /// An answer Discord counts as invalid is counted for `guild`.
+    async fn attempt(&self, guild: Option<u64>, request: Request<'static>) -> Result<serde_json::Value, Failed> {
+        let outcome = self.attempt_once(request).await;
+        if let Err(Failed { error: DiscordError::Refused { status: 401 | 403 | 429, .. }, .. }) = &outcome {
+            self.invalid.record(guild);
+        }
+        outcome
+    }
+
+    async fn attempt_once(&self, request: Request<'static>) -> Result<serde_json::Value, Failed> {
         let http = self.http()?;
         let response = if http.ratelimiter.is_some() {
             // On Discord itself serenity's ratelimiter owns 429s.
@@ -173,8 +345,8 @@ impl SerenityGuildOps {
 
     /// Runs a request, retrying after a 429 (waiting its `retry_after`, if
     /// not too long) and after 5xx with a short backoff.
-    async fn send(&self, make: impl Fn() -> Request<'static>) -> Result<serde_json::Value, DiscordError> {
-        self.send_with(make, true).await
+    async fn send(&self, guild: u64, make: impl Fn() -> Request<'static>) -> Result<serde_json::Value, DiscordError> {
+        self.send_with(Some(guild), make, true).await
     }
 
     /// [`Self::send`]; when not `idempotent` (a new message) only a 429 is
@@ -182,24 +354,25 @@ impl SerenityGuildOps {
     /// already be there.
     async fn send_with(
         &self,
+        guild: Option<u64>,
         make: impl Fn() -> Request<'static>,
         idempotent: bool,
     ) -> Result<serde_json::Value, DiscordError> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
-            let Failed { error, retry_after } = match tokio::time::timeout(DISCORD_TIMEOUT, self.attempt(make())).await
-            {
-                Ok(Ok(body)) => return Ok(body),
-                Ok(Err(failed)) => failed,
-                // Not retried: Discord may have made the change all the same.
-                Err(_) => {
-                    return Err(DiscordError::Unavailable(format!(
-                        "Discord did not answer within {} s; the change may or may not have been made",
-                        DISCORD_TIMEOUT.as_secs()
-                    )))
-                }
-            };
+            let Failed { error, retry_after } =
+                match tokio::time::timeout(DISCORD_TIMEOUT, self.attempt(guild, make())).await {
+                    Ok(Ok(body)) => return Ok(body),
+                    Ok(Err(failed)) => failed,
+                    // Not retried: Discord may have made the change all the same.
+                    Err(_) => {
+                        return Err(DiscordError::Unavailable(format!(
+                            "Discord did not answer within {} s; the change may or may not have been made",
+                            DISCORD_TIMEOUT.as_secs()
+                        )))
+                    }
+                };
             let retryable = match &error {
                 DiscordError::Refused { status: 429, .. } => true,
                 DiscordError::Refused { status, .. } => idempotent && *status >= 500,
@@ -304,7 +477,8 @@ impl GuildOps for SerenityGuildOps {
 
     async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError> {
         let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
-        match self.send(|| Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Get)).await {
+        match self.send(guild_id, || Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Get)).await
+        {
             Ok(ban) => Ok(Some(ban["reason"].as_str().map(str::to_owned))),
             Err(e) if e.code() == Some(codes::UNKNOWN_BAN) => Ok(None),
             Err(e) => Err(e),
@@ -321,7 +495,7 @@ impl GuildOps for SerenityGuildOps {
         let body = serde_json::to_vec(&serde_json::json!({ "delete_message_seconds": delete_message_seconds }))
             .expect("JSON of plain values");
         let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
-        self.send(|| {
+        self.send(guild_id, || {
             let put = Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Put);
             with_reason(put.body(Some(body.clone())), audit_reason)
         })
@@ -331,7 +505,7 @@ impl GuildOps for SerenityGuildOps {
 
     async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError> {
         let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
-        self.send(|| {
+        self.send(guild_id, || {
             with_reason(Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Delete), audit_reason)
         })
         .await
@@ -340,7 +514,8 @@ impl GuildOps for SerenityGuildOps {
 
     async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError> {
         let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
-        match self.send(|| Request::new(Route::GuildMember { guild_id: g, user_id: u }, LightMethod::Get)).await {
+        let get = || Request::new(Route::GuildMember { guild_id: g, user_id: u }, LightMethod::Get);
+        match self.send(guild_id, get).await {
             Ok(member) => Ok(Some(
                 member["roles"]
                     .as_array()
@@ -366,16 +541,45 @@ impl GuildOps for SerenityGuildOps {
             role_id: role_id.into(),
         };
         let method = if add { LightMethod::Put } else { LightMethod::Delete };
-        self.send(|| with_reason(Request::new(route, method), audit_reason)).await.map(drop)
+        self.send(guild_id, || with_reason(Request::new(route, method), audit_reason)).await.map(drop)
     }
 
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {
         // Through `send_with`, so a 429 is waited out rather than losing the post.
-        let message = CreateMessage::new().embed(audit_embed(event));
+        let mut message = CreateMessage::new().embed(audit_embed(event));
+        if let Some(buttons) = audit_buttons(event) {
+            message = message.components(vec![buttons]);
+        }
         let body = serde_json::to_vec(&message).expect("JSON of a message builder");
         let channel_id = ChannelId::new(channel_id);
         let post = || Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post).body(Some(body.clone()));
-        self.send_with(post, false).await.map(drop)
+        self.send_with(Some(event.guild_id), post, false).await.map(drop)
+    }
+
+    fn standing(&self, guild_id: u64) -> Option<Standing> {
+        let (_, cache) = self.client.get()?;
+        let bot_id = cache.current_user().id;
+        let guild = cache.guild(GuildId::new(guild_id))?;
+        let bot = guild.members.get(&bot_id)?;
+        Some(Standing {
+            guild_id,
+            owner_id: guild.owner_id.get(),
+            bot_id: bot_id.get(),
+            bot_roles: bot.roles.iter().map(|r| r.get()).collect(),
+            roles: guild
+                .roles
+                .values()
+                .map(|r| {
+                    let facts =
+                        RoleFacts { permissions: r.permissions.bits(), position: r.position, managed: r.managed };
+                    (r.id.get(), facts)
+                })
+                .collect(),
+        })
+    }
+
+    fn invalid_answers(&self) -> Option<&InvalidAnswers> {
+        Some(&self.invalid)
     }
 }
 
@@ -383,9 +587,11 @@ impl GuildOps for SerenityGuildOps {
 /// from stored fields only, so it can never hold a secret.
 pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     let colour = match event.action {
-        Action::KeyCreated | Action::RoleAdded => Colour::new(0x57F287),
-        Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded => Colour::new(0xED4245),
-        Action::KeyRotated | Action::AuditChannelSet | Action::RoleRemoved => Colour::new(0xFEE75C),
+        Action::KeyCreated | Action::RoleAdded | Action::KeyResumed => Colour::new(0x57F287),
+        Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded | Action::DiscordPaused => Colour::new(0xED4245),
+        Action::KeyRotated | Action::AuditChannelSet | Action::RoleRemoved | Action::KeySuspended => {
+            Colour::new(0xFEE75C)
+        }
         Action::BanRemoved => Colour::new(0x5865F2),
     };
     let mut title = event.action.title().to_owned();
@@ -470,6 +676,24 @@ fn while_off_summary(event: &AuditEvent) -> Option<String> {
     Some(lines.join("\n"))
 }
 
+/// The prefix of the audit channel's buttons' custom ids:
+/// `guildkey:resume:<key id>` and `guildkey:revoke:<key id>`.
+pub const AUDIT_BUTTON_PREFIX: &str = "guildkey:";
+
+/// Resume and Revoke buttons under a suspension guildkey itself made (the
+/// circuit breaker), so an admin can answer it from the audit channel.
+fn audit_buttons(event: &AuditEvent) -> Option<serenity::all::CreateActionRow> {
+    use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
+    if event.action != Action::KeySuspended || event.actor_kind != "system" {
+        return None;
+    }
+    let key = event.key_id.as_deref()?;
+    Some(CreateActionRow::Buttons(vec![
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}resume:{key}")).label("Resume").style(ButtonStyle::Success),
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}revoke:{key}")).label("Revoke").style(ButtonStyle::Danger),
+    ]))
+}
+
 /// The details worth showing, in words.
 fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     let d = &event.details;
@@ -504,6 +728,14 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     }
     if let Some(note) = s("outcome") {
         out.push(("Outcome", note));
+    }
+    if let Some(why) = s("why") {
+        out.push(("Why", escape(&why)));
+    }
+    if let Some(until) = d.get("paused_until").and_then(|v| v.as_str()) {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(until) {
+            out.push(("Resumes", format!("<t:{}:R>", at.timestamp())));
+        }
     }
     out
 }

@@ -433,3 +433,42 @@ async fn turning_audit_posts_off_and_on_again_shows_the_channel_what_changed_mea
     assert_eq!(after_on.len(), before_on + 1, "one message: the channel set, with its summary");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn an_admin_suspends_a_key_which_is_refused_until_resumed() {
+    let app = spawn_app().await;
+    app.set_audit_channel().await;
+    let token = secret_in(&create(&app, ids::ALICE_ID, "game", "bans.read").await);
+    assert_eq!(app.get("/v1/verify", &token).await.status(), 200);
+
+    let (_, reply) = run(&app, ids::ALICE_ID, "suspend", "game").await;
+    assert!(reply.ephemeral() && reply.text().contains("Suspended"), "{}", reply.text());
+    let refused = app.get("/v1/verify", &token).await;
+    assert_eq!(refused.status(), 401, "refused at once, before the reply");
+    assert_eq!(json(refused).await["error"]["reason"], "key_suspended");
+    let posted = app
+        .double
+        .wait_for_message(ids::AUDIT_LOG_CHANNEL_ID, |m| m.text().contains("API key suspended"), WAIT)
+        .await
+        .expect("an audit embed");
+    assert!(posted.text().contains(&format!("<@{}>", ids::ALICE_ID)), "{}", posted.text());
+
+    // Listed as suspended; suspending again, or deleting it, is refused.
+    let (_, listed) = run(&app, ids::ALICE_ID, "info", "game").await;
+    assert!(listed.text().contains("suspended"), "{}", listed.text());
+    let (_, again) = run(&app, ids::ALICE_ID, "suspend", "game").await;
+    assert!(again.text().contains("is suspended"), "{}", again.text());
+    let (_, delete) = run(&app, ids::ALICE_ID, "delete", "game").await;
+    assert!(delete.text().contains("still active"), "{}", delete.text());
+
+    let (_, resumed) = run(&app, ids::ALICE_ID, "resume", "game").await;
+    assert!(resumed.text().contains("Resumed"), "{}", resumed.text());
+    assert_eq!(app.get("/v1/verify", &token).await.status(), 200, "the same secret works again");
+    let (_, twice) = run(&app, ids::ALICE_ID, "resume", "game").await;
+    assert!(twice.text().contains("not suspended"), "{}", twice.text());
+    // A plain member cannot suspend.
+    let (_, pat) = run(&app, ids::PAT_ID, "suspend", "game").await;
+    assert!(!pat.text().contains("Suspended"), "{}", pat.text());
+    assert_eq!(app.get("/v1/verify", &token).await.status(), 200);
+    app.double.assert_no_violations();
+}

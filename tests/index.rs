@@ -22,6 +22,7 @@ async fn open(dir: &tempfile::TempDir) -> KeyService {
         prefix: "gk".to_owned(),
         default_rate_limit_per_minute: 60,
         last_used_flush_seconds: 5,
+        ..guildkey::config::Config::default().keys
     };
     KeyService::new(store, cfg).await.expect("build the service")
 }

@@ -59,7 +59,13 @@ impl Db {
 }
 
 fn config(max_per_guild: u32) -> KeysConfig {
-    KeysConfig { max_per_guild, prefix: "gk".to_owned(), default_rate_limit_per_minute: 60, last_used_flush_seconds: 5 }
+    KeysConfig {
+        max_per_guild,
+        prefix: "gk".to_owned(),
+        default_rate_limit_per_minute: 60,
+        last_used_flush_seconds: 5,
+        ..guildkey::config::Config::default().keys
+    }
 }
 
 fn draft(request: KeyRequest<'_>) -> KeyDraft {
@@ -510,6 +516,8 @@ async fn rotate_without_grace_rejects_the_old_secret_at_once() {
                 expires_in: Some("30d"),
                 rate_limit: Some(7),
                 allowed_ips: Some("10.0.0.0/8"),
+                allowed_roles: Some("1400000000000000004, <@&1400000000000000007>"),
+                ..Default::default()
             }),
             &Actor::Cli,
         )
@@ -531,9 +539,10 @@ async fn rotate_without_grace_rejects_the_old_secret_at_once() {
     let (a, b) = (&old.record, &new.record);
     assert_eq!((&a.name, &a.scopes, a.environment), (&b.name, &b.scopes, b.environment));
     assert_eq!(
-        (a.expires_at, a.rate_limit_per_minute, &a.allowed_ips),
-        (b.expires_at, b.rate_limit_per_minute, &b.allowed_ips)
+        (a.expires_at, a.rate_limit_per_minute, &a.allowed_ips, &a.allowed_roles),
+        (b.expires_at, b.rate_limit_per_minute, &b.allowed_ips, &b.allowed_roles)
     );
+    assert_eq!(b.allowed_roles.ids(), [1_400_000_000_000_000_004, 1_400_000_000_000_000_007]);
     assert_eq!(b.previous_secret_expires_at, None);
     assert_eq!(service.list(GUILD).await.unwrap().len(), 1);
 }
@@ -699,6 +708,7 @@ async fn issue_returns_a_well_formed_secret_and_stores_the_draft() {
                 expires_in: Some("12h"),
                 rate_limit: Some(5),
                 allowed_ips: Some("2001:db8::/32"),
+                ..Default::default()
             }),
             &Actor::Cli,
         )
@@ -1195,4 +1205,51 @@ async fn instances_migrating_a_fresh_database_at_the_same_time_all_succeed() {
         let service = KeyService::new(stores[0].clone(), config(3)).await.expect("the schema is usable");
         assert!(service.list(GUILD).await.unwrap().is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_suspended_key_is_refused_here_and_in_another_instance_until_resumed_and_keeps_its_place() {
+    // Arrange: two instances on one database, a limit of two keys.
+    let db = Db::new();
+    let (_, admin) = db.open(2).await;
+    let (_, listener) = db.open(2).await;
+    let key = issue(&admin, GUILD, "game").await;
+    issue(&admin, GUILD, "second").await;
+    assert!(listener.refresh_index().await.unwrap());
+    listener.authenticate(key.secret.expose(), anywhere()).expect("active");
+
+    // Act
+    let suspended = admin
+        .set_suspended(Some(GUILD), "game", true, &Actor::User(ADMIN), serde_json::json!({"reason": "leak?"}))
+        .await
+        .unwrap();
+
+    // Assert: refused at once here, within a refresh there, and still
+    // holding its place (resuming must not go over the limit).
+    assert_eq!(suspended.status(Utc::now()), KeyStatus::Suspended);
+    let here = admin.authenticate(key.secret.expose(), anywhere());
+    assert!(matches!(here, Err(Error::Suspended(_))), "{here:?}");
+    assert!(listener.refresh_index().await.unwrap());
+    let there = listener.authenticate(key.secret.expose(), anywhere());
+    assert!(matches!(there, Err(Error::Suspended(_))), "{there:?}");
+    assert!(matches!(admin.issue(GUILD, named("third"), &Actor::Cli).await, Err(Error::LimitReached { max: 2 })));
+    let again = admin.set_suspended(Some(GUILD), "game", true, &Actor::Cli, serde_json::json!({})).await;
+    assert!(matches!(again, Err(Error::Suspended(_))), "{again:?}");
+    assert!(matches!(admin.delete(Some(GUILD), "game", &Actor::Cli).await, Err(Error::StillActive(_))));
+
+    let resumed = admin.set_suspended(Some(GUILD), "game", false, &Actor::Cli, serde_json::json!({})).await.unwrap();
+    assert_eq!(resumed.status(Utc::now()), KeyStatus::Active);
+    assert!(listener.refresh_index().await.unwrap());
+    listener.authenticate(key.secret.expose(), anywhere()).expect("the same secret works again");
+    let twice = admin.set_suspended(Some(GUILD), "game", false, &Actor::Cli, serde_json::json!({})).await;
+    assert!(matches!(twice, Err(Error::NotSuspended(_))), "{twice:?}");
+
+    // A revoked key can be neither suspended nor resumed.
+    admin.revoke(Some(GUILD), "game", &Actor::Cli).await.unwrap();
+    let revoked =
+        admin.set_suspended(Some(GUILD), key.record.id.as_str(), true, &Actor::Cli, serde_json::json!({})).await;
+    assert!(matches!(revoked, Err(Error::Revoked(_))), "{revoked:?}");
+    let actions: Vec<String> =
+        admin.audit_log(GUILD, 100, None).await.unwrap().iter().map(|e| e.action.as_str().to_owned()).collect();
+    assert_eq!(actions[..3], ["key.revoked", "key.resumed", "key.suspended"], "{actions:?}");
 }

@@ -33,6 +33,8 @@ const MAX_CHOICES: usize = 25;
         "apikey_revoke",
         "apikey_delete",
         "apikey_rotate",
+        "apikey_suspend",
+        "apikey_resume",
         "apikey_audit_channel"
     ),
     subcommand_required
@@ -68,6 +70,8 @@ async fn defer(ctx: Context<'_>) -> Result {
 
 /// Create an API key (the secret is shown once)
 #[poise::command(slash_command, rename = "create")]
+// Poise makes each slash option an argument.
+#[allow(clippy::too_many_arguments)]
 pub async fn apikey_create(
     ctx: Context<'_>,
     #[description = "A name to recognise the key by (1-64 characters)"]
@@ -83,6 +87,16 @@ pub async fn apikey_create(
     #[max = 100000]
     rate_limit: Option<i64>,
     #[description = "Comma-separated IPs/CIDRs allowed to use the key (default: any)"] allowed_ips: Option<String>,
+    #[description = "Role ids (or @mentions) a roles.write key may change (default: any role guildkey deems safe)"]
+    allowed_roles: Option<String>,
+    #[description = "Bans per 10 minutes before guildkey suspends the key (default from the server's config)"]
+    #[min = 1]
+    #[max = 10000]
+    ban_budget: Option<i64>,
+    #[description = "Role changes per 10 minutes before guildkey suspends the key (default from the config)"]
+    #[min = 1]
+    #[max = 10000]
+    role_budget: Option<i64>,
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
@@ -97,6 +111,9 @@ pub async fn apikey_create(
         expires_in: expires_in.as_deref(),
         rate_limit,
         allowed_ips: allowed_ips.as_deref(),
+        allowed_roles: allowed_roles.as_deref(),
+        ban_budget,
+        role_budget,
     })?;
     let issued = ctx.data().keys.issue(guild_id, draft, &actor(ctx)).await?;
     say(ctx, CreateReply::default().content(render::secret_message(&issued, "API key created"))).await?;
@@ -172,7 +189,7 @@ pub async fn apikey_delete(
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
     let record = ctx.data().keys.find(Some(guild_id), &key).await?;
-    if record.status(ctx.data().keys.now()) == KeyStatus::Active {
+    if record.status(ctx.data().keys.now()).holds_a_place() {
         return Err(Error::StillActive(describe(&record)));
     }
     let prompt = format!(
@@ -208,7 +225,7 @@ pub async fn apikey_rotate(
     match record.status(ctx.data().keys.now()) {
         KeyStatus::Revoked => return Err(Error::Revoked(describe(&record))),
         KeyStatus::Expired => return Err(Error::Expired(describe(&record))),
-        KeyStatus::Active => {}
+        KeyStatus::Active | KeyStatus::Suspended => {}
     }
     let when = grace.map_or_else(|| "stops working at once".to_owned(), |g| format!("keeps working for {g}"));
     let prompt = format!(
@@ -224,6 +241,46 @@ pub async fn apikey_rotate(
         }
     })
     .await
+}
+
+/// Suspend an API key: refused at once, until resumed (reversible)
+#[poise::command(slash_command, rename = "suspend")]
+pub async fn apikey_suspend(
+    ctx: Context<'_>,
+    #[description = "The key's name, prefix or id"]
+    #[autocomplete = "complete_keys"]
+    key: String,
+    #[description = "Why (shown in the audit log)"]
+    #[max_length = 200]
+    reason: Option<String>,
+) -> Result {
+    defer(ctx).await?;
+    let guild_id = guild(ctx)?;
+    let details = serde_json::json!({ "reason": reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) });
+    let k = ctx.data().keys.set_suspended(Some(guild_id), &key, true, &actor(ctx), details).await?;
+    let text = format!(
+        "⏸️ Suspended **{}** (`{}`). Requests with it now fail with `key_suspended`; `/apikey resume` brings it back.",
+        render::safe(&k.name),
+        k.prefix
+    );
+    say(ctx, CreateReply::default().content(text)).await?;
+    Ok(())
+}
+
+/// Resume a suspended API key
+#[poise::command(slash_command, rename = "resume")]
+pub async fn apikey_resume(
+    ctx: Context<'_>,
+    #[description = "The key's name, prefix or id"]
+    #[autocomplete = "complete_keys"]
+    key: String,
+) -> Result {
+    defer(ctx).await?;
+    let guild_id = guild(ctx)?;
+    let k = ctx.data().keys.set_suspended(Some(guild_id), &key, false, &actor(ctx), serde_json::json!({})).await?;
+    let text = format!("▶️ Resumed **{}** (`{}`). It works again.", render::safe(&k.name), k.prefix);
+    say(ctx, CreateReply::default().content(text)).await?;
+    Ok(())
 }
 
 /// Set the channel that receives audit entries (omit to turn them off)

@@ -6,6 +6,7 @@
 //! `on_error` ([`error`]). Only non-privileged gateway intents are used.
 
 pub mod apikey;
+pub mod buttons;
 pub mod error;
 pub mod render;
 
@@ -44,7 +45,7 @@ pub fn framework(data: Data, register: RegisterCommands) -> poise::Framework<Dat
         commands: vec![apikey::apikey()],
         on_error: |e| Box::pin(error::on_error(e)),
         command_check: Some(|ctx| Box::pin(async move { Ok(may_manage_keys(ctx)) })),
-        event_handler: |framework, event| Box::pin(on_event(event, framework.user_data)),
+        event_handler: |framework, event| Box::pin(on_event(framework.serenity_context, event, framework.user_data)),
         initialize_owners: false,
         ..Default::default()
     };
@@ -71,8 +72,11 @@ pub fn framework(data: Data, register: RegisterCommands) -> poise::Framework<Dat
 }
 
 /// Gateway events the bot cares about beyond commands.
-async fn on_event(event: &serenity::FullEvent, data: &Data) -> Result<(), Error> {
+async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &Data) -> Result<(), Error> {
     match event {
+        serenity::FullEvent::InteractionCreate { interaction: serenity::Interaction::Component(press) } => {
+            buttons::on_press(ctx, data, press).await?;
+        }
         serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
             data.bans.invalidate(guild_id.get(), banned_user.id.get());
         }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use poise::serenity_prelude as serenity;
 
 use crate::audit::AuditEvent;
-use crate::keys::{Environment, KeyRecord, KeyStatus};
+use crate::keys::{Environment, KeyRecord, KeyStatus, Scope};
 use crate::service::IssuedKey;
 
 /// Discord allows 25 fields per embed.
@@ -21,6 +21,7 @@ fn status_badge(status: KeyStatus) -> &'static str {
         KeyStatus::Active => "🟢 active",
         KeyStatus::Revoked => "⛔ revoked",
         KeyStatus::Expired => "⌛ expired",
+        KeyStatus::Suspended => "⏸️ suspended",
     }
 }
 
@@ -53,6 +54,9 @@ pub fn secret_message(issued: &IssuedKey, headline: &str) -> String {
             k.allowed_ips
         ),
     ];
+    if k.scopes.contains(Scope::RolesWrite) {
+        lines.push(format!("**Roles it may change:** {}", k.allowed_roles));
+    }
     if let Some(until) = k.previous_secret_expires_at {
         lines.push(format!("The previous secret keeps working until {} ({}).", relative(until), fmt_abs(until)));
     }
@@ -83,6 +87,8 @@ fn key_summary(k: &KeyRecord, now: DateTime<Utc>) -> (String, String) {
     ];
     if let Some(at) = k.revoked_at {
         value.push(format!("**Revoked** {}", relative(at)));
+    } else if let Some(at) = k.suspended_at {
+        value.push(format!("**Suspended** {} · `/apikey resume` brings it back", relative(at)));
     }
     (name, value.join("\n"))
 }
@@ -120,6 +126,15 @@ pub fn info_embed(k: &KeyRecord, recent: &[AuditEvent], now: DateTime<Utc>) -> s
         .field("Status", status_badge(k.status(now)), true)
         .field("Rate limit", format!("{}/min", k.rate_limit_per_minute), true)
         .field("Allowed IPs", k.allowed_ips.to_string(), true)
+        .field(
+            "Roles it may change",
+            if k.scopes.contains(Scope::RolesWrite) {
+                k.allowed_roles.to_string()
+            } else {
+                "none (no roles.write)".to_owned()
+            },
+            true,
+        )
         .field("Requests", k.use_count.to_string(), true)
         .field(
             "Created by",

@@ -89,6 +89,15 @@ pub struct CreateArgs {
     /// Comma-separated IPs or CIDRs the key may be used from, e.g. 203.0.113.7,10.0.0.0/8 (default: any)
     #[arg(long, value_name = "CIDRS")]
     allowed_ips: Option<String>,
+    /// Comma-separated role ids a roles.write key may add or remove (default: any role guildkey deems safe)
+    #[arg(long, value_name = "ROLE_IDS")]
+    allowed_roles: Option<String>,
+    /// Bans per 10 minutes before guildkey suspends the key (default: keys.default_ban_budget, 30)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    ban_budget: Option<i64>,
+    /// Role changes per 10 minutes before guildkey suspends the key (default: keys.default_role_budget, 300)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    role_budget: Option<i64>,
 }
 
 fn parse_snowflake(s: &str) -> Result<u64, String> {
@@ -109,6 +118,9 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
             expires_in: a.expires.as_deref(),
             rate_limit: a.rate_limit,
             allowed_ips: a.allowed_ips.as_deref(),
+            allowed_roles: a.allowed_roles.as_deref(),
+            ban_budget: a.ban_budget,
+            role_budget: a.role_budget,
         })?),
         _ => None,
     };
@@ -245,5 +257,9 @@ pub fn key_json(k: &KeyRecord, now: chrono::DateTime<chrono::Utc>) -> serde_json
         "revoked_at": k.revoked_at,
         "rate_limit_per_minute": k.rate_limit_per_minute,
         "allowed_ips": k.allowed_ips.entries(),
+        "allowed_roles": k.allowed_roles.ids().iter().map(u64::to_string).collect::<Vec<_>>(),
+        "suspended_at": k.suspended_at,
+        "ban_budget": k.ban_budget,
+        "role_budget": k.role_budget,
     })
 }

@@ -103,6 +103,9 @@ fn flag_name(field: &str) -> &str {
         "expires_in" => "--expires",
         "rate_limit" => "--rate-limit",
         "allowed_ips" => "--allowed-ips",
+        "allowed_roles" => "--allowed-roles",
+        "ban_budget" => "--ban-budget",
+        "role_budget" => "--role-budget",
         "grace" => "--grace",
         other => other,
     }

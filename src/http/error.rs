@@ -61,6 +61,11 @@ impl ApiError {
                 | Error::LimitReached { .. }
                 | Error::GuildNeeded { .. } => (StatusCode::CONFLICT, "conflict"),
                 Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                Error::Suspended(_) | Error::BreakerTripped(_) => (StatusCode::UNAUTHORIZED, "key_suspended"),
+                Error::NotSuspended(_) => (StatusCode::CONFLICT, "conflict"),
+                Error::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, "role_not_allowed"),
+                Error::MemberProtected(_) => (StatusCode::FORBIDDEN, "member_protected"),
+                Error::DiscordPaused { .. } => (StatusCode::SERVICE_UNAVAILABLE, "discord_paused"),
                 Error::IndexStale => (StatusCode::SERVICE_UNAVAILABLE, "index_stale"),
             },
         }
@@ -73,6 +78,9 @@ impl ApiError {
             Self::Service(Error::NotFound(_)) => "the API key is not recognised".to_owned(),
             Self::Service(Error::Revoked(_)) => "this API key has been revoked".to_owned(),
             Self::Service(Error::Expired(_)) => "this API key has expired".to_owned(),
+            Self::Service(Error::Suspended(_)) => {
+                "this API key is suspended; a server admin can resume it with /apikey resume".to_owned()
+            }
             Self::Service(Error::Malformed(m)) => format!("malformed API key: {m}"),
             Self::Service(Error::Internal(_)) => "something went wrong on our side; try again later".to_owned(),
             other => other.to_string(),
@@ -97,10 +105,10 @@ impl IntoResponse for ApiError {
             Self::MissingKey | Self::Service(Error::Malformed(_)) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Service(Error::NotFound(_) | Error::Revoked(_) | Error::Expired(_)) => {
+            Self::Service(Error::NotFound(_) | Error::Revoked(_) | Error::Expired(_) | Error::Suspended(_)) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
-            Self::Service(Error::RateLimited { retry_after_secs }) => {
+            Self::Service(Error::RateLimited { retry_after_secs } | Error::DiscordPaused { retry_after_secs, .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::Service(Error::IndexStale) => {

@@ -381,6 +381,91 @@ impl fmt::Display for AllowedIps {
     }
 }
 
+/// The roles a `roles.write` key may add or remove: Discord role ids.
+/// Empty = any role that passes guildkey's own safety rules (which apply
+/// whatever this list says: see `service::guard`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedRoles(Box<[u64]>);
+
+impl AllowedRoles {
+    pub const MAX_ENTRIES: usize = 25;
+
+    /// Parses a comma- and/or space-separated list of role ids; a role
+    /// mention (`<@&123>`, as Discord's client pastes it) is accepted too.
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let mut ids = Vec::new();
+        for word in input.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()) {
+            let bare = word.strip_prefix("<@&").and_then(|w| w.strip_suffix('>')).unwrap_or(word);
+            let id = parse_snowflake(bare).ok_or_else(|| {
+                InvalidInput::new(
+                    "allowed_roles",
+                    format!(
+                        "'{}' is not a role id (a number of 17 to 20 digits, e.g. 1400000000000000004)",
+                        truncate(word, 50)
+                    ),
+                )
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.len() > Self::MAX_ENTRIES {
+            return Err(InvalidInput::new(
+                "allowed_roles",
+                format!("{} roles given; the most is {}", ids.len(), Self::MAX_ENTRIES),
+            ));
+        }
+        Ok(Self(ids.into_boxed_slice()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the list lets the key touch `role_id` (an empty list does).
+    pub fn allows(&self, role_id: u64) -> bool {
+        self.0.is_empty() || self.0.contains(&role_id)
+    }
+
+    pub fn ids(&self) -> &[u64] {
+        &self.0
+    }
+
+    /// Comma-separated, as stored.
+    pub fn to_storage(&self) -> String {
+        self.0.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl fmt::Display for AllowedRoles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("any (within the safety rules)")
+        } else {
+            f.write_str(&self.0.iter().map(|id| format!("<@&{id}>")).collect::<Vec<_>>().join(", "))
+        }
+    }
+}
+
+/// A Discord snowflake as typed: 17 to 20 decimal digits, not zero.
+pub fn parse_snowflake(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if !(17..=20).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>().ok().filter(|&id| id != 0)
+}
+
+/// The breaker's budget of bans or role changes per 10 minutes.
+pub fn parse_budget(field: &'static str, n: i64) -> Result<u32, InvalidInput> {
+    const MAX: i64 = 10_000;
+    if (1..=MAX).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(InvalidInput::new(field, format!("{n} is not a budget; give writes per 10 minutes from 1 to {MAX}")))
+    }
+}
+
 /// A per-key request budget, requests per minute.
 pub fn parse_rate_limit(n: i64) -> Result<u32, InvalidInput> {
     const MAX: i64 = 100_000;
@@ -433,16 +518,21 @@ pub enum KeyStatus {
     Active,
     Revoked,
     Expired,
+    /// Stopped for now, reversibly (`/apikey resume` brings it back).
+    Suspended,
 }
 
 impl KeyStatus {
-    /// The one rule: revocation wins over expiry; a key is expired from
-    /// its `expires_at` on.
-    pub fn of(revoked: bool, expired: bool) -> Self {
+    /// The one rule: revocation wins over expiry, expiry over suspension
+    /// (resuming an expired key would not bring it back); a key is expired
+    /// from its `expires_at` on.
+    pub fn of(revoked: bool, expired: bool, suspended: bool) -> Self {
         if revoked {
             Self::Revoked
         } else if expired {
             Self::Expired
+        } else if suspended {
+            Self::Suspended
         } else {
             Self::Active
         }
@@ -453,7 +543,14 @@ impl KeyStatus {
             Self::Active => "active",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
+            Self::Suspended => "suspended",
         }
+    }
+
+    /// Whether the key still counts against the guild's active-key limit
+    /// (a suspended key does: resuming it must not go over).
+    pub fn holds_a_place(self) -> bool {
+        matches!(self, Self::Active | Self::Suspended)
     }
 }
 
@@ -563,11 +660,24 @@ pub struct KeyRecord {
     pub allowed_ips: AllowedIps,
     /// While a rotation's grace period runs, when the old secret stops.
     pub previous_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The roles a `roles.write` key may touch (empty = any safe role).
+    pub allowed_roles: AllowedRoles,
+    /// When the key was suspended, while it is.
+    pub suspended_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bans per 10 minutes before the breaker suspends the key (`None`:
+    /// the configured default).
+    pub ban_budget: Option<u32>,
+    /// Role changes per 10 minutes, likewise.
+    pub role_budget: Option<u32>,
 }
 
 impl KeyRecord {
     pub fn status(&self, now: chrono::DateTime<chrono::Utc>) -> KeyStatus {
-        KeyStatus::of(self.revoked_at.is_some(), self.expires_at.is_some_and(|at| at <= now))
+        KeyStatus::of(
+            self.revoked_at.is_some(),
+            self.expires_at.is_some_and(|at| at <= now),
+            self.suspended_at.is_some(),
+        )
     }
 
     pub fn key_ref(&self) -> KeyRef {

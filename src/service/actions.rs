@@ -1,5 +1,8 @@
 //! The rules for acting on Discord through the API: scope and guild checks
-//! (done by the caller's [`Authenticated`]), test-key dry runs, idempotent
+//! (done by the caller's [`Authenticated`]), the guard's rules on roles,
+//! members and the bot's permissions (`guard`), every Discord call through
+//! the guard's memory of refusals and its per-guild pause, test-key dry runs
+//! that read and check as a live write would, idempotent
 //! PUT/DELETE semantics, `X-Audit-Log-Reason` naming the key, the audit
 //! entry written only once Discord accepted the change, and a short ban
 //! cache so a game polling every joining player does not hammer Discord.
@@ -11,9 +14,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+use super::guard::{self, Breaker, Call, DiscordGuard, WriteKind};
 use super::{Authenticated, Error, KeyService, Result};
-use crate::audit::Action;
-use crate::discord::{DiscordError, GuildInfo, GuildOps};
+use crate::audit::{Action, Actor};
+use crate::discord::permissions::{BAN_MEMBERS, MANAGE_ROLES};
+use crate::discord::{DiscordError, GuildInfo, GuildOps, Standing};
 use crate::keys::Scope;
 
 /// How long a ban check is reused. Own writes and the gateway's
@@ -22,6 +27,8 @@ pub const BAN_CACHE_TTL: Duration = Duration::from_secs(5);
 const BAN_CACHE_MAX: usize = 10_000;
 /// Discord's limit for a ban's audit reason.
 pub const MAX_REASON_CHARS: usize = 512;
+/// How long a write waits for the gateway cache to hold its guild.
+const STANDING_WAIT: Duration = Duration::from_secs(1);
 /// Discord's limit: 7 days.
 pub const MAX_DELETE_MESSAGE_SECONDS: i64 = 604_800;
 
@@ -35,7 +42,9 @@ pub struct BanStatus {
 /// What a write did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WriteOutcome {
-    /// True if Discord's state changed; false if it already was so, or for a dry run.
+    /// True if Discord's state changed; false if it already was so, or for a
+    /// dry run (whose `audit_event_id` is set when a live write would have
+    /// changed something, and unset when it would have been a no-op).
     pub changed: bool,
     /// True for a test key: nothing was sent to Discord.
     pub dry_run: bool,
@@ -115,6 +124,8 @@ pub struct GuildActions {
     ops: Arc<dyn GuildOps>,
     bans: Arc<BanCache>,
     targets: TargetLocks,
+    guard: DiscordGuard,
+    breaker: Breaker,
 }
 
 fn discord(e: DiscordError) -> Error {
@@ -122,8 +133,17 @@ fn discord(e: DiscordError) -> Error {
 }
 
 impl GuildActions {
-    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>) -> Self {
-        Self { keys, ops, bans, targets: TargetLocks::new() }
+    /// `invalid_request_budget`: Discord refusals one guild may cause in 10
+    /// minutes before its Discord calls pause (`discord.invalid_request_budget`).
+    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, invalid_request_budget: u32) -> Self {
+        Self {
+            keys,
+            ops,
+            bans,
+            targets: TargetLocks::new(),
+            guard: DiscordGuard::new(invalid_request_budget),
+            breaker: Breaker::default(),
+        }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -140,18 +160,128 @@ impl GuildActions {
         self.ops.guild_info(guild_id).ok_or_else(|| Error::Missing("the bot is not in this guild".to_owned()))
     }
 
+    /// Whether Discord may be asked for `call` now: not while the guild's
+    /// calls are paused (the first refusal of a pause is announced in the
+    /// audit channel), nor while Discord's last refusal of the same call is
+    /// fresh.
+    pub async fn may_call(&self, guild_id: u64, call: Call) -> Result<()> {
+        if let Some(invalid) = self.ops.invalid_answers() {
+            let (recent, frees_in) = invalid.recent(guild_id, self.guard.budget() as usize);
+            if let Some((error, news)) = self.guard.paused(guild_id, recent, frees_in) {
+                if news {
+                    self.announce_pause(guild_id, recent, frees_in, &error).await;
+                }
+                return Err(error);
+            }
+        }
+        match self.guard.remembered(guild_id, call) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one Discord call through the guard.
+    async fn call<T>(
+        &self,
+        guild_id: u64,
+        call: Call,
+        request: impl std::future::Future<Output = Result<T, DiscordError>>,
+    ) -> Result<T> {
+        self.may_call(guild_id, call).await?;
+        request.await.map_err(|e| {
+            self.guard.note(guild_id, call, &e);
+            discord(e)
+        })
+    }
+
+    async fn announce_pause(&self, guild_id: u64, recent: usize, frees_in: Duration, error: &Error) {
+        tracing::warn!(
+            guild_id,
+            recent,
+            budget = self.guard.budget(),
+            "pausing Discord calls for a guild that Discord keeps refusing"
+        );
+        let until = chrono::Utc::now() + chrono::Duration::from_std(frees_in).unwrap_or_default();
+        let details = json!({
+            "why": error.to_string(),
+            "invalid_answers": recent,
+            "budget": self.guard.budget(),
+            "paused_until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        if let Err(e) = self.keys.record_system_event(guild_id, Action::DiscordPaused, details).await {
+            tracing::error!(error = %e, guild_id, "failed to record the pause of Discord calls");
+        }
+    }
+
     pub async fn ban_status(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<BanStatus> {
         caller.authorize(guild_id, Scope::BansRead)?;
         let epoch = self.bans.epoch();
         let status = match self.bans.get(guild_id, user_id) {
             Some(s) => s,
             None => {
-                let fresh = self.ops.ban_status(guild_id, user_id).await.map_err(discord)?;
+                self.check_bot_may_ban(guild_id)?;
+                let fresh = self.call(guild_id, Call::BanCheck, self.ops.ban_status(guild_id, user_id)).await?;
                 self.bans.put(guild_id, user_id, fresh.clone(), epoch);
                 fresh
             }
         };
         Ok(BanStatus { banned: status.is_some(), reason: status.flatten() })
+    }
+
+    /// The guild's hierarchy from the gateway cache. Right after the bot
+    /// (re)connects the guild may not be cached yet: wait for it briefly
+    /// rather than refuse a write that would pass a moment later.
+    async fn standing(&self, guild_id: u64) -> Option<Standing> {
+        let deadline = tokio::time::Instant::now() + STANDING_WAIT;
+        loop {
+            if let Some(standing) = self.ops.standing(guild_id) {
+                return Some(standing);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ban Members, from the cache when it can tell (a read may go on to
+    /// ask Discord while the cache is still filling; the guard holds then).
+    fn check_bot_may_ban(&self, guild_id: u64) -> Result<()> {
+        match self.ops.standing(guild_id) {
+            Some(standing) => guard::check_bot_may(Some(&standing), BAN_MEMBERS, "Ban Members"),
+            None => Ok(()),
+        }
+    }
+
+    /// Spends one of the key's destructive writes, or trips the breaker:
+    /// a key over its budget (bans or role changes per 10 minutes) is
+    /// suspended, the write is refused, and the audit channel gets the
+    /// suspension with Resume and Revoke buttons.
+    async fn spend(&self, caller: &Authenticated, kind: WriteKind) -> Result<()> {
+        let (bans, roles) = caller.key.budgets();
+        let cfg = self.keys.config();
+        let budget = match kind {
+            WriteKind::Ban => bans.unwrap_or(cfg.default_ban_budget),
+            WriteKind::Role => roles.unwrap_or(cfg.default_role_budget),
+        };
+        if self.breaker.spend(&caller.key.id, kind, budget) {
+            return Ok(());
+        }
+        let why = format!(
+            "made {budget} {} in 10 minutes, its budget, so guildkey suspended it: a leaked or runaway key cannot \
+             empty the server",
+            kind.plural()
+        );
+        tracing::warn!(key_id = %caller.key.id, guild_id = caller.key.guild_id, budget, kind = kind.plural(), "circuit breaker tripped; suspending the key");
+        let details = json!({ "why": why, "budget": budget, "kind": kind.plural() });
+        let id = caller.key.id.to_string();
+        match self.keys.set_suspended(Some(caller.key.guild_id), &id, true, &Actor::System, details).await {
+            Ok(_) | Err(Error::Suspended(_)) => {}
+            Err(e) => {
+                tracing::error!(error = %e, key_id = %caller.key.id, "failed to suspend a key whose breaker tripped")
+            }
+        }
+        Err(Error::BreakerTripped(format!("this key {why}; a server admin can resume it with /apikey resume")))
     }
 
     /// How Discord's own audit log names the key: as guildkey's audit entry
@@ -162,6 +292,12 @@ impl GuildActions {
             Some(r) if !r.trim().is_empty() => format!("{base}: {}", r.trim()),
             _ => base,
         }
+    }
+
+    /// The ban as it stands on Discord (a test key's dry run asks too, so
+    /// it answers as a live key would).
+    async fn current_ban(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>> {
+        self.call(guild_id, Call::BanCheck, self.ops.ban_status(guild_id, user_id)).await
     }
 
     pub async fn ban(
@@ -181,6 +317,15 @@ impl GuildActions {
                 format!("must be from 0 to {MAX_DELETE_MESSAGE_SECONDS} (7 days), not {delete_seconds}"),
             )));
         }
+        let standing = self.standing(guild_id).await;
+        guard::check_bot_may(standing.as_ref(), BAN_MEMBERS, "Ban Members")?;
+        let standing = standing.expect("checked above");
+        let _target = self.targets.lock(("ban", guild_id, user_id)).await;
+        let member = self.call(guild_id, Call::Member(user_id), self.ops.member_roles(guild_id, user_id)).await?;
+        guard::check_ban_target(&standing, user_id, member.as_deref())?;
+        if self.current_ban(guild_id, user_id).await?.is_some() {
+            return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
+        }
         let details = json!({
             "user_id": user_id.to_string(),
             "reason": reason,
@@ -189,32 +334,34 @@ impl GuildActions {
         if caller.is_test() {
             return self.dry_run(caller, Action::BanAdded, details).await;
         }
-        let _target = self.targets.lock(("ban", guild_id, user_id)).await;
-        if self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_some() {
-            return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
-        }
+        self.spend(caller, WriteKind::Ban).await?;
         let audit_reason = Self::audit_reason(caller, reason.as_deref());
-        self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason).await.map_err(discord)?;
+        let ban = self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason);
+        self.call(guild_id, Call::Ban(user_id), ban).await?;
         self.bans.invalidate(guild_id, user_id);
         self.applied(caller, Action::BanAdded, details).await
     }
 
     pub async fn unban(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::BansWrite)?;
+        guard::check_bot_may(self.standing(guild_id).await.as_ref(), BAN_MEMBERS, "Ban Members")?;
+        let _target = self.targets.lock(("ban", guild_id, user_id)).await;
+        if self.current_ban(guild_id, user_id).await?.is_none() {
+            return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
+        }
         let details = json!({ "user_id": user_id.to_string() });
         if caller.is_test() {
             return self.dry_run(caller, Action::BanRemoved, details).await;
         }
-        let _target = self.targets.lock(("ban", guild_id, user_id)).await;
-        if self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_none() {
-            return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
-        }
         let audit_reason = Self::audit_reason(caller, None);
-        self.ops.unban(guild_id, user_id, &audit_reason).await.map_err(discord)?;
+        self.call(guild_id, Call::Unban(user_id), self.ops.unban(guild_id, user_id, &audit_reason)).await?;
         self.bans.invalidate(guild_id, user_id);
         self.applied(caller, Action::BanRemoved, details).await
     }
 
+    /// Adds (`add`) or removes a member's role, within the guard's rules:
+    /// checked against the gateway cache's hierarchy before Discord is
+    /// asked anything.
     pub async fn set_role(
         &self,
         caller: &Authenticated,
@@ -224,13 +371,14 @@ impl GuildActions {
         add: bool,
     ) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::RolesWrite)?;
+        guard::check_role_list(&caller.key, role_id)?; // needs no cache
+        let standing = self.standing(guild_id).await;
+        guard::check_role(&caller.key, standing.as_ref(), role_id)?;
+        guard::check_bot_may(standing.as_ref(), MANAGE_ROLES, "Manage Roles")?;
         let action = if add { Action::RoleAdded } else { Action::RoleRemoved };
-        let details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
-        if caller.is_test() {
-            return self.dry_run(caller, action, details).await;
-        }
         let _target = self.targets.lock(("role", guild_id, user_id, role_id)).await;
-        let roles = self.ops.member_roles(guild_id, user_id).await.map_err(discord)?.ok_or_else(|| {
+        let roles = self.call(guild_id, Call::Member(user_id), self.ops.member_roles(guild_id, user_id)).await?;
+        let roles = roles.ok_or_else(|| {
             discord(DiscordError::Refused {
                 status: 404,
                 code: crate::discord::codes::UNKNOWN_MEMBER,
@@ -238,19 +386,16 @@ impl GuildActions {
             })
         })?;
         if roles.contains(&role_id) == add {
-            // Discord is not asked, so say what it would: removing a role the
-            // guild does not have is an error, not "already done".
-            if !add && self.ops.role_exists(guild_id, role_id) == Some(false) {
-                return Err(discord(DiscordError::Refused {
-                    status: 404,
-                    code: crate::discord::codes::UNKNOWN_ROLE,
-                    message: "Unknown Role".to_owned(),
-                }));
-            }
-            return Ok(WriteOutcome { changed: false, dry_run: false, audit_event_id: None });
+            return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
+        let details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
+        if caller.is_test() {
+            return self.dry_run(caller, action, details).await;
+        }
+        self.spend(caller, WriteKind::Role).await?;
         let audit_reason = Self::audit_reason(caller, None);
-        self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason).await.map_err(discord)?;
+        let write = self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason);
+        self.call(guild_id, Call::Role { user: user_id, role: role_id }, write).await?;
         self.applied(caller, action, details).await
     }
 

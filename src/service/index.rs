@@ -43,7 +43,7 @@ use tokio::sync::Mutex;
 
 use super::usage::KeyUsage;
 use crate::audit::KeyRef;
-use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
+use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
 use crate::store::{IndexRow, Store};
 
 /// A key's request budget (GCRA), shared by every request with the key.
@@ -63,8 +63,20 @@ pub struct KeyInfo {
     pub environment: Environment,
     pub scopes: Scopes,
     revoked: bool,
-    /// `None` for anywhere (most keys): 8 bytes, not an empty list's 16.
-    allowed_ips: Option<Box<AllowedIps>>,
+    suspended: bool,
+    /// `None` for a key with neither an IP allow-list nor a role list (most
+    /// keys): 8 bytes, not two empty lists' 32.
+    lists: Option<Box<KeyLists>>,
+}
+
+/// A key's optional allow-lists, kept apart from [`KeyInfo`] so a key
+/// without any costs one null pointer.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct KeyLists {
+    ips: AllowedIps,
+    roles: AllowedRoles,
+    ban_budget: Option<u32>,
+    role_budget: Option<u32>,
 }
 
 impl KeyInfo {
@@ -79,7 +91,19 @@ impl KeyInfo {
             environment: k.environment,
             scopes: k.scopes,
             revoked: k.revoked_at.is_some(),
-            allowed_ips: (!k.allowed_ips.is_empty()).then(|| Box::new(k.allowed_ips.clone())),
+            suspended: k.suspended,
+            lists: (!k.allowed_ips.is_empty()
+                || !k.allowed_roles.is_empty()
+                || k.ban_budget.is_some()
+                || k.role_budget.is_some())
+            .then(|| {
+                Box::new(KeyLists {
+                    ips: k.allowed_ips.clone(),
+                    roles: k.allowed_roles.clone(),
+                    ban_budget: k.ban_budget,
+                    role_budget: k.role_budget,
+                })
+            }),
         }
     }
 
@@ -95,12 +119,24 @@ impl KeyInfo {
     /// [`Self::status`] at `now_ms` milliseconds since the epoch (no
     /// calendar arithmetic: every request asks).
     pub fn status_at_ms(&self, now_ms: i64) -> KeyStatus {
-        KeyStatus::of(self.revoked, self.expires_at_ms <= now_ms)
+        KeyStatus::of(self.revoked, self.expires_at_ms <= now_ms, self.suspended)
+    }
+
+    /// Whether the key's own role list lets it touch `role_id` (the safety
+    /// rules apply on top: `service::guard`).
+    pub fn allows_role(&self, role_id: u64) -> bool {
+        self.lists.as_ref().is_none_or(|lists| lists.roles.allows(role_id))
+    }
+
+    /// The key's own breaker budgets (bans, role changes per 10 minutes);
+    /// `None` for the configured default.
+    pub fn budgets(&self) -> (Option<u32>, Option<u32>) {
+        self.lists.as_ref().map_or((None, None), |l| (l.ban_budget, l.role_budget))
     }
 
     /// Whether a request from `ip` may use this key (its allow-list).
     pub fn allows(&self, ip: std::net::IpAddr) -> bool {
-        self.allowed_ips.as_ref().is_none_or(|ips| ips.allows(ip))
+        self.lists.as_ref().is_none_or(|lists| lists.ips.allows(ip))
     }
 
     pub fn key_ref(&self) -> KeyRef {
@@ -579,6 +615,10 @@ mod tests {
             revoked_at: None,
             rate_limit_per_minute: 60,
             allowed_ips: AllowedIps::default(),
+            allowed_roles: AllowedRoles::default(),
+            suspended: false,
+            ban_budget: None,
+            role_budget: None,
             hash: KeyHash([byte; 32]),
             previous: previous.map(|b| (KeyHash([b; 32]), Utc::now())),
         })

@@ -7,6 +7,7 @@
 //! poster. Verification ([`KeyService::authenticate`]) reads only memory.
 
 pub mod actions;
+pub mod guard;
 pub mod index;
 pub mod outbox;
 pub mod usage;
@@ -21,8 +22,8 @@ use tokio::sync::Notify;
 use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
 use crate::config::KeysConfig;
 use crate::keys::{
-    parse_rate_limit, token, AllowedIps, Environment, InvalidInput, KeyId, KeyName, KeyRecord, KeyStatus, Malformed,
-    PlainKey, Scope, Scopes, Ttl,
+    parse_budget, parse_rate_limit, token, AllowedIps, AllowedRoles, Environment, InvalidInput, KeyId, KeyName,
+    KeyRecord, KeyStatus, Malformed, PlainKey, Scope, Scopes, Ttl,
 };
 use crate::store::{AuditChannelBefore, NewKeyRow, PostsOff, Rotation, Store};
 
@@ -80,6 +81,25 @@ pub enum Error {
     /// Anything else: storage, I/O. Logged in full, shown as a generic message.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// The key is suspended (reversibly); `/apikey resume` brings it back.
+    #[error("the key {0} is suspended; an admin can resume it with /apikey resume")]
+    Suspended(String),
+    /// Resuming a key that is not suspended.
+    #[error("the key {0} is not suspended")]
+    NotSuspended(String),
+    /// A role a key may never touch, or one outside the key's own list.
+    #[error("{0}")]
+    RoleNotAllowed(String),
+    /// A member no key may ban (the owner, a moderator, one above the bot).
+    #[error("{0}")]
+    MemberProtected(String),
+    /// The circuit breaker suspended the key making this write.
+    #[error("{0}")]
+    BreakerTripped(String),
+    /// Discord calls for this guild are paused: Discord refused too many
+    /// of them lately, and more would risk the bot's access for every guild.
+    #[error("{message}")]
+    DiscordPaused { message: String, retry_after_secs: u64 },
     /// A reference across all guilds that only a guild can settle: a name
     /// (names are unique, if at all, only within a guild) or a prefix
     /// shared by keys of several guilds. Lists the guilds to choose from.
@@ -106,6 +126,9 @@ pub struct KeyRequest<'a> {
     pub expires_in: Option<&'a str>,
     pub rate_limit: Option<i64>,
     pub allowed_ips: Option<&'a str>,
+    pub allowed_roles: Option<&'a str>,
+    pub ban_budget: Option<i64>,
+    pub role_budget: Option<i64>,
 }
 
 /// A key request that passed every check.
@@ -117,6 +140,9 @@ pub struct KeyDraft {
     pub expires_in: Option<Ttl>,
     pub rate_limit: Option<u32>,
     pub allowed_ips: AllowedIps,
+    pub allowed_roles: AllowedRoles,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
 }
 
 impl KeyDraft {
@@ -128,6 +154,9 @@ impl KeyDraft {
             expires_in: r.expires_in.map(|s| Ttl::parse("expires_in", s)).transpose()?,
             rate_limit: r.rate_limit.map(parse_rate_limit).transpose()?,
             allowed_ips: r.allowed_ips.map(AllowedIps::parse).transpose()?.unwrap_or_default(),
+            allowed_roles: r.allowed_roles.map(AllowedRoles::parse).transpose()?.unwrap_or_default(),
+            ban_budget: r.ban_budget.map(|n| parse_budget("ban_budget", n)).transpose()?,
+            role_budget: r.role_budget.map(|n| parse_budget("role_budget", n)).transpose()?,
         })
     }
 }
@@ -254,6 +283,9 @@ impl KeyService {
             expires_at,
             rate_limit_per_minute: rate_limit,
             allowed_ips: &draft.allowed_ips,
+            allowed_roles: &draft.allowed_roles,
+            ban_budget: draft.ban_budget,
+            role_budget: draft.role_budget,
         };
         let event = NewAuditEvent {
             guild_id,
@@ -267,6 +299,9 @@ impl KeyService {
                 "expires_at": expires_at,
                 "rate_limit_per_minute": rate_limit,
                 "allowed_ips": draft.allowed_ips.entries(),
+                "allowed_roles": draft.allowed_roles.ids().iter().map(u64::to_string).collect::<Vec<_>>(),
+                "ban_budget": draft.ban_budget.unwrap_or(self.inner.cfg.default_ban_budget),
+                "role_budget": draft.role_budget.unwrap_or(self.inner.cfg.default_role_budget),
             }),
         };
         let max = self.inner.cfg.max_per_guild;
@@ -324,7 +359,7 @@ impl KeyService {
         for pick in [
             &(|k: &KeyRecord| k.id.as_str() == reference) as &dyn Fn(&KeyRecord) -> bool,
             &|k: &KeyRecord| k.prefix == reference,
-            &|k: &KeyRecord| k.status(now) == KeyStatus::Active,
+            &|k: &KeyRecord| k.status(now).holds_a_place(),
         ] {
             if found.len() > 1 {
                 let narrowed: Vec<_> = found.iter().filter(|k| pick(k)).cloned().collect();
@@ -356,13 +391,51 @@ impl KeyService {
         Ok(self.inner.store.get_key(&key.id).await?.unwrap_or(key))
     }
 
+    /// Suspends a key (`suspend`) or resumes a suspended one: reversible,
+    /// unlike a revocation. A suspended key is refused (401 `key_suspended`)
+    /// and still counts against the guild's active-key limit.
+    #[tracing::instrument(skip_all, fields(key_id, suspend))]
+    pub async fn set_suspended(
+        &self,
+        guild_id: Option<u64>,
+        reference: &str,
+        suspend: bool,
+        actor: &Actor,
+        details: serde_json::Value,
+    ) -> Result<KeyRecord> {
+        let key = self.find(guild_id, reference).await?;
+        tracing::Span::current().record("key_id", key.id.as_str());
+        let now = Utc::now();
+        match (key.status(now), suspend) {
+            (KeyStatus::Revoked, _) => return Err(Error::Revoked(describe(&key))),
+            (KeyStatus::Expired, _) => return Err(Error::Expired(describe(&key))),
+            (KeyStatus::Suspended, true) => return Err(Error::Suspended(describe(&key))),
+            (KeyStatus::Active, false) => return Err(Error::NotSuspended(describe(&key))),
+            _ => {}
+        }
+        let action = if suspend { Action::KeySuspended } else { Action::KeyResumed };
+        let event = self.key_event(&key, action, actor, details);
+        if !self.change_key(&key.id, self.inner.store.set_suspended(&key.id, suspend, now, &event)).await? {
+            // Raced with another change: say what the key is now.
+            let now_key = self.find(guild_id, key.id.as_str()).await?;
+            return Err(match now_key.status(now) {
+                KeyStatus::Revoked => Error::Revoked(describe(&now_key)),
+                KeyStatus::Expired => Error::Expired(describe(&now_key)),
+                KeyStatus::Suspended => Error::Suspended(describe(&now_key)),
+                KeyStatus::Active => Error::NotSuspended(describe(&now_key)),
+            });
+        }
+        tracing::info!(key_id = %key.id, guild_id = key.guild_id, suspend, "key suspension changed");
+        Ok(self.inner.store.get_key(&key.id).await?.map_or(key, |k| self.with_pending_usage(k)))
+    }
+
     /// Deletes a revoked or expired key for good.
     #[tracing::instrument(skip_all, fields(key_id))]
     pub async fn delete(&self, guild_id: Option<u64>, reference: &str, actor: &Actor) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
         let now = Utc::now();
-        if key.status(now) == KeyStatus::Active {
+        if key.status(now).holds_a_place() {
             return Err(Error::StillActive(describe(&key)));
         }
         let event = self.key_event(&key, Action::KeyDeleted, actor, serde_json::json!({}));
@@ -388,7 +461,8 @@ impl KeyService {
         match key.status(now) {
             KeyStatus::Revoked => return Err(Error::Revoked(describe(&key))),
             KeyStatus::Expired => return Err(Error::Expired(describe(&key))),
-            KeyStatus::Active => {}
+            // A suspended key keeps its suspension across a new secret.
+            KeyStatus::Active | KeyStatus::Suspended => {}
         }
         let secret = token::generate(&self.inner.cfg.prefix, key.environment);
         let prefix = secret.display_prefix();
@@ -515,6 +589,15 @@ impl KeyService {
         })
     }
 
+    /// Records an event guildkey itself caused (actor `guildkey`), such as
+    /// pausing Discord calls for a guild.
+    pub async fn record_system_event(&self, guild_id: u64, action: Action, details: serde_json::Value) -> Result<i64> {
+        let event = NewAuditEvent { guild_id, action, actor: Actor::System, key: None, test: false, details };
+        let id = self.inner.store.insert_audit(&event, Utc::now()).await?;
+        self.inner.audit_posted.notify_one();
+        Ok(id)
+    }
+
     /// Verifies a presented token from memory alone: shape and checksum
     /// first (no lookup for a malformed token), then the index by hash,
     /// then status and IP allow-list. Notes the use for the batched flush.
@@ -533,6 +616,7 @@ impl KeyService {
         match key.status_at_ms(now_ms) {
             KeyStatus::Revoked => return Err(Error::Revoked(describe_named(&key.name, &key.prefix))),
             KeyStatus::Expired => return Err(Error::Expired(describe_named(&key.name, &key.prefix))),
+            KeyStatus::Suspended => return Err(Error::Suspended(describe_named(&key.name, &key.prefix))),
             KeyStatus::Active => {}
         }
         if entry.valid_until_ms.is_some_and(|until| until <= now_ms) {

@@ -170,6 +170,7 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<AuditEvent> {
     let actor = match (kind.as_str(), user) {
         ("user", Some(id)) => Actor::User(id_from_sql(id)).label(),
         ("api_key", _) => "An API key".to_owned(),
+        ("system", _) => Actor::System.label(),
         _ => "The operator CLI".to_owned(),
     };
     let details: String = row.try_get("details")?;

@@ -8,7 +8,7 @@ use sqlx::{Connection, Row};
 
 use super::{from_millis, id_from_sql, id_to_sql, to_millis, AuditChannelBefore, Store};
 use crate::audit::NewAuditEvent;
-use crate::keys::{AllowedIps, Environment, KeyHash, KeyId, KeyRecord, Scopes};
+use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyRecord, Scopes};
 
 /// A key about to be inserted.
 pub struct NewKeyRow<'a> {
@@ -23,6 +23,9 @@ pub struct NewKeyRow<'a> {
     pub expires_at: Option<DateTime<Utc>>,
     pub rate_limit_per_minute: u32,
     pub allowed_ips: &'a AllowedIps,
+    pub allowed_roles: &'a AllowedRoles,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
 }
 
 /// A new secret for an existing key.
@@ -44,7 +47,8 @@ pub struct KeyChanges {
 }
 
 const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, created_by, \
-     last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at";
+     last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at, \
+     allowed_roles, suspended_at, ban_budget, role_budget";
 
 /// What the in-memory index keeps of a key: what verification and its
 /// callers need (no bookkeeping columns), with the hashes presented tokens
@@ -60,6 +64,10 @@ pub struct IndexRow {
     pub revoked_at: Option<DateTime<Utc>>,
     pub rate_limit_per_minute: u32,
     pub allowed_ips: AllowedIps,
+    pub allowed_roles: AllowedRoles,
+    pub suspended: bool,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
     pub hash: KeyHash,
     /// A rotated-out secret's hash and when it stops working.
     pub previous: Option<(KeyHash, DateTime<Utc>)>,
@@ -70,10 +78,29 @@ pub struct IndexRow {
 /// minute; one text value per page of rows takes a few seconds.
 const INDEX_JSON: &str = "json_group_array(json_array(api_key_id, guild_id, name, prefix, environment, scopes, \
      expires_at, revoked_at, rate_limit_per_minute, allowed_ips, hex(key_hash), hex(previous_hash), \
-     previous_hash_expires_at))";
+     previous_hash_expires_at, allowed_roles, suspended_at is not null, ban_budget, role_budget))";
 
-type JsonIndexRow =
-    (String, i64, String, String, String, String, Option<i64>, Option<i64>, i64, String, String, String, Option<i64>);
+/// One index row as `INDEX_JSON` writes it: a JSON array, read positionally.
+#[derive(serde::Deserialize)]
+struct JsonIndexRow(
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
 impl Store {
     /// Inserts the key only if the guild has fewer than `max_active` active
@@ -90,8 +117,9 @@ impl Store {
         let mut tx = writer.begin().await?;
         let inserted = sqlx::query(
             "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
-                 created_by, expires_at, rate_limit_per_minute, allowed_ips, updated_at) \
-             select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?8 \
+                 created_by, expires_at, rate_limit_per_minute, allowed_ips, allowed_roles, ban_budget, role_budget, \
+                 updated_at) \
+             select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14, ?15, ?16, ?8 \
              where (select count(*) from api_key where guild_id = ?2 and revoked_at is null \
                     and (expires_at is null or expires_at > ?8)) < ?13",
         )
@@ -108,6 +136,9 @@ impl Store {
         .bind(i64::from(row.rate_limit_per_minute))
         .bind(row.allowed_ips.to_storage())
         .bind(i64::from(max_active))
+        .bind(row.allowed_roles.to_storage())
+        .bind(row.ban_budget.map(i64::from))
+        .bind(row.role_budget.map(i64::from))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -272,6 +303,37 @@ impl Store {
         Ok(done)
     }
 
+    /// Suspends (`Some(now)`) or resumes (`None`) a key that is not revoked
+    /// or expired. Returns false when the key is not in a state to change
+    /// (already so, revoked, expired or gone).
+    pub async fn set_suspended(
+        &self,
+        id: &KeyId,
+        suspend: bool,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
+        let done = sqlx::query(
+            "update api_key set suspended_at = case when ?3 then ?1 else null end, updated_at = ?1 \
+             where api_key_id = ?2 and revoked_at is null and (expires_at is null or expires_at > ?1) \
+             and (suspended_at is null) = ?3",
+        )
+        .bind(to_millis(now))
+        .bind(id.as_str())
+        .bind(suspend)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            Self::insert_audit_in(&mut tx, event, now).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
     /// Deletes a key only if it is revoked or expired. Returns false if not.
     pub async fn delete_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
         let mut writer = self.writer.lock().await;
@@ -405,8 +467,25 @@ impl Store {
 }
 
 fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
-    let (id, guild_id, name, prefix, environment, scopes, expires_at, revoked_at, rate, allowed, hash, previous, until) =
-        r;
+    let JsonIndexRow(
+        id,
+        guild_id,
+        name,
+        prefix,
+        environment,
+        scopes,
+        expires_at,
+        revoked_at,
+        rate,
+        allowed,
+        hash,
+        previous,
+        until,
+        roles,
+        suspended,
+        ban_budget,
+        role_budget,
+    ) = r;
     let hash = from_hex(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
     Ok(IndexRow {
         id: KeyId::from_stored(id),
@@ -419,6 +498,10 @@ fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
         revoked_at: revoked_at.map(from_millis),
         rate_limit_per_minute: rate as u32,
         allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
+        allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
+        suspended: suspended != 0,
+        ban_budget: ban_budget.map(|n| n as u32),
+        role_budget: role_budget.map(|n| n as u32),
         hash,
         previous: from_hex(&previous).zip(until.map(from_millis)),
     })
@@ -435,6 +518,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {
     let environment: String = row.try_get("environment")?;
     let scopes: String = row.try_get("scopes")?;
     let allowed: String = row.try_get("allowed_ips")?;
+    let roles: String = row.try_get("allowed_roles")?;
     let millis = |col: &str| -> anyhow::Result<Option<DateTime<Utc>>> {
         Ok(row.try_get::<Option<i64>, _>(col)?.map(from_millis))
     };
@@ -454,5 +538,9 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {
         rate_limit_per_minute: row.try_get::<i64, _>("rate_limit_per_minute")? as u32,
         allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
         previous_secret_expires_at: millis("previous_hash_expires_at")?,
+        allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
+        suspended_at: millis("suspended_at")?,
+        ban_budget: row.try_get::<Option<i64>, _>("ban_budget")?.map(|n| n as u32),
+        role_budget: row.try_get::<Option<i64>, _>("role_budget")?.map(|n| n as u32),
     })
 }

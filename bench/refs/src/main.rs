@@ -212,6 +212,7 @@ async fn changes(db: &str, n: usize) -> anyhow::Result<()> {
         prefix: "gk".into(),
         default_rate_limit_per_minute: 60,
         last_used_flush_seconds: 5,
+        ..guildkey::config::Config::default().keys
     };
     let t = Instant::now();
     let service = KeyService::new(store.clone(), cfg).await?;

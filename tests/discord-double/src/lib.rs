@@ -558,6 +558,32 @@ impl Double {
         }
     }
 
+    /// Changes a role's permission bits, re-resolves its members' permissions, and tells the
+    /// bot with a GUILD_ROLE_UPDATE (GUILDS intent), as Discord does when an admin edits a role.
+    pub fn set_role_permissions(&self, guild_id: u64, role_id: u64, permissions: u64) -> usize {
+        let role_json = {
+            let mut st = self.inner.state();
+            let Some(g) = st.guilds.get_mut(&guild_id) else { return 0 };
+            let Some(role) = g.roles.get_mut(&role_id) else { return 0 };
+            role.permissions = permissions;
+            let role_json = State::role_json(role);
+            let members: Vec<(u64, Vec<u64>)> = g.members.values().map(|m| (m.user_id, m.roles.clone())).collect();
+            for (user_id, roles) in members {
+                let perms = State::resolve(g, user_id, &roles);
+                if let Some(m) = g.members.get_mut(&user_id) {
+                    m.permissions = perms;
+                }
+            }
+            role_json
+        };
+        gateway::dispatch(
+            &self.inner,
+            "GUILD_ROLE_UPDATE",
+            serde_json::json!({ "guild_id": guild_id.to_string(), "role": role_json }),
+            Some(gateway::intents::GUILDS),
+        )
+    }
+
     /// Commands registered for a guild (`None`: global ones), as the double stores them.
     pub fn registered_commands(&self, guild_id: Option<u64>) -> Vec<Value> {
         let st = self.inner.state();

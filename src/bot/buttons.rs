@@ -1,0 +1,59 @@
+//! The audit channel's buttons: when guildkey itself suspends a key (its
+//! circuit breaker tripped), the audit entry carries **Resume** and
+//! **Revoke** buttons. A press is answered here, for members who may manage
+//! keys only; the answer replaces the buttons, so the channel shows who
+//! decided what.
+
+use poise::serenity_prelude as serenity;
+
+use super::error::{discord_err, user_message};
+use super::{render, Data};
+use crate::audit::Actor;
+use crate::discord::AUDIT_BUTTON_PREFIX;
+use crate::service::Error;
+
+/// Answers a press of one of the audit channel's buttons; other
+/// components (the commands' confirm buttons) are left to their collectors.
+pub async fn on_press(
+    ctx: &serenity::Context,
+    data: &Data,
+    press: &serenity::ComponentInteraction,
+) -> Result<(), Error> {
+    let Some((action, key)) = press.data.custom_id.strip_prefix(AUDIT_BUTTON_PREFIX).and_then(|r| r.split_once(':'))
+    else {
+        return Ok(());
+    };
+    let ephemeral = |text: String| {
+        serenity::CreateInteractionResponse::Message(
+            serenity::CreateInteractionResponseMessage::new().content(text).ephemeral(true),
+        )
+    };
+    let may_manage =
+        press.member.as_ref().and_then(|m| m.permissions).is_some_and(|p| p.administrator() || p.manage_guild());
+    let (Some(guild_id), true) = (press.guild_id, may_manage) else {
+        let refusal = ephemeral("🔒 Only members with Manage Server can answer this.".to_owned());
+        return press.create_response(ctx, refusal).await.map_err(discord_err);
+    };
+    let actor = Actor::User(press.user.id.get());
+    let who = press.user.id;
+    let guild = Some(guild_id.get());
+    let outcome =
+        match action {
+            "resume" => data.keys.set_suspended(guild, key, false, &actor, serde_json::json!({})).await.map(|k| {
+                format!("▶️ <@{who}> resumed **{}** (`{}`); it works again.", render::safe(&k.name), k.prefix)
+            }),
+            "revoke" => data
+                .keys
+                .revoke(guild, key, &actor)
+                .await
+                .map(|k| format!("⛔ <@{who}> revoked **{}** (`{}`) for good.", render::safe(&k.name), k.prefix)),
+            _ => return Ok(()),
+        };
+    let response = match outcome {
+        Ok(text) => serenity::CreateInteractionResponse::UpdateMessage(
+            serenity::CreateInteractionResponseMessage::new().content(text).components(vec![]),
+        ),
+        Err(e) => ephemeral(user_message(&e)),
+    };
+    press.create_response(ctx, response).await.map_err(discord_err)
+}

@@ -1,0 +1,422 @@
+//! Guarding a guild against its own keys, and the bot's access to Discord
+//! against one guild.
+//!
+//! - **Roles a key may touch** ([`check_role`]): whatever a key's own
+//!   `allowed_roles` say, a role that carries a dangerous permission, is
+//!   managed, is `@everyone`, or sits at or above the bot's top role is never
+//!   added or removed through the API. Checked against the gateway cache's
+//!   hierarchy before any Discord call.
+//! - **Members a key may ban** ([`check_ban_target`]): not the owner, not a
+//!   member holding a dangerous permission, not one the bot cannot outrank.
+//! - **What the bot may do** ([`check_bot_may`]): a write the bot lacks the
+//!   permission for is refused here, not by Discord.
+//! - **Discord's refusals** ([`DiscordGuard`]): Discord cuts a bot off from
+//!   its API, for every guild, after 10,000 invalid requests (401, 403, 429)
+//!   from one IP in 10 minutes. A refusal is remembered briefly and answered
+//!   again without asking; a guild whose calls Discord keeps refusing gets
+//!   its Discord calls paused until its count falls.
+//!
+//! Pure rules over what the adapter ([`crate::discord`]) reports; no I/O.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::index::KeyInfo;
+use super::{Error, Result};
+use crate::discord::permissions as p;
+use crate::discord::{DiscordError, Standing};
+
+/// Permissions that make a role (or a member) a way to take a server over.
+/// A key never grants or removes such a role, nor bans such a member.
+pub const DANGEROUS: [(u64, &str); 8] = [
+    (p::ADMINISTRATOR, "Administrator"),
+    (p::MANAGE_GUILD, "Manage Server"),
+    (p::MANAGE_ROLES, "Manage Roles"),
+    (p::BAN_MEMBERS, "Ban Members"),
+    (p::KICK_MEMBERS, "Kick Members"),
+    (p::MANAGE_CHANNELS, "Manage Channels"),
+    (p::MANAGE_WEBHOOKS, "Manage Webhooks"),
+    (p::MODERATE_MEMBERS, "Moderate Members"),
+];
+
+/// The names of the dangerous permissions among `bits`.
+fn dangerous_in(bits: u64) -> Vec<&'static str> {
+    DANGEROUS.iter().filter(|(bit, _)| bits & bit != 0).map(|(_, name)| *name).collect()
+}
+
+/// How long a Discord refusal (403) is answered again without asking.
+pub const REFUSAL_TTL: Duration = Duration::from_secs(30);
+
+fn not_ready() -> Error {
+    Error::Discord(
+        "the bot has not yet received this server's roles from Discord (it is starting or reconnecting); \
+         try again in a few seconds"
+            .to_owned(),
+    )
+}
+
+/// May this key add or remove `role_id`? The key's own list first, then the
+/// rules no key can lift. `standing` is the gateway cache's view; without
+/// it nothing is allowed (fail closed).
+pub fn check_role(key: &KeyInfo, standing: Option<&Standing>, role_id: u64) -> Result<()> {
+    check_role_list(key, role_id)?;
+    if role_id == key.guild_id {
+        return Err(Error::RoleNotAllowed("@everyone is not a role a key can give or take".to_owned()));
+    }
+    let standing = standing.ok_or_else(not_ready)?;
+    let Some(role) = standing.roles.get(&role_id) else {
+        // What Discord would answer, without asking it.
+        return Err(Error::Discord(
+            DiscordError::Refused {
+                status: 404,
+                code: crate::discord::codes::UNKNOWN_ROLE,
+                message: "Unknown Role".into(),
+            }
+            .to_string(),
+        ));
+    };
+    if role.managed {
+        return Err(Error::RoleNotAllowed(format!(
+            "<@&{role_id}> is managed by an integration (a bot's or the booster role); keys cannot change it"
+        )));
+    }
+    let dangerous = dangerous_in(role.permissions);
+    if !dangerous.is_empty() {
+        return Err(Error::RoleNotAllowed(format!(
+            "<@&{role_id}> carries {}; guildkey never lets a key give or take such a role",
+            dangerous.join(", ")
+        )));
+    }
+    if standing.bot_id != standing.owner_id && role.position >= standing.bot_top_position() {
+        return Err(Error::RoleNotAllowed(format!(
+            "<@&{role_id}> sits at or above the bot's highest role; move the bot's role above it in Server \
+             Settings → Roles if keys should manage it"
+        )));
+    }
+    Ok(())
+}
+
+/// Does the key's own `allowed_roles` list (if it has one) name the role?
+pub fn check_role_list(key: &KeyInfo, role_id: u64) -> Result<()> {
+    if key.allows_role(role_id) {
+        return Ok(());
+    }
+    Err(Error::RoleNotAllowed(format!(
+        "this key may only change the roles in its allowed_roles list, and <@&{role_id}> is not in it"
+    )))
+}
+
+/// May a key ban (or check the ban of) this user? `member_roles` is `None`
+/// for a user who is not a member (anyone may be banned pre-emptively).
+pub fn check_ban_target(standing: &Standing, user_id: u64, member_roles: Option<&[u64]>) -> Result<()> {
+    if user_id == standing.owner_id {
+        return Err(Error::MemberProtected("the server's owner cannot be banned".to_owned()));
+    }
+    if user_id == standing.bot_id {
+        return Err(Error::MemberProtected("guildkey will not ban its own bot".to_owned()));
+    }
+    let Some(roles) = member_roles else { return Ok(()) };
+    let dangerous = dangerous_in(standing.permissions_of(user_id, roles));
+    if !dangerous.is_empty() {
+        return Err(Error::MemberProtected(format!(
+            "<@{user_id}> holds {}; guildkey never lets a key ban a member with such permissions",
+            dangerous.join(", ")
+        )));
+    }
+    if standing.bot_id != standing.owner_id && standing.top_position(roles) >= standing.bot_top_position() {
+        return Err(Error::MemberProtected(format!(
+            "<@{user_id}>'s highest role is at or above the bot's, so Discord would refuse the ban"
+        )));
+    }
+    Ok(())
+}
+
+/// Does the bot hold `permission` in the guild? Answered as Discord would
+/// (Missing Permissions), without asking it.
+pub fn check_bot_may(standing: Option<&Standing>, permission: u64, name: &str) -> Result<()> {
+    let standing = standing.ok_or_else(not_ready)?;
+    if standing.bot_permissions() & permission == permission {
+        return Ok(());
+    }
+    Err(Error::Discord(format!(
+        "Missing Permissions: the bot lacks {name} in this server (checked by guildkey; Discord was not asked). \
+         Give the bot's role {name} in Server Settings → Roles"
+    )))
+}
+
+/// What a remembered refusal was for: a ban check is refused guild-wide
+/// (a missing permission), a write for its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    BanCheck,
+    Ban(u64),
+    Unban(u64),
+    Member(u64),
+    Role { user: u64, role: u64 },
+}
+
+/// Discord's recent refusals and each guild's pause. One per process.
+pub struct DiscordGuard {
+    budget: u32,
+    refusals: Mutex<HashMap<(u64, Call), (Instant, String)>>,
+    /// Guilds whose pause has been announced, until when.
+    announced: Mutex<HashMap<u64, Instant>>,
+}
+
+impl DiscordGuard {
+    const MAX_REFUSALS: usize = 10_000;
+
+    pub fn new(budget: u32) -> Self {
+        Self { budget: budget.max(1), refusals: Mutex::default(), announced: Mutex::default() }
+    }
+
+    pub fn budget(&self) -> u32 {
+        self.budget
+    }
+
+    /// A refusal Discord gave this call lately, answered again.
+    pub fn remembered(&self, guild_id: u64, call: Call) -> Option<Error> {
+        let refusals = self.refusals.lock().expect("refusals lock poisoned");
+        let (at, message) = refusals.get(&(guild_id, call))?;
+        let age = at.elapsed();
+        (age < REFUSAL_TTL).then(|| {
+            Error::Discord(format!(
+                "{message} (Discord refused this {} s ago; guildkey asks again in {} s)",
+                age.as_secs(),
+                (REFUSAL_TTL - age).as_secs().max(1)
+            ))
+        })
+    }
+
+    /// Remembers a refusal worth not repeating (403: missing permission or
+    /// access, which a retry would only repeat).
+    pub fn note(&self, guild_id: u64, call: Call, error: &DiscordError) {
+        if !matches!(error, DiscordError::Refused { status: 401 | 403, .. }) {
+            return;
+        }
+        let mut refusals = self.refusals.lock().expect("refusals lock poisoned");
+        if refusals.len() >= Self::MAX_REFUSALS {
+            refusals.retain(|_, (at, _)| at.elapsed() < REFUSAL_TTL);
+            if refusals.len() >= Self::MAX_REFUSALS {
+                refusals.clear();
+            }
+        }
+        refusals.insert((guild_id, call), (Instant::now(), error.to_string()));
+    }
+
+    /// Whether the guild's calls are paused: `recent` invalid answers over
+    /// the window, the budget spent, `frees_in` until one leaves it. Returns
+    /// the error to answer, and whether this is news (to announce once).
+    pub fn paused(&self, guild_id: u64, recent: usize, frees_in: Duration) -> Option<(Error, bool)> {
+        if recent < self.budget as usize {
+            return None;
+        }
+        let retry_after_secs = frees_in.as_secs().max(1);
+        let until = Instant::now() + frees_in;
+        let mut announced = self.announced.lock().expect("announced lock poisoned");
+        announced.retain(|_, until| *until > Instant::now());
+        let news = announced.insert(guild_id, until).is_none();
+        let message = format!(
+            "guildkey has paused its Discord calls for this server: Discord refused {recent} of them in the last \
+             10 minutes (the most allowed is {}), and more could get the bot cut off from Discord for every server. \
+             Check the bot's role and permissions; calls resume in {retry_after_secs} s",
+            self.budget
+        );
+        Some((Error::DiscordPaused { message, retry_after_secs }, news))
+    }
+}
+
+/// How far back the circuit breaker counts a key's writes.
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(600);
+
+/// What the circuit breaker counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteKind {
+    Ban,
+    Role,
+}
+
+impl WriteKind {
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Ban => "bans",
+            Self::Role => "role changes",
+        }
+    }
+}
+
+/// The circuit breaker on destructive writes: each key's bans and role
+/// changes over the last [`BREAKER_WINDOW`]. A key that has spent its
+/// budget makes no further write; the caller suspends it.
+#[derive(Default)]
+pub struct Breaker {
+    writes: Mutex<HashMap<(crate::keys::KeyId, WriteKind), std::collections::VecDeque<Instant>>>,
+}
+
+impl Breaker {
+    /// Counts one write of `kind` by `key` if the key has budget left;
+    /// false (and nothing counted) when it has spent it.
+    pub fn spend(&self, key: &crate::keys::KeyId, kind: WriteKind, budget: u32) -> bool {
+        let mut writes = self.writes.lock().expect("breaker lock poisoned");
+        if writes.len() >= 100_000 {
+            writes.retain(|_, times| times.back().is_some_and(|t| t.elapsed() < BREAKER_WINDOW));
+        }
+        let times = writes.entry((key.clone(), kind)).or_default();
+        while times.front().is_some_and(|t| t.elapsed() >= BREAKER_WINDOW) {
+            times.pop_front();
+        }
+        if times.len() >= budget as usize {
+            return false;
+        }
+        times.push_back(Instant::now());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discord::RoleFacts;
+
+    const GUILD: u64 = 100;
+    const BOT: u64 = 7;
+    const OWNER: u64 = 1;
+    const BOT_ROLE: u64 = 1_400_000_000_000_000_020;
+    const PLAIN: u64 = 1_400_000_000_000_000_021;
+    const HIGH: u64 = 1_400_000_000_000_000_022;
+    const MOD: u64 = 1_400_000_000_000_000_023;
+    const MANAGED: u64 = 1_400_000_000_000_000_024;
+
+    fn standing() -> Standing {
+        let role = |permissions, position, managed| RoleFacts { permissions, position, managed };
+        Standing {
+            guild_id: GUILD,
+            owner_id: OWNER,
+            bot_id: BOT,
+            bot_roles: vec![BOT_ROLE],
+            roles: HashMap::from([
+                (GUILD, role(0, 0, false)),
+                (BOT_ROLE, role(p::MANAGE_ROLES | p::BAN_MEMBERS, 5, true)),
+                (PLAIN, role(0, 2, false)),
+                (HIGH, role(0, 6, false)),
+                (MOD, role(p::MODERATE_MEMBERS, 1, false)),
+                (MANAGED, role(0, 1, true)),
+            ]),
+        }
+    }
+
+    fn key(allowed_roles: &str) -> KeyInfo {
+        KeyInfo::from_row(&crate::store::IndexRow {
+            id: crate::keys::KeyId::from_stored("key_0000000000000001".into()),
+            guild_id: GUILD,
+            name: "game".into(),
+            prefix: "gk_live_Ab3d".into(),
+            environment: crate::keys::Environment::Live,
+            scopes: crate::keys::Scopes::parse("roles.write").unwrap(),
+            expires_at: None,
+            revoked_at: None,
+            rate_limit_per_minute: 60,
+            allowed_ips: Default::default(),
+            allowed_roles: crate::keys::AllowedRoles::parse(allowed_roles).unwrap(),
+            suspended: false,
+            ban_budget: None,
+            role_budget: None,
+            hash: crate::keys::KeyHash([1; 32]),
+            previous: None,
+        })
+    }
+
+    fn refused(r: Result<()>) -> bool {
+        matches!(r, Err(Error::RoleNotAllowed(_)))
+    }
+
+    #[test]
+    fn a_plain_role_below_the_bot_is_allowed_and_nothing_dangerous_is() {
+        let s = standing();
+        assert!(check_role(&key(""), Some(&s), PLAIN).is_ok());
+        assert!(refused(check_role(&key(""), Some(&s), HIGH)), "above the bot");
+        assert!(refused(check_role(&key(""), Some(&s), MOD)), "moderate members");
+        assert!(refused(check_role(&key(""), Some(&s), MANAGED)), "managed");
+        assert!(refused(check_role(&key(""), Some(&s), BOT_ROLE)), "the bot's own role");
+        assert!(refused(check_role(&key(""), Some(&s), GUILD)), "@everyone");
+        assert!(matches!(check_role(&key(""), Some(&s), 999), Err(Error::Discord(m)) if m.contains("Unknown Role")));
+        assert!(matches!(check_role(&key(""), None, PLAIN), Err(Error::Discord(_))), "no cache: fail closed");
+    }
+
+    #[test]
+    fn every_dangerous_permission_makes_a_role_untouchable() {
+        for (bit, name) in DANGEROUS {
+            let mut s = standing();
+            s.roles.get_mut(&PLAIN).unwrap().permissions = bit;
+            match check_role(&key(""), Some(&s), PLAIN) {
+                Err(Error::RoleNotAllowed(m)) => assert!(m.contains(name), "{m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_keys_own_list_narrows_and_never_widens() {
+        let s = standing();
+        let other = 1_400_000_000_000_000_099u64;
+        assert!(refused(check_role(&key(&other.to_string()), Some(&s), PLAIN)), "not on the list");
+        assert!(check_role(&key(&format!("{PLAIN}")), Some(&s), PLAIN).is_ok());
+        assert!(refused(check_role(&key(&format!("{MOD}")), Some(&s), MOD)), "listed but dangerous");
+    }
+
+    #[test]
+    fn bans_spare_the_owner_the_bot_moderators_and_the_bots_betters() {
+        let s = standing();
+        let protected = |r: Result<()>| matches!(r, Err(Error::MemberProtected(_)));
+        assert!(check_ban_target(&s, 50, None).is_ok(), "a non-member");
+        assert!(check_ban_target(&s, 50, Some(&[PLAIN])).is_ok());
+        assert!(protected(check_ban_target(&s, OWNER, None)));
+        assert!(protected(check_ban_target(&s, BOT, Some(&[BOT_ROLE]))));
+        assert!(protected(check_ban_target(&s, 50, Some(&[MOD]))));
+        assert!(protected(check_ban_target(&s, 50, Some(&[HIGH]))));
+    }
+
+    #[test]
+    fn the_bots_missing_permission_is_answered_locally() {
+        let mut s = standing();
+        assert!(check_bot_may(Some(&s), p::BAN_MEMBERS, "Ban Members").is_ok());
+        s.roles.get_mut(&BOT_ROLE).unwrap().permissions = p::MANAGE_ROLES;
+        assert!(
+            matches!(check_bot_may(Some(&s), p::BAN_MEMBERS, "Ban Members"), Err(Error::Discord(m)) if m.contains("Ban Members"))
+        );
+    }
+
+    #[test]
+    fn the_breaker_lets_a_budget_through_per_key_and_kind_then_nothing() {
+        let breaker = Breaker::default();
+        let (a, b) = (crate::keys::KeyId::generate(), crate::keys::KeyId::generate());
+        assert!((0..3).all(|_| breaker.spend(&a, WriteKind::Ban, 3)));
+        assert!(!breaker.spend(&a, WriteKind::Ban, 3));
+        assert!(!breaker.spend(&a, WriteKind::Ban, 3), "a refused write is not counted, and stays refused");
+        assert!(breaker.spend(&a, WriteKind::Role, 3), "role changes count apart");
+        assert!(breaker.spend(&b, WriteKind::Ban, 3), "keys count apart");
+        assert!(breaker.spend(&a, WriteKind::Ban, 4), "a larger budget lets one more through");
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_and_a_spent_budget_pauses_once_announced() {
+        let guard = DiscordGuard::new(3);
+        let refused = DiscordError::Refused { status: 403, code: 50013, message: "Missing Permissions".into() };
+        assert!(guard.remembered(GUILD, Call::BanCheck).is_none());
+        guard.note(GUILD, Call::BanCheck, &refused);
+        assert!(
+            matches!(guard.remembered(GUILD, Call::BanCheck), Some(Error::Discord(m)) if m.contains("Missing Permissions"))
+        );
+        assert!(guard.remembered(GUILD + 1, Call::BanCheck).is_none(), "per guild");
+        guard.note(GUILD, Call::Ban(5), &DiscordError::Unavailable("down".into()));
+        assert!(guard.remembered(GUILD, Call::Ban(5)).is_none(), "only refusals are remembered");
+
+        assert!(guard.paused(GUILD, 2, Duration::ZERO).is_none());
+        let (first, news) = guard.paused(GUILD, 3, Duration::from_secs(40)).unwrap();
+        assert!(news);
+        assert!(matches!(first, Error::DiscordPaused { retry_after_secs: 40, .. }));
+        let (_, again) = guard.paused(GUILD, 4, Duration::from_secs(30)).unwrap();
+        assert!(!again, "announced once per pause");
+    }
+}
