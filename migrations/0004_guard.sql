@@ -56,3 +56,7 @@ drop table audit_event;
 alter table audit_event_new rename to audit_event;
 create index audit_event_guild on audit_event (guild_id, audit_event_id);
 create index audit_event_unposted on audit_event (audit_event_id) where posted_at is null;
+
+-- The leak guard: the Discord AutoMod rule guildkey created in the guild to
+-- block messages holding one of its keys; null when the guard is off.
+alter table guild_setting add column leak_guard_rule_id integer;

@@ -13,8 +13,9 @@
 # replayed first by every later `cargo test --test properties`: fix the code,
 # keep the shrunk input as a named test in `mod regressions`, commit both.
 #
-# The toolchain is stable, so there is no cargo-fuzz/libFuzzer here; proptest
-# is the engine. Set FUZZ_BATCH to change the cases per run in time mode.
+# Proptest is the engine here (fast to build, CI-sized); for coverage-guided
+# fuzzing with cargo-fuzz/libFuzzer see scripts/cargo-fuzz.sh. Set
+# FUZZ_BATCH to change the cases per run in time mode.
 # Exit code: 0 no findings, 1 findings, 2 bad usage or build failure.
 
 set -uo pipefail

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::discord::{GuildOps, SerenityGuildOps};
 use crate::service::actions::{BanCache, GuildActions};
+use crate::service::guard::DiscordGuard;
 use crate::service::{outbox, KeyService};
 use crate::store::Store;
 
@@ -67,9 +68,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let serenity_ops = Arc::new(SerenityGuildOps::default());
     let ops: Arc<dyn GuildOps> = serenity_ops.clone();
     let bans = Arc::new(BanCache::default());
-    let actions =
-        Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), config.discord.invalid_request_budget));
-    let state = crate::http::AppState::new(actions, &config.http);
+    let guard = Arc::new(DiscordGuard::new(config.discord.invalid_request_budget));
+    let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
+    let state = crate::http::AppState::new(actions.clone(), &config.http);
     let housekeeping = crate::http::spawn_housekeeping(&state);
     let router = crate::http::router(state);
 
@@ -84,12 +85,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if config.discord_is_proxied() {
         http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
     }
-    let data = crate::bot::Data { keys: keys.clone(), bans };
+    let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard };
     let framework = crate::bot::framework(data, config.discord.register_commands);
-    let mut client = serenity::ClientBuilder::new_with_http(http.build(), crate::bot::intents())
-        .framework(framework)
-        .await
-        .map_err(|e| StartError::Failed(format!("failed to set up the Discord client: {e}")))?;
+    let mut client = serenity::ClientBuilder::new_with_http(
+        http.build(),
+        crate::bot::intents(config.discord.message_content_intent),
+    )
+    .framework(framework)
+    .await
+    .map_err(|e| StartError::Failed(format!("failed to set up the Discord client: {e}")))?;
     serenity_ops.attach(client.http.clone(), client.cache.clone());
     let upkeep = {
         let keys = keys.clone();

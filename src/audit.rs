@@ -40,10 +40,13 @@ pub enum Action {
     /// guildkey stopped calling Discord for the guild for a while.
     #[serde(rename = "discord.paused")]
     DiscordPaused,
+    /// The leak guard (an AutoMod rule blocking pasted keys) on or off.
+    #[serde(rename = "leak_guard.set")]
+    LeakGuardSet,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -56,6 +59,7 @@ impl Action {
         Action::KeySuspended,
         Action::KeyResumed,
         Action::DiscordPaused,
+        Action::LeakGuardSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Action {
             Self::KeySuspended => "key.suspended",
             Self::KeyResumed => "key.resumed",
             Self::DiscordPaused => "discord.paused",
+            Self::LeakGuardSet => "leak_guard.set",
         }
     }
 
@@ -94,6 +99,7 @@ impl Action {
             Self::KeySuspended => "API key suspended",
             Self::KeyResumed => "API key resumed",
             Self::DiscordPaused => "Discord calls paused for this server",
+            Self::LeakGuardSet => "Leak guard changed",
         }
     }
 }
@@ -136,7 +142,8 @@ impl Actor {
         match self {
             Self::User(id) => id.to_string(),
             Self::ApiKey(k) => k.id.to_string(),
-            Self::Cli | Self::System => "cli".to_owned(),
+            Self::Cli => "cli".to_owned(),
+            Self::System => "guildkey".to_owned(),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct DiscordConfig {
     /// until the count falls again. Discord cuts the bot off from its API
     /// for every guild after 10,000 from one IP.
     pub invalid_request_budget: u32,
+    /// The operator enabled the privileged MESSAGE_CONTENT intent for the
+    /// bot: the leak guard then also revokes a key it catches in a message.
+    pub message_content_intent: bool,
 }
 
 /// Where slash commands are registered at start.
@@ -139,6 +142,7 @@ impl Default for Config {
                 api_base_url: DISCORD_API_DEFAULT.to_owned(),
                 register_commands: RegisterCommands::Global,
                 invalid_request_budget: 50,
+                message_content_intent: false,
             },
             database: DatabaseConfig { url: "sqlite://data/guildkey.db?mode=rwc".to_owned() },
             http: HttpConfig {
@@ -218,6 +222,9 @@ impl Config {
         }
         if let Some(v) = file.integer("discord", "invalid_request_budget", 1, 5000)? {
             cfg.discord.invalid_request_budget = v as u32;
+        }
+        if let Some(v) = file.bool("discord", "message_content_intent")? {
+            cfg.discord.message_content_intent = v;
         }
         if let Some(v) = file.string("database", "url")? {
             cfg.database.url = parse_db_url("database.url", &v)?;
@@ -314,6 +321,7 @@ impl Config {
             format!("discord.api_base_url = {}", self.discord.api_base_url),
             format!("discord.register_commands = {register}"),
             format!("discord.invalid_request_budget = {}", self.discord.invalid_request_budget),
+            format!("discord.message_content_intent = {}", self.discord.message_content_intent),
             format!("database.url = {}", mask_url_password(&self.database.url)),
             format!("http.bind = {}", self.http.bind),
             format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),

@@ -57,6 +57,7 @@ pub mod codes {
     pub const UNKNOWN_BAN: i64 = 10026;
     pub const MISSING_ACCESS: i64 = 50001;
     pub const MISSING_PERMISSIONS: i64 = 50013;
+    pub const UNKNOWN_AUTOMOD_RULE: i64 = 10066;
 }
 
 /// Discord's permission bits guildkey reasons about.
@@ -243,6 +244,21 @@ pub trait GuildOps: Send + Sync {
     ) -> Result<(), DiscordError>;
     /// Posts an audit event as an embed to a channel.
     async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError>;
+    /// Creates the leak guard's AutoMod rule: messages matching `pattern`
+    /// are blocked and, with `alert_channel`, reported there. Returns the
+    /// rule's id.
+    async fn create_leak_rule(
+        &self,
+        _guild_id: u64,
+        _pattern: &str,
+        _alert_channel: Option<u64>,
+    ) -> Result<u64, DiscordError> {
+        Err(DiscordError::Unavailable("AutoMod is not available".into()))
+    }
+    /// Deletes an AutoMod rule (gone already counts as done).
+    async fn delete_automod_rule(&self, _guild_id: u64, _rule_id: u64) -> Result<(), DiscordError> {
+        Err(DiscordError::Unavailable("AutoMod is not available".into()))
+    }
     /// The guild's hierarchy from the gateway cache; `None` if the cache
     /// cannot tell (guild not cached yet, or no cache).
     fn standing(&self, _guild_id: u64) -> Option<Standing> {
@@ -556,6 +572,50 @@ impl GuildOps for SerenityGuildOps {
         self.send_with(Some(event.guild_id), post, false).await.map(drop)
     }
 
+    async fn create_leak_rule(
+        &self,
+        guild_id: u64,
+        pattern: &str,
+        alert_channel: Option<u64>,
+    ) -> Result<u64, DiscordError> {
+        let mut actions = vec![serde_json::json!({
+            "type": 1,
+            "metadata": { "custom_message": "This message holds a guildkey API key, so it was blocked. Never paste a key in Discord; rotate it if it was shown anywhere." }
+        })];
+        if let Some(channel) = alert_channel {
+            actions.push(serde_json::json!({ "type": 2, "metadata": { "channel_id": channel.to_string() } }));
+        }
+        let body = serde_json::to_vec(&serde_json::json!({
+            "name": "guildkey: block pasted API keys",
+            "event_type": 1,
+            "trigger_type": 1,
+            "trigger_metadata": { "regex_patterns": [pattern] },
+            "actions": actions,
+            "enabled": true,
+        }))
+        .expect("JSON of plain values");
+        let g = GuildId::new(guild_id);
+        let post = || {
+            let request = Request::new(Route::GuildAutomodRules { guild_id: g }, LightMethod::Post);
+            with_reason(request.body(Some(body.clone())), "guildkey leak guard: block pasted API keys")
+        };
+        let rule = self.send_with(Some(guild_id), post, false).await?;
+        rule["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| DiscordError::Unavailable("Discord's answer had no rule id".into()))
+    }
+
+    async fn delete_automod_rule(&self, guild_id: u64, rule_id: u64) -> Result<(), DiscordError> {
+        let (g, r) = (GuildId::new(guild_id), serenity::all::RuleId::new(rule_id));
+        let delete = || Request::new(Route::GuildAutomodRule { guild_id: g, rule_id: r }, LightMethod::Delete);
+        match self.send(guild_id, delete).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(codes::UNKNOWN_AUTOMOD_RULE) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn standing(&self, guild_id: u64) -> Option<Standing> {
         let (_, cache) = self.client.get()?;
         let bot_id = cache.current_user().id;
@@ -589,9 +649,11 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     let colour = match event.action {
         Action::KeyCreated | Action::RoleAdded | Action::KeyResumed => Colour::new(0x57F287),
         Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded | Action::DiscordPaused => Colour::new(0xED4245),
-        Action::KeyRotated | Action::AuditChannelSet | Action::RoleRemoved | Action::KeySuspended => {
-            Colour::new(0xFEE75C)
-        }
+        Action::KeyRotated
+        | Action::AuditChannelSet
+        | Action::RoleRemoved
+        | Action::KeySuspended
+        | Action::LeakGuardSet => Colour::new(0xFEE75C),
         Action::BanRemoved => Colour::new(0x5865F2),
     };
     let mut title = event.action.title().to_owned();

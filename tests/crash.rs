@@ -282,7 +282,8 @@ async fn acknowledged_changes_survive_sigkill_with_whole_audit_entries_and_last_
     let config = "[keys]\nlast_used_flush_seconds = 1\nmax_per_guild = 1000\n";
     let mut app = spawn_app_with(Options { config: config.into(), ..Options::default() }).await;
     let fast = ["--rate-limit", "100000"];
-    let writer = app.create_key(DEMO, "writer", "bans.write", &fast);
+    // The load's bans are wanted: a budget the breaker never reaches here.
+    let writer = app.create_key(DEMO, "writer", "bans.write", &["--rate-limit", "100000", "--ban-budget", "10000"]);
     let auditor = app.create_key(DEMO, "auditor", "audit.read", &fast);
     let verifiers: Vec<(String, String)> = (0..VERIFIERS)
         .map(|i| {

@@ -487,9 +487,20 @@ async fn bans_and_roles_change_the_guild_on_discord() {
     assert!(h.exchanges().iter().all(|e| e.bearer_ok));
     assert!(!h.paths().iter().any(|p| p.contains("/v1/verify")), "guildId was given: {:?}", h.paths());
 
-    // Discord refusing (the owner outranks the bot) is final: no retry.
+    // guildkey refusing (the owner is never a key's to ban) is final: no retry.
     h.clear();
     let refused = h.eval(&format!("return client:ban('{}')", ids::ALICE_ID));
+    assert_failure(&refused, 403, "member_protected");
+    assert_eq!(h.exchanges().len(), 1, "member_protected is not retried: {:?}", h.paths());
+    // So is Discord refusing.
+    h.clear();
+    app.double.fault(discord_double::FaultRule::on("PUT", "/guilds/{guild_id}/bans/{user_id}").discord_error(
+        403,
+        50013,
+        "Missing Permissions",
+    ));
+    let refused = h.eval(&format!("return client:ban('{}')", ids::DANA_ID));
+    app.double.clear_faults();
     assert_failure(&refused, 502, "discord_error");
     assert!(refused["message"].as_str().unwrap().contains("Missing Permissions"), "{refused}");
     assert_eq!(h.exchanges().len(), 1, "discord_error is not retried: {:?}", h.paths());

@@ -35,7 +35,8 @@ const MAX_CHOICES: usize = 25;
         "apikey_rotate",
         "apikey_suspend",
         "apikey_resume",
-        "apikey_audit_channel"
+        "apikey_audit_channel",
+        "apikey_leak_guard"
     ),
     subcommand_required
 )]
@@ -299,6 +300,40 @@ pub async fn apikey_audit_channel(
             "📋 Audit entries now go to <#{c}>. The bot needs **View Channel**, **Send Messages** and **Embed Links** there."
         ),
         None => "📋 Audit posts are off. Changes are still recorded (see `GET /v1/guilds/{id}/audit-log`).".to_owned(),
+    };
+    say(ctx, CreateReply::default().content(text)).await?;
+    Ok(())
+}
+
+/// on: block messages holding a key; off: stop.
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub enum OnOff {
+    #[name = "on"]
+    On,
+    #[name = "off"]
+    Off,
+}
+
+/// Block any message that holds an API key (a Discord AutoMod rule)
+#[poise::command(slash_command, rename = "leak-guard")]
+pub async fn apikey_leak_guard(
+    ctx: Context<'_>,
+    #[description = "on: block messages holding a key and alert the audit channel; off: remove the rule"] state: OnOff,
+) -> Result {
+    defer(ctx).await?;
+    let guild_id = guild(ctx)?;
+    let on = matches!(state, OnOff::On);
+    let guard = ctx.data().actions.set_leak_guard(guild_id, on, &actor(ctx)).await?;
+    let text = match (guard.rule_id, guard.alerts_to) {
+        (Some(_), Some(channel)) => format!(
+            "🛡️ Leak guard {}: a message holding an API key is blocked before anyone sees it, and AutoMod alerts <#{channel}>.",
+            if guard.changed { "on" } else { "already on" }
+        ),
+        (Some(_), None) => format!(
+            "🛡️ Leak guard {}: a message holding an API key is blocked. Set `/apikey audit-channel` and turn the guard off and on to get alerts too.",
+            if guard.changed { "on" } else { "already on" }
+        ),
+        (None, _) => format!("Leak guard {}.", if guard.changed { "off: the AutoMod rule is removed" } else { "already off" }),
     };
     say(ctx, CreateReply::default().content(text)).await?;
     Ok(())

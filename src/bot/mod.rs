@@ -15,21 +15,35 @@ use std::sync::Arc;
 use poise::serenity_prelude as serenity;
 
 use crate::config::RegisterCommands;
-use crate::service::actions::BanCache;
+use crate::service::actions::{BanCache, GuildActions};
+use crate::service::guard::DiscordGuard;
 use crate::service::{Error, KeyService};
 
 /// What every command can reach.
 pub struct Data {
     pub keys: KeyService,
+    /// Acting on Discord beyond messages (the leak guard's AutoMod rule).
+    pub actions: Arc<GuildActions>,
     pub bans: Arc<BanCache>,
+    /// Told when a guild's roles change, so refusals Discord gave before
+    /// are not answered again.
+    pub guard: Arc<DiscordGuard>,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, Error>;
 
-/// Gateway intents: guilds (the cache behind guild info) and moderation
-/// (ban events that refresh the ban cache). Neither is privileged.
-pub fn intents() -> serenity::GatewayIntents {
-    serenity::GatewayIntents::GUILDS | serenity::GatewayIntents::GUILD_MODERATION
+/// Gateway intents: guilds (the cache behind guild info and the role
+/// hierarchy) and moderation (ban events that refresh the ban cache).
+/// Neither is privileged. With `message_content` (the operator enabled the
+/// privileged MESSAGE_CONTENT intent for the bot), also AutoMod's action
+/// executions, whose matched content lets the leak guard revoke a pasted key.
+pub fn intents(message_content: bool) -> serenity::GatewayIntents {
+    let base = serenity::GatewayIntents::GUILDS | serenity::GatewayIntents::GUILD_MODERATION;
+    if message_content {
+        base | serenity::GatewayIntents::MESSAGE_CONTENT | serenity::GatewayIntents::AUTO_MODERATION_EXECUTION
+    } else {
+        base
+    }
 }
 
 /// Whether the member in this interaction may manage keys.
@@ -71,11 +85,44 @@ pub fn framework(data: Data, register: RegisterCommands) -> poise::Framework<Dat
         .build()
 }
 
+/// The leak guard caught a message: every key in it is compromised (it was
+/// posted where others could read it), so each is revoked, whichever guild
+/// it belongs to. AutoMod sends one execution per action; each is answered
+/// the same, and a second revoke of a key changes nothing.
+async fn revoke_pasted_keys(data: &Data, execution: &serenity::ActionExecution) {
+    let text = execution.matched_content.as_deref().filter(|m| !m.is_empty()).unwrap_or(&execution.content);
+    let where_ = match execution.channel_id {
+        Some(c) => format!("https://discord.com/channels/{}/{c}", execution.guild_id),
+        None => format!("https://discord.com/channels/{}", execution.guild_id),
+    };
+    let reports: Vec<_> = crate::service::find_tokens(&data.keys.config().prefix, text)
+        .into_iter()
+        .map(|token| crate::service::LeakReport {
+            token,
+            url: Some(where_.clone()),
+            source: Some(format!("a Discord message by <@{}> that the leak guard blocked", execution.user_id)),
+            kind: None,
+        })
+        .collect();
+    if !reports.is_empty() {
+        data.keys.revoke_leaked(&reports).await;
+    }
+}
+
 /// Gateway events the bot cares about beyond commands.
 async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &Data) -> Result<(), Error> {
     match event {
         serenity::FullEvent::InteractionCreate { interaction: serenity::Interaction::Component(press) } => {
             buttons::on_press(ctx, data, press).await?;
+        }
+        serenity::FullEvent::GuildRoleCreate { new } | serenity::FullEvent::GuildRoleUpdate { new, .. } => {
+            data.guard.forget(new.guild_id.get());
+        }
+        serenity::FullEvent::GuildRoleDelete { guild_id, .. } => data.guard.forget(guild_id.get()),
+        serenity::FullEvent::GuildMemberUpdate { event, .. } => data.guard.forget(event.guild_id.get()),
+        serenity::FullEvent::GuildCreate { guild, .. } => data.guard.forget(guild.id.get()),
+        serenity::FullEvent::AutoModActionExecution { execution } => {
+            revoke_pasted_keys(data, execution).await;
         }
         serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
             data.bans.invalidate(guild_id.get(), banned_user.id.get());

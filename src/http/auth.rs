@@ -29,7 +29,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 /// The token from `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     // `to_str` admits visible ASCII only, so ASCII trimming is all there is.
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim_ascii();
     let (scheme, token) = (value.get(..6)?, value.get(6..)?);

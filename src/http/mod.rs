@@ -32,6 +32,7 @@ use utoipa_axum::routes;
 use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
+pub use auth::bearer;
 use error::ApiError;
 pub use front::App;
 

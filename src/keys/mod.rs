@@ -275,7 +275,10 @@ impl Ttl {
         }
         let n: i64 = digits.parse().map_err(|_| too_long(field))?;
         if n == 0 {
-            return Err(InvalidInput::new(field, format!("'{s}' is zero; a duration must be positive")));
+            return Err(InvalidInput::new(
+                field,
+                format!("'{}' is zero; a duration must be positive", truncate(s, 40)),
+            ));
         }
         let seconds = n.checked_mul(per_unit).filter(|&t| t <= Self::MAX_SECONDS).ok_or_else(|| too_long(field))?;
         Ok(Self { seconds })
@@ -318,7 +321,9 @@ impl AllowedIps {
     pub const MAX_ENTRIES: usize = 64;
 
     /// Parses a comma- and/or space-separated list; a bare IP is a /32 or
-    /// /128; host bits in a CIDR are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+    /// /128; host bits in a CIDR are cleared (`10.1.2.3/8` is `10.0.0.0/8`);
+    /// an IPv4-mapped entry is held as the IPv4 one it means
+    /// (`::ffff:10.0.0.1` is `10.0.0.1/32`).
     pub fn parse(input: &str) -> Result<Self, InvalidInput> {
         let mut nets = Vec::new();
         for word in input.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty()) {
@@ -327,6 +332,7 @@ impl AllowedIps {
             } else {
                 IpAddr::from_str(word).ok().map(IpNet::from)
             }
+            .map(unmap_v4)
             .ok_or_else(|| {
                 InvalidInput::new(
                     "allowed_ips",
@@ -368,6 +374,20 @@ impl AllowedIps {
     /// Comma-separated, as stored.
     pub fn to_storage(&self) -> String {
         self.entries().join(",")
+    }
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) as `a.b.c.d/(n-96)`. [`AllowedIps::allows`]
+/// sees a v4-mapped peer (how a dual-stack listener shows an IPv4 client,
+/// so what an operator copies from a log) as IPv4, so a v4-mapped entry
+/// kept as IPv6 would never match anyone.
+fn unmap_v4(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -617,6 +637,16 @@ mod tests {
     }
 
     #[test]
+    fn a_long_zero_duration_is_quoted_40_characters_at_most() {
+        // Found by fuzz/fuzz_targets/duration.rs: a zero of 200 digits was
+        // quoted whole, unlike every other refusal.
+        let err = Ttl::parse("expires", &format!("{}m", "0".repeat(200))).unwrap_err();
+        assert!(err.message.contains("is zero"), "{err}");
+        assert!(err.message.chars().count() < 100, "{err}");
+        assert!(Ttl::parse("expires", "0s").unwrap_err().message.starts_with("'0s' is zero"));
+    }
+
+    #[test]
     fn allowed_ips_parse_v4_v6_and_match() {
         let ips = AllowedIps::parse("203.0.113.7, 10.1.2.3/8 2001:db8::/32").unwrap();
         assert_eq!(ips.entries(), ["203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"]);
@@ -628,6 +658,21 @@ mod tests {
         for bad in ["10.0.0.0/33", "abc", "1.2.3", "10.0.0.0/8,,x", "::/129"] {
             assert!(AllowedIps::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn v4_mapped_entries_are_held_as_ipv4_and_allow_their_clients() {
+        // Found by fuzz/fuzz_targets/cidr.rs: `::ffff:10.0.0.1` was kept as
+        // an IPv6 /128, which `allows` (seeing mapped peers as IPv4) never matched.
+        let ips = AllowedIps::parse("::ffff:10.0.0.1, ::ffff:192.168.0.0/112 ::ffff:0:0/96").unwrap();
+        assert_eq!(ips.entries(), ["10.0.0.1/32", "192.168.0.0/16", "0.0.0.0/0"]);
+        assert!(ips.allows("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(ips.allows("10.0.0.1".parse().unwrap()));
+        assert_eq!(AllowedIps::parse("::ffff:10.0.0.1 10.0.0.1").unwrap().entries(), ["10.0.0.1/32"]);
+        let one = AllowedIps::parse("::ffff:10.0.0.1").unwrap();
+        assert!(!one.allows("10.0.0.2".parse().unwrap()));
+        // Not v4-mapped, or too short a prefix to be: kept as IPv6.
+        assert_eq!(AllowedIps::parse("::ffff:0:0/95 ::10.0.0.1").unwrap().entries(), ["::fffe:0:0/95", "::a00:1/128"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::guard::{self, Breaker, Call, DiscordGuard, WriteKind};
 use super::{Authenticated, Error, KeyService, Result};
 use crate::audit::{Action, Actor};
-use crate::discord::permissions::{BAN_MEMBERS, MANAGE_ROLES};
+use crate::discord::permissions::{BAN_MEMBERS, MANAGE_GUILD, MANAGE_ROLES};
 use crate::discord::{DiscordError, GuildInfo, GuildOps, Standing};
 use crate::keys::Scope;
 
@@ -124,7 +124,7 @@ pub struct GuildActions {
     ops: Arc<dyn GuildOps>,
     bans: Arc<BanCache>,
     targets: TargetLocks,
-    guard: DiscordGuard,
+    guard: Arc<DiscordGuard>,
     breaker: Breaker,
 }
 
@@ -133,17 +133,10 @@ fn discord(e: DiscordError) -> Error {
 }
 
 impl GuildActions {
-    /// `invalid_request_budget`: Discord refusals one guild may cause in 10
-    /// minutes before its Discord calls pause (`discord.invalid_request_budget`).
-    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, invalid_request_budget: u32) -> Self {
-        Self {
-            keys,
-            ops,
-            bans,
-            targets: TargetLocks::new(),
-            guard: DiscordGuard::new(invalid_request_budget),
-            breaker: Breaker::default(),
-        }
+    /// `guard` is shared with the bot, which tells it when a guild's roles
+    /// change.
+    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, guard: Arc<DiscordGuard>) -> Self {
+        Self { keys, ops, bans, targets: TargetLocks::new(), guard, breaker: Breaker::default() }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -187,6 +180,10 @@ impl GuildActions {
         call: Call,
         request: impl std::future::Future<Output = Result<T, DiscordError>>,
     ) -> Result<T> {
+        self.may_call(guild_id, call).await?;
+        let _place = self.guard.place(guild_id).await;
+        // Asked again: a call that waited may find a refusal or a pause
+        // that came meanwhile.
         self.may_call(guild_id, call).await?;
         request.await.map_err(|e| {
             self.guard.note(guild_id, call, &e);
@@ -399,6 +396,35 @@ impl GuildActions {
         self.applied(caller, action, details).await
     }
 
+    /// Turns the leak guard on: a Discord AutoMod rule that blocks every
+    /// message holding one of guildkey's keys (the token format's regex) and
+    /// alerts the audit channel, if one is set. Or off: the rule is deleted.
+    /// Needs the bot to have Manage Server (Discord's rule for AutoMod).
+    pub async fn set_leak_guard(&self, guild_id: u64, on: bool, actor: &Actor) -> Result<LeakGuard> {
+        let current = self.keys.leak_guard_rule(guild_id).await?;
+        let alerts_to = self.keys.audit_channel(guild_id).await?;
+        match (on, current) {
+            (true, Some(rule_id)) => return Ok(LeakGuard { rule_id: Some(rule_id), alerts_to, changed: false }),
+            (false, None) => return Ok(LeakGuard { rule_id: None, alerts_to, changed: false }),
+            _ => {}
+        }
+        let standing = self.standing(guild_id).await;
+        guard::check_bot_may(standing.as_ref(), MANAGE_GUILD, "Manage Server")?;
+        let rule_id = match current {
+            None => {
+                let pattern = leak_pattern(&self.keys.config().prefix);
+                let create = self.ops.create_leak_rule(guild_id, &pattern, alerts_to);
+                Some(self.call(guild_id, Call::AutoMod, create).await?)
+            }
+            Some(rule_id) => {
+                self.call(guild_id, Call::AutoMod, self.ops.delete_automod_rule(guild_id, rule_id)).await?;
+                None
+            }
+        };
+        self.keys.record_leak_guard(guild_id, rule_id, actor).await?;
+        Ok(LeakGuard { rule_id, alerts_to, changed: true })
+    }
+
     async fn dry_run(
         &self,
         caller: &Authenticated,
@@ -420,6 +446,27 @@ impl GuildActions {
     }
 }
 
+/// The leak guard's state after a change.
+#[derive(Debug, Clone)]
+pub struct LeakGuard {
+    /// The AutoMod rule, while the guard is on.
+    pub rule_id: Option<u64>,
+    /// Where AutoMod's alerts go (the audit channel at the time it was set).
+    pub alerts_to: Option<u64>,
+    /// False when it already was so.
+    pub changed: bool,
+}
+
+/// The regex (Rust's `regex` syntax, which Discord's AutoMod uses) for any
+/// key with this token prefix: SPEC §3's shape.
+pub fn leak_pattern(prefix: &str) -> String {
+    let escaped: String = prefix
+        .chars()
+        .flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] })
+        .collect();
+    format!("{escaped}_(live|test)_[0-9A-Za-z]{{38}}")
+}
+
 fn check_reason(reason: Option<String>) -> Result<Option<String>> {
     match reason {
         Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Error::Invalid(crate::keys::InvalidInput::new(
@@ -434,6 +481,15 @@ fn check_reason(reason: Option<String>) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leak_pattern_matches_the_token_format_and_nothing_shorter() {
+        let re = regex::Regex::new(&leak_pattern("gk")).unwrap();
+        let token = crate::keys::token::generate("gk", crate::keys::Environment::Live);
+        assert!(re.is_match(&format!("oops: {} here", token.expose())));
+        assert!(!re.is_match(&token.expose()[..40]), "a truncated key is no key");
+        assert!(!re.is_match("gk_prod_0123456789012345678901234567890123456789"));
+    }
 
     #[test]
     fn a_ban_check_in_flight_across_an_invalidation_is_not_cached() {

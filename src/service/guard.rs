@@ -154,11 +154,18 @@ pub enum Call {
     Unban(u64),
     Member(u64),
     Role { user: u64, role: u64 },
+    AutoMod,
 }
+
+/// How many Discord calls one guild may have in flight at once. Bounds how
+/// many refusals a burst can earn before the first one is remembered, and
+/// keeps one guild from filling Discord's per-route buckets alone.
+pub const CALLS_IN_FLIGHT_PER_GUILD: usize = 4;
 
 /// Discord's recent refusals and each guild's pause. One per process.
 pub struct DiscordGuard {
     budget: u32,
+    in_flight: Mutex<HashMap<u64, std::sync::Arc<tokio::sync::Semaphore>>>,
     refusals: Mutex<HashMap<(u64, Call), (Instant, String)>>,
     /// Guilds whose pause has been announced, until when.
     announced: Mutex<HashMap<u64, Instant>>,
@@ -168,11 +175,31 @@ impl DiscordGuard {
     const MAX_REFUSALS: usize = 10_000;
 
     pub fn new(budget: u32) -> Self {
-        Self { budget: budget.max(1), refusals: Mutex::default(), announced: Mutex::default() }
+        Self {
+            budget: budget.max(1),
+            in_flight: Mutex::default(),
+            refusals: Mutex::default(),
+            announced: Mutex::default(),
+        }
     }
 
     pub fn budget(&self) -> u32 {
         self.budget
+    }
+
+    /// Waits for one of the guild's [`CALLS_IN_FLIGHT_PER_GUILD`] places.
+    pub async fn place(&self, guild_id: u64) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock poisoned");
+            if in_flight.len() >= 10_000 {
+                in_flight.retain(|_, s| s.available_permits() < CALLS_IN_FLIGHT_PER_GUILD);
+            }
+            in_flight
+                .entry(guild_id)
+                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT_PER_GUILD)))
+                .clone()
+        };
+        semaphore.acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// A refusal Discord gave this call lately, answered again.
@@ -203,6 +230,14 @@ impl DiscordGuard {
             }
         }
         refusals.insert((guild_id, call), (Instant::now(), error.to_string()));
+    }
+
+    /// Forgets a guild's remembered refusals: its roles, the bot's roles or
+    /// the guild changed (an admin fixing the bot's permissions), so Discord
+    /// may answer otherwise now. The pause stays: it counts what Discord
+    /// has already seen.
+    pub fn forget(&self, guild_id: u64) {
+        self.refusals.lock().expect("refusals lock poisoned").retain(|(g, _), _| *g != guild_id);
     }
 
     /// Whether the guild's calls are paused: `recent` invalid answers over
@@ -411,6 +446,11 @@ mod tests {
         assert!(guard.remembered(GUILD + 1, Call::BanCheck).is_none(), "per guild");
         guard.note(GUILD, Call::Ban(5), &DiscordError::Unavailable("down".into()));
         assert!(guard.remembered(GUILD, Call::Ban(5)).is_none(), "only refusals are remembered");
+
+        guard.forget(GUILD + 1);
+        assert!(guard.remembered(GUILD, Call::BanCheck).is_some(), "another guild's change forgets nothing here");
+        guard.forget(GUILD);
+        assert!(guard.remembered(GUILD, Call::BanCheck).is_none(), "a role change here forgets");
 
         assert!(guard.paused(GUILD, 2, Duration::ZERO).is_none());
         let (first, news) = guard.paused(GUILD, 3, Duration::from_secs(40)).unwrap();

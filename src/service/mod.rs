@@ -161,6 +161,34 @@ impl KeyDraft {
     }
 }
 
+/// A report that a token leaked: GitHub secret scanning's body item
+/// (`{"token", "type", "url", "source"}`), or a Discord message the leak
+/// guard caught.
+#[derive(Clone, Default, serde::Deserialize)]
+pub struct LeakReport {
+    pub token: String,
+    /// Where it was found (a commit, a message link).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// What found it (`content`, `commit`, `discord`…).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The reporter's token type; not needed to find the key.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl std::fmt::Debug for LeakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("LeakReport")
+            .field("token", &"<redacted>")
+            .field("url", &self.url)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
 /// A key and its secret, shown once.
 #[derive(Debug)]
 pub struct IssuedKey {
@@ -379,16 +407,62 @@ impl KeyService {
     }
 
     /// Revokes a key, at once and for good.
-    #[tracing::instrument(skip_all, fields(key_id))]
     pub async fn revoke(&self, guild_id: Option<u64>, reference: &str, actor: &Actor) -> Result<KeyRecord> {
+        self.revoke_with(guild_id, reference, actor, serde_json::json!({})).await
+    }
+
+    /// [`Self::revoke`], with details for its audit entry (why, when guildkey
+    /// itself revokes).
+    #[tracing::instrument(skip_all, fields(key_id))]
+    pub async fn revoke_with(
+        &self,
+        guild_id: Option<u64>,
+        reference: &str,
+        actor: &Actor,
+        details: serde_json::Value,
+    ) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
-        let event = self.key_event(&key, Action::KeyRevoked, actor, serde_json::json!({}));
+        let event = self.key_event(&key, Action::KeyRevoked, actor, details);
         if !self.change_key(&key.id, self.inner.store.revoke_key(&key.id, Utc::now(), &event)).await? {
             return Err(Error::Revoked(describe(&key)));
         }
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key revoked");
         Ok(self.inner.store.get_key(&key.id).await?.unwrap_or(key))
+    }
+
+    /// Revokes every key whose secret (current, or rotated out and still in
+    /// its grace period) is among `reports`: a secret that turned up where it
+    /// should not (a public repository, a Discord message) is compromised,
+    /// whoever reports it. The caller answers the same whatever this finds,
+    /// so a report never tells whether a token was valid. Returns the keys
+    /// revoked, for the log.
+    pub async fn revoke_leaked(&self, reports: &[LeakReport]) -> usize {
+        let mut revoked = 0;
+        for report in reports {
+            if token::parse(&self.inner.cfg.prefix, &report.token).is_err() {
+                continue;
+            }
+            let Some(entry) = self.inner.index.get(&crate::keys::KeyHash::of(&report.token)) else { continue };
+            let key = entry.key;
+            if key.status_at_ms(unix_millis()) == KeyStatus::Revoked {
+                continue;
+            }
+            let details = serde_json::json!({
+                "why": "its secret was reported as leaked; guildkey revoked it at once",
+                "source": report.source.as_deref().map(|s| clip(s, 100)),
+                "url": report.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")).map(|u| clip(u, 500)),
+            });
+            match self.revoke_with(Some(key.guild_id), key.id.as_str(), &Actor::System, details).await {
+                Ok(_) => {
+                    revoked += 1;
+                    tracing::warn!(key_id = %key.id, guild_id = key.guild_id, "revoked a key whose secret was reported as leaked");
+                }
+                Err(Error::Revoked(_)) => {}
+                Err(e) => tracing::error!(error = %e, key_id = %key.id, "failed to revoke a leaked key"),
+            }
+        }
+        revoked
     }
 
     /// Suspends a key (`suspend`) or resumes a suspended one: reversible,
@@ -521,6 +595,26 @@ impl KeyService {
         self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event, SUMMARY_LINES, details).await?;
         self.inner.audit_posted.notify_one();
         Ok(())
+    }
+
+    /// Records the leak guard's AutoMod rule (`None`: off), audited.
+    pub async fn record_leak_guard(&self, guild_id: u64, rule_id: Option<u64>, actor: &Actor) -> Result<()> {
+        let event = NewAuditEvent {
+            guild_id,
+            action: Action::LeakGuardSet,
+            actor: actor.clone(),
+            key: None,
+            test: false,
+            details: serde_json::json!({ "enabled": rule_id.is_some(), "rule_id": rule_id.map(|r| r.to_string()) }),
+        };
+        self.inner.store.set_leak_guard_rule(guild_id, rule_id, Utc::now(), &event).await?;
+        self.inner.audit_posted.notify_one();
+        Ok(())
+    }
+
+    /// The guild's leak-guard AutoMod rule, while the guard is on.
+    pub async fn leak_guard_rule(&self, guild_id: u64) -> Result<Option<u64>> {
+        Ok(self.inner.store.leak_guard_rule(guild_id).await?)
     }
 
     pub async fn audit_channel(&self, guild_id: u64) -> Result<Option<u64>> {
@@ -754,6 +848,32 @@ fn while_off(off: &PostsOff) -> serde_json::Value {
 fn unix_millis() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Every substring of `text` shaped like one of our tokens (SPEC §3, with
+/// the checksum right), each once: what a leak report or a caught message
+/// holds.
+pub fn find_tokens(prefix: &str, text: &str) -> Vec<String> {
+    let head = format!("{prefix}_");
+    let mut found: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(&head) {
+        let candidate = &rest[at..];
+        // `live` and `test` are both four characters.
+        let len = head.len() + "live_".len() + token::RANDOM_LEN + token::CHECKSUM_LEN;
+        if let Some(t) = candidate.get(..len) {
+            if token::parse(prefix, t).is_ok() && !found.iter().any(|f| f == t) {
+                found.push(t.to_owned());
+            }
+        }
+        rest = &candidate[head.len()..];
+    }
+    found
+}
+
+/// At most `max` characters of untrusted text.
+fn clip(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// A key as named in messages: name and prefix, never the secret.

@@ -282,6 +282,41 @@ impl Store {
         Ok(row.and_then(|(h,)| KeyHash::from_slice(&h)))
     }
 
+    /// Records the guild's leak-guard AutoMod rule (`None`: the guard is off)
+    /// with its audit event.
+    pub async fn set_leak_guard_rule(
+        &self,
+        guild_id: u64,
+        rule_id: Option<u64>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<()> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
+        sqlx::query(
+            "insert into guild_setting (guild_id, leak_guard_rule_id, created_at, updated_at) values (?1, ?2, ?3, ?3) \
+             on conflict (guild_id) do update set leak_guard_rule_id = ?2, updated_at = ?3",
+        )
+        .bind(id_to_sql(guild_id))
+        .bind(rule_id.map(id_to_sql))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit_in(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The guild's leak-guard AutoMod rule, if the guard is on.
+    pub async fn leak_guard_rule(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("select leak_guard_rule_id from guild_setting where guild_id = ?")
+                .bind(id_to_sql(guild_id))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(r,)| r).map(id_from_sql))
+    }
+
     /// Marks a key revoked unless it already is. Returns false if it was.
     pub async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
         let mut writer = self.writer.lock().await;

@@ -105,6 +105,10 @@ pub struct DoubleConfig {
     /// When `Some`, the only accepted `Authorization` header is `Bot <token>`; else any
     /// `Bot ...` token is accepted.
     pub bot_token: Option<String>,
+    /// Privileged intents the app has enabled in the Developer Portal (e.g.
+    /// `intents::MESSAGE_CONTENT`); an Identify asking for any other privileged intent is
+    /// closed with 4014. Default 0: guildkey needs none.
+    pub privileged_intents: u64,
 }
 
 /// One guild: its channels, roles and members. `@everyone` (id = guild id) is added when
@@ -263,7 +267,16 @@ impl DoubleConfig {
             heartbeat_interval_ms: 41_250,
             interaction_ack_deadline: Duration::from_secs(3),
             bot_token: None,
+            privileged_intents: 0,
         }
+    }
+}
+
+impl DoubleConfig {
+    /// Enables privileged intents for the app (see [`DoubleConfig::privileged_intents`]).
+    pub fn with_privileged_intents(mut self, bits: u64) -> Self {
+        self.privileged_intents |= bits;
+        self
     }
 }
 

@@ -33,8 +33,13 @@ pub mod intents {
     pub const GUILD_MESSAGES: u64 = 1 << 9;
     /// DIRECT_MESSAGES.
     pub const DIRECT_MESSAGES: u64 = 1 << 12;
-    /// MESSAGE_CONTENT (privileged).
+    /// MESSAGE_CONTENT (privileged): message `content`, `embeds`, `attachments`,
+    /// `components` of others' messages, and AutoMod executions' `content`/`matched_content`.
     pub const MESSAGE_CONTENT: u64 = 1 << 15;
+    /// AUTO_MODERATION_CONFIGURATION: AUTO_MODERATION_RULE_CREATE/UPDATE/DELETE.
+    pub const AUTO_MODERATION_CONFIGURATION: u64 = 1 << 20;
+    /// AUTO_MODERATION_EXECUTION: AUTO_MODERATION_ACTION_EXECUTION.
+    pub const AUTO_MODERATION_EXECUTION: u64 = 1 << 21;
     /// The privileged ones.
     pub const PRIVILEGED: u64 = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT;
 }
@@ -171,6 +176,18 @@ pub(crate) fn invalidate_sessions(inner: &Inner, resumable: bool) {
 /// the session's next `s`; sessions without a connection keep it for their resume. Returns
 /// how many sessions got it.
 pub(crate) fn dispatch(inner: &Inner, name: &str, data: Value, intent: Option<u64>) -> usize {
+    dispatch_with(inner, name, intent, |_| Some(data.clone()))
+}
+
+/// Like [`dispatch`], but the payload depends on the session's Identify intents (e.g. Discord
+/// blanks message content for sessions without MESSAGE_CONTENT): `payload(intents)` returns
+/// the `d` for that session, or `None` to skip it.
+pub(crate) fn dispatch_with(
+    inner: &Inner,
+    name: &str,
+    intent: Option<u64>,
+    payload: impl Fn(u64) -> Option<Value>,
+) -> usize {
     let mut hub = inner.hub();
     let mut frames = Vec::new();
     for session in hub.sessions.values_mut() {
@@ -180,6 +197,7 @@ pub(crate) fn dispatch(inner: &Inner, name: &str, data: Value, intent: Option<u6
         if intent.is_some_and(|bit| session.intents & bit == 0) {
             continue;
         }
+        let Some(data) = payload(session.intents) else { continue };
         session.seq += 1;
         let frame = json!({"op": 0, "t": name, "s": session.seq, "d": data});
         let text = frame.to_string();
@@ -321,14 +339,15 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
                 protocol_violation(inner, "identify", "Identify without `intents`".into());
                 return Some((4013, "Invalid intent(s).".into()));
             };
-            if intents & intents::PRIVILEGED != 0 {
+            let refused = intents & intents::PRIVILEGED & !inner.cfg.privileged_intents;
+            if refused != 0 {
                 drop(hub);
                 protocol_violation(
                     inner,
                     "identify",
                     format!(
-                        "Identify asks for privileged intents ({:#x}); guildkey needs none",
-                        intents & intents::PRIVILEGED
+                        "Identify asks for privileged intents ({refused:#x}) not enabled for the app \
+                         (DoubleConfig::privileged_intents)"
                     ),
                 );
                 return Some((4014, "Disallowed intent(s).".into()));

@@ -8,6 +8,7 @@
 //! `ClientBuilder::new_with_http(http, intents)`; serenity then asks `GET /api/v10/gateway`
 //! and connects to [`Double::gateway_url`]. See `README.md` for a walkthrough.
 
+pub mod automod;
 pub mod config;
 pub mod faults;
 mod gateway;
@@ -26,8 +27,10 @@ use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use automod::PostedMessage;
 pub use config::*;
 pub use faults::{FaultRequest, FaultRule, Times};
+pub use gateway::intents;
 pub use gateway::GatewayStats;
 pub use interactions::{ClickTarget, SentInteraction, SlashBuilder};
 pub use recorder::{
@@ -582,6 +585,36 @@ impl Double {
             serde_json::json!({ "guild_id": guild_id.to_string(), "role": role_json }),
             Some(gateway::intents::GUILDS),
         )
+    }
+
+    // ----- AutoMod ------------------------------------------------------------------------
+
+    /// A guild's AutoMod rules as the double stores them (Discord's `KeywordRuleResponse`
+    /// objects, in id order); empty for an unknown guild.
+    pub fn automod_rules(&self, guild_id: u64) -> Vec<Value> {
+        self.inner
+            .state()
+            .guilds
+            .get(&guild_id)
+            .map(|g| g.automod_rules.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A member (`user_id`) sends `content` in `channel_id`, as from Discord's client. Every
+    /// enabled keyword rule of the guild that matches acts: BLOCK_MESSAGE keeps the message
+    /// from being created, SEND_ALERT_MESSAGE posts an alert (type 24) in its channel, and each
+    /// action dispatches AUTO_MODERATION_ACTION_EXECUTION (`content`/`matched_content` only for
+    /// sessions with MESSAGE_CONTENT). Unless blocked, the message is created and dispatched as
+    /// MESSAGE_CREATE. Members with Administrator or Manage Server are exempt, as on Discord.
+    /// Fails for an unknown guild, a channel outside it, a non-member or empty/over-long content.
+    pub fn post_user_message(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        user_id: u64,
+        content: &str,
+    ) -> anyhow::Result<PostedMessage> {
+        automod::post_user_message(&self.inner, guild_id, channel_id, user_id, content)
     }
 
     /// Commands registered for a guild (`None`: global ones), as the double stores them.

@@ -69,6 +69,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("DELETE", "/guilds/{guild_id}/bans/{user_id}", "unban_user_from_guild"),
     ("PUT", "/guilds/{guild_id}/members/{user_id}/roles/{role_id}", "add_guild_member_role"),
     ("DELETE", "/guilds/{guild_id}/members/{user_id}/roles/{role_id}", "delete_guild_member_role"),
+    ("GET", "/guilds/{guild_id}/auto-moderation/rules", "list_auto_moderation_rules"),
+    ("POST", "/guilds/{guild_id}/auto-moderation/rules", "create_auto_moderation_rule"),
+    ("GET", "/guilds/{guild_id}/auto-moderation/rules/{rule_id}", "get_auto_moderation_rule"),
+    ("PATCH", "/guilds/{guild_id}/auto-moderation/rules/{rule_id}", "update_auto_moderation_rule"),
+    ("DELETE", "/guilds/{guild_id}/auto-moderation/rules/{rule_id}", "delete_auto_moderation_rule"),
 ];
 
 /// The implemented routes as templates.
@@ -575,6 +580,13 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
         "ban_user_from_guild" => ban(ctx),
         "unban_user_from_guild" => unban(ctx),
         "add_guild_member_role" | "delete_guild_member_role" => member_role(ctx, op_id == "add_guild_member_role"),
+        "list_auto_moderation_rules"
+        | "create_auto_moderation_rule"
+        | "get_auto_moderation_rule"
+        | "update_auto_moderation_rule"
+        | "delete_auto_moderation_rule" => {
+            crate::automod::handle(ctx_parts(ctx), op_id).map(|(status, body)| Reply { status, body })
+        }
         other => Err(ApiError::new(501, 0, &format!("discord-double: {other} is routed but has no handler"))),
     }
 }

@@ -221,6 +221,8 @@ pub struct Guild {
     pub members: BTreeMap<u64, Member>,
     /// Bans: user id → reason.
     pub bans: BTreeMap<u64, Option<String>>,
+    /// AutoMod rules by id, stored as Discord returns them (`KeywordRuleResponse`).
+    pub automod_rules: BTreeMap<u64, Value>,
 }
 
 /// A message the bot created (channel message, interaction response or follow-up).
@@ -232,7 +234,8 @@ pub struct Message {
     pub channel_id: u64,
     /// Guild, if in one.
     pub guild_id: Option<u64>,
-    /// Author (the bot).
+    /// Author (the bot, or a member for [`crate::Double::post_user_message`] and AutoMod
+    /// alerts).
     pub author_id: u64,
     /// Text.
     pub content: String,
@@ -242,7 +245,7 @@ pub struct Message {
     pub components: Vec<Value>,
     /// Message flags (64 = ephemeral, 128 = loading).
     pub flags: u64,
-    /// Message type (0 default, 20 chat input command).
+    /// Message type (0 default, 20 chat input command, 24 AutoMod action).
     pub kind: u8,
     /// Created at.
     pub timestamp: String,
@@ -347,6 +350,7 @@ impl State {
                 roles: BTreeMap::new(),
                 members: BTreeMap::new(),
                 bans: BTreeMap::new(),
+                automod_rules: BTreeMap::new(),
             };
             for (pos, (id, name)) in seed.channels.iter().enumerate() {
                 g.channels.insert(
