@@ -11,31 +11,59 @@ use std::time::Duration;
 use poise::serenity_prelude as serenity;
 use tokio::sync::watch;
 
-use crate::cli::Failure;
 use crate::config::Config;
 use crate::discord::{GuildOps, SerenityGuildOps};
 use crate::service::actions::{BanCache, GuildActions};
 use crate::service::guard::DiscordGuard;
 use crate::service::{outbox, KeyService};
+use crate::store::Store;
 
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Why the application could not start, or stopped on a failure. The CLI
+/// (which sits above this module) gives each its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is missing or wrong (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The database, the listener's address or Discord failed (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Opens and migrates the database named by the config.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let url = &config.database.url;
+    let store = Store::connect(url).await.map_err(|e| database_error(url, e))?;
+    store.migrate().await.map_err(|e| database_error(url, e))?;
+    Ok(store)
+}
+
+/// A database that cannot be opened or migrated: say why and what to do.
+pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
+    StartError::Failed(format!(
+        "{cause:#} (database.url = {url}); check that the path exists and is writable, or set DATABASE_URL"
+    ))
+}
+
 /// `guildkey run`: runs until a shutdown signal, then stops gracefully.
-pub async fn run(config: Config) -> Result<(), Failure> {
+pub async fn run(config: Config) -> Result<(), StartError> {
     let Some(token) = config.discord.token.clone() else {
-        return Err(Failure::usage("discord.token: not set; put DISCORD_TOKEN in the environment or .env"));
+        return Err(StartError::Config("discord.token: not set; put DISCORD_TOKEN in the environment or .env".into()));
     };
-    let store = crate::cli::open_store(&config).await?;
+    let store = open_store(&config).await?;
     let keys = KeyService::new(store.clone(), config.keys.clone())
         .await
-        .map_err(|e| crate::cli::database_failure(&config.database.url, e))?;
+        .map_err(|e| database_error(&config.database.url, e))?;
 
     // The HTTP listener first: verification works whether or not Discord does.
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
-        .map_err(|e| Failure::failed(format!("failed to listen on {} (http.bind): {e}", config.http.bind)))?;
-    let addr = listener.local_addr().map_err(|e| Failure::failed(format!("failed to read the bound address: {e}")))?;
+        .map_err(|e| StartError::Failed(format!("failed to listen on {} (http.bind): {e}", config.http.bind)))?;
+    let addr =
+        listener.local_addr().map_err(|e| StartError::Failed(format!("failed to read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
     let serenity_ops = Arc::new(SerenityGuildOps::default());
     let ops: Arc<dyn GuildOps> = serenity_ops.clone();
@@ -65,7 +93,7 @@ pub async fn run(config: Config) -> Result<(), Failure> {
     )
     .framework(framework)
     .await
-    .map_err(|e| Failure::failed(format!("failed to set up the Discord client: {e}")))?;
+    .map_err(|e| StartError::Failed(format!("failed to set up the Discord client: {e}")))?;
     serenity_ops.attach(client.http.clone(), client.cache.clone());
     let upkeep = {
         let keys = keys.clone();
@@ -80,8 +108,8 @@ pub async fn run(config: Config) -> Result<(), Failure> {
         () = shutdown_signal() => Ok(()),
         result = &mut bot => match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Failure::failed(format!("the Discord bot stopped: {e}; check DISCORD_TOKEN and discord.api_base_url"))),
-            Err(e) => Err(Failure::failed(format!("the Discord bot crashed: {e}"))),
+            Ok(Err(e)) => Err(StartError::Failed(format!("the Discord bot stopped: {e}; check DISCORD_TOKEN and discord.api_base_url"))),
+            Err(e) => Err(StartError::Failed(format!("the Discord bot crashed: {e}"))),
         },
     };
 

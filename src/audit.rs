@@ -9,7 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::keys::KeyId;
+/// Defined beside the key it names (`keys` sits below `audit`).
+pub use crate::keys::KeyRef;
 
 /// What happened. The wire names are part of the HTTP contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -145,14 +146,6 @@ impl Actor {
             Self::System => "guildkey".to_owned(),
         }
     }
-}
-
-/// A key named safely: id, name and display prefix, never the secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRef {
-    pub id: KeyId,
-    pub name: String,
-    pub prefix: String,
 }
 
 /// An event about to be written.

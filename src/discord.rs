@@ -661,7 +661,8 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         title.push_str(" (test key: dry run, nothing changed)");
     }
     let key = match (&event.key_name, &event.key_prefix) {
-        (Some(name), Some(prefix)) => Some(format!("{} (`{prefix}`)", escape(name))),
+        // Within a field's 1,024 characters, with room for the prefix.
+        (Some(name), Some(prefix)) => Some(format!("{} (`{prefix}`)", escape_within(name, 960))),
         _ => None,
     };
     let actor = match (event.actor_kind.as_str(), &key) {
@@ -684,7 +685,57 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     for (name, value) in detail_fields(event) {
         embed = embed.field(name, value, true);
     }
+    if let Some(summary) = while_off_summary(event) {
+        embed = embed.description(summary);
+    }
     embed
+}
+
+/// For an audit channel set while posts were off: what happened meanwhile
+/// (how many changes, since when, the latest few), so turning posts off and
+/// on again cannot hide a change. Within an embed description's 4,096
+/// characters.
+fn while_off_summary(event: &AuditEvent) -> Option<String> {
+    let off = event.details.get("while_off")?;
+    let count = off["count"].as_u64().unwrap_or(0);
+    let since = off["since"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let window = match since {
+        Some(at) => format!("from <t:{}:f> to <t:{}:f>", at.timestamp(), event.at.timestamp()),
+        None => format!("until <t:{}:f>", event.at.timestamp()),
+    };
+    // Actors are stored labels (`<@id>`, "An API key", "The operator CLI"), not typed text.
+    let by = off["turned_off_by"].as_str().map(|b| format!(", turned off by {b}")).unwrap_or_default();
+    let mut lines = vec![match count {
+        0 => format!("**While audit posts were off** ({window}{by}): no changes."),
+        1 => format!("**While audit posts were off** ({window}{by}): **1 change**:"),
+        n => format!("**While audit posts were off** ({window}{by}): **{n} changes**, latest first:"),
+    }];
+    let recent = off["recent"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for e in recent {
+        let s = |k: &str| e.get(k).and_then(|v| v.as_str());
+        let at = s("at").and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
+        let mut line = format!(
+            "• {}`{}`",
+            at.map(|a| format!("<t:{}:R> ", a.timestamp())).unwrap_or_default(),
+            s("action").unwrap_or("?")
+        );
+        if let (Some(name), Some(prefix)) = (s("key_name"), s("key_prefix")) {
+            line.push_str(&format!(" {} (`{prefix}`)", escape_within(name, 80)));
+        }
+        if e.get("test").and_then(|t| t.as_bool()) == Some(true) {
+            line.push_str(" (dry run)");
+        }
+        line.push_str(&format!(" by {}", s("actor").unwrap_or("?")));
+        lines.push(line);
+    }
+    if count > recent.len() as u64 {
+        lines.push(format!(
+            "…and {} more: see `GET /v1/guilds/{}/audit-log` (scope audit.read), or `/apikey info` for one key.",
+            count - recent.len() as u64,
+            event.guild_id
+        ));
+    }
+    Some(lines.join("\n"))
 }
 
 /// The prefix of the audit channel's buttons' custom ids:
@@ -717,7 +768,7 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
         out.push(("Role", format!("<@&{role}>")));
     }
     if let Some(reason) = s("reason") {
-        out.push(("Reason", escape(&reason)));
+        out.push(("Reason", escape_within(&reason, 1024)));
     }
     if let Some(scopes) = d.get("scopes").and_then(|v| v.as_array()) {
         let names: Vec<&str> = scopes.iter().filter_map(|v| v.as_str()).collect();
@@ -727,7 +778,12 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
         out.push(("Environment", env));
     }
     if event.action == Action::AuditChannelSet {
-        out.push(("Channel", s("channel_id").map_or_else(|| "off".to_owned(), |c| format!("<#{c}>"))));
+        let channel = match (s("channel_id"), s("previous_channel_id")) {
+            (Some(c), _) => format!("<#{c}>"),
+            (None, Some(was)) => format!("off (was <#{was}>)"),
+            (None, None) => "off".to_owned(),
+        };
+        out.push(("Channel", channel));
     }
     if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
         out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
@@ -746,7 +802,178 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Keeps user-supplied text from forming mentions or markdown in embeds.
-fn escape(s: &str) -> String {
-    s.replace('@', "@\u{200b}").replace('`', "'")
+/// Shows user-supplied text (key names, ban reasons) as typed in Discord
+/// messages and embeds: it must not form mentions (`@everyone`, `<@id>`,
+/// `<#id>`, `<t:…>`), markdown (bold, strikethrough, spoilers, headings,
+/// quotes, lists) or masked links (`[text](https://…)`, which would show
+/// `text` and lead elsewhere), and characters that are invisible or reorder
+/// text (zero-width, bidirectional controls, BOM, other controls) are shown
+/// as `<U+202E>` rather than left to hide or disguise it. Markdown
+/// characters get a backslash, which Discord shows as the character itself;
+/// a backtick becomes `'` (it closes the inline code names sit beside).
+/// The bot's own replies (`bot::render::safe`) use this too.
+pub fn escape(s: &str) -> String {
+    escape_within(s, usize::MAX)
+}
+
+/// [`escape`], at most `max` characters long (Discord's limit for where it
+/// goes: escaping can make a text several times longer); a cut text ends in
+/// `…`, never inside an escape.
+pub fn escape_within(s: &str, max: usize) -> String {
+    let mut pieces = Vec::with_capacity(s.len());
+    let mut line_start = true;
+    for c in s.chars() {
+        let piece: std::borrow::Cow<'static, str> = match c {
+            '`' => "'".into(),
+            '@' => "@\u{200b}".into(),
+            '\\' | '*' | '_' | '~' | '|' | '[' | ']' | '(' | ')' | '<' => format!("\\{c}").into(),
+            // Headings, quotes, lists and subtext, at the start of a line.
+            '#' | '>' | '-' | '+' if line_start => format!("\\{c}").into(),
+            '\n' => "\n".into(),
+            c if is_hidden(c) => format!("\\<U+{:04X}>", u32::from(c)).into(),
+            c => c.to_string().into(),
+        };
+        pieces.push(piece);
+        line_start = c == '\n' || (line_start && c == ' ');
+    }
+    let total: usize = pieces.iter().map(|p| p.chars().count()).sum();
+    if total <= max {
+        return pieces.concat();
+    }
+    let mut out = String::new();
+    let mut len = 0;
+    for piece in pieces {
+        let n = piece.chars().count();
+        if len + n + 1 > max {
+            break;
+        }
+        out.push_str(&piece);
+        len += n;
+    }
+    out.push('…');
+    out
+}
+
+/// Characters that show nothing or change how the text around them reads.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}' // soft hyphen
+                | '\u{034F}' // combining grapheme joiner
+                | '\u{061C}' // Arabic letter mark
+                | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+                | '\u{17B4}' | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}' // Mongolian selectors and vowel separator
+                | '\u{200B}'..='\u{200F}' // zero-width space, joiners, LRM, RLM
+                | '\u{2028}'..='\u{202E}' // line/paragraph separators, bidi embeddings and overrides
+                | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
+                | '\u{FEFF}' // byte order mark
+                | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+                | '\u{E0000}'..='\u{E007F}' // tags
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn a_masked_link_stays_text() {
+        assert_eq!(escape("[click](https://evil.example)"), "\\[click\\]\\(https://evil.example\\)");
+    }
+
+    #[test]
+    fn mentions_and_markdown_are_shown_as_typed() {
+        let cases = [
+            ("@everyone", "@\u{200b}everyone"),
+            ("<@123> <#456> <t:0:R>", "\\<@\u{200b}123> \\<#456> \\<t:0:R>"),
+            ("**bold** __u__ ~~s~~ ||spoiler||", "\\*\\*bold\\*\\* \\_\\_u\\_\\_ \\~\\~s\\~\\~ \\|\\|spoiler\\|\\|"),
+            ("`code`", "'code'"),
+            ("back\\slash", "back\\\\slash"),
+            ("# heading", "\\# heading"),
+            ("> quote\n- item\n-# small", "\\> quote\n\\- item\n\\-# small"),
+            ("game-server #1 > 0", "game-server #1 > 0"),
+            ("plain name 42", "plain name 42"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape(input), want, "escaping {input:?}");
+        }
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_made_visible() {
+        let cases = [
+            ("a\u{200B}b", "a\\<U+200B>b"),
+            ("pay\u{202E}lmth.exe", "pay\\<U+202E>lmth.exe"),
+            ("\u{FEFF}bom", "\\<U+FEFF>bom"),
+            ("x\u{2066}y\u{2069}", "x\\<U+2066>y\\<U+2069>"),
+            ("joiner\u{200D}", "joiner\\<U+200D>"),
+            ("bell\u{7}", "bell\\<U+0007>"),
+            ("tag\u{E0041}", "tag\\<U+E0041>"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape(input), want, "escaping {input:?}");
+        }
+        for c in ('\u{200B}'..='\u{200F}').chain('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            assert!(!escape(&format!("a{c}b")).contains(c), "U+{:04X} left in", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn a_cut_text_ends_in_an_ellipsis_never_inside_an_escape() {
+        use super::escape_within;
+        assert_eq!(escape_within("abc", 3), "abc");
+        assert_eq!(escape_within("abcd", 3), "ab…");
+        assert_eq!(escape_within("a[b", 3), "a…", "not a dangling backslash");
+        let hidden = "\u{200B}".repeat(64);
+        let cut = escape_within(&hidden, 256);
+        assert!(cut.chars().count() <= 256 && cut.ends_with("<U+200B>…"), "{cut}");
+    }
+
+    #[test]
+    fn the_while_off_summary_counts_lists_escaped_and_points_to_the_rest() {
+        let event = crate::audit::AuditEvent {
+            id: 40,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::AuditChannelSet,
+            actor: "<@7>".into(),
+            actor_kind: "user".into(),
+            key_id: None,
+            key_name: None,
+            key_prefix: None,
+            test: false,
+            details: serde_json::json!({
+                "channel_id": "9",
+                "while_off": {
+                    "count": 12,
+                    "since": "2026-01-01T09:00:00Z",
+                    "turned_off_by": "<@8>",
+                    "recent": [{
+                        "id": 39, "at": "2026-01-01T09:59:00Z", "action": "key.revoked",
+                        "actor": "The operator CLI", "key_name": "[x](https://evil.example)",
+                        "key_prefix": "gk_live_Ab3d", "test": false
+                    }],
+                },
+            }),
+        };
+        let summary = super::while_off_summary(&event).expect("a summary");
+        let lines: Vec<&str> = summary.lines().collect();
+        assert!(lines[0].contains("12 changes") && lines[0].contains("turned off by <@8>"), "{summary}");
+        assert!(lines[0].contains(&format!("<t:{}:f>", 1_767_258_000)), "the window starts when posts went off");
+        assert_eq!(
+            lines[1],
+            "• <t:1767261540:R> `key.revoked` \\[x\\]\\(https://evil.example\\) (`gk_live_Ab3d`) by The operator CLI"
+        );
+        assert!(lines[2].contains("11 more") && lines[2].contains("GET /v1/guilds/123/audit-log"), "{summary}");
+        assert!(
+            super::while_off_summary(&crate::audit::AuditEvent { details: serde_json::json!({}), ..event }).is_none()
+        );
+    }
+
+    #[test]
+    fn accented_letters_and_emoji_pass_through() {
+        assert_eq!(escape("Crème brûlée 🍮 ключ"), "Crème brûlée 🍮 ключ");
+    }
 }

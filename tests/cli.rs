@@ -383,6 +383,80 @@ fn migrate_creates_a_missing_database_directory() {
     assert!(nested.is_file(), "the database file was not created at {}", nested.display());
 }
 
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn migrate_makes_the_database_directory_and_file_private_whatever_the_umask() {
+    // Arrange: a path two directories deep that does not exist, and a
+    // process umask that would leave everything world-writable.
+    let sandbox = Sandbox::new();
+    let nested = sandbox.path().join("state/guildkey/gk.db");
+    let url = format!("sqlite://{}?mode=rwc", nested.display());
+    let existing = mode_of(sandbox.path());
+
+    // Act
+    let out = sandbox.run_with(&["migrate"], |c| {
+        c.env("DATABASE_URL", &url);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask(2) is async-signal-safe and touches no memory.
+        unsafe {
+            c.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+    });
+
+    // Assert
+    out.assert_ok();
+    let made = [sandbox.path().join("state"), sandbox.path().join("state/guildkey")];
+    for dir in &made {
+        assert_eq!(mode_of(dir), 0o700, "{} should be drwx------", dir.display());
+    }
+    assert_eq!(mode_of(&nested), 0o600, "the database file should be -rw-------");
+    assert_eq!(mode_of(sandbox.path()), existing, "a directory guildkey did not make is left as it was");
+}
+
+#[test]
+fn an_existing_database_readable_by_others_is_tightened_at_start_and_says_so() {
+    // Arrange: a database whose file, -wal and -shm (kept by an open
+    // connection) are 0644, as older versions left them.
+    let sandbox = Sandbox::migrated();
+    let wal = sandbox.path().join("gk.db-wal");
+    let shm = sandbox.path().join("gk.db-shm");
+    let conn = block_on(async {
+        let mut conn = sandbox.connect().await;
+        sqlx::query("create table if not exists keep_open (x)").execute(&mut conn).await.expect("write");
+        conn
+    });
+    for path in [&sandbox.db, &wal, &shm] {
+        assert!(path.exists(), "{} should exist while a connection is open", path.display());
+        set_mode(path, 0o644);
+    }
+
+    // Act
+    let out = sandbox.run_with(&["migrate"], |c| {
+        c.env("RUST_LOG", "info");
+    });
+
+    // Assert
+    out.assert_ok();
+    for path in [&sandbox.db, &wal, &shm] {
+        assert_eq!(mode_of(path), 0o600, "{} should be tightened to -rw-------\n{}", path.display(), out.describe());
+    }
+    let told = out.stderr.lines().filter(|l| l.contains("tightened the database file's mode")).count();
+    assert_eq!(told, 3, "one info line per tightened file\n{}", out.describe());
+    drop(conn);
+}
+
 #[test]
 fn help_and_version_exit_0() {
     let sandbox = Sandbox::new();
@@ -819,7 +893,7 @@ fn keys_list_prints_a_table_with_statuses_and_the_active_count() {
     let gone_row = row(&gone);
     assert!(gone_row.contains("gone key") && gone_row.contains("revoked"), "{}", out.describe());
     assert!(!out.stdout.contains(&other[..12]), "another guild's key listed\n{}", out.describe());
-    assert_eq!(lines[3], "1 of 3 active keys");
+    assert_eq!(lines[3], format!("1 of 3 active keys in guild {GUILD}"), "the count names the guild");
     assert!(!out.stdout.contains(random_part(&kept)), "list shows a secret\n{}", out.describe());
 }
 
@@ -1003,6 +1077,90 @@ fn an_expired_key_cannot_be_rotated_but_can_be_deleted_without_revoking() {
     assert!(rotate.one_stderr_line().contains("expired"), "{}", rotate.describe());
     delete.assert_ok();
     assert!(sandbox.list(GUILD).is_empty());
+}
+
+#[test]
+fn a_key_named_or_prefixed_in_several_guilds_is_refused_without_guild_and_the_guilds_are_listed() {
+    // Arrange: "game" in two guilds, "solo" in one, and a prefix two
+    // guilds' keys share (made so in the database: 4 random characters
+    // collide across enough keys).
+    let sandbox = Sandbox::migrated();
+    let game = sandbox.create(GUILD, "game", &[]);
+    let other_game = sandbox.create(OTHER_GUILD, "game", &[]);
+    sandbox.create(GUILD, "solo", &[]);
+    let shared = sandbox.create(GUILD, "shared prefix", &[]);
+    let twin = sandbox.create(OTHER_GUILD, "prefix twin", &[]);
+    let twin_id = sandbox.key_id(OTHER_GUILD, &twin);
+    let shared_id = sandbox.key_id(GUILD, &shared);
+    block_on(async {
+        let mut conn = sandbox.connect().await;
+        sqlx::query("update api_key set prefix = ? where api_key_id = ?")
+            .bind(&shared[..12])
+            .bind(&twin_id)
+            .execute(&mut conn)
+            .await
+            .expect("share a prefix");
+    });
+    let owned = |args: &[&str]| -> Vec<String> { args.iter().map(|a| (*a).to_owned()).collect() };
+    let both = format!("{GUILD}, {OTHER_GUILD}");
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("revoking a name two guilds use", owned(&["keys", "revoke", "game"]), &both),
+        ("rotating a name two guilds use", owned(&["keys", "rotate", "game"]), &both),
+        ("deleting a name two guilds use", owned(&["keys", "delete", "game"]), &both),
+        ("revoking a name only one guild uses", owned(&["keys", "revoke", "solo"]), GUILD),
+        ("revoking a prefix two guilds share", owned(&["keys", "revoke", &shared[..12]]), &both),
+        ("rotating a prefix two guilds share", owned(&["keys", "rotate", &shared[..12]]), &both),
+    ];
+
+    // Act / Assert: refused, exit 1, one line naming the guilds and --guild.
+    sandbox.assert_refused(&cases, 1);
+    let out = sandbox.run(&["keys", "revoke", "game"]);
+    assert!(out.one_stderr_line().contains("--guild"), "say how to choose\n{}", out.describe());
+
+    // --guild settles it, and only that guild's key changes.
+    let out = sandbox.run(&["keys", "revoke", "game", "--guild", OTHER_GUILD]);
+    out.assert_ok();
+    let line = out.one_stderr_line();
+    assert!(line.contains("'game'") && line.ends_with(&format!("in guild {OTHER_GUILD}")), "{}", out.describe());
+    assert_eq!(sandbox.listed(OTHER_GUILD, &other_game)["status"], "revoked");
+    assert_eq!(sandbox.listed(GUILD, &game)["status"], "active", "the other guild's 'game' is untouched");
+    let out = sandbox.run(&["keys", "rotate", &shared[..12], "--guild", GUILD]);
+    let new = out.assert_ok().secret();
+    assert!(out.one_stderr_line().contains(&format!("in guild {GUILD}")), "{}", out.describe());
+    assert_eq!(sandbox.key_id(GUILD, &new), shared_id, "the named guild's key rotated");
+    assert_eq!(sandbox.hashes(&twin_id).0, sha256(&twin), "the other guild's key kept its secret");
+    let out = sandbox.run(&["keys", "delete", "game", "--guild", OTHER_GUILD]);
+    assert!(out.assert_ok().one_stderr_line().contains(&format!("in guild {OTHER_GUILD}")), "{}", out.describe());
+
+    // A name in the wrong guild is not found there; a bad --guild is usage.
+    let out = sandbox.run(&["keys", "revoke", "solo", "--guild", OTHER_GUILD]);
+    assert!(out.assert_code(1).one_stderr_line().contains("no key matches"), "{}", out.describe());
+    for bad in ["abc", "0", "-1"] {
+        let out = sandbox.run(&["keys", "delete", "solo", "--guild", bad]);
+        assert!(out.assert_code(2).one_stderr_line().contains("--guild"), "--guild {bad}\n{}", out.describe());
+    }
+}
+
+#[test]
+fn a_full_key_id_needs_no_guild_and_every_answer_names_the_guild() {
+    // Arrange
+    let sandbox = Sandbox::migrated();
+    let secret = sandbox.create(OTHER_GUILD, "by id", &[]);
+    let id = sandbox.key_id(OTHER_GUILD, &secret);
+    let in_guild = format!("in guild {OTHER_GUILD}");
+
+    // Act
+    let rotate = sandbox.run(&["keys", "rotate", &id]);
+    let revoke = sandbox.run(&["keys", "revoke", &id]);
+    let delete = sandbox.run(&["keys", "delete", &id]);
+
+    // Assert
+    rotate.assert_ok().secret();
+    for out in [&rotate, &revoke, &delete] {
+        let line = out.assert_ok().one_stderr_line();
+        assert!(line.contains(&id) && line.contains(&in_guild), "name the key and its guild\n{}", out.describe());
+    }
+    assert!(revoke.stdout.is_empty() && delete.stdout.is_empty());
 }
 
 // ---------------------------------------------------------------------------

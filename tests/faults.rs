@@ -415,3 +415,52 @@ async fn a_429_storm_on_the_audit_channel_never_fails_a_change_and_posting_resum
     assert_eq!(keys.len(), 6, "every key made during the storms exists");
     app.double.assert_no_violations();
 }
+
+/// `GET /v1/verify` with `token`: status, error reason, `Retry-After`.
+async fn verify_answer(app: &App, token: &str) -> (u16, String, Option<String>) {
+    let resp = app.get("/v1/verify", token).await;
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = support::json(resp).await;
+    (status, body["error"]["reason"].as_str().unwrap_or_default().to_owned(), retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_read_key_changes_answers_503_index_stale_then_recovers() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "game", "bans.read", &[]);
+    let_the_listener_catch_up().await;
+    assert_eq!(verify_answer(&app, &token).await.0, 200);
+
+    // Another process takes the key change log away (a commit the listener
+    // notices but cannot read).
+    let mut other = sqlx::SqliteConnection::connect(&app.db_url).await.expect("a raw connection");
+    sqlx::query("alter table key_change rename to key_change_away").execute(&mut other).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let stale = loop {
+        let answer = verify_answer(&app, &token).await;
+        if answer.0 != 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stale, (503, "index_stale".to_owned(), Some("1".to_owned())), "refused, with a retry hint");
+    let metrics = support::text(app.http.get(app.url("/metrics")).send().await.unwrap()).await;
+    assert!(metrics.contains(r#"key_verifications_total{outcome="index_stale"}"#), "{metrics}");
+    // Said at error by the next failing check (within 250 ms).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !app.logs().iter().any(|l| l.contains("ERROR") && l.contains("refusing every key")) {
+        assert!(Instant::now() < deadline, "the stale index is logged at error");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    sqlx::query("alter table key_change_away rename to key_change").execute(&mut other).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while verify_answer(&app, &token).await.0 != 200 {
+        assert!(Instant::now() < deadline, "keys are accepted again once the listener catches up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(app.logs().join("\n").contains("keys are accepted again"));
+}

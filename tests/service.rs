@@ -16,6 +16,7 @@ use guildkey::config::KeysConfig;
 use guildkey::keys::{token, Environment, KeyStatus, Scope};
 use guildkey::service::{parse_grace, Error, IssuedKey, KeyDraft, KeyRequest, KeyService};
 use guildkey::store::Store;
+use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -297,6 +298,103 @@ async fn a_rotation_by_another_instance_takes_effect_within_one_second() {
     let _ = stop.send(());
     upkeep.await.unwrap();
     assert!(took.is_some(), "after 1 s the other instance should accept only the new secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_catch_up_refuses_every_key_until_it_can() {
+    // Arrange: a listener with its upkeep running, two keys it accepts.
+    let db = Db::new();
+    let (_, cli) = db.open(3).await;
+    let (_, listener) = db.open(3).await;
+    let (stop, upkeep) = start_upkeep(&listener);
+    let doomed = issue(&cli, GUILD, "doomed").await;
+    let bystander = issue(&cli, GUILD, "bystander").await;
+    let auth = |key: &IssuedKey| listener.authenticate(key.secret.expose(), anywhere());
+    let seen = within(Duration::from_secs(2), || auth(&doomed).is_ok() && auth(&bystander).is_ok()).await;
+    assert!(seen.is_some(), "both keys work on the listener");
+
+    // Act: another process revokes a key and, in the same commit, takes the
+    // key change log away, so the listener's checks fail from now on.
+    let mut other = sqlx::SqliteConnection::connect(&db.url).await.expect("a raw connection");
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("update api_key set revoked_at = ?, updated_at = ? where api_key_id = ?")
+        .bind(Utc::now().timestamp_millis())
+        .bind(Utc::now().timestamp_millis())
+        .bind(doomed.record.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("alter table key_change rename to key_change_away").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Assert: within the bound (5 s, checks every 250 ms) every key is refused,
+    // the revoked one included, rather than the revoked one accepted.
+    let refused = within(Duration::from_secs(8), || {
+        matches!(auth(&doomed), Err(Error::IndexStale)) && matches!(auth(&bystander), Err(Error::IndexStale))
+    })
+    .await;
+    assert!(refused.is_some(), "a listener that cannot catch up still accepts keys: {:?}", auth(&doomed));
+
+    // Act: the log comes back.
+    sqlx::query("alter table key_change_away rename to key_change").execute(&mut other).await.unwrap();
+
+    // Assert: the next check catches up; the bystander works, the revoked key is revoked.
+    let back = within(Duration::from_secs(3), || auth(&bystander).is_ok()).await;
+    assert!(back.is_some(), "keys are accepted again once the index catches up: {:?}", auth(&bystander));
+    assert!(matches!(auth(&doomed), Err(Error::Revoked(_))), "{:?}", auth(&doomed));
+    println!(
+        "every key refused {:?} after the checks began failing; accepted again {:?} after repair",
+        refused.unwrap(),
+        back.unwrap()
+    );
+    let _ = stop.send(());
+    upkeep.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_revocation_the_index_cannot_apply_refuses_every_key_at_once_until_a_reload() {
+    // Arrange: a listener that revokes a key itself, and a trigger (made by
+    // another connection) that leaves the revoked row unreadable, so the
+    // revocation commits but cannot be applied to the index.
+    let db = Db::new();
+    let (_, listener) = db.open(3).await;
+    let (stop, upkeep) = start_upkeep(&listener);
+    let doomed = issue(&listener, GUILD, "doomed").await;
+    let bystander = issue(&listener, GUILD, "bystander").await;
+    let auth = |key: &IssuedKey| listener.authenticate(key.secret.expose(), anywhere());
+    assert!(auth(&doomed).is_ok() && auth(&bystander).is_ok());
+    let mut other = sqlx::SqliteConnection::connect(&db.url).await.expect("a raw connection");
+    sqlx::query(
+        "create trigger spoil_on_revoke after update of revoked_at on api_key begin \
+         update api_key set scopes = 'not a scope' where api_key_id = new.api_key_id; end",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+
+    // Act
+    let revoked = listener.revoke(Some(GUILD), doomed.record.id.as_str(), &Actor::Cli).await;
+
+    // Assert: the change failed to apply, so nothing is accepted, at once.
+    assert!(matches!(revoked, Err(Error::Internal(_))), "{revoked:?}");
+    assert!(matches!(auth(&doomed), Err(Error::IndexStale)), "the revoked key: {:?}", auth(&doomed));
+    assert!(matches!(auth(&bystander), Err(Error::IndexStale)), "every key: {:?}", auth(&bystander));
+
+    // Act: the row is readable again.
+    sqlx::query("drop trigger spoil_on_revoke").execute(&mut other).await.unwrap();
+    sqlx::query("update api_key set scopes = 'bans.read' where api_key_id = ?")
+        .bind(doomed.record.id.as_str())
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // Assert: a full reload brings the keys back, the revocation with them.
+    let back = within(Duration::from_secs(3), || auth(&bystander).is_ok()).await;
+    assert!(back.is_some(), "keys are accepted again after the reload: {:?}", auth(&bystander));
+    assert!(matches!(auth(&doomed), Err(Error::Revoked(_))), "{:?}", auth(&doomed));
+    assert!(listener.index_stats().full_loads >= 2, "a full reload, not a key-by-key catch-up");
+    let _ = stop.send(());
+    upkeep.await.unwrap();
 }
 
 #[tokio::test]
@@ -658,7 +756,9 @@ async fn find_resolves_a_key_by_id_prefix_or_name_within_its_guild() {
         ("name", "game server".to_owned()),
         ("id with spaces", format!("  {id} ")),
     ] {
-        for guild in [Some(GUILD), None] {
+        // Across all guilds, a name needs its guild (see below).
+        let guilds: &[Option<u64>] = if how == "name" { &[Some(GUILD)] } else { &[Some(GUILD), None] };
+        for &guild in guilds {
             // Act
             let found = service.find(guild, &reference).await;
 
@@ -671,6 +771,13 @@ async fn find_resolves_a_key_by_id_prefix_or_name_within_its_guild() {
     }
     let unknown = service.find(Some(GUILD), "no such key").await;
     assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+    let unknown_anywhere = service.find(None, "no such key").await;
+    assert!(matches!(unknown_anywhere, Err(Error::NotFound(_))), "{unknown_anywhere:?}");
+    let name_anywhere = service.find(None, "game server").await;
+    match name_anywhere {
+        Err(Error::GuildNeeded { guilds, .. }) => assert_eq!(guilds, [GUILD], "the guild to choose"),
+        other => panic!("a name across all guilds needs its guild, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -697,7 +804,10 @@ async fn find_reports_an_ambiguous_name_and_prefers_the_only_active_match() {
         }
         other => panic!("two active keys named twin must be ambiguous, got {other:?}"),
     }
-    assert!(matches!(any_guild, Err(Error::Ambiguous { .. })), "{any_guild:?}");
+    match any_guild {
+        Err(Error::GuildNeeded { guilds, .. }) => assert_eq!(guilds, [GUILD, OTHER_GUILD], "both guilds listed"),
+        other => panic!("a name across all guilds needs its guild, got {other:?}"),
+    }
     assert_eq!(one_active.expect("the active twin").id, second.record.id);
     assert_eq!(by_id.expect("an id is never ambiguous").id, first.record.id);
 }
@@ -816,6 +926,45 @@ async fn every_change_writes_exactly_one_audit_event_naming_its_actor() {
         assert!(!all.contains(&secret.expose()[8..40]), "a secret in the audit log: {all}");
     }
     assert!(events(&service, OTHER_GUILD).await.is_empty());
+}
+
+#[tokio::test]
+async fn setting_the_audit_channel_after_posts_were_off_records_what_happened_meanwhile() {
+    // Arrange: posts on, then off, then twelve changes.
+    let db = Db::new();
+    let service = db.service().await;
+    let admin = Actor::User(42);
+    service.set_audit_channel(GUILD, Some(CHANNEL), &admin).await.unwrap();
+    service.set_audit_channel(GUILD, None, &admin).await.unwrap();
+    let mut last = None;
+    for i in 0..6 {
+        let key = issue(&service, GUILD, &format!("k{i}")).await;
+        service.revoke(Some(GUILD), key.record.id.as_str(), &Actor::Cli).await.unwrap();
+        last = Some(key);
+    }
+    issue(&service, OTHER_GUILD, "elsewhere").await;
+
+    // Act
+    service.set_audit_channel(GUILD, Some(CHANNEL + 1), &admin).await.unwrap();
+    service.set_audit_channel(GUILD, Some(CHANNEL), &admin).await.unwrap();
+
+    // Assert
+    let log = events(&service, GUILD).await;
+    let (switched, back_on, off) = (&log[0].details, &log[1].details, &log[14].details);
+    assert_eq!(off["channel_id"], serde_json::Value::Null);
+    assert_eq!(off["previous_channel_id"], CHANNEL.to_string(), "the off event names the channel it turns off");
+    let summary = &back_on["while_off"];
+    assert_eq!(summary["count"], 12, "this guild's changes only: {summary}");
+    assert_eq!(summary["turned_off_by"], "<@42>");
+    assert_eq!(summary["since"], serde_json::to_value(log[14].at).unwrap());
+    let recent = summary["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 10, "the latest ten");
+    assert_eq!(recent[0]["action"], "key.revoked");
+    assert_eq!(recent[0]["key_name"], "k5");
+    assert_eq!(recent[0]["key_prefix"], last.unwrap().record.prefix.as_str());
+    assert_eq!(recent[9]["key_name"], "k1", "newest first");
+    assert!(switched.get("while_off").is_none(), "a switch from one channel to another hid nothing: {switched}");
+    assert_eq!(switched["previous_channel_id"], (CHANNEL + 1).to_string());
 }
 
 #[tokio::test]

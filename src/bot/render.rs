@@ -29,9 +29,11 @@ fn expiry(k: &KeyRecord) -> String {
     k.expires_at.map_or_else(|| "never".to_owned(), relative)
 }
 
-/// Keeps a name from forming mentions or breaking markdown.
+/// Keeps a name from forming mentions, markdown or masked links, and shows
+/// its invisible characters: the audit channel's escaping
+/// ([`crate::discord::escape`]), so a name reads the same everywhere.
 pub fn safe(s: &str) -> String {
-    s.replace('@', "@\u{200b}").replace('`', "'").replace('*', "\\*").replace('_', "\\_")
+    crate::discord::escape(s)
 }
 
 /// The reply that shows a secret, once: after `create` and `rotate`.
@@ -72,7 +74,7 @@ fn fmt_abs(at: DateTime<Utc>) -> String {
 }
 
 fn key_summary(k: &KeyRecord, now: DateTime<Utc>) -> (String, String) {
-    let name = format!("{} · {}", k.name.chars().take(200).collect::<String>(), status_badge(k.status(now)));
+    let name = format!("{} · {}", crate::discord::escape_within(&k.name, 200), status_badge(k.status(now)));
     let mut value = vec![
         format!("`{}` · `{}` · {}", k.prefix, k.id, k.environment),
         format!("**Scopes:** {}", k.scopes),
@@ -118,7 +120,7 @@ pub fn list_embed(keys: &[KeyRecord], active: u32, max: u32, now: DateTime<Utc>)
 pub fn info_embed(k: &KeyRecord, recent: &[AuditEvent], now: DateTime<Utc>) -> serenity::CreateEmbed {
     let (_, summary) = key_summary(k, now);
     let mut embed = serenity::CreateEmbed::new()
-        .title(format!("API key: {}", k.name.chars().take(200).collect::<String>()))
+        .title(format!("API key: {}", crate::discord::escape_within(&k.name, 200)))
         .colour(serenity::Colour::new(0x5865F2))
         .description(summary)
         .field("Status", status_badge(k.status(now)), true)

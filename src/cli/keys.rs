@@ -1,5 +1,10 @@
 //! `guildkey keys list|create|revoke|delete|rotate`: the operator's way in,
 //! on the same database, audited as "The operator CLI".
+//!
+//! The CLI sees every guild, so `revoke`, `delete` and `rotate` accept a
+//! key's id (unique everywhere) or a prefix whose keys are all in one guild
+//! on their own; a name, or a prefix several guilds share, needs `--guild`
+//! (see `KeyService::find`). Every answer names the key's guild.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -26,21 +31,30 @@ pub enum KeysCommand {
     Create(CreateArgs),
     /// Revoke a key: it stops working at once, and stays listed until deleted
     Revoke {
-        /// The key's id (key_…) or its 12-character prefix (gk_live_Ab3d)
+        /// The key's id (key_…), or its 12-character prefix (gk_live_Ab3d) or name with --guild
         #[arg(value_name = "KEY")]
         key: String,
+        /// The guild (server) id the key belongs to: needed for a name, or a prefix keys of several guilds share
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
+        guild: Option<u64>,
     },
     /// Delete a revoked or expired key for good (an active key must be revoked first)
     Delete {
-        /// The key's id (key_…) or its 12-character prefix (gk_live_Ab3d)
+        /// The key's id (key_…), or its 12-character prefix (gk_live_Ab3d) or name with --guild
         #[arg(value_name = "KEY")]
         key: String,
+        /// The guild (server) id the key belongs to: needed for a name, or a prefix keys of several guilds share
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
+        guild: Option<u64>,
     },
     /// Give a key a new secret (same id, name, scopes and settings); prints it once on stdout
     Rotate {
-        /// The key's id (key_…) or its 12-character prefix (gk_live_Ab3d)
+        /// The key's id (key_…), or its 12-character prefix (gk_live_Ab3d) or name with --guild
         #[arg(value_name = "KEY")]
         key: String,
+        /// The guild (server) id the key belongs to: needed for a name, or a prefix keys of several guilds share
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
+        guild: Option<u64>,
         /// Keep the old secret working this long (e.g. 10m, at most 7d); without it the old one stops at once
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<String>,
@@ -110,9 +124,11 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
         })?),
         _ => None,
     };
-    if let KeysCommand::Revoke { key } | KeysCommand::Delete { key } | KeysCommand::Rotate { key, .. } = &cmd {
+    if let KeysCommand::Revoke { key, .. } | KeysCommand::Delete { key, .. } | KeysCommand::Rotate { key, .. } = &cmd {
         if key.trim().is_empty() {
-            return Err(Failure::usage("KEY: give the key's id (key_…) or its 12-character prefix (gk_live_…)"));
+            return Err(Failure::usage(
+                "KEY: give the key's id (key_…), or its 12-character prefix (gk_live_…) or name with --guild",
+            ));
         }
     }
     let grace = match &cmd {
@@ -132,18 +148,18 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
             print_secret(&issued, "created");
             Ok(())
         }
-        KeysCommand::Revoke { key } => {
-            let k = service.revoke(None, &key, &actor).await?;
-            eprintln!("revoked {} '{}' ({})", k.id, k.name, k.prefix);
+        KeysCommand::Revoke { key, guild } => {
+            let k = service.revoke(guild, &key, &actor).await?;
+            eprintln!("revoked key {} '{}' ({}) in guild {}", k.id, k.name, k.prefix, k.guild_id);
             Ok(())
         }
-        KeysCommand::Delete { key } => {
-            let k = service.delete(None, &key, &actor).await?;
-            eprintln!("deleted {} '{}' ({})", k.id, k.name, k.prefix);
+        KeysCommand::Delete { key, guild } => {
+            let k = service.delete(guild, &key, &actor).await?;
+            eprintln!("deleted key {} '{}' ({}) in guild {}", k.id, k.name, k.prefix, k.guild_id);
             Ok(())
         }
-        KeysCommand::Rotate { key, .. } => {
-            let issued = service.rotate(None, &key, grace, &actor).await?;
+        KeysCommand::Rotate { key, guild, .. } => {
+            let issued = service.rotate(guild, &key, grace, &actor).await?;
             print_secret(&issued, "rotated");
             if let Some(until) = issued.record.previous_secret_expires_at {
                 eprintln!("the previous secret keeps working until {}", until.to_rfc3339());
@@ -160,7 +176,7 @@ fn print_secret(issued: &IssuedKey, verb: &str) {
     let k = &issued.record;
     println!("{}", issued.secret.expose());
     eprintln!(
-        "{verb} {} '{}' ({}) in guild {} with scopes {}; the secret above is shown only once",
+        "{verb} key {} '{}' ({}) in guild {} with scopes {}; the secret above is shown only once",
         k.id, k.name, k.prefix, k.guild_id, k.scopes
     );
 }
@@ -215,7 +231,7 @@ async fn list(service: &KeyService, guild: u64, json: bool) -> Result<(), Failur
     for row in &rows {
         println!("{}", line(row.iter().map(String::as_str).collect()));
     }
-    println!("{active} of {max} active keys");
+    println!("{active} of {max} active keys in guild {guild}");
     Ok(())
 }
 

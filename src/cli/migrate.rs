@@ -1,6 +1,6 @@
 //! `guildkey migrate`: apply migrations and exit.
 
-use super::{database_failure, Failure};
+use super::Failure;
 use crate::config::Config;
 use crate::store::Store;
 
@@ -13,8 +13,5 @@ pub async fn run(config: &Config) -> Result<(), Failure> {
 
 /// Opens and migrates the database named by the config.
 pub async fn open(config: &Config) -> Result<Store, Failure> {
-    let url = &config.database.url;
-    let store = Store::connect(url).await.map_err(|e| database_failure(url, e))?;
-    store.migrate().await.map_err(|e| database_failure(url, e))?;
-    Ok(store)
+    Ok(crate::app::open_store(config).await?)
 }

@@ -15,7 +15,6 @@
 mod config_check;
 mod keys;
 mod migrate;
-pub(crate) use migrate::open as open_store;
 mod run;
 
 use std::path::PathBuf;
@@ -118,16 +117,28 @@ impl From<Error> for Failure {
         match e {
             Error::Invalid(i) => Self::usage(format!("{}: {}", flag_name(i.field), i.message)),
             Error::Internal(cause) => Self::failed(format!("{cause:#}")),
+            Error::GuildNeeded { ref guilds, .. } => {
+                let choose = if guilds.len() == 1 { "add --guild" } else { "choose one with --guild" };
+                Self::failed(format!("{e}; {choose} ID, or give the key's id (key_…)"))
+            }
             other => Self::failed(other.to_string()),
+        }
+    }
+}
+
+/// The application's own failures, by the same table.
+impl From<crate::app::StartError> for Failure {
+    fn from(e: crate::app::StartError) -> Self {
+        match e {
+            crate::app::StartError::Config(message) => Self::usage(message),
+            crate::app::StartError::Failed(message) => Self::failed(message),
         }
     }
 }
 
 /// A database that cannot be opened or migrated: say why and what to do.
 pub(crate) fn database_failure(url: &str, cause: anyhow::Error) -> Failure {
-    Failure::failed(format!(
-        "{cause:#} (database.url = {url}); check that the path exists and is writable, or set DATABASE_URL"
-    ))
+    crate::app::database_error(url, cause).into()
 }
 
 /// Parses arguments, runs the command, returns the process exit code.

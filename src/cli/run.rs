@@ -4,5 +4,5 @@ use super::Failure;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> Result<(), Failure> {
-    crate::app::run(config).await
+    Ok(crate::app::run(config).await?)
 }

@@ -56,15 +56,17 @@ impl ApiError {
                 Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
                 Error::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
                 Error::Discord(_) => (StatusCode::BAD_GATEWAY, "discord_error"),
-                Error::Ambiguous { .. } | Error::StillActive(_) | Error::LimitReached { .. } => {
-                    (StatusCode::CONFLICT, "conflict")
-                }
+                Error::Ambiguous { .. }
+                | Error::StillActive(_)
+                | Error::LimitReached { .. }
+                | Error::GuildNeeded { .. } => (StatusCode::CONFLICT, "conflict"),
                 Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
                 Error::Suspended(_) | Error::BreakerTripped(_) => (StatusCode::UNAUTHORIZED, "key_suspended"),
                 Error::NotSuspended(_) => (StatusCode::CONFLICT, "conflict"),
                 Error::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, "role_not_allowed"),
                 Error::MemberProtected(_) => (StatusCode::FORBIDDEN, "member_protected"),
                 Error::DiscordPaused { .. } => (StatusCode::SERVICE_UNAVAILABLE, "discord_paused"),
+                Error::IndexStale => (StatusCode::SERVICE_UNAVAILABLE, "index_stale"),
             },
         }
     }
@@ -108,6 +110,9 @@ impl IntoResponse for ApiError {
             }
             Self::Service(Error::RateLimited { retry_after_secs } | Error::DiscordPaused { retry_after_secs, .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Service(Error::IndexStale) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

@@ -725,7 +725,16 @@ impl KeyRecord {
         )
     }
 
-    pub fn key_ref(&self) -> crate::audit::KeyRef {
-        crate::audit::KeyRef { id: self.id.clone(), name: self.name.clone(), prefix: self.prefix.clone() }
+    pub fn key_ref(&self) -> KeyRef {
+        KeyRef { id: self.id.clone(), name: self.name.clone(), prefix: self.prefix.clone() }
     }
+}
+
+/// A key named safely: id, name and display prefix, never the secret (what
+/// audit events and actors carry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    pub id: KeyId,
+    pub name: String,
+    pub prefix: String,
 }

@@ -18,11 +18,19 @@
 //!   uniform);
 //! - what a key needs once it is used — its rate limiter and the cached
 //!   rendering of its description ([`LiveKey`]) — is made on first use.
+//!
+//! It must never fail open: a revocation the index has not seen would keep
+//! working. So it records until when it counts as current
+//! ([`KeyIndex::fresh_until_ms`]): while a watcher runs, the last time it
+//! caught up with the database plus [`STALE_AFTER_MS`]. Past that (the
+//! checks keep failing), verification refuses every key until a check
+//! succeeds. A change this process committed but could not apply marks the
+//! index stale at once and forces a full reload.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -339,6 +347,12 @@ struct Seen {
 /// full reload rather than one row at a time.
 const MAX_APPLIED_CHANGES: usize = 2048;
 
+/// How long a watched index may go without catching up with the database
+/// (checks run every 250 ms) before verification refuses every key: the
+/// most a revocation made elsewhere can go unseen while the database cannot
+/// be read.
+pub const STALE_AFTER_MS: i64 = 5_000;
+
 /// How the index has followed other processes' commits, for `/metrics`,
 /// tests and the benchmark.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -358,6 +372,14 @@ pub struct KeyIndex {
     reload: Mutex<Option<Seen>>,
     full_loads: AtomicU64,
     keys_applied: AtomicU64,
+    /// Until when (milliseconds since the epoch) the index counts as
+    /// current; see [`Self::fresh_until_ms`]. Written only by holders of
+    /// `reload` (and by [`Self::watch`], which only lowers it).
+    fresh_until_ms: AtomicI64,
+    /// Whether a watcher (`KeyService::run_upkeep`) keeps the index current;
+    /// without one nothing could notice other processes' commits anyway, and
+    /// the index never goes stale by age.
+    watched: AtomicBool,
 }
 
 impl KeyIndex {
@@ -395,11 +417,40 @@ impl KeyIndex {
         }
     }
 
+    /// Until when (milliseconds since the epoch) the index may be trusted:
+    /// at or after it, verification must refuse every key. One atomic load
+    /// (the verify hot path reads it).
+    pub fn fresh_until_ms(&self) -> i64 {
+        self.fresh_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Whether the index is stale at `now_ms`.
+    pub fn is_stale_at(&self, now_ms: i64) -> bool {
+        now_ms >= self.fresh_until_ms()
+    }
+
+    /// A watcher now keeps the index current: from here on it goes stale
+    /// [`STALE_AFTER_MS`] after it last caught up.
+    pub fn watch(&self, now_ms: i64) {
+        self.watched.store(true, Ordering::Release);
+        self.fresh_until_ms.fetch_min(now_ms.saturating_add(STALE_AFTER_MS), Ordering::AcqRel);
+    }
+
+    /// The index caught up with the database as of `as_of_ms`.
+    fn caught_up(&self, as_of_ms: i64) {
+        let until =
+            if self.watched.load(Ordering::Acquire) { as_of_ms.saturating_add(STALE_AFTER_MS) } else { i64::MAX };
+        self.fresh_until_ms.store(until, Ordering::Release);
+    }
+
     /// Rebuilds the index from the store, keeping the rate limiters of keys
     /// in use.
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
         let mut seen = self.reload.lock().await;
-        self.reload_locked(&mut seen, store).await
+        let as_of = now_ms();
+        self.reload_locked(&mut seen, store).await?;
+        self.caught_up(as_of);
+        Ok(())
     }
 
     async fn reload_locked(&self, seen: &mut Option<Seen>, store: &Store) -> anyhow::Result<()> {
@@ -440,10 +491,20 @@ impl KeyIndex {
     /// applied one by one, or, when it cannot say (see
     /// [`Store::key_changes_since`]), everything is reloaded. Returns
     /// whether anyone else committed.
+    ///
+    /// Each success counts as catching up (see [`Self::fresh_until_ms`]); a
+    /// failure changes nothing, so failures in a row make the index stale.
     pub async fn refresh_if_changed(&self, store: &Store) -> anyhow::Result<bool> {
         let mut seen = self.reload.lock().await;
+        let as_of = now_ms();
+        let changed = self.refresh_locked(&mut seen, store).await?;
+        self.caught_up(as_of);
+        Ok(changed)
+    }
+
+    async fn refresh_locked(&self, seen: &mut Option<Seen>, store: &Store) -> anyhow::Result<bool> {
         let Some(last) = *seen else {
-            self.reload_locked(&mut seen, store).await?;
+            self.reload_locked(seen, store).await?;
             return Ok(true);
         };
         let counter = store.change_counter().await?;
@@ -451,7 +512,7 @@ impl KeyIndex {
             return Ok(false);
         }
         let Some(changes) = store.key_changes_since(last.log, MAX_APPLIED_CHANGES).await? else {
-            self.reload_locked(&mut seen, store).await?;
+            self.reload_locked(seen, store).await?;
             return Ok(true);
         };
         let mut rows = Vec::with_capacity(changes.keys.len());
@@ -478,19 +539,50 @@ impl KeyIndex {
     /// Runs `write`, a change of key `id` by this process, then applies the
     /// key's new row (or its absence) to the index: no reload. Changes and
     /// reloads run one at a time, so each applies the latest committed row.
+    ///
+    /// This process's own commits do not move the store's change counter,
+    /// so a change it cannot apply would otherwise go unseen: if the new row
+    /// cannot be read after the write, the index is stale at once (every key
+    /// refused) until a full reload, which the next check makes. A failed
+    /// write (which may yet have committed) also makes the next check a full
+    /// reload.
     pub async fn change<T>(
         &self,
         store: &Store,
         id: &KeyId,
         write: impl std::future::Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
-        let _serial = self.reload.lock().await;
+        let mut seen = self.reload.lock().await;
         let before = store.key_hash(id).await?;
-        let outcome = write.await?;
-        let after = store.index_row(id).await?;
+        let outcome = match write.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                *seen = None;
+                return Err(e);
+            }
+        };
+        let after = match store.index_row(id).await {
+            Ok(after) => after,
+            Err(e) => {
+                *seen = None;
+                self.fresh_until_ms.store(0, Ordering::Release);
+                tracing::error!(
+                    key_id = %id,
+                    error = format!("{e:#}"),
+                    "failed to apply a committed key change to the in-memory index; refusing every key \
+                     (503 index_stale) until the index is reloaded"
+                );
+                return Err(e.context("failed to apply a committed key change to the key index"));
+            }
+        };
         self.table.write().expect("index lock poisoned").replace(id, before, after);
         Ok(outcome)
     }
+}
+
+/// Now in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 fn valid_until_ms(slot: &Slot, entry: u32) -> Option<i64> {

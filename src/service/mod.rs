@@ -25,7 +25,7 @@ use crate::keys::{
     parse_budget, parse_rate_limit, token, AllowedIps, AllowedRoles, Environment, InvalidInput, KeyId, KeyName,
     KeyRecord, KeyStatus, Malformed, PlainKey, Scope, Scopes, Ttl,
 };
-use crate::store::{NewKeyRow, Rotation, Store};
+use crate::store::{AuditChannelBefore, NewKeyRow, PostsOff, Rotation, Store};
 
 use index::{KeyIndex, LiveKey};
 use usage::UsageTracker;
@@ -100,6 +100,19 @@ pub enum Error {
     /// of them lately, and more would risk the bot's access for every guild.
     #[error("{message}")]
     DiscordPaused { message: String, retry_after_secs: u64 },
+    /// A reference across all guilds that only a guild can settle: a name
+    /// (names are unique, if at all, only within a guild) or a prefix
+    /// shared by keys of several guilds. Lists the guilds to choose from.
+    #[error("'{reference}' {} {}", if guilds.len() == 1 { "is a key name in guild" } else { "matches keys in guilds" }, list_guilds(guilds))]
+    GuildNeeded { reference: String, guilds: Vec<u64> },
+    /// The key index could not confirm it is current (see `index`): every
+    /// key is refused rather than one revoked elsewhere accepted. 503.
+    #[error("guildkey cannot confirm keys are current; retrying")]
+    IndexStale,
+}
+
+fn list_guilds(guilds: &[u64]) -> String {
+    guilds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -350,9 +363,25 @@ impl KeyService {
 
     /// Finds one key by id, display prefix or exact name; within a guild,
     /// or across all guilds when `guild_id` is `None` (the operator CLI).
+    ///
+    /// Across all guilds only an id (unique everywhere) or a prefix whose
+    /// keys are all in one guild is accepted; a name, or a prefix shared by
+    /// several guilds, is refused with [`Error::GuildNeeded`], listing the
+    /// guilds, rather than act on whichever guild's key happens to match.
     pub async fn find(&self, guild_id: Option<u64>, reference: &str) -> Result<KeyRecord> {
         let reference = reference.trim();
         let mut found = self.inner.store.find_keys(guild_id, reference).await?;
+        if guild_id.is_none() && !found.iter().any(|k| k.id.as_str() == reference) {
+            let by_prefix: Vec<_> = found.iter().filter(|k| k.prefix == reference).cloned().collect();
+            let candidates = if by_prefix.is_empty() { &found } else { &by_prefix };
+            let mut guilds: Vec<u64> = candidates.iter().map(|k| k.guild_id).collect();
+            guilds.sort_unstable();
+            guilds.dedup();
+            if (by_prefix.is_empty() && !found.is_empty()) || guilds.len() > 1 {
+                return Err(Error::GuildNeeded { reference: reference.to_owned(), guilds });
+            }
+            found = by_prefix;
+        }
         let now = Utc::now();
         // Most specific first: id, then prefix, then one active key by name.
         for pick in [
@@ -536,6 +565,13 @@ impl KeyService {
     }
 
     /// Sets or (with `None`) turns off the guild's audit channel.
+    ///
+    /// Turning posts off must not hide what follows, so the event records
+    /// the channel it turns off (`previous_channel_id`: the outbox posts the
+    /// event there), and setting a channel while posts are off records a
+    /// summary of what happened meanwhile (`while_off`: how many events,
+    /// since when and by whom posts were off, and the latest
+    /// [`SUMMARY_LINES`]), which the new channel gets with this event.
     #[tracing::instrument(skip_all, fields(guild_id))]
     pub async fn set_audit_channel(&self, guild_id: u64, channel_id: Option<u64>, actor: &Actor) -> Result<()> {
         let event = NewAuditEvent {
@@ -544,9 +580,19 @@ impl KeyService {
             actor: actor.clone(),
             key: None,
             test: false,
-            details: serde_json::json!({ "channel_id": channel_id.map(|c| c.to_string()) }),
+            details: serde_json::json!({}),
         };
-        self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event).await?;
+        let details = |before: &AuditChannelBefore| {
+            let mut details = serde_json::json!({ "channel_id": channel_id.map(|c| c.to_string()) });
+            if let Some(previous) = before.channel_id {
+                details["previous_channel_id"] = previous.to_string().into();
+            }
+            if let (Some(_), Some(off)) = (channel_id, &before.off) {
+                details["while_off"] = while_off(off);
+            }
+            details
+        };
+        self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event, SUMMARY_LINES, details).await?;
         self.inner.audit_posted.notify_one();
         Ok(())
     }
@@ -652,6 +698,9 @@ impl KeyService {
     pub fn authenticate(&self, presented: &str, ip: IpAddr) -> Result<Authenticated> {
         token::parse(&self.inner.cfg.prefix, presented).map_err(Error::Malformed)?;
         let now_ms = unix_millis();
+        if now_ms >= self.inner.index.fresh_until_ms() {
+            return Err(Error::IndexStale);
+        }
         let entry = self
             .inner
             .index
@@ -671,7 +720,7 @@ impl KeyService {
         if !key.allows(ip) {
             return Err(Error::IpNotAllowed);
         }
-        self.inner.usage.touch(&key, now_ms);
+        self.inner.usage.touch(&key.id, key.usage(), now_ms);
         Ok(Authenticated { key })
     }
 
@@ -692,7 +741,13 @@ impl KeyService {
 
     /// Runs the background upkeep until `stop` resolves: the index watch
     /// (every 250 ms) and the last-used flush. Flushes once more at the end.
+    ///
+    /// While it runs the index must keep up: when its checks have failed
+    /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
+    /// key (logged at error once) until a check succeeds (logged at info).
     pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
+        self.inner.index.watch(unix_millis());
+        let mut told_stale = false;
         let flush_every = Duration::from_secs(self.inner.cfg.last_used_flush_seconds.max(1));
         let mut watch = tokio::time::interval(Duration::from_millis(250));
         let mut flush = tokio::time::interval(flush_every);
@@ -703,8 +758,22 @@ impl KeyService {
             tokio::select! {
                 () = &mut stop => break,
                 _ = watch.tick() => {
-                    if let Err(e) = self.refresh_index().await {
-                        tracing::warn!(error = %e, "failed to check the database for changes");
+                    match self.refresh_index().await {
+                        Ok(_) if told_stale => {
+                            told_stale = false;
+                            tracing::info!("the key index caught up with the database again; keys are accepted again");
+                        }
+                        Ok(_) => {}
+                        Err(e) if !told_stale && self.inner.index.is_stale_at(unix_millis()) => {
+                            told_stale = true;
+                            tracing::error!(
+                                error = format!("{e:#}"),
+                                stale_after_ms = index::STALE_AFTER_MS,
+                                "the key index cannot catch up with the database; refusing every key \
+                                 (503 index_stale) until it does"
+                            );
+                        }
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "failed to check the database for changes"),
                     }
                 }
                 _ = flush.tick() => {
@@ -744,6 +813,35 @@ impl KeyService {
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// How many of the changes made while audit posts were off the summary
+/// lists, newest first (the rest are in the audit log).
+pub const SUMMARY_LINES: u32 = 10;
+
+/// The `while_off` summary of an `audit_channel.set` event's details.
+fn while_off(off: &PostsOff) -> serde_json::Value {
+    let recent: Vec<_> = off
+        .recent
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id,
+                "at": e.at,
+                "action": e.action,
+                "actor": e.actor,
+                "key_name": e.key_name,
+                "key_prefix": e.key_prefix,
+                "test": e.test,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "count": off.count,
+        "since": off.turned_off.at,
+        "turned_off_by": off.turned_off.actor,
+        "recent": recent,
+    })
 }
 
 /// Now in milliseconds since the epoch, without building a `DateTime`.

@@ -2,6 +2,10 @@
 //! channel. Events come from this process and from others (the operator
 //! CLI), since all are rows in `audit_event` with `posted_at` null.
 //!
+//! An event turning posts off goes to the channel it turns them off in; the
+//! event setting a channel again carries a summary of what happened while
+//! they were off (see `KeyService::set_audit_channel`).
+//!
 //! Each event is claimed (marked) before it is posted, so two instances
 //! never post it twice; a failed post (channel deleted, missing permission,
 //! Discord down) is logged and never undoes the change it describes.
@@ -12,6 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::KeyService;
+use crate::audit::{Action, AuditEvent};
 use crate::discord::GuildOps;
 
 /// Posts pending events until `stop` resolves.
@@ -29,6 +34,16 @@ pub async fn run(keys: KeyService, ops: Arc<dyn GuildOps>, stop: impl std::futur
     }
 }
 
+/// The channel an event turning audit posts off turned them off in: it is
+/// posted there, so turning posts off is never silent.
+fn turned_off_from(event: &AuditEvent) -> Option<u64> {
+    let d = &event.details;
+    if event.action != Action::AuditChannelSet || !d["channel_id"].is_null() {
+        return None;
+    }
+    d["previous_channel_id"].as_str()?.parse().ok()
+}
+
 /// Posts every pending event once; returns how many were posted.
 pub async fn post_pending(keys: &KeyService, ops: &dyn GuildOps) -> anyhow::Result<usize> {
     let store = keys.store();
@@ -42,7 +57,9 @@ pub async fn post_pending(keys: &KeyService, ops: &dyn GuildOps) -> anyhow::Resu
             if !store.mark_audit_posted(event.id, Utc::now()).await? {
                 continue; // another instance took it
             }
-            let Some(channel) = store.audit_channel(event.guild_id).await? else { continue };
+            let Some(channel) = store.audit_channel(event.guild_id).await?.or_else(|| turned_off_from(&event)) else {
+                continue;
+            };
             match ops.post_audit(channel, &event).await {
                 Ok(()) => posted += 1,
                 Err(e) => tracing::warn!(

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::index::LiveKey;
 use crate::keys::KeyId;
 use crate::store::Store;
 
@@ -32,12 +31,9 @@ pub struct UsageTracker {
 }
 
 impl UsageTracker {
-    /// Notes one use of `key` at `at_ms` (milliseconds since the epoch).
-    pub fn touch(&self, key: &LiveKey, at_ms: i64) {
-        self.note(&key.id, key.usage(), at_ms);
-    }
-
-    fn note(&self, id: &KeyId, usage: &Arc<KeyUsage>, at_ms: i64) {
+    /// Notes one use of key `id`, whose usage record is `usage` (the one
+    /// its `index::LiveKey` holds), at `at_ms` (milliseconds since the epoch).
+    pub fn touch(&self, id: &KeyId, usage: &Arc<KeyUsage>, at_ms: i64) {
         // Within one millisecond the time is already there: no write.
         if at_ms > usage.last_ms.load(Ordering::Relaxed) {
             usage.last_ms.fetch_max(at_ms, Ordering::Relaxed);
@@ -117,12 +113,12 @@ mod tests {
         let first = Arc::new(KeyUsage::default());
         assert_eq!(tracker.pending_last_use(&id), None);
         for at in [5_000, 3_000, 9_000] {
-            tracker.note(&id, &first, at);
+            tracker.touch(&id, &first, at);
         }
         assert_eq!(tracker.pending_last_use(&id), Some((millis(9_000).unwrap(), 3)));
         // A replaced record of the same key counts beside the first.
         let second = Arc::new(KeyUsage::default());
-        tracker.note(&id, &second, 7_000);
+        tracker.touch(&id, &second, 7_000);
         assert_eq!(tracker.pending_last_use(&id), Some((millis(9_000).unwrap(), 4)));
         assert_eq!(tracker.used.lock().unwrap()[&id].len(), 2, "each record listed once");
         // Taking the totals empties the counts.

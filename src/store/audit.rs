@@ -102,6 +102,67 @@ impl Store {
     }
 }
 
+/// What a guild's audit channel setting was when it was changed.
+#[derive(Debug, Clone, Default)]
+pub struct AuditChannelBefore {
+    /// The channel it replaces; `None` when posts were off or never set.
+    pub channel_id: Option<u64>,
+    /// When posts had been turned off (rather than never set): since when,
+    /// and what was recorded since.
+    pub off: Option<PostsOff>,
+}
+
+/// The events a guild recorded while its audit posts were off.
+#[derive(Debug, Clone)]
+pub struct PostsOff {
+    /// The event that turned posts off.
+    pub turned_off: AuditEvent,
+    /// Events recorded since (not counting that one).
+    pub count: u64,
+    /// The latest of them, newest first.
+    pub recent: Vec<AuditEvent>,
+}
+
+impl Store {
+    /// If the guild's latest audit-channel event turned posts off: that
+    /// event, and the events recorded since (up to `recent` of them).
+    pub(super) async fn posts_off_in(
+        conn: &mut SqliteConnection,
+        guild_id: u64,
+        recent: u32,
+    ) -> anyhow::Result<Option<PostsOff>> {
+        let row = sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from audit_event where guild_id = ? and action = ? \
+             order by audit_event_id desc limit 1"
+        ))
+        .bind(id_to_sql(guild_id))
+        .bind(Action::AuditChannelSet.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(turned_off) = row.as_ref().map(event_from_row).transpose()? else { return Ok(None) };
+        if !turned_off.details.get("channel_id").is_none_or(serde_json::Value::is_null) {
+            return Ok(None);
+        }
+        let (count,): (i64,) =
+            sqlx::query_as("select count(*) from audit_event where guild_id = ? and audit_event_id > ?")
+                .bind(id_to_sql(guild_id))
+                .bind(turned_off.id)
+                .fetch_one(&mut *conn)
+                .await?;
+        let rows = sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from audit_event where guild_id = ? and audit_event_id > ? \
+             order by audit_event_id desc limit ?"
+        ))
+        .bind(id_to_sql(guild_id))
+        .bind(turned_off.id)
+        .bind(i64::from(recent))
+        .fetch_all(&mut *conn)
+        .await?;
+        let recent = rows.iter().map(event_from_row).collect::<anyhow::Result<_>>()?;
+        Ok(Some(PostsOff { turned_off, count: count as u64, recent }))
+    }
+}
+
 fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<AuditEvent> {
     let action: String = row.try_get("action")?;
     let kind: String = row.try_get("actor_kind")?;

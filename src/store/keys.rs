@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, Row};
 
-use super::{from_millis, id_from_sql, id_to_sql, to_millis, Store};
+use super::{from_millis, id_from_sql, id_to_sql, to_millis, AuditChannelBefore, Store};
 use crate::audit::NewAuditEvent;
 use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyRecord, Scopes};
 
@@ -444,16 +444,39 @@ impl Store {
         Ok(())
     }
 
-    /// Sets (or with `None`, clears) the guild's audit channel.
+    /// Sets (or with `None`, clears) the guild's audit channel, and writes
+    /// `event` with the details `details` makes from what the setting was
+    /// ([`AuditChannelBefore`], with up to `recent` of the events recorded
+    /// while posts were off), all in one transaction: no event can slip in
+    /// between what is read and what is written.
     pub async fn set_audit_channel(
         &self,
         guild_id: u64,
         channel_id: Option<u64>,
         now: DateTime<Utc>,
         event: &NewAuditEvent,
+        recent: u32,
+        details: impl FnOnce(&AuditChannelBefore) -> serde_json::Value,
     ) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
+        // Write first: the transaction then holds the write lock, and what
+        // it reads next is the latest.
+        let (previous,): (Option<i64>,) = sqlx::query_as(
+            "insert into guild_setting (guild_id, audit_channel_id, created_at, updated_at) values (?1, null, ?2, ?2) \
+             on conflict (guild_id) do update set updated_at = ?2 returning audit_channel_id",
+        )
+        .bind(id_to_sql(guild_id))
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        let previous = previous.map(id_from_sql);
+        let off = match previous {
+            None => Self::posts_off_in(&mut tx, guild_id, recent).await?,
+            Some(_) => None,
+        };
+        let mut event = event.clone();
+        event.details = details(&AuditChannelBefore { channel_id: previous, off });
         sqlx::query(
             "insert into guild_setting (guild_id, audit_channel_id, created_at, updated_at) values (?1, ?2, ?3, ?3) \
              on conflict (guild_id) do update set audit_channel_id = ?2, updated_at = ?3",
@@ -463,7 +486,7 @@ impl Store {
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
-        Self::insert_audit_in(&mut tx, event, now).await?;
+        Self::insert_audit_in(&mut tx, &event, now).await?;
         tx.commit().await?;
         Ok(())
     }

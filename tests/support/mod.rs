@@ -54,6 +54,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Reuse this database URL (for restarts).
     pub db_url: Option<String>,
+    /// Start the binary with this umask instead of the test runner's.
+    pub umask: Option<u32>,
 }
 
 pub async fn spawn_app() -> App {
@@ -72,7 +74,8 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &opts.config).expect("write config");
     let logs = Arc::new(Mutex::new(Vec::new()));
-    let (child, addr) = start_binary(&double, &db_url, &config_path, &opts.env, dir.path(), logs.clone()).await;
+    let (child, addr) =
+        start_binary(&double, &db_url, &config_path, &opts.env, opts.umask, dir.path(), logs.clone()).await;
     double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
     let bodies = Arc::new(Mutex::new(Vec::new()));
     register_bodies(&addr, &bodies);
@@ -114,6 +117,7 @@ async fn start_binary(
     db_url: &str,
     config: &Path,
     extra_env: &[(String, String)],
+    umask: Option<u32>,
     cwd: &Path,
     logs: Arc<Mutex<Vec<String>>>,
 ) -> (Child, String) {
@@ -134,6 +138,9 @@ async fn start_binary(
         .stderr(Stdio::piped());
     for (k, v) in extra_env {
         cmd.env(k, v);
+    }
+    if let Some(mask) = umask {
+        with_umask(&mut cmd, mask);
     }
     let mut child = cmd.spawn().expect("spawn guildkey");
     let stderr = child.stderr.take().expect("stderr");
@@ -159,6 +166,24 @@ async fn start_binary(
     (child, addr)
 }
 
+/// Makes `cmd` start its process with umask `mask`.
+pub fn with_umask(cmd: &mut Command, mask: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        });
+    }
+}
+
+/// The permission bits of `path` (e.g. `0o600`).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o777
+}
+
 impl App {
     /// Points the demo guild's audit channel at #audit-log, as admin Alice
     /// would with `/apikey audit-channel`, and waits for the bot's answer.
@@ -173,6 +198,34 @@ impl App {
             .expect("send /apikey audit-channel");
         let reply = self.double.wait_for_response(&sent, Duration::from_secs(10)).await.expect("the bot answers");
         assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
+    }
+
+    /// Turns the demo guild's audit posts off, as admin Alice would with
+    /// `/apikey audit-channel` and no channel, and waits for the answer.
+    pub async fn turn_audit_channel_off(&self) {
+        let sent = self
+            .double
+            .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
+            .subcommand("apikey", "audit-channel")
+            .send()
+            .await
+            .expect("send /apikey audit-channel");
+        let reply = self.double.wait_for_response(&sent, Duration::from_secs(10)).await.expect("the bot answers");
+        assert!(reply.all_text().contains("Audit posts are off"), "{}", reply.all_text());
+    }
+
+    /// Waits until the audit outbox has handled (posted, or found nowhere
+    /// to post) every recorded event.
+    pub async fn wait_for_audit_outbox(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pending = db_scalar(&self.db_url, "select count(*) from audit_event where posted_at is null");
+            if pending == Some(0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "audit events still pending after 10 s: {pending:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -265,7 +318,7 @@ impl App {
         self.kill();
         let config = self.dir.path().join("config.toml");
         let (child, addr) =
-            start_binary(&self.double, &self.db_url, &config, &[], self.dir.path(), self.logs.clone()).await;
+            start_binary(&self.double, &self.db_url, &config, &[], None, self.dir.path(), self.logs.clone()).await;
         self.child = Some(child);
         self.base = format!("http://{addr}");
         register_bodies(&addr, &self.bodies);
@@ -335,6 +388,24 @@ pub fn find_secrets(places: &[(String, String)]) -> Vec<String> {
         }
     }
     findings
+}
+
+/// One integer from `sql` on the database at `db_url`.
+pub fn db_scalar(db_url: &str, sql: &str) -> Option<i64> {
+    let (url, sql) = (db_url.replace("mode=rwc", "mode=rw"), sql.to_owned());
+    std::thread::spawn(move || {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
+            let n = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.ok();
+            let _ = conn.close().await;
+            n
+        })
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 /// Every text or blob cell of every table, as `(table.column, text)`.
