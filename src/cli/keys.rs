@@ -59,6 +59,27 @@ pub enum KeysCommand {
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<String>,
     },
+    /// Suspend a key: refused at once (key_suspended) until resumed; reversible, unlike revoke
+    Suspend {
+        /// The key's id (key_…), or its 12-character prefix (gk_live_Ab3d) or name with --guild
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// The guild (server) id the key belongs to: needed for a name, or a prefix keys of several guilds share
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
+        guild: Option<u64>,
+        /// Why (kept in the audit log)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Resume a suspended key: the same secret works again
+    Resume {
+        /// The key's id (key_…), or its 12-character prefix (gk_live_Ab3d) or name with --guild
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// The guild (server) id the key belongs to: needed for a name, or a prefix keys of several guilds share
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
+        guild: Option<u64>,
+    },
 }
 
 /// Shown under `guildkey keys create --help`.
@@ -124,7 +145,12 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
         })?),
         _ => None,
     };
-    if let KeysCommand::Revoke { key, .. } | KeysCommand::Delete { key, .. } | KeysCommand::Rotate { key, .. } = &cmd {
+    if let KeysCommand::Revoke { key, .. }
+    | KeysCommand::Delete { key, .. }
+    | KeysCommand::Rotate { key, .. }
+    | KeysCommand::Suspend { key, .. }
+    | KeysCommand::Resume { key, .. } = &cmd
+    {
         if key.trim().is_empty() {
             return Err(Failure::usage(
                 "KEY: give the key's id (key_…), or its 12-character prefix (gk_live_…) or name with --guild",
@@ -151,6 +177,18 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
         KeysCommand::Revoke { key, guild } => {
             let k = service.revoke(guild, &key, &actor).await?;
             eprintln!("revoked key {} '{}' ({}) in guild {}", k.id, k.name, k.prefix, k.guild_id);
+            Ok(())
+        }
+        KeysCommand::Suspend { key, guild, reason } => {
+            let reason = reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+            let details = json!({ "reason": reason });
+            let k = service.set_suspended(guild, &key, true, &actor, details).await?;
+            eprintln!("suspended key {} '{}' ({}) in guild {}", k.id, k.name, k.prefix, k.guild_id);
+            Ok(())
+        }
+        KeysCommand::Resume { key, guild } => {
+            let k = service.set_suspended(guild, &key, false, &actor, json!({})).await?;
+            eprintln!("resumed key {} '{}' ({}) in guild {}", k.id, k.name, k.prefix, k.guild_id);
             Ok(())
         }
         KeysCommand::Delete { key, guild } => {
