@@ -194,6 +194,13 @@ fn apply(st: &State, guild_id: u64, rule: &mut Value, body: &Value) -> Result<()
         }
     }
     if let Some(actions) = body["actions"].as_array() {
+        if actions.is_empty() || actions.len() > 5 {
+            return Err(ApiError::invalid_form(
+                "actions",
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 5 in length.",
+            ));
+        }
         let g = st.guild(guild_id)?;
         let mut out = Vec::new();
         for (i, a) in actions.iter().enumerate() {

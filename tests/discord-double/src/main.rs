@@ -25,6 +25,8 @@ commands:
                                          click a button on a bot message
   messages <channel_id>                  messages in a channel
   bans <guild>                           bans in a guild
+  say <guild> <channel> <user> <text>    a member sends a message (AutoMod applies)
+  automod <guild>                        the guild's AutoMod rules
   dispatch <EVENT_NAME> <json>           send any gateway dispatch
   reconnect | invalid [resumable] | drop gateway op 7 / op 9 / dropped connection
   quit";
@@ -138,6 +140,14 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
                 .join("\n")
         }
         "bans" => format!("{:?}", double.bans(parse_id(words.next(), "guild id")?)),
+        "say" => {
+            let guild = parse_id(words.next(), "guild id")?;
+            let channel = parse_id(words.next(), "channel id")?;
+            let user = parse_id(words.next(), "user id")?;
+            let text = words.collect::<Vec<_>>().join(" ");
+            format!("{:#?}", double.post_user_message(guild, channel, user, &text)?)
+        }
+        "automod" => serde_json::to_string_pretty(&double.automod_rules(parse_id(words.next(), "guild id")?))?,
         "dispatch" => {
             let name = words.next().ok_or_else(|| anyhow::anyhow!("missing event name"))?;
             let json: String = words.collect::<Vec<_>>().join(" ");

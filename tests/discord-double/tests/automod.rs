@@ -403,3 +403,44 @@ async fn messages_that_match_nothing_or_are_exempt_post_normally() {
     assert_serenity_reads_every_dispatch(&double);
     double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn serenitys_own_automod_calls_round_trip_without_violations() {
+    use serenity::automod::{Action, EventType, Trigger};
+    use serenity::{ChannelId, EditAutoModRule, GuildId};
+    let double = double_with_manage_guild(0).await;
+    let http = http_for(&double);
+    let guild = GuildId::new(DEMO_GUILD_ID);
+    let builder = EditAutoModRule::new()
+        .name("guildkey leak guard")
+        .event_type(EventType::MessageSend)
+        .trigger(Trigger::Keyword { strings: vec![], regex_patterns: vec![KEY_PATTERN.into()], allow_list: vec![] })
+        .actions(vec![
+            Action::BlockMessage { custom_message: Some("API keys must not be posted here.".into()) },
+            Action::Alert(ChannelId::new(AUDIT_LOG_CHANNEL_ID)),
+        ])
+        .enabled(true)
+        .audit_log_reason("leak guard on");
+    let rule = guild.create_automod_rule(&http, builder).await.expect("create");
+    assert_eq!(rule.creator_id.get(), BOT_USER_ID);
+    assert_eq!(rule.actions[1], Action::Alert(ChannelId::new(AUDIT_LOG_CHANNEL_ID)));
+    assert!(matches!(&rule.trigger, Trigger::Keyword { regex_patterns, .. } if regex_patterns == &[KEY_PATTERN]));
+    assert_eq!(guild.automod_rules(&http).await.unwrap().len(), 1);
+    assert_eq!(guild.automod_rule(&http, rule.id).await.unwrap().name, "guildkey leak guard");
+    let edited = guild.edit_automod_rule(&http, rule.id, EditAutoModRule::new().enabled(false)).await.unwrap();
+    assert!(!edited.enabled);
+
+    // The key is blocked only while the rule is enabled.
+    let key = leaked_key();
+    assert!(!double.post_user_message(DEMO_GUILD_ID, GENERAL_CHANNEL_ID, PAT_ID, &key).unwrap().blocked);
+    guild.edit_automod_rule(&http, rule.id, EditAutoModRule::new().enabled(true)).await.unwrap();
+    assert!(double.post_user_message(DEMO_GUILD_ID, GENERAL_CHANNEL_ID, PAT_ID, &key).unwrap().blocked);
+
+    guild.delete_automod_rule(&http, rule.id).await.expect("delete");
+    let err = guild.automod_rule(&http, rule.id).await.unwrap_err();
+    assert!(err.to_string().contains("Unknown Auto Moderation Rule"), "{err}");
+    assert!(!double.post_user_message(DEMO_GUILD_ID, GENERAL_CHANNEL_ID, PAT_ID, &key).unwrap().blocked);
+    let create = &double.calls_to("POST", "/guilds/{guild_id}/auto-moderation/rules")[0];
+    assert_eq!(create.audit_log_reason().as_deref(), Some("leak guard on"));
+    double.assert_no_violations();
+}
