@@ -1163,6 +1163,59 @@ fn a_full_key_id_needs_no_guild_and_every_answer_names_the_guild() {
     assert!(revoke.stdout.is_empty() && delete.stdout.is_empty());
 }
 
+#[test]
+fn keys_suspend_and_resume_stop_and_restart_a_key_and_refuse_what_makes_no_sense() {
+    // Arrange
+    let sandbox = Sandbox::migrated();
+    let secret = sandbox.create(GUILD, "game", &["--allowed-roles", "1400000000000000004", "--ban-budget", "5"]);
+    let id = sandbox.key_id(GUILD, &secret);
+
+    // Act / Assert: suspended, listed so, audited with its reason.
+    let out = sandbox.run(&["keys", "suspend", "game", "--guild", GUILD, "--reason", "checking a leak"]);
+    let line = out.assert_ok().one_stderr_line();
+    assert!(line.starts_with("suspended key") && line.contains(&format!("in guild {GUILD}")), "{}", out.describe());
+    assert!(out.stdout.is_empty());
+    let listed = sandbox.listed(GUILD, &secret);
+    assert_eq!(listed["status"], "suspended", "{listed}");
+    assert_eq!(
+        (&listed["allowed_roles"], &listed["ban_budget"]),
+        (&serde_json::json!(["1400000000000000004"]), &serde_json::json!(5))
+    );
+    assert!(listed["suspended_at"].is_string(), "{listed}");
+    // Twice is refused; so is resuming an active key, and deleting a suspended one.
+    let again = sandbox.run(&["keys", "suspend", &id]);
+    assert!(again.assert_code(1).one_stderr_line().contains("is suspended"), "{}", again.describe());
+    let delete = sandbox.run(&["keys", "delete", &id]);
+    assert!(delete.assert_code(1).one_stderr_line().contains("still active"), "{}", delete.describe());
+
+    let out = sandbox.run(&["keys", "resume", &id]);
+    assert!(out.assert_ok().one_stderr_line().starts_with("resumed key"), "{}", out.describe());
+    assert_eq!(sandbox.listed(GUILD, &secret)["status"], "active");
+    let twice = sandbox.run(&["keys", "resume", &id]);
+    assert!(twice.assert_code(1).one_stderr_line().contains("not suspended"), "{}", twice.describe());
+    // A name without --guild is refused as for revoke.
+    sandbox.run(&["keys", "suspend", "game"]).assert_code(1);
+}
+
+#[test]
+fn bad_allowed_roles_and_budgets_exit_2_naming_the_flag() {
+    let sandbox = Sandbox::migrated();
+    let create = |flag: &str, value: &str| -> Vec<String> {
+        ["keys", "create", "--guild", GUILD, "--name", "k", "--scopes", "roles.write", flag, value]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("a role name, not an id", create("--allowed-roles", "Admin"), "--allowed-roles"),
+        ("a short number", create("--allowed-roles", "12345"), "--allowed-roles"),
+        ("a zero budget", create("--ban-budget", "0"), "--ban-budget"),
+        ("a huge budget", create("--role-budget", "10001"), "--role-budget"),
+        ("a negative budget", create("--role-budget", "-3"), "--role-budget"),
+    ];
+    sandbox.assert_refused(&cases, 2);
+    assert!(sandbox.list(GUILD).is_empty(), "nothing was created");
+}
+
 // ---------------------------------------------------------------------------
 // Bad input and refused operations
 // ---------------------------------------------------------------------------
