@@ -451,6 +451,7 @@ async fn a_caller_on_ipv6_loopback_is_matched_against_v6_entries() {
 
 #[tokio::test]
 async fn with_trust_forwarded_for_the_right_most_forwarded_address_is_the_client() {
+    // Without http.trusted_proxies: any peer's header, as before the key existed.
     let config = "[http]\ntrust_forwarded_for = true\n[keys]\nmax_per_guild = 10\n";
     let app = spawn_app_with(Options { config: config.into(), ..Options::default() }).await;
     let office = app.create_key(DEMO, "office", "bans.read", &["--allowed-ips", "203.0.113.7"]);
@@ -485,6 +486,61 @@ async fn with_trust_forwarded_for_the_right_most_forwarded_address_is_the_client
     }
     // Without the header the socket address counts.
     get(&app, "/v1/verify", &office).await.err(403, "ip_not_allowed");
+    get(&app, "/v1/verify", &loopback).await.ok();
+}
+
+#[tokio::test]
+async fn forwarding_without_trusted_proxies_warns_at_start() {
+    let app =
+        spawn_app_with(Options { config: "[http]\ntrust_forwarded_for = true\n".into(), ..Options::default() }).await;
+    let warned = app.logs().iter().any(|l| l.contains("WARN") && l.contains("http.trusted_proxies is empty"));
+    assert!(warned, "no warning at start:\n{}", app.logs().join("\n"));
+}
+
+#[tokio::test]
+async fn with_trusted_proxies_only_they_may_set_the_client_ip() {
+    // The test talks from 127.0.0.1: first not a trusted proxy, then one.
+    let elsewhere = "[http]\ntrust_forwarded_for = true\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n";
+    let app = spawn_app_with(Options { config: elsewhere.into(), ..Options::default() }).await;
+    assert!(!app.logs().iter().any(|l| l.contains("http.trusted_proxies is empty")), "no warning with proxies set");
+    let office = app.create_key(DEMO, "office", "bans.read", &["--allowed-ips", "203.0.113.7"]);
+    let loopback = app.create_key(DEMO, "loopback", "bans.read", &["--allowed-ips", "127.0.0.1"]);
+    let_the_listener_catch_up().await;
+    // A peer outside the list cannot claim an address...
+    get_via(&app, "/v1/verify", &office, "203.0.113.7").await.err(403, "ip_not_allowed");
+    get_via(&app, "/v1/verify", &loopback, "203.0.113.7").await.ok();
+    // ...nor escape the failure throttle by claiming a new one each time.
+    for i in 0..AUTH_FAILURE_BURST {
+        get_via(&app, "/v1/verify", &unknown_token(), &format!("198.51.100.{i}")).await.err(401, "invalid_key");
+    }
+    get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.200").await.err(429, "rate_limited");
+    drop(app);
+
+    // From the environment: loopback is a trusted proxy, and so is 10.0.0.0/8 in front of it.
+    let env = vec![("GUILDKEY_HTTP_TRUSTED_PROXIES".to_owned(), "127.0.0.1/32, 10.0.0.0/8".to_owned())];
+    let config = "[http]\ntrust_forwarded_for = true\n[keys]\nmax_per_guild = 10\n";
+    let app = spawn_app_with(Options { config: config.into(), env, ..Options::default() }).await;
+    assert!(!app.logs().iter().any(|l| l.contains("http.trusted_proxies is empty")), "no warning with proxies set");
+    let office = app.create_key(DEMO, "office", "bans.read", &["--allowed-ips", "203.0.113.7"]);
+    let loopback = app.create_key(DEMO, "loopback", "bans.read", &["--allowed-ips", "127.0.0.1"]);
+    let inner = app.create_key(DEMO, "inner", "bans.read", &["--allowed-ips", "10.1.1.1"]);
+    let_the_listener_catch_up().await;
+    for (token, forwarded, want) in [
+        (&office, "203.0.113.7", 200),
+        (&office, "198.51.100.1, 203.0.113.7", 200),
+        // Trusted hops to the right of the client are skipped...
+        (&office, "198.51.100.1, 203.0.113.7, 10.2.2.2, 127.0.0.1", 200),
+        // ...but never an untrusted one.
+        (&office, "203.0.113.7, 198.51.100.1", 403),
+        // Every entry a trusted proxy: the left-most one is the client.
+        (&inner, "10.1.1.1, 10.2.2.2", 200),
+        // An entry that is not an address: the last address read counts.
+        (&office, "203.0.113.7, unknown", 403),
+        (&loopback, "203.0.113.7, unknown", 200),
+    ] {
+        let reply = get_via(&app, "/v1/verify", token, forwarded).await;
+        assert_eq!(reply.status, want, "X-Forwarded-For: {forwarded} for {}: {}", &token[..12], reply.text);
+    }
     get(&app, "/v1/verify", &loopback).await.ok();
 }
 
@@ -588,31 +644,68 @@ async fn every_authenticated_response_carries_the_rate_limit_headers() {
     assert_eq!(remaining, [59, 58, 57, 56, 55, 54], "every authenticated request spends the budget");
 }
 
+/// Sends bad tokens from this address until it is throttled (429).
+async fn get_throttled(app: &App) -> Reply {
+    for i in 0..AUTH_FAILURE_BURST {
+        let guess = with_checksum(&format!("gk_live_{:0>32}", i));
+        get(app, "/v1/verify", &guess).await.err(401, "invalid_key");
+    }
+    let reply = get(app, "/v1/verify", &unknown_token()).await;
+    reply.err(429, "rate_limited");
+    reply
+}
+
 #[tokio::test]
-async fn repeated_failed_authentications_from_one_ip_are_throttled_even_for_a_valid_key() {
+async fn repeated_failed_authentications_from_one_ip_are_throttled_but_a_valid_key_still_passes() {
     let app = spawn_app().await;
     let token = app.create_key(DEMO, "innocent", "bans.read", &[]);
     let_the_listener_catch_up().await;
 
-    for i in 0..AUTH_FAILURE_BURST {
-        let guess = with_checksum(&format!("gk_live_{:0>32}", i));
-        get(&app, "/v1/verify", &guess).await.err(401, "invalid_key");
-    }
-    let reply = get(&app, "/v1/verify", &unknown_token()).await;
-    reply.err(429, "rate_limited");
+    let reply = get_throttled(&app).await;
     let retry_after = reply.header_u64("retry-after");
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
 
-    // The address is refused whatever it presents, until the window passes.
-    let reply = get(&app, "/v1/verify", &token).await;
-    reply.err(429, "rate_limited");
-    reply.header_u64("retry-after");
+    // A key that verifies passes: game servers and NATs share an address.
+    get(&app, "/v1/verify", &token).await.ok();
+    // Every failure from the address is refused until the window passes.
+    get(&app, "/v1/verify", &unknown_token()).await.err(429, "rate_limited").header_u64("retry-after");
+    get(&app, "/v1/verify", &change_char(&token, 20)).await.err(429, "rate_limited");
     get_anon(&app, "/v1/verify").await.err(429, "rate_limited");
     // Unauthenticated routes stay open.
     get_anon(&app, "/healthz").await.ok();
 
-    tokio::time::sleep(Duration::from_secs(reply.header_u64("retry-after")) + Duration::from_millis(200)).await;
-    get(&app, "/v1/verify", &token).await.ok();
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
+    get(&app, "/v1/verify", &unknown_token()).await.err(401, "invalid_key");
+}
+
+/// The figure of hole 3 (issue 14): after an address is throttled by bad
+/// tokens, a valid key from it interleaved with more bad tokens is refused
+/// not once.
+#[tokio::test]
+async fn a_valid_key_from_an_address_flooding_bad_tokens_is_never_refused() {
+    const ROUNDS: usize = 300;
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "game-server", "bans.read", &["--rate-limit", "10000"]);
+    let_the_listener_catch_up().await;
+    get_throttled(&app).await;
+
+    let (mut refused, mut bad_throttled) = (0, 0);
+    for i in 0..ROUNDS {
+        let valid = get(&app, "/v1/verify", &token).await;
+        if valid.status != 200 {
+            refused += 1;
+            eprintln!("valid key refused in round {i}: {} {}", valid.status, valid.text);
+        }
+        let bad = get(&app, "/v1/verify", &unknown_token()).await;
+        // The throttle refills a little as the rounds go: a guess may get through to its 401.
+        assert!(bad.status == 429 || bad.status == 401, "a bad token got {}: {}", bad.status, bad.text);
+        bad_throttled += usize::from(bad.status == 429);
+    }
+    eprintln!(
+        "throttled address: {refused} of {ROUNDS} valid-key requests refused; {bad_throttled} of {ROUNDS} bad tokens got 429"
+    );
+    assert_eq!(refused, 0, "valid-key requests refused from a throttled address");
+    assert!(bad_throttled * 2 > ROUNDS, "the throttle held for only {bad_throttled} of {ROUNDS} bad tokens");
 }
 
 #[tokio::test]
@@ -626,8 +719,30 @@ async fn with_trusted_forwarding_the_failure_throttle_is_per_forwarded_address()
         get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.66").await.err(401, "invalid_key");
     }
     get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.66").await.err(429, "rate_limited");
-    get_via(&app, "/v1/verify", &token, "198.51.100.66").await.err(429, "rate_limited");
+    get_via(&app, "/v1/verify", &token, "198.51.100.66").await.ok();
+    get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.67").await.err(401, "invalid_key");
     get_via(&app, "/v1/verify", &token, "198.51.100.67").await.ok();
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_a_bad_request_whatever_they_hold() {
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "twice", "bans.read", &[]);
+    let_the_listener_catch_up().await;
+
+    let bearer = format!("Bearer {token}");
+    for (first, second) in [
+        (bearer.clone(), bearer.clone()),
+        (bearer.clone(), format!("Bearer {}", unknown_token())),
+        (format!("Bearer {}", unknown_token()), bearer.clone()),
+        (bearer.clone(), "Basic dXNlcjpwYXNz".to_owned()),
+    ] {
+        let req = app.http.get(app.url("/v1/verify")).header("authorization", &first).header("authorization", &second);
+        let reply = send(req).await;
+        assert_eq!(reply.status, 400, "{}", reply.text);
+        reply.err(400, "bad_request");
+    }
+    get(&app, "/v1/verify", &token).await.ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -701,12 +816,36 @@ async fn malformed_ids_query_values_and_bodies_are_bad_requests() {
     get(&app, &audit_path(DEMO, "?limit=&before="), &token).await.ok();
 
     let ban = app.url(&format!("/v1/guilds/{DEMO}/bans/{user}"));
-    for body in ["not json", "{\"reason\": 5}", "{\"reason\": \"x\", \"surprise\": 1}", "[1, 2]", "{\"reason\": \"x\""]
-    {
+    // Arrays too: serde would read `["x", 0]` as the body's fields in order.
+    let bodies =
+        ["not json", "{\"reason\": 5}", "{\"reason\": \"x\", \"surprise\": 1}", "[1, 2]", "{\"reason\": \"x\""];
+    for body in bodies.into_iter().chain(["[\"spam\", 0]", "[null, null]", " [\"x\"]", "\"x\"", "5", "null"]) {
         let reply =
             send(app.http.put(&ban).bearer_auth(&token).header("content-type", "application/json").body(body)).await;
         assert_eq!(reply.status, 400, "body {body:?}: {}", reply.text);
         reply.err(400, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_may_not_ban_here_gets_403_whatever_its_body() {
+    let app = spawn_app_with(Options { config: "[keys]\nmax_per_guild = 10\n".into(), ..Options::default() }).await;
+    let reader = app.create_key(DEMO, "reader", "bans.read", &["--env", "test"]);
+    let elsewhere = app.create_key(OTHER, "elsewhere", "bans.write", &["--env", "test"]);
+    let writer = app.create_key(DEMO, "writer", "bans.write", &["--env", "test"]);
+    let_the_listener_catch_up().await;
+    let ban = app.url(&format!("/v1/guilds/{DEMO}/bans/{}", ids::PAT_ID));
+
+    for body in ["not json", "[\"spam\", 0]", "{\"surprise\": 1}", "{\"reason\": 5}", "{}"] {
+        let put = |token: &str| app.http.put(&ban).bearer_auth(token).body(body);
+        send(put(&reader)).await.err(403, "insufficient_scope");
+        send(put(&elsewhere)).await.err(403, "guild_mismatch");
+        let reply = send(put(&writer)).await;
+        if body == "{}" {
+            assert_eq!(reply.ok()["dry_run"], true);
+        } else {
+            reply.err(400, "bad_request");
+        }
     }
 }
 
@@ -985,6 +1124,46 @@ async fn metrics_count_requests_by_route_and_status_verifications_by_outcome_and
     // The key came from the CLI, another process: applied alone, no reload.
     assert_eq!(metric(text, "guildkey_key_index_full_loads_total", &[]), Some(1.0), "{text}");
     assert!(metric(text, "guildkey_key_index_keys_applied_total", &[]) >= Some(1.0), "{text}");
+}
+
+#[tokio::test]
+async fn made_up_methods_are_counted_as_other_and_never_copied_into_the_metrics() {
+    const METHODS: usize = 200;
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "measured", "bans.read", &[]);
+    let_the_listener_catch_up().await;
+    let made_up = |i: usize| reqwest::Method::from_bytes(format!("X{i:04}{}", "Q".repeat(2048)).as_bytes()).unwrap();
+    let paths = ["/healthz".to_owned(), "/nowhere".to_owned(), "/v1/verify".to_owned(), audit_path(DEMO, "")];
+    let send_all = |from: usize, to: usize| {
+        let (app, token, paths) = (&app, &token, &paths);
+        async move {
+            for i in from..to {
+                let reply =
+                    send(app.http.request(made_up(i), app.url(&paths[i % paths.len()])).bearer_auth(token)).await;
+                assert!(matches!(reply.status, 404 | 405), "a made-up method got {}: {}", reply.status, reply.text);
+            }
+        }
+    };
+    // Once per path first, so every series the made-up methods can make exists.
+    send_all(0, paths.len()).await;
+    let before = get_anon(&app, "/metrics").await.text;
+    send_all(paths.len(), METHODS).await;
+    let after = get_anon(&app, "/metrics").await.text;
+
+    assert!(!after.contains("QQQQ") && !after.contains("X0100"), "a made-up method reached /metrics");
+    let other = metric(&after, "guildkey_http_requests_total", &[("method", "other")]).unwrap_or(0.0);
+    assert!(other >= METHODS as f64, "made-up methods are counted as other: {other}");
+    eprintln!(
+        "/metrics: {} bytes after {} made-up methods, {} bytes after {METHODS}",
+        before.len(),
+        paths.len(),
+        after.len()
+    );
+    // Only counts changed: a few digits more at most, never a series per method.
+    assert!(after.len() < before.len() + 512, "/metrics grew from {} to {} bytes", before.len(), after.len());
+    assert!(after.len() < 64 * 1024, "/metrics is {} bytes", after.len());
+    // Standard methods keep their names.
+    assert!(metric(&after, "guildkey_http_requests_total", &[("method", "GET")]).is_some(), "{after}");
 }
 
 /// Every route of SPEC §6, as (method, OpenAPI path).

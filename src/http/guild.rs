@@ -9,10 +9,11 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ok, ApiError};
-use super::extract::{snowflake, ApiPath, OptionalJson};
+use super::extract::{snowflake, ApiPath, Body};
 use super::routes::{Envelope, ErrorEnvelope};
 use super::AppState;
 use crate::discord::GuildInfo;
+use crate::keys::Scope;
 use crate::service::actions::{BanStatus, WriteOutcome};
 
 /// Guild info from the bot's cache (no Discord call). Needs `guild.read`.
@@ -84,10 +85,12 @@ pub async fn ban(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath((guild_id, user_id)): ApiPath<(String, String)>,
-    OptionalJson(body): OptionalJson<BanBody>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
-    let body = body.unwrap_or_default();
+    // A key that may not ban here learns nothing about its body (403 before 400).
+    caller.authorize(guild_id, Scope::BansWrite)?;
+    let body: BanBody = body.optional_json()?.unwrap_or_default();
     let outcome = state.actions.ban(&caller, guild_id, user_id, body.reason, body.delete_message_seconds).await?;
     Ok(ok(with(outcome, serde_json::json!({ "banned": true }))))
 }
