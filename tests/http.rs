@@ -819,7 +819,7 @@ async fn malformed_ids_query_values_and_bodies_are_bad_requests() {
     // Arrays too: serde would read `["x", 0]` as the body's fields in order.
     let bodies =
         ["not json", "{\"reason\": 5}", "{\"reason\": \"x\", \"surprise\": 1}", "[1, 2]", "{\"reason\": \"x\""];
-    for body in bodies.into_iter().chain(["[\"spam\", 0]", "[null, null]", " [\"x\"]", "\"x\"", "5", "null"]) {
+    for body in bodies.into_iter().chain(["[\"spam\", 0]", "[null, null]", " [\"x\"]", "\"x\"", "5", "true"]) {
         let reply =
             send(app.http.put(&ban).bearer_auth(&token).header("content-type", "application/json").body(body)).await;
         assert_eq!(reply.status, 400, "body {body:?}: {}", reply.text);
@@ -836,12 +836,12 @@ async fn a_key_that_may_not_ban_here_gets_403_whatever_its_body() {
     let_the_listener_catch_up().await;
     let ban = app.url(&format!("/v1/guilds/{DEMO}/bans/{}", ids::PAT_ID));
 
-    for body in ["not json", "[\"spam\", 0]", "{\"surprise\": 1}", "{\"reason\": 5}", "{}"] {
+    for body in ["not json", "[\"spam\", 0]", "{\"surprise\": 1}", "{\"reason\": 5}", "{}", "null"] {
         let put = |token: &str| app.http.put(&ban).bearer_auth(token).body(body);
         send(put(&reader)).await.err(403, "insufficient_scope");
         send(put(&elsewhere)).await.err(403, "guild_mismatch");
         let reply = send(put(&writer)).await;
-        if body == "{}" {
+        if body == "{}" || body == "null" {
             assert_eq!(reply.ok()["dry_run"], true);
         } else {
             reply.err(400, "bad_request");
@@ -1253,6 +1253,136 @@ async fn the_openapi_document_describes_every_spec_route_and_every_documented_ro
     }
     let undocumented: Vec<_> = spec.difference(&documented).collect();
     assert!(undocumented.is_empty(), "{undocumented:?}");
+}
+
+/// `schema`'s properties and required ones, through `$ref` and `allOf`.
+fn schema_fields(doc: &Value, schema: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return schema_fields(doc, &doc["components"]["schemas"][name]);
+    }
+    let (mut properties, mut required) = (BTreeSet::new(), BTreeSet::new());
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (p, r) = schema_fields(doc, part);
+        properties.extend(p);
+        required.extend(r);
+    }
+    properties.extend(schema["properties"].as_object().into_iter().flatten().map(|(k, _)| k.clone()));
+    required.extend(schema["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_owned)));
+    (properties, required)
+}
+
+/// Issue 14, hole 11: what schemathesis flagged as missing from the document.
+#[tokio::test]
+async fn the_openapi_document_states_id_patterns_query_types_body_limits_every_answer_and_its_headers() {
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "explorer", ALL_SCOPES, &["--env", "test"]);
+    let_the_listener_catch_up().await;
+    let doc = get_anon(&app, "/openapi.json").await.json();
+    let paths = doc["paths"].as_object().expect("paths");
+
+    // Every path id has the pattern the server enforces: checked against the server itself.
+    let mut patterns = BTreeSet::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
+                let name = param["name"].as_str().unwrap();
+                assert!(name.ends_with("_id"), "{method} {path}: path parameter {name}");
+                assert_eq!(param["schema"]["type"], "string", "{method} {path} {name}: {param}");
+                let pattern = param["schema"]["pattern"].as_str();
+                patterns.insert(pattern.unwrap_or_else(|| panic!("{method} {path} {name} has no pattern")).to_owned());
+            }
+        }
+    }
+    assert_eq!(patterns.len(), 1, "one id pattern: {patterns:?}");
+    let pattern = regex::Regex::new(patterns.first().unwrap()).expect("the pattern compiles");
+    let max = i64::MAX.to_string();
+    let over = (i64::MAX as u64 + 1).to_string();
+    let candidates =
+        [OTHER.to_string(), "1".into(), max, "0".into(), format!("0{OTHER}"), over, "9".repeat(20), "12a".into()];
+    for id in candidates {
+        let reply = get(&app, &format!("/v1/guilds/{id}/audit-log"), &token).await;
+        let accepted = reply.status != 400;
+        assert_eq!(pattern.is_match(&id), accepted, "id {id:?}: the pattern and the server disagree ({})", reply.text);
+        if accepted {
+            reply.err(403, "guild_mismatch");
+        }
+    }
+    assert!(pattern.is_match(&DEMO.to_string()) && pattern.is_match(&ids::PAT_ID.to_string()));
+
+    // The audit log's query values are integers.
+    let audit = &paths["/v1/guilds/{guild_id}/audit-log"]["get"];
+    for name in ["limit", "before"] {
+        let param = audit["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).expect(name);
+        assert_eq!((&param["in"], &param["schema"]["type"]), (&json!("query"), &json!("integer")), "{param}");
+    }
+
+    // The ban body's limits, and the request body's size.
+    let ban_body = &doc["components"]["schemas"]["BanBody"];
+    assert_eq!(ban_body["properties"]["reason"]["maxLength"], 512, "{ban_body}");
+    let seconds = &ban_body["properties"]["delete_message_seconds"];
+    assert_eq!((&seconds["minimum"], &seconds["maximum"]), (&json!(0), &json!(604_800)), "{seconds}");
+    let ban = &paths["/v1/guilds/{guild_id}/bans/{user_id}"];
+    assert_eq!(ban["put"]["requestBody"]["x-max-body-bytes"], 16_384, "the default http.max_body_bytes");
+    assert!(ban["put"]["requestBody"]["description"].as_str().unwrap_or_default().contains("16384 bytes"));
+
+    // Every operation lists every answer it can give, with its headers.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let keyed = op["security"].is_array();
+            let responses = op["responses"].as_object().unwrap();
+            let mut want = vec!["200", "404", "405", "413", "431"];
+            if keyed {
+                want.extend(["400", "401", "403", "429"]);
+            }
+            for status in want {
+                let row = responses.get(status).unwrap_or_else(|| panic!("{method} {path} has no {status} row"));
+                let reason = row["description"].as_str().unwrap_or_default();
+                assert!(!reason.is_empty(), "{method} {path} {status}: {row}");
+                if status != "200" {
+                    assert!(
+                        row["content"]["application/json"]["schema"]["$ref"].is_string(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            let headers = |status: &str| -> BTreeSet<String> {
+                responses[status]["headers"].as_object().into_iter().flatten().map(|(k, _)| k.to_lowercase()).collect()
+            };
+            assert!(headers("405").contains("allow"), "{method} {path}");
+            if keyed {
+                assert!(headers("401").contains("www-authenticate"), "{method} {path}");
+                for status in ["200", "429"] {
+                    for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+                        assert!(headers(status).contains(name), "{method} {path} {status} lacks {name}");
+                    }
+                }
+                assert!(headers("429").contains("retry-after"), "{method} {path}");
+            }
+        }
+    }
+
+    // Write results: every field, documented and answered.
+    let role = format!("/v1/guilds/{DEMO}/members/{}/roles/{}", ids::PAT_ID, ids::VERIFIED_ROLE_ID);
+    let ban_url = format!("/v1/guilds/{DEMO}/bans/{}", ids::PAT_ID);
+    for (method, path, url, own) in [
+        ("put", "/v1/guilds/{guild_id}/bans/{user_id}", &ban_url, "banned"),
+        ("delete", "/v1/guilds/{guild_id}/bans/{user_id}", &ban_url, "banned"),
+        ("put", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}", &role, "has_role"),
+        ("delete", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}", &role, "has_role"),
+    ] {
+        let data =
+            &paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["data"];
+        let (properties, required) = schema_fields(&doc, data);
+        for field in ["changed", "dry_run", "audit_event_id", own] {
+            assert!(properties.contains(field), "{method} {path}: {field} is not documented: {properties:?}");
+        }
+        let answered =
+            send(app.http.request(method.to_uppercase().parse().unwrap(), app.url(url)).bearer_auth(&token)).await.ok();
+        let answered: BTreeSet<String> = keys_of(&answered).into_iter().map(str::to_owned).collect();
+        assert!(answered.is_subset(&properties), "{method} {path}: undocumented fields in {answered:?}");
+        assert!(required.is_subset(&answered), "{method} {path}: required {required:?}, answered {answered:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------

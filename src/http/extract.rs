@@ -37,15 +37,16 @@ impl FromRequest<AppState> for Body {
 }
 
 impl Body {
-    /// An optional JSON object: empty means `None`; anything else must be a
-    /// JSON object of `T` (any or no Content-Type, for simple clients). An
-    /// array is refused even where serde would read one as a struct's fields
-    /// in order.
+    /// An optional JSON object: empty (or JSON `null`) means `None`;
+    /// anything else must be a JSON object of `T` (any or no Content-Type,
+    /// for simple clients). An array is refused even where serde would read
+    /// one as a struct's fields in order.
     pub fn optional_json<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
         let bytes = &self.0;
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             None => return Ok(None),
             Some(b'{') => {}
+            Some(b'n') if bytes.trim_ascii() == b"null" => return Ok(None),
             Some(_) => return Err(ApiError::BadRequest("the body must be a JSON object".to_owned())),
         }
         serde_json::from_slice(bytes).map(Some).map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))
@@ -81,14 +82,40 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-/// Parses a path segment as a Discord snowflake: 1–20 digits, non-zero,
-/// within a signed 64-bit integer.
+/// The largest id accepted: snowflakes fit a signed 64-bit integer.
+const MAX_SNOWFLAKE: u64 = i64::MAX as u64;
+
+/// Parses a path segment as a Discord snowflake: a whole number from 1 to
+/// `i64::MAX` in decimal, without a leading zero (ids are never written with
+/// one). [`snowflake_pattern`] is the same rule for the OpenAPI document.
 pub fn snowflake(what: &str, raw: &str) -> Result<u64, ApiError> {
-    let ok = !raw.is_empty() && raw.len() <= 20 && raw.bytes().all(|b| b.is_ascii_digit());
-    ok.then(|| raw.parse::<u64>().ok())
+    let digits = raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0');
+    (digits && (1..=19).contains(&raw.len()))
+        .then(|| raw.parse::<u64>().ok())
         .flatten()
-        .filter(|&id| id > 0 && id <= i64::MAX as u64)
+        .filter(|&id| id <= MAX_SNOWFLAKE)
         .ok_or_else(|| ApiError::BadRequest(format!("{what} must be a Discord id (a snowflake), not '{}'", short(raw))))
+}
+
+/// [`snowflake`]'s rule as a regular expression (ECMA-262, as OpenAPI
+/// patterns are): 1 to 18 digits, or 19 that do not exceed `i64::MAX`.
+pub fn snowflake_pattern() -> String {
+    let max = MAX_SNOWFLAKE.to_string();
+    let n = max.len();
+    let mut alternatives = vec![format!("[1-9][0-9]{{0,{}}}", n - 2)];
+    // n digits: the first i of the maximum, then a smaller digit, then any.
+    for (i, digit) in max.bytes().map(|b| b - b'0').enumerate() {
+        let lowest = u8::from(i == 0);
+        if digit > lowest {
+            let any = match n - i - 1 {
+                0 => String::new(),
+                rest => format!("[0-9]{{{rest}}}"),
+            };
+            alternatives.push(format!("{}[{lowest}-{}]{any}", &max[..i], digit - 1));
+        }
+    }
+    alternatives.push(max);
+    format!("^({})$", alternatives.join("|"))
 }
 
 /// At most 32 characters of a caller's input, for an error message.
@@ -161,6 +188,36 @@ fn is_in(nets: &[IpNet], ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_snowflake_pattern_accepts_exactly_what_the_extractor_accepts() {
+        let pattern = regex::Regex::new(&snowflake_pattern()).unwrap();
+        let max = i64::MAX.to_string();
+        let edges = ["1", "9", "10", "0", "00", "01", "007", "", "-1", "+1", " 1", "1 ", "1e5", "12.5", "１"];
+        let near_max =
+            [max.clone(), (MAX_SNOWFLAKE + 1).to_string(), (MAX_SNOWFLAKE - 1).to_string(), u64::MAX.to_string()];
+        let lengths =
+            ["1".repeat(18), "9".repeat(18), "1".repeat(19), "9".repeat(19), "1".repeat(20), format!("0{max}")];
+        for raw in edges.iter().map(|s| s.to_string()).chain(near_max).chain(lengths) {
+            assert_eq!(pattern.is_match(&raw), snowflake("id", &raw).is_ok(), "{raw:?}");
+        }
+        assert!(snowflake("id", "1100000000000000001").is_ok_and(|id| id == 1_100_000_000_000_000_001));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_snowflake_pattern_and_the_extractor_agree_on_numbers(n in proptest::prelude::any::<u64>(), zeros in 0usize..2) {
+            let pattern = regex::Regex::new(&snowflake_pattern()).unwrap();
+            let raw = format!("{}{n}", "0".repeat(zeros));
+            proptest::prop_assert_eq!(pattern.is_match(&raw), snowflake("id", &raw).is_ok(), "{}", raw);
+        }
+
+        #[test]
+        fn the_snowflake_pattern_and_the_extractor_agree_on_digit_strings(raw in "[0-9]{0,21}") {
+            let pattern = regex::Regex::new(&snowflake_pattern()).unwrap();
+            proptest::prop_assert_eq!(pattern.is_match(&raw), snowflake("id", &raw).is_ok(), "{}", raw);
+        }
+    }
 
     fn ip(forwarding: &Forwarding, peer: [u8; 4], headers: &[&str]) -> String {
         let mut req = axum::http::Request::builder();

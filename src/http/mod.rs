@@ -129,7 +129,7 @@ pub fn router(state: AppState) -> App {
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::openapi))
         .split_for_parts();
-    let doc = Arc::new(openapi::finish(doc));
+    let doc = Arc::new(openapi::finish(doc, state.max_body_bytes));
     // Built from the same handlers every time: a second router keeps the first document.
     let _ = state.doc.set(doc.clone());
     // No layers: authentication, limits and metrics run in the front door,
