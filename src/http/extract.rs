@@ -37,16 +37,15 @@ impl FromRequest<AppState> for Body {
 }
 
 impl Body {
-    /// An optional JSON object: empty (or JSON `null`) means `None`;
-    /// anything else must be a JSON object of `T` (any or no Content-Type,
-    /// for simple clients). An array is refused even where serde would read
-    /// one as a struct's fields in order.
+    /// An optional JSON object: empty means `None`; anything else must be a
+    /// JSON object of `T` (any or no Content-Type, for simple clients). An
+    /// array (or `null`, a string, a number) is refused, even where serde
+    /// would read an array as a struct's fields in order.
     pub fn optional_json<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
         let bytes = &self.0;
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             None => return Ok(None),
             Some(b'{') => {}
-            Some(b'n') if bytes.trim_ascii() == b"null" => return Ok(None),
             Some(_) => return Err(ApiError::BadRequest("the body must be a JSON object".to_owned())),
         }
         serde_json::from_slice(bytes).map(Some).map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))

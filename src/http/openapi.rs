@@ -8,7 +8,7 @@
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::Modify;
@@ -143,9 +143,20 @@ fn ids(op: &mut Operation, pattern: &str) {
     }
 }
 
-/// The request body limit, in words and as `x-max-body-bytes`.
+/// A request body: absent or the declared object, never JSON `null` (see
+/// `extract::Body::optional_json`), though utoipa declares an optional one
+/// (`Option<T>`) as `oneOf: [null, T]`; and its limit, in words and as
+/// `x-max-body-bytes`.
 fn body_limit(op: &mut Operation, max_body_bytes: usize) {
     let Some(body) = &mut op.request_body else { return };
+    for content in body.content.values_mut() {
+        if let Some(RefOr::T(Schema::OneOf(one))) = &mut content.schema {
+            one.items.retain(|item| !is_null(item));
+            if one.items.len() == 1 {
+                content.schema = one.items.pop();
+            }
+        }
+    }
     let said = body.description.take().map(|d| format!("{d}. ")).unwrap_or_default();
     body.description = Some(format!(
         "{said}At most {max_body_bytes} bytes (http.max_body_bytes); a larger body gets 413 payload_too_large."
@@ -179,6 +190,10 @@ fn common_answers(op: &mut Operation) {
             }
         }
     }
+}
+
+fn is_null(schema: &RefOr<Schema>) -> bool {
+    matches!(schema, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null))
 }
 
 fn error_row(common: &Common) -> Response {
