@@ -784,7 +784,18 @@ async fn malformed_ids_query_values_and_bodies_are_bad_requests() {
     let_the_listener_catch_up().await;
     let (user, role) = (ids::PAT_ID, ids::VERIFIED_ROLE_ID);
 
-    let bad_ids = ["abc", "0", "-5", "1e5", "12.5", "123456789012345678901", "99999999999999999999", "%20123"];
+    let bad_ids = [
+        "abc",
+        "0",
+        "-5",
+        "1e5",
+        "12.5",
+        "123456789012345678901",
+        "99999999999999999999",
+        "%20123",
+        "0123",
+        "9223372036854775808",
+    ];
     for bad in bad_ids {
         for path in [
             format!("/v1/guilds/{bad}"),
