@@ -78,6 +78,8 @@ async fn ban_bodies_with_values_out_of_range_are_bad_requests() {
         ("delete_message_seconds over 7 days", json!({"delete_message_seconds": 604_801}).to_string()),
         ("delete_message_seconds as a string", json!({"delete_message_seconds": "60"}).to_string()),
         ("delete_message_seconds as a fraction", json!({"delete_message_seconds": 1.5}).to_string()),
+        ("delete_message_seconds past i64", "{\"delete_message_seconds\": 1e19}".to_owned()),
+        ("delete_message_seconds 7 days and a bit", "{\"delete_message_seconds\": 604800.5}".to_owned()),
         ("a reason of 513 characters", json!({"reason": "r".repeat(513)}).to_string()),
         ("a reason that is an object", json!({"reason": {"text": "x"}}).to_string()),
         ("JSON null", "null".to_owned()),
@@ -96,6 +98,11 @@ async fn ban_bodies_with_values_out_of_range_are_bad_requests() {
         ("no body", app.http.put(&url).bearer_auth(&token)),
         ("a blank body", app.http.put(&url).bearer_auth(&token).body("  \n")),
         ("JSON as text/plain", app.http.put(&url).bearer_auth(&token).header("content-type", "text/plain").body("{}")),
+        // JSON Schema (and so the OpenAPI document) counts 60.0 as an integer.
+        (
+            "a whole number written 60.0",
+            app.http.put(&url).bearer_auth(&token).body("{\"delete_message_seconds\": 60.0}"),
+        ),
         (
             "the limits exactly",
             app.http

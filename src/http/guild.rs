@@ -66,7 +66,18 @@ pub struct BanBody {
     reason: Option<String>,
     /// Delete the user's messages from this many seconds back (0–604800, 7 days).
     #[schema(minimum = 0, maximum = 604800)] // MAX_DELETE_MESSAGE_SECONDS
+    #[serde(default, deserialize_with = "whole_number")]
     delete_message_seconds: Option<i64>,
+}
+
+/// A whole number, also when written with a zero fraction (`60.0`): JSON
+/// Schema, and so the document, counts that as an integer, while serde would
+/// refuse it for an `i64`. `1.5` and `"60"` are still refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+    let whole = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < LIMIT).map(|f| f as i64);
+    n.as_i64().or(whole).map(Some).ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
 }
 
 /// Bans a user (a test key only pretends). Needs `bans.write`.
