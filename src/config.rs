@@ -58,7 +58,32 @@ pub struct DatabaseConfig {
 pub struct HttpConfig {
     pub bind: SocketAddr,
     pub trust_forwarded_for: bool,
+    /// Peers whose `X-Forwarded-For` is believed (with `trust_forwarded_for`);
+    /// empty means any peer's, as before this key existed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_body_bytes: usize,
+}
+
+impl HttpConfig {
+    /// Settings that work but are probably not what the operator meant, one
+    /// line each (`guildkey config check` prints them, `run` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.trust_forwarded_for && self.trusted_proxies.is_empty() {
+            warnings.push(
+                "http.trust_forwarded_for is true but http.trusted_proxies is empty: any client can choose its IP \
+                 with X-Forwarded-For; list your reverse proxies in http.trusted_proxies"
+                    .to_owned(),
+            );
+        }
+        if !self.trust_forwarded_for && !self.trusted_proxies.is_empty() {
+            warnings.push(
+                "http.trusted_proxies is set but http.trust_forwarded_for is false: X-Forwarded-For is ignored"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +173,7 @@ impl Default for Config {
             http: HttpConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 trust_forwarded_for: false,
+                trusted_proxies: Vec::new(),
                 max_body_bytes: 16_384,
             },
             keys: KeysConfig {
@@ -235,6 +261,9 @@ impl Config {
         if let Some(v) = file.bool("http", "trust_forwarded_for")? {
             cfg.http.trust_forwarded_for = v;
         }
+        if let Some(v) = file.string_list("http", "trusted_proxies")? {
+            cfg.http.trusted_proxies = parse_cidrs("http.trusted_proxies", &v)?;
+        }
         if let Some(v) = file.integer("http", "max_body_bytes", 1, 64 * 1024 * 1024)? {
             cfg.http.max_body_bytes = v as usize;
         }
@@ -279,6 +308,9 @@ impl Config {
         if let Some(v) = var("GUILDKEY_HTTP_BIND") {
             cfg.http.bind = parse_bind("GUILDKEY_HTTP_BIND (http.bind)", &v)?;
         }
+        if let Some(v) = var("GUILDKEY_HTTP_TRUSTED_PROXIES") {
+            cfg.http.trusted_proxies = parse_cidrs("GUILDKEY_HTTP_TRUSTED_PROXIES (http.trusted_proxies)", &[v])?;
+        }
         if let Some(v) = var("GUILDKEY_LOG_FORMAT") {
             cfg.log.format = parse_log_format("GUILDKEY_LOG_FORMAT (log.format)", &v)?;
         }
@@ -312,6 +344,10 @@ impl Config {
             RegisterCommands::Guild(id) => format!("guild:{id}"),
             RegisterCommands::None => "none".to_owned(),
         };
+        let proxies = match &self.http.trusted_proxies[..] {
+            [] => "(none)".to_owned(),
+            nets => nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        };
         let format = match self.log.format {
             LogFormat::Pretty => "pretty",
             LogFormat::Json => "json",
@@ -325,6 +361,7 @@ impl Config {
             format!("database.url = {}", mask_url_password(&self.database.url)),
             format!("http.bind = {}", self.http.bind),
             format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),
+            format!("http.trusted_proxies = {proxies}"),
             format!("http.max_body_bytes = {}", self.http.max_body_bytes),
             format!("keys.max_per_guild = {}", self.keys.max_per_guild),
             format!("keys.prefix = {}", self.keys.prefix),
@@ -370,6 +407,23 @@ impl FileReader<'_> {
             None => Ok(None),
             Some(toml::Value::Boolean(b)) => Ok(Some(b)),
             Some(other) => Err(wrong_type(section, key, "true or false", &other)),
+        }
+    }
+
+    /// An array of strings, or one string (each may hold a comma-separated list).
+    fn string_list(&mut self, section: &str, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        match self.take(section, key)? {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(vec![s])),
+            Some(toml::Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(wrong_type(section, key, "an array of strings", &other)),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(other) => Err(wrong_type(section, key, "a string or an array of strings", &other)),
         }
     }
 
@@ -465,6 +519,28 @@ fn parse_bind(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     }
     let mut addrs = v.to_socket_addrs().map_err(|e| ConfigError::new(key, format!("'{v}': {e}")))?;
     addrs.next().ok_or_else(bad)
+}
+
+/// CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`) or single addresses (a /32 or
+/// /128), in strings that may each hold a comma-separated list. Host bits are
+/// cleared (`10.1.2.3/8` is `10.0.0.0/8`); repeats are dropped.
+fn parse_cidrs(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let mut nets = Vec::new();
+    for word in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|w| !w.is_empty()) {
+        let net = if word.contains('/') {
+            word.parse::<ipnet::IpNet>().ok().map(|n| n.trunc())
+        } else {
+            word.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+        };
+        let net = net.ok_or_else(|| {
+            let shown: String = word.chars().take(50).collect();
+            ConfigError::new(key, format!("'{shown}' is not a CIDR range or IP address like 10.0.0.0/8 or ::1"))
+        })?;
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
 }
 
 fn parse_prefix(key: &str, v: &str) -> Result<String, ConfigError> {
@@ -563,6 +639,10 @@ mod tests {
             ("[keys]\ndefault_rate_limit_per_minute = 0", "keys.default_rate_limit_per_minute"),
             ("[keys]\nlast_used_flush_seconds = \"5\"", "keys.last_used_flush_seconds"),
             ("[log]\nformat = \"xml\"", "log.format"),
+            ("[http]\ntrusted_proxies = [\"10.0.0.0/33\"]", "http.trusted_proxies"),
+            ("[http]\ntrusted_proxies = \"10.0.0.1, proxy.local\"", "http.trusted_proxies"),
+            ("[http]\ntrusted_proxies = [\"10.0.0.1\", 5]", "http.trusted_proxies"),
+            ("[http]\ntrusted_proxies = 5", "http.trusted_proxies"),
             ("[discord]\nregister_commands = \"guild:abc\"", "discord.register_commands"),
             ("[discord]\napi_base_url = \"ftp://x\"", "discord.api_base_url"),
             ("[database]\nurl = \"postgres://x\"", "database.url"),
@@ -608,6 +688,39 @@ mod tests {
             let leaf = key.rsplit('.').next().unwrap();
             assert!(example.contains(leaf), "config.example.toml does not document {key}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_take_an_array_a_comma_separated_string_or_the_environment() {
+        let want = "http.trusted_proxies = 10.0.0.0/8, 192.0.2.1/32, 2001:db8::/32";
+        for text in [
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\", \"2001:db8::/32\"]\n",
+            "[http]\ntrusted_proxies = \"10.1.2.3/8, 192.0.2.1 ,2001:db8::/32\"\n",
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8, 192.0.2.1\", \"2001:db8::/32\", \"10.0.0.0/8\"]\n",
+        ] {
+            let cfg = load(text, &[]).unwrap();
+            assert!(cfg.describe().contains(want), "{text:?}: {}", cfg.describe());
+        }
+        let cfg = load(
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+            &[("GUILDKEY_HTTP_TRUSTED_PROXIES", "192.0.2.0/24,::1")],
+        )
+        .unwrap();
+        assert!(cfg.describe().contains("http.trusted_proxies = 192.0.2.0/24, ::1/128"), "{}", cfg.describe());
+        let err = load("", &[("GUILDKEY_HTTP_TRUSTED_PROXIES", "192.0.2.0/24,nope")]).unwrap_err();
+        assert_eq!(err.key, "GUILDKEY_HTTP_TRUSTED_PROXIES (http.trusted_proxies)", "{err}");
+        assert!(err.to_string().contains("'nope'"), "{err}");
+    }
+
+    #[test]
+    fn forwarding_without_trusted_proxies_warns_and_so_do_proxies_without_forwarding() {
+        let warnings = |text: &str| load(text, &[]).unwrap().http.warnings();
+        assert!(warnings("").is_empty());
+        let open = warnings("[http]\ntrust_forwarded_for = true\n");
+        assert!(open.len() == 1 && open[0].contains("http.trusted_proxies is empty"), "{open:?}");
+        assert!(warnings("[http]\ntrust_forwarded_for = true\ntrusted_proxies = \"10.0.0.0/8\"\n").is_empty());
+        let unused = warnings("[http]\ntrusted_proxies = \"10.0.0.0/8\"\n");
+        assert!(unused.len() == 1 && unused[0].contains("X-Forwarded-For is ignored"), "{unused:?}");
     }
 
     #[test]

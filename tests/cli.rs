@@ -571,6 +571,39 @@ fn config_check_prints_file_values_with_environment_overrides_on_top() {
 }
 
 #[test]
+fn config_check_warns_when_any_peer_may_set_the_client_ip_and_shows_the_trusted_proxies() {
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path().join("open.toml"), "[http]\ntrust_forwarded_for = true\n").unwrap();
+    std::fs::write(
+        sandbox.path().join("proxied.toml"),
+        "[http]\ntrust_forwarded_for = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+    )
+    .unwrap();
+
+    let open = sandbox.run(&["--config", "open.toml", "config", "check"]);
+    let proxied = sandbox.run(&["--config", "proxied.toml", "config", "check"]);
+    let from_env = sandbox.run_with(&["--config", "open.toml", "config", "check"], |c| {
+        c.env("GUILDKEY_HTTP_TRUSTED_PROXIES", "192.0.2.0/24, 192.0.2.9");
+    });
+
+    open.assert_ok();
+    assert!(open.stdout.lines().any(|l| l == "http.trusted_proxies = (none)"), "{}", open.describe());
+    let warnings: Vec<&str> = open.stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert!(warnings.len() == 1 && warnings[0].contains("http.trusted_proxies is empty"), "{}", open.describe());
+    proxied.assert_ok();
+    assert!(
+        proxied.stdout.lines().any(|l| l == "http.trusted_proxies = 10.0.0.0/8, ::1/128"),
+        "{}",
+        proxied.describe()
+    );
+    assert!(!proxied.stderr.contains("warning"), "{}", proxied.describe());
+    from_env.assert_ok();
+    let line = "http.trusted_proxies = 192.0.2.0/24, 192.0.2.9/32";
+    assert!(from_env.stdout.lines().any(|l| l == line), "{}", from_env.describe());
+    assert!(!from_env.stderr.contains("warning"), "{}", from_env.describe());
+}
+
+#[test]
 fn config_check_reads_the_file_named_by_guildkey_config() {
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.path().join("other.toml"), "[keys]\nmax_per_guild = 7\n").unwrap();
@@ -662,6 +695,9 @@ fn config_check_rejects_bad_file_values_with_one_line_naming_the_key() {
         ("[log]\nformat = [\"json\"]\n", "log.format"),
         ("http = 5\n", "http"),
         ("[http]\nbnid = \"127.0.0.1:1\"\n", "http.bnid"),
+        ("[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n", "http.trusted_proxies"),
+        ("[http]\ntrusted_proxies = \"10.0.0.1, proxy.internal\"\n", "http.trusted_proxies"),
+        ("[http]\ntrusted_proxies = [10]\n", "http.trusted_proxies"),
         ("[htp]\nbind = \"127.0.0.1:1\"\n", "htp"),
         ("[http\nbind = 1\n", "config file"),
     ];
@@ -693,6 +729,7 @@ fn config_check_rejects_bad_environment_overrides_with_one_line_naming_the_varia
         ("GUILDKEY_HTTP_BIND", "localhost"),
         ("GUILDKEY_HTTP_BIND", "127.0.0.1:99999"),
         ("GUILDKEY_LOG_FORMAT", "xml"),
+        ("GUILDKEY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,300.0.0.1"),
     ];
     let sandbox = Sandbox::new();
     for (var, value) in cases {

@@ -451,6 +451,7 @@ async fn a_caller_on_ipv6_loopback_is_matched_against_v6_entries() {
 
 #[tokio::test]
 async fn with_trust_forwarded_for_the_right_most_forwarded_address_is_the_client() {
+    // Without http.trusted_proxies: any peer's header, as before the key existed.
     let config = "[http]\ntrust_forwarded_for = true\n[keys]\nmax_per_guild = 10\n";
     let app = spawn_app_with(Options { config: config.into(), ..Options::default() }).await;
     let office = app.create_key(DEMO, "office", "bans.read", &["--allowed-ips", "203.0.113.7"]);
@@ -485,6 +486,61 @@ async fn with_trust_forwarded_for_the_right_most_forwarded_address_is_the_client
     }
     // Without the header the socket address counts.
     get(&app, "/v1/verify", &office).await.err(403, "ip_not_allowed");
+    get(&app, "/v1/verify", &loopback).await.ok();
+}
+
+#[tokio::test]
+async fn forwarding_without_trusted_proxies_warns_at_start() {
+    let app =
+        spawn_app_with(Options { config: "[http]\ntrust_forwarded_for = true\n".into(), ..Options::default() }).await;
+    let warned = app.logs().iter().any(|l| l.contains("WARN") && l.contains("http.trusted_proxies is empty"));
+    assert!(warned, "no warning at start:\n{}", app.logs().join("\n"));
+}
+
+#[tokio::test]
+async fn with_trusted_proxies_only_they_may_set_the_client_ip() {
+    // The test talks from 127.0.0.1: first not a trusted proxy, then one.
+    let elsewhere = "[http]\ntrust_forwarded_for = true\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n";
+    let app = spawn_app_with(Options { config: elsewhere.into(), ..Options::default() }).await;
+    assert!(!app.logs().iter().any(|l| l.contains("http.trusted_proxies is empty")), "no warning with proxies set");
+    let office = app.create_key(DEMO, "office", "bans.read", &["--allowed-ips", "203.0.113.7"]);
+    let loopback = app.create_key(DEMO, "loopback", "bans.read", &["--allowed-ips", "127.0.0.1"]);
+    let_the_listener_catch_up().await;
+    // A peer outside the list cannot claim an address...
+    get_via(&app, "/v1/verify", &office, "203.0.113.7").await.err(403, "ip_not_allowed");
+    get_via(&app, "/v1/verify", &loopback, "203.0.113.7").await.ok();
+    // ...nor escape the failure throttle by claiming a new one each time.
+    for i in 0..AUTH_FAILURE_BURST {
+        get_via(&app, "/v1/verify", &unknown_token(), &format!("198.51.100.{i}")).await.err(401, "invalid_key");
+    }
+    get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.200").await.err(429, "rate_limited");
+    drop(app);
+
+    // From the environment: loopback is a trusted proxy, and so is 10.0.0.0/8 in front of it.
+    let env = vec![("GUILDKEY_HTTP_TRUSTED_PROXIES".to_owned(), "127.0.0.1/32, 10.0.0.0/8".to_owned())];
+    let config = "[http]\ntrust_forwarded_for = true\n[keys]\nmax_per_guild = 10\n";
+    let app = spawn_app_with(Options { config: config.into(), env, ..Options::default() }).await;
+    assert!(!app.logs().iter().any(|l| l.contains("http.trusted_proxies is empty")), "no warning with proxies set");
+    let office = app.create_key(DEMO, "office", "bans.read", &["--allowed-ips", "203.0.113.7"]);
+    let loopback = app.create_key(DEMO, "loopback", "bans.read", &["--allowed-ips", "127.0.0.1"]);
+    let inner = app.create_key(DEMO, "inner", "bans.read", &["--allowed-ips", "10.1.1.1"]);
+    let_the_listener_catch_up().await;
+    for (token, forwarded, want) in [
+        (&office, "203.0.113.7", 200),
+        (&office, "198.51.100.1, 203.0.113.7", 200),
+        // Trusted hops to the right of the client are skipped...
+        (&office, "198.51.100.1, 203.0.113.7, 10.2.2.2, 127.0.0.1", 200),
+        // ...but never an untrusted one.
+        (&office, "203.0.113.7, 198.51.100.1", 403),
+        // Every entry a trusted proxy: the left-most one is the client.
+        (&inner, "10.1.1.1, 10.2.2.2", 200),
+        // An entry that is not an address: the last address read counts.
+        (&office, "203.0.113.7, unknown", 403),
+        (&loopback, "203.0.113.7, unknown", 200),
+    ] {
+        let reply = get_via(&app, "/v1/verify", token, forwarded).await;
+        assert_eq!(reply.status, want, "X-Forwarded-For: {forwarded} for {}: {}", &token[..12], reply.text);
+    }
     get(&app, "/v1/verify", &loopback).await.ok();
 }
 
@@ -588,31 +644,68 @@ async fn every_authenticated_response_carries_the_rate_limit_headers() {
     assert_eq!(remaining, [59, 58, 57, 56, 55, 54], "every authenticated request spends the budget");
 }
 
+/// Sends bad tokens from this address until it is throttled (429).
+async fn get_throttled(app: &App) -> Reply {
+    for i in 0..AUTH_FAILURE_BURST {
+        let guess = with_checksum(&format!("gk_live_{:0>32}", i));
+        get(app, "/v1/verify", &guess).await.err(401, "invalid_key");
+    }
+    let reply = get(app, "/v1/verify", &unknown_token()).await;
+    reply.err(429, "rate_limited");
+    reply
+}
+
 #[tokio::test]
-async fn repeated_failed_authentications_from_one_ip_are_throttled_even_for_a_valid_key() {
+async fn repeated_failed_authentications_from_one_ip_are_throttled_but_a_valid_key_still_passes() {
     let app = spawn_app().await;
     let token = app.create_key(DEMO, "innocent", "bans.read", &[]);
     let_the_listener_catch_up().await;
 
-    for i in 0..AUTH_FAILURE_BURST {
-        let guess = with_checksum(&format!("gk_live_{:0>32}", i));
-        get(&app, "/v1/verify", &guess).await.err(401, "invalid_key");
-    }
-    let reply = get(&app, "/v1/verify", &unknown_token()).await;
-    reply.err(429, "rate_limited");
+    let reply = get_throttled(&app).await;
     let retry_after = reply.header_u64("retry-after");
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
 
-    // The address is refused whatever it presents, until the window passes.
-    let reply = get(&app, "/v1/verify", &token).await;
-    reply.err(429, "rate_limited");
-    reply.header_u64("retry-after");
+    // A key that verifies passes: game servers and NATs share an address.
+    get(&app, "/v1/verify", &token).await.ok();
+    // Every failure from the address is refused until the window passes.
+    get(&app, "/v1/verify", &unknown_token()).await.err(429, "rate_limited").header_u64("retry-after");
+    get(&app, "/v1/verify", &change_char(&token, 20)).await.err(429, "rate_limited");
     get_anon(&app, "/v1/verify").await.err(429, "rate_limited");
     // Unauthenticated routes stay open.
     get_anon(&app, "/healthz").await.ok();
 
-    tokio::time::sleep(Duration::from_secs(reply.header_u64("retry-after")) + Duration::from_millis(200)).await;
-    get(&app, "/v1/verify", &token).await.ok();
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
+    get(&app, "/v1/verify", &unknown_token()).await.err(401, "invalid_key");
+}
+
+/// The figure of hole 3 (issue 14): after an address is throttled by bad
+/// tokens, a valid key from it interleaved with more bad tokens is refused
+/// not once.
+#[tokio::test]
+async fn a_valid_key_from_an_address_flooding_bad_tokens_is_never_refused() {
+    const ROUNDS: usize = 300;
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "game-server", "bans.read", &["--rate-limit", "10000"]);
+    let_the_listener_catch_up().await;
+    get_throttled(&app).await;
+
+    let (mut refused, mut bad_throttled) = (0, 0);
+    for i in 0..ROUNDS {
+        let valid = get(&app, "/v1/verify", &token).await;
+        if valid.status != 200 {
+            refused += 1;
+            eprintln!("valid key refused in round {i}: {} {}", valid.status, valid.text);
+        }
+        let bad = get(&app, "/v1/verify", &unknown_token()).await;
+        // The throttle refills a little as the rounds go: a guess may get through to its 401.
+        assert!(bad.status == 429 || bad.status == 401, "a bad token got {}: {}", bad.status, bad.text);
+        bad_throttled += usize::from(bad.status == 429);
+    }
+    eprintln!(
+        "throttled address: {refused} of {ROUNDS} valid-key requests refused; {bad_throttled} of {ROUNDS} bad tokens got 429"
+    );
+    assert_eq!(refused, 0, "valid-key requests refused from a throttled address");
+    assert!(bad_throttled * 2 > ROUNDS, "the throttle held for only {bad_throttled} of {ROUNDS} bad tokens");
 }
 
 #[tokio::test]
@@ -626,8 +719,30 @@ async fn with_trusted_forwarding_the_failure_throttle_is_per_forwarded_address()
         get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.66").await.err(401, "invalid_key");
     }
     get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.66").await.err(429, "rate_limited");
-    get_via(&app, "/v1/verify", &token, "198.51.100.66").await.err(429, "rate_limited");
+    get_via(&app, "/v1/verify", &token, "198.51.100.66").await.ok();
+    get_via(&app, "/v1/verify", &unknown_token(), "198.51.100.67").await.err(401, "invalid_key");
     get_via(&app, "/v1/verify", &token, "198.51.100.67").await.ok();
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_a_bad_request_whatever_they_hold() {
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "twice", "bans.read", &[]);
+    let_the_listener_catch_up().await;
+
+    let bearer = format!("Bearer {token}");
+    for (first, second) in [
+        (bearer.clone(), bearer.clone()),
+        (bearer.clone(), format!("Bearer {}", unknown_token())),
+        (format!("Bearer {}", unknown_token()), bearer.clone()),
+        (bearer.clone(), "Basic dXNlcjpwYXNz".to_owned()),
+    ] {
+        let req = app.http.get(app.url("/v1/verify")).header("authorization", &first).header("authorization", &second);
+        let reply = send(req).await;
+        assert_eq!(reply.status, 400, "{}", reply.text);
+        reply.err(400, "bad_request");
+    }
+    get(&app, "/v1/verify", &token).await.ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -669,7 +784,18 @@ async fn malformed_ids_query_values_and_bodies_are_bad_requests() {
     let_the_listener_catch_up().await;
     let (user, role) = (ids::PAT_ID, ids::VERIFIED_ROLE_ID);
 
-    let bad_ids = ["abc", "0", "-5", "1e5", "12.5", "123456789012345678901", "99999999999999999999", "%20123"];
+    let bad_ids = [
+        "abc",
+        "0",
+        "-5",
+        "1e5",
+        "12.5",
+        "123456789012345678901",
+        "99999999999999999999",
+        "%20123",
+        "0123",
+        "9223372036854775808",
+    ];
     for bad in bad_ids {
         for path in [
             format!("/v1/guilds/{bad}"),
@@ -701,12 +827,36 @@ async fn malformed_ids_query_values_and_bodies_are_bad_requests() {
     get(&app, &audit_path(DEMO, "?limit=&before="), &token).await.ok();
 
     let ban = app.url(&format!("/v1/guilds/{DEMO}/bans/{user}"));
-    for body in ["not json", "{\"reason\": 5}", "{\"reason\": \"x\", \"surprise\": 1}", "[1, 2]", "{\"reason\": \"x\""]
-    {
+    // Arrays too: serde would read `["x", 0]` as the body's fields in order.
+    let bodies =
+        ["not json", "{\"reason\": 5}", "{\"reason\": \"x\", \"surprise\": 1}", "[1, 2]", "{\"reason\": \"x\""];
+    for body in bodies.into_iter().chain(["[\"spam\", 0]", "[null, null]", " [\"x\"]", "\"x\"", "5", "null"]) {
         let reply =
             send(app.http.put(&ban).bearer_auth(&token).header("content-type", "application/json").body(body)).await;
         assert_eq!(reply.status, 400, "body {body:?}: {}", reply.text);
         reply.err(400, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_may_not_ban_here_gets_403_whatever_its_body() {
+    let app = spawn_app_with(Options { config: "[keys]\nmax_per_guild = 10\n".into(), ..Options::default() }).await;
+    let reader = app.create_key(DEMO, "reader", "bans.read", &["--env", "test"]);
+    let elsewhere = app.create_key(OTHER, "elsewhere", "bans.write", &["--env", "test"]);
+    let writer = app.create_key(DEMO, "writer", "bans.write", &["--env", "test"]);
+    let_the_listener_catch_up().await;
+    let ban = app.url(&format!("/v1/guilds/{DEMO}/bans/{}", ids::PAT_ID));
+
+    for body in ["not json", "[\"spam\", 0]", "{\"surprise\": 1}", "{\"reason\": 5}", "{}", "null"] {
+        let put = |token: &str| app.http.put(&ban).bearer_auth(token).body(body);
+        send(put(&reader)).await.err(403, "insufficient_scope");
+        send(put(&elsewhere)).await.err(403, "guild_mismatch");
+        let reply = send(put(&writer)).await;
+        if body == "{}" {
+            assert_eq!(reply.ok()["dry_run"], true);
+        } else {
+            reply.err(400, "bad_request");
+        }
     }
 }
 
@@ -987,6 +1137,46 @@ async fn metrics_count_requests_by_route_and_status_verifications_by_outcome_and
     assert!(metric(text, "guildkey_key_index_keys_applied_total", &[]) >= Some(1.0), "{text}");
 }
 
+#[tokio::test]
+async fn made_up_methods_are_counted_as_other_and_never_copied_into_the_metrics() {
+    const METHODS: usize = 200;
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "measured", "bans.read", &[]);
+    let_the_listener_catch_up().await;
+    let made_up = |i: usize| reqwest::Method::from_bytes(format!("X{i:04}{}", "Q".repeat(2048)).as_bytes()).unwrap();
+    let paths = ["/healthz".to_owned(), "/nowhere".to_owned(), "/v1/verify".to_owned(), audit_path(DEMO, "")];
+    let send_all = |from: usize, to: usize| {
+        let (app, token, paths) = (&app, &token, &paths);
+        async move {
+            for i in from..to {
+                let reply =
+                    send(app.http.request(made_up(i), app.url(&paths[i % paths.len()])).bearer_auth(token)).await;
+                assert!(matches!(reply.status, 404 | 405), "a made-up method got {}: {}", reply.status, reply.text);
+            }
+        }
+    };
+    // Once per path first, so every series the made-up methods can make exists.
+    send_all(0, paths.len()).await;
+    let before = get_anon(&app, "/metrics").await.text;
+    send_all(paths.len(), METHODS).await;
+    let after = get_anon(&app, "/metrics").await.text;
+
+    assert!(!after.contains("QQQQ") && !after.contains("X0100"), "a made-up method reached /metrics");
+    let other = metric(&after, "guildkey_http_requests_total", &[("method", "other")]).unwrap_or(0.0);
+    assert!(other >= METHODS as f64, "made-up methods are counted as other: {other}");
+    eprintln!(
+        "/metrics: {} bytes after {} made-up methods, {} bytes after {METHODS}",
+        before.len(),
+        paths.len(),
+        after.len()
+    );
+    // Only counts changed: a few digits more at most, never a series per method.
+    assert!(after.len() < before.len() + 512, "/metrics grew from {} to {} bytes", before.len(), after.len());
+    assert!(after.len() < 64 * 1024, "/metrics is {} bytes", after.len());
+    // Standard methods keep their names.
+    assert!(metric(&after, "guildkey_http_requests_total", &[("method", "GET")]).is_some(), "{after}");
+}
+
 /// Every route of SPEC §6, as (method, OpenAPI path).
 const SPEC_ROUTES: [(&str, &str); 10] = [
     ("get", "/v1/verify"),
@@ -1074,6 +1264,140 @@ async fn the_openapi_document_describes_every_spec_route_and_every_documented_ro
     }
     let undocumented: Vec<_> = spec.difference(&documented).collect();
     assert!(undocumented.is_empty(), "{undocumented:?}");
+}
+
+/// `schema`'s properties and required ones, through `$ref` and `allOf`.
+fn schema_fields(doc: &Value, schema: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return schema_fields(doc, &doc["components"]["schemas"][name]);
+    }
+    let (mut properties, mut required) = (BTreeSet::new(), BTreeSet::new());
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (p, r) = schema_fields(doc, part);
+        properties.extend(p);
+        required.extend(r);
+    }
+    properties.extend(schema["properties"].as_object().into_iter().flatten().map(|(k, _)| k.clone()));
+    required.extend(schema["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_owned)));
+    (properties, required)
+}
+
+/// Issue 14, hole 11: what schemathesis flagged as missing from the document.
+#[tokio::test]
+async fn the_openapi_document_states_id_patterns_query_types_body_limits_every_answer_and_its_headers() {
+    let app = spawn_app().await;
+    let token = app.create_key(DEMO, "explorer", ALL_SCOPES, &["--env", "test"]);
+    let_the_listener_catch_up().await;
+    let doc = get_anon(&app, "/openapi.json").await.json();
+    let paths = doc["paths"].as_object().expect("paths");
+
+    // Every path id has the pattern the server enforces: checked against the server itself.
+    let mut patterns = BTreeSet::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
+                let name = param["name"].as_str().unwrap();
+                assert!(name.ends_with("_id"), "{method} {path}: path parameter {name}");
+                assert_eq!(param["schema"]["type"], "string", "{method} {path} {name}: {param}");
+                let pattern = param["schema"]["pattern"].as_str();
+                patterns.insert(pattern.unwrap_or_else(|| panic!("{method} {path} {name} has no pattern")).to_owned());
+            }
+        }
+    }
+    assert_eq!(patterns.len(), 1, "one id pattern: {patterns:?}");
+    let pattern = regex::Regex::new(patterns.first().unwrap()).expect("the pattern compiles");
+    let max = i64::MAX.to_string();
+    let over = (i64::MAX as u64 + 1).to_string();
+    let candidates =
+        [OTHER.to_string(), "1".into(), max, "0".into(), format!("0{OTHER}"), over, "9".repeat(20), "12a".into()];
+    for id in candidates {
+        let reply = get(&app, &format!("/v1/guilds/{id}/audit-log"), &token).await;
+        let accepted = reply.status != 400;
+        assert_eq!(pattern.is_match(&id), accepted, "id {id:?}: the pattern and the server disagree ({})", reply.text);
+        if accepted {
+            reply.err(403, "guild_mismatch");
+        }
+    }
+    assert!(pattern.is_match(&DEMO.to_string()) && pattern.is_match(&ids::PAT_ID.to_string()));
+
+    // The audit log's query values are integers.
+    let audit = &paths["/v1/guilds/{guild_id}/audit-log"]["get"];
+    for name in ["limit", "before"] {
+        let param = audit["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).expect(name);
+        assert_eq!((&param["in"], &param["schema"]["type"]), (&json!("query"), &json!("integer")), "{param}");
+    }
+
+    // The ban body's limits, and the request body's size.
+    let ban_body = &doc["components"]["schemas"]["BanBody"];
+    assert_eq!(ban_body["properties"]["reason"]["maxLength"], 512, "{ban_body}");
+    let seconds = &ban_body["properties"]["delete_message_seconds"];
+    assert_eq!((&seconds["minimum"], &seconds["maximum"]), (&json!(0), &json!(604_800)), "{seconds}");
+    let ban = &paths["/v1/guilds/{guild_id}/bans/{user_id}"];
+    assert_eq!(ban["put"]["requestBody"]["x-max-body-bytes"], 16_384, "the default http.max_body_bytes");
+    // Optional, and an object when sent (JSON null is refused, so it is not offered).
+    let body = &ban["put"]["requestBody"];
+    assert_ne!(body["required"], true, "{body}");
+    assert_eq!(body["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/BanBody", "{body}");
+    assert!(ban["put"]["requestBody"]["description"].as_str().unwrap_or_default().contains("16384 bytes"));
+
+    // Every operation lists every answer it can give, with its headers.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let keyed = op["security"].is_array();
+            let responses = op["responses"].as_object().unwrap();
+            let mut want = vec!["200", "404", "405", "413", "431"];
+            if keyed {
+                want.extend(["400", "401", "403", "429"]);
+            }
+            for status in want {
+                let row = responses.get(status).unwrap_or_else(|| panic!("{method} {path} has no {status} row"));
+                let reason = row["description"].as_str().unwrap_or_default();
+                assert!(!reason.is_empty(), "{method} {path} {status}: {row}");
+                if status != "200" {
+                    assert!(
+                        row["content"]["application/json"]["schema"]["$ref"].is_string(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            let headers = |status: &str| -> BTreeSet<String> {
+                responses[status]["headers"].as_object().into_iter().flatten().map(|(k, _)| k.to_lowercase()).collect()
+            };
+            assert!(headers("405").contains("allow"), "{method} {path}");
+            if keyed {
+                assert!(headers("401").contains("www-authenticate"), "{method} {path}");
+                for status in ["200", "429"] {
+                    for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+                        assert!(headers(status).contains(name), "{method} {path} {status} lacks {name}");
+                    }
+                }
+                assert!(headers("429").contains("retry-after"), "{method} {path}");
+            }
+        }
+    }
+
+    // Write results: every field, documented and answered.
+    let role = format!("/v1/guilds/{DEMO}/members/{}/roles/{}", ids::PAT_ID, ids::VERIFIED_ROLE_ID);
+    let ban_url = format!("/v1/guilds/{DEMO}/bans/{}", ids::PAT_ID);
+    for (method, path, url, own) in [
+        ("put", "/v1/guilds/{guild_id}/bans/{user_id}", &ban_url, "banned"),
+        ("delete", "/v1/guilds/{guild_id}/bans/{user_id}", &ban_url, "banned"),
+        ("put", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}", &role, "has_role"),
+        ("delete", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}", &role, "has_role"),
+    ] {
+        let data =
+            &paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["data"];
+        let (properties, required) = schema_fields(&doc, data);
+        for field in ["changed", "dry_run", "audit_event_id", own] {
+            assert!(properties.contains(field), "{method} {path}: {field} is not documented: {properties:?}");
+        }
+        let answered =
+            send(app.http.request(method.to_uppercase().parse().unwrap(), app.url(url)).bearer_auth(&token)).await.ok();
+        let answered: BTreeSet<String> = keys_of(&answered).into_iter().map(str::to_owned).collect();
+        assert!(answered.is_subset(&properties), "{method} {path}: undocumented fields in {answered:?}");
+        assert!(required.is_subset(&answered), "{method} {path}: required {required:?}, answered {answered:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@ pub fn run(cmd: ConfigCommand, config: &Config) -> Result<(), Failure> {
     match cmd {
         ConfigCommand::Check => {
             println!("{}", config.describe());
+            for warning in config.http.warnings() {
+                eprintln!("warning: {warning}");
+            }
             if config.discord.token.is_none() {
                 eprintln!("note: discord.token (DISCORD_TOKEN) is not set; `guildkey run` needs it");
             }

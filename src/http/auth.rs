@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::extract::client_ip;
 use super::ratelimit::{self, Budget};
 use super::AppState;
 use crate::service::{Authenticated, Error};
@@ -60,34 +59,49 @@ impl IntoResponse for Refused {
     }
 }
 
-/// Admits a request to a route that needs a key, or refuses it: the IP
-/// throttle, the bearer token, the service's verification (memory only) and
-/// the key's rate limit. An admitted request gets the budget headers with
-/// [`set_budget_headers`] on whatever the handler answers.
+/// Admits a request to a route that needs a key, or refuses it: the bearer
+/// token, the service's verification (memory only), the key's rate limit.
+/// An admitted request gets the budget headers with [`set_budget_headers`]
+/// on whatever the handler answers.
+///
+/// The IP throttle counts and refuses failures only: a key that verifies is
+/// admitted even from a throttled address (game servers and NATs share one),
+/// and the success path never touches the throttle. A throttled address
+/// presenting no, a bad or an unknown token gets 429.
 pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(Authenticated, Budget), Refused> {
-    let ip = client_ip(headers, peer, state.trust_forwarded_for);
+    let ip = state.forwarding.client_ip(headers, peer);
     let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
+    // Every failure: 429 while the address is throttled, else its own answer.
+    let refuse = |failure: ApiError| -> Refused {
+        if let Some(wait) = state.throttle.blocked_for(ip) {
+            outcome("rate_limited");
+            return ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into();
+        }
+        outcome(failure.status_reason().1);
+        failure.into()
+    };
 
-    if let Some(wait) = state.throttle.blocked_for(ip) {
-        outcome("rate_limited");
-        return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into());
+    // Two `Authorization` headers: which one is meant is anyone's guess.
+    if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(refuse(ApiError::BadRequest("send one Authorization header, not several".to_owned())));
     }
     let Some(token) = bearer(headers) else {
-        outcome("missing_key");
-        return Err(ApiError::MissingKey.into());
+        return Err(refuse(ApiError::MissingKey));
     };
     let caller = match state.service.authenticate(token, ip) {
         Ok(caller) => caller,
         Err(e) => {
-            let failure = ApiError::Service(e);
-            outcome(failure.status_reason().1);
-            if matches!(failure, ApiError::Service(Error::Malformed(_) | Error::NotFound(_))) {
+            let guess = matches!(e, Error::Malformed(_) | Error::NotFound(_));
+            let refused = refuse(ApiError::Service(e));
+            let throttled = matches!(refused.error, ApiError::Service(Error::RateLimited { .. }));
+            // Guesses count towards the throttle (those made while it holds do not).
+            if guess && !throttled {
                 if let Some(wait) = state.throttle.record_failure(ip) {
                     tracing::warn!(%ip, "too many failed authentications; throttling this address");
                     return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into());
                 }
             }
-            return Err(failure.into());
+            return Err(refused);
         }
     };
     let budget = ratelimit::check(caller.key.limiter(), caller.key.rate_limit_per_minute);

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 408 `timeout`: the request took too long.
     #[error("the request took too long")]
     Timeout,
+    /// 431 `headers_too_large`: the request line and headers are too large.
+    #[error("the request line and headers take more than {0} bytes")]
+    HeadersTooLarge(usize),
 }
 
 impl ApiError {
@@ -44,6 +47,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
             Self::Service(e) => match e {
                 Error::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
                 Error::Malformed(_) => (StatusCode::UNAUTHORIZED, "malformed_key"),

@@ -343,7 +343,10 @@ impl Future for Respond {
         let (status, method) = (response.status(), &*this.method);
         match this.op.filter(|_| status == StatusCode::OK) {
             Some((r, o)) => inner.route_list[r].operations[o].ok.inc(),
-            None => inner.state.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc(),
+            None => {
+                let method = super::metrics::method_label(method);
+                inner.state.metrics.requests.with_label_values(&[label, method, status.as_str()]).inc();
+            }
         }
         Poll::Ready(Ok(response))
     }
@@ -359,6 +362,9 @@ impl Inner {
         peer: SocketAddr,
     ) -> Result<Option<(Authenticated, Budget)>, Refused> {
         let state = &self.state;
+        if head_bytes(req) > super::MAX_HEAD_BYTES {
+            return Err(ApiError::HeadersTooLarge(super::MAX_HEAD_BYTES).into());
+        }
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
@@ -369,6 +375,17 @@ impl Inner {
         }
         auth::admit(state, req.headers(), peer).map(Some)
     }
+}
+
+/// The size of a request's line and headers as sent (HTTP/1.1): hyper
+/// refuses heads over its own, larger limit with a bare 431 before any
+/// service runs; this lets the front door refuse those over
+/// `MAX_HEAD_BYTES` with the envelope.
+fn head_bytes(req: &Request) -> usize {
+    let uri = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD URI HTTP/1.1\r\n", each "name: value\r\n", then "\r\n".
+    let line = req.method().as_str().len() + 1 + uri + 11;
+    req.headers().iter().fold(line + 2, |n, (name, value)| n + name.as_str().len() + 2 + value.len() + 2)
 }
 
 pin_project_lite::pin_project! {

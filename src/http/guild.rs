@@ -4,15 +4,16 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ok, ApiError};
-use super::extract::{snowflake, ApiPath, OptionalJson};
+use super::extract::{snowflake, ApiPath, Body};
 use super::routes::{Envelope, ErrorEnvelope};
 use super::AppState;
 use crate::discord::GuildInfo;
+use crate::keys::Scope;
 use crate::service::actions::{BanStatus, WriteOutcome};
 
 /// Guild info from the bot's cache (no Discord call). Needs `guild.read`.
@@ -21,9 +22,8 @@ use crate::service::actions::{BanStatus, WriteOutcome};
     responses(
         (status = 200, description = "The guild", body = inline(Envelope<GuildInfo>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
-        (status = 404, description = "The bot is not in this guild", body = ErrorEnvelope),
+        (status = 404, description = "not_found: the bot is not in this guild", body = ErrorEnvelope),
     ))]
 pub async fn guild_info(
     State(state): State<AppState>,
@@ -45,7 +45,6 @@ fn ids(guild_id: &str, user_id: &str) -> Result<(u64, u64), ApiError> {
     responses(
         (status = 200, description = "Ban status", body = inline(Envelope<BanStatus>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
     ))]
@@ -63,9 +62,22 @@ pub async fn ban_status(
 #[serde(deny_unknown_fields)]
 pub struct BanBody {
     /// Shown in Discord's audit log after the key's name (at most 512 characters).
+    #[schema(max_length = 512)] // MAX_REASON_CHARS
     reason: Option<String>,
-    /// Delete the user's messages from this many seconds back (0–604800).
+    /// Delete the user's messages from this many seconds back (0–604800, 7 days).
+    #[schema(minimum = 0, maximum = 604800)] // MAX_DELETE_MESSAGE_SECONDS
+    #[serde(default, deserialize_with = "whole_number")]
     delete_message_seconds: Option<i64>,
+}
+
+/// A whole number, also when written with a zero fraction (`60.0`): JSON
+/// Schema, and so the document, counts that as an integer, while serde would
+/// refuse it for an `i64`. `1.5` and `"60"` are still refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+    let whole = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < LIMIT).map(|f| f as i64);
+    n.as_i64().or(whole).map(Some).ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
 }
 
 /// Bans a user (a test key only pretends). Needs `bans.write`.
@@ -73,32 +85,31 @@ pub struct BanBody {
     params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id")),
     request_body(content = Option<BanBody>, description = "Optional"),
     responses(
-        (status = 200, description = "Banned (or already banned: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 200, description = "Banned (or already banned: changed=false)", body = inline(Envelope<BanResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
-        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
     ))]
 pub async fn ban(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath((guild_id, user_id)): ApiPath<(String, String)>,
-    OptionalJson(body): OptionalJson<BanBody>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
-    let body = body.unwrap_or_default();
+    // A key that may not ban here learns nothing about its body (403 before 400).
+    caller.authorize(guild_id, Scope::BansWrite)?;
+    let body: BanBody = body.optional_json()?.unwrap_or_default();
     let outcome = state.actions.ban(&caller, guild_id, user_id, body.reason, body.delete_message_seconds).await?;
-    Ok(ok(with(outcome, serde_json::json!({ "banned": true }))))
+    Ok(ok(BanResult { banned: true, outcome }))
 }
 
 /// Unbans a user (a test key only pretends). Needs `bans.write`.
 #[utoipa::path(delete, path = "/v1/guilds/{guild_id}/bans/{user_id}", tag = "bans", security(("bearer" = [])),
     params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id")),
     responses(
-        (status = 200, description = "Unbanned (or was not banned: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 200, description = "Unbanned (or was not banned: changed=false)", body = inline(Envelope<BanResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
     ))]
@@ -109,7 +120,7 @@ pub async fn unban(
 ) -> Result<Response, ApiError> {
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
     let outcome = state.actions.unban(&caller, guild_id, user_id).await?;
-    Ok(ok(with(outcome, serde_json::json!({ "banned": false }))))
+    Ok(ok(BanResult { banned: false, outcome }))
 }
 
 /// Gives a member a role (a test key only pretends). Needs `roles.write`.
@@ -117,9 +128,8 @@ pub async fn unban(
     params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id"),
         ("role_id" = String, Path, description = "Role id")),
     responses(
-        (status = 200, description = "Added (or already had it: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 200, description = "Added (or already had it: changed=false)", body = inline(Envelope<RoleResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error (Unknown Member, Unknown Role, Missing Permissions…)", body = ErrorEnvelope),
     ))]
@@ -136,9 +146,8 @@ pub async fn add_role(
     params(("guild_id" = String, Path, description = "Guild id"), ("user_id" = String, Path, description = "User id"),
         ("role_id" = String, Path, description = "Role id")),
     responses(
-        (status = 200, description = "Removed (or did not have it: changed=false)", body = inline(Envelope<WriteOutcome>)),
+        (status = 200, description = "Removed (or did not have it: changed=false)", body = inline(Envelope<RoleResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
     ))]
@@ -159,16 +168,27 @@ async fn role(
     let (guild_id, user_id) = ids(&guild_id, &user_id)?;
     let role_id = snowflake("role_id", &role_id)?;
     let outcome = state.actions.set_role(&caller, guild_id, user_id, role_id, add).await?;
-    Ok(ok(with(
-        outcome,
-        serde_json::json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string(), "has_role": add }),
-    )))
+    Ok(ok(RoleResult { user_id: user_id.to_string(), role_id: role_id.to_string(), has_role: add, outcome }))
 }
 
-/// The outcome's fields beside the route's own.
-fn with(outcome: WriteOutcome, mut data: serde_json::Value) -> serde_json::Value {
-    if let (Some(map), Ok(serde_json::Value::Object(extra))) = (data.as_object_mut(), serde_json::to_value(outcome)) {
-        map.extend(extra);
-    }
-    data
+/// What a ban or unban answers: the user's state now, and what the write did.
+#[derive(Serialize, ToSchema)]
+pub struct BanResult {
+    /// Whether the user is banned now (as far as this key can tell: a test key only pretends).
+    banned: bool,
+    #[serde(flatten)]
+    outcome: WriteOutcome,
+}
+
+/// What a role change answers: the member's state now, and what the write did.
+#[derive(Serialize, ToSchema)]
+pub struct RoleResult {
+    #[schema(example = "1100000000000000001")]
+    user_id: String,
+    #[schema(example = "1300000000000000001")]
+    role_id: String,
+    /// Whether the member has the role now (as far as this key can tell).
+    has_role: bool,
+    #[serde(flatten)]
+    outcome: WriteOutcome,
 }

@@ -25,7 +25,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("guildkey".to_owned()), None).expect("valid prefix");
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new("http_requests_total", "HTTP requests by route, method (other for non-standard ones) and status"),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -91,6 +91,24 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}
+
+/// The `method` label: a standard method's name, else `other`. The label
+/// never copies what a client sent, so made-up methods (any token of any
+/// length, no key needed) cannot grow the registry or `/metrics`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
     }
 }
 

@@ -45,8 +45,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// it the connection is closed. The clock also runs while a connection sits
 /// idle (new, or kept alive between requests), so this is the idle timeout.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most a request's line and headers may take together; more gets 431.
+/// The most a request's line and headers may take together; more gets 431
+/// `headers_too_large` in the envelope, from the front door.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// hyper's own limit on a request's head, past which it answers a bare 431
+/// itself (no service runs, so no envelope) and closes the connection. Twice
+/// ours, so that heads a little over ours reach the front door; hyper also
+/// answers the bare 431 for more than 100 headers (its stack-allocated
+/// parse; raising that would allocate on every request).
+const HYPER_MAX_HEAD_BYTES: usize = 2 * MAX_HEAD_BYTES;
 /// Pause after a failed accept that is not the client's doing (most often
 /// out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
@@ -71,12 +78,16 @@ pub struct Shared {
     in_flight: tokio::sync::Semaphore,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
     doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
-    trust_forwarded_for: bool,
+    /// Whose `X-Forwarded-For` is believed.
+    forwarding: extract::Forwarding,
     max_body_bytes: usize,
 }
 
 impl AppState {
     pub fn new(actions: Arc<GuildActions>, http: &HttpConfig) -> Self {
+        for warning in http.warnings() {
+            tracing::warn!("{warning}");
+        }
         Self(Arc::new(Shared {
             service: actions.keys().clone(),
             actions,
@@ -84,7 +95,7 @@ impl AppState {
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
             in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
             doc: std::sync::OnceLock::new(),
-            trust_forwarded_for: http.trust_forwarded_for,
+            forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
         }))
     }
@@ -119,7 +130,7 @@ pub fn router(state: AppState) -> App {
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::openapi))
         .split_for_parts();
-    let doc = Arc::new(openapi::finish(doc));
+    let doc = Arc::new(openapi::finish(doc, state.max_body_bytes));
     // Built from the same handlers every time: a second router keeps the first document.
     let _ = state.doc.set(doc.clone());
     // No layers: authentication, limits and metrics run in the front door,
@@ -149,7 +160,7 @@ pub async fn serve(
 
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // The header-read timeout is ours (`front::Activity`), not hyper's.
-    http1.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
+    http1.header_read_timeout(None).max_header_size(HYPER_MAX_HEAD_BYTES);
     // `stop` tells connections to finish; `done` is held by each connection
     // task, so `done.closed()` resolves once the last one has ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

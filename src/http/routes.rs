@@ -39,9 +39,6 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 #[utoipa::path(get, path = "/v1/verify", tag = "keys", security(("bearer" = [])),
     responses(
         (status = 200, description = "The key is valid", body = inline(Envelope<VerifyData>)),
-        (status = 401, description = "missing_key, malformed_key, invalid_key, key_revoked or key_expired", body = ErrorEnvelope),
-        (status = 403, description = "ip_not_allowed", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited", body = ErrorEnvelope),
     ))]
 pub async fn verify(Caller(caller): Caller) -> Response {
     verify_response(&caller)
@@ -73,8 +70,11 @@ pub fn verify_response(caller: &Authenticated) -> Response {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// How many events (1–100, default 50; values outside are clamped).
+    // Read as text, so that an empty value means the default.
+    #[param(value_type = Option<i64>)]
     limit: Option<String>,
     /// Only events older than this event id (the previous page's `next_before`).
+    #[param(value_type = Option<i64>, minimum = 1)]
     before: Option<String>,
 }
 
@@ -107,7 +107,6 @@ pub struct AuditPage {
     responses(
         (status = 200, description = "A page of events", body = inline(Envelope<AuditPage>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 401, description = "Authentication failed", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
     ))]
 pub async fn audit_log(
@@ -195,7 +194,8 @@ pub struct ErrorBody {
     #[schema(example = 403)]
     code: u16,
     /// Machine-readable: bad_request, missing_key, malformed_key, invalid_key, key_revoked, key_expired,
-    /// guild_mismatch, insufficient_scope, ip_not_allowed, not_found, payload_too_large, rate_limited, discord_error.
+    /// guild_mismatch, insufficient_scope, ip_not_allowed, not_found, method_not_allowed, timeout, conflict,
+    /// payload_too_large, rate_limited, headers_too_large, internal_error, discord_error.
     #[schema(example = "insufficient_scope")]
     reason: String,
     /// For people; may change.
