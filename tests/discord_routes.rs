@@ -1273,6 +1273,14 @@ async fn five_thousand_ban_checks_after_the_bot_lost_ban_members_reach_discord_a
     // remembered, then one per 30 s (the load takes well under a minute).
     let bound = guildkey::service::guard::CALLS_IN_FLIGHT_PER_GUILD + 1;
     assert!((1..=bound).contains(&unseen), "Discord saw {unseen} ban checks");
+    // Each refusal Discord gave is counted, for the operator to alert on.
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let figure = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in /metrics"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(figure("guildkey_discord_invalid_requests_total"), unseen as u64);
+    assert_eq!(figure("guildkey_discord_invalid_requests_10m"), unseen as u64);
 
     // Seen by the gateway (an admin took Ban Members off the bot's role):
     // answered from the cache, Discord is not asked at all.

@@ -47,6 +47,8 @@ fn ids(guild_id: &str, user_id: &str) -> Result<(u64, u64), ApiError> {
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
     ))]
 pub async fn ban_status(
     State(state): State<AppState>,
@@ -87,8 +89,11 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
     responses(
         (status = 200, description = "Banned (or already banned: changed=false)", body = inline(Envelope<BanResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 401, description = "key_suspended: also when this ban would exceed the key's ban budget", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch, insufficient_scope or member_protected (the owner, the bot, a moderator, a member the bot does not outrank)", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
     ))]
 pub async fn ban(
     State(state): State<AppState>,
@@ -112,6 +117,8 @@ pub async fn ban(
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
     ))]
 pub async fn unban(
     State(state): State<AppState>,
@@ -130,8 +137,11 @@ pub async fn unban(
     responses(
         (status = 200, description = "Added (or already had it: changed=false)", body = inline(Envelope<RoleResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 401, description = "key_suspended: also when this change would exceed the key's role budget", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch, insufficient_scope or role_not_allowed (a role with a moderator's permission, managed, @everyone, at or above the bot's, or outside the key's allowed_roles)", body = ErrorEnvelope),
         (status = 502, description = "discord_error (Unknown Member, Unknown Role, Missing Permissions…)", body = ErrorEnvelope),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
     ))]
 pub async fn add_role(
     State(state): State<AppState>,
@@ -148,8 +158,11 @@ pub async fn add_role(
     responses(
         (status = 200, description = "Removed (or did not have it: changed=false)", body = inline(Envelope<RoleResult>)),
         (status = 400, description = "bad_request", body = ErrorEnvelope),
-        (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
+        (status = 401, description = "key_suspended: also when this change would exceed the key's role budget", body = ErrorEnvelope),
+        (status = 403, description = "guild_mismatch, insufficient_scope or role_not_allowed (a role with a moderator's permission, managed, @everyone, at or above the bot's, or outside the key's allowed_roles)", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
     ))]
 pub async fn remove_role(
     State(state): State<AppState>,

@@ -19,6 +19,10 @@ pub struct Metrics {
     /// `verifications{outcome="ok"}`, resolved once: every request counts it.
     pub verified_ok: IntCounter,
     keys_indexed: IntGauge,
+    /// Discord's invalid answers (401, 403, 429) over about the last 10
+    /// minutes: Discord cuts the bot off at 10,000 from one IP.
+    discord_invalid_recent: IntGauge,
+    discord_invalid_total: IntCounter,
 }
 
 impl Metrics {
@@ -51,6 +55,17 @@ impl Metrics {
              changed too many keys at once to apply them one by one)",
         )
         .expect("valid");
+        let discord_invalid_recent = IntGauge::new(
+            "discord_invalid_requests_10m",
+            "Discord answers that count towards its invalid-request limit (401, 403, 429) over about the last \
+             10 minutes; Discord cuts the bot off from its API at 10,000",
+        )
+        .expect("valid");
+        let discord_invalid_total = IntCounter::new(
+            "discord_invalid_requests_total",
+            "Discord answers that count towards its invalid-request limit (401, 403, 429) since start",
+        )
+        .expect("valid");
         let index_keys_applied = IntCounter::new(
             "key_index_keys_applied_total",
             "Keys changed by another process (the CLI, a second instance) applied to the index one by one",
@@ -63,6 +78,8 @@ impl Metrics {
         registry.register(Box::new(keys_indexed.clone())).expect("unique metric");
         registry.register(Box::new(index_full_loads.clone())).expect("unique metric");
         registry.register(Box::new(index_keys_applied.clone())).expect("unique metric");
+        registry.register(Box::new(discord_invalid_recent.clone())).expect("unique metric");
+        registry.register(Box::new(discord_invalid_total.clone())).expect("unique metric");
         let verified_ok = verifications.with_label_values(&["ok"]);
         Self {
             registry,
@@ -74,6 +91,8 @@ impl Metrics {
             verifications,
             verified_ok,
             keys_indexed,
+            discord_invalid_recent,
+            discord_invalid_total,
         }
     }
 
@@ -86,6 +105,14 @@ impl Metrics {
         {
             counter.inc_by(now.saturating_sub(counter.get()));
         }
+    }
+
+    /// Brings Discord's invalid-answer figures up to date.
+    pub fn observe_discord(&self, invalid: Option<&crate::discord::InvalidAnswers>) {
+        let Some(invalid) = invalid else { return };
+        self.discord_invalid_recent.set(i64::try_from(invalid.recent_total()).unwrap_or(i64::MAX));
+        let _one_at_a_time = self.index_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.discord_invalid_total.inc_by(invalid.total().saturating_sub(self.discord_invalid_total.get()));
     }
 
     /// The Prometheus text exposition.

@@ -75,7 +75,7 @@ const COMMON: &[Common] = &[
     Common {
         status: 401,
         applies: Applies::Keyed,
-        reasons: &["missing_key", "malformed_key", "invalid_key", "key_revoked", "key_expired"],
+        reasons: &["missing_key", "malformed_key", "invalid_key", "key_revoked", "key_expired", "key_suspended"],
         note: "",
         headers: &[WWW_AUTHENTICATE],
     },
@@ -111,6 +111,13 @@ const COMMON: &[Common] = &[
         headers: &[],
     },
     Common { status: 500, applies: Applies::Every, reasons: &["internal_error"], note: "", headers: &[] },
+    Common {
+        status: 503,
+        applies: Applies::Keyed,
+        reasons: &["index_stale"],
+        note: "the listener cannot confirm keys are current",
+        headers: &[RETRY_AFTER],
+    },
 ];
 
 /// Stamps the crate's version on the generated document and adds what every

@@ -157,6 +157,7 @@ pub struct Health {
     responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.observe_index(state.service.indexed_keys(), state.service.index_stats());
+    state.metrics.observe_discord(state.actions.ops().invalid_answers());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
