@@ -794,6 +794,13 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     if let Some(why) = s("why") {
         out.push(("Why", escape(&why)));
     }
+    if let Some(source) = s("source") {
+        out.push(("Reported by", escape_within(&source, 200)));
+    }
+    if let Some(url) = s("url") {
+        // Shown as text, not a link: the reporter chose it.
+        out.push(("Found at", escape_within(&url, 600)));
+    }
     if let Some(until) = d.get("paused_until").and_then(|v| v.as_str()) {
         if let Ok(at) = chrono::DateTime::parse_from_rfc3339(until) {
             out.push(("Resumes", format!("<t:{}:R>", at.timestamp())));

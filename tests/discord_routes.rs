@@ -1401,3 +1401,55 @@ async fn role_changes_past_the_configured_budget_suspend_the_key_and_revoke_is_o
     get(&app, "/v1/verify", &token).await.err(401, "key_revoked");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_leaked_token_report_revokes_the_key_and_never_says_which_tokens_were_valid() {
+    let app = spawn_app().await;
+    app.set_audit_channel().await;
+    let token = key(&app, DEMO, "game", "bans.read", &[]).await;
+    let bystander = key(&app, DEMO, "dashboard", "guild.read", &[]).await;
+    let report = |tokens: &[&str]| -> Value {
+        Value::Array(
+            tokens
+                .iter()
+                .map(|t| {
+                    json!({ "token": t, "type": "guildkey_api_key", "url": "https://github.com/octo/game/blob/main/.env", "source": "content" })
+                })
+                .collect(),
+        )
+    };
+    let post =
+        |body: String| app.http.post(app.url("/v1/leaked")).header("content-type", "application/json").body(body);
+
+    // Act: one report with the real key among junk, one with junk alone.
+    let unknown = "gk_live_00000000000000000000000000000000000000";
+    let with_key = send(post(report(&[unknown, &token, "not a token"]).to_string())).await;
+    let without = send(post(report(&[unknown, "gk_test_short"]).to_string())).await;
+
+    // Assert: the same answer whatever was valid; only the reported key stops.
+    assert_eq!((with_key.status, without.status), (202, 202), "{} {}", with_key.text, without.text);
+    assert_eq!(with_key.json()["data"], json!({ "received": 3 }));
+    assert_eq!(without.json()["data"], json!({ "received": 2 }));
+    let started = Instant::now();
+    while get(&app, "/v1/verify", &token).await.status != 401 {
+        assert!(started.elapsed() < WAIT, "the reported key was never revoked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    get(&app, "/v1/verify", &token).await.err(401, "key_revoked");
+    get(&app, "/v1/verify", &bystander).await.ok();
+    let post_seen = audit_post(&app, "API key revoked").await;
+    assert!(field(&post_seen, "By").contains("guildkey"), "{:?}", post_seen.embeds);
+    assert!(field(&post_seen, "Found at").contains("github.com/octo/game"), "{:?}", post_seen.embeds);
+    assert!(field(&post_seen, "Why").contains("leaked"), "{:?}", post_seen.embeds);
+
+    // Bad bodies are 400 and change nothing; the address is limited.
+    for body in ["{}".to_owned(), "not json".to_owned(), report(&[unknown; 101]).to_string()] {
+        send(post(body)).await.err(400, "bad_request");
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(send(post(report(&[unknown]).to_string())).await.status);
+    }
+    assert!(statuses.contains(&429), "one address cannot report without end: {statuses:?}");
+    app.double.assert_no_violations();
+}

@@ -52,6 +52,26 @@ impl Body {
     }
 }
 
+impl Body {
+    /// A JSON array of `T`, of at most `max` items (anything else is 400).
+    pub fn json_array<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<T>, ApiError> {
+        if self.0.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return Err(ApiError::BadRequest("the body must be a JSON array".to_owned()));
+        }
+        let items: Vec<T> =
+            serde_json::from_slice(&self.0).map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))?;
+        if items.len() > max {
+            return Err(ApiError::BadRequest(format!("{} items sent; the most is {max}", items.len())));
+        }
+        Ok(items)
+    }
+}
+
+/// The connection's peer, for the routes the front door admits without a
+/// key (it puts it in the request's extensions).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// `Query<T>` with the envelope on bad query strings.
 pub struct ApiQuery<T>(pub T);
 

@@ -279,6 +279,7 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
             }
         },
         Ok(None) => {
+            req.extensions_mut().insert(super::extract::Peer(peer));
             Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
         }
     };

@@ -64,6 +64,10 @@ const MAX_CONCURRENT_REQUESTS: usize = 1024;
 const AUTH_FAILURE_BURST: u32 = 20;
 const AUTH_FAILURES_PER_MINUTE: u32 = 30;
 
+/// Leaked-token reports an IP may send at once, and per minute after.
+const LEAK_REPORT_BURST: u32 = 10;
+const LEAK_REPORTS_PER_MINUTE: u32 = 10;
+
 /// Everything a handler may use, behind one `Arc`: axum clones the state
 /// for every request.
 #[derive(Clone)]
@@ -74,6 +78,8 @@ pub struct Shared {
     pub actions: Arc<GuildActions>,
     pub metrics: Metrics,
     throttle: ratelimit::FailureThrottle,
+    /// Leaked-token reports per client IP (`POST /v1/leaked` needs no key).
+    leak_reports: ratelimit::FailureThrottle,
     /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
     in_flight: tokio::sync::Semaphore,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
@@ -93,6 +99,7 @@ impl AppState {
             actions,
             metrics: Metrics::new(),
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
+            leak_reports: ratelimit::FailureThrottle::new(LEAK_REPORT_BURST, LEAK_REPORTS_PER_MINUTE),
             in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
             doc: std::sync::OnceLock::new(),
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
@@ -126,6 +133,7 @@ pub fn router(state: AppState) -> App {
         .routes(routes!(guild::guild_info))
         .routes(routes!(guild::ban_status, guild::ban, guild::unban))
         .routes(routes!(guild::add_role, guild::remove_role))
+        .routes(routes!(routes::leaked))
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::openapi))
@@ -249,6 +257,7 @@ pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
             every.tick().await;
             // Per-key limiters live and die with their keys in the index.
             state.throttle.cleanup();
+            state.leak_reports.cleanup();
         }
     })
 }

@@ -152,6 +152,55 @@ pub struct Health {
     status: &'static str,
 }
 
+/// The most tokens one leaked-token report may carry.
+const MAX_LEAK_REPORT_ITEMS: usize = 100;
+
+/// What a leaked-token report is told: how many tokens were received, and
+/// never whether any was valid.
+#[derive(Serialize, ToSchema)]
+pub struct LeakAck {
+    received: usize,
+}
+
+/// Reports leaked guildkey tokens, in GitHub secret scanning's format
+/// (`[{"token", "type", "url", "source"}]`). No key needed: a token that
+/// turned up where it should not is compromised, whoever reports it. Each
+/// valid one is revoked at once and the guild's audit channel names the key
+/// (never the secret) and the URL. The answer is the same whatever the
+/// tokens were. Limited per client IP.
+#[utoipa::path(post, path = "/v1/leaked", tag = "keys",
+    request_body(content = Vec<crate::service::LeakReport>, description = "At most 100 tokens"),
+    responses(
+        (status = 202, description = "Received; valid tokens are being revoked", body = inline(Envelope<LeakAck>)),
+        (status = 400, description = "bad_request: not a JSON array of reports, or more than 100", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: too many reports from this address", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds to wait"))),
+    ))]
+pub async fn leaked(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<super::extract::Peer>>,
+    headers: axum::http::HeaderMap,
+    body: super::extract::Body,
+) -> Result<Response, ApiError> {
+    use crate::service::Error;
+    let ip = match peer {
+        Some(axum::Extension(super::extract::Peer(peer))) => state.forwarding.client_ip(&headers, peer),
+        None => std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    if let Some(wait) = state.leak_reports.blocked_for(ip).or_else(|| state.leak_reports.record_failure(ip)) {
+        return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }));
+    }
+    let reports: Vec<crate::service::LeakReport> = body.json_array(MAX_LEAK_REPORT_ITEMS)?;
+    let received = reports.len();
+    // Revoked after answering, so the answer's timing says nothing either.
+    let service = state.service.clone();
+    tokio::spawn(async move {
+        let revoked = service.revoke_leaked(&reports).await;
+        tracing::info!(received, revoked, "leaked-token report handled");
+    });
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(envelope(LeakAck { received }))).into_response())
+}
+
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]

@@ -164,11 +164,14 @@ impl KeyDraft {
 /// A report that a token leaked: GitHub secret scanning's body item
 /// (`{"token", "type", "url", "source"}`), or a Discord message the leak
 /// guard caught.
-#[derive(Clone, Default, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct LeakReport {
+    /// The whole token as found.
+    #[schema(example = "gk_live_…")]
     pub token: String,
     /// Where it was found (a commit, a message link).
     #[serde(default)]
+    #[schema(example = "https://github.com/octo/repo/blob/abc/config.env")]
     pub url: Option<String>,
     /// What found it (`content`, `commit`, `discord`…).
     #[serde(default)]
