@@ -100,7 +100,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move { keys.run_upkeep(stop).await })
     };
-    let poster = tokio::spawn(outbox::run(keys.clone(), ops, stopped(stop_rx.clone())));
+    let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
     let shard_manager = client.shard_manager.clone();
     let mut bot = tokio::spawn(async move { client.start().await });
 

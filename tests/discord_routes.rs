@@ -1427,7 +1427,7 @@ async fn a_leaked_token_report_revokes_the_key_and_never_says_which_tokens_were_
     let without = send(post(report(&[unknown, "gk_test_short"]).to_string())).await;
 
     // Assert: the same answer whatever was valid; only the reported key stops.
-    assert_eq!((with_key.status, without.status), (202, 202), "{} {}", with_key.text, without.text);
+    assert_eq!((with_key.status, without.status), (200, 200), "{} {}", with_key.text, without.text);
     assert_eq!(with_key.json()["data"], json!({ "received": 3 }));
     assert_eq!(without.json()["data"], json!({ "received": 2 }));
     let started = Instant::now();
@@ -1451,5 +1451,29 @@ async fn a_leaked_token_report_revokes_the_key_and_never_says_which_tokens_were_
         statuses.push(send(post(report(&[unknown]).to_string())).await.status);
     }
     assert!(statuses.contains(&429), "one address cannot report without end: {statuses:?}");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_flood_of_audit_entries_into_a_channel_the_bot_may_not_write_in_earns_few_refusals() {
+    let app = spawn_app().await;
+    app.set_audit_channel().await;
+    app.double.set_bot_can_send(ids::AUDIT_LOG_CHANNEL_ID, false);
+    app.double.clear_recorded();
+    // A test key's dry runs write an audit entry each and touch no guild.
+    let token = key(&app, DEMO, "staging", "bans.write", &["--env", "test", "--rate-limit", "100000"]).await;
+
+    for i in 0..60 {
+        put(&app, &ban_path(DEMO, 1_200_000_000_000_500_000 + i), &token).await.ok();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let posts = app.double.calls_to("POST", "/channels/{channel_id}/messages");
+    let refused = posts.iter().filter(|c| c.status == 403).count();
+    eprintln!(
+        "61 audit entries (a key created, 60 dry runs) into a channel the bot may not write in: {} posts tried, {refused} refused",
+        posts.len()
+    );
+    assert!((1..=guildkey::service::guard::CALLS_IN_FLIGHT_PER_GUILD).contains(&refused), "{refused} refusals");
     app.double.assert_no_violations();
 }

@@ -171,7 +171,7 @@ pub struct LeakAck {
 #[utoipa::path(post, path = "/v1/leaked", tag = "keys",
     request_body(content = Vec<crate::service::LeakReport>, description = "At most 100 tokens"),
     responses(
-        (status = 202, description = "Received; valid tokens are being revoked", body = inline(Envelope<LeakAck>)),
+        (status = 200, description = "Received; valid tokens are being revoked", body = inline(Envelope<LeakAck>)),
         (status = 400, description = "bad_request: not a JSON array of reports, or more than 100", body = ErrorEnvelope),
         (status = 429, description = "rate_limited: too many reports from this address", body = ErrorEnvelope,
             headers(("Retry-After" = i64, description = "Seconds to wait"))),
@@ -198,7 +198,7 @@ pub async fn leaked(
         let revoked = service.revoke_leaked(&reports).await;
         tracing::info!(received, revoked, "leaked-token report handled");
     });
-    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(envelope(LeakAck { received }))).into_response())
+    Ok(ok(LeakAck { received }))
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -191,6 +191,23 @@ impl GuildActions {
         })
     }
 
+    /// Posts an audit event to a channel through the guard: not while the
+    /// guild's calls are paused (but the pause's own announcement), not
+    /// while the channel's last refusal is fresh.
+    pub async fn post_audit(&self, channel_id: u64, event: &crate::audit::AuditEvent) -> Result<()> {
+        let call = Call::AuditPost(channel_id);
+        if event.action != Action::DiscordPaused {
+            return self.call(event.guild_id, call, self.ops.post_audit(channel_id, event)).await;
+        }
+        if let Some(error) = self.guard.remembered(event.guild_id, call) {
+            return Err(error);
+        }
+        self.ops.post_audit(channel_id, event).await.map_err(|e| {
+            self.guard.note(event.guild_id, call, &e);
+            discord(e)
+        })
+    }
+
     async fn announce_pause(&self, guild_id: u64, recent: usize, frees_in: Duration, error: &Error) {
         tracing::warn!(
             guild_id,

@@ -155,6 +155,7 @@ pub enum Call {
     Member(u64),
     Role { user: u64, role: u64 },
     AutoMod,
+    AuditPost(u64),
 }
 
 /// How many Discord calls one guild may have in flight at once. Bounds how

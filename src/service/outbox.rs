@@ -9,21 +9,28 @@
 //! Each event is claimed (marked) before it is posted, so two instances
 //! never post it twice; a failed post (channel deleted, missing permission,
 //! Discord down) is logged and never undoes the change it describes.
+//!
+//! Posts go through the guard ([`GuildActions::post_audit`]), as every other
+//! Discord call does: a channel that refused a post is not posted to again
+//! for a while, and nothing is posted while the guild's Discord calls are
+//! paused (but the pause's own announcement), so a flood of audit events
+//! into a channel the bot may not write in earns Discord's refusals a
+//! bounded number of times.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::KeyService;
+use super::actions::GuildActions;
 use crate::audit::{Action, AuditEvent};
-use crate::discord::GuildOps;
 
 /// Posts pending events until `stop` resolves.
-pub async fn run(keys: KeyService, ops: Arc<dyn GuildOps>, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(actions: Arc<GuildActions>, stop: impl std::future::Future<Output = ()>) {
+    let keys = actions.keys().clone();
     tokio::pin!(stop);
     loop {
-        if let Err(e) = post_pending(&keys, ops.as_ref()).await {
+        if let Err(e) = post_pending(&actions).await {
             tracing::warn!(error = format!("{e:#}"), "failed to read pending audit events");
         }
         tokio::select! {
@@ -45,8 +52,8 @@ fn turned_off_from(event: &AuditEvent) -> Option<u64> {
 }
 
 /// Posts every pending event once; returns how many were posted.
-pub async fn post_pending(keys: &KeyService, ops: &dyn GuildOps) -> anyhow::Result<usize> {
-    let store = keys.store();
+pub async fn post_pending(actions: &GuildActions) -> anyhow::Result<usize> {
+    let store = actions.keys().store();
     let mut posted = 0;
     loop {
         let events = store.unposted_audit_events(50).await?;
@@ -60,7 +67,7 @@ pub async fn post_pending(keys: &KeyService, ops: &dyn GuildOps) -> anyhow::Resu
             let Some(channel) = store.audit_channel(event.guild_id).await?.or_else(|| turned_off_from(&event)) else {
                 continue;
             };
-            match ops.post_audit(channel, &event).await {
+            match actions.post_audit(channel, &event).await {
                 Ok(()) => posted += 1,
                 Err(e) => tracing::warn!(
                     event_id = event.id,
