@@ -10,6 +10,22 @@ use super::{from_millis, id_from_sql, id_to_sql, to_millis, AuditChannelBefore, 
 use crate::audit::NewAuditEvent;
 use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyRecord, Scopes};
 
+/// The id-valued columns of `guild_setting` (named here, never from input).
+#[derive(Clone, Copy)]
+enum GuildSetting {
+    AuditChannel,
+    LeakGuardRule,
+}
+
+impl GuildSetting {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::AuditChannel => "audit_channel_id",
+            Self::LeakGuardRule => "leak_guard_rule_id",
+        }
+    }
+}
+
 /// A key about to be inserted.
 pub struct NewKeyRow<'a> {
     pub id: &'a KeyId,
@@ -293,15 +309,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        sqlx::query(
-            "insert into guild_setting (guild_id, leak_guard_rule_id, created_at, updated_at) values (?1, ?2, ?3, ?3) \
-             on conflict (guild_id) do update set leak_guard_rule_id = ?2, updated_at = ?3",
-        )
-        .bind(id_to_sql(guild_id))
-        .bind(rule_id.map(id_to_sql))
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await?;
+        Self::set_guild_setting_in(&mut tx, guild_id, GuildSetting::LeakGuardRule, rule_id, now).await?;
         Self::insert_audit_in(&mut tx, event, now).await?;
         tx.commit().await?;
         Ok(())
@@ -309,12 +317,38 @@ impl Store {
 
     /// The guild's leak-guard AutoMod rule, if the guard is on.
     pub async fn leak_guard_rule(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
+        self.guild_setting(guild_id, GuildSetting::LeakGuardRule).await
+    }
+
+    /// Sets one id-valued column of the guild's `guild_setting` row.
+    async fn set_guild_setting_in(
+        tx: &mut sqlx::SqliteConnection,
+        guild_id: u64,
+        column: GuildSetting,
+        value: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let column = column.as_str();
+        sqlx::query(&format!(
+            "insert into guild_setting (guild_id, {column}, created_at, updated_at) values (?1, ?2, ?3, ?3) \
+             on conflict (guild_id) do update set {column} = ?2, updated_at = ?3"
+        ))
+        .bind(id_to_sql(guild_id))
+        .bind(value.map(id_to_sql))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads one id-valued column of the guild's `guild_setting` row.
+    async fn guild_setting(&self, guild_id: u64, column: GuildSetting) -> anyhow::Result<Option<u64>> {
         let row: Option<(Option<i64>,)> =
-            sqlx::query_as("select leak_guard_rule_id from guild_setting where guild_id = ?")
+            sqlx::query_as(&format!("select {} from guild_setting where guild_id = ?", column.as_str()))
                 .bind(id_to_sql(guild_id))
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.and_then(|(r,)| r).map(id_from_sql))
+        Ok(row.and_then(|(v,)| v).map(id_from_sql))
     }
 
     /// Marks a key revoked unless it already is. Returns false if it was.
@@ -477,27 +511,14 @@ impl Store {
         };
         let mut event = event.clone();
         event.details = details(&AuditChannelBefore { channel_id: previous, off });
-        sqlx::query(
-            "insert into guild_setting (guild_id, audit_channel_id, created_at, updated_at) values (?1, ?2, ?3, ?3) \
-             on conflict (guild_id) do update set audit_channel_id = ?2, updated_at = ?3",
-        )
-        .bind(id_to_sql(guild_id))
-        .bind(channel_id.map(id_to_sql))
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await?;
+        Self::set_guild_setting_in(&mut tx, guild_id, GuildSetting::AuditChannel, channel_id, now).await?;
         Self::insert_audit_in(&mut tx, &event, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn audit_channel(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
-        let row: Option<(Option<i64>,)> =
-            sqlx::query_as("select audit_channel_id from guild_setting where guild_id = ?")
-                .bind(id_to_sql(guild_id))
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.and_then(|(c,)| c).map(id_from_sql))
+        self.guild_setting(guild_id, GuildSetting::AuditChannel).await
     }
 }
 

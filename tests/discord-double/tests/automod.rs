@@ -7,37 +7,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{http_for, init_tracing, WAIT};
+use common::{http_for, init_tracing, Api, WAIT};
 use discord_double::*;
 use poise::serenity_prelude as serenity;
 use serde_json::{json, Value};
 
 const KEY_PATTERN: &str = "gk_(live|test)_[0-9A-Za-z]{38}";
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(double: &Double) -> Self {
-        Api { client: reqwest::Client::new(), base: double.api_url() }
-    }
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .header("Authorization", "Bot test-token")
-            .header("X-Audit-Log-Reason", "leak%20guard");
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
 
 fn rules_path() -> String {
     format!("/guilds/{DEMO_GUILD_ID}/auto-moderation/rules")
@@ -152,7 +127,7 @@ async fn rule_create_list_get_update_delete_round_trip_within_the_schema() {
     let double = double_with_manage_guild(0).await;
     let (seen, _task) = client(&double, automod_intents()).await;
     double.wait_for_ready(WAIT).await.unwrap();
-    let api = Api::new(&double);
+    let api = Api::new(&double, "leak%20guard");
 
     let (s, rule) = api.call("POST", &rules_path(), Some(leak_guard_rule())).await;
     assert_eq!(s, 200, "{rule}");
@@ -198,7 +173,7 @@ async fn rule_events_need_the_auto_moderation_configuration_intent() {
     let (without, _task2) = client(&double, serenity::GatewayIntents::GUILDS).await;
     double.wait_for_gateway(|s| s.identifies >= 2, WAIT).await.unwrap();
     double.wait_for_ready(WAIT).await.unwrap();
-    let (s, _) = Api::new(&double).call("POST", &rules_path(), Some(leak_guard_rule())).await;
+    let (s, _) = Api::new(&double, "leak%20guard").call("POST", &rules_path(), Some(leak_guard_rule())).await;
     assert_eq!(s, 200);
     seen.wait("AUTO_MODERATION_RULE_CREATE", 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -214,7 +189,7 @@ async fn without_manage_guild_every_rule_route_is_403_and_unknown_rules_are_404(
     init_tracing();
     // The demo bot role lacks MANAGE_GUILD.
     let double = Double::start(DoubleConfig::demo()).await.unwrap();
-    let api = Api::new(&double);
+    let api = Api::new(&double, "leak%20guard");
     let one = format!("{}/1400000000000000999", rules_path());
     for (method, path, body) in [
         ("GET", rules_path(), None),
@@ -241,7 +216,7 @@ async fn without_manage_guild_every_rule_route_is_403_and_unknown_rules_are_404(
 #[tokio::test]
 async fn discords_limits_six_keyword_rules_ten_patterns_of_260_and_valid_regex() {
     let double = double_with_manage_guild(0).await;
-    let api = Api::new(&double);
+    let api = Api::new(&double, "leak%20guard");
     let with_patterns = |patterns: Value| {
         let mut rule = leak_guard_rule();
         rule["trigger_metadata"]["regex_patterns"] = patterns;
@@ -294,7 +269,7 @@ async fn a_leaked_key_is_blocked_alerted_and_reported_with_content_only_to_messa
     let (with_content, _t1) = client(&double, automod_intents() | serenity::GatewayIntents::MESSAGE_CONTENT).await;
     let (without_content, _t2) = client(&double, automod_intents()).await;
     double.wait_for_gateway(|s| s.identifies >= 2, WAIT).await.unwrap();
-    let api = Api::new(&double);
+    let api = Api::new(&double, "leak%20guard");
     let (_, rule) = api.call("POST", &rules_path(), Some(leak_guard_rule())).await;
     let rule_id: u64 = rule["id"].as_str().unwrap().parse().unwrap();
 
@@ -363,7 +338,7 @@ async fn messages_that_match_nothing_or_are_exempt_post_normally() {
     let double = double_with_manage_guild(0).await;
     let (seen, _task) = client(&double, automod_intents()).await;
     double.wait_for_ready(WAIT).await.unwrap();
-    let api = Api::new(&double);
+    let api = Api::new(&double, "leak%20guard");
     let (_, rule) = api.call("POST", &rules_path(), Some(leak_guard_rule())).await;
 
     // No match: a normal message, a MESSAGE_CREATE (content blanked: no MESSAGE_CONTENT).

@@ -3,40 +3,15 @@
 
 mod common;
 
-use common::{double_and_bot, init_tracing, WAIT};
+use common::{double_and_bot, init_tracing, Api, WAIT};
 use discord_double::*;
-use serde_json::{json, Value};
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(double: &Double) -> Self {
-        Api { client: reqwest::Client::new(), base: double.api_url() }
-    }
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .header("Authorization", "Bot test-token")
-            .header("X-Audit-Log-Reason", "API%20key%20game");
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn every_read_and_moderation_route_answers_within_the_schema() {
     init_tracing();
     let double = Double::start(DoubleConfig::demo()).await.unwrap();
-    let api = Api::new(&double);
+    let api = Api::new(&double, "API%20key%20game");
     let g = DEMO_GUILD_ID;
     let app = APPLICATION_ID;
 
@@ -154,7 +129,7 @@ async fn every_read_and_moderation_route_answers_within_the_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ups_edits_deletes_and_with_response() {
     let (double, _bot) = double_and_bot().await;
-    let api = Api::new(&double);
+    let api = Api::new(&double, "API%20key%20game");
     let sent = double
         .slash(DEMO_GUILD_ID, ALICE_ID)
         .subcommand("apikey", "create")
@@ -222,7 +197,7 @@ async fn follow_ups_edits_deletes_and_with_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_types_with_response_and_double_ack() {
     let (double, _bot) = double_and_bot().await;
-    let api = Api::new(&double);
+    let api = Api::new(&double, "API%20key%20game");
     // A guild command poise does not know: the bot leaves its interactions to the test.
     let cmd = json!({"name": "ping", "description": "Ping", "type": 1});
     let (s, _) =

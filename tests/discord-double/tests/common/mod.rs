@@ -194,3 +194,36 @@ pub async fn double_and_bot() -> (Double, Bot) {
     double.wait_for_command(None, "apikey", WAIT).await.expect("registered");
     (double, bot)
 }
+
+/// Raw REST calls to the double as the bot would make them (`Bot` token,
+/// an audit-log reason), for tests of the REST surface itself.
+#[allow(dead_code)] // not every test binary that includes `common` calls REST directly
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    reason: &'static str,
+}
+
+#[allow(dead_code)]
+impl Api {
+    /// `reason` is the URL-encoded `X-Audit-Log-Reason` every call carries.
+    pub fn new(double: &Double, reason: &'static str) -> Self {
+        Api { client: reqwest::Client::new(), base: double.api_url(), reason }
+    }
+
+    /// Status and JSON body (`Null` when empty or not JSON).
+    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .header("Authorization", "Bot test-token")
+            .header("X-Audit-Log-Reason", self.reason);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+}
