@@ -351,25 +351,34 @@ impl Store {
         Ok(row.and_then(|(v,)| v).map(id_from_sql))
     }
 
-    /// Marks a key revoked unless it already is. Returns false if it was.
-    pub async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+    /// Runs one conditional write and, when it changed a row, its audit
+    /// event, in one transaction (the write first, so the transaction holds
+    /// the write lock at once). Returns whether a row changed.
+    async fn write_audited<'q>(
+        &self,
+        write: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        let done = sqlx::query(
-            "update api_key set revoked_at = ?1, updated_at = ?1, previous_hash = null, \
-             previous_hash_expires_at = null where api_key_id = ?2 and revoked_at is null",
-        )
-        .bind(to_millis(now))
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let done = write.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
             Self::insert_audit_in(&mut tx, event, now).await?;
             tx.commit().await?;
         }
         Ok(done)
+    }
+
+    /// Marks a key revoked unless it already is. Returns false if it was.
+    pub async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+        let write = sqlx::query(
+            "update api_key set revoked_at = ?1, updated_at = ?1, previous_hash = null, \
+             previous_hash_expires_at = null where api_key_id = ?2 and revoked_at is null",
+        )
+        .bind(to_millis(now))
+        .bind(id.as_str());
+        self.write_audited(write, now, event).await
     }
 
     /// Suspends (`Some(now)`) or resumes (`None`) a key that is not revoked
@@ -382,46 +391,26 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewAuditEvent,
     ) -> anyhow::Result<bool> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "update api_key set suspended_at = case when ?3 then ?1 else null end, updated_at = ?1 \
              where api_key_id = ?2 and revoked_at is null and (expires_at is null or expires_at > ?1) \
              and (suspended_at is null) = ?3",
         )
         .bind(to_millis(now))
         .bind(id.as_str())
-        .bind(suspend)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if done {
-            Self::insert_audit_in(&mut tx, event, now).await?;
-            tx.commit().await?;
-        }
-        Ok(done)
+        .bind(suspend);
+        self.write_audited(write, now, event).await
     }
 
     /// Deletes a key only if it is revoked or expired. Returns false if not.
     pub async fn delete_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "delete from api_key where api_key_id = ?1 \
              and (revoked_at is not null or (expires_at is not null and expires_at <= ?2))",
         )
         .bind(id.as_str())
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if done {
-            Self::insert_audit_in(&mut tx, event, now).await?;
-            tx.commit().await?;
-        }
-        Ok(done)
+        .bind(to_millis(now));
+        self.write_audited(write, now, event).await
     }
 
     /// Gives an active key a new secret. Returns false if it is not active.
@@ -431,9 +420,7 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewAuditEvent,
     ) -> anyhow::Result<bool> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "update api_key set \
                  previous_hash = case when ?4 is null then null else key_hash end, \
                  previous_hash_expires_at = ?4, \
@@ -444,16 +431,8 @@ impl Store {
         .bind(&r.hash.0[..])
         .bind(r.prefix)
         .bind(r.previous_until.map(to_millis))
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if done {
-            Self::insert_audit_in(&mut tx, event, now).await?;
-            tx.commit().await?;
-        }
-        Ok(done)
+        .bind(to_millis(now));
+        self.write_audited(write, now, event).await
     }
 
     /// Adds batched request counts and last-used times, in one transaction.
