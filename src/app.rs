@@ -102,7 +102,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
     let shard_manager = client.shard_manager.clone();
-    let mut bot = tokio::spawn(async move { client.start().await });
+    let shards = (config.discord.shards, config.discord.shard_ids);
+    let mut bot = tokio::spawn(async move {
+        use crate::config::Shards;
+        match shards {
+            (Shards::Auto, _) => client.start_autosharded().await,
+            // serenity's range is first..last with `last` included.
+            (Shards::Count(total), Some((first, last))) => client.start_shard_range(first..last, total).await,
+            (Shards::Count(total), None) => client.start_shards(total).await,
+        }
+    });
 
     let outcome = tokio::select! {
         () = shutdown_signal() => Ok(()),

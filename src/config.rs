@@ -39,7 +39,23 @@ pub struct DiscordConfig {
     /// The operator enabled the privileged MESSAGE_CONTENT intent for the
     /// bot: the leak guard then also revokes a key it catches in a message.
     pub message_content_intent: bool,
+    /// How many gateway shards the bot runs in all.
+    pub shards: Shards,
+    /// The shards this process runs, first to last inclusive (`None`: all).
+    pub shard_ids: Option<(u32, u32)>,
 }
+
+/// The gateway shard count: Discord's recommendation (`GET /gateway/bot`)
+/// or a number. Discord refuses a bot in more than 2,500 guilds per shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shards {
+    Auto,
+    Count(u32),
+}
+
+/// The most shards guildkey accepts (Discord's largest bots run thousands;
+/// this bounds a typo, not a real deployment).
+pub const MAX_SHARDS: u32 = 65_536;
 
 /// Where slash commands are registered at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +184,8 @@ impl Default for Config {
                 register_commands: RegisterCommands::Global,
                 invalid_request_budget: 50,
                 message_content_intent: false,
+                shards: Shards::Auto,
+                shard_ids: None,
             },
             database: DatabaseConfig { url: "sqlite://data/guildkey.db?mode=rwc".to_owned() },
             http: HttpConfig {
@@ -252,6 +270,12 @@ impl Config {
         if let Some(v) = file.bool("discord", "message_content_intent")? {
             cfg.discord.message_content_intent = v;
         }
+        if let Some(v) = file.string_or_integer("discord", "shards")? {
+            cfg.discord.shards = parse_shards("discord.shards", &v)?;
+        }
+        if let Some(v) = file.string_or_integer("discord", "shard_ids")? {
+            cfg.discord.shard_ids = Some(parse_shard_ids("discord.shard_ids", &v)?);
+        }
         if let Some(v) = file.string("database", "url")? {
             cfg.database.url = parse_db_url("database.url", &v)?;
         }
@@ -301,6 +325,29 @@ impl Config {
         if let Some(v) = var("GUILDKEY_REGISTER_COMMANDS") {
             cfg.discord.register_commands =
                 parse_register("GUILDKEY_REGISTER_COMMANDS (discord.register_commands)", &v)?;
+        }
+        if let Some(v) = var("GUILDKEY_SHARDS") {
+            cfg.discord.shards = parse_shards("GUILDKEY_SHARDS (discord.shards)", &v)?;
+        }
+        if let Some(v) = var("GUILDKEY_SHARD_IDS") {
+            cfg.discord.shard_ids = Some(parse_shard_ids("GUILDKEY_SHARD_IDS (discord.shard_ids)", &v)?);
+        }
+        if let Some((first, last)) = cfg.discord.shard_ids {
+            match cfg.discord.shards {
+                Shards::Auto => {
+                    return Err(ConfigError::new(
+                        "discord.shard_ids",
+                        "needs discord.shards set to a number: every process must agree on the total",
+                    ))
+                }
+                Shards::Count(n) if last >= n => {
+                    return Err(ConfigError::new(
+                        "discord.shard_ids",
+                        format!("{first}-{last} is outside the {n} shards of discord.shards (ids 0 to {})", n - 1),
+                    ))
+                }
+                Shards::Count(_) => {}
+            }
         }
         if let Some(v) = var("DATABASE_URL") {
             cfg.database.url = parse_db_url("DATABASE_URL (database.url)", &v)?;
@@ -358,6 +405,17 @@ impl Config {
             format!("discord.register_commands = {register}"),
             format!("discord.invalid_request_budget = {}", self.discord.invalid_request_budget),
             format!("discord.message_content_intent = {}", self.discord.message_content_intent),
+            format!(
+                "discord.shards = {}",
+                match self.discord.shards {
+                    Shards::Auto => "auto".to_owned(),
+                    Shards::Count(n) => n.to_string(),
+                }
+            ),
+            format!(
+                "discord.shard_ids = {}",
+                self.discord.shard_ids.map_or_else(|| "all".to_owned(), |(a, b)| format!("{a}-{b}"))
+            ),
             format!("database.url = {}", mask_url_password(&self.database.url)),
             format!("http.bind = {}", self.http.bind),
             format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),
@@ -399,6 +457,16 @@ impl FileReader<'_> {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(wrong_type(section, key, "a string", &other)),
+        }
+    }
+
+    /// A string, or a whole number read as its text (`shards = 4` or `"auto"`).
+    fn string_or_integer(&mut self, section: &str, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.take(section, key)? {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(toml::Value::Integer(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(wrong_type(section, key, "a string or a whole number", &other)),
         }
     }
 
@@ -478,6 +546,32 @@ fn parse_register(key: &str, v: &str) -> Result<RegisterCommands, ConfigError> {
             .filter(|&id| id > 0)
             .map(RegisterCommands::Guild)
             .ok_or_else(|| ConfigError::new(key, format!("'{other}' is not global, none or guild:<guild id>"))),
+    }
+}
+
+fn parse_shards(key: &str, v: &str) -> Result<Shards, ConfigError> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(Shards::Auto);
+    }
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_SHARDS).contains(n))
+        .map(Shards::Count)
+        .ok_or_else(|| ConfigError::new(key, format!("'{v}' is not auto or a shard count from 1 to {MAX_SHARDS}")))
+}
+
+/// `N` or `FIRST-LAST` (inclusive), shard ids counted from 0.
+fn parse_shard_ids(key: &str, v: &str) -> Result<(u32, u32), ConfigError> {
+    let v = v.trim();
+    let id = |s: &str| s.trim().parse::<u32>().ok().filter(|&n| n < MAX_SHARDS);
+    let range = match v.split_once('-') {
+        Some((a, b)) => id(a).zip(id(b)),
+        None => id(v).map(|n| (n, n)),
+    };
+    match range {
+        Some((first, last)) if first <= last => Ok((first, last)),
+        _ => Err(ConfigError::new(key, format!("'{v}' is not a shard id or range like 0-1 (first to last, from 0)"))),
     }
 }
 
@@ -581,6 +675,33 @@ fn one_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shards_are_auto_or_a_count_and_shard_ids_a_range_inside_them() {
+        let load = |text: &str, env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            super::Config::from_parts(Some(text), &|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        let cfg = load("", &[]).unwrap();
+        assert_eq!((cfg.discord.shards, cfg.discord.shard_ids), (super::Shards::Auto, None));
+        let cfg = load("[discord]\nshards = 4\nshard_ids = \"2-3\"\n", &[]).unwrap();
+        assert_eq!((cfg.discord.shards, cfg.discord.shard_ids), (super::Shards::Count(4), Some((2, 3))));
+        let cfg =
+            load("[discord]\nshards = \"auto\"\n", &[("GUILDKEY_SHARDS", "2"), ("GUILDKEY_SHARD_IDS", "1")]).unwrap();
+        assert_eq!((cfg.discord.shards, cfg.discord.shard_ids), (super::Shards::Count(2), Some((1, 1))));
+        for (text, env, key) in [
+            ("[discord]\nshards = 0\n", vec![], "discord.shards"),
+            ("[discord]\nshards = \"many\"\n", vec![], "discord.shards"),
+            ("[discord]\nshards = true\n", vec![], "discord"),
+            ("[discord]\nshard_ids = \"0-1\"\n", vec![], "discord.shard_ids"),
+            ("[discord]\nshards = 4\nshard_ids = \"3-4\"\n", vec![], "discord.shard_ids"),
+            ("[discord]\nshards = 4\nshard_ids = \"2-1\"\n", vec![], "discord.shard_ids"),
+            ("", vec![("GUILDKEY_SHARDS", "-1")], "GUILDKEY_SHARDS"),
+        ] {
+            let err = load(text, &env).unwrap_err();
+            assert!(err.key.starts_with(key), "{text:?} {env:?}: {err}");
+        }
+    }
+
     use super::*;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
