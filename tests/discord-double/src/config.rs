@@ -109,6 +109,16 @@ pub struct DoubleConfig {
     /// `intents::MESSAGE_CONTENT`); an Identify asking for any other privileged intent is
     /// closed with 4014. Default 0: guildkey needs none.
     pub privileged_intents: u64,
+    /// The shard count `GET /gateway/bot` recommends (Discord: one per 1,000 guilds or so).
+    pub recommended_shards: u32,
+    /// When `Some(n)`, an Identify whose shard would hold more than `n` guilds is closed with
+    /// 4011 "Sharding required" (Discord's limit is 2,500 guilds per shard).
+    pub sharding_required_above: Option<usize>,
+}
+
+/// The shard that owns a guild among `num_shards`: Discord's `(guild_id >> 22) % num_shards`.
+pub fn shard_of(guild_id: u64, num_shards: u32) -> u32 {
+    ((guild_id >> 22) % u64::from(num_shards.max(1))) as u32
 }
 
 /// One guild: its channels, roles and members. `@everyone` (id = guild id) is added when
@@ -268,6 +278,8 @@ impl DoubleConfig {
             interaction_ack_deadline: Duration::from_secs(3),
             bot_token: None,
             privileged_intents: 0,
+            recommended_shards: 1,
+            sharding_required_above: None,
         }
     }
 }

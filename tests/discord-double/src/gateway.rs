@@ -79,6 +79,8 @@ struct Conn {
 struct Session {
     seq: u64,
     intents: u64,
+    /// `[id, num_shards]` from Identify; `[0, 1]` when unsharded.
+    shard: (u32, u32),
     conn: Option<u64>,
     /// Dispatches sent, for replay on resume: (s, frame).
     sent: Vec<(u64, String)>,
@@ -104,6 +106,13 @@ impl Hub {
     /// Whether a session got READY and is connected.
     pub fn ready_connected(&self) -> bool {
         self.sessions.values().any(|s| s.ready && s.conn.is_some())
+    }
+
+    /// Whether every shard `0..num_shards` has a ready, connected session identified with
+    /// `num_shards` in all.
+    pub fn shards_ready(&self, num_shards: u32) -> bool {
+        (0..num_shards)
+            .all(|id| self.sessions.values().any(|s| s.ready && s.conn.is_some() && s.shard == (id, num_shards)))
     }
 
     /// Sends `out` to every connection.
@@ -172,6 +181,13 @@ pub(crate) fn invalidate_sessions(inner: &Inner, resumable: bool) {
     }
 }
 
+/// The guild a dispatch is about: `guild_id`, or a guild object's own `id`.
+fn event_guild(name: &str, data: &Value) -> Option<u64> {
+    let id =
+        if matches!(name, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE") { &data["id"] } else { &data["guild_id"] };
+    id.as_str().and_then(|s| s.parse().ok())
+}
+
 /// Sends a dispatch to every session whose intents include `intent` (`None`: always), with
 /// the session's next `s`; sessions without a connection keep it for their resume. Returns
 /// how many sessions got it.
@@ -198,6 +214,14 @@ pub(crate) fn dispatch_with(
             continue;
         }
         let Some(data) = payload(session.intents) else { continue };
+        // Discord sends a guild's events to the shard that owns the guild, and the rest (DMs)
+        // to shard 0.
+        let (id, num_shards) = session.shard;
+        match event_guild(name, &data) {
+            Some(guild_id) if crate::config::shard_of(guild_id, num_shards) != id => continue,
+            None if id != 0 => continue,
+            _ => {}
+        }
         session.seq += 1;
         let frame = json!({"op": 0, "t": name, "s": session.seq, "d": data});
         let text = frame.to_string();
@@ -353,14 +377,36 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
                 return Some((4014, "Disallowed intent(s).".into()));
             }
             let shard = d.get("shard").cloned().filter(|s| !s.is_null());
+            let shard_pair = match &shard {
+                None => (0, 1),
+                Some(v) => match (v[0].as_u64(), v[1].as_u64(), v.as_array().map(Vec::len)) {
+                    (Some(id), Some(n), Some(2)) if n >= 1 && id < n && n <= u64::from(u32::MAX) => {
+                        (id as u32, n as u32)
+                    }
+                    _ => return Some((4010, "Invalid shard.".into())),
+                },
+            };
+            if let Some(limit) = inner.cfg.sharding_required_above {
+                let owned = inner
+                    .state()
+                    .guilds
+                    .keys()
+                    .filter(|g| crate::config::shard_of(**g, shard_pair.1) == shard_pair.0)
+                    .count();
+                if owned > limit {
+                    return Some((4011, "Sharding required.".into()));
+                }
+            }
             let sid = session_id();
             hub.stats.identifies += 1;
             hub.stats.intents = Some(intents);
             if let Some(c) = hub.conns.get_mut(&conn) {
                 c.session = Some(sid.clone());
             }
-            hub.sessions
-                .insert(sid.clone(), Session { seq: 0, intents, conn: Some(conn), sent: Vec::new(), ready: false });
+            hub.sessions.insert(
+                sid.clone(),
+                Session { seq: 0, intents, shard: shard_pair, conn: Some(conn), sent: Vec::new(), ready: false },
+            );
             let (ready, guilds) = {
                 let st = inner.state();
                 let mut ready = json!({
@@ -378,7 +424,12 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
                         "email": null,
                         "flags": 0,
                     },
-                    "guilds": st.guilds.keys().map(|g| json!({"id": g.to_string(), "unavailable": true})).collect::<Vec<_>>(),
+                    "guilds": st
+                        .guilds
+                        .keys()
+                        .filter(|g| crate::config::shard_of(**g, shard_pair.1) == shard_pair.0)
+                        .map(|g| json!({"id": g.to_string(), "unavailable": true}))
+                        .collect::<Vec<_>>(),
                     "session_id": sid,
                     "session_type": "normal",
                     "resume_gateway_url": inner.gateway_url(),
@@ -395,7 +446,11 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
                     ready["shard"] = shard;
                 }
                 let guilds: Vec<Value> = if intents & intents::GUILDS != 0 {
-                    st.guilds.values().map(|g| st.guild_create_json(g)).collect()
+                    st.guilds
+                        .values()
+                        .filter(|g| crate::config::shard_of(g.id, shard_pair.1) == shard_pair.0)
+                        .map(|g| st.guild_create_json(g))
+                        .collect()
                 } else {
                     Vec::new()
                 };

@@ -223,6 +223,15 @@ impl Double {
         })
     }
 
+    /// Waits until every shard `0..num_shards` has a client that identified with that shard
+    /// (of `num_shards`), got READY and is still connected.
+    pub async fn wait_for_shards(&self, num_shards: u32, timeout: Duration) -> anyhow::Result<()> {
+        self.inner
+            .wait_until(timeout, || self.inner.hub().shards_ready(num_shards).then_some(()))
+            .await
+            .ok_or_else(|| anyhow!("not every one of {num_shards} shards got READY within {timeout:?}"))
+    }
+
     /// Counters: connections, identifies, resumes, heartbeats.
     pub fn gateway_stats(&self) -> GatewayStats {
         self.inner.hub().stats.clone()
