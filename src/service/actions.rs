@@ -234,7 +234,7 @@ impl GuildActions {
             Some(s) => s,
             None => {
                 self.check_bot_may_ban(guild_id)?;
-                let fresh = self.call(guild_id, Call::BanCheck, self.ops.ban_status(guild_id, user_id)).await?;
+                let fresh = self.current_ban(guild_id, user_id).await?;
                 self.bans.put(guild_id, user_id, fresh.clone(), epoch);
                 fresh
             }
@@ -387,7 +387,7 @@ impl GuildActions {
         caller.authorize(guild_id, Scope::RolesWrite)?;
         guard::check_role_list(&caller.key, role_id)?; // needs no cache
         let standing = self.standing(guild_id).await;
-        guard::check_role(&caller.key, standing.as_ref(), role_id)?;
+        guard::check_role_safety(caller.key.guild_id, standing.as_ref(), role_id)?;
         guard::check_bot_may(standing.as_ref(), MANAGE_ROLES, "Manage Roles")?;
         let action = if add { Action::RoleAdded } else { Action::RoleRemoved };
         let _target = self.targets.lock(("role", guild_id, user_id, role_id)).await;

@@ -61,7 +61,12 @@ fn not_ready() -> Error {
 /// it nothing is allowed (fail closed).
 pub fn check_role(key: &KeyInfo, standing: Option<&Standing>, role_id: u64) -> Result<()> {
     check_role_list(key, role_id)?;
-    if role_id == key.guild_id {
+    check_role_safety(key.guild_id, standing, role_id)
+}
+
+/// The rules no key can lift, for a role of `guild_id` (see [`check_role`]).
+pub fn check_role_safety(guild_id: u64, standing: Option<&Standing>, role_id: u64) -> Result<()> {
+    if role_id == guild_id {
         return Err(Error::RoleNotAllowed("@everyone is not a role a key can give or take".to_owned()));
     }
     let standing = standing.ok_or_else(not_ready)?;
