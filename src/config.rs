@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
 /// The default Discord REST base. Any other base is a proxy or a test double.
@@ -577,10 +578,18 @@ fn parse_shard_ids(key: &str, v: &str) -> Result<(u32, u32), ConfigError> {
 
 fn parse_db_url(key: &str, v: &str) -> Result<String, ConfigError> {
     let v = v.trim();
+    if crate::store::is_postgres_url(v) {
+        PgConnectOptions::from_str(v).map_err(|e| ConfigError::new(key, one_line(&e.to_string())))?;
+        return Ok(v.to_owned());
+    }
     if !v.starts_with("sqlite:") {
         return Err(ConfigError::new(
             key,
-            format!("'{v}' is not a SQLite URL like sqlite://data/guildkey.db?mode=rwc"),
+            format!(
+                "'{}' is not a SQLite URL like sqlite://data/guildkey.db?mode=rwc nor a PostgreSQL URL like \
+                 postgres://guildkey@db.internal/guildkey",
+                mask_url_password(v)
+            ),
         ));
     }
     SqliteConnectOptions::from_str(v).map_err(|e| ConfigError::new(key, one_line(&e.to_string())))?;
@@ -766,7 +775,8 @@ mod tests {
             ("[http]\ntrusted_proxies = 5", "http.trusted_proxies"),
             ("[discord]\nregister_commands = \"guild:abc\"", "discord.register_commands"),
             ("[discord]\napi_base_url = \"ftp://x\"", "discord.api_base_url"),
-            ("[database]\nurl = \"postgres://x\"", "database.url"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[database]\nurl = \"postgres://x:99999999/db\"", "database.url"),
             ("[database]\nurl = \"sqlite://\"", "database.url"),
             ("[database]\nurl = \"sqlite::memory:\"", "database.url"),
             ("[database]\nurl = \"sqlite://x.db?mode=memory\"", "database.url"),

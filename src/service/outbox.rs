@@ -6,8 +6,10 @@
 //! event setting a channel again carries a summary of what happened while
 //! they were off (see `KeyService::set_audit_channel`).
 //!
-//! Each event is claimed (marked) before it is posted, so two instances
-//! never post it twice; a failed post (channel deleted, missing permission,
+//! Each event is claimed before it is posted, and marked posted after, so
+//! however many instances run, one posts it; an instance that dies between
+//! claim and post leaves the event to another once its claim runs out
+//! ([`CLAIM_FOR`]). A failed post (channel deleted, missing permission,
 //! Discord down) is logged and never undoes the change it describes.
 //!
 //! Posts go through the guard ([`GuildActions::post_audit`]), as every other
@@ -25,9 +27,15 @@ use chrono::Utc;
 use super::actions::GuildActions;
 use crate::audit::{Action, AuditEvent};
 
+/// How long a claim on an event keeps other instances from posting it:
+/// longer than a post takes, short enough that an instance killed mid-post
+/// delays its events by no more than this.
+pub const CLAIM_FOR: Duration = Duration::from_secs(30);
+
 /// Posts pending events until `stop` resolves.
 pub async fn run(actions: Arc<GuildActions>, stop: impl std::future::Future<Output = ()>) {
     let keys = actions.keys().clone();
+    let elsewhere = keys.store().audit_events_signal().unwrap_or_default();
     tokio::pin!(stop);
     loop {
         if let Err(e) = post_pending(&actions).await {
@@ -36,6 +44,7 @@ pub async fn run(actions: Arc<GuildActions>, stop: impl std::future::Future<Outp
         tokio::select! {
             () = &mut stop => break,
             () = keys.audit_notifier().notified() => {}
+            () = elsewhere.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
@@ -56,18 +65,22 @@ pub async fn post_pending(actions: &GuildActions) -> anyhow::Result<usize> {
     let store = actions.keys().store();
     let mut posted = 0;
     loop {
-        let events = store.unposted_audit_events(50).await?;
+        let events = store.unposted_audit_events(50, Utc::now()).await?;
         if events.is_empty() {
             return Ok(posted);
         }
         for event in events {
-            if !store.mark_audit_posted(event.id, Utc::now()).await? {
+            let now = Utc::now();
+            if !store.claim_audit_post(event.id, now, now + CLAIM_FOR).await? {
                 continue; // another instance took it
             }
             let Some(channel) = store.audit_channel(event.guild_id).await?.or_else(|| turned_off_from(&event)) else {
+                store.mark_audit_posted(event.id, Utc::now()).await?;
                 continue;
             };
-            match actions.post_audit(channel, &event).await {
+            let outcome = actions.post_audit(channel, &event).await;
+            store.mark_audit_posted(event.id, Utc::now()).await?;
+            match outcome {
                 Ok(()) => posted += 1,
                 Err(e) => tracing::warn!(
                     event_id = event.id,

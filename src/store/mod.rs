@@ -1,210 +1,419 @@
-//! All SQL lives here, and only here: the one module that knows the database
-//! is SQLite. Above it, the service speaks in domain types.
+//! All SQL lives here, and only here: the one module that knows which
+//! database holds the keys. Above it, the service speaks in domain types.
 //!
-//! The store opens the file in WAL mode with foreign keys on and a busy
-//! timeout, creates the file's directory when missing, keeps both private
-//! (see [`private_files`]), applies the numbered
-//! migrations in `migrations/`, and lets the key index notice commits made by
-//! other processes ([`Store::change_counter`]) without reading any table.
+//! Two backends answer the same calls with the same rules:
+//! - [`sqlite`]: one file, the embedded default that needs nothing; one
+//!   process writes at a time, and others (the CLI, a second instance on
+//!   the same file) are noticed through SQLite's `data_version`.
+//! - [`postgres`]: `database.url = postgres://…`, for several instances;
+//!   each change wakes every instance through `LISTEN`/`NOTIFY`, and the
+//!   change log stays the truth (a lost notification costs one poll).
+//!
+//! Rows come back through [`rows`], decoded once for both.
 
-mod audit;
-mod keys;
+mod postgres;
+mod rows;
+mod sqlite;
 
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use anyhow::Context;
-use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
-use tokio::sync::Mutex;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
-pub use audit::{AuditChannelBefore, PostsOff};
-pub use keys::{IndexRow, KeyChanges, NewKeyRow, Rotation};
-
-/// The migrations, embedded at build time.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+use crate::audit::{AuditEvent, NewAuditEvent};
+use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyRecord, Scopes};
 
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The one connection this process writes with, and reads
-    /// `PRAGMA data_version` on: that value changes only when *another*
-    /// connection commits, so the index, which applies this process's own
-    /// changes itself, reloads for other processes' commits alone. (SQLite
-    /// has one writer at a time anyway.)
-    writer: std::sync::Arc<Mutex<SqliteConnection>>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Which backend a database URL selects.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Runs the same call on whichever backend this store is.
+macro_rules! on_backend {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens the database at `url`, creating the file (and its directory)
-    /// when missing, unless the URL sets a `mode` of its own (`mode=rw`
-    /// or `mode=ro` mean "must exist", and are respected).
+    /// Opens the database at `url`: `postgres://…` or `postgresql://…`
+    /// selects PostgreSQL, anything else is a SQLite URL (the file and its
+    /// directory are created when missing, unless the URL sets a `mode` of
+    /// its own).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let explicit_mode = url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("mode=")));
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| "failed to parse the database URL")?
-            .create_if_missing(!explicit_mode || url.contains("mode=rwc"))
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let file = options.get_filename().to_owned();
-        if !is_in_memory(url, &file) {
-            private_files(&file, !explicit_mode || url.contains("mode=rwc"))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("failed to open the database {}", display(&file)))?;
-        let writer = SqliteConnection::connect_with(&options)
-            .await
-            .with_context(|| format!("failed to open the database {}", display(&file)))?;
-        Ok(Self { pool, writer: std::sync::Arc::new(Mutex::new(writer)) })
+        let backend = if is_postgres_url(url) {
+            Backend::Postgres(postgres::PgStore::connect(url).await?)
+        } else {
+            Backend::Sqlite(sqlite::SqliteStore::connect(url).await?)
+        };
+        Ok(Self { backend })
     }
 
-    /// Applies every migration not yet applied.
-    ///
-    /// sqlx's SQLite migrator takes no lock, so processes opening a fresh
-    /// database at once (two instances, the CLI beside a starting listener)
-    /// race to apply the same migration; the losers retry, and by then see
-    /// it applied.
+    /// `sqlite` or `postgres`, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether several instances may share this database (PostgreSQL): an
+    /// unreachable database then means no instance can commit a change
+    /// either, so what the index holds stays the latest there is.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Applies every migration not yet applied; safe when several
+    /// instances start at once.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut attempt = 0;
-        loop {
-            match MIGRATOR.run(&self.pool).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 8 => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context("failed to apply database migrations")),
-            }
+        on_backend!(self, b => b.migrate().await)
+    }
+
+    /// Changes whenever the keys may have changed since it was last read
+    /// (SQLite: another connection committed; PostgreSQL: the change log
+    /// grew). Costs no table scan: the index calls it often.
+    pub async fn change_counter(&self) -> anyhow::Result<i64> {
+        on_backend!(self, b => b.change_counter().await)
+    }
+
+    /// Woken when another instance changed a key (PostgreSQL's `NOTIFY`,
+    /// or the listening connection was lost and notices may be missing);
+    /// `None` when the backend has no such signal and is polled instead.
+    pub fn key_changes_signal(&self) -> Option<Arc<Notify>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.key_changes_signal()),
         }
     }
 
-    /// Changes whenever another connection or process commits, never for
-    /// this store's own writes. Costs no table read: the index calls it
-    /// often and reloads only on change.
-    pub async fn change_counter(&self) -> anyhow::Result<i64> {
-        let mut conn = self.writer.lock().await;
-        let (v,): (i64,) = sqlx::query_as("pragma data_version").fetch_one(&mut *conn).await?;
-        Ok(v)
+    /// Woken when any instance recorded an audit event, as
+    /// [`Self::key_changes_signal`].
+    pub fn audit_events_signal(&self) -> Option<Arc<Notify>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.audit_events_signal()),
+        }
     }
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_backend!(self, b => b.close().await)
+    }
+
+    /// Inserts the key only if the guild has fewer than `max_active` active
+    /// keys, atomically: concurrent creates (from any instance) can never
+    /// exceed it. Returns false when the limit is reached.
+    pub async fn insert_key_within_limit(
+        &self,
+        row: &NewKeyRow<'_>,
+        max_active: u32,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.insert_key_within_limit(row, max_active, now, event).await)
+    }
+
+    /// Active keys of a guild right now.
+    pub async fn count_active(&self, guild_id: u64, now: DateTime<Utc>) -> anyhow::Result<u32> {
+        on_backend!(self, b => b.count_active(guild_id, now).await)
+    }
+
+    /// A guild's keys, oldest first.
+    pub async fn list_keys(&self, guild_id: u64) -> anyhow::Result<Vec<KeyRecord>> {
+        on_backend!(self, b => b.list_keys(guild_id).await)
+    }
+
+    /// Keys matching `reference` as an id, a display prefix or an exact name,
+    /// within one guild or (for the operator CLI) all of them.
+    pub async fn find_keys(&self, guild_id: Option<u64>, reference: &str) -> anyhow::Result<Vec<KeyRecord>> {
+        on_backend!(self, b => b.find_keys(guild_id, reference).await)
+    }
+
+    pub async fn get_key(&self, id: &KeyId) -> anyhow::Result<Option<KeyRecord>> {
+        on_backend!(self, b => b.get_key(id).await)
+    }
+
+    /// How many keys there are (to size the index).
+    pub async fn count_keys(&self) -> anyhow::Result<u64> {
+        on_backend!(self, b => b.count_keys().await)
+    }
+
+    /// Every key as the index keeps it, handed to `each` one at a time:
+    /// pages of rows from one snapshot, so a million keys never sit in
+    /// memory as rows all at once.
+    pub async fn scan_index_rows(&self, each: impl FnMut(IndexRow)) -> anyhow::Result<()> {
+        on_backend!(self, b => b.scan_index_rows(each).await)
+    }
+
+    /// One key as the index keeps it (the index applies changes from it).
+    pub async fn index_row(&self, id: &KeyId) -> anyhow::Result<Option<IndexRow>> {
+        on_backend!(self, b => b.index_row(id).await)
+    }
+
+    /// The newest entry of the key change log (0 when it is empty): where a
+    /// full load of the index starts following it.
+    pub async fn key_change_head(&self) -> anyhow::Result<i64> {
+        on_backend!(self, b => b.key_change_head().await)
+    }
+
+    /// The keys changed after log entry `after`, oldest change first, each
+    /// once, with the newest entry read. `None` when the log no longer
+    /// holds every entry since `after` (the oldest were dropped) or holds
+    /// more than `limit`: the caller reloads whole instead.
+    pub async fn key_changes_since(&self, after: i64, limit: usize) -> anyhow::Result<Option<KeyChanges>> {
+        on_backend!(self, b => b.key_changes_since(after, limit).await)
+    }
+
+    /// The hash of a key's current secret.
+    pub async fn key_hash(&self, id: &KeyId) -> anyhow::Result<Option<KeyHash>> {
+        on_backend!(self, b => b.key_hash(id).await)
+    }
+
+    /// Records the guild's leak-guard AutoMod rule (`None`: the guard is off)
+    /// with its audit event.
+    pub async fn set_leak_guard_rule(
+        &self,
+        guild_id: u64,
+        rule_id: Option<u64>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<()> {
+        on_backend!(self, b => b.set_leak_guard_rule(guild_id, rule_id, now, event).await)
+    }
+
+    /// The guild's leak-guard AutoMod rule, if the guard is on.
+    pub async fn leak_guard_rule(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
+        on_backend!(self, b => b.guild_setting(guild_id, GuildSetting::LeakGuardRule).await)
+    }
+
+    /// Marks a key revoked unless it already is. Returns false if it was.
+    pub async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.revoke_key(id, now, event).await)
+    }
+
+    /// Suspends (`true`) or resumes (`false`) a key that is not revoked or
+    /// expired. Returns false when the key is not in a state to change
+    /// (already so, revoked, expired or gone).
+    pub async fn set_suspended(
+        &self,
+        id: &KeyId,
+        suspend: bool,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.set_suspended(id, suspend, now, event).await)
+    }
+
+    /// Deletes a key only if it is revoked or expired. Returns false if not.
+    pub async fn delete_key(&self, id: &KeyId, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.delete_key(id, now, event).await)
+    }
+
+    /// Gives an active key a new secret. Returns false if it is not active.
+    pub async fn rotate_key(
+        &self,
+        r: &Rotation<'_>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.rotate_key(r, now, event).await)
+    }
+
+    /// Adds batched request counts and last-used times, in one transaction.
+    /// A last-used time never moves backwards, whichever instance flushes
+    /// last.
+    pub async fn record_usage(&self, batch: &[(KeyId, DateTime<Utc>, u64)]) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.record_usage(batch).await)
+    }
+
+    /// Sets (or with `None`, clears) the guild's audit channel, and writes
+    /// `event` with the details `details` makes from what the setting was
+    /// ([`AuditChannelBefore`], with up to `recent` of the events recorded
+    /// while posts were off), all in one transaction: no event can slip in
+    /// between what is read and what is written.
+    pub async fn set_audit_channel(
+        &self,
+        guild_id: u64,
+        channel_id: Option<u64>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+        recent: u32,
+        details: impl FnOnce(&AuditChannelBefore) -> serde_json::Value,
+    ) -> anyhow::Result<()> {
+        on_backend!(self, b => b.set_audit_channel(guild_id, channel_id, now, event, recent, details).await)
+    }
+
+    pub async fn audit_channel(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
+        on_backend!(self, b => b.guild_setting(guild_id, GuildSetting::AuditChannel).await)
+    }
+
+    /// Writes an event that goes with no other change (an API write to
+    /// Discord, recorded once Discord accepted it).
+    pub async fn insert_audit(&self, e: &NewAuditEvent, now: DateTime<Utc>) -> anyhow::Result<i64> {
+        on_backend!(self, b => b.insert_audit(e, now).await)
+    }
+
+    /// A guild's events, newest first, older than `before` when given.
+    pub async fn audit_events(
+        &self,
+        guild_id: u64,
+        limit: u32,
+        before: Option<i64>,
+    ) -> anyhow::Result<Vec<AuditEvent>> {
+        on_backend!(self, b => b.audit_events(guild_id, limit, before).await)
+    }
+
+    /// The most recent events a key made or received.
+    pub async fn audit_events_for_key(&self, key_id: &str, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
+        on_backend!(self, b => b.audit_events_for_key(key_id, limit).await)
+    }
+
+    /// Events not yet posted to an audit channel and not claimed by an
+    /// outbox right now, oldest first.
+    pub async fn unposted_audit_events(&self, limit: u32, now: DateTime<Utc>) -> anyhow::Result<Vec<AuditEvent>> {
+        on_backend!(self, b => b.unposted_audit_events(limit, now).await)
+    }
+
+    /// Claims an event for posting until `until`, so that however many
+    /// instances run, one posts it; an outbox that dies holding a claim
+    /// leaves the event to another once the claim runs out. Returns false
+    /// if it was posted or another outbox holds it.
+    pub async fn claim_audit_post(&self, id: i64, now: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.claim_audit_post(id, now, until).await)
+    }
+
+    /// Marks a claimed event as handled (posted, or nowhere to post).
+    pub async fn mark_audit_posted(&self, id: i64, now: DateTime<Utc>) -> anyhow::Result<()> {
+        on_backend!(self, b => b.mark_audit_posted(id, now).await)
     }
 }
 
-/// The database directory a store creates is `0700`; the database file
-/// and its `-wal` and `-shm` companions are `0600`. They hold every key's
-/// hash and the whole audit trail, so no other local user may read them.
-const PRIVATE_DIR_MODE: u32 = 0o700;
-const PRIVATE_FILE_MODE: u32 = 0o600;
-
-fn is_in_memory(url: &str, file: &Path) -> bool {
-    file.as_os_str().is_empty() || file == Path::new(":memory:") || url.contains("mode=memory")
+/// The id-valued columns of `guild_setting` (named here, never from input).
+#[derive(Clone, Copy)]
+pub(crate) enum GuildSetting {
+    AuditChannel,
+    LeakGuardRule,
 }
 
-/// Makes the database's directory (when missing, `0700`) and file (when
-/// missing and `create`, `0600`) before SQLite opens it, and tightens an
-/// existing file, `-wal` or `-shm` that others may read. Modes are set
-/// explicitly, not left to the umask. SQLite gives the `-wal` and `-shm` it
-/// creates the database file's own mode.
-#[cfg(unix)]
-fn private_files(file: &Path, create: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        let mut missing = vec![dir];
-        while let Some(parent) = missing.last().and_then(|d| d.parent()).filter(|p| !p.as_os_str().is_empty()) {
-            if parent.exists() {
-                break;
-            }
-            missing.push(parent);
-        }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(PRIVATE_DIR_MODE)
-            .create(dir)
-            .with_context(|| format!("failed to create the database directory {}", dir.display()))?;
-        for made in missing {
-            std::fs::set_permissions(made, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
-                .with_context(|| format!("failed to make the database directory {} private", made.display()))?;
+impl GuildSetting {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::AuditChannel => "audit_channel_id",
+            Self::LeakGuardRule => "leak_guard_rule_id",
         }
     }
-    if create && !file.exists() {
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(PRIVATE_FILE_MODE).open(file) {
-            Ok(_) => std::fs::set_permissions(file, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
-                .with_context(|| format!("failed to make the database file {} private", file.display()))?,
-            // Another process made it first: tightened below like any other.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(
-                    anyhow::Error::from(e).context(format!("failed to create the database file {}", file.display()))
-                )
-            }
+}
+
+/// A key about to be inserted.
+pub struct NewKeyRow<'a> {
+    pub id: &'a KeyId,
+    pub guild_id: u64,
+    pub name: &'a str,
+    pub hash: KeyHash,
+    pub prefix: &'a str,
+    pub environment: Environment,
+    pub scopes: &'a Scopes,
+    pub created_by: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit_per_minute: u32,
+    pub allowed_ips: &'a AllowedIps,
+    pub allowed_roles: &'a AllowedRoles,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
+}
+
+/// A new secret for an existing key.
+pub struct Rotation<'a> {
+    pub id: &'a KeyId,
+    pub hash: KeyHash,
+    pub prefix: &'a str,
+    /// When the old secret stops working; `None` stops it now.
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+/// Keys changed since a point in the key change log.
+#[derive(Debug)]
+pub struct KeyChanges {
+    /// Each changed key once.
+    pub keys: Vec<KeyId>,
+    /// The newest log entry these cover.
+    pub through: i64,
+}
+
+impl KeyChanges {
+    /// What a read of the log says: `rows` are the entries after `after`
+    /// (up to `limit + 1` of them, oldest first), `oldest` the oldest entry
+    /// the log still holds. `None` when the caller must reload whole.
+    fn from_log(after: i64, oldest: Option<i64>, rows: Vec<(i64, String)>, limit: usize) -> Option<Self> {
+        if rows.len() > limit || (!rows.is_empty() && oldest.is_some_and(|oldest| oldest > after + 1)) {
+            return None;
         }
+        let through = rows.last().map_or(after, |r| r.0);
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        let keys = rows.into_iter().filter(|(_, id)| seen.insert(id.clone())).map(|(_, id)| KeyId::from_stored(id));
+        Some(KeyChanges { keys: keys.collect(), through })
     }
-    let mut wal = file.as_os_str().to_owned();
-    wal.push("-wal");
-    let mut shm = file.as_os_str().to_owned();
-    shm.push("-shm");
-    for path in [file.to_path_buf(), wal.into(), shm.into()] {
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
-        let mode = meta.permissions().mode() & 0o777;
-        if !meta.is_file() || mode & !PRIVATE_FILE_MODE == 0 {
-            continue;
-        }
-        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE)) {
-            Ok(()) => tracing::info!(
-                path = %path.display(),
-                was = format!("{mode:o}"),
-                "tightened the database file's mode to 600: others could read it"
-            ),
-            Err(e) => tracing::warn!(
-                path = %path.display(),
-                mode = format!("{mode:o}"),
-                error = %e,
-                "the database file is readable by others and its mode could not be changed"
-            ),
-        }
-    }
-    Ok(())
 }
 
-#[cfg(not(unix))]
-fn private_files(file: &Path, _create: bool) -> anyhow::Result<()> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create the database directory {}", dir.display()))?;
-    }
-    Ok(())
+/// What the in-memory index keeps of a key: what verification and its
+/// callers need (no bookkeeping columns), with the hashes presented tokens
+/// are matched against.
+pub struct IndexRow {
+    pub id: KeyId,
+    pub guild_id: u64,
+    pub name: String,
+    pub prefix: String,
+    pub environment: Environment,
+    pub scopes: Scopes,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub rate_limit_per_minute: u32,
+    pub allowed_ips: AllowedIps,
+    pub allowed_roles: AllowedRoles,
+    pub suspended: bool,
+    pub ban_budget: Option<u32>,
+    pub role_budget: Option<u32>,
+    pub hash: KeyHash,
+    /// A rotated-out secret's hash and when it stops working.
+    pub previous: Option<(KeyHash, DateTime<Utc>)>,
 }
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
+/// What a guild's audit channel setting was when it was changed.
+#[derive(Debug, Clone, Default)]
+pub struct AuditChannelBefore {
+    /// The channel it replaces; `None` when posts were off or never set.
+    pub channel_id: Option<u64>,
+    /// When posts had been turned off (rather than never set): since when,
+    /// and what was recorded since.
+    pub off: Option<PostsOff>,
 }
 
-pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-/// Snowflakes are stored as SQLite's signed INTEGER.
-pub(crate) fn id_to_sql(id: u64) -> i64 {
-    id as i64
-}
-
-pub(crate) fn id_from_sql(id: i64) -> u64 {
-    id as u64
+/// The events a guild recorded while its audit posts were off.
+#[derive(Debug, Clone)]
+pub struct PostsOff {
+    /// The event that turned posts off.
+    pub turned_off: AuditEvent,
+    /// Events recorded since (not counting that one).
+    pub count: u64,
+    /// The latest of them, newest first.
+    pub recent: Vec<AuditEvent>,
 }

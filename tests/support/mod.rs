@@ -25,6 +25,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod db;
+
 pub use discord_double::{config as ids, Double, DoubleConfig};
 
 /// The bot token the binary is given; tests assert it never leaks.
@@ -70,7 +72,7 @@ pub async fn spawn_app_with(opts: Options) -> App {
 /// Starts the binary against an already running double.
 pub async fn spawn_against(double: Double, opts: Options) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db_url = opts.db_url.clone().unwrap_or_else(|| format!("sqlite://{}/gk.db?mode=rwc", dir.path().display()));
+    let db_url = opts.db_url.clone().unwrap_or_else(|| db::fresh_url(dir.path()));
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &opts.config).expect("write config");
     let logs = Arc::new(Mutex::new(Vec::new()));
@@ -390,57 +392,63 @@ pub fn find_secrets(places: &[(String, String)]) -> Vec<String> {
     findings
 }
 
+/// Runs `body` with a raw connection to `db_url`, of whichever backend it
+/// names, on a thread and runtime of its own; `None` if it cannot connect.
+macro_rules! with_raw_connection {
+    ($db_url:expr, |$conn:ident, $tables:ident| $body:expr) => {{
+        let url = $db_url.replace("mode=rwc", "mode=rw");
+        std::thread::spawn(move || {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                if guildkey::store::is_postgres_url(&url) {
+                    let mut $conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                    let $tables = "select tablename::text from pg_tables where schemaname = 'public'";
+                    let out = $body;
+                    let _ = $conn.close().await;
+                    Some(out)
+                } else {
+                    let mut $conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
+                    let $tables = "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'";
+                    let out = $body;
+                    let _ = $conn.close().await;
+                    Some(out)
+                }
+            })
+        })
+        .join()
+        .ok()
+        .flatten()
+    }};
+}
+
 /// One integer from `sql` on the database at `db_url`.
 pub fn db_scalar(db_url: &str, sql: &str) -> Option<i64> {
-    let (url, sql) = (db_url.replace("mode=rwc", "mode=rw"), sql.to_owned());
-    std::thread::spawn(move || {
-        use sqlx::Connection;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
-            let n = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.ok();
-            let _ = conn.close().await;
-            n
-        })
-    })
-    .join()
-    .ok()
-    .flatten()
+    let sql = sql.to_owned();
+    with_raw_connection!(db_url, |conn, _tables| sqlx::query_scalar(&sql).fetch_one(&mut conn).await.ok()).flatten()
 }
 
 /// Every text or blob cell of every table, as `(table.column, text)`.
 fn db_cells(db_url: &str) -> Vec<(String, String)> {
-    let url = db_url.replace("mode=rwc", "mode=rw");
-    std::thread::spawn(move || {
-        use sqlx::{Connection, Row};
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let Ok(mut conn) = sqlx::SqliteConnection::connect(&url).await else { return Vec::new() };
-            let tables: Vec<String> =
-                sqlx::query_scalar("select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap_or_default();
-            let mut cells = Vec::new();
-            for table in tables {
-                let rows = sqlx::query(&format!("select * from \"{table}\"")).fetch_all(&mut conn).await;
-                for row in rows.unwrap_or_default() {
-                    for (i, column) in sqlx::Row::columns(&row).iter().enumerate() {
-                        use sqlx::Column;
-                        let name = format!("{table}.{}", column.name());
-                        if let Ok(Some(text)) = row.try_get::<Option<String>, _>(i) {
-                            cells.push((name, text));
-                        } else if let Ok(Some(bytes)) = row.try_get::<Option<Vec<u8>>, _>(i) {
-                            cells.push((name, String::from_utf8_lossy(&bytes).into_owned()));
-                        }
+    with_raw_connection!(db_url, |conn, tables| {
+        use sqlx::{Column, Row};
+        let tables: Vec<String> = sqlx::query_scalar(tables).fetch_all(&mut conn).await.unwrap_or_default();
+        let mut cells = Vec::new();
+        for table in tables {
+            let rows = sqlx::query(&format!("select * from \"{table}\"")).fetch_all(&mut conn).await;
+            for row in rows.unwrap_or_default() {
+                for (i, column) in row.columns().iter().enumerate() {
+                    let name = format!("{table}.{}", column.name());
+                    if let Ok(Some(text)) = row.try_get::<Option<String>, _>(i) {
+                        cells.push((name, text));
+                    } else if let Ok(Some(bytes)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                        cells.push((name, String::from_utf8_lossy(&bytes).into_owned()));
                     }
                 }
             }
-            let _ = conn.close().await;
-            cells
-        })
+        }
+        cells
     })
-    .join()
     .unwrap_or_default()
 }
 

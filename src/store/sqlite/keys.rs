@@ -4,90 +4,13 @@
 //! serialised by the database itself.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
-use super::{from_millis, id_from_sql, id_to_sql, to_millis, AuditChannelBefore, Store};
+use super::SqliteStore;
 use crate::audit::NewAuditEvent;
-use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyRecord, Scopes};
-
-/// The id-valued columns of `guild_setting` (named here, never from input).
-#[derive(Clone, Copy)]
-enum GuildSetting {
-    AuditChannel,
-    LeakGuardRule,
-}
-
-impl GuildSetting {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::AuditChannel => "audit_channel_id",
-            Self::LeakGuardRule => "leak_guard_rule_id",
-        }
-    }
-}
-
-/// A key about to be inserted.
-pub struct NewKeyRow<'a> {
-    pub id: &'a KeyId,
-    pub guild_id: u64,
-    pub name: &'a str,
-    pub hash: KeyHash,
-    pub prefix: &'a str,
-    pub environment: Environment,
-    pub scopes: &'a Scopes,
-    pub created_by: &'a str,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub rate_limit_per_minute: u32,
-    pub allowed_ips: &'a AllowedIps,
-    pub allowed_roles: &'a AllowedRoles,
-    pub ban_budget: Option<u32>,
-    pub role_budget: Option<u32>,
-}
-
-/// A new secret for an existing key.
-pub struct Rotation<'a> {
-    pub id: &'a KeyId,
-    pub hash: KeyHash,
-    pub prefix: &'a str,
-    /// When the old secret stops working; `None` stops it now.
-    pub previous_until: Option<DateTime<Utc>>,
-}
-
-/// Keys changed since a point in the key change log.
-#[derive(Debug)]
-pub struct KeyChanges {
-    /// Each changed key once.
-    pub keys: Vec<KeyId>,
-    /// The newest log entry these cover.
-    pub through: i64,
-}
-
-const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, created_by, \
-     last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, previous_hash_expires_at, \
-     allowed_roles, suspended_at, ban_budget, role_budget";
-
-/// What the in-memory index keeps of a key: what verification and its
-/// callers need (no bookkeeping columns), with the hashes presented tokens
-/// are matched against.
-pub struct IndexRow {
-    pub id: KeyId,
-    pub guild_id: u64,
-    pub name: String,
-    pub prefix: String,
-    pub environment: Environment,
-    pub scopes: Scopes,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub rate_limit_per_minute: u32,
-    pub allowed_ips: AllowedIps,
-    pub allowed_roles: AllowedRoles,
-    pub suspended: bool,
-    pub ban_budget: Option<u32>,
-    pub role_budget: Option<u32>,
-    pub hash: KeyHash,
-    /// A rotated-out secret's hash and when it stops working.
-    pub previous: Option<(KeyHash, DateTime<Utc>)>,
-}
+use crate::keys::{KeyHash, KeyId, KeyRecord};
+use crate::store::rows::{self, id_from_sql, id_to_sql, to_millis, KeyRow, KEY_COLUMNS};
+use crate::store::{AuditChannelBefore, GuildSetting, IndexRow, KeyChanges, NewKeyRow, Rotation};
 
 /// Index rows as one JSON array per query: sqlx hands rows over one at a
 /// time between threads, which made loading a million keys take half a
@@ -96,29 +19,7 @@ const INDEX_JSON: &str = "json_group_array(json_array(api_key_id, guild_id, name
      expires_at, revoked_at, rate_limit_per_minute, allowed_ips, hex(key_hash), hex(previous_hash), \
      previous_hash_expires_at, allowed_roles, suspended_at is not null, ban_budget, role_budget))";
 
-/// One index row as `INDEX_JSON` writes it: a JSON array, read positionally.
-#[derive(serde::Deserialize)]
-struct JsonIndexRow(
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    String,
-    String,
-    String,
-    Option<i64>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-impl Store {
+impl SqliteStore {
     /// Inserts the key only if the guild has fewer than `max_active` active
     /// keys, in one statement, so concurrent creates can never exceed it.
     /// Returns false when the limit is reached.
@@ -182,19 +83,19 @@ impl Store {
 
     /// A guild's keys, oldest first.
     pub async fn list_keys(&self, guild_id: u64) -> anyhow::Result<Vec<KeyRecord>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, KeyRow>(&format!(
             "select {KEY_COLUMNS} from api_key where guild_id = ? order by created_at, api_key_id"
         ))
         .bind(id_to_sql(guild_id))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(record_from_row).collect()
+        rows::records(rows)
     }
 
     /// Keys matching `reference` as an id, a display prefix or an exact name,
     /// within one guild or (for the operator CLI) all of them.
     pub async fn find_keys(&self, guild_id: Option<u64>, reference: &str) -> anyhow::Result<Vec<KeyRecord>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, KeyRow>(&format!(
             "select {KEY_COLUMNS} from api_key \
              where (?1 is null or guild_id = ?1) and (api_key_id = ?2 or prefix = ?2 or name = ?2) \
              order by created_at, api_key_id"
@@ -203,15 +104,15 @@ impl Store {
         .bind(reference)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(record_from_row).collect()
+        rows::records(rows)
     }
 
     pub async fn get_key(&self, id: &KeyId) -> anyhow::Result<Option<KeyRecord>> {
-        let row = sqlx::query(&format!("select {KEY_COLUMNS} from api_key where api_key_id = ?"))
+        let row = sqlx::query_as::<_, KeyRow>(&format!("select {KEY_COLUMNS} from api_key where api_key_id = ?"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(record_from_row).transpose()
+        row.map(KeyRecord::try_from).transpose()
     }
 
     /// How many keys there are (to size the index).
@@ -236,8 +137,8 @@ impl Store {
             .bind(PAGE)
             .fetch_one(&mut *tx)
             .await?;
-            for row in serde_json::from_str::<Vec<JsonIndexRow>>(&json)? {
-                each(index_row(row)?);
+            for row in rows::index_rows(&json)? {
+                each(row);
             }
             match last {
                 Some(last) if n == PAGE => after = last,
@@ -255,7 +156,7 @@ impl Store {
             .bind(id.as_str())
             .fetch_one(&self.pool)
             .await?;
-        serde_json::from_str::<Vec<JsonIndexRow>>(&json)?.into_iter().next().map(index_row).transpose()
+        Ok(rows::index_rows(&json)?.into_iter().next())
     }
 
     /// The newest entry of the key change log (0 when it is empty): where a
@@ -280,13 +181,7 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
         tx.commit().await?;
-        if rows.len() > limit || (!rows.is_empty() && oldest.is_some_and(|oldest| oldest > after + 1)) {
-            return Ok(None);
-        }
-        let through = rows.last().map_or(after, |r| r.0);
-        let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        let keys = rows.into_iter().filter(|(_, id)| seen.insert(id.clone())).map(|(_, id)| KeyId::from_stored(id));
-        Ok(Some(KeyChanges { keys: keys.collect(), through }))
+        Ok(KeyChanges::from_log(after, oldest, rows, limit))
     }
 
     /// The hash of a key's current secret.
@@ -315,11 +210,6 @@ impl Store {
         Ok(())
     }
 
-    /// The guild's leak-guard AutoMod rule, if the guard is on.
-    pub async fn leak_guard_rule(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
-        self.guild_setting(guild_id, GuildSetting::LeakGuardRule).await
-    }
-
     /// Sets one id-valued column of the guild's `guild_setting` row.
     async fn set_guild_setting_in(
         tx: &mut sqlx::SqliteConnection,
@@ -342,7 +232,7 @@ impl Store {
     }
 
     /// Reads one id-valued column of the guild's `guild_setting` row.
-    async fn guild_setting(&self, guild_id: u64, column: GuildSetting) -> anyhow::Result<Option<u64>> {
+    pub async fn guild_setting(&self, guild_id: u64, column: GuildSetting) -> anyhow::Result<Option<u64>> {
         let row: Option<(Option<i64>,)> =
             sqlx::query_as(&format!("select {} from guild_setting where guild_id = ?", column.as_str()))
                 .bind(id_to_sql(guild_id))
@@ -437,9 +327,6 @@ impl Store {
 
     /// Adds batched request counts and last-used times, in one transaction.
     pub async fn record_usage(&self, batch: &[(KeyId, DateTime<Utc>, u64)]) -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
         for (id, at, count) in batch {
@@ -495,87 +382,4 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
-    pub async fn audit_channel(&self, guild_id: u64) -> anyhow::Result<Option<u64>> {
-        self.guild_setting(guild_id, GuildSetting::AuditChannel).await
-    }
-}
-
-fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
-    let JsonIndexRow(
-        id,
-        guild_id,
-        name,
-        prefix,
-        environment,
-        scopes,
-        expires_at,
-        revoked_at,
-        rate,
-        allowed,
-        hash,
-        previous,
-        until,
-        roles,
-        suspended,
-        ban_budget,
-        role_budget,
-    ) = r;
-    let hash = from_hex(&hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
-    Ok(IndexRow {
-        id: KeyId::from_stored(id),
-        guild_id: id_from_sql(guild_id),
-        name,
-        prefix,
-        environment: environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
-        scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
-        expires_at: expires_at.map(from_millis),
-        revoked_at: revoked_at.map(from_millis),
-        rate_limit_per_minute: rate as u32,
-        allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
-        allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
-        suspended: suspended != 0,
-        ban_budget: ban_budget.map(|n| n as u32),
-        role_budget: role_budget.map(|n| n as u32),
-        hash,
-        previous: from_hex(&previous).zip(until.map(from_millis)),
-    })
-}
-
-/// A 32-byte hash from SQLite's `hex()` (empty for NULL).
-fn from_hex(s: &str) -> Option<KeyHash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(KeyHash(out))
-}
-
-fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<KeyRecord> {
-    let environment: String = row.try_get("environment")?;
-    let scopes: String = row.try_get("scopes")?;
-    let allowed: String = row.try_get("allowed_ips")?;
-    let roles: String = row.try_get("allowed_roles")?;
-    let millis = |col: &str| -> anyhow::Result<Option<DateTime<Utc>>> {
-        Ok(row.try_get::<Option<i64>, _>(col)?.map(from_millis))
-    };
-    Ok(KeyRecord {
-        id: KeyId::from_stored(row.try_get("api_key_id")?),
-        guild_id: id_from_sql(row.try_get("guild_id")?),
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        environment: environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
-        scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
-        created_at: from_millis(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        last_used_at: millis("last_used_at")?,
-        use_count: row.try_get("use_count")?,
-        expires_at: millis("expires_at")?,
-        revoked_at: millis("revoked_at")?,
-        rate_limit_per_minute: row.try_get::<i64, _>("rate_limit_per_minute")? as u32,
-        allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
-        previous_secret_expires_at: millis("previous_hash_expires_at")?,
-        allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
-        suspended_at: millis("suspended_at")?,
-        ban_budget: row.try_get::<Option<i64>, _>("ban_budget")?.map(|n| n as u32),
-        role_budget: row.try_get::<Option<i64>, _>("role_budget")?.map(|n| n as u32),
-    })
 }

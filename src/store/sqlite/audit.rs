@@ -2,15 +2,14 @@
 //! reading a guild's events newest first, and the audit-channel outbox.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
-use super::{from_millis, id_from_sql, id_to_sql, to_millis, Store};
+use super::SqliteStore;
 use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
+use crate::store::rows::{self, id_to_sql, to_millis, EventRow, EVENT_COLUMNS};
+use crate::store::PostsOff;
 
-const EVENT_COLUMNS: &str = "audit_event_id, guild_id, created_at, action, actor_kind, actor_user_id, \
-     api_key_id, key_name, key_prefix, test, details";
-
-impl Store {
+impl SqliteStore {
     pub(super) async fn insert_audit_in(
         conn: &mut SqliteConnection,
         e: &NewAuditEvent,
@@ -54,7 +53,7 @@ impl Store {
         limit: u32,
         before: Option<i64>,
     ) -> anyhow::Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, EventRow>(&format!(
             "select {EVENT_COLUMNS} from audit_event where guild_id = ?1 and (?2 is null or audit_event_id < ?2) \
              order by audit_event_id desc limit ?3"
         ))
@@ -63,67 +62,63 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        rows::events(rows)
     }
 
     /// The most recent events a key made or received.
     pub async fn audit_events_for_key(&self, key_id: &str, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, EventRow>(&format!(
             "select {EVENT_COLUMNS} from audit_event where api_key_id = ? order by audit_event_id desc limit ?"
         ))
         .bind(key_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        rows::events(rows)
     }
 
-    /// Events not yet posted to an audit channel, oldest first.
-    pub async fn unposted_audit_events(&self, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(&format!(
-            "select {EVENT_COLUMNS} from audit_event where posted_at is null order by audit_event_id limit ?"
+    /// Events not yet posted to an audit channel and not claimed by an
+    /// outbox right now, oldest first.
+    pub async fn unposted_audit_events(&self, limit: u32, now: DateTime<Utc>) -> anyhow::Result<Vec<AuditEvent>> {
+        let rows = sqlx::query_as::<_, EventRow>(&format!(
+            "select {EVENT_COLUMNS} from audit_event where posted_at is null \
+             and (claimed_until is null or claimed_until <= ?) order by audit_event_id limit ?"
         ))
+        .bind(to_millis(now))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        rows::events(rows)
     }
 
-    /// Marks an event as handled by the outbox (posted, or nowhere to post).
-    /// Returns false if another process already claimed it.
-    pub async fn mark_audit_posted(&self, id: i64, now: DateTime<Utc>) -> anyhow::Result<bool> {
-        let done = sqlx::query("update audit_event set posted_at = ? where audit_event_id = ? and posted_at is null")
+    /// Claims an event for posting until `until`. Returns false if it was
+    /// posted or another outbox holds an unexpired claim.
+    pub async fn claim_audit_post(&self, id: i64, now: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "update audit_event set claimed_until = ?1 where audit_event_id = ?2 and posted_at is null \
+             and (claimed_until is null or claimed_until <= ?3)",
+        )
+        .bind(to_millis(until))
+        .bind(id)
+        .bind(to_millis(now))
+        .execute(&mut *self.writer.lock().await)
+        .await?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// Marks a claimed event as handled (posted, or nowhere to post).
+    pub async fn mark_audit_posted(&self, id: i64, now: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query("update audit_event set posted_at = ? where audit_event_id = ? and posted_at is null")
             .bind(to_millis(now))
             .bind(id)
             .execute(&mut *self.writer.lock().await)
-            .await?
-            .rows_affected();
-        Ok(done == 1)
+            .await?;
+        Ok(())
     }
 }
 
-/// What a guild's audit channel setting was when it was changed.
-#[derive(Debug, Clone, Default)]
-pub struct AuditChannelBefore {
-    /// The channel it replaces; `None` when posts were off or never set.
-    pub channel_id: Option<u64>,
-    /// When posts had been turned off (rather than never set): since when,
-    /// and what was recorded since.
-    pub off: Option<PostsOff>,
-}
-
-/// The events a guild recorded while its audit posts were off.
-#[derive(Debug, Clone)]
-pub struct PostsOff {
-    /// The event that turned posts off.
-    pub turned_off: AuditEvent,
-    /// Events recorded since (not counting that one).
-    pub count: u64,
-    /// The latest of them, newest first.
-    pub recent: Vec<AuditEvent>,
-}
-
-impl Store {
+impl SqliteStore {
     /// If the guild's latest audit-channel event turned posts off: that
     /// event, and the events recorded since (up to `recent` of them).
     pub(super) async fn posts_off_in(
@@ -131,7 +126,7 @@ impl Store {
         guild_id: u64,
         recent: u32,
     ) -> anyhow::Result<Option<PostsOff>> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, EventRow>(&format!(
             "select {EVENT_COLUMNS} from audit_event where guild_id = ? and action = ? \
              order by audit_event_id desc limit 1"
         ))
@@ -139,7 +134,7 @@ impl Store {
         .bind(Action::AuditChannelSet.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(turned_off) = row.as_ref().map(event_from_row).transpose()? else { return Ok(None) };
+        let Some(turned_off) = row.map(AuditEvent::try_from).transpose()? else { return Ok(None) };
         if !turned_off.details.get("channel_id").is_none_or(serde_json::Value::is_null) {
             return Ok(None);
         }
@@ -149,7 +144,7 @@ impl Store {
                 .bind(turned_off.id)
                 .fetch_one(&mut *conn)
                 .await?;
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, EventRow>(&format!(
             "select {EVENT_COLUMNS} from audit_event where guild_id = ? and audit_event_id > ? \
              order by audit_event_id desc limit ?"
         ))
@@ -158,33 +153,7 @@ impl Store {
         .bind(i64::from(recent))
         .fetch_all(&mut *conn)
         .await?;
-        let recent = rows.iter().map(event_from_row).collect::<anyhow::Result<_>>()?;
+        let recent = rows::events(rows)?;
         Ok(Some(PostsOff { turned_off, count: count as u64, recent }))
     }
-}
-
-fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<AuditEvent> {
-    let action: String = row.try_get("action")?;
-    let kind: String = row.try_get("actor_kind")?;
-    let user: Option<i64> = row.try_get("actor_user_id")?;
-    let actor = match (kind.as_str(), user) {
-        ("user", Some(id)) => Actor::User(id_from_sql(id)).label(),
-        ("api_key", _) => "An API key".to_owned(),
-        ("system", _) => Actor::System.label(),
-        _ => "The operator CLI".to_owned(),
-    };
-    let details: String = row.try_get("details")?;
-    Ok(AuditEvent {
-        id: row.try_get("audit_event_id")?,
-        guild_id: id_from_sql(row.try_get("guild_id")?),
-        at: from_millis(row.try_get("created_at")?),
-        action: Action::parse(&action).ok_or_else(|| anyhow::anyhow!("unknown audit action {action}"))?,
-        actor,
-        actor_kind: kind,
-        key_id: row.try_get("api_key_id")?,
-        key_name: row.try_get("key_name")?,
-        key_prefix: row.try_get("key_prefix")?,
-        test: row.try_get("test")?,
-        details: serde_json::from_str(&details).unwrap_or_else(|_| serde_json::json!({})),
-    })
 }

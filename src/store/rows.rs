@@ -1,0 +1,221 @@
+//! What both backends read back, decoded once: a key row, an audit event
+//! row and an index row, each from the same column names and types (ids
+//! and times as 64-bit integers, text, a boolean), so the domain types are
+//! built in one place whichever database answered.
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::keys::{AllowedIps, AllowedRoles, KeyHash, KeyId, KeyRecord, Scopes};
+
+use super::IndexRow;
+
+/// The columns [`KeyRow`] reads, in a `select` list.
+pub(super) const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, \
+     created_by, last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, \
+     previous_hash_expires_at, allowed_roles, suspended_at, ban_budget, role_budget";
+
+/// The columns [`EventRow`] reads, in a `select` list.
+pub(super) const EVENT_COLUMNS: &str = "audit_event_id, guild_id, created_at, action, actor_kind, actor_user_id, \
+     api_key_id, key_name, key_prefix, test, details";
+
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Snowflakes are stored as signed 64-bit integers (both backends).
+pub(crate) fn id_to_sql(id: u64) -> i64 {
+    id as i64
+}
+
+pub(crate) fn id_from_sql(id: i64) -> u64 {
+    id as u64
+}
+
+/// One `api_key` row as [`KEY_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyRow {
+    api_key_id: String,
+    guild_id: i64,
+    name: String,
+    prefix: String,
+    environment: String,
+    scopes: String,
+    created_at: i64,
+    created_by: String,
+    last_used_at: Option<i64>,
+    use_count: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    rate_limit_per_minute: i64,
+    allowed_ips: String,
+    previous_hash_expires_at: Option<i64>,
+    allowed_roles: String,
+    suspended_at: Option<i64>,
+    ban_budget: Option<i64>,
+    role_budget: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for KeyRecord {
+    type Error = anyhow::Error;
+
+    fn try_from(r: KeyRow) -> anyhow::Result<Self> {
+        Ok(KeyRecord {
+            id: KeyId::from_stored(r.api_key_id),
+            guild_id: id_from_sql(r.guild_id),
+            name: r.name,
+            prefix: r.prefix,
+            environment: r.environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
+            scopes: Scopes::parse(&r.scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
+            created_at: from_millis(r.created_at),
+            created_by: r.created_by,
+            last_used_at: r.last_used_at.map(from_millis),
+            use_count: r.use_count,
+            expires_at: r.expires_at.map(from_millis),
+            revoked_at: r.revoked_at.map(from_millis),
+            rate_limit_per_minute: r.rate_limit_per_minute as u32,
+            allowed_ips: AllowedIps::parse(&r.allowed_ips).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
+            previous_secret_expires_at: r.previous_hash_expires_at.map(from_millis),
+            allowed_roles: AllowedRoles::parse(&r.allowed_roles)
+                .map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
+            suspended_at: r.suspended_at.map(from_millis),
+            ban_budget: r.ban_budget.map(|n| n as u32),
+            role_budget: r.role_budget.map(|n| n as u32),
+        })
+    }
+}
+
+pub(super) fn records(rows: Vec<KeyRow>) -> anyhow::Result<Vec<KeyRecord>> {
+    rows.into_iter().map(KeyRecord::try_from).collect()
+}
+
+/// One `audit_event` row as [`EVENT_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    audit_event_id: i64,
+    guild_id: i64,
+    created_at: i64,
+    action: String,
+    actor_kind: String,
+    actor_user_id: Option<i64>,
+    api_key_id: Option<String>,
+    key_name: Option<String>,
+    key_prefix: Option<String>,
+    test: bool,
+    details: String,
+}
+
+impl TryFrom<EventRow> for AuditEvent {
+    type Error = anyhow::Error;
+
+    fn try_from(r: EventRow) -> anyhow::Result<Self> {
+        let actor = match (r.actor_kind.as_str(), r.actor_user_id) {
+            ("user", Some(id)) => Actor::User(id_from_sql(id)).label(),
+            ("api_key", _) => "An API key".to_owned(),
+            ("system", _) => Actor::System.label(),
+            _ => "The operator CLI".to_owned(),
+        };
+        Ok(AuditEvent {
+            id: r.audit_event_id,
+            guild_id: id_from_sql(r.guild_id),
+            at: from_millis(r.created_at),
+            action: Action::parse(&r.action).ok_or_else(|| anyhow::anyhow!("unknown audit action {}", r.action))?,
+            actor,
+            actor_kind: r.actor_kind,
+            key_id: r.api_key_id,
+            key_name: r.key_name,
+            key_prefix: r.key_prefix,
+            test: r.test,
+            details: serde_json::from_str(&r.details).unwrap_or_else(|_| serde_json::json!({})),
+        })
+    }
+}
+
+pub(super) fn events(rows: Vec<EventRow>) -> anyhow::Result<Vec<AuditEvent>> {
+    rows.into_iter().map(AuditEvent::try_from).collect()
+}
+
+/// One index row as the JSON array each backend builds per row (id, guild,
+/// name, prefix, environment, scopes, expiry, revocation, rate, allowed IPs,
+/// hash and previous hash in hex, the previous hash's expiry, allowed roles,
+/// suspended as 0 or 1, the two budgets), read positionally: one text value
+/// per page of rows instead of one decoded row at a time, which made loading
+/// a million keys take half a minute.
+#[derive(serde::Deserialize)]
+pub(super) struct JsonIndexRow(
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// A page of index rows: the JSON array of arrays a backend aggregated.
+pub(super) fn index_rows(json: &str) -> anyhow::Result<Vec<IndexRow>> {
+    serde_json::from_str::<Vec<JsonIndexRow>>(json)?.into_iter().map(index_row).collect()
+}
+
+fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
+    let JsonIndexRow(
+        id,
+        guild_id,
+        name,
+        prefix,
+        environment,
+        scopes,
+        expires_at,
+        revoked_at,
+        rate,
+        allowed,
+        hash,
+        previous,
+        until,
+        roles,
+        suspended,
+        ban_budget,
+        role_budget,
+    ) = r;
+    let hash = hash.as_deref().and_then(from_hex).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
+    Ok(IndexRow {
+        id: KeyId::from_stored(id),
+        guild_id: id_from_sql(guild_id),
+        name,
+        prefix,
+        environment: environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
+        scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
+        expires_at: expires_at.map(from_millis),
+        revoked_at: revoked_at.map(from_millis),
+        rate_limit_per_minute: rate as u32,
+        allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
+        allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
+        suspended: suspended != 0,
+        ban_budget: ban_budget.map(|n| n as u32),
+        role_budget: role_budget.map(|n| n as u32),
+        hash,
+        previous: previous.as_deref().and_then(from_hex).zip(until.map(from_millis)),
+    })
+}
+
+/// A 32-byte hash from its hex text (SQLite's `hex()`, PostgreSQL's
+/// `encode(…, 'hex')`; empty or null for no hash).
+fn from_hex(s: &str) -> Option<KeyHash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(KeyHash(out))
+}
