@@ -25,6 +25,9 @@ pub fn user_message(e: &Error) -> String {
             tracing::error!(error = format!("{cause:#}"), "command failed");
             "❌ Something went wrong on our side; nothing was changed. Try again in a moment.".to_owned()
         }
+        Error::DatabaseUnavailable => {
+            "❌ guildkey cannot reach its database right now. Try again in a moment; `/apikey list` shows what was saved.".to_owned()
+        }
         other => format!("❌ {}.", capitalise(&other.to_string())),
     }
 }

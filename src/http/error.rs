@@ -71,6 +71,7 @@ impl ApiError {
                 Error::MemberProtected(_) => (StatusCode::FORBIDDEN, "member_protected"),
                 Error::DiscordPaused { .. } => (StatusCode::SERVICE_UNAVAILABLE, "discord_paused"),
                 Error::IndexStale => (StatusCode::SERVICE_UNAVAILABLE, "index_stale"),
+                Error::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             },
         }
     }
@@ -95,8 +96,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, reason) = self.status_reason();
-        if let Self::Service(Error::Internal(cause)) = &self {
-            tracing::error!(error = format!("{cause:#}"), "request failed");
+        match &self {
+            Self::Service(Error::Internal(cause)) => tracing::error!(error = format!("{cause:#}"), "request failed"),
+            Self::Service(Error::DatabaseUnavailable) => {
+                tracing::warn!("the database is unreachable; refused a request that needs it (503)")
+            }
+            _ => {}
         }
         let body = json!({
             "success": false,
@@ -117,6 +122,9 @@ impl IntoResponse for ApiError {
             }
             Self::Service(Error::IndexStale) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Service(Error::DatabaseUnavailable) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

@@ -114,8 +114,8 @@ const COMMON: &[Common] = &[
     Common {
         status: 503,
         applies: Applies::Keyed,
-        reasons: &["index_stale"],
-        note: "the listener cannot confirm keys are current",
+        reasons: &["index_stale", "database_unavailable"],
+        note: "the listener cannot confirm keys are current, or a change cannot reach the database",
         headers: &[RETRY_AFTER],
     },
 ];

@@ -443,6 +443,13 @@ impl KeyIndex {
         self.fresh_until_ms.store(until, Ordering::Release);
     }
 
+    /// The shared database is unreachable as of `now_ms`: nobody can commit
+    /// a change, so what the index holds stays the latest there is (see
+    /// `KeyService::watch_index`).
+    pub fn bridge_outage(&self, now_ms: i64) {
+        self.caught_up(now_ms);
+    }
+
     /// Rebuilds the index from the store, keeping the rate limiters of keys
     /// in use.
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {

@@ -80,7 +80,12 @@ pub enum Error {
     Missing(String),
     /// Anything else: storage, I/O. Logged in full, shown as a generic message.
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+    /// The database cannot be reached (PostgreSQL down or restarting, the
+    /// pool out of connections for seconds). Verification goes on from
+    /// memory; changes wait until it is back. 503, worth retrying.
+    #[error("the key database is unreachable right now; try again shortly")]
+    DatabaseUnavailable,
     /// The key is suspended (reversibly); `/apikey resume` brings it back.
     #[error("the key {0} is suspended; an admin can resume it with /apikey resume")]
     Suspended(String),
@@ -109,6 +114,29 @@ pub enum Error {
     /// key is refused rather than one revoked elsewhere accepted. 503.
     #[error("guildkey cannot confirm keys are current; retrying")]
     IndexStale,
+}
+
+impl From<anyhow::Error> for Error {
+    /// A storage failure: the database being out of reach is said as such,
+    /// anything else is internal.
+    fn from(e: anyhow::Error) -> Self {
+        if crate::store::is_unavailable(&e) {
+            tracing::debug!(error = format!("{e:#}"), "the database is unreachable");
+            Self::DatabaseUnavailable
+        } else {
+            Self::Internal(e)
+        }
+    }
+}
+
+/// What the upkeep's index watch last found (see `KeyService::watch_index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    Current,
+    /// Checks failed for too long: every key is refused.
+    Stale,
+    /// The shared database is unreachable: keys verified from memory.
+    Outage,
 }
 
 fn list_guilds(guilds: &[u64]) -> String {
@@ -750,35 +778,21 @@ impl KeyService {
     /// key (logged at error once) until a check succeeds (logged at info).
     pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
         self.inner.index.watch(unix_millis());
-        let mut told_stale = false;
+        let mut state = Watch::Current;
         let flush_every = Duration::from_secs(self.inner.cfg.last_used_flush_seconds.max(1));
         let mut watch = tokio::time::interval(Duration::from_millis(250));
         let mut flush = tokio::time::interval(flush_every);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Another instance's change wakes the watch at once (PostgreSQL);
+        // the tick is the fallback, and SQLite's only signal.
+        let woken = self.inner.store.key_changes_signal().unwrap_or_default();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                _ = watch.tick() => {
-                    match self.refresh_index().await {
-                        Ok(_) if told_stale => {
-                            told_stale = false;
-                            tracing::info!("the key index caught up with the database again; keys are accepted again");
-                        }
-                        Ok(_) => {}
-                        Err(e) if !told_stale && self.inner.index.is_stale_at(unix_millis()) => {
-                            told_stale = true;
-                            tracing::error!(
-                                error = format!("{e:#}"),
-                                stale_after_ms = index::STALE_AFTER_MS,
-                                "the key index cannot catch up with the database; refusing every key \
-                                 (503 index_stale) until it does"
-                            );
-                        }
-                        Err(e) => tracing::warn!(error = format!("{e:#}"), "failed to check the database for changes"),
-                    }
-                }
+                () = woken.notified() => state = self.watch_index(state).await,
+                _ = watch.tick() => state = self.watch_index(state).await,
                 _ = flush.tick() => {
                     if let Err(e) = self.flush_usage().await {
                         tracing::warn!(error = %e, "failed to write last-used times; will retry");
@@ -788,6 +802,61 @@ impl KeyService {
         }
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "failed to write last-used times at shutdown");
+        }
+    }
+
+    /// One check of the index against the database, and what it means:
+    /// - a failure past [`index::STALE_AFTER_MS`] refuses every key (503
+    ///   `index_stale`) until a check succeeds, so a key revoked elsewhere
+    ///   is never served from a memory that cannot confirm it;
+    /// - but when the database is *shared* (PostgreSQL) and unreachable,
+    ///   no instance can commit a change either, so the index is as current
+    ///   as the database can be: verification goes on from memory, and
+    ///   changes are refused (503 `database_unavailable`) until it is back.
+    async fn watch_index(&self, state: Watch) -> Watch {
+        let index = &self.inner.index;
+        let outcome = index.refresh_if_changed(&self.inner.store).await;
+        if matches!(outcome, Ok(true)) {
+            self.inner.audit_posted.notify_one();
+        }
+        match (outcome, state) {
+            (Ok(_), Watch::Current) => Watch::Current,
+            (Ok(_), Watch::Stale) => {
+                tracing::info!("the key index caught up with the database again; keys are accepted again");
+                Watch::Current
+            }
+            (Ok(_), Watch::Outage) => {
+                tracing::info!("the database is reachable again; changes are accepted again");
+                Watch::Current
+            }
+            (Err(e), state) if self.inner.store.is_shared() && crate::store::is_unavailable(&e) => {
+                index.bridge_outage(unix_millis());
+                if state != Watch::Outage {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "the database is unreachable; verifying keys from memory, refusing changes \
+                         (503 database_unavailable) until it is back"
+                    );
+                }
+                Watch::Outage
+            }
+            (Err(e), Watch::Stale) => {
+                tracing::debug!(error = format!("{e:#}"), "the key index still cannot catch up");
+                Watch::Stale
+            }
+            (Err(e), _) if index.is_stale_at(unix_millis()) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    stale_after_ms = index::STALE_AFTER_MS,
+                    "the key index cannot catch up with the database; refusing every key \
+                     (503 index_stale) until it does"
+                );
+                Watch::Stale
+            }
+            (Err(e), state) => {
+                tracing::warn!(error = format!("{e:#}"), "failed to check the database for changes");
+                state
+            }
         }
     }
 

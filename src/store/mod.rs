@@ -40,6 +40,22 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// Whether `e` means the database could not be reached (rather than that
+/// it refused or failed the query): a connection that could not be made
+/// or broke, a pool that waited too long, PostgreSQL shutting down or not
+/// yet accepting connections (SQLSTATE classes 08 and 57P).
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<sqlx::Error>()).any(|e| match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    })
+}
+
 /// Runs the same call on whichever backend this store is.
 macro_rules! on_backend {
     ($self:ident, $b:ident => $call:expr) => {
