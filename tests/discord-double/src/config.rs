@@ -86,6 +86,75 @@ pub const BOT_ROLE_PERMISSIONS: u64 = permissions::EVERYONE_DEFAULT
     | permissions::KICK_MEMBERS
     | permissions::VIEW_AUDIT_LOG;
 
+/// When the first synthetic guild ([`DoubleConfig::with_synthetic_guilds`]) was created, in
+/// milliseconds since Discord's epoch (2023-01-01T00:00:00Z): later than every demo id, so
+/// synthetic guilds come after the demo guilds in id order (and GUILD_CREATE order).
+pub const SYNTHETIC_EPOCH_MS: u64 = 252_460_800_000;
+/// Milliseconds between two synthetic guilds' creation times: a prime, so consecutive guilds
+/// fall on consecutive shards for every shard count below it (`(id >> 22) % num_shards`).
+pub const SYNTHETIC_STEP_MS: u64 = 10_007;
+/// The worker-id bits (17..=21) of every synthetic id, so no synthetic id equals an id built
+/// another way from the same millisecond.
+const SYNTHETIC_WORKER: u64 = 29 << 17;
+
+/// The id of synthetic guild `index` (0-based), a snowflake created at
+/// `SYNTHETIC_EPOCH_MS + index * SYNTHETIC_STEP_MS`. Its roles, channels and members' user ids
+/// share its timestamp and differ in the low (increment) bits: see [`synthetic_guild`].
+pub fn synthetic_guild_id(index: u32) -> u64 {
+    ((SYNTHETIC_EPOCH_MS + u64::from(index) * SYNTHETIC_STEP_MS) << 22) | SYNTHETIC_WORKER
+}
+
+/// The index of a synthetic guild from its id; `None` for any other id.
+pub fn synthetic_guild_index(guild_id: u64) -> Option<u32> {
+    let ms = (guild_id >> 22).checked_sub(SYNTHETIC_EPOCH_MS)?;
+    let index = u32::try_from(ms / SYNTHETIC_STEP_MS).ok()?;
+    (ms % SYNTHETIC_STEP_MS == 0 && synthetic_guild_id(index) == guild_id).then_some(index)
+}
+
+/// Synthetic guild `index`, as [`DoubleConfig::with_synthetic_guilds`] adds it: "Guild
+/// NNNNN" owned by `owner_NNNNN`, with
+///
+/// * roles `@everyone` (the default permissions), "Moderator" (position 3: kick, ban,
+///   timeout, view audit log), the bot's "GuildKey" role (position 2, [`BOT_ROLE_PERMISSIONS`],
+///   managed) and "Verified" (position 1, no permissions);
+/// * text channels #general, #audit-log and #off-topic;
+/// * members: the owner, a moderator (`mod_NNNNN`), two plain members (`member_NNNNN_1` holds
+///   Verified, `member_NNNNN_2` nothing) and the bot.
+///
+/// Ids: the guild's is [`synthetic_guild_id`]; roles are `guild + 1..=3`, channels
+/// `guild + 0x10..`, users `guild + 0x100..` (increment bits of the same snowflake).
+pub fn synthetic_guild(index: u32, bot_user_id: u64) -> GuildSeed {
+    use permissions::*;
+    let id = synthetic_guild_id(index);
+    let (moderator, bot_role, verified) = (id + 1, id + 2, id + 3);
+    let user = |k: u64| id + 0x100 + k;
+    GuildSeed {
+        id,
+        name: format!("Guild {index:05}"),
+        icon: None,
+        owner_id: user(0),
+        channels: ["general", "audit-log", "off-topic"]
+            .iter()
+            .zip(0u64..)
+            .map(|(name, k)| (id + 0x10 + k, (*name).to_string()))
+            .collect(),
+        roles: vec![
+            RoleSeed::new(id, "@everyone", 0, EVERYONE_DEFAULT),
+            RoleSeed::new(moderator, "Moderator", 3, KICK_MEMBERS | BAN_MEMBERS | MODERATE_MEMBERS | VIEW_AUDIT_LOG),
+            RoleSeed::new(bot_role, "GuildKey", 2, BOT_ROLE_PERMISSIONS),
+            RoleSeed::new(verified, "Verified", 1, 0),
+        ],
+        members: vec![
+            MemberSeed::new(user(0), &format!("owner_{index:05}"), &[]),
+            MemberSeed::new(user(1), &format!("mod_{index:05}"), &[moderator]),
+            MemberSeed::new(user(2), &format!("member_{index:05}_1"), &[verified]),
+            MemberSeed::new(user(3), &format!("member_{index:05}_2"), &[]),
+            MemberSeed::new(bot_user_id, "GuildKey", &[bot_role]),
+        ],
+    }
+    .resolve()
+}
+
 /// Everything the double starts with.
 #[derive(Clone, Debug)]
 pub struct DoubleConfig {
@@ -290,6 +359,19 @@ impl DoubleConfig {
         self.privileged_intents |= bits;
         self
     }
+
+    /// Adds `n` synthetic guilds ([`synthetic_guild`]) to the world, e.g.
+    /// `DoubleConfig::demo().with_synthetic_guilds(10_000)`: each gets its GUILD_CREATE on the
+    /// shard that owns it, like any other guild. Calling it again adds the next `n` (indices
+    /// continue after the synthetic guilds already there).
+    pub fn with_synthetic_guilds(mut self, n: u32) -> Self {
+        let next = self.guilds.iter().filter_map(|g| synthetic_guild_index(g.id)).map(|i| i + 1).max().unwrap_or(0);
+        self.guilds.reserve(n as usize);
+        for index in next..next.saturating_add(n) {
+            self.guilds.push(synthetic_guild(index, self.bot_user_id));
+        }
+        self
+    }
 }
 
 #[cfg(test)]
@@ -306,5 +388,43 @@ mod tests {
         assert_eq!(perms(PAT_ID), permissions::EVERYONE_DEFAULT);
         assert_eq!(perms(PAT_ID) & permissions::MANAGE_GUILD, 0);
         assert_eq!(DoubleConfig::default().guilds.len(), 1);
+    }
+
+    #[test]
+    fn synthetic_guilds_have_unique_ids_and_spread_over_shards() {
+        let cfg = DoubleConfig::demo().with_synthetic_guilds(30).with_synthetic_guilds(20);
+        assert_eq!(cfg.guilds.len(), 52);
+        // 1 guild, 3 roles, 3 channels and 4 users of its own per synthetic guild, none of them
+        // an id of the demo world.
+        let demo = DoubleConfig::demo();
+        let demo_ids: std::collections::BTreeSet<u64> = demo
+            .guilds
+            .iter()
+            .flat_map(|g| {
+                let roles = g.roles.iter().map(|r| r.id);
+                roles.chain(g.channels.iter().map(|c| c.0)).chain(g.members.iter().map(|m| m.user_id))
+            })
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for g in &cfg.guilds[2..] {
+            ids.extend(g.roles.iter().map(|r| r.id));
+            ids.extend(g.channels.iter().map(|c| c.0));
+            ids.extend(g.members.iter().filter(|m| m.user_id != BOT_USER_ID).map(|m| m.user_id));
+        }
+        assert_eq!(ids.len(), 50 * 11, "every synthetic id is distinct");
+        assert!(ids.is_disjoint(&demo_ids));
+        for (i, g) in cfg.guilds[2..].iter().enumerate() {
+            assert_eq!(synthetic_guild_index(g.id), Some(i as u32));
+            assert!(g.id > OTHER_GUILD_ID, "after the demo guilds in id order");
+            let bot = g.members.iter().find(|m| m.user_id == BOT_USER_ID).expect("bot is a member");
+            assert_eq!(bot.permissions, BOT_ROLE_PERMISSIONS | permissions::EVERYONE_DEFAULT);
+            assert_eq!(g.members.iter().find(|m| m.user_id == g.owner_id).unwrap().permissions, permissions::ALL);
+        }
+        assert_eq!(synthetic_guild_index(DEMO_GUILD_ID), None);
+        for shards in [2, 3, 4, 10] {
+            let per_shard: std::collections::BTreeSet<u32> =
+                cfg.guilds[2..].iter().map(|g| shard_of(g.id, shards)).collect();
+            assert_eq!(per_shard.len(), shards as usize, "{shards} shards");
+        }
     }
 }

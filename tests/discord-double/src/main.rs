@@ -1,6 +1,7 @@
-//! `cargo run -p discord-double [-- --port 8787]`: runs the double with the demo world for
-//! manual testing. Prints the REST base URL, the gateway URL and the demo ids, then reads
-//! commands from stdin (type `help`); when stdin closes it keeps serving until Ctrl-C.
+//! `cargo run -p discord-double [-- --port 8787] [--guilds 10000]`: runs the double with the
+//! demo world (plus that many synthetic guilds) for manual testing and benchmarks. Prints the
+//! REST base URL, the gateway URL and the demo ids, then reads commands from stdin (type
+//! `help`); when stdin closes it keeps serving until Ctrl-C.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -42,12 +43,29 @@ fn info(double: &Double) -> String {
          Demo Guild  {DEMO_GUILD_ID}: #general {GENERAL_CHANNEL_ID}, #audit-log {AUDIT_LOG_CHANNEL_ID}\n\
          \x20 roles: Admin {ADMIN_ROLE_ID}, Manager {MANAGER_ROLE_ID}, bot {BOT_ROLE_ID}, Verified {VERIFIED_ROLE_ID}\n\
          \x20 users: alice (owner, admin) {ALICE_ID}, morgan (manage server) {MORGAN_ID}, pat (plain) {PAT_ID}, dana (verified) {DANA_ID}\n\
-         Other Guild {OTHER_GUILD_ID}: #general {OTHER_GENERAL_CHANNEL_ID}, oscar (owner, admin) {OSCAR_ID}",
+         Other Guild {OTHER_GUILD_ID}: #general {OTHER_GENERAL_CHANNEL_ID}, oscar (owner, admin) {OSCAR_ID}\n\
+         {}",
         double.base_url(),
         double.api_url(),
         double.gateway_url(),
         if double.validating() { "on" } else { "OFF (openapi.json not found)" },
+        synthetic_info(double),
     )
+}
+
+/// The synthetic guilds line: how many, and the first and last id.
+fn synthetic_info(double: &Double) -> String {
+    let ids: Vec<u64> =
+        double.config().guilds.iter().map(|g| g.id).filter(|id| synthetic_guild_index(*id).is_some()).collect();
+    match (ids.first(), ids.last()) {
+        (Some(first), Some(last)) => format!("synthetic guilds: {} (first {first}, last {last})", ids.len()),
+        _ => "synthetic guilds: 0".to_string(),
+    }
+}
+
+/// A guild count (`--guilds`, `DISCORD_DOUBLE_GUILDS`).
+fn parse_count(s: &str, what: &str) -> anyhow::Result<u32> {
+    s.trim().parse().map_err(|_| anyhow::anyhow!("{what} must be a number of guilds, not `{s}`"))
 }
 
 fn parse_id(s: Option<&str>, what: &str) -> anyhow::Result<u64> {
@@ -175,19 +193,27 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber_init();
     let mut port = std::env::var("DISCORD_DOUBLE_PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    let mut guilds = match std::env::var("DISCORD_DOUBLE_GUILDS") {
+        Ok(n) => parse_count(&n, "DISCORD_DOUBLE_GUILDS")?,
+        Err(_) => 0,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+            "--guilds" => guilds = parse_count(&args.next().unwrap_or_default(), "--guilds")?,
             "-h" | "--help" => {
-                println!("usage: discord-double [--port N]   (env DISCORD_DOUBLE_PORT)\n\n{HELP}");
+                println!(
+                    "usage: discord-double [--port N] [--guilds N]   (env DISCORD_DOUBLE_PORT, DISCORD_DOUBLE_GUILDS)\n\
+                     \x20 --guilds N   add N synthetic guilds to the demo world (default 0)\n\n{HELP}"
+                );
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let double = Double::start_on(DoubleConfig::demo(), addr).await?;
+    let double = Double::start_on(DoubleConfig::demo().with_synthetic_guilds(guilds), addr).await?;
     println!("{}\ntype `help` for commands", info(&double));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
