@@ -43,8 +43,14 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
 
 /// A database that cannot be opened or migrated: say why and what to do.
 pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
+    let advice = if crate::store::is_postgres_url(url) {
+        "check that PostgreSQL is running and reachable and the user, password and database are right"
+    } else {
+        "check that the path exists and is writable"
+    };
     StartError::Failed(format!(
-        "{cause:#} (database.url = {url}); check that the path exists and is writable, or set DATABASE_URL"
+        "{cause:#} (database.url = {}); {advice}, or set DATABASE_URL",
+        crate::config::mask_url_password(url)
     ))
 }
 

@@ -665,7 +665,9 @@ fn parse_log_format(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
     }
 }
 
-fn mask_url_password(url: &str) -> String {
+/// `url` with the password of its user info, if any, replaced by asterisks:
+/// what logs and error messages may show of a database URL.
+pub fn mask_url_password(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod db;
+pub mod proxy;
 
 pub use discord_double::{config as ids, Double, DoubleConfig};
 

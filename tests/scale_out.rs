@@ -1,0 +1,140 @@
+//! Several instances on one PostgreSQL, black-box: real `guildkey`
+//! processes, the real CLI, the Discord double, a real PostgreSQL server.
+//! Skipped (saying so) without `GUILDKEY_TEST_POSTGRES`; required in CI.
+//!
+//! Outages go through a relay the test can cut ([`support::proxy`]): to
+//! guildkey it is PostgreSQL going down and coming back on the same address,
+//! without stopping the server the other tests share.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::proxy::CutProxy;
+use support::{db, ids, json, spawn_against, spawn_app_with, App, Options};
+
+const GUILD: u64 = ids::DEMO_GUILD_ID;
+
+/// A fresh PostgreSQL database, or `None` when the test is skipped.
+fn fresh_database() -> Option<String> {
+    db::postgres_admin_url().map(|admin| db::fresh_postgres(&admin))
+}
+
+fn server_of(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").unwrap().1;
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host_port = &host_port[..host_port.find('/').unwrap_or(host_port.len())];
+    let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    host_port.replace("localhost", "127.0.0.1").parse().expect("a host:port PostgreSQL address")
+}
+
+async fn verify(app: &App, secret: &str) -> u16 {
+    app.get("/v1/verify", secret).await.status().as_u16()
+}
+
+/// Polls until `secret` gets `status` from `app`; how long that took.
+async fn until_status(app: &App, secret: &str, status: u16, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if verify(app, secret).await == status {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listener_keeps_verifying_while_postgres_is_down_and_changes_recover_by_themselves() {
+    // Arrange: a listener whose PostgreSQL is behind a relay, a key in use.
+    let Some(url) = fresh_database() else { return };
+    let relay = CutProxy::start(server_of(&url)).await;
+    let app = spawn_app_with(Options { db_url: Some(relay.url_for(&url)), ..Default::default() }).await;
+    let secret = app.create_key(GUILD, "game", "bans.read audit.read", &["--rate-limit", "10000"]);
+    assert_eq!(until_status(&app, &secret, 200, Duration::from_secs(5)).await.map(|_| 200), Some(200));
+
+    // Act: PostgreSQL goes away for longer than the index's staleness bound.
+    relay.cut();
+    let outage = Instant::now();
+    let mut answers = Vec::new();
+    while outage.elapsed() < Duration::from_secs(7) {
+        answers.push(verify(&app, &secret).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read_during = app.get(&format!("/v1/guilds/{GUILD}/audit-log"), &secret).await;
+    let read_status = read_during.status().as_u16();
+    let read_retry = read_during.headers().get("retry-after").cloned();
+    let read_body = json(read_during).await;
+    let cli_during =
+        app.cli(&["keys", "create", "--guild", &GUILD.to_string(), "--name", "during", "--scopes", "bans.read"]);
+    relay.restore().await;
+    let created_after = {
+        let started = Instant::now();
+        loop {
+            let out =
+                app.cli(&["keys", "create", "--guild", &GUILD.to_string(), "--name", "after", "--scopes", "bans.read"]);
+            if out.status.success() {
+                break Some(String::from_utf8(out.stdout).unwrap().trim().to_owned());
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+
+    // Assert: verification never stopped; the change was refused clearly
+    // and went through once PostgreSQL was back, and the listener saw it.
+    assert!(answers.len() > 50, "the listener kept answering: {} answers", answers.len());
+    assert!(answers.iter().all(|s| *s == 200), "every verification during the outage succeeds: {answers:?}");
+    assert_eq!(read_status, 503, "a read that needs the database: {read_body}");
+    assert_eq!(read_body["error"]["reason"], "database_unavailable", "{read_body}");
+    assert_eq!(read_retry.as_ref().and_then(|v| v.to_str().ok()), Some("5"));
+    assert!(!cli_during.status.success(), "the CLI cannot create a key without its database");
+    let stderr = String::from_utf8_lossy(&cli_during.stderr);
+    assert!(stderr.contains("PostgreSQL"), "the CLI says what is wrong: {stderr}");
+    assert!(!stderr.contains("guildkey:guildkey@"), "the password is never printed: {stderr}");
+    let after = created_after.expect("a create succeeds once PostgreSQL is back");
+    assert!(
+        until_status(&app, &after, 200, Duration::from_secs(5)).await.is_some(),
+        "the listener follows changes again after the outage"
+    );
+    assert_eq!(verify(&app, &secret).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoke_by_the_cli_is_refused_by_every_instance_and_kill_9_loses_no_acknowledged_change() {
+    // Arrange: two instances (one Discord double) on one database.
+    let Some(url) = fresh_database() else { return };
+    let first = spawn_app_with(Options { db_url: Some(url.clone()), ..Default::default() }).await;
+    let mut second =
+        spawn_against(first.double.clone(), Options { db_url: Some(url.clone()), ..Default::default() }).await;
+    let keys: Vec<String> = (0..3).map(|i| first.create_key(GUILD, &format!("k{i}"), "bans.read", &[])).collect();
+    for key in &keys {
+        assert!(until_status(&first, key, 200, Duration::from_secs(5)).await.is_some());
+        assert!(until_status(&second, key, 200, Duration::from_secs(5)).await.is_some());
+    }
+
+    // Act: revoke one through the CLI; kill -9 the second instance; revoke
+    // another and create one while it is down; start it again.
+    let revoke = |app: &App, name: &str| {
+        let out = app.cli(&["keys", "revoke", "--guild", &GUILD.to_string(), name]);
+        assert!(out.status.success(), "revoke {name}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    revoke(&first, "k0");
+    let first_saw = until_status(&first, &keys[0], 401, Duration::from_secs(2)).await;
+    let second_saw = until_status(&second, &keys[0], 401, Duration::from_secs(2)).await;
+    second.kill();
+    revoke(&first, "k1");
+    let made_while_down = first.create_key(GUILD, "k3", "bans.read", &[]);
+    second.restart().await;
+
+    // Assert
+    assert!(first_saw.is_some() && second_saw.is_some(), "both refuse the revoked key within 2 s");
+    assert_eq!(verify(&second, &keys[0]).await, 401);
+    assert_eq!(verify(&second, &keys[1]).await, 401, "a revoke made while it was down");
+    assert_eq!(verify(&second, &keys[2]).await, 200);
+    assert_eq!(verify(&second, &made_while_down).await, 200, "a key made while it was down");
+    assert_eq!(verify(&first, &keys[1]).await, 401);
+}
