@@ -138,3 +138,37 @@ async fn a_revoke_by_the_cli_is_refused_by_every_instance_and_kill_9_loses_no_ac
     assert_eq!(verify(&second, &made_while_down).await, 200, "a key made while it was down");
     assert_eq!(verify(&first, &keys[1]).await, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_audit_event_is_posted_once_however_many_instances_post() {
+    // Arrange: an audit channel set, then a second instance on the same
+    // database and Discord; both run the audit-channel outbox.
+    let Some(url) = fresh_database() else { return };
+    let first = spawn_app_with(Options { db_url: Some(url.clone()), ..Default::default() }).await;
+    first.set_audit_channel().await;
+    first.wait_for_audit_outbox().await;
+    let second = spawn_against(first.double.clone(), Options { db_url: Some(url.clone()), ..Default::default() }).await;
+    let before = first.double.messages_in(ids::AUDIT_LOG_CHANNEL_ID).len();
+
+    // Act: 12 changes through the CLI, each one audit event.
+    for i in 0..6 {
+        first.create_key(GUILD, &format!("once{i}"), "bans.read", &[]);
+        let out = second.cli(&["keys", "revoke", "--guild", &GUILD.to_string(), &format!("once{i}")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    first.wait_for_audit_outbox().await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a second post would have landed by now
+
+    // Assert: twelve posts, no two alike.
+    let posts: Vec<String> = first.double.messages_in(ids::AUDIT_LOG_CHANNEL_ID)[before..]
+        .iter()
+        .map(|m| serde_json::to_string(&m.embeds).unwrap())
+        .collect();
+    assert_eq!(posts.len(), 12, "one post per event: {posts:#?}");
+    let distinct: std::collections::HashSet<&String> = posts.iter().collect();
+    assert_eq!(distinct.len(), 12, "no event posted twice: {posts:#?}");
+    for i in 0..6 {
+        let name = format!("once{i}");
+        assert_eq!(posts.iter().filter(|p| p.contains(&name)).count(), 2, "created and revoked: {name}");
+    }
+}

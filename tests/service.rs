@@ -1151,6 +1151,32 @@ async fn authenticate_works_from_memory_after_the_database_is_closed() {
 }
 
 #[tokio::test]
+async fn flushes_from_several_instances_add_up_and_never_move_last_used_backwards() {
+    // Arrange: one key used on two instances, the earlier use on the one
+    // that flushes last.
+    let db = Db::new();
+    let (store, early) = db.open(3).await;
+    let (_, late) = db.open(3).await;
+    let key = issue(&early, GUILD, "shared").await;
+    late.refresh_index().await.unwrap();
+    early.authenticate(key.secret.expose(), anywhere()).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..2 {
+        late.authenticate(key.secret.expose(), anywhere()).unwrap();
+    }
+
+    // Act
+    assert_eq!(late.flush_usage().await.unwrap(), 1);
+    let after_late = store.get_key(&key.record.id).await.unwrap().unwrap();
+    assert_eq!(early.flush_usage().await.unwrap(), 1);
+    let after_both = store.get_key(&key.record.id).await.unwrap().unwrap();
+
+    // Assert
+    assert_eq!(after_both.use_count, 3, "both instances' uses count");
+    assert_eq!(after_both.last_used_at, after_late.last_used_at, "the earlier flush-last use does not win");
+}
+
+#[tokio::test]
 async fn last_used_times_are_written_only_when_flushed() {
     // Arrange
     let db = Db::new();
