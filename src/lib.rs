@@ -4,7 +4,8 @@
 //! A tour, from the inside out:
 //! - [`keys`]: the domain without I/O — token format, scopes, names,
 //!   durations, IP allow-lists. Parse, don't validate.
-//! - [`store`]: all SQL (SQLite via sqlx), migrations, change detection.
+//! - [`store`]: all SQL (SQLite, or PostgreSQL for several instances, via
+//!   sqlx), migrations, change detection.
 //! - [`audit`]: the audit events every change writes.
 //! - [`service`]: every rule (limits, revoke/delete/rotate/suspend,
 //!   verification from an in-memory index, batched last-used times, and the
