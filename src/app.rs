@@ -50,7 +50,7 @@ pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
     };
     StartError::Failed(format!(
         "{cause:#} (database.url = {}); {advice}, or set DATABASE_URL",
-        crate::config::mask_url_password(url)
+        crate::store::mask_url_password(url)
     ))
 }
 

@@ -9,10 +9,6 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-
-use sqlx::postgres::PgConnectOptions;
-use sqlx::sqlite::SqliteConnectOptions;
 
 /// The default Discord REST base. Any other base is a proxy or a test double.
 pub const DISCORD_API_DEFAULT: &str = "https://discord.com";
@@ -417,7 +413,7 @@ impl Config {
                 "discord.shard_ids = {}",
                 self.discord.shard_ids.map_or_else(|| "all".to_owned(), |(a, b)| format!("{a}-{b}"))
             ),
-            format!("database.url = {}", mask_url_password(&self.database.url)),
+            format!("database.url = {}", crate::store::mask_url_password(&self.database.url)),
             format!("http.bind = {}", self.http.bind),
             format!("http.trust_forwarded_for = {}", self.http.trust_forwarded_for),
             format!("http.trusted_proxies = {proxies}"),
@@ -578,31 +574,7 @@ fn parse_shard_ids(key: &str, v: &str) -> Result<(u32, u32), ConfigError> {
 
 fn parse_db_url(key: &str, v: &str) -> Result<String, ConfigError> {
     let v = v.trim();
-    if crate::store::is_postgres_url(v) {
-        PgConnectOptions::from_str(v).map_err(|e| ConfigError::new(key, one_line(&e.to_string())))?;
-        return Ok(v.to_owned());
-    }
-    if !v.starts_with("sqlite:") {
-        return Err(ConfigError::new(
-            key,
-            format!(
-                "'{}' is not a SQLite URL like sqlite://data/guildkey.db?mode=rwc nor a PostgreSQL URL like \
-                 postgres://guildkey@db.internal/guildkey",
-                mask_url_password(v)
-            ),
-        ));
-    }
-    SqliteConnectOptions::from_str(v).map_err(|e| ConfigError::new(key, one_line(&e.to_string())))?;
-    // An in-memory database would accept keys and forget them at exit (and
-    // the CLI would print secrets no listener ever knows).
-    let rest = v.trim_start_matches("sqlite:").trim_start_matches("//");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
-        return Err(ConfigError::new(
-            key,
-            format!("'{v}' names no database file (or an in-memory one); use a file like sqlite://data/guildkey.db?mode=rwc"),
-        ));
-    }
+    crate::store::check_url(v).map_err(|why| ConfigError::new(key, one_line(&why)))?;
     Ok(v.to_owned())
 }
 
@@ -662,21 +634,6 @@ fn parse_log_format(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
         "pretty" => Ok(LogFormat::Pretty),
         "json" => Ok(LogFormat::Json),
         other => Err(ConfigError::new(key, format!("'{other}' is not pretty or json"))),
-    }
-}
-
-/// `url` with the password of its user info, if any, replaced by asterisks:
-/// what logs and error messages may show of a database URL.
-pub fn mask_url_password(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:********{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

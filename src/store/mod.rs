@@ -40,6 +40,49 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// Whether `url` names a database guildkey can keep keys in: a PostgreSQL
+/// URL, or a SQLite URL naming a file (an in-memory database would accept
+/// keys and forget them at exit, and the CLI would print secrets no
+/// listener ever knows). The reason, when not, masks any password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    if is_postgres_url(url) {
+        sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    if !url.starts_with("sqlite:") {
+        return Err(format!(
+            "'{}' is not a SQLite URL like sqlite://data/guildkey.db?mode=rwc nor a PostgreSQL URL like \
+             postgres://guildkey@db.internal/guildkey",
+            mask_url_password(url)
+        ));
+    }
+    sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
+        return Err(format!(
+            "'{url}' names no database file (or an in-memory one); use a file like sqlite://data/guildkey.db?mode=rwc"
+        ));
+    }
+    Ok(())
+}
+
+/// `url` with the password of its user info, if any, replaced by asterisks:
+/// what logs and error messages may show of a database URL.
+pub fn mask_url_password(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:********{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Whether `e` means the database could not be reached (rather than that
 /// it refused or failed the query): a connection that could not be made
 /// or broke, a pool that waited too long, PostgreSQL shutting down or not
