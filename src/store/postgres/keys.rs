@@ -119,7 +119,9 @@ impl PgStore {
         Ok(n as u64)
     }
 
-    /// Pages of rows in key id order, all from one repeatable-read snapshot.
+    /// Pages of rows in key id order (the primary key's index, in the
+    /// database's collation throughout), all from one repeatable-read
+    /// snapshot.
     pub async fn scan_index_rows(&self, mut each: impl FnMut(IndexRow)) -> anyhow::Result<()> {
         const PAGE: i64 = 8192;
         let mut tx = self.pool.begin().await?;
@@ -127,9 +129,8 @@ impl PgStore {
         let mut after = String::new();
         loop {
             let (n, last, json): (i64, Option<String>, String) = sqlx::query_as(&format!(
-                "select count(*), max(api_key_id collate \"C\"), {INDEX_JSON} from \
-                 (select * from api_key where api_key_id collate \"C\" > $1 \
-                  order by api_key_id collate \"C\" limit $2) page"
+                "select count(*), max(api_key_id), {INDEX_JSON} from \
+                 (select * from api_key where api_key_id > $1 order by api_key_id limit $2) page"
             ))
             .bind(&after)
             .bind(PAGE)
