@@ -1,6 +1,29 @@
 //! The running application: database, service, HTTP listener, Discord bot
 //! and background upkeep, started together and stopped together.
 //!
+//! **Process roles** (`run.only`, `guildkey run --only http|bot`): by
+//! default one process runs both the listener and the bot. To scale out,
+//! run N `--only http` listeners and one `--only bot` on one PostgreSQL
+//! database:
+//! - `--only http`: the listener with no gateway connection. It still calls
+//!   Discord's REST API for writes (bans, roles) and ban checks, but has no
+//!   gateway cache, so the guild facts the guard judges by (roles and their
+//!   permissions and positions, the owner, the bot's own roles) and guild
+//!   info are read over REST ([`crate::discord::rest`]) and cached per guild
+//!   for [`GUILD_VIEW_TTL`] (30 s). The guard's rules are the same; what
+//!   differs is freshness: a role that gains a dangerous permission is
+//!   refused by such a listener within the TTL rather than from the next
+//!   request on. A write Discord refuses with 403 drops the guild's entry at
+//!   once. Ban checks are still cached 5 s but, with no gateway ban events,
+//!   learn of bans made elsewhere only when that runs out; refusals the
+//!   guard remembers last their 30 s (no role events to forget them).
+//! - `--only bot`: the gateway bot (slash commands, buttons, the leak
+//!   guard) and the audit-channel outbox ([`outbox`]), with no listener
+//!   (`http.bind` is not bound). Only the bot posts audit entries: listeners
+//!   record events in the shared database and the bot posts them (claims
+//!   keep two bots from posting one twice), so a deployment needs one bot
+//!   for audit posts to appear.
+//!
 //! Shutdown on SIGINT/SIGTERM: the listener stops accepting and finishes
 //! in-flight requests, the bot disconnects, pending last-used times are
 //! flushed, and the database is closed.
@@ -11,7 +34,8 @@ use std::time::Duration;
 use poise::serenity_prelude as serenity;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ProcessRole};
+use crate::discord::rest::{RestGuildOps, GUILD_VIEW_TTL};
 use crate::discord::{GuildOps, SerenityGuildOps};
 use crate::service::actions::{BanCache, GuildActions};
 use crate::service::guard::DiscordGuard;
@@ -55,7 +79,9 @@ pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
 }
 
 /// `guildkey run`: runs until a shutdown signal, then stops gracefully.
+/// `run.only` (`--only`) picks the role: the listener, the bot, or both.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    let role = config.run.only;
     let Some(token) = config.discord.token.clone() else {
         return Err(StartError::Config("discord.token: not set; put DISCORD_TOKEN in the environment or .env".into()));
     };
@@ -63,65 +89,104 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let keys = KeyService::new(store.clone(), config.keys.clone())
         .await
         .map_err(|e| database_error(&config.database.url, e))?;
+    match role {
+        ProcessRole::Both => tracing::info!(role = role.as_str(), "starting the HTTP listener and the Discord bot"),
+        ProcessRole::Http => tracing::info!(
+            role = role.as_str(),
+            "starting the HTTP listener alone: no gateway connection, guild facts from Discord's REST API \
+             (cached {} s), audit-channel posts left to the bot",
+            GUILD_VIEW_TTL.as_secs()
+        ),
+        ProcessRole::Bot => {
+            tracing::info!(
+                role = role.as_str(),
+                "starting the Discord bot and the audit-channel posts alone: no HTTP listener"
+            )
+        }
+    }
 
-    // The HTTP listener first: verification works whether or not Discord does.
-    let listener = tokio::net::TcpListener::bind(config.http.bind)
-        .await
-        .map_err(|e| StartError::Failed(format!("failed to listen on {} (http.bind): {e}", config.http.bind)))?;
-    let addr =
-        listener.local_addr().map_err(|e| StartError::Failed(format!("failed to read the bound address: {e}")))?;
-    tracing::info!("listening on {addr}");
-    let serenity_ops = Arc::new(SerenityGuildOps::default());
-    let ops: Arc<dyn GuildOps> = serenity_ops.clone();
+    // Discord's REST API through the configured base; a proxy owns rate limits.
+    let mut http = serenity::HttpBuilder::new(token.expose());
+    if config.discord_is_proxied() {
+        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
+    }
+    let http = http.build();
+    // The bot's operations read guilds from its gateway cache, attached once
+    // the client exists; a listener alone reads them over REST.
+    let (serenity_ops, ops, http): (_, Arc<dyn GuildOps>, _) = if role.runs_bot() {
+        let serenity_ops = Arc::new(SerenityGuildOps::default());
+        (Some(serenity_ops.clone()), serenity_ops, Some(http))
+    } else {
+        (None, Arc::new(RestGuildOps::new(Arc::new(http))), None)
+    };
     let bans = Arc::new(BanCache::default());
     let guard = Arc::new(DiscordGuard::new(config.discord.invalid_request_budget));
     let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
-    let state = crate::http::AppState::new(actions.clone(), &config.http);
-    let housekeeping = crate::http::spawn_housekeeping(&state);
-    let router = crate::http::router(state);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = tokio::spawn(crate::http::serve(listener, router, stopped(stop_rx.clone())));
 
-    // Then Discord: REST through the configured base; a proxy owns rate limits.
-    let mut http = serenity::HttpBuilder::new(token.expose());
-    if config.discord_is_proxied() {
-        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
+    // The HTTP listener first: verification works whether or not Discord does.
+    let mut listener = None;
+    if role.runs_http() {
+        let bound = tokio::net::TcpListener::bind(config.http.bind)
+            .await
+            .map_err(|e| StartError::Failed(format!("failed to listen on {} (http.bind): {e}", config.http.bind)))?;
+        let addr =
+            bound.local_addr().map_err(|e| StartError::Failed(format!("failed to read the bound address: {e}")))?;
+        tracing::info!("listening on {addr}");
+        let state = crate::http::AppState::new(actions.clone(), &config.http);
+        let housekeeping = crate::http::spawn_housekeeping(&state);
+        let router = crate::http::router(state);
+        let server = tokio::spawn(crate::http::serve(bound, router, stopped(stop_rx.clone())));
+        listener = Some((server, housekeeping));
     }
-    let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard };
-    let framework = crate::bot::framework(data, config.discord.register_commands);
-    let mut client = serenity::ClientBuilder::new_with_http(
-        http.build(),
-        crate::bot::intents(config.discord.message_content_intent),
-    )
-    .framework(framework)
-    .await
-    .map_err(|e| StartError::Failed(format!("failed to set up the Discord client: {e}")))?;
-    serenity_ops.attach(client.http.clone(), client.cache.clone());
+
+    // Then the bot: the gateway, and the audit channel's posts.
+    let mut bot = None;
+    if let (Some(serenity_ops), Some(http)) = (serenity_ops, http) {
+        let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard };
+        let framework = crate::bot::framework(data, config.discord.register_commands);
+        let mut client =
+            serenity::ClientBuilder::new_with_http(http, crate::bot::intents(config.discord.message_content_intent))
+                .framework(framework)
+                .await
+                .map_err(|e| StartError::Failed(format!("failed to set up the Discord client: {e}")))?;
+        serenity_ops.attach(client.http.clone(), client.cache.clone());
+        // Only the bot posts to audit channels: a listener alone records
+        // events, and the bot sharing its database posts them (claimed, so
+        // several bots would not post one twice).
+        let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
+        let shard_manager = client.shard_manager.clone();
+        let shards = (config.discord.shards, config.discord.shard_ids);
+        let gateway = tokio::spawn(async move {
+            use crate::config::Shards;
+            match shards {
+                (Shards::Auto, _) => client.start_autosharded().await,
+                // serenity's range is first..last with `last` included.
+                (Shards::Count(total), Some((first, last))) => client.start_shard_range(first..last, total).await,
+                (Shards::Count(total), None) => client.start_shards(total).await,
+            }
+        });
+        bot = Some((gateway, shard_manager, poster));
+    }
     let upkeep = {
         let keys = keys.clone();
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move { keys.run_upkeep(stop).await })
     };
-    let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
-    let shard_manager = client.shard_manager.clone();
-    let shards = (config.discord.shards, config.discord.shard_ids);
-    let mut bot = tokio::spawn(async move {
-        use crate::config::Shards;
-        match shards {
-            (Shards::Auto, _) => client.start_autosharded().await,
-            // serenity's range is first..last with `last` included.
-            (Shards::Count(total), Some((first, last))) => client.start_shard_range(first..last, total).await,
-            (Shards::Count(total), None) => client.start_shards(total).await,
-        }
-    });
 
+    let bot_stopped = async {
+        match bot.as_mut() {
+            Some((gateway, _, _)) => gateway.await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         () = shutdown_signal() => Ok(()),
-        result = &mut bot => match result {
+        result = bot_stopped => match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StartError::Failed(format!("the Discord bot stopped: {e}; check DISCORD_TOKEN and discord.api_base_url"))),
             Err(e) => Err(StartError::Failed(format!("the Discord bot crashed: {e}"))),
@@ -130,15 +195,25 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    shard_manager.shutdown_all().await;
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP listener failed"),
-        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP listener crashed"),
-        Err(_) => tracing::warn!("in-flight requests did not finish in time"),
+    let poster = match bot {
+        Some((_, shard_manager, poster)) => {
+            shard_manager.shutdown_all().await;
+            Some(poster)
+        }
+        None => None,
+    };
+    if let Some((server, housekeeping)) = listener {
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP listener failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP listener crashed"),
+            Err(_) => tracing::warn!("in-flight requests did not finish in time"),
+        }
+        housekeeping.abort();
     }
-    housekeeping.abort();
-    let _ = poster.await;
+    if let Some(poster) = poster {
+        let _ = poster.await;
+    }
     let _ = upkeep.await; // flushes last-used times
     store.close().await;
     tracing::info!("stopped");

@@ -20,6 +20,62 @@ pub struct Config {
     pub http: HttpConfig,
     pub keys: KeysConfig,
     pub log: LogConfig,
+    pub run: RunConfig,
+}
+
+/// What `guildkey run` runs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The process's role: the listener, the bot, or both.
+    pub only: ProcessRole,
+}
+
+/// Which parts of the application a `guildkey run` process runs, so an
+/// operator can run several listeners and one bot on one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRole {
+    /// The HTTP listener and the gateway bot (the default).
+    Both,
+    /// The HTTP listener alone: no gateway connection; guild facts from
+    /// Discord's REST API, cached briefly.
+    Http,
+    /// The gateway bot and the audit-channel posts alone: no listener.
+    Bot,
+}
+
+impl ProcessRole {
+    pub fn runs_http(self) -> bool {
+        matches!(self, Self::Both | Self::Http)
+    }
+
+    pub fn runs_bot(self) -> bool {
+        matches!(self, Self::Both | Self::Bot)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Both => "both",
+            Self::Http => "http",
+            Self::Bot => "bot",
+        }
+    }
+}
+
+impl std::str::FromStr for ProcessRole {
+    type Err = String;
+
+    /// `http`, `bot` or `both`, as `--only`, `run.only` and `GUILDKEY_ONLY` take it.
+    fn from_str(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "both" => Ok(Self::Both),
+            "http" => Ok(Self::Http),
+            "bot" => Ok(Self::Bot),
+            other => {
+                let shown: String = other.chars().take(50).collect();
+                Err(format!("'{shown}' is not http (the listener alone), bot (the bot alone) or both"))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +256,7 @@ impl Default for Config {
                 default_role_budget: 300,
             },
             log: LogConfig { format: LogFormat::Pretty },
+            run: RunConfig { only: ProcessRole::Both },
         }
     }
 }
@@ -309,6 +366,9 @@ impl Config {
         if let Some(v) = file.string("log", "format")? {
             cfg.log.format = parse_log_format("log.format", &v)?;
         }
+        if let Some(v) = file.string("run", "only")? {
+            cfg.run.only = parse_role("run.only", &v)?;
+        }
         file.reject_unknown()?;
 
         // Environment overrides, each named in its error.
@@ -357,6 +417,9 @@ impl Config {
         }
         if let Some(v) = var("GUILDKEY_LOG_FORMAT") {
             cfg.log.format = parse_log_format("GUILDKEY_LOG_FORMAT (log.format)", &v)?;
+        }
+        if let Some(v) = var("GUILDKEY_ONLY") {
+            cfg.run.only = parse_role("GUILDKEY_ONLY (run.only)", &v)?;
         }
         if let Some(token) = &cfg.discord.token {
             if token.expose().trim().is_empty() {
@@ -425,6 +488,7 @@ impl Config {
             format!("keys.default_ban_budget = {}", self.keys.default_ban_budget),
             format!("keys.default_role_budget = {}", self.keys.default_role_budget),
             format!("log.format = {format}"),
+            format!("run.only = {}", self.run.only.as_str()),
         ]
         .join("\n")
     }
@@ -518,7 +582,7 @@ impl FileReader<'_> {
     }
 }
 
-const KNOWN_SECTIONS: [&str; 5] = ["discord", "database", "http", "keys", "log"];
+const KNOWN_SECTIONS: [&str; 6] = ["discord", "database", "http", "keys", "log", "run"];
 
 fn wrong_type(section: &str, key: &str, want: &str, got: &toml::Value) -> ConfigError {
     ConfigError::new(format!("{section}.{key}"), format!("must be {want}, not a {}", got.type_str()))
@@ -629,6 +693,10 @@ fn parse_prefix(key: &str, v: &str) -> Result<String, ConfigError> {
     }
 }
 
+fn parse_role(key: &str, v: &str) -> Result<ProcessRole, ConfigError> {
+    v.parse().map_err(|message: String| ConfigError::new(key, message))
+}
+
 fn parse_log_format(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
     match v.trim() {
         "pretty" => Ok(LogFormat::Pretty),
@@ -728,6 +796,9 @@ mod tests {
             ("[keys]\ndefault_rate_limit_per_minute = 0", "keys.default_rate_limit_per_minute"),
             ("[keys]\nlast_used_flush_seconds = \"5\"", "keys.last_used_flush_seconds"),
             ("[log]\nformat = \"xml\"", "log.format"),
+            ("[run]\nonly = \"gateway\"", "run.only"),
+            ("[run]\nonly = 1", "run.only"),
+            ("[run]\nonyl = \"http\"", "run.onyl"),
             ("[http]\ntrusted_proxies = [\"10.0.0.0/33\"]", "http.trusted_proxies"),
             ("[http]\ntrusted_proxies = \"10.0.0.1, proxy.local\"", "http.trusted_proxies"),
             ("[http]\ntrusted_proxies = [\"10.0.0.1\", 5]", "http.trusted_proxies"),
@@ -750,6 +821,21 @@ mod tests {
         }
         let err = load("", &[("GUILDKEY_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.key.starts_with("GUILDKEY_LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn the_process_role_is_both_by_default_or_http_or_bot_from_the_file_or_the_environment() {
+        assert_eq!(load("", &[]).unwrap().run.only, ProcessRole::Both);
+        assert_eq!(load("[run]\nonly = \"http\"\n", &[]).unwrap().run.only, ProcessRole::Http);
+        let cfg = load("[run]\nonly = \"http\"\n", &[("GUILDKEY_ONLY", "bot")]).unwrap();
+        assert_eq!(cfg.run.only, ProcessRole::Bot);
+        assert!(cfg.describe().contains("run.only = bot"), "{}", cfg.describe());
+        assert_eq!(load("", &[("GUILDKEY_ONLY", "both")]).unwrap().run.only, ProcessRole::Both);
+        let err = load("", &[("GUILDKEY_ONLY", "listener")]).unwrap_err();
+        assert_eq!(err.key, "GUILDKEY_ONLY (run.only)", "{err}");
+        assert!(err.to_string().contains("'listener' is not http"), "{err}");
+        let roles = [ProcessRole::Both, ProcessRole::Http, ProcessRole::Bot];
+        assert_eq!(roles.map(|r| (r.runs_http(), r.runs_bot())), [(true, true), (true, false), (false, true)]);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! What guildkey asks of Discord on behalf of the API and the audit log,
 //! behind one trait ([`GuildOps`]) so the service never sees serenity, and
-//! its implementation on serenity's `Http` and gateway cache.
+//! its two implementations: on serenity's `Http` and gateway cache
+//! ([`SerenityGuildOps`], a process running the bot), and on `Http` alone
+//! with guild facts read over REST and cached briefly ([`rest::RestGuildOps`],
+//! a listener started with `--only http`, which has no gateway connection).
 //!
 //! When REST goes through a proxy or test double, serenity's own
 //! ratelimiter is off (the proxy owns rate limiting), so a 429 reaches us:
@@ -18,7 +21,10 @@ use serenity::http::Request;
 
 use crate::audit::{Action, AuditEvent};
 
-/// A guild as the API shows it, from the gateway cache.
+pub mod rest;
+
+/// A guild as the API shows it (from the gateway cache, or Discord's REST
+/// API on an `--only http` listener).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct GuildInfo {
     #[schema(example = "1000000000000000001")]
@@ -74,7 +80,7 @@ pub mod permissions {
     pub const ALL: u64 = u64::MAX;
 }
 
-/// A role as the gateway cache holds it.
+/// A role as Discord describes it (gateway cache or REST).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleFacts {
     pub permissions: u64,
@@ -84,8 +90,9 @@ pub struct RoleFacts {
     pub managed: bool,
 }
 
-/// The guild's hierarchy as the gateway cache sees it: enough to tell,
-/// before asking Discord, whether Discord would refuse a write.
+/// The guild's hierarchy as the gateway cache (or a recent REST read) sees
+/// it: enough to tell, before asking Discord, whether Discord would refuse
+/// a write.
 #[derive(Debug, Clone, Default)]
 pub struct Standing {
     pub guild_id: u64,
@@ -212,10 +219,16 @@ impl InvalidAnswers {
     }
 }
 
+/// Discord as the service uses it. The guild facts (`guild_info`,
+/// `standing`, `role_exists`) come from the gateway cache in a process that
+/// runs the bot, and from Discord's REST API, cached for
+/// [`rest::GUILD_VIEW_TTL`], in an `--only http` listener; the guard's rules
+/// are applied to either the same way.
 #[async_trait]
 pub trait GuildOps: Send + Sync {
-    /// The guild from the gateway cache; `None` if the bot is not in it.
-    fn guild_info(&self, guild_id: u64) -> Option<GuildInfo>;
+    /// The guild's name, icon and member count; `Ok(None)` if the bot is
+    /// not in it; `Err` if Discord could not be asked (REST only).
+    async fn guild_info(&self, guild_id: u64) -> Result<Option<GuildInfo>, DiscordError>;
     /// `Some(reason)` if the user is banned, `None` if not.
     async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError>;
     async fn ban(
@@ -226,9 +239,9 @@ pub trait GuildOps: Send + Sync {
         audit_reason: &str,
     ) -> Result<(), DiscordError>;
     async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError>;
-    /// Whether the guild has this role, from the gateway cache; `None` if
-    /// the cache cannot tell (guild not cached, or no cache).
-    fn role_exists(&self, _guild_id: u64, _role_id: u64) -> Option<bool> {
+    /// Whether the guild has this role; `None` if this cannot tell (guild
+    /// not cached, no cache, or Discord could not be asked).
+    async fn role_exists(&self, _guild_id: u64, _role_id: u64) -> Option<bool> {
         None
     }
     /// The member's role ids; `None` if the user is not a member.
@@ -259,10 +272,12 @@ pub trait GuildOps: Send + Sync {
     async fn delete_automod_rule(&self, _guild_id: u64, _rule_id: u64) -> Result<(), DiscordError> {
         Err(DiscordError::Unavailable("AutoMod is not available".into()))
     }
-    /// The guild's hierarchy from the gateway cache; `None` if the cache
-    /// cannot tell (guild not cached yet, or no cache).
-    fn standing(&self, _guild_id: u64) -> Option<Standing> {
-        None
+    /// The guild's hierarchy. `Ok(None)`: not known yet, worth asking again
+    /// in a moment (the gateway cache has not received the guild: the bot is
+    /// starting or reconnecting, or is not in it). `Err`: Discord said the
+    /// bot is not in the guild, or could not be asked (REST only).
+    async fn standing(&self, _guild_id: u64) -> Result<Option<Standing>, DiscordError> {
+        Ok(None)
     }
     /// The invalid answers Discord has given these operations.
     fn invalid_answers(&self) -> Option<&InvalidAnswers> {
@@ -275,7 +290,10 @@ pub trait GuildOps: Send + Sync {
 /// then Discord-backed calls answer "unavailable".
 #[derive(Default)]
 pub struct SerenityGuildOps {
-    client: std::sync::OnceLock<(Arc<Http>, Arc<Cache>)>,
+    http: std::sync::OnceLock<Arc<Http>>,
+    /// The gateway cache; never set under [`rest::RestGuildOps`], which
+    /// uses these operations for REST only.
+    cache: std::sync::OnceLock<Arc<Cache>>,
     /// Sends requests itself when serenity's ratelimiter is off (a proxy or
     /// the test double), so a 429's `retry_after` can be read and honoured.
     raw: std::sync::OnceLock<reqwest::Client>,
@@ -320,11 +338,19 @@ fn unavailable(e: reqwest::Error) -> DiscordError {
 impl SerenityGuildOps {
     /// Connects these operations to the client's REST handle and cache.
     pub fn attach(&self, http: Arc<Http>, cache: Arc<Cache>) {
-        let _ = self.client.set((http, cache));
+        let _ = self.http.set(http);
+        let _ = self.cache.set(cache);
+    }
+
+    /// REST alone, with no gateway cache: the guild facts answer "not known".
+    fn rest_only(http: Arc<Http>) -> Self {
+        let ops = Self::default();
+        let _ = ops.http.set(http);
+        ops
     }
 
     fn http(&self) -> Result<&Arc<Http>, DiscordError> {
-        self.client.get().map(|(h, _)| h).ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
+        self.http.get().ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
     }
 
     /// One try of a request; its JSON body (`Null` for 204) on success.
@@ -461,32 +487,12 @@ fn map_error(e: serenity::Error) -> DiscordError {
 
 #[async_trait]
 impl GuildOps for SerenityGuildOps {
-    fn guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
-        let (_, cache) = self.client.get()?;
-        let id = GuildId::new(guild_id);
-        let mut last_seen = self.last_seen.lock().expect("guild info lock poisoned");
-        let Some(guild) = cache.guild(id) else {
-            // Unavailable (an outage or the gap after a fresh READY): the
-            // bot is still in it, so the last known info stands. Gone for
-            // good (GUILD_DELETE, kicked): forget it.
-            if cache.unavailable_guilds().get(&id).is_some() {
-                return last_seen.get(&guild_id).cloned();
-            }
-            last_seen.remove(&guild_id);
-            return None;
-        };
-        let info = GuildInfo {
-            id: guild.id.to_string(),
-            name: guild.name.clone(),
-            member_count: guild.member_count,
-            icon: guild.icon.map(|h| h.to_string()),
-        };
-        last_seen.insert(guild_id, info.clone());
-        Some(info)
+    async fn guild_info(&self, guild_id: u64) -> Result<Option<GuildInfo>, DiscordError> {
+        Ok(self.cached_guild_info(guild_id))
     }
 
-    fn role_exists(&self, guild_id: u64, role_id: u64) -> Option<bool> {
-        let (_, cache) = self.client.get()?;
+    async fn role_exists(&self, guild_id: u64, role_id: u64) -> Option<bool> {
+        let cache = self.cache.get()?;
         let guild = cache.guild(GuildId::new(guild_id))?;
         Some(guild.roles.contains_key(&RoleId::new(role_id)))
     }
@@ -616,8 +622,45 @@ impl GuildOps for SerenityGuildOps {
         }
     }
 
-    fn standing(&self, guild_id: u64) -> Option<Standing> {
-        let (_, cache) = self.client.get()?;
+    async fn standing(&self, guild_id: u64) -> Result<Option<Standing>, DiscordError> {
+        Ok(self.cached_standing(guild_id))
+    }
+
+    fn invalid_answers(&self) -> Option<&InvalidAnswers> {
+        Some(&self.invalid)
+    }
+}
+
+impl SerenityGuildOps {
+    /// The guild from the gateway cache; `None` if the bot is not in it.
+    fn cached_guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
+        let cache = self.cache.get()?;
+        let id = GuildId::new(guild_id);
+        let mut last_seen = self.last_seen.lock().expect("guild info lock poisoned");
+        let Some(guild) = cache.guild(id) else {
+            // Unavailable (an outage or the gap after a fresh READY): the
+            // bot is still in it, so the last known info stands. Gone for
+            // good (GUILD_DELETE, kicked): forget it.
+            if cache.unavailable_guilds().get(&id).is_some() {
+                return last_seen.get(&guild_id).cloned();
+            }
+            last_seen.remove(&guild_id);
+            return None;
+        };
+        let info = GuildInfo {
+            id: guild.id.to_string(),
+            name: guild.name.clone(),
+            member_count: guild.member_count,
+            icon: guild.icon.map(|h| h.to_string()),
+        };
+        last_seen.insert(guild_id, info.clone());
+        Some(info)
+    }
+
+    /// The guild's hierarchy from the gateway cache; `None` until the cache
+    /// holds the guild and the bot's member.
+    fn cached_standing(&self, guild_id: u64) -> Option<Standing> {
+        let cache = self.cache.get()?;
         let bot_id = cache.current_user().id;
         let guild = cache.guild(GuildId::new(guild_id))?;
         let bot = guild.members.get(&bot_id)?;
@@ -636,10 +679,6 @@ impl GuildOps for SerenityGuildOps {
                 })
                 .collect(),
         })
-    }
-
-    fn invalid_answers(&self) -> Option<&InvalidAnswers> {
-        Some(&self.invalid)
     }
 }
 

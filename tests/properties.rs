@@ -85,6 +85,7 @@ fn config_key() -> impl Strategy<Value = (String, String)> {
         Just(("keys", "last_used_flush_seconds")),
         Just(("log", "format")),
         Just(("log", "level")),
+        Just(("run", "only")),
         Just(("htp", "bind")),
     ]
     .prop_map(|(s, k)| (s.to_owned(), k.to_owned()))
@@ -134,13 +135,14 @@ fn toml_document() -> impl Strategy<Value = String> {
         })
 }
 
-const ENV_VARS: [&str; 6] = [
+const ENV_VARS: [&str; 7] = [
     "DISCORD_TOKEN",
     "DISCORD_API_BASE_URL",
     "GUILDKEY_REGISTER_COMMANDS",
     "DATABASE_URL",
     "GUILDKEY_HTTP_BIND",
     "GUILDKEY_LOG_FORMAT",
+    "GUILDKEY_ONLY",
 ];
 
 /// What every config error must look like: one line, `KEY: message`, the

@@ -41,6 +41,7 @@ pub struct Opts {
 const AFTER_HELP: &str = "\
 Examples:
   guildkey                      run the listener and the bot (same as `guildkey run`)
+  guildkey run --only http      the listener alone (run several); `--only bot` for the bot alone
   guildkey config check         show the settings in effect, secrets masked
   guildkey keys create --guild 123456789012345678 --name game --scopes bans.read,roles.write
   guildkey keys list --guild 123456789012345678
@@ -54,7 +55,7 @@ Exit codes: 0 ok, 1 refused or failed (limit reached, unknown key, database unre
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP listener and the Discord bot until SIGINT/SIGTERM (the default)
-    Run,
+    Run(run::RunArgs),
     /// Apply database migrations and exit
     Migrate,
     /// Inspect the configuration
@@ -178,12 +179,12 @@ pub fn main() -> ExitCode {
 async fn dispatch(opts: Opts) -> Result<(), Failure> {
     let source = ConfigSource::from_arg(opts.config);
     let config = Config::load(&source)?;
-    let command = opts.command.unwrap_or(Command::Run);
+    let command = opts.command.unwrap_or(Command::Run(run::RunArgs::default()));
     // The CLI's stderr carries its own messages; the server logs at info.
-    let default_level = if matches!(command, Command::Run) { "info" } else { "warn" };
+    let default_level = if matches!(command, Command::Run(_)) { "info" } else { "warn" };
     crate::telemetry::init(config.log.format, default_level);
     match command {
-        Command::Run => run::run(config).await,
+        Command::Run(args) => run::run(config, args).await,
         Command::Migrate => migrate::run(&config).await,
         Command::Config(cmd) => config_check::run(cmd, &config),
         Command::Keys(cmd) => keys::run(cmd, &config).await,

@@ -16,7 +16,9 @@ use crate::discord::GuildInfo;
 use crate::keys::Scope;
 use crate::service::actions::{BanStatus, WriteOutcome};
 
-/// Guild info from the bot's cache (no Discord call). Needs `guild.read`.
+/// Guild info from the bot's cache (no Discord call; an `--only http`
+/// listener reads it from Discord's REST API and keeps it briefly). Needs
+/// `guild.read`.
 #[utoipa::path(get, path = "/v1/guilds/{guild_id}", tag = "guilds", security(("bearer" = [])),
     params(("guild_id" = String, Path, description = "Guild id (snowflake)")),
     responses(
@@ -24,6 +26,7 @@ use crate::service::actions::{BanStatus, WriteOutcome};
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 404, description = "not_found: the bot is not in this guild", body = ErrorEnvelope),
+        (status = 502, description = "discord_error: a listener without the gateway could not read the guild from Discord", body = ErrorEnvelope),
     ))]
 pub async fn guild_info(
     State(state): State<AppState>,
@@ -31,7 +34,7 @@ pub async fn guild_info(
     ApiPath(guild_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let guild_id = snowflake("guild_id", &guild_id)?;
-    Ok(ok(state.actions.guild_info(&caller, guild_id)?))
+    Ok(ok(state.actions.guild_info(&caller, guild_id).await?))
 }
 
 fn ids(guild_id: &str, user_id: &str) -> Result<(u64, u64), ApiError> {

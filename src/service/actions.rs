@@ -27,7 +27,8 @@ pub const BAN_CACHE_TTL: Duration = Duration::from_secs(5);
 const BAN_CACHE_MAX: usize = 10_000;
 /// Discord's limit for a ban's audit reason.
 pub const MAX_REASON_CHARS: usize = 512;
-/// How long a write waits for the gateway cache to hold its guild.
+/// How long a write waits for the gateway cache to hold its guild (a
+/// REST-backed view answers at once, either way).
 const STANDING_WAIT: Duration = Duration::from_secs(1);
 /// Discord's limit: 7 days.
 pub const MAX_DELETE_MESSAGE_SECONDS: i64 = 604_800;
@@ -147,10 +148,15 @@ impl GuildActions {
         &self.ops
     }
 
-    /// Guild info from the gateway cache: no REST call.
-    pub fn guild_info(&self, caller: &Authenticated, guild_id: u64) -> Result<GuildInfo> {
+    /// Guild info from the gateway cache (no REST call), or on an `--only
+    /// http` listener from Discord's REST API, cached briefly.
+    pub async fn guild_info(&self, caller: &Authenticated, guild_id: u64) -> Result<GuildInfo> {
         caller.authorize(guild_id, Scope::GuildRead)?;
-        self.ops.guild_info(guild_id).ok_or_else(|| Error::Missing("the bot is not in this guild".to_owned()))
+        self.ops
+            .guild_info(guild_id)
+            .await
+            .map_err(discord)?
+            .ok_or_else(|| Error::Missing("the bot is not in this guild".to_owned()))
     }
 
     /// Whether Discord may be asked for `call` now: not while the guild's
@@ -233,7 +239,7 @@ impl GuildActions {
         let status = match self.bans.get(guild_id, user_id) {
             Some(s) => s,
             None => {
-                self.check_bot_may_ban(guild_id)?;
+                self.check_bot_may_ban(guild_id).await?;
                 let fresh = self.current_ban(guild_id, user_id).await?;
                 self.bans.put(guild_id, user_id, fresh.clone(), epoch);
                 fresh
@@ -242,17 +248,19 @@ impl GuildActions {
         Ok(BanStatus { banned: status.is_some(), reason: status.flatten() })
     }
 
-    /// The guild's hierarchy from the gateway cache. Right after the bot
-    /// (re)connects the guild may not be cached yet: wait for it briefly
-    /// rather than refuse a write that would pass a moment later.
-    async fn standing(&self, guild_id: u64) -> Option<Standing> {
+    /// The guild's hierarchy (gateway cache, or a REST read). Right after
+    /// the bot (re)connects the guild may not be cached yet: wait for it
+    /// briefly rather than refuse a write that would pass a moment later.
+    /// An error: Discord said the bot is not in the guild, or could not be
+    /// asked (REST only).
+    async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
         let deadline = tokio::time::Instant::now() + STANDING_WAIT;
         loop {
-            if let Some(standing) = self.ops.standing(guild_id) {
-                return Some(standing);
+            if let Some(standing) = self.ops.standing(guild_id).await.map_err(discord)? {
+                return Ok(Some(standing));
             }
             if tokio::time::Instant::now() >= deadline {
-                return None;
+                return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -260,8 +268,8 @@ impl GuildActions {
 
     /// Ban Members, from the cache when it can tell (a read may go on to
     /// ask Discord while the cache is still filling; the guard holds then).
-    fn check_bot_may_ban(&self, guild_id: u64) -> Result<()> {
-        match self.ops.standing(guild_id) {
+    async fn check_bot_may_ban(&self, guild_id: u64) -> Result<()> {
+        match self.ops.standing(guild_id).await.map_err(discord)? {
             Some(standing) => guard::check_bot_may(Some(&standing), BAN_MEMBERS, "Ban Members"),
             None => Ok(()),
         }
@@ -331,7 +339,7 @@ impl GuildActions {
                 format!("must be from 0 to {MAX_DELETE_MESSAGE_SECONDS} (7 days), not {delete_seconds}"),
             )));
         }
-        let standing = self.standing(guild_id).await;
+        let standing = self.standing(guild_id).await?;
         guard::check_bot_may(standing.as_ref(), BAN_MEMBERS, "Ban Members")?;
         let standing = standing.expect("checked above");
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
@@ -358,7 +366,7 @@ impl GuildActions {
 
     pub async fn unban(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::BansWrite)?;
-        guard::check_bot_may(self.standing(guild_id).await.as_ref(), BAN_MEMBERS, "Ban Members")?;
+        guard::check_bot_may(self.standing(guild_id).await?.as_ref(), BAN_MEMBERS, "Ban Members")?;
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         if self.current_ban(guild_id, user_id).await?.is_none() {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
@@ -374,8 +382,9 @@ impl GuildActions {
     }
 
     /// Adds (`add`) or removes a member's role, within the guard's rules:
-    /// checked against the gateway cache's hierarchy before Discord is
-    /// asked anything.
+    /// checked against the guild's hierarchy (the gateway cache, or a REST
+    /// read at most `rest::GUILD_VIEW_TTL` old) before Discord is asked to
+    /// change anything.
     pub async fn set_role(
         &self,
         caller: &Authenticated,
@@ -386,7 +395,7 @@ impl GuildActions {
     ) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::RolesWrite)?;
         guard::check_role_list(&caller.key, role_id)?; // needs no cache
-        let standing = self.standing(guild_id).await;
+        let standing = self.standing(guild_id).await?;
         guard::check_role_safety(caller.key.guild_id, standing.as_ref(), role_id)?;
         guard::check_bot_may(standing.as_ref(), MANAGE_ROLES, "Manage Roles")?;
         let action = if add { Action::RoleAdded } else { Action::RoleRemoved };
@@ -425,7 +434,7 @@ impl GuildActions {
             (false, None) => return Ok(LeakGuard { rule_id: None, alerts_to, changed: false }),
             _ => {}
         }
-        let standing = self.standing(guild_id).await;
+        let standing = self.standing(guild_id).await?;
         guard::check_bot_may(standing.as_ref(), MANAGE_GUILD, "Manage Server")?;
         let rule_id = match current {
             None => {

@@ -46,6 +46,10 @@ pub struct App {
     /// Scan for leaked secrets when dropped (see the module docs). A test
     /// that plants a leak on purpose turns this off after checking it.
     pub check_secrets: bool,
+    /// How it was started, for [`App::restart`].
+    run_args: Vec<String>,
+    no_gateway: bool,
+    no_listener: bool,
 }
 
 /// Options for [`spawn_app_with`].
@@ -59,6 +63,27 @@ pub struct Options {
     pub db_url: Option<String>,
     /// Start the binary with this umask instead of the test runner's.
     pub umask: Option<u32>,
+    /// Extra arguments after `run` (e.g. `--only http`).
+    pub run_args: Vec<String>,
+    /// Do not wait for the bot's gateway session: the process runs none
+    /// (`--only http`).
+    pub no_gateway: bool,
+    /// Do not wait for the listener's address: the process binds none
+    /// (`--only bot`); [`App::base`] is then empty.
+    pub no_listener: bool,
+}
+
+impl Options {
+    /// `guildkey run --only <role>` (`http` or `bot`), waiting only for
+    /// what that role starts.
+    pub fn only(role: &str) -> Self {
+        Self {
+            run_args: vec!["--only".into(), role.into()],
+            no_gateway: role == "http",
+            no_listener: role == "bot",
+            ..Self::default()
+        }
+    }
 }
 
 pub async fn spawn_app() -> App {
@@ -77,14 +102,18 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &opts.config).expect("write config");
     let logs = Arc::new(Mutex::new(Vec::new()));
-    let (child, addr) =
-        start_binary(&double, &db_url, &config_path, &opts.env, opts.umask, dir.path(), logs.clone()).await;
-    double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
+    let start = Start { args: &opts.run_args, env: &opts.env, umask: opts.umask, wait_for_listener: !opts.no_listener };
+    let (child, addr) = start_binary(&double, &db_url, &config_path, start, dir.path(), logs.clone()).await;
+    if !opts.no_gateway {
+        double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
+    }
     let bodies = Arc::new(Mutex::new(Vec::new()));
-    register_bodies(&addr, &bodies);
+    if let Some(addr) = &addr {
+        register_bodies(addr, &bodies);
+    }
     App {
         double,
-        base: format!("http://{addr}"),
+        base: addr.map(|a| format!("http://{a}")).unwrap_or_default(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
         dir,
         db_url,
@@ -92,6 +121,9 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
         logs,
         bodies,
         check_secrets: true,
+        run_args: opts.run_args,
+        no_gateway: opts.no_gateway,
+        no_listener: opts.no_listener,
     }
 }
 
@@ -115,19 +147,32 @@ fn record_body(url: &reqwest::Url, body: &str) {
     }
 }
 
+/// How [`start_binary`] starts the process.
+struct Start<'a> {
+    /// Arguments after `run`.
+    args: &'a [String],
+    env: &'a [(String, String)],
+    umask: Option<u32>,
+    /// Wait for "listening on ADDR" (a process with the listener).
+    wait_for_listener: bool,
+}
+
+/// Starts the binary; returns it and, when it runs the listener, the
+/// address it logged.
 async fn start_binary(
     double: &Double,
     db_url: &str,
     config: &Path,
-    extra_env: &[(String, String)],
-    umask: Option<u32>,
+    start: Start<'_>,
     cwd: &Path,
     logs: Arc<Mutex<Vec<String>>>,
-) -> (Child, String) {
+) -> (Child, Option<String>) {
+    let Start { args, env: extra_env, umask, wait_for_listener } = start;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_guildkey"));
     cmd.arg("--config")
         .arg(config)
         .arg("run")
+        .args(args)
         .current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -161,12 +206,15 @@ async fn start_binary(
             logs.lock().unwrap().push(line);
         }
     });
+    if !wait_for_listener {
+        return (child, None);
+    }
     let addr = tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
         .ok()
         .flatten()
         .expect("guildkey logs 'listening on ADDR'");
-    (child, addr)
+    (child, Some(addr))
 }
 
 /// Makes `cmd` start its process with umask `mask`.
@@ -316,16 +364,22 @@ impl App {
         }
     }
 
-    /// Starts the binary again on the same database and double.
+    /// Starts the binary again on the same database and double (with the
+    /// same `run` arguments; without the extra environment).
     pub async fn restart(&mut self) {
         self.kill();
         let config = self.dir.path().join("config.toml");
+        let start = Start { args: &self.run_args, env: &[], umask: None, wait_for_listener: !self.no_listener };
         let (child, addr) =
-            start_binary(&self.double, &self.db_url, &config, &[], None, self.dir.path(), self.logs.clone()).await;
+            start_binary(&self.double, &self.db_url, &config, start, self.dir.path(), self.logs.clone()).await;
         self.child = Some(child);
-        self.base = format!("http://{addr}");
-        register_bodies(&addr, &self.bodies);
-        self.double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot reconnects");
+        if let Some(addr) = addr {
+            self.base = format!("http://{addr}");
+            register_bodies(&addr, &self.bodies);
+        }
+        if !self.no_gateway {
+            self.double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot reconnects");
+        }
     }
 }
 

@@ -544,6 +544,10 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
         "get_guild" => {
             let st = inner.state();
             let g = st.guild(ctx.id("guild_id")?)?;
+            // As on Discord: a bot reads only guilds it is in.
+            if !g.members.contains_key(&st.bot_user_id) {
+                return Err(ApiError::missing_access());
+            }
             ok(st.guild_json(g, ctx.query_bool("with_counts")))
         }
         "list_guild_channels" => {

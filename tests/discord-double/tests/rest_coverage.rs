@@ -278,3 +278,23 @@ async fn dm_use_of_a_guild_only_command_is_refused_and_dm_payloads_have_no_membe
     assert_eq!(frame.d["authorizing_integration_owners"], json!({"0": "0"}));
     double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_guild_the_bot_is_not_in_is_missing_access_and_an_unknown_one_unknown_guild() {
+    init_tracing();
+    let mut cfg = DoubleConfig::demo();
+    let other = cfg.guilds.iter_mut().find(|g| g.id == OTHER_GUILD_ID).expect("the other guild");
+    other.members.retain(|m| m.user_id != BOT_USER_ID);
+    let double = Double::start(cfg).await.unwrap();
+    let api = Api::new(&double, "API%20key%20game");
+
+    let (s, e) = api.call("GET", &format!("/guilds/{OTHER_GUILD_ID}?with_counts=true"), None).await;
+    assert_eq!((s, e["code"].as_u64()), (403, Some(50001)));
+    let (s, e) = api.call("GET", &format!("/guilds/{OTHER_GUILD_ID}/members/{BOT_USER_ID}"), None).await;
+    assert_eq!((s, e["code"].as_u64()), (404, Some(10007)));
+    let (s, e) = api.call("GET", "/guilds/1000000000000000777?with_counts=true", None).await;
+    assert_eq!((s, e["code"].as_u64()), (404, Some(10004)));
+    let (s, v) = api.call("GET", &format!("/guilds/{DEMO_GUILD_ID}?with_counts=true"), None).await;
+    assert_eq!((s, v["owner_id"].as_str()), (200, Some(ALICE_ID.to_string().as_str())));
+    double.assert_no_violations();
+}
