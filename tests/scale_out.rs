@@ -172,3 +172,120 @@ async fn each_audit_event_is_posted_once_however_many_instances_post() {
         assert_eq!(posts.iter().filter(|p| p.contains(&name)).count(), 2, "created and revoked: {name}");
     }
 }
+
+/// Revokes `name` as admin Alice would: `/apikey revoke`, then Confirm.
+async fn revoke_in_discord(bot: &App, name: &str) {
+    let wait = Duration::from_secs(10);
+    let double = &bot.double;
+    let sent = double
+        .slash(GUILD, ids::ALICE_ID)
+        .subcommand("apikey", "revoke")
+        .string("key", name)
+        .send()
+        .await
+        .expect("send /apikey revoke");
+    let prompt = double.wait_for_response(&sent, wait).await.expect("the bot asks to confirm");
+    let confirm = prompt.custom_ids().into_iter().find(|c| c.ends_with(":confirm")).expect("a Confirm button");
+    let message = prompt.followups.last().cloned().or(prompt.message.clone()).expect("the prompt message");
+    let click = double.click(GUILD, ids::ALICE_ID, &message, &confirm).await.expect("click Confirm");
+    let done = double
+        .wait_for_response_matching(&click, |r| r.components.is_empty() && !r.content.is_empty(), wait)
+        .await
+        .expect("the bot answers");
+    assert!(done.content.contains("Revoked"), "{}", done.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_listeners_one_bot_and_the_cli_share_one_postgres() {
+    // Arrange: one bot, two listeners (no gateway), one database, one
+    // Discord; the guild may hold 4 active keys.
+    let Some(url) = fresh_database() else { return };
+    let config = "[keys]\nmax_per_guild = 4\n".to_owned();
+    let bot =
+        spawn_app_with(Options { db_url: Some(url.clone()), config: config.clone(), ..Options::only("bot") }).await;
+    bot.set_audit_channel().await;
+    let listener = || Options { db_url: Some(url.clone()), config: config.clone(), ..Options::only("http") };
+    let listeners =
+        [spawn_against(bot.double.clone(), listener()).await, spawn_against(bot.double.clone(), listener()).await];
+    bot.wait_for_audit_outbox().await;
+    let posts_before = bot.double.messages_in(ids::AUDIT_LOG_CHANNEL_ID).len();
+    let by_bot = bot.create_key(GUILD, "revoked in discord", "bans.read", &[]);
+    let by_cli = bot.create_key(GUILD, "revoked by the cli", "bans.read", &[]);
+    for key in [&by_bot, &by_cli] {
+        for l in &listeners {
+            assert!(until_status(l, key, 200, Duration::from_secs(5)).await.is_some(), "every listener knows it");
+        }
+    }
+
+    // Act 1: a revoke through the bot, one through the CLI.
+    revoke_in_discord(&bot, "revoked in discord").await;
+    let mut seen = Vec::new();
+    for l in &listeners {
+        seen.push(until_status(l, &by_bot, 401, Duration::from_secs(1)).await);
+    }
+    let out = bot.cli(&["keys", "revoke", "--guild", &GUILD.to_string(), "revoked by the cli"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for l in &listeners {
+        seen.push(until_status(l, &by_cli, 401, Duration::from_secs(1)).await);
+    }
+
+    // Act 2: twelve creates at once through the CLI for 4 free places.
+    let creates: Vec<_> = (0..12)
+        .map(|i| {
+            let db_url = url.clone();
+            let dir = bot.dir.path().to_owned();
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_guildkey"))
+                    .args([
+                        "keys",
+                        "create",
+                        "--guild",
+                        &GUILD.to_string(),
+                        "--name",
+                        &format!("rush{i}"),
+                        "--scopes",
+                        "bans.read",
+                    ])
+                    .current_dir(dir)
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .env("DATABASE_URL", db_url)
+                    .output()
+                    .expect("run the CLI")
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = creates.into_iter().map(|t| t.join().unwrap()).collect();
+    bot.wait_for_audit_outbox().await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a second post would have landed by now
+
+    // Assert: both revokes refused by every listener within 1 s; the limit
+    // held; one audit post per event.
+    assert!(seen.iter().all(Option::is_some), "every listener refuses each revoked key within 1 s: {seen:?}");
+    let created: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .collect();
+    assert_eq!(created.len(), 4, "exactly the free places are taken");
+    for o in outcomes.iter().filter(|o| !o.status.success()) {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains("active keys"), "a refused create says why: {stderr}");
+    }
+    for key in &created {
+        for l in &listeners {
+            assert!(until_status(l, key, 200, Duration::from_secs(2)).await.is_some());
+        }
+    }
+    let posts: Vec<String> = bot.double.messages_in(ids::AUDIT_LOG_CHANNEL_ID)[posts_before..]
+        .iter()
+        .map(|m| serde_json::to_string(&m.embeds).unwrap())
+        .collect();
+    let events = support::db_scalar(&url, "select count(*) from audit_event where action <> 'audit_channel.set'");
+    assert_eq!(events, Some(8), "2 creates, 2 revokes, 4 creates");
+    assert_eq!(posts.len(), 8, "one post per event: {posts:#?}");
+    let distinct: std::collections::HashSet<&String> = posts.iter().collect();
+    assert_eq!(distinct.len(), posts.len(), "no event posted twice");
+    assert_eq!(bot.double.gateway_stats().identifies, 1, "one gateway session: the bot's");
+    bot.double.assert_no_violations();
+}
