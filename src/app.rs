@@ -91,7 +91,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if config.discord_is_proxied() {
         http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
     }
-    let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard };
+    let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
+    let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard, webhooks: webhooks.clone() };
     let framework = crate::bot::framework(data, config.discord.register_commands);
     let mut client = serenity::ClientBuilder::new_with_http(
         http.build(),
@@ -107,6 +108,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tokio::spawn(async move { keys.run_upkeep(stop).await })
     };
     let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
+    let hooks = { let stop = stopped(stop_rx.clone()); tokio::spawn(async move { webhooks.run(stop).await }) };
     let shard_manager = client.shard_manager.clone();
     let shards = (config.discord.shards, config.discord.shard_ids);
     let mut bot = tokio::spawn(async move {
@@ -139,6 +141,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     housekeeping.abort();
     let _ = poster.await;
+    let _ = hooks.await; // attempts in flight finish
     let _ = upkeep.await; // flushes last-used times
     store.close().await;
     tracing::info!("stopped");
