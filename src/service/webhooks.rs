@@ -818,7 +818,9 @@ impl WebhookService {
 const POLL: Duration = Duration::from_millis(500);
 
 fn no_webhook() -> Error {
-    Error::Missing("this server has no webhook; set one with /apikey webhook set".to_owned())
+    Error::Missing(
+        "this server has no webhook; set one with /apikey webhook set (or guildkey keys webhook set)".to_owned(),
+    )
 }
 
 /// `msg_` + 27 random base62 characters: the `webhook-id` header.
