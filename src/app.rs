@@ -92,7 +92,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
     }
     let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
-    let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard, webhooks: webhooks.clone() };
+    let data =
+        crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard, webhooks: webhooks.clone() };
     let framework = crate::bot::framework(data, config.discord.register_commands);
     let mut client = serenity::ClientBuilder::new_with_http(
         http.build(),
@@ -108,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tokio::spawn(async move { keys.run_upkeep(stop).await })
     };
     let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
-    let hooks = { let stop = stopped(stop_rx.clone()); tokio::spawn(async move { webhooks.run(stop).await }) };
+    let hooks = tokio::spawn(crate::service::webhooks::run(webhooks.clone(), stopped(stop_rx.clone())));
     let shard_manager = client.shard_manager.clone();
     let shards = (config.discord.shards, config.discord.shard_ids);
     let mut bot = tokio::spawn(async move {

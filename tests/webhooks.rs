@@ -325,7 +325,13 @@ async fn private_loopback_and_plain_http_urls_and_bad_events_are_refused_by_defa
         assert!(reply.contains("`url`") && reply.contains(needle), "{url}: {reply}");
         assert!(secret_in(&reply).is_none(), "{reply}");
     }
-    let reply = webhook(&app, ids::ALICE_ID, "set", &[("url", "https://93.184.216.34/"), ("events", "key.created, key.exploded")]).await;
+    let reply = webhook(
+        &app,
+        ids::ALICE_ID,
+        "set",
+        &[("url", "https://93.184.216.34/"), ("events", "key.created, key.exploded")],
+    )
+    .await;
     assert!(reply.contains("'key.exploded' is not an event type"), "{reply}");
     // A member without Manage Server is refused, as for every /apikey command.
     let plain = webhook(&app, ids::PAT_ID, "set", &[("url", "https://93.184.216.34/"), ("events", "all")]).await;
@@ -333,7 +339,17 @@ async fn private_loopback_and_plain_http_urls_and_bad_events_are_refused_by_defa
     let show = webhook(&app, ids::ALICE_ID, "show", &[]).await;
     assert!(show.contains("no webhook"), "nothing was set: {show}");
 
-    let out = app.cli(&["keys", "webhook", "set", "--guild", &DEMO.to_string(), "--url", "https://10.0.0.1/", "--events", "all"]);
+    let out = app.cli(&[
+        "keys",
+        "webhook",
+        "set",
+        "--guild",
+        &DEMO.to_string(),
+        "--url",
+        "https://10.0.0.1/",
+        "--events",
+        "all",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--url:") && stderr.contains("private address"), "{stderr}");
@@ -347,7 +363,17 @@ async fn the_cli_sets_shows_and_removes_a_webhook_and_its_key_changes_are_delive
     let app = spawn_app_with(loopback_config("[\"200ms\"]")).await;
     let guild = DEMO.to_string();
 
-    let out = app.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &receiver.url, "--events", "key.created,key.revoked"]);
+    let out = app.cli(&[
+        "keys",
+        "webhook",
+        "set",
+        "--guild",
+        &guild,
+        "--url",
+        &receiver.url,
+        "--events",
+        "key.created,key.revoked",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(secret_in(&secret).as_deref() == Some(secret.as_str()), "stdout is the secret alone: {secret:?}");
@@ -377,11 +403,23 @@ async fn the_cli_sets_shows_and_removes_a_webhook_and_its_key_changes_are_delive
     // Set again: the secret is kept and not printed; --new-secret prints a new one.
     let again = app.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &receiver.url, "--events", "all"]);
     assert!(again.status.success() && again.stdout.is_empty(), "{}", String::from_utf8_lossy(&again.stderr));
-    let rotated = app.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &receiver.url, "--events", "all", "--new-secret"]);
+    let rotated = app.cli(&[
+        "keys",
+        "webhook",
+        "set",
+        "--guild",
+        &guild,
+        "--url",
+        &receiver.url,
+        "--events",
+        "all",
+        "--new-secret",
+    ]);
     let new = String::from_utf8(rotated.stdout).unwrap().trim().to_owned();
     assert!(new.starts_with("whsec_") && new != secret, "{new}");
 
-    let bad = app.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &receiver.url, "--events", "keys.created"]);
+    let bad =
+        app.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &receiver.url, "--events", "keys.created"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--events: 'keys.created' is not an event type"));
 
@@ -394,4 +432,56 @@ async fn the_cli_sets_shows_and_removes_a_webhook_and_its_key_changes_are_delive
     assert_eq!(again.status.code(), Some(1));
     assert_secret_not_logged(&app, &secret);
     assert_secret_not_logged(&app, &new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_database_deliver_each_message_once() {
+    // The first attempts fail, so retries are claimed by either instance too.
+    let receiver = Receiver::start(4).await;
+    // Five retries: however the four failures fall, no message runs out.
+    let delays = "\"100ms, 100ms, 100ms, 100ms, 100ms\"";
+    let first = spawn_app_with(loopback_config(delays)).await;
+    let second = support::spawn_against(
+        first.double.clone(),
+        Options { db_url: Some(first.db_url.clone()), ..loopback_config(delays) },
+    )
+    .await;
+    let guild = DEMO.to_string();
+    let out = first.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &receiver.url, "--events", "all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let mut events = 0;
+    for round in 0..2 {
+        for n in 0..3 {
+            first.create_key(DEMO, &format!("k{round}{n}"), "bans.read", &[]);
+            events += 1;
+        }
+        for n in 0..3 {
+            for verb in ["revoke", "delete"] {
+                let out = second.cli(&["keys", verb, &format!("k{round}{n}"), "--guild", &guild]);
+                assert!(out.status.success(), "{verb}: {}", String::from_utf8_lossy(&out.stderr));
+                events += 1;
+            }
+        }
+    }
+
+    receiver.wait_for("every message", events, |h| h.answered == 204).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // time for a second delivery, were there one
+
+    let hits = receiver.hits();
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), events, "one message per event");
+    let delivered = hits.iter().filter(|h| h.answered == 204).count();
+    assert_eq!(delivered, events, "each message delivered once, by one instance: {hits:#?}");
+    assert_eq!(hits.len(), events + 4, "and each failed attempt retried once");
+    for hit in &hits {
+        assert_signed(hit, &secret);
+    }
+    let delivered_by = |app: &App| app.logs().iter().filter(|l| l.contains("webhook message delivered")).count();
+    assert_eq!(delivered_by(&first) + delivered_by(&second), events);
+    assert_secret_not_logged(&first, &secret);
+    assert_secret_not_logged(&second, &secret);
 }

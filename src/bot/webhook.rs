@@ -94,9 +94,9 @@ fn set_message(set: &SetWebhook) -> String {
             );
             lines.push(format!("```\n{}\n```", secret.expose()));
         }
-        None => lines.push(
-            "The signing secret is unchanged (`new_secret:True` makes a new one, shown once).".to_owned(),
-        ),
+        None => {
+            lines.push("The signing secret is unchanged (`new_secret:True` makes a new one, shown once).".to_owned())
+        }
     }
     lines.push(
         "Each delivery carries `webhook-id`, `webhook-timestamp` and `webhook-signature` (Standard Webhooks); \
@@ -158,11 +158,12 @@ fn delivery_line(d: &DeliveryRecord) -> String {
             format!("✅ delivered {} ({last}, {attempts})", d.done_at.map(rel).unwrap_or_default())
         }
         DeliveryState::Pending if d.attempts == 0 => "⏳ queued".to_owned(),
-        DeliveryState::Pending => format!(
-            "🔁 retrying {} ({attempts} so far, last: {last})",
-            d.next_attempt_at.map(rel).unwrap_or_default()
-        ),
-        DeliveryState::Failed => format!("❌ given up {} ({attempts}, last: {last})", d.done_at.map(rel).unwrap_or_default()),
+        DeliveryState::Pending => {
+            format!("🔁 retrying {} ({attempts} so far, last: {last})", d.next_attempt_at.map(rel).unwrap_or_default())
+        }
+        DeliveryState::Failed => {
+            format!("❌ given up {} ({attempts}, last: {last})", d.done_at.map(rel).unwrap_or_default())
+        }
         DeliveryState::Dropped => "➖ dropped (the webhook was disabled)".to_owned(),
     };
     format!("• `{}` <t:{}:R> `{}`: {state}", d.event_type, d.created_at.timestamp(), d.message_id)
@@ -197,14 +198,13 @@ pub fn event_choices(partial: &str) -> Vec<serenity::AutocompleteChoice> {
         choices.push(serenity::AutocompleteChoice::new("all (every event type, new ones too)", "all"));
     }
     choices.extend(
-        EventType::ALL
-            .into_iter()
-            .filter(|t| !chosen.contains(&t.as_str()) && t.as_str().starts_with(&last))
-            .map(|t| {
+        EventType::ALL.into_iter().filter(|t| !chosen.contains(&t.as_str()) && t.as_str().starts_with(&last)).map(
+            |t| {
                 let value = if head.is_empty() { t.as_str().to_owned() } else { format!("{head}, {t}") };
                 let value: String = value.chars().take(100).collect();
                 serenity::AutocompleteChoice::new(value.clone(), value)
-            }),
+            },
+        ),
     );
     choices.truncate(25);
     choices

@@ -17,7 +17,7 @@
 //!   audit log, test keys' dry runs included, marked `test`), and bans seen
 //!   on the gateway. Each is one message, queued in the database; its body
 //!   is `{"type", "timestamp", "data"}` and never holds a secret.
-//! - **Delivery** ([`run`]): a signed POST (`webhook-id`, `webhook-timestamp`,
+//! - **Delivery** ([`run`], [`WebhookService::dispatch`]): a signed POST (`webhook-id`, `webhook-timestamp`,
 //!   `webhook-signature: v1,<base64 HMAC-SHA256>`), 10 s to answer; a 2xx is
 //!   success, anything else (a redirect too) or no answer a failure, retried
 //!   after each of `webhooks.retry_delays` (5 s, 1 min, 5 min, 30 min, 2 h,
@@ -289,7 +289,8 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
             }
             let seg = a.segments();
             // ::a.b.c.d (deprecated IPv4-compatible), 64:ff9b::a.b.c.d (NAT64), 2002:AABB:CCDD::/48 (6to4).
-            let embedded = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+            let embedded =
+                |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
             if seg[..6] == [0; 6] && !a.is_unspecified() && !a.is_loopback() {
                 return non_public(embedded(seg[6], seg[7]));
             }
@@ -335,18 +336,25 @@ pub fn parse_url(input: &str, cfg: &WebhooksConfig) -> std::result::Result<reqwe
     if input.chars().count() > MAX_URL_CHARS {
         return Err(InvalidInput::new("url", format!("is longer than {MAX_URL_CHARS} characters")));
     }
-    let url = reqwest::Url::parse(input).map_err(|e| bad(&format!("is not a URL like https://example.com/hooks ({e})")))?;
+    let url =
+        reqwest::Url::parse(input).map_err(|e| bad(&format!("is not a URL like https://example.com/hooks ({e})")))?;
     match url.scheme() {
         "https" => {}
         "http" if cfg.allow_http => {}
-        "http" => return Err(bad("is not https; webhooks go over https only (the operator can allow http with webhooks.allow_http)")),
+        "http" => {
+            return Err(bad(
+                "is not https; webhooks go over https only (the operator can allow http with webhooks.allow_http)",
+            ))
+        }
         _ => return Err(bad("is not an https URL like https://example.com/hooks")),
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("holds a user name or password; put credentials in the path or query, or verify the signature instead"));
+        return Err(bad(
+            "holds a user name or password; put credentials in the path or query, or verify the signature instead",
+        ));
     }
     if url.fragment().is_some() {
         return Err(bad("has a #fragment, which is never sent; remove it"));
@@ -490,7 +498,14 @@ impl WebhookService {
     /// events, keeps the secret unless `new_secret` (a new webhook always
     /// gets one), enables it, audits `webhook.set`.
     #[tracing::instrument(skip_all, fields(guild_id))]
-    pub async fn set(&self, guild_id: u64, url: &str, events: &str, new_secret: bool, actor: &Actor) -> Result<SetWebhook> {
+    pub async fn set(
+        &self,
+        guild_id: u64,
+        url: &str,
+        events: &str,
+        new_secret: bool,
+        actor: &Actor,
+    ) -> Result<SetWebhook> {
         let events = EventSet::parse(events)?;
         let url = check_url(url, &self.inner.cfg).await?;
         let before = self.store().webhook(guild_id).await?;
@@ -524,11 +539,7 @@ impl WebhookService {
         self.inner.keys.audit_notifier().notify_one();
         tracing::info!(guild_id, webhook = %shown, events = %events, new_secret = is_new, "webhook set");
         let webhook = self.view(guild_id).await?.ok_or_else(|| anyhow::anyhow!("the webhook just set vanished"))?;
-        Ok(SetWebhook {
-            webhook,
-            secret: is_new.then_some(secret),
-            re_enabled: before.is_some_and(|b| !b.enabled),
-        })
+        Ok(SetWebhook { webhook, secret: is_new.then_some(secret), re_enabled: before.is_some_and(|b| !b.enabled) })
     }
 
     /// Removes the guild's webhook and its queued and logged deliveries.
@@ -739,11 +750,14 @@ impl WebhookService {
 
     /// Queues and sends until `stop` resolves, then lets attempts in flight
     /// finish (each within [`ATTEMPT_TIMEOUT`]).
-    pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn dispatch(&self, stop: impl std::future::Future<Output = ()>) {
         let client = match client(&self.inner.cfg) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "cannot build the webhook client; webhooks are not delivered");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot build the webhook client; webhooks are not delivered"
+                );
                 return;
             }
         };
@@ -805,13 +819,24 @@ impl WebhookService {
             in_flight.spawn(async move {
                 let (id, guild_id) = (due.delivery.id, due.delivery.guild_id);
                 if let Err(e) = service.attempt(&client, due).await {
-                    tracing::warn!(delivery_id = id, guild_id, error = format!("{e:#}"), "failed to record a webhook attempt");
+                    tracing::warn!(
+                        delivery_id = id,
+                        guild_id,
+                        error = format!("{e:#}"),
+                        "failed to record a webhook attempt"
+                    );
                 }
                 drop(slot);
             });
         }
         Ok(())
     }
+}
+
+/// The dispatcher ([`WebhookService::dispatch`]) until `stop` resolves: what
+/// `guildkey run` spawns beside the audit outbox.
+pub async fn run(service: WebhookService, stop: impl std::future::Future<Output = ()>) {
+    service.dispatch(stop).await;
 }
 
 /// How often the dispatcher looks for new audit events at most.
@@ -873,8 +898,8 @@ async fn send(client: &reqwest::Client, due: &DueDelivery, cfg: &WebhooksConfig)
     let refused = |why: String| Failed { status: None, error: why };
     let url = parse_url(&due.url, cfg).map_err(|e| refused(format!("refused: {}", e.message)))?;
     let timestamp = Utc::now().timestamp();
-    let signature = sign(&due.secret, &due.delivery.message_id, timestamp, &due.body)
-        .map_err(|e| refused(e.to_string()))?;
+    let signature =
+        sign(&due.secret, &due.delivery.message_id, timestamp, &due.body).map_err(|e| refused(e.to_string()))?;
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -917,7 +942,11 @@ mod tests {
     use super::*;
 
     fn cfg(allow_http: bool, allow_private: bool) -> WebhooksConfig {
-        WebhooksConfig { allow_http, allow_private_addresses: allow_private, retry_delays: vec![Duration::from_secs(1)] }
+        WebhooksConfig {
+            allow_http,
+            allow_private_addresses: allow_private,
+            retry_delays: vec![Duration::from_secs(1)],
+        }
     }
 
     #[test]
@@ -957,9 +986,23 @@ mod tests {
     #[test]
     fn private_and_special_addresses_are_not_public() {
         for ip in [
-            "10.0.0.1", "127.0.0.1", "0.0.0.0", "169.254.169.254", "172.16.5.4", "192.168.1.1", "100.64.0.1", "::1",
-            "::", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1",
-            "224.0.0.1", "255.255.255.255",
+            "10.0.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "224.0.0.1",
+            "255.255.255.255",
         ] {
             assert!(non_public(ip.parse().unwrap()).is_some(), "{ip} passed as public");
         }

@@ -500,7 +500,12 @@ impl Store {
 
     /// Removes the guild's webhook and its deliveries, with `event`.
     /// Returns false if it had none.
-    pub async fn remove_webhook(&self, guild_id: u64, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+    pub async fn remove_webhook(
+        &self,
+        guild_id: u64,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
         on_backend!(self, b => b.remove_webhook(guild_id, now, event).await)
     }
 

@@ -321,12 +321,7 @@ pub(super) struct DueRow {
 pub(super) fn due(rows: Vec<DueRow>) -> anyhow::Result<Vec<super::DueDelivery>> {
     rows.into_iter()
         .map(|r| {
-            Ok(super::DueDelivery {
-                delivery: r.delivery.try_into()?,
-                body: r.body,
-                url: r.url,
-                secret: r.secret,
-            })
+            Ok(super::DueDelivery { delivery: r.delivery.try_into()?, body: r.body, url: r.url, secret: r.secret })
         })
         .collect()
 }

@@ -11,8 +11,8 @@ use crate::store::rows::{
     self, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS, EVENT_COLUMNS,
     WEBHOOK_COLUMNS,
 };
-use crate::store::{AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, NewDelivery, NewWebhook};
 use crate::store::WebhookRecord;
+use crate::store::{AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, NewDelivery, NewWebhook};
 
 /// Inserts `d` if the guild's webhook is enabled.
 const QUEUE_DELIVERY: &str = "insert into webhook_delivery (message_id, guild_id, event_type, audit_event_id, body, \
@@ -54,7 +54,12 @@ impl PgStore {
         Ok(new_secret)
     }
 
-    pub async fn remove_webhook(&self, guild_id: u64, now: DateTime<Utc>, event: &NewAuditEvent) -> anyhow::Result<bool> {
+    pub async fn remove_webhook(
+        &self,
+        guild_id: u64,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let removed = sqlx::query("delete from webhook where guild_id = $1")
             .bind(id_to_sql(guild_id))
@@ -64,7 +69,10 @@ impl PgStore {
         if removed == 0 {
             return Ok(false);
         }
-        sqlx::query("delete from webhook_delivery where guild_id = $1").bind(id_to_sql(guild_id)).execute(&mut *tx).await?;
+        sqlx::query("delete from webhook_delivery where guild_id = $1")
+            .bind(id_to_sql(guild_id))
+            .execute(&mut *tx)
+            .await?;
         Self::insert_audit_in(&mut tx, event, now).await?;
         tx.commit().await?;
         Ok(true)
@@ -106,10 +114,11 @@ impl PgStore {
     }
 
     pub async fn webhook(&self, guild_id: u64) -> anyhow::Result<Option<WebhookRecord>> {
-        let row = sqlx::query_as::<_, WebhookRow>(&format!("select {WEBHOOK_COLUMNS} from webhook where guild_id = $1"))
-            .bind(id_to_sql(guild_id))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query_as::<_, WebhookRow>(&format!("select {WEBHOOK_COLUMNS} from webhook where guild_id = $1"))
+                .bind(id_to_sql(guild_id))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(WebhookRecord::from))
     }
 
@@ -182,8 +191,7 @@ impl PgStore {
     }
 
     pub async fn queue_delivery(&self, d: &NewDelivery<'_>) -> anyhow::Result<bool> {
-        let done =
-            bind_delivery(sqlx::query(QUEUE_DELIVERY), d).execute(&self.pool).await?.rows_affected();
+        let done = bind_delivery(sqlx::query(QUEUE_DELIVERY), d).execute(&self.pool).await?.rows_affected();
         Ok(done == 1)
     }
 
