@@ -485,3 +485,33 @@ async fn two_instances_on_one_database_deliver_each_message_once() {
     assert_secret_not_logged(&first, &secret);
     assert_secret_not_logged(&second, &secret);
 }
+
+#[tokio::test]
+async fn a_url_allowed_when_set_is_checked_again_at_every_delivery() {
+    let receiver = Receiver::start(0).await;
+    let mut app = spawn_app_with(loopback_config("[\"100ms\"]")).await;
+    // A host name, so the delivery-time check is the resolver's.
+    let url = receiver.url.replace("127.0.0.1", "localhost");
+    app_set(&app, &url, "all").await;
+    create_key(&app, "before").await;
+    receiver.wait_for("key.created", 1, |h| h.answered == 204).await;
+
+    // The operator stops allowing private addresses; the webhook stays set.
+    let config = "[webhooks]\nallow_http = true\nretry_delays = [\"100ms\"]\n";
+    std::fs::write(app.dir.path().join("config.toml"), config).unwrap();
+    app.restart().await;
+    create_key(&app, "after").await;
+
+    let deadline = Instant::now() + WAIT;
+    let show = loop {
+        let show = webhook(&app, ids::ALICE_ID, "show", &[]).await;
+        if show.contains("given up") {
+            break show;
+        }
+        assert!(Instant::now() < deadline, "the refused delivery is never given up: {show}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(show.contains("resolves to") && show.contains("loopback address"), "{show}");
+    assert_eq!(receiver.hits().len(), 1, "nothing reached the receiver after the restart");
+    app.double.assert_no_violations();
+}

@@ -497,7 +497,7 @@ impl WebhookService {
     /// Sets the guild's webhook (see the module docs): checks the URL and
     /// events, keeps the secret unless `new_secret` (a new webhook always
     /// gets one), enables it, audits `webhook.set`.
-    #[tracing::instrument(skip_all, fields(guild_id))]
+    #[tracing::instrument(skip_all, fields(guild_id = guild_id))]
     pub async fn set(
         &self,
         guild_id: u64,
@@ -543,7 +543,7 @@ impl WebhookService {
     }
 
     /// Removes the guild's webhook and its queued and logged deliveries.
-    #[tracing::instrument(skip_all, fields(guild_id))]
+    #[tracing::instrument(skip_all, fields(guild_id = guild_id))]
     pub async fn remove(&self, guild_id: u64, actor: &Actor) -> Result<WebhookView> {
         let Some(current) = self.view(guild_id).await? else { return Err(no_webhook()) };
         let shown = reqwest::Url::parse(&current.url).map(|u| origin(&u)).unwrap_or_default();
