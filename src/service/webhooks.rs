@@ -827,6 +827,7 @@ impl WebhookService {
                     );
                 }
                 drop(slot);
+                service.inner.queued.notify_one(); // the next retry's time, or room for another
             });
         }
         Ok(())

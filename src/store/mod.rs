@@ -567,7 +567,7 @@ impl Store {
         on_backend!(self, b => b.due_deliveries(now, limit).await)
     }
 
-    /// When the next pending delivery is due, if any is.
+    /// When the next pending delivery is due and unclaimed, if any is.
     pub async fn next_delivery_at(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
         on_backend!(self, b => b.next_delivery_at().await)
     }

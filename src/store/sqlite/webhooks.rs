@@ -218,10 +218,12 @@ impl SqliteStore {
     }
 
     pub async fn next_delivery_at(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let (at,): (Option<i64>,) =
-            sqlx::query_as("select min(next_attempt_at) from webhook_delivery where state = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
+        let (at,): (Option<i64>,) = sqlx::query_as(
+            "select min(case when claimed_until > next_attempt_at then claimed_until else next_attempt_at end) \
+             from webhook_delivery where state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(at.map(rows::from_millis))
     }
 
