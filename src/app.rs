@@ -147,7 +147,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Then the bot: the gateway, and the audit channel's posts.
     let mut bot = None;
     if let (Some(serenity_ops), Some(http)) = (serenity_ops, http) {
-        let data = crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard };
+        let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
+        let data =
+            crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard, webhooks: webhooks.clone() };
         let framework = crate::bot::framework(data, config.discord.register_commands);
         let mut client =
             serenity::ClientBuilder::new_with_http(http, crate::bot::intents(config.discord.message_content_intent))
@@ -159,6 +161,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         // events, and the bot sharing its database posts them (claimed, so
         // several bots would not post one twice).
         let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
+        // Webhook deliveries likewise come from the bot (claimed, each once).
+        let hooks = tokio::spawn(crate::service::webhooks::run(webhooks, stopped(stop_rx.clone())));
         let shard_manager = client.shard_manager.clone();
         let shards = (config.discord.shards, config.discord.shard_ids);
         let gateway = tokio::spawn(async move {
@@ -170,7 +174,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 (Shards::Count(total), None) => client.start_shards(total).await,
             }
         });
-        bot = Some((gateway, shard_manager, poster));
+        bot = Some((gateway, shard_manager, poster, hooks));
     }
     let upkeep = {
         let keys = keys.clone();
@@ -180,7 +184,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let bot_stopped = async {
         match bot.as_mut() {
-            Some((gateway, _, _)) => gateway.await,
+            Some((gateway, ..)) => gateway.await,
             None => std::future::pending().await,
         }
     };
@@ -195,10 +199,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let poster = match bot {
-        Some((_, shard_manager, poster)) => {
+    let posters = match bot {
+        Some((_, shard_manager, poster, hooks)) => {
             shard_manager.shutdown_all().await;
-            Some(poster)
+            Some((poster, hooks))
         }
         None => None,
     };
@@ -211,8 +215,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
         housekeeping.abort();
     }
-    if let Some(poster) = poster {
+    if let Some((poster, hooks)) = posters {
         let _ = poster.await;
+        let _ = hooks.await; // attempts in flight finish
     }
     let _ = upkeep.await; // flushes last-used times
     store.close().await;

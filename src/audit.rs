@@ -1,7 +1,7 @@
 //! Audit events: what changed, to what, and who did it.
 //!
 //! Every state change — a key created, revoked, deleted or rotated, the audit
-//! channel set, a ban or role change made through the API — is one
+//! channel or the webhook set, a ban or role change made through the API — is one
 //! [`NewAuditEvent`], written by the store in the same transaction as the
 //! change. The bot later posts unposted events to the guild's audit channel.
 //! No field ever holds a secret: keys appear by id, name and display prefix.
@@ -43,10 +43,18 @@ pub enum Action {
     /// The leak guard (an AutoMod rule blocking pasted keys) on or off.
     #[serde(rename = "leak_guard.set")]
     LeakGuardSet,
+    /// The guild's webhook set (or changed, or re-enabled).
+    #[serde(rename = "webhook.set")]
+    WebhookSet,
+    #[serde(rename = "webhook.removed")]
+    WebhookRemoved,
+    /// guildkey turned the webhook off: its deliveries kept failing.
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 16] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -60,6 +68,9 @@ impl Action {
         Action::KeyResumed,
         Action::DiscordPaused,
         Action::LeakGuardSet,
+        Action::WebhookSet,
+        Action::WebhookRemoved,
+        Action::WebhookDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +88,9 @@ impl Action {
             Self::KeyResumed => "key.resumed",
             Self::DiscordPaused => "discord.paused",
             Self::LeakGuardSet => "leak_guard.set",
+            Self::WebhookSet => "webhook.set",
+            Self::WebhookRemoved => "webhook.removed",
+            Self::WebhookDisabled => "webhook.disabled",
         }
     }
 
@@ -100,6 +114,9 @@ impl Action {
             Self::KeyResumed => "API key resumed",
             Self::DiscordPaused => "Discord calls paused for this server",
             Self::LeakGuardSet => "Leak guard changed",
+            Self::WebhookSet => "Webhook set",
+            Self::WebhookRemoved => "Webhook removed",
+            Self::WebhookDisabled => "Webhook disabled: its deliveries kept failing",
         }
     }
 }

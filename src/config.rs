@@ -21,6 +21,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub log: LogConfig,
     pub run: RunConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// What `guildkey run` runs.
@@ -168,6 +169,25 @@ pub struct KeysConfig {
     pub default_role_budget: u32,
 }
 
+/// Where webhooks may point and how their deliveries are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhooksConfig {
+    /// Accept `http://` webhook URLs (only `https://` otherwise).
+    pub allow_http: bool,
+    /// Accept webhook URLs whose host is (or resolves to) a private,
+    /// loopback, link-local, unique-local, CGNAT or unspecified address:
+    /// for a receiver on the operator's own network. Off, such a URL is
+    /// refused when set and again at every delivery (DNS can change).
+    pub allow_private_addresses: bool,
+    /// The wait after each failed attempt before the next; a message is
+    /// given up once they are used up.
+    pub retry_delays: Vec<std::time::Duration>,
+}
+
+/// The default waits between a webhook message's attempts: 8 attempts over
+/// about 17.6 hours.
+pub const DEFAULT_RETRY_DELAYS_SECONDS: [u64; 7] = [5, 60, 300, 1800, 7200, 18_000, 36_000];
+
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -257,6 +277,11 @@ impl Default for Config {
             },
             log: LogConfig { format: LogFormat::Pretty },
             run: RunConfig { only: ProcessRole::Both },
+            webhooks: WebhooksConfig {
+                allow_http: false,
+                allow_private_addresses: false,
+                retry_delays: DEFAULT_RETRY_DELAYS_SECONDS.map(std::time::Duration::from_secs).to_vec(),
+            },
         }
     }
 }
@@ -368,6 +393,15 @@ impl Config {
         }
         if let Some(v) = file.string("run", "only")? {
             cfg.run.only = parse_role("run.only", &v)?;
+        }
+        if let Some(v) = file.bool("webhooks", "allow_http")? {
+            cfg.webhooks.allow_http = v;
+        }
+        if let Some(v) = file.bool("webhooks", "allow_private_addresses")? {
+            cfg.webhooks.allow_private_addresses = v;
+        }
+        if let Some(v) = file.string_list("webhooks", "retry_delays")? {
+            cfg.webhooks.retry_delays = parse_retry_delays("webhooks.retry_delays", &v)?;
         }
         file.reject_unknown()?;
 
@@ -489,6 +523,12 @@ impl Config {
             format!("keys.default_role_budget = {}", self.keys.default_role_budget),
             format!("log.format = {format}"),
             format!("run.only = {}", self.run.only.as_str()),
+            format!("webhooks.allow_http = {}", self.webhooks.allow_http),
+            format!("webhooks.allow_private_addresses = {}", self.webhooks.allow_private_addresses),
+            format!(
+                "webhooks.retry_delays = {}",
+                self.webhooks.retry_delays.iter().map(|d| show_delay(*d)).collect::<Vec<_>>().join(", ")
+            ),
         ]
         .join("\n")
     }
@@ -582,7 +622,7 @@ impl FileReader<'_> {
     }
 }
 
-const KNOWN_SECTIONS: [&str; 6] = ["discord", "database", "http", "keys", "log", "run"];
+const KNOWN_SECTIONS: [&str; 7] = ["discord", "database", "http", "keys", "log", "run", "webhooks"];
 
 fn wrong_type(section: &str, key: &str, want: &str, got: &toml::Value) -> ConfigError {
     ConfigError::new(format!("{section}.{key}"), format!("must be {want}, not a {}", got.type_str()))
@@ -702,6 +742,49 @@ fn parse_log_format(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
         "pretty" => Ok(LogFormat::Pretty),
         "json" => Ok(LogFormat::Json),
         other => Err(ConfigError::new(key, format!("'{other}' is not pretty or json"))),
+    }
+}
+
+/// The longest wait before one retry, and before the last: a message is
+/// given up at most this long after its first attempt.
+const MAX_RETRY_SPAN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Waits like `["5s", "1m", "2h"]` (or one comma-separated string): a whole
+/// number and `ms`, `s`, `m` or `h`, 1 to 20 of them, at most 24 h in all.
+fn parse_retry_delays(key: &str, values: &[String]) -> Result<Vec<std::time::Duration>, ConfigError> {
+    let mut delays = Vec::new();
+    for word in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|w| !w.is_empty()) {
+        let shown: String = word.chars().take(20).collect();
+        let bad = || ConfigError::new(key, format!("'{shown}' is not a wait like 500ms, 5s, 1m or 2h"));
+        let split = word.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = word[..split].parse().map_err(|_| bad())?;
+        let millis = match &word[split..] {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            _ => return Err(bad()),
+        };
+        let delay = millis.filter(|&ms| ms > 0).map(std::time::Duration::from_millis).ok_or_else(bad)?;
+        delays.push(delay);
+    }
+    if delays.is_empty() || delays.len() > 20 {
+        return Err(ConfigError::new(key, "give 1 to 20 waits, like [\"5s\", \"1m\", \"5m\"]"));
+    }
+    if delays.iter().sum::<std::time::Duration>() > MAX_RETRY_SPAN {
+        return Err(ConfigError::new(key, "the waits add up to more than 24h"));
+    }
+    Ok(delays)
+}
+
+/// A wait as `parse_retry_delays` reads it, in its largest whole unit.
+fn show_delay(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
     }
 }
 
@@ -897,6 +980,34 @@ mod tests {
         assert!(warnings("[http]\ntrust_forwarded_for = true\ntrusted_proxies = \"10.0.0.0/8\"\n").is_empty());
         let unused = warnings("[http]\ntrusted_proxies = \"10.0.0.0/8\"\n");
         assert!(unused.len() == 1 && unused[0].contains("X-Forwarded-For is ignored"), "{unused:?}");
+    }
+
+    #[test]
+    fn webhook_settings_default_to_public_https_and_take_retry_waits() {
+        let cfg = load("", &[]).unwrap();
+        assert!(!cfg.webhooks.allow_http && !cfg.webhooks.allow_private_addresses);
+        assert!(cfg.describe().contains("webhooks.retry_delays = 5s, 1m, 5m, 30m, 2h, 5h, 10h"), "{}", cfg.describe());
+        let cfg = load(
+            "[webhooks]\nallow_http = true\nallow_private_addresses = true\nretry_delays = [\"100ms\", \"2s\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert!(cfg.webhooks.allow_http && cfg.webhooks.allow_private_addresses);
+        let ms: Vec<u128> = cfg.webhooks.retry_delays.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 2000]);
+        assert!(cfg.describe().contains("webhooks.retry_delays = 100ms, 2s"), "{}", cfg.describe());
+        for (text, needle) in [
+            ("[webhooks]\nretry_delays = []\n", "1 to 20"),
+            ("[webhooks]\nretry_delays = [\"5\"]\n", "'5'"),
+            ("[webhooks]\nretry_delays = [\"0s\"]\n", "'0s'"),
+            ("[webhooks]\nretry_delays = \"5x\"\n", "'5x'"),
+            ("[webhooks]\nretry_delays = [\"20h\", \"5h\"]\n", "24h"),
+            ("[webhooks]\nallow_http = \"yes\"\n", "true or false"),
+            ("[webhooks]\nallow_privat_addresses = true\n", "unknown key"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with("webhooks.") && err.contains(needle), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -688,6 +688,7 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     let colour = match event.action {
         Action::KeyCreated | Action::RoleAdded | Action::KeyResumed => Colour::new(0x57F287),
         Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded | Action::DiscordPaused => Colour::new(0xED4245),
+        Action::WebhookSet | Action::WebhookRemoved | Action::WebhookDisabled => Colour::new(0xFEE75C),
         Action::KeyRotated
         | Action::AuditChannelSet
         | Action::RoleRemoved
@@ -839,6 +840,12 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     if let Some(url) = s("url") {
         // Shown as text, not a link: the reporter chose it.
         out.push(("Found at", escape_within(&url, 600)));
+    }
+    if let Some(webhook) = s("webhook") {
+        out.push(("Webhook", escape_within(&webhook, 300)));
+    }
+    if let Some(events) = s("webhook_events") {
+        out.push(("Events", escape_within(&events, 1024)));
     }
     if let Some(until) = d.get("paused_until").and_then(|v| v.as_str()) {
         if let Ok(at) = chrono::DateTime::parse_from_rfc3339(until) {

@@ -36,7 +36,8 @@ const MAX_CHOICES: usize = 25;
         "apikey_suspend",
         "apikey_resume",
         "apikey_audit_channel",
-        "apikey_leak_guard"
+        "apikey_leak_guard",
+        "super::webhook::apikey_webhook"
     ),
     subcommand_required
 )]

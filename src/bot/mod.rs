@@ -9,6 +9,7 @@ pub mod apikey;
 pub mod buttons;
 pub mod error;
 pub mod render;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct Data {
     /// Told when a guild's roles change, so refusals Discord gave before
     /// are not answered again.
     pub guard: Arc<DiscordGuard>,
+    /// The server's webhook (`/apikey webhook`), and bans seen on the gateway.
+    pub webhooks: crate::service::webhooks::WebhookService,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, Error>;
@@ -126,11 +129,20 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         }
         serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
             data.bans.invalidate(guild_id.get(), banned_user.id.get());
+            gateway_ban(data, guild_id.get(), banned_user, true);
         }
         serenity::FullEvent::GuildBanRemoval { guild_id, unbanned_user } => {
             data.bans.invalidate(guild_id.get(), unbanned_user.id.get());
+            gateway_ban(data, guild_id.get(), unbanned_user, false);
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Hands a ban the gateway reported to the webhook service, off the event
+/// loop (it reads the database).
+fn gateway_ban(data: &Data, guild_id: u64, user: &serenity::User, added: bool) {
+    let (webhooks, user_id, name) = (data.webhooks.clone(), user.id.get(), user.name.clone());
+    tokio::spawn(async move { webhooks.gateway_ban(guild_id, user_id, &name, added).await });
 }

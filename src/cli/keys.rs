@@ -1,10 +1,12 @@
-//! `guildkey keys list|create|revoke|delete|rotate`: the operator's way in,
+//! `guildkey keys list|create|revoke|delete|rotate|webhook`: the operator's way in,
 //! on the same database, audited as "The operator CLI".
 //!
 //! The CLI sees every guild, so `revoke`, `delete` and `rotate` accept a
 //! key's id (unique everywhere) or a prefix whose keys are all in one guild
 //! on their own; a name, or a prefix several guilds share, needs `--guild`
 //! (see `KeyService::find`). Every answer names the key's guild.
+
+mod webhook;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -80,6 +82,9 @@ pub enum KeysCommand {
         #[arg(long, value_name = "ID", value_parser = parse_snowflake, allow_negative_numbers = true)]
         guild: Option<u64>,
     },
+    /// A guild's webhook (one per guild): signed POSTs of key events, API writes and bans
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// Shown under `guildkey keys create --help`.
@@ -195,6 +200,10 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
             let k = service.delete(guild, &key, &actor).await?;
             eprintln!("deleted key {} '{}' ({}) in guild {}", k.id, k.name, k.prefix, k.guild_id);
             Ok(())
+        }
+        KeysCommand::Webhook(cmd) => {
+            let webhooks = crate::service::webhooks::WebhookService::new(service.clone(), config.webhooks.clone());
+            webhook::run(cmd, &webhooks).await
         }
         KeysCommand::Rotate { key, guild, .. } => {
             let issued = service.rotate(guild, &key, grace, &actor).await?;

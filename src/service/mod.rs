@@ -11,6 +11,7 @@ pub mod guard;
 pub mod index;
 pub mod outbox;
 pub mod usage;
+pub mod webhooks;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -14,6 +14,11 @@
 mod postgres;
 mod rows;
 mod sqlite;
+mod webhooks;
+
+pub use webhooks::{
+    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, NewDelivery, NewWebhook, WebhookRecord,
+};
 
 use std::sync::Arc;
 
@@ -475,4 +480,115 @@ pub struct PostsOff {
     pub count: u64,
     /// The latest of them, newest first.
     pub recent: Vec<AuditEvent>,
+}
+
+/// The webhook calls, on whichever backend this store is.
+impl Store {
+    /// Sets the guild's webhook (enabled, its failures forgotten), keeping
+    /// its secret unless `replace_secret` or it is new, and writes the
+    /// event `details` makes from whether the secret is `w.secret`, in one
+    /// transaction. Returns whether it is.
+    pub async fn set_webhook(
+        &self,
+        w: &NewWebhook<'_>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+        details: impl FnOnce(bool) -> serde_json::Value,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.set_webhook(w, now, event, details).await)
+    }
+
+    /// Removes the guild's webhook and its deliveries, with `event`.
+    /// Returns false if it had none.
+    pub async fn remove_webhook(
+        &self,
+        guild_id: u64,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.remove_webhook(guild_id, now, event).await)
+    }
+
+    /// Disables an enabled webhook, drops its pending deliveries and
+    /// writes `event`, in one transaction. Returns false if it was not
+    /// enabled (another instance disabled it first, or it is gone).
+    pub async fn disable_webhook(
+        &self,
+        guild_id: u64,
+        reason: &str,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.disable_webhook(guild_id, reason, now, event).await)
+    }
+
+    /// The guild's webhook, if it has one.
+    pub async fn webhook(&self, guild_id: u64) -> anyhow::Result<Option<WebhookRecord>> {
+        on_backend!(self, b => b.webhook(guild_id).await)
+    }
+
+    /// The guild's latest deliveries, newest first.
+    pub async fn webhook_deliveries(&self, guild_id: u64, limit: u32) -> anyhow::Result<Vec<DeliveryRecord>> {
+        on_backend!(self, b => b.webhook_deliveries(guild_id, limit).await)
+    }
+
+    /// Marks every audit event not yet looked at whose guild has no enabled
+    /// webhook (or one set after the event) as looked at, at once; returns
+    /// how many.
+    pub async fn skip_unhooked_audit_events(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        on_backend!(self, b => b.skip_unhooked_audit_events(now).await)
+    }
+
+    /// Audit events the webhook dispatcher has not looked at, oldest first.
+    pub async fn unchecked_audit_events(&self, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
+        on_backend!(self, b => b.unchecked_audit_events(limit).await)
+    }
+
+    /// Marks an audit event looked at and queues `delivery` for it (if the
+    /// guild's webhook is still enabled), in one transaction. Returns false
+    /// if another dispatcher looked at it first (nothing queued).
+    pub async fn check_audit_event(
+        &self,
+        audit_event_id: i64,
+        now: DateTime<Utc>,
+        delivery: Option<&NewDelivery<'_>>,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.check_audit_event(audit_event_id, now, delivery).await)
+    }
+
+    /// Queues a delivery if the guild's webhook is enabled; returns whether.
+    pub async fn queue_delivery(&self, d: &NewDelivery<'_>) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.queue_delivery(d).await)
+    }
+
+    /// Deliveries due at `now`, unclaimed, to enabled webhooks, the most
+    /// overdue first.
+    pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> anyhow::Result<Vec<DueDelivery>> {
+        on_backend!(self, b => b.due_deliveries(now, limit).await)
+    }
+
+    /// When the next pending delivery is due and unclaimed, if any is.
+    pub async fn next_delivery_at(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        on_backend!(self, b => b.next_delivery_at().await)
+    }
+
+    /// Claims a due delivery until `until`, so that however many instances
+    /// run, one attempts it. Returns false if another holds it or it is no
+    /// longer pending.
+    pub async fn claim_delivery(&self, id: i64, now: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.claim_delivery(id, now, until).await)
+    }
+
+    /// Records an attempt under its claim; on success the webhook's failed
+    /// messages go back to 0, on giving up they count one more. Returns
+    /// the webhook's count of failed messages in a row after it, or `None`
+    /// if nothing was recorded (the claim was lost, the webhook removed).
+    pub async fn finish_attempt(&self, a: &AttemptRecord<'_>, now: DateTime<Utc>) -> anyhow::Result<Option<u32>> {
+        on_backend!(self, b => b.finish_attempt(a, now).await)
+    }
+
+    /// Deletes finished deliveries done before `before`; returns how many.
+    pub async fn prune_deliveries(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        on_backend!(self, b => b.prune_deliveries(before).await)
+    }
 }

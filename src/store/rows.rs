@@ -219,3 +219,109 @@ fn from_hex(s: &str) -> Option<KeyHash> {
     hex::decode_to_slice(s, &mut out).ok()?;
     Some(KeyHash(out))
 }
+
+/// The columns [`WebhookRow`] reads, in a `select` list.
+pub(super) const WEBHOOK_COLUMNS: &str = "guild_id, url, secret, events, enabled, enabled_at, disabled_at, \
+     disabled_reason, failed_messages, created_at, updated_at";
+
+/// The columns [`DeliveryRow`] reads, in a `select` list (the body is read
+/// only where it is sent).
+pub(super) const DELIVERY_COLUMNS: &str = "webhook_delivery_id, message_id, guild_id, event_type, \
+     audit_event_id, created_at, state, attempts, next_attempt_at, last_attempt_at, last_status, last_error, done_at";
+
+/// One `webhook` row as [`WEBHOOK_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct WebhookRow {
+    guild_id: i64,
+    url: String,
+    secret: String,
+    events: String,
+    enabled: bool,
+    enabled_at: i64,
+    disabled_at: Option<i64>,
+    disabled_reason: Option<String>,
+    failed_messages: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<WebhookRow> for super::WebhookRecord {
+    fn from(r: WebhookRow) -> Self {
+        Self {
+            guild_id: id_from_sql(r.guild_id),
+            url: r.url,
+            secret: r.secret,
+            events: r.events,
+            enabled: r.enabled,
+            enabled_at: from_millis(r.enabled_at),
+            disabled_at: r.disabled_at.map(from_millis),
+            disabled_reason: r.disabled_reason,
+            failed_messages: r.failed_messages.clamp(0, i64::from(u32::MAX)) as u32,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        }
+    }
+}
+
+/// One `webhook_delivery` row as [`DELIVERY_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct DeliveryRow {
+    webhook_delivery_id: i64,
+    message_id: String,
+    guild_id: i64,
+    event_type: String,
+    audit_event_id: Option<i64>,
+    created_at: i64,
+    state: String,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    last_attempt_at: Option<i64>,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    done_at: Option<i64>,
+}
+
+impl TryFrom<DeliveryRow> for super::DeliveryRecord {
+    type Error = anyhow::Error;
+
+    fn try_from(r: DeliveryRow) -> anyhow::Result<Self> {
+        Ok(Self {
+            id: r.webhook_delivery_id,
+            message_id: r.message_id,
+            guild_id: id_from_sql(r.guild_id),
+            event_type: r.event_type,
+            audit_event_id: r.audit_event_id,
+            created_at: from_millis(r.created_at),
+            state: r.state.parse()?,
+            attempts: r.attempts.clamp(0, i64::from(u32::MAX)) as u32,
+            next_attempt_at: r.next_attempt_at.map(from_millis),
+            last_attempt_at: r.last_attempt_at.map(from_millis),
+            last_status: r.last_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: r.last_error,
+            done_at: r.done_at.map(from_millis),
+        })
+    }
+}
+
+pub(super) fn deliveries(rows: Vec<DeliveryRow>) -> anyhow::Result<Vec<super::DeliveryRecord>> {
+    rows.into_iter().map(super::DeliveryRecord::try_from).collect()
+}
+
+/// A due delivery with what sending it needs: its body and the webhook's
+/// URL and secret.
+#[derive(sqlx::FromRow)]
+pub(super) struct DueRow {
+    #[sqlx(flatten)]
+    delivery: DeliveryRow,
+    body: String,
+    url: String,
+    secret: String,
+}
+
+pub(super) fn due(rows: Vec<DueRow>) -> anyhow::Result<Vec<super::DueDelivery>> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(super::DueDelivery { delivery: r.delivery.try_into()?, body: r.body, url: r.url, secret: r.secret })
+        })
+        .collect()
+}
