@@ -43,10 +43,14 @@ pub enum Action {
     /// The leak guard (an AutoMod rule blocking pasted keys) on or off.
     #[serde(rename = "leak_guard.set")]
     LeakGuardSet,
+    /// A key expires soon (within 7 days, then within 1 day): guildkey
+    /// reminds the audit channel once per threshold.
+    #[serde(rename = "key.expiring")]
+    KeyExpiring,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -60,6 +64,7 @@ impl Action {
         Action::KeyResumed,
         Action::DiscordPaused,
         Action::LeakGuardSet,
+        Action::KeyExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +82,7 @@ impl Action {
             Self::KeyResumed => "key.resumed",
             Self::DiscordPaused => "discord.paused",
             Self::LeakGuardSet => "leak_guard.set",
+            Self::KeyExpiring => "key.expiring",
         }
     }
 
@@ -100,6 +106,8 @@ impl Action {
             Self::KeyResumed => "API key resumed",
             Self::DiscordPaused => "Discord calls paused for this server",
             Self::LeakGuardSet => "Leak guard changed",
+            // The embed says within how long (see `discord::audit_embed`).
+            Self::KeyExpiring => "API key expires soon",
         }
     }
 }
@@ -113,7 +121,8 @@ pub enum Actor {
     ApiKey(KeyRef),
     /// An operator, through `guildkey keys ...`.
     Cli,
-    /// guildkey itself, guarding the guild (pausing Discord calls).
+    /// guildkey itself: guarding the guild (pausing Discord calls, the
+    /// circuit breaker, a leaked key revoked) or reminding it of an expiry.
     System,
 }
 
