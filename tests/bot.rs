@@ -106,6 +106,18 @@ async fn list_and_info_show_the_key_with_relative_times_and_the_active_count() {
     let info_text = info.all_text();
     assert!(info_text.contains("60/min") && info_text.contains("Allowed IPs"), "{info_text}");
     assert!(info_text.contains("key.created"), "recent activity: {info_text}");
+    assert!(!text.contains("consider revoking"), "a new key is not flagged as unused: {text}");
+
+    // A key created 40 days ago and never used is flagged.
+    let backdated = support::db_scalar(
+        &app.db_url,
+        "update api_key set created_at = created_at - 3456000000 where name = 'verifier' returning created_at",
+    );
+    assert!(backdated.is_some(), "backdate the key");
+    let sent = app.double.slash(ids::DEMO_GUILD_ID, ids::MORGAN_ID).subcommand("apikey", "list").send().await.unwrap();
+    let text = app.double.wait_for_response(&sent, WAIT).await.unwrap().all_text();
+    assert!(text.contains("Unused for 40 days") && text.contains("(never used)"), "{text}");
+    assert!(text.contains("consider revoking"), "{text}");
     app.double.assert_no_violations();
 }
 
