@@ -51,10 +51,14 @@ pub enum Action {
     /// guildkey turned the webhook off: its deliveries kept failing.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    /// A key expires soon (within 7 days, then within 1 day): guildkey
+    /// reminds the audit channel once per threshold.
+    #[serde(rename = "key.expiring")]
+    KeyExpiring,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -71,6 +75,7 @@ impl Action {
         Action::WebhookSet,
         Action::WebhookRemoved,
         Action::WebhookDisabled,
+        Action::KeyExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +96,7 @@ impl Action {
             Self::WebhookSet => "webhook.set",
             Self::WebhookRemoved => "webhook.removed",
             Self::WebhookDisabled => "webhook.disabled",
+            Self::KeyExpiring => "key.expiring",
         }
     }
 
@@ -117,6 +123,8 @@ impl Action {
             Self::WebhookSet => "Webhook set",
             Self::WebhookRemoved => "Webhook removed",
             Self::WebhookDisabled => "Webhook disabled: its deliveries kept failing",
+            // The embed says within how long (see `discord::audit_embed`).
+            Self::KeyExpiring => "API key expires soon",
         }
     }
 }
@@ -130,7 +138,8 @@ pub enum Actor {
     ApiKey(KeyRef),
     /// An operator, through `guildkey keys ...`.
     Cli,
-    /// guildkey itself, guarding the guild (pausing Discord calls).
+    /// guildkey itself: guarding the guild (pausing Discord calls, the
+    /// circuit breaker, a leaked key revoked) or reminding it of an expiry.
     System,
 }
 

@@ -167,6 +167,9 @@ pub struct KeysConfig {
     pub default_ban_budget: u32,
     /// Role changes likewise.
     pub default_role_budget: u32,
+    /// How often the upkeep looks for keys whose expiry reminder is due
+    /// (`keys.expiry_check_seconds`).
+    pub expiry_check_seconds: u64,
 }
 
 /// Where webhooks may point and how their deliveries are retried.
@@ -274,6 +277,7 @@ impl Default for Config {
                 last_used_flush_seconds: 5,
                 default_ban_budget: 30,
                 default_role_budget: 300,
+                expiry_check_seconds: 60,
             },
             log: LogConfig { format: LogFormat::Pretty },
             run: RunConfig { only: ProcessRole::Both },
@@ -387,6 +391,9 @@ impl Config {
         }
         if let Some(v) = file.integer("keys", "default_role_budget", 1, 10_000)? {
             cfg.keys.default_role_budget = v as u32;
+        }
+        if let Some(v) = file.integer("keys", "expiry_check_seconds", 1, 3600)? {
+            cfg.keys.expiry_check_seconds = v as u64;
         }
         if let Some(v) = file.string("log", "format")? {
             cfg.log.format = parse_log_format("log.format", &v)?;
@@ -521,6 +528,7 @@ impl Config {
             format!("keys.last_used_flush_seconds = {}", self.keys.last_used_flush_seconds),
             format!("keys.default_ban_budget = {}", self.keys.default_ban_budget),
             format!("keys.default_role_budget = {}", self.keys.default_role_budget),
+            format!("keys.expiry_check_seconds = {}", self.keys.expiry_check_seconds),
             format!("log.format = {format}"),
             format!("run.only = {}", self.run.only.as_str()),
             format!("webhooks.allow_http = {}", self.webhooks.allow_http),
@@ -878,6 +886,8 @@ mod tests {
             ("[keys]\nprefix = \"GK_\"", "keys.prefix"),
             ("[keys]\ndefault_rate_limit_per_minute = 0", "keys.default_rate_limit_per_minute"),
             ("[keys]\nlast_used_flush_seconds = \"5\"", "keys.last_used_flush_seconds"),
+            ("[keys]\nexpiry_check_seconds = 0", "keys.expiry_check_seconds"),
+            ("[keys]\nexpiry_check_seconds = 3601", "keys.expiry_check_seconds"),
             ("[log]\nformat = \"xml\"", "log.format"),
             ("[run]\nonly = \"gateway\"", "run.only"),
             ("[run]\nonly = 1", "run.only"),

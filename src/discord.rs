@@ -695,8 +695,12 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         | Action::KeySuspended
         | Action::LeakGuardSet => Colour::new(0xFEE75C),
         Action::BanRemoved => Colour::new(0x5865F2),
+        Action::KeyExpiring => Colour::new(0xE67E22),
     };
-    let mut title = event.action.title().to_owned();
+    let mut title = match (event.action, event.details.get("within").and_then(|w| w.as_str())) {
+        (Action::KeyExpiring, Some(within)) => format!("API key expires within {within}"),
+        (action, _) => action.title().to_owned(),
+    };
     if event.test {
         title.push_str(" (test key: dry run, nothing changed)");
     }
@@ -727,6 +731,12 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     }
     if let Some(summary) = while_off_summary(event) {
         embed = embed.description(summary);
+    }
+    if event.action == Action::KeyExpiring {
+        embed = embed.description(
+            "Keys cannot be extended: create a replacement (`/apikey create`) and switch over before then. \
+             An expired key stops working.",
+        );
     }
     embed
 }
@@ -846,6 +856,11 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     }
     if let Some(events) = s("webhook_events") {
         out.push(("Events", escape_within(&events, 1024)));
+    }
+    if event.action == Action::KeyExpiring {
+        if let Some(at) = s("expires_at").and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()) {
+            out.push(("Expires", format!("<t:{0}:R> (<t:{0}:f>)", at.timestamp())));
+        }
     }
     if let Some(until) = d.get("paused_until").and_then(|v| v.as_str()) {
         if let Ok(at) = chrono::DateTime::parse_from_rfc3339(until) {
@@ -1023,6 +1038,40 @@ mod tests {
         assert!(
             super::while_off_summary(&crate::audit::AuditEvent { details: serde_json::json!({}), ..event }).is_none()
         );
+    }
+
+    #[test]
+    fn an_expiry_reminder_names_the_key_the_threshold_and_the_expiry_as_a_discord_timestamp() {
+        let event = crate::audit::AuditEvent {
+            id: 41,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::KeyExpiring,
+            actor: "guildkey".into(),
+            actor_kind: "system".into(),
+            key_id: Some("key_abc".into()),
+            key_name: Some("game *server*".into()),
+            key_prefix: Some("gk_live_Ab3d".into()),
+            test: false,
+            details: serde_json::json!({
+                "expires_at": "2026-01-03T10:00:00Z", "within": "7 days", "threshold_seconds": 604_800,
+            }),
+        };
+        let embed = serde_json::to_value(super::audit_embed(&event)).unwrap();
+        assert_eq!(embed["title"], "API key expires within 7 days");
+        let field = |name: &str| {
+            embed["fields"].as_array().unwrap().iter().find(|f| f["name"] == name).map(|f| f["value"].clone())
+        };
+        assert_eq!(field("By").unwrap(), "guildkey");
+        assert_eq!(field("Key").unwrap(), "game \\*server\\* (`gk_live_Ab3d`)");
+        let at = 1_767_434_400; // 2026-01-03T10:00:00Z
+        assert_eq!(field("Expires").unwrap(), format!("<t:{at}:R> (<t:{at}:f>)"));
+        assert!(embed["description"].as_str().unwrap().contains("/apikey create"), "{embed}");
+        let day = crate::audit::AuditEvent {
+            details: serde_json::json!({"expires_at": "2026-01-03T10:00:00Z", "within": "1 day"}),
+            ..event
+        };
+        assert_eq!(serde_json::to_value(super::audit_embed(&day)).unwrap()["title"], "API key expires within 1 day");
     }
 
     #[test]

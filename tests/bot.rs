@@ -106,6 +106,18 @@ async fn list_and_info_show_the_key_with_relative_times_and_the_active_count() {
     let info_text = info.all_text();
     assert!(info_text.contains("60/min") && info_text.contains("Allowed IPs"), "{info_text}");
     assert!(info_text.contains("key.created"), "recent activity: {info_text}");
+    assert!(!text.contains("consider revoking"), "a new key is not flagged as unused: {text}");
+
+    // A key created 40 days ago and never used is flagged.
+    let backdated = support::db_scalar(
+        &app.db_url,
+        "update api_key set created_at = created_at - 3456000000 where name = 'verifier' returning created_at",
+    );
+    assert!(backdated.is_some(), "backdate the key");
+    let sent = app.double.slash(ids::DEMO_GUILD_ID, ids::MORGAN_ID).subcommand("apikey", "list").send().await.unwrap();
+    let text = app.double.wait_for_response(&sent, WAIT).await.unwrap().all_text();
+    assert!(text.contains("Unused for 40 days") && text.contains("(never used)"), "{text}");
+    assert!(text.contains("consider revoking"), "{text}");
     app.double.assert_no_violations();
 }
 
@@ -321,6 +333,47 @@ async fn changes_made_with_the_cli_are_posted_to_the_audit_channel() {
         .await
         .expect("the CLI's change is posted");
     assert!(posted.text().contains("The operator CLI"), "{}", posted.text());
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_key_expiring_in_two_days_gets_one_reminder_in_the_audit_channel_even_across_a_restart() {
+    // Checks every second (`keys.expiry_check_seconds`) instead of every minute.
+    let opts = Options { config: "[keys]\nexpiry_check_seconds = 1\n".into(), ..Options::default() };
+    let mut app = spawn_app_with(opts).await;
+    app.set_audit_channel().await;
+
+    let secret = app.create_key(ids::DEMO_GUILD_ID, "nightly export", "audit.read", &["--expires", "2d"]);
+
+    let is_reminder = |m: &discord_double::RecordedMessage| m.text().contains("API key expires within");
+    let posted = app
+        .double
+        .wait_for_message(ids::AUDIT_LOG_CHANNEL_ID, is_reminder, WAIT)
+        .await
+        .expect("an expiry reminder in the audit channel");
+    let text = posted.text();
+    assert!(text.contains("API key expires within 7 days"), "{text}");
+    assert!(text.contains("nightly export") && text.contains(&secret[..12]), "the key's name and prefix: {text}");
+    assert!(text.contains("guildkey"), "by guildkey: {text}");
+    let expires_ms =
+        support::db_scalar(&app.db_url, "select expires_at from api_key where name = 'nightly export'").unwrap();
+    assert!(text.contains(&format!("<t:{}:R>", expires_ms / 1000)), "the expiry as a Discord timestamp: {text}");
+
+    // A while later, and after a restart, still exactly one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.wait_for_audit_outbox().await;
+    let reminders: Vec<_> =
+        app.double.messages_in(ids::AUDIT_LOG_CHANNEL_ID).into_iter().filter(|m| is_reminder(m)).collect();
+    assert_eq!(
+        reminders.len(),
+        1,
+        "one reminder, never repeated: {:?}",
+        reminders.iter().map(|m| m.text()).collect::<Vec<_>>()
+    );
+    let recorded = support::db_scalar(&app.db_url, "select count(*) from audit_event where action = 'key.expiring'");
+    assert_eq!(recorded, Some(1));
     app.double.assert_no_violations();
 }
 

@@ -73,6 +73,24 @@ fn fmt_abs(at: DateTime<Utc>) -> String {
     format!("<t:{}:f>", at.timestamp())
 }
 
+/// Days without a request after which `/apikey list` suggests revoking an
+/// active key (counted from its creation when it was never used).
+pub const UNUSED_AFTER_DAYS: i64 = 30;
+
+/// "Unused for N days — consider revoking it", for an active key not used
+/// for [`UNUSED_AFTER_DAYS`] (or never used and created that long ago).
+pub fn unused_note(k: &KeyRecord, now: DateTime<Utc>) -> Option<String> {
+    if k.status(now) != KeyStatus::Active {
+        return None;
+    }
+    let days = (now - k.last_used_at.unwrap_or(k.created_at)).num_days();
+    if days < UNUSED_AFTER_DAYS {
+        return None;
+    }
+    let never = if k.last_used_at.is_none() { " (never used)" } else { "" };
+    Some(format!("💤 **Unused for {days} days**{never} — consider revoking it"))
+}
+
 fn key_summary(k: &KeyRecord, now: DateTime<Utc>) -> (String, String) {
     let name = format!("{} · {}", crate::discord::escape_within(&k.name, 200), status_badge(k.status(now)));
     let mut value = vec![
@@ -85,6 +103,9 @@ fn key_summary(k: &KeyRecord, now: DateTime<Utc>) -> (String, String) {
             expiry(k)
         ),
     ];
+    if let Some(note) = unused_note(k, now) {
+        value.push(note);
+    }
     if let Some(at) = k.revoked_at {
         value.push(format!("**Revoked** {}", relative(at)));
     } else if let Some(at) = k.suspended_at {
@@ -157,4 +178,79 @@ pub fn info_embed(k: &KeyRecord, recent: &[AuditEvent], now: DateTime<Utc>) -> s
             .join("\n")
     };
     embed.field("Recent activity", activity, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+
+    use super::*;
+    use crate::keys::{AllowedIps, AllowedRoles, KeyId, Scopes};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    fn key(name: &str, created_at: DateTime<Utc>, last_used_at: Option<DateTime<Utc>>) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::from_stored(format!("key_{name}")),
+            guild_id: 1,
+            name: name.to_owned(),
+            prefix: "gk_live_Ab3d".to_owned(),
+            environment: Environment::Live,
+            scopes: Scopes::parse("bans.read").unwrap(),
+            created_at,
+            created_by: "cli".to_owned(),
+            last_used_at,
+            use_count: i64::from(last_used_at.is_some()),
+            expires_at: None,
+            revoked_at: None,
+            rate_limit_per_minute: 60,
+            allowed_ips: AllowedIps::default(),
+            previous_secret_expires_at: None,
+            allowed_roles: AllowedRoles::default(),
+            suspended_at: None,
+            ban_budget: None,
+            role_budget: None,
+        }
+    }
+
+    fn list_text(keys: &[KeyRecord], now: DateTime<Utc>) -> String {
+        serde_json::to_value(list_embed(keys, 1, 3, now)).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_list_flags_keys_unused_for_30_days_with_how_long() {
+        let now = at("2026-03-01T12:00:00Z");
+        let day = Duration::days(1);
+        let busy = key("busy", now - day * 90, Some(now - day * 2));
+        let idle = key("idle", now - day * 90, Some(now - day * 45));
+        let never = key("never", now - day * 31, None);
+        let fresh = key("fresh", now - day * 29, None);
+        let barely = key("barely", now - day * 60, Some(now - day * 30 + Duration::minutes(1)));
+
+        assert_eq!(unused_note(&busy, now), None);
+        assert_eq!(unused_note(&idle, now).unwrap(), "💤 **Unused for 45 days** — consider revoking it");
+        assert_eq!(unused_note(&never, now).unwrap(), "💤 **Unused for 31 days** (never used) — consider revoking it");
+        assert_eq!(unused_note(&fresh, now), None, "a key younger than 30 days is not flagged");
+        assert_eq!(unused_note(&barely, now), None, "29 days and 23:59 is not 30 days");
+        assert!(unused_note(&key("exactly", now - day * 30, None), now).is_some());
+
+        let text = list_text(&[busy, idle, never, fresh], now);
+        assert_eq!(text.matches("consider revoking").count(), 2, "{text}");
+        assert!(text.contains("Unused for 45 days") && text.contains("Unused for 31 days"), "{text}");
+    }
+
+    #[test]
+    fn revoked_expired_and_suspended_keys_are_not_flagged_as_unused() {
+        let now = at("2026-03-01T12:00:00Z");
+        let old = now - Duration::days(100);
+        let revoked = KeyRecord { revoked_at: Some(now - Duration::days(1)), ..key("revoked", old, None) };
+        let expired = KeyRecord { expires_at: Some(now - Duration::days(1)), ..key("expired", old, None) };
+        let suspended = KeyRecord { suspended_at: Some(now - Duration::days(1)), ..key("suspended", old, None) };
+        for k in [&revoked, &expired, &suspended] {
+            assert_eq!(unused_note(k, now), None, "{}", k.name);
+        }
+        assert!(!list_text(&[revoked, expired, suspended], now).contains("consider revoking"));
+    }
 }

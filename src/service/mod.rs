@@ -10,6 +10,7 @@ pub mod actions;
 pub mod guard;
 pub mod index;
 pub mod outbox;
+pub mod reminders;
 pub mod usage;
 pub mod webhooks;
 
@@ -772,12 +773,27 @@ impl KeyService {
     }
 
     /// Runs the background upkeep until `stop` resolves: the index watch
-    /// (every 250 ms) and the last-used flush. Flushes once more at the end.
+    /// (every 250 ms), the last-used flush and, beside them, the expiry
+    /// reminders ([`reminders`], every `keys.expiry_check_seconds`).
+    /// Flushes once more at the end.
     ///
     /// While it runs the index must keep up: when its checks have failed
     /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
     /// key (logged at error once) until a check succeeds (logged at info).
     pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
+        let (stopped, mut stopping) = tokio::sync::watch::channel(false);
+        let reminders = self.run_expiry_reminders(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        let upkeep = async move {
+            self.run_index_upkeep(stop).await;
+            let _ = stopped.send(true);
+        };
+        tokio::join!(upkeep, reminders);
+    }
+
+    /// The index watch and the last-used flush (see [`Self::run_upkeep`]).
+    async fn run_index_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
         self.inner.index.watch(unix_millis());
         let mut state = Watch::Current;
         let flush_every = Duration::from_secs(self.inner.cfg.last_used_flush_seconds.max(1));

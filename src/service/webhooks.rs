@@ -78,6 +78,7 @@ pub enum EventType {
     KeyDeleted,
     KeySuspended,
     KeyResumed,
+    KeyExpiring,
     BanAdded,
     BanRemoved,
     RoleAdded,
@@ -87,13 +88,14 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         Self::KeyCreated,
         Self::KeyRevoked,
         Self::KeyRotated,
         Self::KeyDeleted,
         Self::KeySuspended,
         Self::KeyResumed,
+        Self::KeyExpiring,
         Self::BanAdded,
         Self::BanRemoved,
         Self::RoleAdded,
@@ -110,6 +112,7 @@ impl EventType {
             Self::KeyDeleted => "key.deleted",
             Self::KeySuspended => "key.suspended",
             Self::KeyResumed => "key.resumed",
+            Self::KeyExpiring => "key.expiring",
             Self::BanAdded => "ban.added",
             Self::BanRemoved => "ban.removed",
             Self::RoleAdded => "role.added",
@@ -130,6 +133,7 @@ impl EventType {
             Action::KeyDeleted => Self::KeyDeleted,
             Action::KeySuspended => Self::KeySuspended,
             Action::KeyResumed => Self::KeyResumed,
+            Action::KeyExpiring => Self::KeyExpiring,
             Action::BanAdded => Self::BanAdded,
             Action::BanRemoved => Self::BanRemoved,
             Action::RoleAdded => Self::RoleAdded,

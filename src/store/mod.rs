@@ -592,3 +592,64 @@ impl Store {
         on_backend!(self, b => b.prune_deliveries(before).await)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Expiry reminders (`sqlite/alerts.rs`, `postgres/alerts.rs`)
+// ---------------------------------------------------------------------------
+
+/// A key that is not revoked and expires soon.
+#[derive(Debug, Clone)]
+pub struct ExpiringKey {
+    pub key: crate::keys::KeyRef,
+    pub guild_id: u64,
+    pub expires_at: DateTime<Utc>,
+    /// The most urgent threshold (seconds before expiry) the key was
+    /// already reminded of, if any.
+    pub reminded: Option<i64>,
+}
+
+/// An expiry reminder about to be claimed and recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiryReminder<'a> {
+    pub key_id: &'a KeyId,
+    /// The expiry the reminder is about: a key whose expiry changed
+    /// meanwhile is not reminded of the old one.
+    pub expires_at: DateTime<Utc>,
+    /// The threshold announced, in seconds before expiry.
+    pub threshold_seconds: i64,
+    /// Less urgent thresholds this one makes moot (a key created to expire
+    /// within a day never hears "within 7 days" after "within 1 day"):
+    /// marked as done, without an event of their own.
+    pub passed_over: &'a [i64],
+}
+
+impl Store {
+    /// Keys not revoked (suspended ones included) that expire after `now`
+    /// and no later than `until`, with the most urgent reminder each got,
+    /// in order of expiry then id, after `after` (the last of the previous
+    /// page), at most `limit`.
+    pub async fn expiring_keys(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, &KeyId)>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ExpiringKey>> {
+        on_backend!(self, b => b.expiring_keys(now, until, after, limit).await)
+    }
+
+    /// Claims one expiry reminder and records its audit event, in one
+    /// transaction: the claim is a row keyed by key and threshold, so
+    /// however many instances try at once (or again after a restart), one
+    /// records it. Returns false, writing nothing, when the reminder was
+    /// already claimed or the key is revoked, gone, expired at `now` or
+    /// expires at another time than `r.expires_at`.
+    pub async fn claim_expiry_reminder(
+        &self,
+        r: &ExpiryReminder<'_>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.claim_expiry_reminder(r, now, event).await)
+    }
+}

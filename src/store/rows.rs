@@ -325,3 +325,29 @@ pub(super) fn due(rows: Vec<DueRow>) -> anyhow::Result<Vec<super::DueDelivery>> 
         })
         .collect()
 }
+/// The columns [`ExpiringRow`] reads from `api_key` (with the `reminded`
+/// subquery each backend adds).
+pub(super) const EXPIRING_COLUMNS: &str = "api_key_id, guild_id, name, prefix, expires_at";
+
+/// A key that expires soon, as the expiry reminders read it: the key, and
+/// the most urgent threshold it was reminded of (`reminded`, seconds).
+#[derive(sqlx::FromRow)]
+pub(super) struct ExpiringRow {
+    api_key_id: String,
+    guild_id: i64,
+    name: String,
+    prefix: String,
+    expires_at: i64,
+    reminded: Option<i64>,
+}
+
+impl From<ExpiringRow> for super::ExpiringKey {
+    fn from(r: ExpiringRow) -> Self {
+        super::ExpiringKey {
+            key: crate::keys::KeyRef { id: KeyId::from_stored(r.api_key_id), name: r.name, prefix: r.prefix },
+            guild_id: id_from_sql(r.guild_id),
+            expires_at: from_millis(r.expires_at),
+            reminded: r.reminded,
+        }
+    }
+}

@@ -11,6 +11,7 @@
 //! unreachable a write answers an error in seconds instead of hanging,
 //! and succeeds again by itself once the database is back.
 
+mod alerts;
 mod audit;
 mod keys;
 mod webhooks;

@@ -6,6 +6,7 @@
 //! `migrations/`, and lets the key index notice commits made by other
 //! processes ([`SqliteStore::change_counter`]) without reading any table.
 
+mod alerts;
 mod audit;
 mod keys;
 mod webhooks;
