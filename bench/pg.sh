@@ -73,11 +73,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A new PostgreSQL database, dropped at exit; prints its URL.
+# A new PostgreSQL database, dropped at exit; its URL in DB_URL. (Not
+# called in $(...): the name must reach DBS in this shell.)
 pg_database() { # suffix
     local name="gkbench_$$_$1"
     DBS+=("$name")
-    "$BENCH" pg-create "$ADMIN" "$name"
+    DB_URL="$("$BENCH" pg-create "$ADMIN" "$name")"
 }
 
 # The port a server bound (port 0: any free one) from its "listening on" line.
@@ -103,17 +104,19 @@ export DISCORD_TOKEN="MTEwMDAwMDAwMDAwMDAwMDAwMQ.bench.token"
 export GUILDKEY_REGISTER_COMMANDS=none
 export RUST_LOG=warn,guildkey=info
 
-# One Discord double per listener (each bot has a gateway of its own).
-start_double() { # name; prints the REST base URL
+# One Discord double per listener (each bot has a gateway of its own); its
+# REST base URL in DISCORD_BASE. (Not called in $(...), as pg_database.)
+start_double() { # name
     "$BIN/discord-double" --port 0 </dev/null >"$WORK/double-$1.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 100); do grep -q "REST base URL" "$WORK/double-$1.log" && break; sleep 0.05; done
-    grep "REST base URL" "$WORK/double-$1.log" | sed 's/.*: //'
+    DISCORD_BASE="$(grep "REST base URL" "$WORK/double-$1.log" | sed 's/.*: //')"
 }
 
 # ---------------------------------------------------------------------------
 echo "seeding $VERIFY_KEYS keys into SQLite and into PostgreSQL" >&2
-PG_VERIFY="$(pg_database verify)"
+pg_database verify
+PG_VERIFY="$DB_URL"
 "$BENCH" seed "$WORK/verify.db" "$VERIFY_KEYS" "$WORK/token-sqlite"
 "$BENCH" seed "$PG_VERIFY" "$VERIFY_KEYS" "$WORK/token-postgres"
 
@@ -121,8 +124,8 @@ declare -A PORT PID
 for backend in sqlite postgres; do
     url="sqlite://$WORK/verify.db"
     [[ $backend == postgres ]] && url="$PG_VERIFY"
-    base="$(start_double "$backend")"
-    DATABASE_URL="$url" DISCORD_API_BASE_URL="$base" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run \
+    start_double "$backend"
+    DATABASE_URL="$url" DISCORD_API_BASE_URL="$DISCORD_BASE" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run \
         >"$WORK/gk-$backend.log" 2>&1 &
     PIDS+=($!)
     PID[$backend]=$!
@@ -202,11 +205,12 @@ PIDS=()
 # ---------------------------------------------------------------------------
 echo
 echo "== 2. start-up with $STARTUP_KEYS keys (process start to 'listening on'; rss_mib is VmRSS 2 s after) =="
-PG_BIG="$(pg_database big)"
+pg_database big
+PG_BIG="$DB_URL"
 "$BENCH" seed "$PG_BIG" "$STARTUP_KEYS" "$WORK/token-big-postgres"
 "$BENCH" seed "$WORK/big.db" "$STARTUP_KEYS" "$WORK/token-big-sqlite"
-DISCORD_API_BASE_URL="$(start_double startup)"
-export DISCORD_API_BASE_URL
+start_double startup
+export DISCORD_API_BASE_URL="$DISCORD_BASE"
 for backend in postgres sqlite; do
     url="sqlite://$WORK/big.db"
     [[ $backend == postgres ]] && url="$PG_BIG"
@@ -233,11 +237,19 @@ for backend in postgres sqlite; do
     echo "$backend:"
     "$BENCH" changes "$url" "$CHANGES" | sed 's/^/  /'
 done
+echo "a full reload while the upkeep runs (another connection overflows the change log), with $STARTUP_KEYS keys:"
+for backend in postgres sqlite; do
+    url="sqlite://$WORK/big.db"
+    [[ $backend == postgres ]] && url="$PG_BIG"
+    echo "$backend:"
+    "$BENCH" reload-outage "$url" | sed 's/^/  /'
+done
 
 # ---------------------------------------------------------------------------
 echo
 echo "== 4. propagation across two instances on one database: $PROPAGATION keys created, then revoked, through A; B polled (goal p99 < 100 ms, never > 1 s) =="
-PG_PROP="$(pg_database propagation)"
+pg_database propagation
+PG_PROP="$DB_URL"
 echo "postgres:"
 "$BENCH" propagation "$PG_PROP" "$PROPAGATION" "$PAUSE_MS" | sed 's/^/  /'
 echo "sqlite:"
@@ -249,9 +261,9 @@ fi
 if (( PROCESSES > 0 )); then
     for backend in postgres sqlite; do
         url="sqlite://$WORK/processes.db"
-        [[ $backend == postgres ]] && url="$(pg_database processes)"
-        base="$(start_double "processes-$backend")"
-        DATABASE_URL="$url" DISCORD_API_BASE_URL="$base" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run \
+        if [[ $backend == postgres ]]; then pg_database processes; url="$DB_URL"; fi
+        start_double "processes-$backend"
+        DATABASE_URL="$url" DISCORD_API_BASE_URL="$DISCORD_BASE" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run \
             >"$WORK/gk-processes-$backend.log" 2>&1 &
         PIDS+=($!)
         port="$(port_from_log "$WORK/gk-processes-$backend.log")"

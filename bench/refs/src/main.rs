@@ -35,6 +35,13 @@
 //!   database connections) and B is polled over HTTP, `GET /v1/verify` on
 //!   one keep-alive connection every ~0.5 ms, until it answers 401
 //!   `key_revoked`.
+//! - `reload-outage DB`: one instance with its upkeep running on a database
+//!   `seed` made (path or URL); another connection overflows the key change
+//!   log, as a change of more than 2,048 keys at once would, which makes the
+//!   next check reload the index whole; the instance's `authenticate` is
+//!   asked about a valid key every millisecond meanwhile, and the time it
+//!   answered `index_stale` (every key refused) is printed with the
+//!   reload's.
 //! - `pg-create ADMIN_URL NAME` / `pg-drop ADMIN_URL NAME`: makes (printing
 //!   its URL) or drops a PostgreSQL database on the server at ADMIN_URL.
 //! - `pg-scan URL`: a diagnosis of the index's start-up load from
@@ -85,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             arg(4)?.parse()?,
             args.get(5).map_or(Ok(250), |a| a.parse())?,
         ),
+        "reload-outage" => reload_outage(arg(1)?),
         "pg-create" => runtime()?.block_on(pg_admin(arg(1)?, arg(2)?, true)),
         "pg-drop" => runtime()?.block_on(pg_admin(arg(1)?, arg(2)?, false)),
         "pg-scan" => runtime()?.block_on(pg_scan(arg(1)?)),
@@ -781,6 +789,79 @@ fn propagation(target: &str, n: usize, pause_ms: u64) -> anyhow::Result<()> {
         stats(&mut after_return),
         GIVE_UP.as_secs()
     );
+    Ok(())
+}
+
+fn reload_outage(target: &str) -> anyhow::Result<()> {
+    use guildkey::audit::Actor;
+    use guildkey::service::{Error, KeyDraft, KeyRequest};
+    let (url, sqlite) = database(target);
+    let t = Instant::now();
+    let b = Instance::open(&url)?;
+    let load = t.elapsed();
+    let keys = b.service.indexed_keys();
+    let draft = KeyDraft::parse(&KeyRequest { name: "reload outage", scopes: "bans.read", ..Default::default() })?;
+    let issued = b.rt.block_on(b.service.issue(42, draft, &Actor::Cli))?;
+    let token = issued.secret.expose().to_owned();
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    // Let the upkeep settle (its own change seen, a few checks done).
+    std::thread::sleep(Duration::from_secs(1));
+    b.service.authenticate(&token, ip).map_err(|e| anyhow::anyhow!("the key does not verify: {e}"))?;
+    let loads = b.service.index_stats().full_loads;
+    b.rt.block_on(async {
+        let (other, sql) = match &sqlite {
+            Some(path) => (
+                Other::Sqlite(pool(path).await?),
+                "with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) \
+                 insert into key_change (api_key_id) select 'key_bench' || i from n",
+            ),
+            None => (
+                Other::Postgres(PgPoolOptions::new().max_connections(1).connect(&url).await?),
+                "insert into key_change (api_key_id) select 'key_bench' || i from generate_series(1, 3000) i",
+            ),
+        };
+        other.execute(sql).await
+    })?;
+    let overflowed = Instant::now();
+    let (mut looks, mut stale, mut other) = (0_u64, 0_u64, 0_u64);
+    let (mut first_stale, mut last_stale) = (None, None);
+    let done = loop {
+        let answer = b.service.authenticate(&token, ip);
+        let now = Instant::now();
+        looks += 1;
+        match &answer {
+            Ok(_) => {}
+            Err(Error::IndexStale) => {
+                stale += 1;
+                first_stale.get_or_insert(now);
+                last_stale = Some(now);
+            }
+            Err(_) => other += 1,
+        }
+        if answer.is_ok() && b.service.index_stats().full_loads > loads {
+            break now;
+        }
+        if overflowed.elapsed() > Duration::from_secs(900) {
+            bail!("no full reload within 900 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    b.close();
+    let s = |at: Instant| (at - overflowed).as_secs_f64();
+    println!(
+        "keys={keys} load_ms={:.0}; after the change log overflowed, the full reload was done {:.1} s later",
+        load.as_secs_f64() * 1e3,
+        s(done)
+    );
+    match (first_stale, last_stale) {
+        (Some(first), Some(last)) => println!(
+            "  authenticate refused every key (index_stale) from {:.1} s to {:.1} s: {stale} of {looks} looks \
+             (other refusals: {other})",
+            s(first),
+            s(last)
+        ),
+        _ => println!("  authenticate never answered index_stale ({looks} looks; other refusals: {other})"),
+    }
     Ok(())
 }
 
