@@ -1,9 +1,11 @@
 //! `gkbench`: the harness behind `bench/run.sh`.
 //!
-//! - `seed DB_PATH N TOKEN_FILE`: a guildkey database with N keys, written
-//!   straight into SQLite in large batches (the CLI makes one key per call);
-//!   the first key gets a rate limit high enough never to throttle a
-//!   benchmark, and its token goes to TOKEN_FILE (mode 600), nowhere else.
+//! - `seed DB N TOKEN_FILE`: a guildkey database with N keys, written
+//!   straight into the database in large batches (the CLI makes one key per
+//!   call); DB is a SQLite file's path or a `postgres://` URL (of an
+//!   existing, empty database). The first key gets a rate limit high enough
+//!   never to throttle a benchmark, and its token goes to TOKEN_FILE (mode
+//!   600), nowhere else.
 //! - `bare PORT BODY_FILE`: reference (a), a bare axum endpoint answering
 //!   every GET with the same static JSON.
 //! - `naive PORT DB_PATH`: reference (b), the naive design: per request a
@@ -13,9 +15,39 @@
 //!   once it has settled, then stops it.
 //! - `copy DB_PATH COPY_PATH`: a copy of a database (for the naive server,
 //!   which writes to it).
-//! - `changes DB_PATH N`: on that database, in this process, the service's
-//!   start-up load, then N creates and N revokes, then one full reload after
-//!   a commit by another connection, each timed.
+//! - `changes DB N`: on that database (a SQLite path, or a `sqlite://` or
+//!   `postgres://` URL of a database `seed` made), in this process, the
+//!   service's start-up load, then N creates and N revokes, then one full
+//!   reload after a commit by another connection, each timed. Given a URL it
+//!   also prints the p99 and maximum of the creates and revokes.
+//! - `propagation DB N [PAUSE_MS]`: two instances on one database (a path
+//!   or URL as for `changes`), each with its own runtime, store (pool; on
+//!   PostgreSQL its own LISTEN connection) and upkeep task, as two
+//!   processes would have; N keys created through A one at a time (the
+//!   first 100 each timed until B accepts it), then N revokes through A,
+//!   each after a random pause of up to PAUSE_MS (250) and timed until B's
+//!   in-memory `authenticate` refuses the key as revoked (B polled every
+//!   ~50 µs).
+//! - `propagation-http DB GUILDKEY PORT N [PAUSE_MS]`: the same with real
+//!   processes: B is a `guildkey run` listening on PORT on database DB (a
+//!   URL); N keys are created here, then each is revoked by a `GUILDKEY keys
+//!   revoke` process of its own (the operator CLI, its own process and
+//!   database connections) and B is polled over HTTP, `GET /v1/verify` on
+//!   one keep-alive connection every ~0.5 ms, until it answers 401
+//!   `key_revoked`.
+//! - `reload-outage DB`: one instance with its upkeep running on a database
+//!   `seed` made (path or URL); another connection overflows the key change
+//!   log, as a change of more than 2,048 keys at once would, which makes the
+//!   next check reload the index whole; the instance's `authenticate` is
+//!   asked about a valid key every millisecond meanwhile, and the time it
+//!   answered `index_stale` (every key refused) is printed with the
+//!   reload's.
+//! - `pg-create ADMIN_URL NAME` / `pg-drop ADMIN_URL NAME`: makes (printing
+//!   its URL) or drops a PostgreSQL database on the server at ADMIN_URL.
+//! - `pg-scan URL`: a diagnosis of the index's start-up load from
+//!   PostgreSQL, read two other ways than the store does: its pages of JSON
+//!   with the key id's own collation instead of `collate "C"`, and the same
+//!   columns through a cursor as plain rows. Each timed whole.
 //! - `p99 ROUTE < metrics.txt`: p50 and p99 of one route from guildkey's
 //!   Prometheus latency histogram (upper bucket bounds, in microseconds).
 
@@ -32,8 +64,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, PgPool, Row, SqlitePool};
 
 /// A rate limit no benchmark reaches (the CLI caps it at 100000/min).
 const BENCH_RATE_LIMIT: i64 = 1_000_000_000;
@@ -42,12 +75,27 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).context("missing argument; see the module docs");
     match arg(0)? {
+        "seed" if guildkey::store::is_postgres_url(arg(1)?) => {
+            runtime()?.block_on(seed_postgres(arg(1)?, arg(2)?.parse()?, arg(3)?))
+        }
         "seed" => runtime()?.block_on(seed(arg(1)?, arg(2)?.parse()?, arg(3)?)),
         "bare" => runtime()?.block_on(bare(arg(1)?.parse()?, arg(2)?)),
         "naive" => runtime()?.block_on(naive(arg(1)?.parse()?, arg(2)?)),
         "startup" => startup(&args[2..]),
         "copy" => runtime()?.block_on(copy(arg(1)?, arg(2)?)),
         "changes" => runtime()?.block_on(changes(arg(1)?, arg(2)?.parse()?)),
+        "propagation" => propagation(arg(1)?, arg(2)?.parse()?, args.get(3).map_or(Ok(250), |a| a.parse())?),
+        "propagation-http" => propagation_http(
+            arg(1)?,
+            arg(2)?,
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+            args.get(5).map_or(Ok(250), |a| a.parse())?,
+        ),
+        "reload-outage" => reload_outage(arg(1)?),
+        "pg-create" => runtime()?.block_on(pg_admin(arg(1)?, arg(2)?, true)),
+        "pg-drop" => runtime()?.block_on(pg_admin(arg(1)?, arg(2)?, false)),
+        "pg-scan" => runtime()?.block_on(pg_scan(arg(1)?)),
         "p99" => p99(arg(1)?),
         other => bail!("unknown command {other}"),
     }
@@ -109,6 +157,212 @@ async fn seed(path: &str, n: usize, token_file: &str) -> anyhow::Result<()> {
     .await?;
     pool.close().await;
     eprintln!("seeded {n} keys in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Rows per `insert` when seeding PostgreSQL (one array per column).
+const PG_SEED_BATCH: usize = 50_000;
+
+/// As `seed`, into an empty PostgreSQL database: the schema by guildkey's
+/// own migrations, then the same rows as SQLite gets (columns and values as
+/// `migrations/postgres/0001_schema.sql` has them), made here and sent as
+/// arrays, `PG_SEED_BATCH` rows per statement, in one transaction.
+async fn seed_postgres(url: &str, n: usize, token_file: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = guildkey::store::Store::connect(url).await?;
+    store.migrate().await?;
+    store.close().await;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let alphabet = guildkey::keys::token::BASE62;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let random = |rng: &mut rand::rngs::StdRng, len: usize| -> String {
+        (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect()
+    };
+    let now = 1_760_000_000_000_i64;
+    let secret = token(&mut rng, alphabet);
+    write_secret(token_file, &secret)?;
+    let mut tx = conn.begin().await?;
+    // The change-log trigger takes an advisory lock and writes and trims
+    // the log and NOTIFYs, row by row: off for the load (one transaction,
+    // the database is new), then the log's newest 10,000 entries written as
+    // the trigger would have left them.
+    sqlx::query("alter table api_key disable trigger key_change_on_insert_or_delete").execute(&mut *tx).await?;
+    sqlx::query(
+        "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
+         created_by, rate_limit_per_minute, allowed_ips, updated_at) \
+         values ($1, 1000000000000000000, 'bench key', $2, $3, 'live', 'guild.read bans.read', $4, 'cli', $5, '', $4)",
+    )
+    .bind(format!("key_{}", random(&mut rng, 16)))
+    .bind(Sha256::digest(secret.as_bytes()).to_vec())
+    .bind(secret[..12].to_owned())
+    .bind(now)
+    .bind(BENCH_RATE_LIMIT)
+    .execute(&mut *tx)
+    .await?;
+    // The rest as in SQLite: random hashes, ids and prefixes shaped like
+    // real ones, three keys per guild.
+    let mut first = 1;
+    while first < n {
+        let rows = first..(first + PG_SEED_BATCH).min(n);
+        let ids: Vec<String> = rows.clone().map(|_| format!("key_{}", random(&mut rng, 16))).collect();
+        let guilds: Vec<i64> = rows.clone().map(|i| 1_000_000_000_000_000_000 + (i / 3) as i64).collect();
+        let names: Vec<String> = rows.clone().map(|i| format!("seeded key {i}")).collect();
+        let hashes: Vec<Vec<u8>> = rows.clone().map(|_| rng.gen::<[u8; 32]>().to_vec()).collect();
+        let prefixes: Vec<String> = rows.clone().map(|_| format!("gk_live_{}", random(&mut rng, 4))).collect();
+        let scopes: Vec<&str> = rows
+            .clone()
+            .map(|i| if i % 2 == 0 { "guild.read bans.read" } else { "bans.read bans.write roles.write" })
+            .collect();
+        let ats: Vec<i64> = rows.clone().map(|i| now + i as i64).collect();
+        sqlx::query(
+            "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, \
+             created_by, rate_limit_per_minute, allowed_ips, updated_at) \
+             select id, guild, name, hash, prefix, 'live', scopes, at, '1200000000000000001', 60, '', at \
+             from unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::bigint[]) \
+                 as r(id, guild, name, hash, prefix, scopes, at)",
+        )
+        .bind(&ids)
+        .bind(&guilds)
+        .bind(&names)
+        .bind(&hashes)
+        .bind(&prefixes)
+        .bind(&scopes)
+        .bind(&ats)
+        .execute(&mut *tx)
+        .await?;
+        first = rows.end;
+    }
+    sqlx::query("alter table api_key enable trigger key_change_on_insert_or_delete").execute(&mut *tx).await?;
+    sqlx::query(
+        "insert into key_change (api_key_id) select api_key_id from \
+         (select api_key_id, created_at from api_key order by created_at desc limit 10000) newest order by created_at",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let loaded = started.elapsed();
+    // What autovacuum would get to soon after: statistics, and the rows'
+    // visibility settled (else the first reader of each page sets its hint
+    // bits, writing it back).
+    sqlx::query("vacuum (analyze) api_key").execute(&mut conn).await?;
+    sqlx::query("vacuum (analyze) key_change").execute(&mut conn).await?;
+    conn.close().await?;
+    eprintln!(
+        "seeded {n} keys in {:.1} s (rows {:.1} s, vacuum analyze {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        loaded.as_secs_f64(),
+        (started.elapsed() - loaded).as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `pg-create` (`create` true) or `pg-drop` a database on the server.
+async fn pg_admin(admin: &str, name: &str, create: bool) -> anyhow::Result<()> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        bail!("database name {name:?}: lower-case letters, digits and _ only");
+    }
+    let mut conn = sqlx::PgConnection::connect(admin).await.context("connect to the admin URL")?;
+    let sql =
+        if create { format!("create database {name}") } else { format!("drop database if exists {name} with (force)") };
+    sqlx::query(&sql).execute(&mut conn).await?;
+    conn.close().await?;
+    if create {
+        let (base, _) = admin.rsplit_once('/').context("the admin URL ends in /DATABASE")?;
+        println!("{base}/{name}");
+    }
+    Ok(())
+}
+
+/// The index's columns as `src/store/postgres/keys.rs` reads them at start-up.
+const PG_INDEX_JSON: &str = "coalesce(json_agg(json_build_array(api_key_id, guild_id, name, prefix, environment, \
+     scopes, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, encode(key_hash, 'hex'), \
+     encode(previous_hash, 'hex'), previous_hash_expires_at, allowed_roles, (suspended_at is not null)::int, \
+     ban_budget, role_budget))::text, '[]')";
+
+/// `pg-scan`: see the module docs.
+async fn pg_scan(url: &str) -> anyhow::Result<()> {
+    const PAGE: i64 = 8192;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    // (a) The store's keyset pages, but ordered and compared in the key
+    // id's own collation, which its primary key index is in.
+    let started = Instant::now();
+    let mut tx = conn.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read read only").execute(&mut *tx).await?;
+    let (mut after, mut rows, mut bytes, mut pages) = (String::new(), 0_i64, 0_usize, 0);
+    loop {
+        let (n, last, json): (i64, Option<String>, String) = sqlx::query_as(&format!(
+            "select count(*), max(api_key_id), {PG_INDEX_JSON} from \
+             (select * from api_key where api_key_id > $1 order by api_key_id limit $2) page"
+        ))
+        .bind(&after)
+        .bind(PAGE)
+        .fetch_one(&mut *tx)
+        .await?;
+        rows += n;
+        bytes += json.len();
+        pages += 1;
+        match last {
+            Some(last) if n == PAGE => after = last,
+            _ => break,
+        }
+    }
+    tx.commit().await?;
+    println!(
+        "keyset pages of JSON in the column's collation (no collate \"C\"): {rows} rows, {pages} pages, {:.0} MiB of JSON \
+         in {:.0} ms (not parsed)",
+        bytes as f64 / 1048576.0,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    // (b) One snapshot through a cursor, in pages of plain rows decoded by
+    // sqlx (no sort, no JSON).
+    let started = Instant::now();
+    let mut tx = conn.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read read only").execute(&mut *tx).await?;
+    sqlx::query(
+        "declare index_scan no scroll cursor for select api_key_id, guild_id, name, prefix, environment, scopes, \
+         expires_at, revoked_at, rate_limit_per_minute, allowed_ips, key_hash, previous_hash, \
+         previous_hash_expires_at, allowed_roles, suspended_at is not null, ban_budget, role_budget from api_key",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let (mut rows, mut check) = (0_usize, 0_u64);
+    loop {
+        let page = sqlx::query(&format!("fetch forward {PAGE} from index_scan")).fetch_all(&mut *tx).await?;
+        if page.is_empty() {
+            break;
+        }
+        for row in &page {
+            let id: &str = row.try_get(0)?;
+            let guild: i64 = row.try_get(1)?;
+            let (name, prefix, env, scopes): (&str, &str, &str, &str) =
+                (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
+            let (expires, revoked): (Option<i64>, Option<i64>) = (row.try_get(6)?, row.try_get(7)?);
+            let rate: i64 = row.try_get(8)?;
+            let allowed: &str = row.try_get(9)?;
+            let hash: &[u8] = row.try_get(10)?;
+            let previous: Option<&[u8]> = row.try_get(11)?;
+            let until: Option<i64> = row.try_get(12)?;
+            let roles: &str = row.try_get(13)?;
+            let suspended: bool = row.try_get(14)?;
+            let (ban, role): (Option<i64>, Option<i64>) = (row.try_get(15)?, row.try_get(16)?);
+            check = check.wrapping_add(
+                (id.len() + name.len() + prefix.len() + env.len() + scopes.len() + allowed.len() + roles.len()) as u64
+                    + guild as u64
+                    + rate as u64
+                    + u64::from(hash[0])
+                    + u64::from(suspended)
+                    + [expires, revoked, until, ban, role].iter().flatten().count() as u64
+                    + previous.map_or(0, |p| p.len() as u64),
+            );
+        }
+        rows += page.len();
+    }
+    tx.commit().await?;
+    conn.close().await?;
+    println!(
+        "cursor pages of plain rows, decoded: {rows} rows in {:.0} ms (checksum {check})",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
@@ -203,19 +457,64 @@ async fn copy(from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn changes(db: &str, n: usize) -> anyhow::Result<()> {
-    use guildkey::audit::Actor;
-    use guildkey::service::{KeyDraft, KeyRequest, KeyService};
-    let store = guildkey::store::Store::connect(&format!("sqlite://{db}")).await?;
-    let cfg = guildkey::config::KeysConfig {
+/// A database named as `changes` and `propagation` take it: a SQLite path,
+/// or a URL. Returns its URL and, for SQLite, the file's path.
+fn database(target: &str) -> (String, Option<String>) {
+    if guildkey::store::is_postgres_url(target) {
+        return (target.to_owned(), None);
+    }
+    let path = target.strip_prefix("sqlite://").unwrap_or(target);
+    let path = path.split('?').next().unwrap_or(path).to_owned();
+    (format!("sqlite://{path}"), Some(path))
+}
+
+/// Another connection to the database, committing as the CLI or a second
+/// instance would.
+enum Other {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Other {
+    async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        match self {
+            Other::Sqlite(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
+            Other::Postgres(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bench_keys_config() -> guildkey::config::KeysConfig {
+    guildkey::config::KeysConfig {
         max_per_guild: 1_000_000,
         prefix: "gk".into(),
         default_rate_limit_per_minute: 60,
         last_used_flush_seconds: 5,
         ..guildkey::config::Config::default().keys
-    };
+    }
+}
+
+/// The `q` quantile of `v` (sorted here) in milliseconds: the smallest
+/// sample at or above a `q` share of them.
+fn quantile_ms(v: &mut [Duration], q: f64) -> f64 {
+    v.sort();
+    let at = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[at].as_secs_f64() * 1e3
+}
+
+async fn changes(target: &str, n: usize) -> anyhow::Result<()> {
+    use guildkey::audit::Actor;
+    use guildkey::service::{KeyDraft, KeyRequest, KeyService};
+    let (url, sqlite) = database(target);
+    let given_url = target.contains("://");
+    let store = guildkey::store::Store::connect(&url).await?;
     let t = Instant::now();
-    let service = KeyService::new(store.clone(), cfg).await?;
+    let service = KeyService::new(store.clone(), bench_keys_config()).await?;
     let load = t.elapsed();
     let keys = service.indexed_keys();
     let draft = KeyDraft::parse(&KeyRequest { name: "bench change", scopes: "bans.read", ..Default::default() })?;
@@ -232,37 +531,66 @@ async fn changes(db: &str, n: usize) -> anyhow::Result<()> {
     // Commits by another connection, as the CLI or a second instance makes
     // them: a key change is applied alone, a last-used flush costs nothing,
     // and a change log that cannot say what changed means a full reload.
-    let other = pool(db).await?;
+    let (other, [revoke_sql, flush_sql, overflow_sql]) = match &sqlite {
+        Some(path) => (
+            Other::Sqlite(pool(path).await?),
+            [
+                "update api_key set revoked_at = updated_at where rowid = 1",
+                "update api_key set last_used_at = updated_at, use_count = use_count + 1 where rowid = 2",
+                "with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) \
+                 insert into key_change (api_key_id) select 'key_bench' || i from n",
+            ],
+        ),
+        None => (
+            Other::Postgres(PgPoolOptions::new().max_connections(1).connect(&url).await?),
+            [
+                "update api_key set revoked_at = updated_at where name = 'seeded key 1'",
+                "update api_key set last_used_at = updated_at, use_count = use_count + 1 where name = 'seeded key 2'",
+                "insert into key_change (api_key_id) select 'key_bench' || i from generate_series(1, 3000) i",
+            ],
+        ),
+    };
     let foreign = |sql: &'static str| {
-        let (other, service) = (other.clone(), service.clone());
+        let (other, service) = (&other, service.clone());
         async move {
-            sqlx::query(sql).execute(&other).await?;
+            other.execute(sql).await?;
             let t = Instant::now();
             service.refresh_index().await?;
             anyhow::Ok(t.elapsed().as_secs_f64() * 1e3)
         }
     };
     let stats = service.index_stats();
-    let revoke_ms = foreign("update api_key set revoked_at = updated_at where rowid = 1").await?;
-    let flush_ms =
-        foreign("update api_key set last_used_at = updated_at, use_count = use_count + 1 where rowid = 2").await?;
+    let revoke_ms = foreign(revoke_sql).await?;
+    let after_revoke = service.index_stats();
+    let flush_ms = foreign(flush_sql).await?;
     let after_increments = service.index_stats();
-    let reload_ms = foreign(
-        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) \
-         insert into key_change (api_key_id) select 'key_bench' || i from n",
-    )
-    .await?;
+    let reload_ms = foreign(overflow_sql).await?;
     let after_reload = service.index_stats();
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e3
     };
+    let tail = if given_url {
+        format!(
+            " n={n} create_p99_ms={:.2} create_max_ms={:.2} revoke_p99_ms={:.2} revoke_max_ms={:.2} backend={}",
+            quantile_ms(&mut create, 0.99),
+            quantile_ms(&mut create, 1.0),
+            quantile_ms(&mut revoke, 0.99),
+            quantile_ms(&mut revoke, 1.0),
+            store.backend_name()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "keys={keys} load_ms={:.0} create_p50_ms={:.2} revoke_p50_ms={:.2} own_commits_seen_as_foreign={own_commits_seen}",
+        "keys={keys} load_ms={:.0} create_p50_ms={:.2} revoke_p50_ms={:.2} own_commits_seen_as_foreign={own_commits_seen}{tail}",
         load.as_secs_f64() * 1e3,
         median(&mut create),
         median(&mut revoke),
     );
+    if after_revoke.keys_applied == stats.keys_applied {
+        eprintln!("warning: the foreign revoke applied no key (is this a database `gkbench seed` made?)");
+    }
     println!(
         "foreign revoke: applied in {revoke_ms:.2} ms; foreign last-used flush: {flush_ms:.2} ms; \
          full reloads {} -> {} (keys applied {} -> {})",
@@ -271,6 +599,449 @@ async fn changes(db: &str, n: usize) -> anyhow::Result<()> {
     println!(
         "forced full reload (change log overflow): {reload_ms:.0} ms; full reloads {} -> {}",
         after_increments.full_loads, after_reload.full_loads
+    );
+    Ok(())
+}
+
+/// One instance of guildkey's key service, as a process would have it: its
+/// own runtime (worker threads), store and upkeep task.
+struct Instance {
+    rt: tokio::runtime::Runtime,
+    service: guildkey::service::KeyService,
+    stop: tokio::sync::oneshot::Sender<()>,
+    upkeep: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    fn open(url: &str) -> anyhow::Result<Self> {
+        let rt = runtime()?;
+        let service = rt.block_on(async {
+            let store = guildkey::store::Store::connect(url).await?;
+            store.migrate().await?;
+            guildkey::service::KeyService::new(store, bench_keys_config()).await
+        })?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let upkeep = rt.spawn({
+            let service = service.clone();
+            async move {
+                service
+                    .run_upkeep(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Ok(Self { rt, service, stop, upkeep })
+    }
+
+    fn close(self) {
+        let Self { rt, service, stop, upkeep } = self;
+        drop(stop);
+        rt.block_on(async move {
+            let _ = upkeep.await;
+            service.store().close().await;
+        });
+    }
+}
+
+/// How many of the creates `propagation` times one by one (each waits for
+/// B; on SQLite, a whole watch tick each).
+const CREATES_TIMED: usize = 100;
+/// How long the poller sleeps between two looks at B's index.
+const POLL: Duration = Duration::from_micros(50);
+/// The same over HTTP (each look is a request B serves; every 50 µs would
+/// keep a core busy, on a machine of two).
+const POLL_HTTP: Duration = Duration::from_micros(500);
+/// How long a key may take to propagate before it counts as never.
+const GIVE_UP: Duration = Duration::from_secs(5);
+
+/// Polls `check` (B's in-memory `authenticate`, no I/O) from this thread
+/// until it returns `Some(done)`; the instant it first held, or `None`
+/// after [`GIVE_UP`].
+fn poll_until(mut check: impl FnMut() -> Option<bool>) -> Option<Instant> {
+    let started = Instant::now();
+    loop {
+        if check() == Some(true) {
+            return Some(Instant::now());
+        }
+        if started.elapsed() > GIVE_UP {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn propagation(target: &str, n: usize, pause_ms: u64) -> anyhow::Result<()> {
+    use guildkey::audit::Actor;
+    use guildkey::service::{Error, KeyDraft, KeyRequest};
+    let (url, _) = database(target);
+    let a = Instance::open(&url)?;
+    let b = Instance::open(&url)?;
+    let backend = a.service.store().backend_name();
+    let background = b.service.indexed_keys();
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let draft = KeyDraft::parse(&KeyRequest { name: "propagation", scopes: "bans.read", ..Default::default() })?;
+
+    // Creates through A, one at a time, each until B accepts it.
+    let mut keys = Vec::with_capacity(n);
+    let (mut create_call, mut created) = (Vec::new(), Vec::new());
+    let mut create_never = 0;
+    for i in 0..n {
+        let guild = 7_000_000_000_000_000_000 + (i % 50) as u64;
+        let t0 = Instant::now();
+        let issued = a.rt.block_on(a.service.issue(guild, draft.clone(), &Actor::Cli))?;
+        let returned = Instant::now();
+        create_call.push(returned - t0);
+        let token = issued.secret.expose().to_owned();
+        if i < CREATES_TIMED {
+            match poll_until(|| Some(b.service.authenticate(&token, ip).is_ok())) {
+                Some(at) => created.push(at - returned),
+                None => create_never += 1,
+            }
+        }
+        keys.push((guild, issued.record.id, token));
+    }
+    let last_created = Instant::now();
+    for (_, _, token) in &keys {
+        if poll_until(|| Some(b.service.authenticate(token, ip).is_ok())).is_none() {
+            bail!("B never accepted a key created through A");
+        }
+    }
+    let all_accepted = last_created.elapsed();
+
+    // Revokes through A, one at a time, each until B refuses the key as
+    // revoked. B is polled from a thread of its own from before the call,
+    // so a refusal before A's call returns is seen when it happens. Before
+    // each, a random pause of up to `pause_ms`: back to back, each revoke
+    // would land just after the previous one's wake-up, in step with the
+    // 250 ms watch tick (SQLite's only signal), and so always wait ~a whole tick.
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let (mut revoke_call, mut after_return, mut after_call) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut revoke_never, mut other_refusals) = (0, 0_usize);
+    for (guild, id, token) in &keys {
+        if pause_ms > 0 {
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..pause_ms * 1000)));
+        }
+        let outcome = std::thread::scope(|s| -> anyhow::Result<_> {
+            let poller = s.spawn(|| {
+                let mut other = 0_usize;
+                let at = poll_until(|| match b.service.authenticate(token, ip) {
+                    Ok(_) => Some(false),
+                    Err(Error::Revoked(_)) => Some(true),
+                    Err(_) => {
+                        other += 1;
+                        Some(false)
+                    }
+                });
+                (at, other)
+            });
+            let t0 = Instant::now();
+            let revoked = a.rt.block_on(a.service.revoke(Some(*guild), id.as_str(), &Actor::Cli));
+            let returned = Instant::now();
+            let (at, other) = poller.join().expect("poller panicked");
+            revoked?;
+            Ok((t0, returned, at, other))
+        })?;
+        let (t0, returned, at, other) = outcome;
+        other_refusals += other;
+        revoke_call.push(returned - t0);
+        match at {
+            Some(at) => {
+                after_return.push(at.saturating_duration_since(returned));
+                after_call.push(at - t0);
+            }
+            None => revoke_never += 1,
+        }
+    }
+    a.close();
+    b.close();
+
+    let stats = |v: &mut Vec<Duration>| {
+        if v.is_empty() {
+            return "none".to_owned();
+        }
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            quantile_ms(v, 0.5),
+            quantile_ms(v, 0.99),
+            quantile_ms(v, 1.0)
+        )
+    };
+    let over_1s = after_call.iter().filter(|d| **d > Duration::from_secs(1)).count();
+    println!(
+        "backend={backend} keys={n} (B's index held {background} keys before; random pause before each revoke \
+         up to {pause_ms} ms, none before creates)"
+    );
+    println!("  create through A (the call):            {}", stats(&mut create_call));
+    println!(
+        "  ... until B accepts it, from its return: {} (the first {} creates, back to back, so in step with B's tick; \
+         never within {} s: {create_never}); B accepted all {n} {:.0} ms after the last",
+        stats(&mut created),
+        CREATES_TIMED.min(n),
+        GIVE_UP.as_secs(),
+        all_accepted.as_secs_f64() * 1e3
+    );
+    println!("  revoke through A (the call):            {}", stats(&mut revoke_call));
+    println!("  ... until B refuses it, from the call:   {}", stats(&mut after_call));
+    println!(
+        "  ... until B refuses it, from its return: {} (over 1 s: {over_1s}; never within {} s: {revoke_never}; \
+         B's other refusals meanwhile: {other_refusals})",
+        stats(&mut after_return),
+        GIVE_UP.as_secs()
+    );
+    Ok(())
+}
+
+fn reload_outage(target: &str) -> anyhow::Result<()> {
+    use guildkey::audit::Actor;
+    use guildkey::service::{Error, KeyDraft, KeyRequest};
+    let (url, sqlite) = database(target);
+    let t = Instant::now();
+    let b = Instance::open(&url)?;
+    let load = t.elapsed();
+    let keys = b.service.indexed_keys();
+    let draft = KeyDraft::parse(&KeyRequest { name: "reload outage", scopes: "bans.read", ..Default::default() })?;
+    let issued = b.rt.block_on(b.service.issue(42, draft, &Actor::Cli))?;
+    let token = issued.secret.expose().to_owned();
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    // Let the upkeep settle (its own change seen, a few checks done).
+    std::thread::sleep(Duration::from_secs(1));
+    b.service.authenticate(&token, ip).map_err(|e| anyhow::anyhow!("the key does not verify: {e}"))?;
+    let loads = b.service.index_stats().full_loads;
+    b.rt.block_on(async {
+        let (other, sql) = match &sqlite {
+            Some(path) => (
+                Other::Sqlite(pool(path).await?),
+                "with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) \
+                 insert into key_change (api_key_id) select 'key_bench' || i from n",
+            ),
+            None => (
+                Other::Postgres(PgPoolOptions::new().max_connections(1).connect(&url).await?),
+                "insert into key_change (api_key_id) select 'key_bench' || i from generate_series(1, 3000) i",
+            ),
+        };
+        other.execute(sql).await
+    })?;
+    let overflowed = Instant::now();
+    let (mut looks, mut stale, mut other) = (0_u64, 0_u64, 0_u64);
+    let (mut first_stale, mut last_stale) = (None, None);
+    let done = loop {
+        let answer = b.service.authenticate(&token, ip);
+        let now = Instant::now();
+        looks += 1;
+        match &answer {
+            Ok(_) => {}
+            Err(Error::IndexStale) => {
+                stale += 1;
+                first_stale.get_or_insert(now);
+                last_stale = Some(now);
+            }
+            Err(_) => other += 1,
+        }
+        if answer.is_ok() && b.service.index_stats().full_loads > loads {
+            break now;
+        }
+        if overflowed.elapsed() > Duration::from_secs(900) {
+            bail!("no full reload within 900 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    b.close();
+    let s = |at: Instant| (at - overflowed).as_secs_f64();
+    println!(
+        "keys={keys} load_ms={:.0}; after the change log overflowed, the full reload was done {:.1} s later",
+        load.as_secs_f64() * 1e3,
+        s(done)
+    );
+    match (first_stale, last_stale) {
+        (Some(first), Some(last)) => println!(
+            "  authenticate refused every key (index_stale) from {:.1} s to {:.1} s: {stale} of {looks} looks \
+             (other refusals: {other})",
+            s(first),
+            s(last)
+        ),
+        _ => println!("  authenticate never answered index_stale ({looks} looks; other refusals: {other})"),
+    }
+    Ok(())
+}
+
+/// One keep-alive HTTP/1.1 connection asking `GET /v1/verify` with a token.
+struct Verify {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Verify {
+    fn connect(port: u16) -> anyhow::Result<Self> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(Self { stream, buf: Vec::with_capacity(4096) })
+    }
+
+    /// The status and body of one request.
+    fn get(&mut self, token: &str) -> anyhow::Result<(u16, String)> {
+        use std::io::Write;
+        let request = format!("GET /v1/verify HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+        self.stream.write_all(request.as_bytes())?;
+        let mut chunk = [0_u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end])?.to_owned();
+                let status: u16 = head.split(' ').nth(1).context("status line")?.parse()?;
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .context("no content-length")?
+                    .parse()?;
+                while self.buf.len() < end + 4 + length {
+                    let n = self.stream.read(&mut chunk)?;
+                    if n == 0 {
+                        bail!("connection closed");
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = String::from_utf8_lossy(&self.buf[end + 4..end + 4 + length]).into_owned();
+                self.buf.drain(..end + 4 + length);
+                return Ok((status, body));
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn propagation_http(url: &str, guildkey: &str, port: u16, n: usize, pause_ms: u64) -> anyhow::Result<()> {
+    use guildkey::audit::Actor;
+    use guildkey::service::{KeyDraft, KeyRequest};
+    // The keys, made here (their tokens go to B in requests only). A rate
+    // limit the polling stays under, and no unknown token presented (guesses
+    // count towards B's per-address failure throttle).
+    let draft = KeyDraft::parse(&KeyRequest {
+        name: "propagation",
+        scopes: "bans.read",
+        rate_limit: Some(100_000),
+        ..Default::default()
+    })?;
+    let rt = runtime()?;
+    let keys = rt.block_on(async {
+        let store = guildkey::store::Store::connect(url).await?;
+        let service = guildkey::service::KeyService::new(store.clone(), bench_keys_config()).await?;
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            let guild = 7_000_000_000_000_000_000 + (i % 50) as u64;
+            let issued = service.issue(guild, draft.clone(), &Actor::Cli).await?;
+            keys.push((issued.record.id, issued.secret.expose().to_owned()));
+        }
+        store.close().await;
+        anyhow::Ok(keys)
+    })?;
+    drop(rt);
+    // B holds them all once its index gauge says so; then each verifies.
+    let wanted = keys.len();
+    let started = Instant::now();
+    loop {
+        let mut http = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut text = String::new();
+        http.read_to_string(&mut text)?;
+        let indexed = text
+            .lines()
+            .find_map(|l| l.strip_prefix("guildkey_keys_indexed "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if indexed >= wanted {
+            break;
+        }
+        if started.elapsed() > GIVE_UP {
+            bail!("B indexed {indexed} of {wanted} keys after {} s", GIVE_UP.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut b = Verify::connect(port)?;
+    for (_, token) in &keys {
+        let (status, body) = b.get(token)?;
+        if status != 200 {
+            bail!("B refused a key it should accept: {status} {body}");
+        }
+    }
+
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let (mut process, mut after_exit, mut after_spawn) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut never, mut other) = (0, 0_usize);
+    for (id, token) in &keys {
+        if pause_ms > 0 {
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..pause_ms * 1000)));
+        }
+        let (spawned, exited, refused, others) = std::thread::scope(|s| -> anyhow::Result<_> {
+            let poller = s.spawn(|| -> anyhow::Result<_> {
+                let mut others = 0_usize;
+                let started = Instant::now();
+                loop {
+                    let (status, body) = b.get(token)?;
+                    if status == 401 && body.contains("key_revoked") {
+                        return Ok((Some(Instant::now()), others));
+                    }
+                    if status != 200 {
+                        others += 1;
+                    }
+                    if started.elapsed() > GIVE_UP {
+                        return Ok((None, others));
+                    }
+                    std::thread::sleep(POLL_HTTP);
+                }
+            });
+            let spawned = Instant::now();
+            let out = std::process::Command::new(guildkey)
+                .args(["keys", "revoke", id.as_str()])
+                .env("DATABASE_URL", url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .output()?;
+            let exited = Instant::now();
+            let (refused, others) = poller.join().expect("poller panicked")?;
+            if !out.status.success() {
+                bail!("guildkey keys revoke failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok((spawned, exited, refused, others))
+        })?;
+        other += others;
+        process.push(exited - spawned);
+        match refused {
+            Some(at) => {
+                after_exit.push(at.saturating_duration_since(exited));
+                after_spawn.push(at - spawned);
+            }
+            None => never += 1,
+        }
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        if v.is_empty() {
+            return "none".to_owned();
+        }
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            quantile_ms(v, 0.5),
+            quantile_ms(v, 0.99),
+            quantile_ms(v, 1.0)
+        )
+    };
+    let before_exit = after_exit.iter().filter(|d| d.is_zero()).count();
+    let over_1s = after_exit.iter().filter(|d| **d > Duration::from_secs(1)).count();
+    println!(
+        "keys={n} revoked one at a time by `guildkey keys revoke` processes (random pause up to {pause_ms} ms before each), \
+         B a `guildkey run` polled over HTTP"
+    );
+    println!("  the revoking process, spawn to exit:         {}", stats(&mut process));
+    println!("  ... until B answers 401 key_revoked, from its spawn: {}", stats(&mut after_spawn));
+    println!(
+        "  ... until B answers 401 key_revoked, from its exit:  {} (refused before the process had exited: \
+         {before_exit}; over 1 s: {over_1s}; never within {} s: {never}; B's other answers meanwhile: {other})",
+        stats(&mut after_exit),
+        GIVE_UP.as_secs()
     );
     Ok(())
 }
