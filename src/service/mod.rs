@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod guard;
 pub mod index;
+pub mod lease;
 pub mod outbox;
 pub mod usage;
 
@@ -248,6 +249,8 @@ struct Inner {
     index: KeyIndex,
     usage: UsageTracker,
     audit_posted: Notify,
+    /// Rate-limit budgets shared with other instances (`lease`).
+    leases: Arc<lease::RateLeases>,
 }
 
 impl KeyService {
@@ -255,6 +258,7 @@ impl KeyService {
     pub async fn new(store: Store, cfg: KeysConfig) -> anyhow::Result<Self> {
         let svc = Self {
             inner: Arc::new(Inner {
+                leases: Arc::new(lease::RateLeases::new(store.clone())),
                 store,
                 cfg,
                 index: KeyIndex::default(),
@@ -756,6 +760,7 @@ impl KeyService {
         let mut flush = tokio::time::interval(flush_every);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leases = tokio::time::interval(lease::UPKEEP_EVERY); // shared rate limits (`lease`)
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -784,8 +789,10 @@ impl KeyService {
                         tracing::warn!(error = %e, "failed to write last-used times; will retry");
                     }
                 }
+                _ = leases.tick() => self.inner.leases.upkeep().await,
             }
         }
+        self.inner.leases.leave().await;
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "failed to write last-used times at shutdown");
         }

@@ -13,6 +13,7 @@
 
 mod audit;
 mod keys;
+mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;

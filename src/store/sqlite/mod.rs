@@ -8,6 +8,7 @@
 
 mod audit;
 mod keys;
+mod limits;
 
 use std::path::Path;
 use std::str::FromStr;
