@@ -109,7 +109,7 @@ export RUST_LOG=warn,guildkey=info
 start_double() { # name
     "$BIN/discord-double" --port 0 </dev/null >"$WORK/double-$1.log" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 1 100); do grep -q "REST base URL" "$WORK/double-$1.log" && break; sleep 0.05; done
+    for _ in $(seq 1 100); do grep -qs "REST base URL" "$WORK/double-$1.log" && break; sleep 0.05; done
     DISCORD_BASE="$(grep "REST base URL" "$WORK/double-$1.log" | sed 's/.*: //')"
 }
 
