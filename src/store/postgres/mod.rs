@@ -14,7 +14,6 @@
 mod alerts;
 mod audit;
 mod keys;
-mod limits;
 mod webhooks;
 
 use std::sync::Arc;

@@ -9,7 +9,6 @@
 mod alerts;
 mod audit;
 mod keys;
-mod limits;
 mod webhooks;
 
 use std::path::Path;
