@@ -8,6 +8,11 @@
 #
 #   bench/run.sh                 # 9 rounds of 3 s per server and connection count
 #   ROUNDS=3 DURATION=3 bench/run.sh
+#   BENCH_POSTGRES=postgres://user:pass@127.0.0.1/postgres bench/run.sh
+#                                # guildkey on a fresh PostgreSQL database made
+#                                # there (same keys): the hot path with the
+#                                # shared rate limit's leases on; the naive
+#                                # server and the memory runs stay on SQLite
 #
 # Not part of CI. Needs cargo; installs wrk from Debian when missing.
 set -euo pipefail
@@ -25,15 +30,17 @@ fi
 
 echo "building (release)" >&2
 cargo build --release -q -p guildkey -p guildkey-bench -p discord-double
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 GK="$BIN/guildkey"
 BENCH="$BIN/gkbench"
 
 WORK="$(mktemp -d)"
 PIDS=()
+PG_DB=""
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [[ -n "$PG_DB" ]]; then psql "$BENCH_POSTGRES" -qc "drop database if exists $PG_DB with (force)" || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -60,6 +67,26 @@ echo "seeding 10,000 keys" >&2
 "$BENCH" seed "$WORK/gk.db" 10000 "$WORK/token"
 "$BENCH" copy "$WORK/gk.db" "$WORK/naive.db"
 
+GK_DB="sqlite://$WORK/gk.db"
+if [[ -n "${BENCH_POSTGRES:-}" ]]; then
+    PG_DB="gkbench_$$"
+    echo "copying the keys to PostgreSQL ($PG_DB)" >&2
+    psql "$BENCH_POSTGRES" -v ON_ERROR_STOP=1 -qc "create database $PG_DB"
+    GK_DB="${BENCH_POSTGRES%/*}/$PG_DB"
+    DATABASE_URL="$GK_DB" "$GK" migrate >/dev/null
+    # The same rows (hashes, never tokens) through CSV, in a private directory.
+    sqlite3 -csv "$WORK/gk.db" "select api_key_id, guild_id, name, hex(key_hash), prefix, environment, scopes, \
+        created_at, created_by, rate_limit_per_minute, allowed_ips, updated_at from api_key" >"$WORK/keys.csv"
+    psql "$GK_DB" -v ON_ERROR_STOP=1 -q <<SQL
+create temp table k (id text, g bigint, name text, h text, prefix text, env text, scopes text, created bigint,
+    by_whom text, rate bigint, ips text, updated bigint);
+\copy k from '$WORK/keys.csv' csv
+insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, created_at, created_by,
+    rate_limit_per_minute, allowed_ips, updated_at)
+select id, g, name, decode(h, 'hex'), prefix, env, scopes, created, by_whom, rate, ips, updated from k;
+SQL
+fi
+
 # The Discord double: guildkey's bot connects to it; the listener does not need it.
 "$BIN/discord-double" --port 0 </dev/null >"$WORK/double.log" 2>&1 &
 PIDS+=($!)
@@ -71,7 +98,7 @@ export DISCORD_API_BASE_URL="$DISCORD_BASE"
 export GUILDKEY_REGISTER_COMMANDS=none
 export RUST_LOG=warn,guildkey=info
 
-DATABASE_URL="sqlite://$WORK/gk.db" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run >"$WORK/gk.log" 2>&1 &
+DATABASE_URL="$GK_DB" GUILDKEY_HTTP_BIND="127.0.0.1:0" "$GK" run >"$WORK/gk.log" 2>&1 &
 PIDS+=($!)
 GK_PORT="$(port_from_log "$WORK/gk.log")"
 wait_http "http://127.0.0.1:$GK_PORT/healthz"
@@ -114,7 +141,7 @@ $(echo "$out" | awk '$1 == "50%" { print $2 }' | to_us) $(echo "$out" | awk '$1 
 # alternating order) and naive, each ratio taken within a round, and the
 # medians reported.
 echo
-echo "== GET /v1/verify, wrk -t$THREADS, $ROUNDS rounds of ${DURATION}s per server, 10,000 keys =="
+echo "== GET /v1/verify, wrk -t$THREADS, $ROUNDS rounds of ${DURATION}s per server, 10,000 keys, guildkey on ${GK_DB%%:*} =="
 RESULTS="$WORK/results"
 : >"$RESULTS"
 for c in 8 64; do
@@ -158,6 +185,7 @@ PY
 echo
 echo "== handler service time (from /metrics, bucket upper bounds) =="
 curl -fs "http://127.0.0.1:$GK_PORT/metrics" | "$BENCH" p99 /v1/verify
+curl -fs "http://127.0.0.1:$GK_PORT/metrics" | grep -E '^guildkey_rate_limit_(leases_total|instances|local_only) ' || true
 echo "guildkey RSS with 10,000 keys after load: $(awk '/VmRSS/ { printf "%.1f MiB", $2/1024 }' /proc/"${PIDS[1]}"/status)"
 
 # Stop the load-test servers before the memory runs.

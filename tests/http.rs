@@ -644,6 +644,94 @@ async fn every_authenticated_response_carries_the_rate_limit_headers() {
     assert_eq!(remaining, [59, 58, 57, 56, 55, 54], "every authenticated request spends the budget");
 }
 
+/// Two listeners on one PostgreSQL database behind a round-robin balancer
+/// (SPEC §6's limit per key, not per process): the key's budget is leased
+/// from the database in chunks, so the two together accept the limit
+/// within 10%, and then both refuse until the minute window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_listeners_behind_round_robin_hold_a_keys_limit_within_ten_percent() {
+    const LIMIT: u64 = 120;
+    let Some(admin) = support::db::postgres_admin_url() else { return };
+    let db_url = support::db::fresh_postgres(&admin);
+    let first = spawn_app_with(Options { db_url: Some(db_url.clone()), ..Options::default() }).await;
+    let second = spawn_app_with(Options { db_url: Some(db_url), ..Options::default() }).await;
+    let token = first.create_key(DEMO, "game", "bans.read", &["--rate-limit", "120"]);
+    // Both listeners have the key and count each other by their heartbeats.
+    let instances = |app: &App| {
+        let app = app.base.clone();
+        async move {
+            let metrics = reqwest::get(format!("{app}/metrics")).await.unwrap().text().await.unwrap();
+            metrics.lines().find_map(|l| l.strip_prefix("guildkey_rate_limit_instances ")?.parse::<u64>().ok())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while instances(&first).await != Some(2) || instances(&second).await != Some(2) {
+        assert!(Instant::now() < deadline, "the listeners do not count each other");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let_the_listener_catch_up().await;
+    // One window: not within 8 s of its end.
+    let into = Utc::now().timestamp_millis().rem_euclid(60_000) as u64;
+    if into > 52_000 {
+        tokio::time::sleep(Duration::from_millis(60_100 - into)).await;
+    }
+
+    // Act: 8 clients, each sending to the listeners in turn, for 4 s.
+    let started = Instant::now();
+    let apps = [first.base.clone(), second.base.clone()];
+    let clients: Vec<_> = (0..8usize)
+        .map(|c| {
+            let (apps, token, http) = (apps.clone(), token.clone(), first.http.clone());
+            tokio::spawn(async move {
+                let (mut accepted, mut refused, mut sent) = ([0u64; 2], Vec::new(), c);
+                while started.elapsed() < Duration::from_secs(4) {
+                    let which = sent % 2;
+                    let reply = http.get(format!("{}/v1/verify", apps[which])).bearer_auth(&token).send().await;
+                    let reply = reply.expect("request");
+                    match reply.status().as_u16() {
+                        200 => accepted[which] += 1,
+                        429 => refused.push(reply.headers().clone()),
+                        other => panic!("unexpected {other}: {}", reply.text().await.unwrap_or_default()),
+                    }
+                    sent += 1;
+                }
+                (accepted, refused)
+            })
+        })
+        .collect();
+    let (mut accepted, mut refused) = ([0u64; 2], Vec::new());
+    for client in clients {
+        let (ok, no) = client.await.unwrap();
+        accepted = [accepted[0] + ok[0], accepted[1] + ok[1]];
+        refused.extend(no);
+    }
+
+    // Assert: the limit over both, within 10% and never over; the refusals
+    // carry the budget headers and wait out the window.
+    let total = accepted[0] + accepted[1];
+    eprintln!(
+        "limit {LIMIT}/min over 2 listeners (chunk 4 each): accepted {total} ({} + {}), refused {}",
+        accepted[0],
+        accepted[1],
+        refused.len()
+    );
+    assert!(total * 10 >= LIMIT * 9 && total <= LIMIT, "accepted {total} of {LIMIT}");
+    assert!(accepted[0] > 0 && accepted[1] > 0, "{accepted:?}");
+    let left = 60 - Utc::now().timestamp_millis().rem_euclid(60_000) as u64 / 1000;
+    let last = refused.last().expect("requests past the limit are refused");
+    let header = |name: &str| last[name].to_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!((header("x-ratelimit-limit"), header("x-ratelimit-remaining")), (LIMIT, 0));
+    assert!(
+        (1..=left + 1).contains(&header("retry-after")),
+        "Retry-After {} with {left} s left",
+        header("retry-after")
+    );
+    assert!((1..=left + 1).contains(&header("x-ratelimit-reset")), "X-RateLimit-Reset {}", header("x-ratelimit-reset"));
+    for app in [&first, &second] {
+        get(app, "/v1/verify", &token).await.err(429, "rate_limited").has_rate_limit_headers();
+    }
+}
+
 /// Sends bad tokens from this address until it is throttled (429).
 async fn get_throttled(app: &App) -> Reply {
     for i in 0..AUTH_FAILURE_BURST {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 use serde_json::{json, Map, Value};
-use support::{ids, spawn_app, App};
+use support::{ids, spawn_app, spawn_app_with, App, Options};
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
 const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/roblox/GuildKey.lua");
@@ -587,9 +587,20 @@ async fn api_errors_come_back_as_typed_results_and_are_not_retried() {
     }
 }
 
+/// A listener on SQLite whatever the suite's backend, for the tests that
+/// read the local limiter's `Retry-After` (the time its next request comes
+/// back): on a shared PostgreSQL a 429 past the key's budget waits for the
+/// minute window's end instead (`tests/http.rs`, two listeners).
+async fn spawn_app_on_sqlite() -> (tempfile::TempDir, App) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = Some(format!("sqlite://{}?mode=rwc", dir.path().join("gk.db").display()));
+    let app = spawn_app_with(Options { db_url, ..Options::default() }).await;
+    (dir, app)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
-    let app = spawn_app().await;
+    let (_db, app) = spawn_app_on_sqlite().await;
     // 60 a minute: one request comes back every second.
     let key = app.create_key(DEMO, "busy", "bans.read", &["--rate-limit", "60"]);
     tokio::time::sleep(CROSS_PROCESS).await;
@@ -623,7 +634,7 @@ async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_limit_gets_bounded_retries_then_a_rate_limited_result() {
-    let app = spawn_app().await;
+    let (_db, app) = spawn_app_on_sqlite().await;
     // One a minute: each retry is refused again, with a long Retry-After.
     let key = app.create_key(DEMO, "slow", "bans.read", &["--rate-limit", "1"]);
     tokio::time::sleep(CROSS_PROCESS).await;

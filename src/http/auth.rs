@@ -1,8 +1,10 @@
 //! Authentication for every route that needs a key, run by the front door
 //! (`front.rs`) before the router: the IP throttle, the bearer token, the
-//! service's verification (memory only), the key's rate limit, and the
-//! `X-RateLimit-*` headers on every authenticated response. Handlers then
-//! take the verified caller with [`Caller`].
+//! service's verification (memory only), the key's rate limit (its budget
+//! shared with other instances first, when the database is shared, then
+//! the local limiter), and the `X-RateLimit-*` headers on every
+//! authenticated response. Handlers then take the verified caller with
+//! [`Caller`].
 
 use std::net::SocketAddr;
 
@@ -14,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::ratelimit::{self, Budget};
 use super::AppState;
+use crate::service::lease::Take;
 use crate::service::{Authenticated, Error};
 
 /// The verified key making this request.
@@ -59,6 +62,16 @@ impl IntoResponse for Refused {
     }
 }
 
+/// A request that passed verification.
+pub enum Admitted {
+    /// Admitted, with the key's budget for the headers.
+    Now(Authenticated, Budget),
+    /// Verified, but the key's shared budget is being leased from the
+    /// database: [`admit_leased`] decides once it is in (rare: a key's first
+    /// request of a window on this instance).
+    Later(Authenticated),
+}
+
 /// Admits a request to a route that needs a key, or refuses it: the bearer
 /// token, the service's verification (memory only), the key's rate limit.
 /// An admitted request gets the budget headers with [`set_budget_headers`]
@@ -68,7 +81,7 @@ impl IntoResponse for Refused {
 /// admitted even from a throttled address (game servers and NATs share one),
 /// and the success path never touches the throttle. A throttled address
 /// presenting no, a bad or an unknown token gets 429.
-pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(Authenticated, Budget), Refused> {
+pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Admitted, Refused> {
     let ip = state.forwarding.client_ip(headers, peer);
     let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
     // Every failure: 429 while the address is throttled, else its own answer.
@@ -104,11 +117,39 @@ pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<
             return Err(refused);
         }
     };
-    let budget = ratelimit::check(caller.key.limiter(), caller.key.rate_limit_per_minute);
-    if let Some(wait) = budget.retry_after_secs {
-        outcome("rate_limited");
+    match state.service.take_shared(&caller) {
+        Take::Wait => Ok(Admitted::Later(caller)),
+        shared => limit(state, caller, shared).map(|(caller, budget)| Admitted::Now(caller, budget)),
+    }
+}
+
+/// Finishes [`admit`] for a request it answered [`Admitted::Later`]: waits
+/// for the key's lease (at most `service::lease::WAIT_FOR`).
+pub async fn admit_leased(state: &AppState, caller: Authenticated) -> Result<(Authenticated, Budget), Refused> {
+    let shared = state.service.wait_shared(&caller).await;
+    limit(state, caller, shared)
+}
+
+/// The key's rate limit, once the shared budget has answered: refused when
+/// every instance together has used the window's budget; else the local
+/// limiter decides (and a refusal there puts the shared request back).
+fn limit(state: &AppState, caller: Authenticated, shared: Take) -> Result<(Authenticated, Budget), Refused> {
+    let per_minute = caller.key.rate_limit_per_minute;
+    let refuse = |budget: Budget, wait: u64| {
+        state.metrics.verifications.with_label_values(&["rate_limited"]).inc();
         let error = ApiError::Service(Error::RateLimited { retry_after_secs: wait });
-        return Err(Refused { error, budget: Some(budget) });
+        Refused { error, budget: Some(budget) }
+    };
+    if let Take::Exhausted { retry_after_secs } = shared {
+        return Err(refuse(ratelimit::window_spent(per_minute, retry_after_secs), retry_after_secs));
+    }
+    let mut budget = ratelimit::check(caller.key.limiter(), per_minute);
+    if let Some(wait) = budget.retry_after_secs {
+        state.service.give_back_shared(&caller, &shared);
+        return Err(refuse(budget, wait));
+    }
+    if let Take::Taken { remaining, reset_secs, .. } = shared {
+        ratelimit::within_window(&mut budget, remaining, reset_secs);
     }
     state.metrics.verified_ok.inc();
     Ok((caller, budget))

@@ -38,7 +38,7 @@ use prometheus::{Histogram, IntCounter};
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use super::auth::{self, Refused};
+use super::auth::{self, Admitted, Refused};
 use super::error::ApiError;
 use super::ratelimit::Budget;
 use super::{AppState, REQUEST_TIMEOUT};
@@ -266,7 +266,11 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     let operation = op.map(|(r, o)| &inner.route_list[r].operations[o]);
     let outcome = match inner.admit(needs_key, &req, peer) {
         Err(refused) => Outcome::Ready { response: Some(refused.into_response()) },
-        Ok(Some((caller, budget))) => match operation.and_then(|op| op.direct) {
+        Ok(Some(Admitted::Later(caller))) => {
+            let direct = operation.and_then(|op| op.direct);
+            Outcome::Leasing { answer: Box::pin(answer_leased(held.inner.clone(), caller, direct, req)) }
+        }
+        Ok(Some(Admitted::Now(caller, budget))) => match operation.and_then(|op| op.direct) {
             Some(direct) => {
                 let mut response = direct(&caller);
                 auth::set_budget_headers(&mut response, &budget);
@@ -286,11 +290,36 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     Respond { held, route, op, method, started, activity, outcome }
 }
 
+/// The rest of a request whose key's shared budget is being leased
+/// (`Admitted::Later`, rare): admitted or refused once the lease is in,
+/// then answered as any other.
+async fn answer_leased(inner: Arc<Inner>, caller: Authenticated, direct: Option<Direct>, mut req: Request) -> Response {
+    let (caller, budget) = match auth::admit_leased(&inner.state, caller).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.into_response(),
+    };
+    let mut response = match direct {
+        Some(direct) => direct(&caller),
+        None => {
+            req.extensions_mut().insert(caller);
+            match within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)).await {
+                Some(Ok(response)) => response,
+                Some(Err(never)) => match never {},
+                None => ApiError::Timeout.into_response(),
+            }
+        }
+    };
+    auth::set_budget_headers(&mut response, &budget);
+    response
+}
+
 pin_project_lite::pin_project! {
-    /// A request answered (or refused) before the router, or handed to it.
+    /// A request answered (or refused) before the router, or handed to it,
+    /// or waiting for its key's lease first.
     #[project = OutcomeProj]
     enum Outcome {
         Ready { response: Option<Response> },
+        Leasing { answer: Pin<Box<dyn Future<Output = Response> + Send>> },
         Routed {
             #[pin]
             answer: Within<Oneshot<Router, Request>>,
@@ -323,6 +352,7 @@ impl Future for Respond {
         let this = self.project();
         let response = match this.outcome.project() {
             OutcomeProj::Ready { response } => response.take().expect("a future is not polled after it is ready"),
+            OutcomeProj::Leasing { answer } => std::task::ready!(answer.as_mut().poll(cx)),
             OutcomeProj::Routed { answer, budget } => {
                 let mut response = match std::task::ready!(answer.poll(cx)) {
                     Some(Ok(response)) => response,
@@ -356,12 +386,7 @@ impl Future for Respond {
 impl Inner {
     /// What is decided before the router: the declared body size, and the
     /// key when the operation needs one (with its budget, for the response).
-    fn admit(
-        &self,
-        needs_key: bool,
-        req: &Request,
-        peer: SocketAddr,
-    ) -> Result<Option<(Authenticated, Budget)>, Refused> {
+    fn admit(&self, needs_key: bool, req: &Request, peer: SocketAddr) -> Result<Option<Admitted>, Refused> {
         let state = &self.state;
         if head_bytes(req) > super::MAX_HEAD_BYTES {
             return Err(ApiError::HeadersTooLarge(super::MAX_HEAD_BYTES).into());

@@ -3,6 +3,7 @@
 //! belongs to the application (no global state), so tests can run several.
 
 use crate::service::index::IndexStats;
+use crate::service::lease::LeaseStats;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
@@ -23,6 +24,10 @@ pub struct Metrics {
     /// minutes: Discord cuts the bot off at 10,000 from one IP.
     discord_invalid_recent: IntGauge,
     discord_invalid_total: IntCounter,
+    /// The rate limit shared by instances (`service::lease`).
+    rate_instances: IntGauge,
+    rate_leases: IntCounter,
+    rate_local_only: IntGauge,
 }
 
 impl Metrics {
@@ -71,6 +76,21 @@ impl Metrics {
             "Keys changed by another process (the CLI, a second instance) applied to the index one by one",
         )
         .expect("valid");
+        let rate_instances = IntGauge::new(
+            "rate_limit_instances",
+            "Instances sharing each key's rate limit through the database, by their heartbeats (0: not shared)",
+        )
+        .expect("valid");
+        let rate_leases = IntCounter::new(
+            "rate_limit_leases_total",
+            "Chunks of keys' per-minute budgets leased from the shared database",
+        )
+        .expect("valid");
+        let rate_local_only = IntGauge::new(
+            "rate_limit_local_only",
+            "1 while the shared database cannot be reached and each instance holds rate limits on its own",
+        )
+        .expect("valid");
         for c in [Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(latency.clone())] {
             registry.register(c).expect("unique metric");
         }
@@ -80,6 +100,9 @@ impl Metrics {
         registry.register(Box::new(index_keys_applied.clone())).expect("unique metric");
         registry.register(Box::new(discord_invalid_recent.clone())).expect("unique metric");
         registry.register(Box::new(discord_invalid_total.clone())).expect("unique metric");
+        registry.register(Box::new(rate_instances.clone())).expect("unique metric");
+        registry.register(Box::new(rate_leases.clone())).expect("unique metric");
+        registry.register(Box::new(rate_local_only.clone())).expect("unique metric");
         let verified_ok = verifications.with_label_values(&["ok"]);
         Self {
             registry,
@@ -93,7 +116,18 @@ impl Metrics {
             keys_indexed,
             discord_invalid_recent,
             discord_invalid_total,
+            rate_instances,
+            rate_leases,
+            rate_local_only,
         }
+    }
+
+    /// Brings the shared rate limit's figures up to date.
+    pub fn observe_leases(&self, stats: LeaseStats) {
+        self.rate_instances.set(if stats.enabled { i64::from(stats.instances) } else { 0 });
+        self.rate_local_only.set(i64::from(stats.enabled && stats.down));
+        let _one_at_a_time = self.index_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.rate_leases.inc_by(stats.leases.saturating_sub(self.rate_leases.get()));
     }
 
     /// Brings the index's figures up to date (before a scrape renders them).

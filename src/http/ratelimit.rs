@@ -1,5 +1,7 @@
 //! Rate limits, with the governor crate (GCRA):
-//! - per key, at the key's own `rate_limit_per_minute`;
+//! - per key, at the key's own `rate_limit_per_minute` (and, when the
+//!   database is shared, within the key's per-minute budget over all
+//!   instances: `service::lease`);
 //! - per client IP, for failed authentications: after a burst of failures
 //!   the IP is refused with 429 until the bucket refills, so guessing keys
 //!   costs real time.
@@ -54,6 +56,26 @@ pub fn check(limiter: &KeyLimiter, per_minute: u32) -> Budget {
             }
         }
     }
+}
+
+/// The budget of a request refused because every instance together has
+/// used the key's window: nothing remains until the window ends, in
+/// `retry_after_secs`.
+pub fn window_spent(per_minute: u32, retry_after_secs: u64) -> Budget {
+    Budget {
+        limit: per_minute.max(1),
+        remaining: 0,
+        reset_secs: retry_after_secs,
+        retry_after_secs: Some(retry_after_secs),
+    }
+}
+
+/// Narrows an admitted request's local budget to the key's shared window:
+/// about `remaining` left over all instances, full again at the window's
+/// end in `reset_secs` (whichever of the two budgets is the tighter).
+pub fn within_window(budget: &mut Budget, remaining: u32, reset_secs: u64) {
+    budget.remaining = budget.remaining.min(remaining);
+    budget.reset_secs = budget.reset_secs.max(reset_secs);
 }
 
 /// Failed authentications per client IP.

@@ -41,6 +41,7 @@ use governor::{Quota, RateLimiter};
 use hashbrown::HashTable;
 use tokio::sync::Mutex;
 
+use super::lease::KeyLease;
 use super::usage::KeyUsage;
 use crate::audit::KeyRef;
 use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
@@ -144,22 +145,25 @@ impl KeyInfo {
     }
 }
 
-/// A key in use: its description, its rate limiter, and an adapter's cached
-/// rendering of it (the verify response body: the response for a key hardly
-/// changes, so it is built once). One per key, made on first use, shared by
-/// every request with that key; replaced when the key changes. Derefs to
-/// [`KeyInfo`].
+/// A key in use: its description, its rate limiter, its share of the
+/// budget leased from a shared database (`service::lease`), and an
+/// adapter's cached rendering of it (the verify response body: the response
+/// for a key hardly changes, so it is built once). One per key, made on
+/// first use, shared by every request with that key; replaced when the key
+/// changes. Derefs to [`KeyInfo`].
 pub struct LiveKey {
     info: KeyInfo,
     limiter: Arc<KeyLimiter>,
+    lease: Arc<KeyLease>,
     usage: Arc<KeyUsage>,
     rendered: OnceLock<bytes::Bytes>,
 }
 
 impl LiveKey {
-    fn new(info: KeyInfo, limiter: Option<Arc<KeyLimiter>>, usage: Option<Arc<KeyUsage>>) -> Self {
-        let limiter = limiter.unwrap_or_else(|| Arc::new(new_limiter(info.rate_limit_per_minute)));
-        Self { info, limiter, usage: usage.unwrap_or_default(), rendered: OnceLock::new() }
+    fn new(info: KeyInfo, budget: Option<(Arc<KeyLimiter>, Arc<KeyLease>)>, usage: Option<Arc<KeyUsage>>) -> Self {
+        let (limiter, lease) =
+            budget.unwrap_or_else(|| (Arc::new(new_limiter(info.rate_limit_per_minute)), Arc::default()));
+        Self { info, limiter, lease, usage: usage.unwrap_or_default(), rendered: OnceLock::new() }
     }
 
     /// The key's uses not yet written to the database.
@@ -172,6 +176,12 @@ impl LiveKey {
         &self.limiter
     }
 
+    /// What this instance holds of the key's budget leased from a shared
+    /// database (`service::lease`).
+    pub fn lease(&self) -> &KeyLease {
+        &self.lease
+    }
+
     /// The key's rendering, made by `render` the first time only.
     /// Cloning the result shares it (no copy).
     pub fn rendered(&self, render: impl FnOnce(&KeyInfo) -> Vec<u8>) -> bytes::Bytes {
@@ -179,14 +189,15 @@ impl LiveKey {
     }
 
     /// The same key with a new description, keeping its pending usage, and
-    /// its budget if its rate limit is unchanged (a rotation does not refill
-    /// it).
+    /// its budget (local and leased) if its rate limit is unchanged (a
+    /// rotation does not refill it).
     fn successor(old: &Arc<Self>, info: KeyInfo) -> Arc<Self> {
         if old.info == info {
             return old.clone();
         }
         let same_rate = old.info.rate_limit_per_minute == info.rate_limit_per_minute;
-        Arc::new(Self::new(info, same_rate.then(|| old.limiter.clone()), Some(old.usage.clone())))
+        let budget = same_rate.then(|| (old.limiter.clone(), old.lease.clone()));
+        Arc::new(Self::new(info, budget, Some(old.usage.clone())))
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod guard;
 pub mod index;
+pub mod lease;
 pub mod outbox;
 pub mod reminders;
 pub mod usage;
@@ -278,6 +279,8 @@ struct Inner {
     index: KeyIndex,
     usage: UsageTracker,
     audit_posted: Notify,
+    /// Rate-limit budgets shared with other instances (`lease`).
+    leases: Arc<lease::RateLeases>,
 }
 
 impl KeyService {
@@ -285,6 +288,7 @@ impl KeyService {
     pub async fn new(store: Store, cfg: KeysConfig) -> anyhow::Result<Self> {
         let svc = Self {
             inner: Arc::new(Inner {
+                leases: Arc::new(lease::RateLeases::new(store.clone())),
                 store,
                 cfg,
                 index: KeyIndex::default(),
@@ -804,6 +808,7 @@ impl KeyService {
         // Another instance's change wakes the watch at once (PostgreSQL);
         // the tick is the fallback, and SQLite's only signal.
         let woken = self.inner.store.key_changes_signal().unwrap_or_default();
+        let mut leases = tokio::time::interval(lease::UPKEEP_EVERY); // shared rate limits (`lease`)
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -815,8 +820,10 @@ impl KeyService {
                         tracing::warn!(error = %e, "failed to write last-used times; will retry");
                     }
                 }
+                _ = leases.tick() => self.inner.leases.upkeep().await,
             }
         }
+        self.inner.leases.leave().await;
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "failed to write last-used times at shutdown");
         }

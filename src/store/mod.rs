@@ -653,3 +653,60 @@ impl Store {
         on_backend!(self, b => b.claim_expiry_reminder(r, now, event).await)
     }
 }
+
+// ---------------------------------------------------------------------------
+// The rate limit shared by instances (see `service::lease`)
+// ---------------------------------------------------------------------------
+
+/// What one lease of a key's window budget handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateGrant {
+    /// Requests this lease added to the instance's budget (0 when the
+    /// window's budget was already all taken).
+    pub granted: u32,
+    /// How much of the window's budget every instance has taken, this
+    /// lease included (at most the limit).
+    pub taken: u32,
+}
+
+impl RateGrant {
+    fn from_row(taken: i64, granted: i64) -> Self {
+        let clamp = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        Self { granted: clamp(granted), taken: clamp(taken) }
+    }
+}
+
+impl Store {
+    /// Takes up to `chunk` requests of key `key`'s budget of `limit` for
+    /// the minute window starting at `window_start_ms` (milliseconds since
+    /// the epoch), in one atomic statement: however many instances lease at
+    /// once, what they are granted in a window never adds up to more than
+    /// `limit`.
+    pub async fn lease_rate(
+        &self,
+        key: &KeyId,
+        window_start_ms: i64,
+        limit: u32,
+        chunk: u32,
+    ) -> anyhow::Result<RateGrant> {
+        on_backend!(self, b => b.lease_rate(key, window_start_ms, limit, chunk).await)
+    }
+
+    /// Records that instance `instance_id` is alive at `now_ms`, forgets
+    /// instances not seen since `live_after_ms`, and returns how many are
+    /// alive (this one included).
+    pub async fn beat_instance(&self, instance_id: &str, now_ms: i64, live_after_ms: i64) -> anyhow::Result<u32> {
+        on_backend!(self, b => b.beat_instance(instance_id, now_ms, live_after_ms).await)
+    }
+
+    /// Removes an instance's heartbeat (it is stopping).
+    pub async fn forget_instance(&self, instance_id: &str) -> anyhow::Result<()> {
+        on_backend!(self, b => b.forget_instance(instance_id).await)
+    }
+
+    /// Deletes the leases of windows that started before `window_start_ms`;
+    /// returns how many.
+    pub async fn delete_rate_leases_before(&self, window_start_ms: i64) -> anyhow::Result<u64> {
+        on_backend!(self, b => b.delete_rate_leases_before(window_start_ms).await)
+    }
+}

@@ -14,6 +14,7 @@
 mod alerts;
 mod audit;
 mod keys;
+mod limits;
 mod webhooks;
 
 use std::sync::Arc;

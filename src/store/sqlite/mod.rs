@@ -9,6 +9,7 @@
 mod alerts;
 mod audit;
 mod keys;
+mod limits;
 mod webhooks;
 
 use std::path::Path;
