@@ -408,14 +408,29 @@ impl RateLeases {
         );
     }
 
-    /// The heartbeat (how many instances are alive sizes the chunks) and,
-    /// once a window, the sweep of windows before the previous one. Called
-    /// every [`UPKEEP_EVERY`] by `KeyService::run_upkeep`.
-    pub async fn upkeep(&self) {
-        // Bounded: the upkeep loop also keeps the key index current.
-        if self.enabled && tokio::time::timeout(LEASE_TIMEOUT, self.beat_and_sweep()).await.is_err() {
-            tracing::debug!("the database did not answer the rate-limit heartbeat in time");
+    /// Until `stop`: the heartbeat (how many instances are alive sizes the
+    /// chunks) every [`UPKEEP_EVERY`] and, once a window, the sweep of
+    /// windows before the previous one; then [`RateLeases::leave`]. Run by
+    /// `KeyService::run_upkeep`.
+    pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
+        if !self.enabled {
+            return;
         }
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                // A beat that cannot finish within a period is given up; the
+                // next one tries again (a heartbeat lives three periods).
+                _ = tick.tick() => if tokio::time::timeout(UPKEEP_EVERY, self.beat_and_sweep()).await.is_err() {
+                    tracing::debug!("the database did not answer the rate-limit heartbeat in time");
+                },
+            }
+        }
+        self.leave().await;
     }
 
     async fn beat_and_sweep(&self) {

@@ -785,15 +785,22 @@ impl KeyService {
     /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
     /// key (logged at error once) until a check succeeds (logged at info).
     pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
-        let (stopped, mut stopping) = tokio::sync::watch::channel(false);
-        let reminders = self.run_expiry_reminders(async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        });
+        let (stopped, stopping) = tokio::sync::watch::channel(false);
+        let stopped_too = || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }
+        };
+        let reminders = self.run_expiry_reminders(stopped_too());
+        // The heartbeat of the shared rate limits runs beside the index's
+        // upkeep, so a slow database answer to one never holds up the other.
+        let leases = self.inner.leases.run_upkeep(stopped_too());
         let upkeep = async move {
             self.run_index_upkeep(stop).await;
             let _ = stopped.send(true);
         };
-        tokio::join!(upkeep, reminders);
+        tokio::join!(upkeep, reminders, leases);
     }
 
     /// The index watch and the last-used flush (see [`Self::run_upkeep`]).
@@ -808,7 +815,6 @@ impl KeyService {
         // Another instance's change wakes the watch at once (PostgreSQL);
         // the tick is the fallback, and SQLite's only signal.
         let woken = self.inner.store.key_changes_signal().unwrap_or_default();
-        let mut leases = tokio::time::interval(lease::UPKEEP_EVERY); // shared rate limits (`lease`)
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -820,10 +826,8 @@ impl KeyService {
                         tracing::warn!(error = %e, "failed to write last-used times; will retry");
                     }
                 }
-                _ = leases.tick() => self.inner.leases.upkeep().await,
             }
         }
-        self.inner.leases.leave().await;
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "failed to write last-used times at shutdown");
         }
