@@ -25,7 +25,7 @@ fi
 
 echo "building (release)" >&2
 cargo build --release -q -p guildkey -p guildkey-bench -p discord-double
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 GK="$BIN/guildkey"
 BENCH="$BIN/gkbench"
 
