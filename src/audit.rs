@@ -51,10 +51,13 @@ pub enum Action {
     /// guildkey turned the webhook off: its deliveries kept failing.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    /// A key's refusals (401, 403, 429) spiked (`service::spike`).
+    #[serde(rename = "usage.spike")]
+    UsageSpike,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -71,6 +74,7 @@ impl Action {
         Action::WebhookSet,
         Action::WebhookRemoved,
         Action::WebhookDisabled,
+        Action::UsageSpike,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Action {
             Self::WebhookSet => "webhook.set",
             Self::WebhookRemoved => "webhook.removed",
             Self::WebhookDisabled => "webhook.disabled",
+            Self::UsageSpike => "usage.spike",
         }
     }
 
@@ -117,6 +122,7 @@ impl Action {
             Self::WebhookSet => "Webhook set",
             Self::WebhookRemoved => "Webhook removed",
             Self::WebhookDisabled => "Webhook disabled: its deliveries kept failing",
+            Self::UsageSpike => "API key refusals spiked",
         }
     }
 }

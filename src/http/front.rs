@@ -41,6 +41,7 @@ use tower::ServiceExt;
 use super::auth::{self, Refused};
 use super::error::ApiError;
 use super::ratelimit::Budget;
+use super::usage::Tracked;
 use super::{AppState, REQUEST_TIMEOUT};
 use crate::service::Authenticated;
 
@@ -71,6 +72,8 @@ struct Inner {
 /// One path template of the router.
 struct Route {
     template: String,
+    /// The template as usage counts name it (`usage.rs`).
+    usage_route: &'static str,
     /// Resolved once: the latency histogram is observed on every request.
     latency: Histogram,
     /// The methods it answers.
@@ -142,6 +145,7 @@ impl App {
                 .collect();
             let route = Route {
                 template: template.clone(),
+                usage_route: super::usage::route_name(template),
                 latency: state.metrics.latency.with_label_values(&[template.as_str()]),
                 operations,
             };
@@ -264,26 +268,37 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     let (op, needs_key) = route.map_or((None, false), |r| inner.route_list[r].lookup(&method));
     let op = route.zip(op);
     let operation = op.map(|(r, o)| &inner.route_list[r].operations[o]);
+    // Usage: who the request is counted for (see `usage.rs`), if anyone.
+    let usage_route = route.map_or(super::usage::UNMATCHED, |r| inner.route_list[r].usage_route);
+    let mut tracked = None;
     let outcome = match inner.admit(needs_key, &req, peer) {
-        Err(refused) => Outcome::Ready { response: Some(refused.into_response()) },
+        Err(refused) => {
+            tracked = Tracked::unadmitted(&inner.state, &req, peer, usage_route);
+            Outcome::Ready { response: Some(refused.into_response()) }
+        }
         Ok(Some((caller, budget))) => match operation.and_then(|op| op.direct) {
             Some(direct) => {
                 let mut response = direct(&caller);
                 auth::set_budget_headers(&mut response, &budget);
+                tracked = Some(Tracked::admitted(&inner.state, caller.key, &req, peer, usage_route));
                 Outcome::Ready { response: Some(response) }
             }
             None => {
+                tracked = Some(Tracked::admitted(&inner.state, caller.key.clone(), &req, peer, usage_route));
                 req.extensions_mut().insert(caller);
                 let answer = within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req));
                 Outcome::Routed { answer, budget: Some(budget) }
             }
         },
         Ok(None) => {
+            if op.is_none() {
+                tracked = Tracked::unadmitted(&inner.state, &req, peer, usage_route);
+            }
             req.extensions_mut().insert(super::extract::Peer(peer));
             Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
         }
     };
-    Respond { held, route, op, method, started, activity, outcome }
+    Respond { held, route, op, method, started, activity, tracked, outcome }
 }
 
 pin_project_lite::pin_project! {
@@ -311,6 +326,8 @@ pin_project_lite::pin_project! {
         method: Method,
         started: Instant,
         activity: Arc<Activity>,
+        // Counted for this key once answered (`usage.rs`).
+        tracked: Option<Tracked>,
         #[pin]
         outcome: Outcome,
     }
@@ -348,6 +365,9 @@ impl Future for Respond {
                 let method = super::metrics::method_label(method);
                 inner.state.metrics.requests.with_label_values(&[label, method, status.as_str()]).inc();
             }
+        }
+        if let Some(tracked) = this.tracked.take() {
+            tracked.finish(&inner.state, &response, *this.started, finished);
         }
         Poll::Ready(Ok(response))
     }

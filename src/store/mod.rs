@@ -14,8 +14,12 @@
 mod postgres;
 mod rows;
 mod sqlite;
+mod usage;
 mod webhooks;
 
+pub use usage::{
+    HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
+};
 pub use webhooks::{
     AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, NewDelivery, NewWebhook, WebhookRecord,
 };
@@ -590,5 +594,106 @@ impl Store {
     /// Deletes finished deliveries done before `before`; returns how many.
     pub async fn prune_deliveries(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
         on_backend!(self, b => b.prune_deliveries(before).await)
+    }
+}
+
+/// The usage calls (see `usage.rs`), on whichever backend this store is.
+impl Store {
+    /// Adds counted requests: minute buckets, and requests per client IP
+    /// and hour, in one transaction. A minute already rolled up into its
+    /// hour (counts flushed late) is added to the hour bucket too, so hours
+    /// always hold the sum of their minutes. Rows with the same key must
+    /// have been added up already (PostgreSQL refuses one row twice).
+    pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
+        if minutes.is_empty() && ips.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.record_counters(minutes, ips).await)
+    }
+
+    /// Appends requests to the log and keeps only the newest `keep_per_key`
+    /// of each key written to, in one transaction.
+    pub async fn record_requests(&self, rows: &[NewRequestLog], keep_per_key: u32) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.record_requests(rows, keep_per_key).await)
+    }
+
+    /// A key's requests per hour in `[from_hour, to_hour)`, by method,
+    /// route, status and outcome: the rolled-up hour buckets plus the
+    /// minutes not yet rolled up, read in one statement (one snapshot).
+    pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
+        on_backend!(self, b => b.usage_hours(key, from_hour, to_hour).await)
+    }
+
+    /// A key's requests per client IP over `[from_hour, to_hour)`, most first.
+    pub async fn usage_ips(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<(String, u64)>> {
+        on_backend!(self, b => b.usage_ips(key, from_hour, to_hour).await)
+    }
+
+    /// A key's refusals (401, 403, 429) by outcome over minutes
+    /// `[from_minute, to_minute)` (flushed minutes only).
+    pub async fn refusals(&self, key: &KeyId, from_minute: i64, to_minute: i64) -> anyhow::Result<Vec<(String, u64)>> {
+        on_backend!(self, b => b.refusals(key, from_minute, to_minute).await)
+    }
+
+    /// A page of a key's request log, newest first, older than the entry
+    /// `before` when given; with `errors_only`, statuses 400 and up only.
+    pub async fn request_log(
+        &self,
+        key: &KeyId,
+        before: Option<i64>,
+        limit: u32,
+        errors_only: bool,
+    ) -> anyhow::Result<Vec<RequestLogEntry>> {
+        on_backend!(self, b => b.request_log(key, before, limit, errors_only).await)
+    }
+
+    /// Records that `key` is spiking at `now` and, when this is a new spike
+    /// (none seen in the `quiet_ms` before) and the last alert is at least
+    /// `every_ms` old, that it is alerted, writing `event` in the same
+    /// transaction. Returns whether it was: however many instances see the
+    /// spike, one alert is written.
+    pub async fn claim_usage_alert(
+        &self,
+        key: &KeyId,
+        now: DateTime<Utc>,
+        quiet_ms: i64,
+        every_ms: i64,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.claim_usage_alert(key, now, quiet_ms, every_ms, event).await)
+    }
+
+    /// Adds the minutes before `through_minute` not yet rolled up to their
+    /// hour buckets, at most `max_minutes` of them, in one transaction
+    /// (which also moves the mark, so each minute is added once). Returns
+    /// how many minutes it rolled up.
+    pub async fn roll_up_usage(&self, through_minute: i64, max_minutes: i64) -> anyhow::Result<i64> {
+        on_backend!(self, b => b.roll_up_usage(through_minute, max_minutes).await)
+    }
+
+    /// Drops minute buckets before `minutes_before` (never one not yet
+    /// rolled up), hour and IP buckets before `hours_before`, log entries
+    /// before `log_before`, and alert states older than `alerts_before`.
+    pub async fn prune_usage(
+        &self,
+        minutes_before: i64,
+        hours_before: i64,
+        log_before: DateTime<Utc>,
+        alerts_before: DateTime<Utc>,
+    ) -> anyhow::Result<UsageUpkeep> {
+        on_backend!(self, b => b.prune_usage(minutes_before, hours_before, log_before, alerts_before).await)
+    }
+
+    /// Forgets a deleted key's counters, log and alert state.
+    pub async fn forget_usage(&self, key: &KeyId) -> anyhow::Result<()> {
+        on_backend!(self, b => b.forget_usage(key).await)
+    }
+
+    /// How many usage rows the store holds for a key (tests, operations).
+    pub async fn usage_rows_held(&self, key: &KeyId) -> anyhow::Result<UsageRowsHeld> {
+        on_backend!(self, b => b.usage_rows_held(key).await)
     }
 }

@@ -325,3 +325,68 @@ pub(super) fn due(rows: Vec<DueRow>) -> anyhow::Result<Vec<super::DueDelivery>> 
         })
         .collect()
 }
+
+/// The columns [`RequestLogRow`] reads, in a `select` list.
+pub(super) const REQUEST_LOG_COLUMNS: &str = "request_log_id, at, method, route, status, reason, ip, latency_us, \
+     target_user_id, target_role_id";
+
+/// One `request_log` row as [`REQUEST_LOG_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct RequestLogRow {
+    request_log_id: i64,
+    at: i64,
+    method: String,
+    route: String,
+    status: i64,
+    reason: Option<String>,
+    ip: String,
+    latency_us: i64,
+    target_user_id: Option<i64>,
+    target_role_id: Option<i64>,
+}
+
+pub(super) fn request_log(rows: Vec<RequestLogRow>) -> Vec<super::RequestLogEntry> {
+    rows.into_iter()
+        .map(|r| super::RequestLogEntry {
+            id: r.request_log_id,
+            at: from_millis(r.at),
+            method: r.method,
+            route: r.route,
+            status: u16::try_from(r.status).unwrap_or_default(),
+            reason: r.reason,
+            ip: r.ip,
+            latency_us: r.latency_us.max(0) as u64,
+            target_user_id: r.target_user_id.map(|id| id_from_sql(id).to_string()),
+            target_role_id: r.target_role_id.map(|id| id_from_sql(id).to_string()),
+        })
+        .collect()
+}
+
+/// One hour's count as both backends' `usage_hours` select it.
+#[derive(sqlx::FromRow)]
+pub(super) struct HourRow {
+    hour: i64,
+    method: String,
+    route: String,
+    status: i64,
+    outcome: String,
+    count: i64,
+}
+
+pub(super) fn hours(rows: Vec<HourRow>) -> Vec<super::HourCount> {
+    rows.into_iter()
+        .map(|r| super::HourCount {
+            hour: r.hour,
+            method: r.method,
+            route: r.route,
+            status: u16::try_from(r.status).unwrap_or_default(),
+            outcome: r.outcome,
+            count: r.count.max(0) as u64,
+        })
+        .collect()
+}
+
+/// `(text, count)` pairs as both backends select them (IPs, outcomes).
+pub(super) fn counted(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
+    rows.into_iter().map(|(s, n)| (s, n.max(0) as u64)).collect()
+}

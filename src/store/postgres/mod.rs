@@ -13,6 +13,7 @@
 
 mod audit;
 mod keys;
+mod usage;
 mod webhooks;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 
 mod audit;
 mod keys;
+mod usage;
 mod webhooks;
 
 use std::path::Path;
