@@ -181,7 +181,7 @@ pub fn info_embed(
 /// Route templates, reasons and addresses are guildkey's own text (never the
 /// client's path or headers).
 fn request_line(e: &RequestLogEntry) -> String {
-    let reason = e.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
+    let reason = e.reason.as_deref().map(|r| format!(" `{r}`")).unwrap_or_default();
     let mut line = format!(
         "<t:{}:R> `{} {}` → **{}**{reason} · {} · {} µs",
         e.at.timestamp(),

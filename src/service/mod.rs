@@ -828,15 +828,21 @@ impl KeyService {
     /// 1–100), older than the entry `before` when given. This process's
     /// entries not yet written are written first, so a request shows at once.
     pub async fn requests(&self, key: &KeyId, before: Option<i64>, limit: u32) -> Result<RequestPage> {
-        if let Err(e) = self.inner.usage.flush_log(&self.inner.store).await {
-            tracing::warn!(error = format!("{e:#}"), "failed to write the request log; will retry");
-        }
+        self.write_request_log().await;
         let limit = limit.clamp(1, 100);
         let mut entries = self.inner.store.request_log(key, before, limit + 1, false).await?;
         let more = entries.len() > limit as usize;
         entries.truncate(limit as usize);
         let next_before = if more { entries.last().map(|e| e.id) } else { None };
         Ok(RequestPage { entries, next_before })
+    }
+
+    /// Writes this process's request log entries not yet written (before a
+    /// read of the log); a failure leaves them for the next flush.
+    async fn write_request_log(&self) {
+        if let Err(e) = self.inner.usage.flush_log(&self.inner.store).await {
+            tracing::warn!(error = format!("{e:#}"), "failed to write the request log; will retry");
+        }
     }
 
     /// What `/apikey info` shows of a key's usage at `now`: requests and
@@ -846,6 +852,7 @@ impl KeyService {
         let totals = |r: &UsageReport| Totals { requests: r.total, errors: r.errors() };
         let day = self.usage(key, Period::Day, now).await?;
         let week = self.usage(key, Period::Week, now).await?;
+        self.write_request_log().await;
         let recent_errors = self.inner.store.request_log(key, None, errors.clamp(1, 100), true).await?;
         Ok(UsageSummary { last_24h: totals(&day), last_7d: totals(&week), recent_errors })
     }

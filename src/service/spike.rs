@@ -17,8 +17,9 @@
 //!   many instances see it (the claim is one row in the database).
 //!
 //! A listener looks at the database for a key only once its own refusals
-//! in the window reach [`LOCAL_MIN`], and at most once a minute per key, so
-//! a refusal costs one atomic on the request path and nothing more.
+//! in the window reach [`LOCAL_MIN`], then again after a minute, or when
+//! they doubled or first passed [`MIN_REFUSALS`] (a few looks per spike),
+//! so a refusal costs one atomic on the request path and nothing more.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -35,7 +36,8 @@ pub const FACTOR: f64 = 10.0;
 pub const BASELINE_HOURS: i64 = 24;
 /// This listener's own refusals of a key in the window before it checks.
 pub const LOCAL_MIN: u64 = 10;
-/// A key is checked at most this often while its refusals go on.
+/// A key is checked again after this long while its refusals go on (or
+/// sooner, when they doubled since).
 pub const CHECK_EVERY_MS: i64 = 60_000;
 /// Alerts per key: at most one in this long.
 pub const ALERT_EVERY_MS: i64 = 3_600_000;
@@ -58,7 +60,20 @@ pub fn usual_per_window(baseline: u64) -> f64 {
 struct Window {
     /// (when noted, in ms; how many), oldest first, within the window.
     seen: VecDeque<(i64, u64)>,
-    checked_ms: Option<i64>,
+    /// When the key was last checked, and its local refusals then.
+    checked: Option<(i64, u64)>,
+}
+
+impl Window {
+    /// Whether `local` refusals at `now_ms` are worth a look at the
+    /// database: some, and never looked at, or a minute since, or twice as
+    /// many as then, or past [`MIN_REFUSALS`] for the first time.
+    fn due(&self, now_ms: i64, local: u64) -> bool {
+        local >= LOCAL_MIN
+            && self.checked.is_none_or(|(at, then)| {
+                now_ms - at >= CHECK_EVERY_MS || local >= then * 2 || (local >= MIN_REFUSALS && then < MIN_REFUSALS)
+            })
+    }
 }
 
 /// Refusals per key on this listener over the last window, fed by each
@@ -84,11 +99,11 @@ impl SpikeWatch {
                 w.seen.pop_front();
             }
             let local: u64 = w.seen.iter().map(|(_, n)| n).sum();
-            if local >= LOCAL_MIN && w.checked_ms.is_none_or(|at| now_ms - at >= CHECK_EVERY_MS) {
-                w.checked_ms = Some(now_ms);
+            if w.due(now_ms, local) {
+                w.checked = Some((now_ms, local));
                 due.push((id.clone(), local));
             }
-            !w.seen.is_empty() || w.checked_ms.is_some_and(|at| now_ms - at < CHECK_EVERY_MS)
+            !w.seen.is_empty() || w.checked.is_some_and(|(at, _)| now_ms - at < CHECK_EVERY_MS)
         });
         due
     }
@@ -110,13 +125,16 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_checked_once_their_local_refusals_reach_the_minimum_and_once_a_minute() {
+    fn keys_are_checked_once_their_local_refusals_reach_the_minimum_then_a_minute_later_or_doubled() {
         let watch = SpikeWatch::default();
         let id = KeyId::generate();
         assert!(watch.note(0, &[(id.clone(), 9)]).is_empty());
         assert_eq!(watch.note(5_000, &[(id.clone(), 1)]), [(id.clone(), 10)]);
-        assert!(watch.note(10_000, &[(id.clone(), 40)]).is_empty(), "checked a moment ago");
-        assert_eq!(watch.note(65_000, &[]), [(id.clone(), 50)]);
+        assert!(watch.note(8_000, &[(id.clone(), 5)]).is_empty(), "checked a moment ago");
+        // Doubled (and past 50): looked at again at once.
+        assert_eq!(watch.note(10_000, &[(id.clone(), 35)]), [(id.clone(), 50)]);
+        assert!(watch.note(20_000, &[(id.clone(), 10)]).is_empty());
+        assert_eq!(watch.note(70_000, &[]), [(id.clone(), 60)], "a minute later");
         // Five minutes on, the window has emptied and the key is forgotten.
         assert!(watch.note(400_000, &[]).is_empty());
         assert!(watch.windows.lock().unwrap().is_empty());
