@@ -1052,6 +1052,36 @@ mod tests {
     }
 
     #[test]
+    fn usage_settings_default_to_48_hours_90_days_and_200_log_entries() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(
+            cfg.usage,
+            UsageConfig { minute_retention_hours: 48, hour_retention_days: 90, request_log_per_key: 200 }
+        );
+        let cfg = load("[usage]\nminute_retention_hours = 2\nhour_retention_days = 1\nrequest_log_per_key = 0\n", &[])
+            .unwrap();
+        assert_eq!(
+            cfg.usage,
+            UsageConfig { minute_retention_hours: 2, hour_retention_days: 1, request_log_per_key: 0 }
+        );
+        assert!(cfg.describe().contains("usage.request_log_per_key = 0"), "{}", cfg.describe());
+        for (text, needle) in [
+            ("[usage]\nminute_retention_hours = 1\n", "out of range; use 2 to 744"),
+            ("[usage]\nhour_retention_days = 0\n", "out of range; use 1 to 3660"),
+            ("[usage]\nrequest_log_per_key = 100001\n", "out of range; use 0 to 100000"),
+            ("[usage]\nrequest_log_per_key = \"200\"\n", "must be a whole number"),
+            (
+                "[usage]\nminute_retention_hours = 72\nhour_retention_days = 2\n",
+                "shorter than usage.minute_retention_hours",
+            ),
+            ("[usage]\nretention = 3\n", "unknown key"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with("usage.") && err.contains(needle) && !err.contains('\n'), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
     fn the_token_is_masked_everywhere() {
         let cfg = load("", &[("DISCORD_TOKEN", "MTIz.secret.token-value")]).unwrap();
         let shown = format!("{} {:?}", cfg.describe(), cfg);

@@ -481,7 +481,12 @@ async fn usage(url: &str, n: usize) -> anyhow::Result<()> {
                     count: 30,
                 });
             }
-            ips.push(IpCount { key_id: id.clone(), hour: (start + chunk_start) / 60, ip: "203.0.113.7".into(), count: 1800 });
+            ips.push(IpCount {
+                key_id: id.clone(),
+                hour: (start + chunk_start) / 60,
+                ip: "203.0.113.7".into(),
+                count: 1800,
+            });
         }
         store.record_counters(&rows, &ips).await?;
     }
