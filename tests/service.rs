@@ -1321,6 +1321,10 @@ fn usage_epoch() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 4, 13, 20, 10).unwrap()
 }
 
+fn usage_minute(at: chrono::DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(60)
+}
+
 /// One request of `method route` answered `status` (`reason`) at `at`.
 fn request(
     at: chrono::DateTime<Utc>,
@@ -1480,29 +1484,27 @@ async fn retention_drops_minute_buckets_after_48_hours_and_hour_buckets_after_90
     }
     service.flush_usage_at(at(1), false).await.unwrap();
 
-    // Act and assert: minutes are added to their hour once they ended a
-    // few minutes ago (the grace for other instances' flushes).
-    let early = service.maintain_usage(at(2)).await.unwrap();
-    assert_eq!(early.minutes_rolled, 0, "{early:?}");
-    assert_eq!(store.usage_rows_held(&key.record.id).await.unwrap().hour_rows, 0);
-    let rolled = service.maintain_usage(at(60 + 40)).await.unwrap();
-    assert!(rolled.minutes_rolled > 0, "{rolled:?}");
+    // Act and assert: each hour row holds its total and its minutes.
     let held = store.usage_rows_held(&key.record.id).await.unwrap();
-    assert!(held.minute_rows > 0 && held.hour_rows > 0, "{held:?}");
-    assert_eq!(service.maintain_usage(at(60 + 41)).await.unwrap().minutes_rolled, 1, "each minute once");
-    // Reports count each request once, from hours or minutes.
-    let report = service.usage(&key.record.id, Period::Week, at(60 + 41)).await.unwrap();
+    assert!(held.with_minutes > 0 && held.with_minutes == held.hour_rows, "{held:?}");
+    let report = service.usage(&key.record.id, Period::Week, at(2)).await.unwrap();
     assert_eq!(report.total, 13);
-    // A flush late for an hour already rolled up adds to the hour too.
-    service.record_request(&caller.key, &request(at(2), "GET", "/v1/verify", 200, None, "203.0.113.1"));
+    let refusals = store.refusals(&key.record.id, usage_minute(t0), usage_minute(t0) + 1).await.unwrap();
+    assert_eq!(refusals, [("insufficient_scope".to_owned(), 3), ("rate_limited".to_owned(), 2)]);
+    // A flush late for its minute still adds to the hour and the minute.
+    service.record_request(&caller.key, &request(t0, "GET", "/v1/verify", 200, None, "203.0.113.1"));
     service.flush_usage_at(at(60 + 42), false).await.unwrap();
     assert_eq!(service.usage(&key.record.id, Period::Week, at(60 + 43)).await.unwrap().total, 14);
+    let nothing = service.maintain_usage(at(47 * 60)).await.unwrap();
+    assert_eq!(nothing, Default::default(), "nothing is old enough to drop yet");
 
     // Past 48 hours the minutes go, the hours stay (and still count).
-    service.maintain_usage(at(49 * 60)).await.unwrap();
+    let dropped = service.maintain_usage(at(49 * 60)).await.unwrap();
+    assert!(dropped.minutes_dropped > 0, "{dropped:?}");
     let held = store.usage_rows_held(&key.record.id).await.unwrap();
-    assert_eq!(held.minute_rows, 0, "{held:?}");
+    assert_eq!(held.with_minutes, 0, "{held:?}");
     assert!(held.hour_rows > 0 && held.ip_rows > 0 && held.log_rows > 0, "{held:?}");
+    assert!(store.refusals(&key.record.id, usage_minute(t0), usage_minute(t0) + 1).await.unwrap().is_empty());
     let report = service.usage(&key.record.id, Period::Week, at(49 * 60)).await.unwrap();
     assert_eq!((report.total, report.outcomes["insufficient_scope"]), (14, 3));
     assert_eq!(report.distinct_ips, 3);
@@ -1511,7 +1513,7 @@ async fn retention_drops_minute_buckets_after_48_hours_and_hour_buckets_after_90
     let dropped = service.maintain_usage(at(91 * 24 * 60)).await.unwrap();
     assert!(dropped.hour_rows_dropped > 0 && dropped.log_rows_dropped > 0, "{dropped:?}");
     let held = store.usage_rows_held(&key.record.id).await.unwrap();
-    assert_eq!((held.minute_rows, held.hour_rows, held.ip_rows, held.log_rows), (0, 0, 0, 0));
+    assert_eq!((held.with_minutes, held.hour_rows, held.ip_rows, held.log_rows), (0, 0, 0, 0));
 
     // Deleting a key forgets what is left of its usage.
     service.record_request(
@@ -1519,11 +1521,11 @@ async fn retention_drops_minute_buckets_after_48_hours_and_hour_buckets_after_90
         &request(at(91 * 24 * 60), "GET", "/v1/verify", 429, Some("rate_limited"), "203.0.113.1"),
     );
     service.flush_usage_at(at(91 * 24 * 60 + 2), false).await.unwrap();
-    assert!(store.usage_rows_held(&key.record.id).await.unwrap().minute_rows > 0);
+    assert!(store.usage_rows_held(&key.record.id).await.unwrap().hour_rows > 0);
     service.revoke(Some(GUILD), "kept", &Actor::Cli).await.unwrap();
     service.delete(Some(GUILD), "kept", &Actor::Cli).await.unwrap();
     let held = store.usage_rows_held(&key.record.id).await.unwrap();
-    assert_eq!((held.minute_rows, held.log_rows), (0, 0));
+    assert_eq!((held.hour_rows, held.log_rows), (0, 0));
 }
 
 fn spike_alerts(events: &[AuditEvent], key: &IssuedKey) -> Vec<AuditEvent> {

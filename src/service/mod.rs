@@ -913,25 +913,18 @@ impl KeyService {
         Ok(())
     }
 
-    /// The usage upkeep at `now`: rolls minutes up into hour buckets (those
-    /// ended at least [`ROLLUP_GRACE_MINUTES`] ago) and drops what is past
-    /// `usage.minute_retention_hours`, `usage.hour_retention_days` (hour
-    /// and IP buckets, log entries) and a day-old alert state. Run hourly
-    /// by the upkeep; idempotent, so every instance may run it.
+    /// The usage upkeep at `now`: drops the minute buckets of hours past
+    /// `usage.minute_retention_hours` (their totals stay: the hour buckets),
+    /// and hour and IP buckets and log entries past
+    /// `usage.hour_retention_days`, and day-old alert states. Run hourly by
+    /// the upkeep; idempotent, so every instance may run it.
     pub async fn maintain_usage(&self, now: DateTime<Utc>) -> Result<crate::store::UsageUpkeep> {
-        let store = &self.inner.store;
         let cfg = &self.inner.usage_cfg;
         let now_minute = usage::minute_of(now.timestamp_millis());
-        let mut rolled = 0;
-        loop {
-            let n = store.roll_up_usage(now_minute - ROLLUP_GRACE_MINUTES, ROLLUP_CHUNK_MINUTES).await?;
-            rolled += n;
-            if n < ROLLUP_CHUNK_MINUTES {
-                break;
-            }
-        }
         let days = i64::from(cfg.hour_retention_days);
-        let mut upkeep = store
+        let upkeep = self
+            .inner
+            .store
             .prune_usage(
                 now_minute - i64::from(cfg.minute_retention_hours) * 60,
                 now_minute.div_euclid(60) - days * 24,
@@ -939,7 +932,6 @@ impl KeyService {
                 now - chrono::Duration::days(1),
             )
             .await?;
-        upkeep.minutes_rolled = rolled;
         tracing::debug!(?upkeep, "usage upkeep");
         Ok(upkeep)
     }
@@ -956,8 +948,8 @@ impl KeyService {
 
     /// Runs the background upkeep until `stop` resolves: the index watch
     /// (every 250 ms) and the usage flush (last-used times, the request log,
-    /// the counters of ended minutes, spike alerts; hourly the rollup and
-    /// retention), in a task of its own. Flushes everything once more at
+    /// the counters of ended minutes, spike alerts; hourly the retention),
+    /// in a task of its own. Flushes everything once more at
     /// the end.
     ///
     /// While it runs the index must keep up: when its checks have failed
@@ -1008,11 +1000,11 @@ impl KeyService {
         let minute = usage::minute_of(now.timestamp_millis());
         let due = &self.inner.usage_upkeep_due;
         if minute >= due.load(std::sync::atomic::Ordering::Acquire) {
-            // Hourly, a few minutes past the hour (after the rollup grace).
-            let next = (minute.div_euclid(60) + 1) * 60 + ROLLUP_GRACE_MINUTES;
+            // Hourly, a few minutes past the hour.
+            let next = (minute.div_euclid(60) + 1) * 60 + 3;
             due.store(next, std::sync::atomic::Ordering::Release);
             if let Err(e) = self.maintain_usage(now).await {
-                tracing::warn!(error = %e, "failed to roll up or prune usage counters; will retry next hour");
+                tracing::warn!(error = %e, "failed to prune usage counters; will retry next hour");
             }
         }
     }
@@ -1098,14 +1090,6 @@ impl KeyService {
         Utc::now()
     }
 }
-
-/// Minutes the usage rollup leaves to late flushes: a minute is added to its
-/// hour once it ended this long ago (a minute flushed later still is added
-/// to its hour by the flush itself).
-pub const ROLLUP_GRACE_MINUTES: i64 = 3;
-
-/// Minutes rolled up per transaction.
-const ROLLUP_CHUNK_MINUTES: i64 = 60;
 
 /// How many of the changes made while audit posts were off the summary
 /// lists, newest first (the rest are in the audit log).

@@ -10,11 +10,13 @@
 //!   takes a shard of its own, so the lock a request takes is never shared
 //!   with another request in flight (only the flush takes it besides, a
 //!   swap once a minute). A minute's counts are written once, at the first
-//!   flush after the minute ended (or at shutdown), added to what other
-//!   instances wrote;
+//!   flush after the minute ended (or at shutdown), into the hour's row:
+//!   its minute bucket and its total at once, added to what other
+//!   instances wrote (`store::usage`);
 //! - **the request log**: every counted request except a successful
 //!   `/v1/verify` (counted, not logged), taken at every flush, the newest
-//!   `usage.request_log_per_key` kept per key. Never a token or a header.
+//!   `usage.request_log_per_key` kept per key (a key is trimmed each time it
+//!   wrote an eighth as many more). Never a token or a header.
 //!
 //! Requests are counted for the key they name when the listener can tell
 //! which that is (any refusal after the key was found: revoked, suspended,
@@ -302,6 +304,10 @@ pub struct UsageTracker {
     retry: Mutex<Retry>,
     /// Log entries dropped since the last warning (a shard was full).
     log_dropped: AtomicU64,
+    /// Log entries written per key since its log was last trimmed: a key is
+    /// trimmed to `log_per_key` once it wrote an eighth as many more (one
+    /// indexed delete per key now and then, not per flush).
+    untrimmed: Mutex<HashMap<KeyId, u32>>,
 }
 
 impl Default for UsageTracker {
@@ -336,6 +342,7 @@ impl UsageTracker {
             counted_from: AtomicI64::new(i64::MIN),
             retry: Mutex::default(),
             log_dropped: AtomicU64::new(0),
+            untrimmed: Mutex::default(),
         }
     }
 
@@ -510,7 +517,13 @@ impl UsageTracker {
             }
             _ => true,
         });
-        if let Err(e) = store.record_requests(&rows, self.log_per_key).await {
+        let trim_every = (self.log_per_key / 8).max(1);
+        let mut untrimmed = lock(&self.untrimmed).clone();
+        for r in &rows {
+            *untrimmed.entry(r.key_id.clone()).or_default() += 1;
+        }
+        let trim: Vec<KeyId> = untrimmed.iter().filter(|(_, n)| **n >= trim_every).map(|(id, _)| id.clone()).collect();
+        if let Err(e) = store.record_requests(&rows, &trim, self.log_per_key).await {
             let mut retry = lock(&self.retry);
             rows.append(&mut retry.log);
             let excess = rows.len().saturating_sub(MAX_RETRY_LOG);
@@ -518,6 +531,10 @@ impl UsageTracker {
             retry.log = rows;
             return Err(e);
         }
+        for id in &trim {
+            untrimmed.remove(id);
+        }
+        *lock(&self.untrimmed) = untrimmed;
         Ok(())
     }
 

@@ -599,11 +599,11 @@ impl Store {
 
 /// The usage calls (see `usage.rs`), on whichever backend this store is.
 impl Store {
-    /// Adds counted requests: minute buckets, and requests per client IP
-    /// and hour, in one transaction. A minute already rolled up into its
-    /// hour (counts flushed late) is added to the hour bucket too, so hours
-    /// always hold the sum of their minutes. Rows with the same key must
-    /// have been added up already (PostgreSQL refuses one row twice).
+    /// Adds counted requests, in one transaction: each minute's counts to
+    /// its hour row's total and minute bucket at once (so an hour always
+    /// holds the sum of its minutes, whichever instance flushed them), and
+    /// requests per client IP and hour. Counts with the same key must have
+    /// been added up already.
     pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
         if minutes.is_empty() && ips.is_empty() {
             return Ok(());
@@ -611,18 +611,22 @@ impl Store {
         on_backend!(self, b => b.record_counters(minutes, ips).await)
     }
 
-    /// Appends requests to the log and keeps only the newest `keep_per_key`
-    /// of each key written to, in one transaction.
-    pub async fn record_requests(&self, rows: &[NewRequestLog], keep_per_key: u32) -> anyhow::Result<()> {
-        if rows.is_empty() {
+    /// Appends requests to the log and trims each key in `trim` to its
+    /// newest `keep_per_key`, in one transaction.
+    pub async fn record_requests(
+        &self,
+        rows: &[NewRequestLog],
+        trim: &[KeyId],
+        keep_per_key: u32,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() && trim.is_empty() {
             return Ok(());
         }
-        on_backend!(self, b => b.record_requests(rows, keep_per_key).await)
+        on_backend!(self, b => b.record_requests(rows, trim, keep_per_key).await)
     }
 
     /// A key's requests per hour in `[from_hour, to_hour)`, by method,
-    /// route, status and outcome: the rolled-up hour buckets plus the
-    /// minutes not yet rolled up, read in one statement (one snapshot).
+    /// route, status and outcome, with the minute buckets still kept.
     pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
         on_backend!(self, b => b.usage_hours(key, from_hour, to_hour).await)
     }
@@ -633,9 +637,23 @@ impl Store {
     }
 
     /// A key's refusals (401, 403, 429) by outcome over minutes
-    /// `[from_minute, to_minute)` (flushed minutes only).
+    /// `[from_minute, to_minute)` (flushed minutes only, while kept).
     pub async fn refusals(&self, key: &KeyId, from_minute: i64, to_minute: i64) -> anyhow::Result<Vec<(String, u64)>> {
-        on_backend!(self, b => b.refusals(key, from_minute, to_minute).await)
+        let hours = self.usage_hours(key, from_minute.div_euclid(60), to_minute.div_euclid(60) + 1).await?;
+        let mut by_outcome: std::collections::BTreeMap<String, u64> = Default::default();
+        for h in hours.iter().filter(|h| REFUSAL_STATUSES.contains(&h.status)) {
+            let Some(minutes) = &h.minutes else { continue };
+            let n: u64 = (0..60i64)
+                .filter(|m| (from_minute..to_minute).contains(&(h.hour * 60 + m)))
+                .map(|m| minutes[m as usize])
+                .sum();
+            if n > 0 {
+                *by_outcome.entry(h.outcome.clone()).or_default() += n;
+            }
+        }
+        let mut out: Vec<(String, u64)> = by_outcome.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
     }
 
     /// A page of a key's request log, newest first, older than the entry
@@ -666,16 +684,8 @@ impl Store {
         on_backend!(self, b => b.claim_usage_alert(key, now, quiet_ms, every_ms, event).await)
     }
 
-    /// Adds the minutes before `through_minute` not yet rolled up to their
-    /// hour buckets, at most `max_minutes` of them, in one transaction
-    /// (which also moves the mark, so each minute is added once). Returns
-    /// how many minutes it rolled up.
-    pub async fn roll_up_usage(&self, through_minute: i64, max_minutes: i64) -> anyhow::Result<i64> {
-        on_backend!(self, b => b.roll_up_usage(through_minute, max_minutes).await)
-    }
-
-    /// Drops minute buckets before `minutes_before` (never one not yet
-    /// rolled up), hour and IP buckets before `hours_before`, log entries
+    /// Drops the minute buckets of hours before `minutes_before` (their
+    /// totals stay), hour and IP buckets before `hours_before`, log entries
     /// before `log_before`, and alert states older than `alerts_before`.
     pub async fn prune_usage(
         &self,

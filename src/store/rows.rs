@@ -362,7 +362,12 @@ pub(super) fn request_log(rows: Vec<RequestLogRow>) -> Vec<super::RequestLogEntr
         .collect()
 }
 
-/// One hour's count as both backends' `usage_hours` select it.
+/// The columns [`HourRow`] reads, in a `select` list; `minutes` must be
+/// selected as JSON text (SQLite keeps it so; PostgreSQL's array is
+/// converted with `array_to_json`).
+pub(super) const HOUR_COLUMNS: &str = "hour, method, route, status, outcome, count";
+
+/// One `usage_hour` row as [`HOUR_COLUMNS`] and its minutes select it.
 #[derive(sqlx::FromRow)]
 pub(super) struct HourRow {
     hour: i64,
@@ -371,6 +376,7 @@ pub(super) struct HourRow {
     status: i64,
     outcome: String,
     count: i64,
+    minutes: Option<String>,
 }
 
 pub(super) fn hours(rows: Vec<HourRow>) -> Vec<super::HourCount> {
@@ -382,6 +388,11 @@ pub(super) fn hours(rows: Vec<HourRow>) -> Vec<super::HourCount> {
             status: u16::try_from(r.status).unwrap_or_default(),
             outcome: r.outcome,
             count: r.count.max(0) as u64,
+            minutes: r.minutes.and_then(|m| serde_json::from_str::<Vec<i64>>(&m).ok()).map(|m| {
+                let mut m: Vec<u64> = m.into_iter().map(|n| n.max(0) as u64).collect();
+                m.resize(60, 0);
+                m
+            }),
         })
         .collect()
 }

@@ -75,8 +75,8 @@ pub struct RequestLogEntry {
 }
 
 /// A key's requests in one hour with one method, route, status and
-/// outcome, read back (the hour's rolled-up bucket and its minutes not yet
-/// rolled up, added together by the caller).
+/// outcome, read back: the hour's total, and its minute buckets while they
+/// are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HourCount {
     /// Hours since the Unix epoch (UTC).
@@ -86,14 +86,15 @@ pub struct HourCount {
     pub status: u16,
     pub outcome: String,
     pub count: u64,
+    /// The 60 minute buckets, or `None` once dropped.
+    pub minutes: Option<Vec<u64>>,
 }
 
-/// What the hourly upkeep dropped and rolled up.
+/// What the hourly upkeep dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageUpkeep {
-    /// Minutes added to the hour buckets.
-    pub minutes_rolled: i64,
-    pub minute_rows_dropped: u64,
+    /// Hour rows whose minute buckets were dropped (their totals stay).
+    pub minutes_dropped: u64,
     pub hour_rows_dropped: u64,
     pub ip_rows_dropped: u64,
     pub log_rows_dropped: u64,
@@ -102,7 +103,8 @@ pub struct UsageUpkeep {
 /// Rows held for one key (tests and operations).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageRowsHeld {
-    pub minute_rows: u64,
+    /// Hour rows that still hold their minute buckets.
+    pub with_minutes: u64,
     pub hour_rows: u64,
     pub ip_rows: u64,
     pub log_rows: u64,
@@ -111,37 +113,86 @@ pub struct UsageRowsHeld {
 /// The statuses that count as refusals for the spike alert.
 pub const REFUSAL_STATUSES: [u16; 3] = [401, 403, 429];
 
-/// The name of the rollup mark in `usage_rollup`: the first minute not yet
-/// added to the hour buckets.
-pub(super) const ROLLUP_MARK: &str = "minutes_through";
-
-/// The minutes among `minutes` that were rolled up already (before the mark
-/// `through`), added up per hour: a flush adds these to the hour buckets
-/// too (each row's `minute` holds its hour). Sorted, so that concurrent
-/// flushes lock rows in one order.
-pub(super) fn late_hours(minutes: &[MinuteCount], through: Option<i64>) -> Vec<MinuteCount> {
-    let Some(through) = through else { return Vec::new() };
-    let mut hours: std::collections::BTreeMap<(KeyId, i64, &str, &str, u16, &str), u64> = Default::default();
-    for m in minutes.iter().filter(|m| m.minute < through) {
-        *hours
-            .entry((m.key_id.clone(), m.minute.div_euclid(60), m.method, m.route, m.status, m.outcome))
-            .or_default() += m.count;
+/// Minute counts grouped into statements in which each hour row (key,
+/// hour, method, route, status, outcome) appears once (PostgreSQL refuses
+/// one row twice in an upsert, and a statement adds to one minute of each
+/// row): usually one wave, more when a batch holds several minutes of one
+/// row (a shutdown flush, a retried batch). Each wave is sorted, so that
+/// concurrent flushes lock rows in one order.
+pub(super) fn waves(minutes: &[MinuteCount]) -> Vec<Vec<&MinuteCount>> {
+    let mut sorted: Vec<&MinuteCount> = minutes.iter().collect();
+    sorted.sort_by(|a, b| {
+        (a.minute.div_euclid(60), &a.key_id, a.method, a.route, a.status, a.outcome, a.minute).cmp(&(
+            b.minute.div_euclid(60),
+            &b.key_id,
+            b.method,
+            b.route,
+            b.status,
+            b.outcome,
+            b.minute,
+        ))
+    });
+    let mut waves: Vec<Vec<&MinuteCount>> = Vec::new();
+    let mut nth = 0;
+    for (i, m) in sorted.iter().enumerate() {
+        let same_row = i > 0 && {
+            let p = sorted[i - 1];
+            (p.minute.div_euclid(60), &p.key_id, p.method, p.route, p.status, p.outcome)
+                == (m.minute.div_euclid(60), &m.key_id, m.method, m.route, m.status, m.outcome)
+        };
+        nth = if same_row { nth + 1 } else { 0 };
+        if waves.len() <= nth {
+            waves.push(Vec::new());
+        }
+        waves[nth].push(m);
     }
-    hours
-        .into_iter()
-        .map(|((key_id, hour, method, route, status, outcome), count)| MinuteCount {
-            key_id,
-            minute: hour,
-            method,
-            route,
-            status,
-            outcome,
-            count,
-        })
-        .collect()
+    waves
+}
+
+/// A new hour row's minute buckets: `count` in minute `m` of 60, as JSON.
+pub(super) fn minutes_json(m: usize, count: i64) -> String {
+    let mut out = String::with_capacity(130);
+    out.push('[');
+    for i in 0..60 {
+        if i > 0 {
+            out.push(',');
+        }
+        if i == m {
+            out.push_str(&count.to_string());
+        } else {
+            out.push('0');
+        }
+    }
+    out.push(']');
+    out
+}
+
+/// The minute of its hour (0–59) a minute count is in.
+pub(super) fn minute_of_hour(minute: i64) -> i64 {
+    minute.rem_euclid(60)
 }
 
 /// Saturating `u64` to the databases' signed 64-bit integers.
 pub(super) fn count_to_sql(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(key: &KeyId, minute: i64, route: &'static str) -> MinuteCount {
+        MinuteCount { key_id: key.clone(), minute, method: "GET", route, status: 200, outcome: "ok", count: 1 }
+    }
+
+    #[test]
+    fn each_hour_row_appears_once_per_wave() {
+        let (a, b) = (KeyId::generate(), KeyId::generate());
+        let minutes =
+            [count(&a, 61, "/x"), count(&a, 62, "/x"), count(&b, 61, "/x"), count(&a, 61, "/y"), count(&a, 1, "/x")];
+        let waves = waves(&minutes);
+        assert_eq!(waves.iter().map(Vec::len).collect::<Vec<_>>(), [4, 1]);
+        assert_eq!(waves[1][0].minute, 62);
+        assert_eq!(minutes_json(2, 7), format!("[0,0,7{}]", ",0".repeat(57)));
+    }
 }

@@ -19,7 +19,8 @@
 //! - `p99 ROUTE < metrics.txt`: p50 and p99 of one route from guildkey's
 //!   Prometheus latency histogram (upper bucket bounds, in microseconds).
 //! - `usage DATABASE_URL N`: the usage counters in-process, on a fresh
-//!   database (a SQLite file or PostgreSQL): memory per active key, then N
+//!   database (a SQLite file, or one made for the run on the PostgreSQL
+//!   server an admin URL names): memory per active key, then N
 //!   keys touched (one verification each; then one each and a refusal,
 //!   logged) and one flush timed (wall and CPU, this process's and, on a
 //!   local PostgreSQL, the server's), then the storage 48 hours of minute
@@ -381,8 +382,8 @@ async fn usage_storage_bytes(url: &str) -> anyhow::Result<i64> {
     if guildkey::store::is_postgres_url(url) {
         let mut conn = sqlx::PgConnection::connect(url).await?;
         let (bytes,): (i64,) = sqlx::query_as(
-            "select sum(pg_total_relation_size(t))::bigint from unnest(array['usage_minute', 'usage_hour', \
-             'usage_ip_hour', 'request_log']) as t",
+            "select sum(pg_total_relation_size(t))::bigint from unnest(array['usage_hour', 'usage_ip_hour', \
+             'request_log']) as t",
         )
         .fetch_one(&mut conn)
         .await?;
@@ -396,7 +397,23 @@ async fn usage_storage_bytes(url: &str) -> anyhow::Result<i64> {
     }
 }
 
+/// `usage` on a fresh database: for PostgreSQL, `url` is an admin URL on
+/// which a database is made for the run and dropped after it.
 async fn usage(url: &str, n: usize) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    if !guildkey::store::is_postgres_url(url) {
+        return usage_on(url, n).await;
+    }
+    let name = format!("gkbench_usage_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(&format!("create database {name}")).execute(&mut admin).await?;
+    let (base, _) = url.rsplit_once('/').context("a PostgreSQL URL ends in /database")?;
+    let outcome = usage_on(&format!("{base}/{name}"), n).await;
+    sqlx::query(&format!("drop database {name} with (force)")).execute(&mut admin).await?;
+    outcome
+}
+
+async fn usage_on(url: &str, n: usize) -> anyhow::Result<()> {
     use guildkey::keys::KeyId;
     use guildkey::service::usage::{KeyUsage, RequestFacts, UsageTracker};
     use guildkey::store::{IpCount, MinuteCount};

@@ -1,64 +1,76 @@
 //! SQL for the usage tables on PostgreSQL (as `sqlite/usage.rs`). Rows go
 //! in as arrays (`unnest`), sorted, so concurrent flushes from several
-//! instances lock rows in one order. A flush and a rollup take one advisory
-//! lock, shared by flushes and exclusive for the rollup: a minute flushed
-//! late is either seen by the rollup or added to its hour by the flush,
-//! never neither.
+//! instances lock rows in one order; a minute's count is added to its hour
+//! row's total and to the hour's array of minute buckets in one upsert, so
+//! instances adding to one row take turns on its lock and never lose one
+//! another's counts.
 
 use chrono::{DateTime, Utc};
 
 use super::PgStore;
 use crate::audit::NewAuditEvent;
 use crate::keys::KeyId;
-use crate::store::rows::{self, id_to_sql, to_millis, HourRow, RequestLogRow, REQUEST_LOG_COLUMNS};
-use crate::store::usage::{count_to_sql, late_hours, ROLLUP_MARK};
+use crate::store::rows::{self, id_to_sql, to_millis, HourRow, RequestLogRow, HOUR_COLUMNS, REQUEST_LOG_COLUMNS};
+use crate::store::usage::{count_to_sql, minute_of_hour, waves};
 use crate::store::{HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep};
-
-/// The advisory lock between flushes (shared) and the rollup (exclusive):
-/// class 16, object 1 (the key limit's per-guild locks are class 2).
-const ROLLUP_LOCK: (i32, i32) = (16, 1);
 
 /// Rows per statement: large batches go in several, bounding the arrays.
 const ROWS_PER_STATEMENT: usize = 20_000;
 
 impl PgStore {
     pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
-        let mut sorted: Vec<&MinuteCount> = minutes.iter().collect();
-        sorted.sort_by(|a, b| {
-            (&a.key_id, a.minute, a.method, a.route, a.status, a.outcome)
-                .cmp(&(&b.key_id, b.minute, b.method, b.route, b.status, b.outcome))
-        });
         let mut tx = self.pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
-            .bind(ROLLUP_LOCK.0)
-            .bind(ROLLUP_LOCK.1)
-            .execute(&mut *tx)
-            .await?;
-        for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
-            add_counts(&mut tx, "usage_minute", "minute", chunk).await?;
-        }
-        let (through,): (Option<i64>,) = sqlx::query_as("select (select value from usage_rollup where name = $1)")
-            .bind(ROLLUP_MARK)
-            .fetch_one(&mut *tx)
-            .await?;
-        let late = late_hours(minutes, through);
-        for chunk in late.iter().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
-            add_counts(&mut tx, "usage_hour", "hour", chunk).await?;
+        for wave in waves(minutes) {
+            for chunk in wave.chunks(ROWS_PER_STATEMENT) {
+                let hours: Vec<i64> = chunk.iter().map(|r| r.minute.div_euclid(60)).collect();
+                let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
+                let methods: Vec<&str> = chunk.iter().map(|r| r.method).collect();
+                let routes: Vec<&str> = chunk.iter().map(|r| r.route).collect();
+                let statuses: Vec<i64> = chunk.iter().map(|r| i64::from(r.status)).collect();
+                let outcomes: Vec<&str> = chunk.iter().map(|r| r.outcome).collect();
+                let counts: Vec<i64> = chunk.iter().map(|r| count_to_sql(r.count)).collect();
+                let of_hour: Vec<i64> = chunk.iter().map(|r| minute_of_hour(r.minute)).collect();
+                sqlx::query(
+                    "insert into usage_hour (hour, api_key_id, method, route, status, outcome, count, last_minute, \
+                         minutes) \
+                     select h, k, me, ro, s, o, n, m, \
+                         array(select case when i = m then n else 0 end from generate_series(0, 59) i) \
+                     from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
+                         $7::bigint[], $8::bigint[]) with ordinality as r(h, k, me, ro, s, o, n, m, ord) order by ord \
+                     on conflict (hour, api_key_id, method, route, status, outcome) do update set \
+                         count = usage_hour.count + excluded.count, last_minute = excluded.last_minute, \
+                         minutes = case when usage_hour.minutes is null then null else \
+                             usage_hour.minutes[1:excluded.last_minute] \
+                             || (usage_hour.minutes[excluded.last_minute + 1] + excluded.count) \
+                             || usage_hour.minutes[excluded.last_minute + 2:60] end",
+                )
+                .bind(&hours)
+                .bind(&keys)
+                .bind(&methods)
+                .bind(&routes)
+                .bind(&statuses)
+                .bind(&outcomes)
+                .bind(&counts)
+                .bind(&of_hour)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         let mut ips: Vec<&IpCount> = ips.iter().collect();
-        ips.sort_by(|a, b| (&a.key_id, a.hour, &a.ip).cmp(&(&b.key_id, b.hour, &b.ip)));
+        ips.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
         for chunk in ips.chunks(ROWS_PER_STATEMENT) {
-            let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
             let hours: Vec<i64> = chunk.iter().map(|r| r.hour).collect();
+            let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
             let addrs: Vec<&str> = chunk.iter().map(|r| r.ip.as_str()).collect();
             let counts: Vec<i64> = chunk.iter().map(|r| count_to_sql(r.count)).collect();
             sqlx::query(
-                "insert into usage_ip_hour (api_key_id, hour, ip, count) \
-                 select * from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) \
-                 on conflict (api_key_id, hour, ip) do update set count = usage_ip_hour.count + excluded.count",
+                "insert into usage_ip_hour (hour, api_key_id, ip, count) \
+                 select h, k, i, n from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+                     with ordinality as r(h, k, i, n, ord) order by ord \
+                 on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count",
             )
-            .bind(&keys)
             .bind(&hours)
+            .bind(&keys)
             .bind(&addrs)
             .bind(&counts)
             .execute(&mut *tx)
@@ -68,7 +80,12 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn record_requests(&self, rows: &[NewRequestLog], keep_per_key: u32) -> anyhow::Result<()> {
+    pub async fn record_requests(
+        &self,
+        rows: &[NewRequestLog],
+        trim: &[KeyId],
+        keep_per_key: u32,
+    ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
@@ -102,13 +119,14 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        let mut keys: Vec<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        // Per key, all but the newest: one index range each.
+        let keys: Vec<&str> = trim.iter().map(KeyId::as_str).collect();
         sqlx::query(
-            "delete from request_log where request_log_id in (select request_log_id from ( \
-                 select request_log_id, row_number() over (partition by api_key_id order by request_log_id desc) as n \
-                 from request_log where api_key_id = any($1)) ranked where n > $2)",
+            "delete from request_log r using ( \
+                 select k, (select request_log_id from request_log where api_key_id = k \
+                            order by request_log_id desc offset $2 limit 1) as cut \
+                 from unnest($1::text[]) as k) c \
+             where r.api_key_id = c.k and r.request_log_id <= c.cut",
         )
         .bind(&keys)
         .bind(i64::from(keep_per_key))
@@ -119,20 +137,13 @@ impl PgStore {
     }
 
     pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
-        let rows = sqlx::query_as::<_, HourRow>(
-            "select hour, method, route, status, outcome, sum(count)::bigint as count from ( \
-                 select hour, method, route, status, outcome, count from usage_hour \
-                 where api_key_id = $1 and hour >= $2 and hour < $3 \
-                 union all \
-                 select minute / 60 as hour, method, route, status, outcome, count from usage_minute \
-                 where api_key_id = $1 and minute < $3 * 60 \
-                 and minute >= greatest($2 * 60, coalesce((select value from usage_rollup where name = $4), 0))) u \
-             group by hour, method, route, status, outcome",
-        )
+        let rows = sqlx::query_as::<_, HourRow>(&format!(
+            "select {HOUR_COLUMNS}, array_to_json(minutes)::text as minutes from usage_hour \
+             where api_key_id = $1 and hour >= $2 and hour < $3"
+        ))
         .bind(key.as_str())
         .bind(from_hour)
         .bind(to_hour)
-        .bind(ROLLUP_MARK)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::hours(rows))
@@ -146,19 +157,6 @@ impl PgStore {
         .bind(key.as_str())
         .bind(from_hour)
         .bind(to_hour)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows::counted(rows))
-    }
-
-    pub async fn refusals(&self, key: &KeyId, from_minute: i64, to_minute: i64) -> anyhow::Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "select outcome, sum(count)::bigint as n from usage_minute where api_key_id = $1 and minute >= $2 \
-             and minute < $3 and status in (401, 403, 429) group by outcome order by n desc, outcome",
-        )
-        .bind(key.as_str())
-        .bind(from_minute)
-        .bind(to_minute)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::counted(rows))
@@ -219,51 +217,6 @@ impl PgStore {
         Ok(alerted)
     }
 
-    pub async fn roll_up_usage(&self, through_minute: i64, max_minutes: i64) -> anyhow::Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock($1, $2)")
-            .bind(ROLLUP_LOCK.0)
-            .bind(ROLLUP_LOCK.1)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "insert into usage_rollup (name, value) \
-             values ($1, coalesce((select min(minute) from usage_minute), $2)) on conflict (name) do nothing",
-        )
-        .bind(ROLLUP_MARK)
-        .bind(through_minute)
-        .execute(&mut *tx)
-        .await?;
-        let (from,): (i64,) = sqlx::query_as("select value from usage_rollup where name = $1")
-            .bind(ROLLUP_MARK)
-            .fetch_one(&mut *tx)
-            .await?;
-        let to = through_minute.min(from.saturating_add(max_minutes));
-        if to <= from {
-            tx.commit().await?;
-            return Ok(0);
-        }
-        sqlx::query(
-            "insert into usage_hour (api_key_id, hour, method, route, status, outcome, count) \
-             select api_key_id, minute / 60, method, route, status, outcome, sum(count)::bigint from usage_minute \
-             where minute >= $1 and minute < $2 group by api_key_id, minute / 60, method, route, status, outcome \
-             order by 1, 2, 3, 4, 5, 6 \
-             on conflict (api_key_id, hour, method, route, status, outcome) \
-             do update set count = usage_hour.count + excluded.count",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("update usage_rollup set value = $2 where name = $1")
-            .bind(ROLLUP_MARK)
-            .bind(to)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(to - from)
-    }
-
     pub async fn prune_usage(
         &self,
         minutes_before: i64,
@@ -272,15 +225,11 @@ impl PgStore {
         alerts_before: DateTime<Utc>,
     ) -> anyhow::Result<UsageUpkeep> {
         let mut tx = self.pool.begin().await?;
-        let minutes = sqlx::query(
-            "delete from usage_minute \
-             where minute < least($1, coalesce((select value from usage_rollup where name = $2), $1))",
-        )
-        .bind(minutes_before)
-        .bind(ROLLUP_MARK)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let minutes = sqlx::query("update usage_hour set minutes = null where hour < $1 and minutes is not null")
+            .bind(minutes_before.div_euclid(60))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let hours = sqlx::query("delete from usage_hour where hour < $1")
             .bind(hours_before)
             .execute(&mut *tx)
@@ -302,8 +251,7 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(UsageUpkeep {
-            minutes_rolled: 0,
-            minute_rows_dropped: minutes,
+            minutes_dropped: minutes,
             hour_rows_dropped: hours,
             ip_rows_dropped: ips,
             log_rows_dropped: log,
@@ -312,7 +260,7 @@ impl PgStore {
 
     pub async fn forget_usage(&self, key: &KeyId) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["usage_minute", "usage_hour", "usage_ip_hour", "request_log", "usage_alert"] {
+        for table in ["usage_hour", "usage_ip_hour", "request_log", "usage_alert"] {
             sqlx::query(&format!("delete from {table} where api_key_id = $1"))
                 .bind(key.as_str())
                 .execute(&mut *tx)
@@ -323,8 +271,8 @@ impl PgStore {
     }
 
     pub async fn usage_rows_held(&self, key: &KeyId) -> anyhow::Result<UsageRowsHeld> {
-        let (minute_rows, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = sqlx::query_as(
-            "select (select count(*) from usage_minute where api_key_id = $1), \
+        let (with_minutes, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = sqlx::query_as(
+            "select (select count(*) from usage_hour where api_key_id = $1 and minutes is not null), \
                  (select count(*) from usage_hour where api_key_id = $1), \
                  (select count(*) from usage_ip_hour where api_key_id = $1), \
                  (select count(*) from request_log where api_key_id = $1)",
@@ -333,38 +281,10 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(UsageRowsHeld {
-            minute_rows: minute_rows as u64,
+            with_minutes: with_minutes as u64,
             hour_rows: hour_rows as u64,
             ip_rows: ip_rows as u64,
             log_rows: log_rows as u64,
         })
     }
-}
-
-/// Adds counts to `table` (`time` is its minute or hour column), rows that
-/// exist added to.
-async fn add_counts(tx: &mut sqlx::PgConnection, table: &str, time: &str, rows: &[&MinuteCount]) -> anyhow::Result<()> {
-    let keys: Vec<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();
-    let times: Vec<i64> = rows.iter().map(|r| r.minute).collect();
-    let methods: Vec<&str> = rows.iter().map(|r| r.method).collect();
-    let routes: Vec<&str> = rows.iter().map(|r| r.route).collect();
-    let statuses: Vec<i64> = rows.iter().map(|r| i64::from(r.status)).collect();
-    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
-    let counts: Vec<i64> = rows.iter().map(|r| count_to_sql(r.count)).collect();
-    sqlx::query(&format!(
-        "insert into {table} (api_key_id, {time}, method, route, status, outcome, count) \
-         select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[]) \
-         on conflict (api_key_id, {time}, method, route, status, outcome) \
-         do update set count = {table}.count + excluded.count"
-    ))
-    .bind(&keys)
-    .bind(&times)
-    .bind(&methods)
-    .bind(&routes)
-    .bind(&statuses)
-    .bind(&outcomes)
-    .bind(&counts)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

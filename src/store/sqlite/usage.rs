@@ -1,8 +1,7 @@
 //! SQL for the usage tables on SQLite (see `store/usage.rs`). Writes go
 //! through the one writer connection, as every other write does (so they
-//! never look like another process's commit to the key index), with the
-//! write first in each transaction, so that what it reads next (the rollup
-//! mark) is the latest. Rows are inserted many to a statement.
+//! never look like another process's commit to the key index), many rows
+//! to a statement.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, QueryBuilder, Sqlite};
@@ -10,8 +9,8 @@ use sqlx::{Connection, QueryBuilder, Sqlite};
 use super::SqliteStore;
 use crate::audit::NewAuditEvent;
 use crate::keys::KeyId;
-use crate::store::rows::{self, id_to_sql, to_millis, HourRow, RequestLogRow, REQUEST_LOG_COLUMNS};
-use crate::store::usage::{count_to_sql, late_hours, ROLLUP_MARK};
+use crate::store::rows::{self, id_to_sql, to_millis, HourRow, RequestLogRow, HOUR_COLUMNS, REQUEST_LOG_COLUMNS};
+use crate::store::usage::{count_to_sql, minute_of_hour, minutes_json, waves};
 use crate::store::{HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep};
 
 /// Rows per insert statement (each binds at most 10 values; SQLite allows
@@ -22,32 +21,56 @@ impl SqliteStore {
     pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        for chunk in minutes.chunks(ROWS_PER_STATEMENT) {
-            counts_statement("usage_minute", "minute", chunk).build().execute(&mut *tx).await?;
+        for wave in waves(minutes) {
+            for chunk in wave.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "insert into usage_hour (hour, api_key_id, method, route, status, outcome, count, last_minute, \
+                     minutes) ",
+                );
+                q.push_values(chunk, |mut b, r| {
+                    let (m, n) = (minute_of_hour(r.minute), count_to_sql(r.count));
+                    b.push_bind(r.minute.div_euclid(60))
+                        .push_bind(r.key_id.as_str())
+                        .push_bind(r.method)
+                        .push_bind(r.route)
+                        .push_bind(i64::from(r.status))
+                        .push_bind(r.outcome)
+                        .push_bind(n)
+                        .push_bind(m)
+                        .push_bind(minutes_json(m as usize, n));
+                });
+                q.push(
+                    " on conflict (hour, api_key_id, method, route, status, outcome) do update set \
+                     count = usage_hour.count + excluded.count, last_minute = excluded.last_minute, \
+                     minutes = json_set(usage_hour.minutes, '$[' || excluded.last_minute || ']', \
+                         json_extract(usage_hour.minutes, '$[' || excluded.last_minute || ']') + excluded.count)",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
         }
-        let (through,): (Option<i64>,) = sqlx::query_as("select (select value from usage_rollup where name = ?1)")
-            .bind(ROLLUP_MARK)
-            .fetch_one(&mut *tx)
-            .await?;
-        for chunk in late_hours(minutes, through).chunks(ROWS_PER_STATEMENT) {
-            counts_statement("usage_hour", "hour", chunk).build().execute(&mut *tx).await?;
-        }
+        let mut ips: Vec<&IpCount> = ips.iter().collect();
+        ips.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
         for chunk in ips.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("insert into usage_ip_hour (api_key_id, hour, ip, count) ");
+            let mut q = QueryBuilder::<Sqlite>::new("insert into usage_ip_hour (hour, api_key_id, ip, count) ");
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.key_id.as_str())
-                    .push_bind(r.hour)
+                b.push_bind(r.hour)
+                    .push_bind(r.key_id.as_str())
                     .push_bind(r.ip.as_str())
                     .push_bind(count_to_sql(r.count));
             });
-            q.push(" on conflict (api_key_id, hour, ip) do update set count = usage_ip_hour.count + excluded.count");
+            q.push(" on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count");
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn record_requests(&self, rows: &[NewRequestLog], keep_per_key: u32) -> anyhow::Result<()> {
+    pub async fn record_requests(
+        &self,
+        rows: &[NewRequestLog],
+        trim: &[KeyId],
+        keep_per_key: u32,
+    ) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -69,37 +92,28 @@ impl SqliteStore {
             });
             q.build().execute(&mut *tx).await?;
         }
-        let mut keys: Vec<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        sqlx::query(
-            "delete from request_log where request_log_id in (select request_log_id from ( \
-                 select request_log_id, row_number() over (partition by api_key_id order by request_log_id desc) as n \
-                 from request_log where api_key_id in (select value from json_each(?1))) where n > ?2)",
-        )
-        .bind(serde_json::to_string(&keys)?)
-        .bind(i64::from(keep_per_key))
-        .execute(&mut *tx)
-        .await?;
+        // One indexed delete per key (cheap in-process): all but the newest.
+        for key in trim {
+            sqlx::query(
+                "delete from request_log where api_key_id = ?1 and request_log_id <= (select request_log_id \
+                 from request_log where api_key_id = ?1 order by request_log_id desc limit 1 offset ?2)",
+            )
+            .bind(key.as_str())
+            .bind(i64::from(keep_per_key))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
-        let rows = sqlx::query_as::<_, HourRow>(
-            "select hour, method, route, status, outcome, sum(count) as count from ( \
-                 select hour, method, route, status, outcome, count from usage_hour \
-                 where api_key_id = ?1 and hour >= ?2 and hour < ?3 \
-                 union all \
-                 select minute / 60 as hour, method, route, status, outcome, count from usage_minute \
-                 where api_key_id = ?1 and minute < ?3 * 60 \
-                 and minute >= max(?2 * 60, coalesce((select value from usage_rollup where name = ?4), 0))) \
-             group by hour, method, route, status, outcome",
-        )
+        let rows = sqlx::query_as::<_, HourRow>(&format!(
+            "select {HOUR_COLUMNS}, minutes from usage_hour where api_key_id = ?1 and hour >= ?2 and hour < ?3"
+        ))
         .bind(key.as_str())
         .bind(from_hour)
         .bind(to_hour)
-        .bind(ROLLUP_MARK)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::hours(rows))
@@ -113,19 +127,6 @@ impl SqliteStore {
         .bind(key.as_str())
         .bind(from_hour)
         .bind(to_hour)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows::counted(rows))
-    }
-
-    pub async fn refusals(&self, key: &KeyId, from_minute: i64, to_minute: i64) -> anyhow::Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "select outcome, sum(count) as n from usage_minute where api_key_id = ?1 and minute >= ?2 \
-             and minute < ?3 and status in (401, 403, 429) group by outcome order by n desc, outcome",
-        )
-        .bind(key.as_str())
-        .bind(from_minute)
-        .bind(to_minute)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::counted(rows))
@@ -185,47 +186,6 @@ impl SqliteStore {
         Ok(alerted)
     }
 
-    pub async fn roll_up_usage(&self, through_minute: i64, max_minutes: i64) -> anyhow::Result<i64> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        // The write first: the transaction holds the write lock from here.
-        sqlx::query(
-            "insert into usage_rollup (name, value) \
-             values (?1, coalesce((select min(minute) from usage_minute), ?2)) on conflict (name) do nothing",
-        )
-        .bind(ROLLUP_MARK)
-        .bind(through_minute)
-        .execute(&mut *tx)
-        .await?;
-        let (from,): (i64,) = sqlx::query_as("select value from usage_rollup where name = ?1")
-            .bind(ROLLUP_MARK)
-            .fetch_one(&mut *tx)
-            .await?;
-        let to = through_minute.min(from.saturating_add(max_minutes));
-        if to <= from {
-            tx.commit().await?;
-            return Ok(0);
-        }
-        sqlx::query(
-            "insert into usage_hour (api_key_id, hour, method, route, status, outcome, count) \
-             select api_key_id, minute / 60, method, route, status, outcome, sum(count) from usage_minute \
-             where minute >= ?1 and minute < ?2 group by api_key_id, minute / 60, method, route, status, outcome \
-             on conflict (api_key_id, hour, method, route, status, outcome) \
-             do update set count = usage_hour.count + excluded.count",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("update usage_rollup set value = ?2 where name = ?1")
-            .bind(ROLLUP_MARK)
-            .bind(to)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(to - from)
-    }
-
     pub async fn prune_usage(
         &self,
         minutes_before: i64,
@@ -235,14 +195,11 @@ impl SqliteStore {
     ) -> anyhow::Result<UsageUpkeep> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        let minutes = sqlx::query(
-            "delete from usage_minute where minute < min(?1, coalesce((select value from usage_rollup where name = ?2), ?1))",
-        )
-        .bind(minutes_before)
-        .bind(ROLLUP_MARK)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let minutes = sqlx::query("update usage_hour set minutes = null where hour < ?1 and minutes is not null")
+            .bind(minutes_before.div_euclid(60))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let hours = sqlx::query("delete from usage_hour where hour < ?1")
             .bind(hours_before)
             .execute(&mut *tx)
@@ -264,8 +221,7 @@ impl SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(UsageUpkeep {
-            minutes_rolled: 0,
-            minute_rows_dropped: minutes,
+            minutes_dropped: minutes,
             hour_rows_dropped: hours,
             ip_rows_dropped: ips,
             log_rows_dropped: log,
@@ -275,7 +231,7 @@ impl SqliteStore {
     pub async fn forget_usage(&self, key: &KeyId) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        for table in ["usage_minute", "usage_hour", "usage_ip_hour", "request_log", "usage_alert"] {
+        for table in ["usage_hour", "usage_ip_hour", "request_log", "usage_alert"] {
             sqlx::query(&format!("delete from {table} where api_key_id = ?1"))
                 .bind(key.as_str())
                 .execute(&mut *tx)
@@ -286,8 +242,8 @@ impl SqliteStore {
     }
 
     pub async fn usage_rows_held(&self, key: &KeyId) -> anyhow::Result<UsageRowsHeld> {
-        let (minute_rows, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = sqlx::query_as(
-            "select (select count(*) from usage_minute where api_key_id = ?1), \
+        let (with_minutes, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = sqlx::query_as(
+            "select (select count(*) from usage_hour where api_key_id = ?1 and minutes is not null), \
                  (select count(*) from usage_hour where api_key_id = ?1), \
                  (select count(*) from usage_ip_hour where api_key_id = ?1), \
                  (select count(*) from request_log where api_key_id = ?1)",
@@ -296,31 +252,10 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(UsageRowsHeld {
-            minute_rows: minute_rows as u64,
+            with_minutes: with_minutes as u64,
             hour_rows: hour_rows as u64,
             ip_rows: ip_rows as u64,
             log_rows: log_rows as u64,
         })
     }
-}
-
-/// `insert into TABLE (…, TIME, …) values …` for counts, adding to rows
-/// that exist.
-fn counts_statement<'a>(table: &str, time: &str, rows: &'a [MinuteCount]) -> QueryBuilder<'a, Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(format!(
-        "insert into {table} (api_key_id, {time}, method, route, status, outcome, count) "
-    ));
-    q.push_values(rows, |mut b, r| {
-        b.push_bind(r.key_id.as_str())
-            .push_bind(r.minute)
-            .push_bind(r.method)
-            .push_bind(r.route)
-            .push_bind(i64::from(r.status))
-            .push_bind(r.outcome)
-            .push_bind(count_to_sql(r.count));
-    });
-    q.push(format!(
-        " on conflict (api_key_id, {time}, method, route, status, outcome) do update set count = {table}.count + excluded.count"
-    ));
-    q
 }
