@@ -319,6 +319,7 @@ mod tests {
             status,
             outcome: outcome.into(),
             count,
+            minutes: None,
         };
         let hours =
             [row(hour - 2, 200, "ok", 5), row(hour, 403, "insufficient_scope", 3), row(hour - 30, 200, "ok", 9)];
