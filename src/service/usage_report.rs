@@ -164,7 +164,7 @@ impl UsageReport {
     /// The chart's series, as `crate::chart::UsageChart` takes them: the
     /// outcome classes, and each bucket's start with its counts in that
     /// order.
-    pub fn chart_series(&self) -> (Vec<&'static str>, Vec<(DateTime<Utc>, Vec<u64>)>) {
+    pub fn chart_series(&self) -> (Vec<&'static str>, Vec<ChartBucket>) {
         let buckets = self
             .buckets
             .iter()
@@ -178,6 +178,9 @@ impl UsageReport {
         self.total - self.outcomes.get("ok").copied().unwrap_or(0)
     }
 }
+
+/// One bucket of a chart: its start and its counts per outcome class.
+pub type ChartBucket = (DateTime<Utc>, Vec<u64>);
 
 fn hour_start(hour: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(hour * 3600, 0).single().unwrap_or_default()
