@@ -10,7 +10,8 @@
 -- status and outcome (ok, a 4xx reason, rate_limited, 5xx): `count` is the
 -- hour's total, `minutes` its 60 minute buckets (an array), the sum of
 -- which it is. A flush adds a minute's counts to both at once (`last_minute`
--- says which minute the statement adds to). After
+-- says which minute the statement adds to); pages keep room (fillfactor) so
+-- that adding a minute is a heap-only update. After
 -- usage.minute_retention_hours (48) the minutes are dropped and the total
 -- stays; after usage.hour_retention_days (90) the row goes.
 --
@@ -26,9 +27,9 @@ create table usage_hour (
     outcome      text not null,
     count        bigint not null,
     last_minute  bigint not null,
-    minutes      bigint[],
+    minutes      integer[],
     primary key (hour, api_key_id, method, route, status, outcome)
-);
+) with (fillfactor = 70);
 create index usage_hour_by_key on usage_hour (api_key_id, hour);
 
 -- Requests per key, hour and client IP ('other' past the cap of IPs kept

@@ -34,14 +34,14 @@ impl PgStore {
                     "insert into usage_hour (hour, api_key_id, method, route, status, outcome, count, last_minute, \
                          minutes) \
                      select h, k, me, ro, s, o, n, m, \
-                         array(select case when i = m then n else 0 end from generate_series(0, 59) i) \
+                         array(select (case when i = m then n else 0 end)::integer from generate_series(0, 59) i) \
                      from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
                          $7::bigint[], $8::bigint[]) with ordinality as r(h, k, me, ro, s, o, n, m, ord) order by ord \
                      on conflict (hour, api_key_id, method, route, status, outcome) do update set \
                          count = usage_hour.count + excluded.count, last_minute = excluded.last_minute, \
                          minutes = case when usage_hour.minutes is null then null else \
                              usage_hour.minutes[1:excluded.last_minute] \
-                             || (usage_hour.minutes[excluded.last_minute + 1] + excluded.count) \
+                             || (usage_hour.minutes[excluded.last_minute + 1] + excluded.count)::integer \
                              || usage_hour.minutes[excluded.last_minute + 2:60] end",
                 )
                 .bind(&hours)
