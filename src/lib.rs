@@ -8,7 +8,8 @@
 //!   sqlx), migrations, change detection.
 //! - [`audit`]: the audit events every change writes.
 //! - [`service`]: every rule (limits, revoke/delete/rotate/suspend,
-//!   verification from an in-memory index, batched last-used times, and the
+//!   verification from an in-memory index, batched last-used times, usage
+//!   counters, the request log and refusal-spike alerts, and the
 //!   guard: which roles and members a key may touch, the circuit breaker,
 //!   Discord's refusals and each guild's pause; webhooks: what is sent,
 //!   signed, retried and refused). The one error type.

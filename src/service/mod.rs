@@ -282,7 +282,7 @@ struct Inner {
     index: KeyIndex,
     usage: UsageTracker,
     spikes: SpikeWatch,
-    /// The minute from which the next usage upkeep (rollup, retention) is due.
+    /// The minute from which the next usage upkeep (retention) is due.
     usage_upkeep_due: std::sync::atomic::AtomicI64,
     audit_posted: Notify,
 }

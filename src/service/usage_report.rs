@@ -1,7 +1,8 @@
 //! What a key's usage looks like over a period: buckets by outcome class
 //! for a chart, totals per outcome, top routes, top client IPs and the
-//! error share. Built from the store's hour counts (rolled-up hours and the
-//! minutes not yet rolled up) and this process's counts not yet written,
+//! error share. Built from the store's hour counts (every instance's
+//! written minutes, added up per hour) and this process's counts not yet
+//! written,
 //! so a request shows at once.
 //!
 //! Periods end with the current bucket, aligned to UTC:
