@@ -86,7 +86,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         return Err(StartError::Config("discord.token: not set; put DISCORD_TOKEN in the environment or .env".into()));
     };
     let store = open_store(&config).await?;
-    let keys = KeyService::new(store.clone(), config.keys.clone())
+    let keys = KeyService::with_usage(store.clone(), config.keys.clone(), config.usage)
         .await
         .map_err(|e| database_error(&config.database.url, e))?;
     match role {

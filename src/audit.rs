@@ -55,10 +55,13 @@ pub enum Action {
     /// reminds the audit channel once per threshold.
     #[serde(rename = "key.expiring")]
     KeyExpiring,
+    /// A key's refusals (401, 403, 429) spiked (`service::spike`).
+    #[serde(rename = "usage.spike")]
+    UsageSpike,
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -76,6 +79,7 @@ impl Action {
         Action::WebhookRemoved,
         Action::WebhookDisabled,
         Action::KeyExpiring,
+        Action::UsageSpike,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +101,7 @@ impl Action {
             Self::WebhookRemoved => "webhook.removed",
             Self::WebhookDisabled => "webhook.disabled",
             Self::KeyExpiring => "key.expiring",
+            Self::UsageSpike => "usage.spike",
         }
     }
 
@@ -125,6 +130,7 @@ impl Action {
             Self::WebhookDisabled => "Webhook disabled: its deliveries kept failing",
             // The embed says within how long (see `discord::audit_embed`).
             Self::KeyExpiring => "API key expires soon",
+            Self::UsageSpike => "API key refusals spiked",
         }
     }
 }

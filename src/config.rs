@@ -22,6 +22,25 @@ pub struct Config {
     pub log: LogConfig,
     pub run: RunConfig,
     pub webhooks: WebhooksConfig,
+    pub usage: UsageConfig,
+}
+
+/// How long usage counters and the request log are kept
+/// (`service::usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// Minute buckets are kept this many hours (then only their hours).
+    pub minute_retention_hours: u32,
+    /// Hour buckets (and requests per IP) are kept this many days.
+    pub hour_retention_days: u32,
+    /// The newest requests kept in each key's request log; 0 keeps none.
+    pub request_log_per_key: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self { minute_retention_hours: 48, hour_retention_days: 90, request_log_per_key: 200 }
+    }
 }
 
 /// What `guildkey run` runs.
@@ -286,6 +305,7 @@ impl Default for Config {
                 allow_private_addresses: false,
                 retry_delays: DEFAULT_RETRY_DELAYS_SECONDS.map(std::time::Duration::from_secs).to_vec(),
             },
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -409,6 +429,24 @@ impl Config {
         }
         if let Some(v) = file.string_list("webhooks", "retry_delays")? {
             cfg.webhooks.retry_delays = parse_retry_delays("webhooks.retry_delays", &v)?;
+        }
+        if let Some(v) = file.integer("usage", "minute_retention_hours", 2, 24 * 31)? {
+            cfg.usage.minute_retention_hours = v as u32;
+        }
+        if let Some(v) = file.integer("usage", "hour_retention_days", 1, 3660)? {
+            cfg.usage.hour_retention_days = v as u32;
+        }
+        if let Some(v) = file.integer("usage", "request_log_per_key", 0, 100_000)? {
+            cfg.usage.request_log_per_key = v as u32;
+        }
+        if u64::from(cfg.usage.hour_retention_days) * 24 < u64::from(cfg.usage.minute_retention_hours) {
+            return Err(ConfigError::new(
+                "usage.hour_retention_days",
+                format!(
+                    "{} days is shorter than usage.minute_retention_hours ({} hours); hour buckets must outlive minutes",
+                    cfg.usage.hour_retention_days, cfg.usage.minute_retention_hours
+                ),
+            ));
         }
         file.reject_unknown()?;
 
@@ -537,6 +575,9 @@ impl Config {
                 "webhooks.retry_delays = {}",
                 self.webhooks.retry_delays.iter().map(|d| show_delay(*d)).collect::<Vec<_>>().join(", ")
             ),
+            format!("usage.minute_retention_hours = {}", self.usage.minute_retention_hours),
+            format!("usage.hour_retention_days = {}", self.usage.hour_retention_days),
+            format!("usage.request_log_per_key = {}", self.usage.request_log_per_key),
         ]
         .join("\n")
     }
@@ -630,7 +671,7 @@ impl FileReader<'_> {
     }
 }
 
-const KNOWN_SECTIONS: [&str; 7] = ["discord", "database", "http", "keys", "log", "run", "webhooks"];
+const KNOWN_SECTIONS: [&str; 8] = ["discord", "database", "http", "keys", "log", "run", "webhooks", "usage"];
 
 fn wrong_type(section: &str, key: &str, want: &str, got: &toml::Value) -> ConfigError {
     ConfigError::new(format!("{section}.{key}"), format!("must be {want}, not a {}", got.type_str()))
@@ -1017,6 +1058,36 @@ mod tests {
         ] {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.starts_with("webhooks.") && err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn usage_settings_default_to_48_hours_90_days_and_200_log_entries() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(
+            cfg.usage,
+            UsageConfig { minute_retention_hours: 48, hour_retention_days: 90, request_log_per_key: 200 }
+        );
+        let cfg = load("[usage]\nminute_retention_hours = 2\nhour_retention_days = 1\nrequest_log_per_key = 0\n", &[])
+            .unwrap();
+        assert_eq!(
+            cfg.usage,
+            UsageConfig { minute_retention_hours: 2, hour_retention_days: 1, request_log_per_key: 0 }
+        );
+        assert!(cfg.describe().contains("usage.request_log_per_key = 0"), "{}", cfg.describe());
+        for (text, needle) in [
+            ("[usage]\nminute_retention_hours = 1\n", "out of range; use 2 to 744"),
+            ("[usage]\nhour_retention_days = 0\n", "out of range; use 1 to 3660"),
+            ("[usage]\nrequest_log_per_key = 100001\n", "out of range; use 0 to 100000"),
+            ("[usage]\nrequest_log_per_key = \"200\"\n", "must be a whole number"),
+            (
+                "[usage]\nminute_retention_hours = 72\nhour_retention_days = 2\n",
+                "shorter than usage.minute_retention_hours",
+            ),
+            ("[usage]\nretention = 3\n", "unknown key"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with("usage.") && err.contains(needle) && !err.contains('\n'), "{text:?}: {err}");
         }
     }
 

@@ -687,7 +687,9 @@ impl SerenityGuildOps {
 pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     let colour = match event.action {
         Action::KeyCreated | Action::RoleAdded | Action::KeyResumed => Colour::new(0x57F287),
-        Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded | Action::DiscordPaused => Colour::new(0xED4245),
+        Action::KeyRevoked | Action::KeyDeleted | Action::BanAdded | Action::DiscordPaused | Action::UsageSpike => {
+            Colour::new(0xED4245)
+        }
         Action::WebhookSet | Action::WebhookRemoved | Action::WebhookDisabled => Colour::new(0xFEE75C),
         Action::KeyRotated
         | Action::AuditChannelSet
@@ -721,7 +723,7 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
     if let Ok(ts) = Timestamp::from_unix_timestamp(event.at.timestamp()) {
         embed = embed.timestamp(ts);
     }
-    if event.action.as_str().starts_with("key.") {
+    if event.action.as_str().starts_with("key.") || event.action == Action::UsageSpike {
         if let Some(k) = &key {
             embed = embed.field("Key", k, true);
         }
@@ -862,11 +864,47 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
             out.push(("Expires", format!("<t:{0}:R> (<t:{0}:f>)", at.timestamp())));
         }
     }
+    if event.action == Action::UsageSpike {
+        out.extend(spike_fields(d));
+    }
     if let Some(until) = d.get("paused_until").and_then(|v| v.as_str()) {
         if let Ok(at) = chrono::DateTime::parse_from_rfc3339(until) {
             out.push(("Resumes", format!("<t:{}:R>", at.timestamp())));
         }
     }
+    out
+}
+
+/// A refusal spike's figures (`service::spike`): how many refusals in how
+/// long, against the key's usual rate, by reason and client IP. Reasons and
+/// addresses are guildkey's own words and parsed addresses, never typed text.
+fn spike_fields(d: &serde_json::Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let refusals = d.get("refusals").and_then(|v| v.as_u64()).unwrap_or(0);
+    let minutes = d.get("window_minutes").and_then(|v| v.as_u64()).unwrap_or(5);
+    out.push(("Refusals", format!("{refusals} in {minutes} minutes")));
+    if let Some(usual) = d.get("usual_per_window").and_then(|v| v.as_f64()) {
+        out.push(("Usually", format!("{usual:.1} per {minutes} minutes")));
+    }
+    let list = |key: &str| -> Option<String> {
+        let items = d.get(key)?.as_object()?;
+        let lines: Vec<String> = items
+            .iter()
+            .take(5)
+            .map(|(k, v)| format!("`{}` × {}", k.replace('`', "'"), v.as_u64().unwrap_or(0)))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    };
+    if let Some(reasons) = list("reasons") {
+        out.push(("Reasons", reasons));
+    }
+    if let Some(ips) = list("top_ips") {
+        out.push(("Client IPs (this hour)", ips));
+    }
+    out.push((
+        "What now",
+        "`/apikey usage` and `/apikey requests` show what it is; `/apikey suspend` stops it".to_owned(),
+    ));
     out
 }
 

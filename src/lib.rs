@@ -8,10 +8,11 @@
 //!   sqlx), migrations, change detection.
 //! - [`audit`]: the audit events every change writes.
 //! - [`service`]: every rule (limits, revoke/delete/rotate/suspend,
-//!   verification from an in-memory index, batched last-used times, expiry
-//!   reminders, and the guard: which roles and members a key may touch, the
-//!   circuit breaker, Discord's refusals and each guild's pause; webhooks:
-//!   what is sent, signed, retried and refused). The one error type.
+//!   verification from an in-memory index, batched last-used times, usage
+//!   counters, the request log, refusal-spike alerts and expiry reminders,
+//!   and the guard: which roles and members a key may touch, the circuit
+//!   breaker, Discord's refusals and each guild's pause; webhooks: what is
+//!   sent, signed, retried and refused). The one error type.
 //! - Adapters, thin translations over the service: [`cli`] (clap).
 //! - [`config`] and [`telemetry`]: settings and logging.
 

@@ -37,7 +37,9 @@ const MAX_CHOICES: usize = 25;
         "apikey_resume",
         "apikey_audit_channel",
         "apikey_leak_guard",
-        "super::webhook::apikey_webhook"
+        "super::webhook::apikey_webhook",
+        "super::usage::apikey_usage",
+        "super::usage::apikey_requests"
     ),
     subcommand_required
 )]
@@ -146,7 +148,16 @@ pub async fn apikey_info(
     let guild_id = guild(ctx)?;
     let record = ctx.data().keys.find(Some(guild_id), &key).await?;
     let recent = ctx.data().keys.recent_key_events(&record, 5).await?;
-    let embed = render::info_embed(&record, &recent, ctx.data().keys.now());
+    let now = ctx.data().keys.now();
+    // Usage is a bonus here: the key's facts are shown even if it cannot be read.
+    let usage = match ctx.data().keys.usage_summary(&record.id, now, 3).await {
+        Ok(usage) => Some(usage),
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to read a key's usage for /apikey info");
+            None
+        }
+    };
+    let embed = render::info_embed(&record, &recent, usage.as_ref(), now);
     say(ctx, CreateReply::default().embed(embed)).await?;
     Ok(())
 }
@@ -407,7 +418,7 @@ where
 
 /// Offers the guild's keys, by name, prefix or id; never another guild's,
 /// and nothing to a member who may not manage keys.
-async fn complete_keys(ctx: Context<'_>, partial: &str) -> serenity::CreateAutocompleteResponse {
+pub(super) async fn complete_keys(ctx: Context<'_>, partial: &str) -> serenity::CreateAutocompleteResponse {
     let mut choices = Vec::new();
     if let (Some(guild_id), true) = (ctx.guild_id(), super::may_manage_keys(ctx)) {
         let needle = partial.trim().to_lowercase();

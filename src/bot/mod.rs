@@ -9,6 +9,7 @@ pub mod apikey;
 pub mod buttons;
 pub mod error;
 pub mod render;
+pub mod usage;
 pub mod webhook;
 
 use std::sync::Arc;

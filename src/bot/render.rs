@@ -7,7 +7,9 @@ use poise::serenity_prelude as serenity;
 
 use crate::audit::AuditEvent;
 use crate::keys::{Environment, KeyRecord, KeyStatus, Scope};
+use crate::service::usage_report::{RequestPage, UsageReport, UsageSummary};
 use crate::service::IssuedKey;
+use crate::store::RequestLogEntry;
 
 /// Discord allows 25 fields per embed.
 const MAX_FIELDS: usize = 25;
@@ -138,7 +140,12 @@ pub fn list_embed(keys: &[KeyRecord], active: u32, max: u32, now: DateTime<Utc>)
 }
 
 /// `/apikey info`.
-pub fn info_embed(k: &KeyRecord, recent: &[AuditEvent], now: DateTime<Utc>) -> serenity::CreateEmbed {
+pub fn info_embed(
+    k: &KeyRecord,
+    recent: &[AuditEvent],
+    usage: Option<&UsageSummary>,
+    now: DateTime<Utc>,
+) -> serenity::CreateEmbed {
     let (_, summary) = key_summary(k, now);
     let mut embed = serenity::CreateEmbed::new()
         .title(format!("API key: {}", crate::discord::escape_within(&k.name, 200)))
@@ -177,7 +184,92 @@ pub fn info_embed(k: &KeyRecord, recent: &[AuditEvent], now: DateTime<Utc>) -> s
             .collect::<Vec<_>>()
             .join("\n")
     };
-    embed.field("Recent activity", activity, false)
+    embed = embed.field("Recent activity", activity, false);
+    if let Some(u) = usage {
+        let totals = |t: crate::service::usage_report::Totals| format!("{} ({} not ok)", t.requests, t.errors);
+        embed = embed.field("Last 24 hours", totals(u.last_24h), true).field("Last 7 days", totals(u.last_7d), true);
+        let errors = if u.recent_errors.is_empty() {
+            "none kept".to_owned()
+        } else {
+            u.recent_errors.iter().map(request_line).collect::<Vec<_>>().join("\n")
+        };
+        embed = embed.field("Latest errors", errors, false);
+    }
+    embed
+}
+
+/// One request of the log, in one line: when, what, the answer, from where.
+/// Route templates, reasons and addresses are guildkey's own text (never the
+/// client's path or headers).
+fn request_line(e: &RequestLogEntry) -> String {
+    let reason = e.reason.as_deref().map(|r| format!(" `{r}`")).unwrap_or_default();
+    let mut line = format!(
+        "<t:{}:R> `{} {}` → **{}**{reason} · {} · {} µs",
+        e.at.timestamp(),
+        e.method,
+        e.route,
+        e.status,
+        e.ip,
+        e.latency_us
+    );
+    if let Some(user) = &e.target_user_id {
+        line.push_str(&format!(" · user {user}"));
+    }
+    if let Some(role) = &e.target_role_id {
+        line.push_str(&format!(" · role {role}"));
+    }
+    line
+}
+
+/// `/apikey usage`: totals per outcome, the busiest routes and IPs, and
+/// the error share (the chart, when attached, goes in the embed's image).
+pub fn usage_embed(k: &KeyRecord, r: &UsageReport) -> serenity::CreateEmbed {
+    let mut outcomes: Vec<(&String, &u64)> = r.outcomes.iter().collect();
+    outcomes.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let description = if r.total == 0 {
+        format!("No requests in the last {}.", r.period)
+    } else {
+        format!(
+            "**{} requests** in the last {} · **{:.1}%** not ok · {} client IPs",
+            r.total,
+            r.period,
+            r.error_share * 100.0,
+            r.distinct_ips
+        )
+    };
+    let mut embed = serenity::CreateEmbed::new()
+        .title(format!("Usage: {} (`{}`)", crate::discord::escape_within(&k.name, 200), k.prefix))
+        .colour(serenity::Colour::new(0x5865F2))
+        .description(description);
+    if r.total > 0 {
+        let lines: Vec<String> = outcomes.iter().map(|(o, n)| format!("`{o}`: {n}")).collect();
+        embed = embed.field("By outcome", lines.join("\n"), true);
+        let routes: Vec<String> =
+            r.top_routes.iter().map(|t| format!("`{}`: {} ({} not ok)", t.route, t.count, t.errors)).collect();
+        embed = embed.field("Top routes", routes.join("\n"), false);
+        let ips: Vec<String> = r.top_ips.iter().map(|t| format!("`{}`: {}", t.ip, t.count)).collect();
+        embed = embed.field("Top IPs", ips.join("\n"), true);
+    }
+    embed.footer(serenity::CreateEmbedFooter::new(format!(
+        "{} buckets, one per {}, from {} UTC · successful verifications are counted, not logged",
+        r.buckets.len(),
+        r.period.bucket_label(),
+        r.from.format("%Y-%m-%d %H:%M")
+    )))
+}
+
+/// One page of `/apikey requests`, newest first (`page` from 1).
+pub fn requests_embed(k: &KeyRecord, p: &RequestPage, page: usize) -> serenity::CreateEmbed {
+    let description = if p.entries.is_empty() {
+        "No requests logged yet (successful verifications are counted, not logged).".to_owned()
+    } else {
+        p.entries.iter().map(request_line).collect::<Vec<_>>().join("\n")
+    };
+    serenity::CreateEmbed::new()
+        .title(format!("Requests: {} (`{}`)", crate::discord::escape_within(&k.name, 200), k.prefix))
+        .colour(serenity::Colour::new(0x5865F2))
+        .description(description)
+        .footer(serenity::CreateEmbedFooter::new(format!("page {page} · newest first")))
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ use tower::ServiceExt;
 use super::auth::{self, Admitted, Refused};
 use super::error::ApiError;
 use super::ratelimit::Budget;
+use super::usage::Tracked;
 use super::{AppState, REQUEST_TIMEOUT};
 use crate::service::Authenticated;
 
@@ -71,6 +72,8 @@ struct Inner {
 /// One path template of the router.
 struct Route {
     template: String,
+    /// The template as usage counts name it (`usage.rs`).
+    usage_route: &'static str,
     /// Resolved once: the latency histogram is observed on every request.
     latency: Histogram,
     /// The methods it answers.
@@ -142,6 +145,7 @@ impl App {
                 .collect();
             let route = Route {
                 template: template.clone(),
+                usage_route: super::usage::route_name(template),
                 latency: state.metrics.latency.with_label_values(&[template.as_str()]),
                 operations,
             };
@@ -264,9 +268,16 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     let (op, needs_key) = route.map_or((None, false), |r| inner.route_list[r].lookup(&method));
     let op = route.zip(op);
     let operation = op.map(|(r, o)| &inner.route_list[r].operations[o]);
+    // Usage: who the request is counted for (see `usage.rs`), if anyone.
+    let usage_route = route.map_or(super::usage::UNMATCHED, |r| inner.route_list[r].usage_route);
+    let mut tracked = None;
     let outcome = match inner.admit(needs_key, &req, peer) {
-        Err(refused) => Outcome::Ready { response: Some(refused.into_response()) },
+        Err(refused) => {
+            tracked = Tracked::unadmitted(&inner.state, &req, peer, usage_route);
+            Outcome::Ready { response: Some(refused.into_response()) }
+        }
         Ok(Some(Admitted::Later(caller))) => {
+            tracked = Some(Tracked::admitted(&inner.state, caller.key.clone(), &req, peer, usage_route));
             let direct = operation.and_then(|op| op.direct);
             Outcome::Leasing { answer: Box::pin(answer_leased(held.inner.clone(), caller, direct, req)) }
         }
@@ -274,20 +285,25 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
             Some(direct) => {
                 let mut response = direct(&caller);
                 auth::set_budget_headers(&mut response, &budget);
+                tracked = Some(Tracked::admitted(&inner.state, caller.key, &req, peer, usage_route));
                 Outcome::Ready { response: Some(response) }
             }
             None => {
+                tracked = Some(Tracked::admitted(&inner.state, caller.key.clone(), &req, peer, usage_route));
                 req.extensions_mut().insert(caller);
                 let answer = within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req));
                 Outcome::Routed { answer, budget: Some(budget) }
             }
         },
         Ok(None) => {
+            if op.is_none() {
+                tracked = Tracked::unadmitted(&inner.state, &req, peer, usage_route);
+            }
             req.extensions_mut().insert(super::extract::Peer(peer));
             Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
         }
     };
-    Respond { held, route, op, method, started, activity, outcome }
+    Respond { held, route, op, method, started, activity, tracked, outcome }
 }
 
 /// The rest of a request whose key's shared budget is being leased
@@ -340,6 +356,8 @@ pin_project_lite::pin_project! {
         method: Method,
         started: Instant,
         activity: Arc<Activity>,
+        // Counted for this key once answered (`usage.rs`).
+        tracked: Option<Tracked>,
         #[pin]
         outcome: Outcome,
     }
@@ -378,6 +396,9 @@ impl Future for Respond {
                 let method = super::metrics::method_label(method);
                 inner.state.metrics.requests.with_label_values(&[label, method, status.as_str()]).inc();
             }
+        }
+        if let Some(tracked) = this.tracked.take() {
+            tracked.finish(&inner.state, &response, *this.started, finished);
         }
         Poll::Ready(Ok(response))
     }

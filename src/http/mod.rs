@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod ratelimit;
 mod routes;
+mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,6 +130,7 @@ struct ApiDoc;
 pub fn router(state: AppState) -> App {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::verify))
+        .routes(routes!(usage::usage))
         .routes(routes!(routes::audit_log))
         .routes(routes!(guild::guild_info))
         .routes(routes!(guild::ban_status, guild::ban, guild::unban))

@@ -519,6 +519,14 @@ impl KeyId {
     }
 }
 
+/// For maps keyed by id that are looked up by reference and filled on a
+/// miss (`hashbrown`'s `entry_ref`): the id is cloned only then.
+impl From<&KeyId> for KeyId {
+    fn from(id: &KeyId) -> Self {
+        id.clone()
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("KeyId").field(&self.as_str()).finish()

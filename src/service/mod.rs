@@ -12,7 +12,9 @@ pub mod index;
 pub mod lease;
 pub mod outbox;
 pub mod reminders;
+pub mod spike;
 pub mod usage;
+pub mod usage_report;
 pub mod webhooks;
 
 use std::net::IpAddr;
@@ -23,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
-use crate::config::KeysConfig;
+use crate::config::{KeysConfig, UsageConfig};
 use crate::keys::{
     parse_budget, parse_rate_limit, token, AllowedIps, AllowedRoles, Environment, InvalidInput, KeyId, KeyName,
     KeyRecord, KeyStatus, Malformed, PlainKey, Scope, Scopes, Ttl,
@@ -31,7 +33,9 @@ use crate::keys::{
 use crate::store::{AuditChannelBefore, NewKeyRow, PostsOff, Rotation, Store};
 
 use index::{KeyIndex, LiveKey};
-use usage::UsageTracker;
+use spike::SpikeWatch;
+use usage::{RequestFacts, UsageTracker};
+use usage_report::{Period, RequestPage, Totals, UsageReport, UsageSummary};
 
 /// The longest grace period a rotation may give the old secret.
 pub const MAX_GRACE_SECONDS: i64 = 7 * 86_400;
@@ -276,23 +280,36 @@ pub struct KeyService {
 struct Inner {
     store: Store,
     cfg: KeysConfig,
+    usage_cfg: UsageConfig,
     index: KeyIndex,
     usage: UsageTracker,
+    spikes: SpikeWatch,
+    /// The minute from which the next usage upkeep (retention) is due.
+    usage_upkeep_due: std::sync::atomic::AtomicI64,
     audit_posted: Notify,
     /// Rate-limit budgets shared with other instances (`lease`).
     leases: Arc<lease::RateLeases>,
 }
 
 impl KeyService {
-    /// Builds the service and loads the key index.
+    /// Builds the service and loads the key index, with the default usage
+    /// settings.
     pub async fn new(store: Store, cfg: KeysConfig) -> anyhow::Result<Self> {
+        Self::with_usage(store, cfg, UsageConfig::default()).await
+    }
+
+    /// [`Self::new`] with these usage settings (retention, the request log).
+    pub async fn with_usage(store: Store, cfg: KeysConfig, usage_cfg: UsageConfig) -> anyhow::Result<Self> {
         let svc = Self {
             inner: Arc::new(Inner {
                 leases: Arc::new(lease::RateLeases::new(store.clone())),
                 store,
                 cfg,
+                usage_cfg,
                 index: KeyIndex::default(),
-                usage: UsageTracker::default(),
+                usage: UsageTracker::new(usage_cfg.request_log_per_key),
+                spikes: SpikeWatch::default(),
+                usage_upkeep_due: std::sync::atomic::AtomicI64::new(i64::MIN),
                 audit_posted: Notify::new(),
             }),
         };
@@ -554,6 +571,10 @@ impl KeyService {
             return Err(Error::NotFound(reference.to_owned()));
         }
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key deleted");
+        // Its counters and log mean nothing now; retention would drop them anyway.
+        if let Err(e) = self.inner.store.forget_usage(&key.id).await {
+            tracing::warn!(key_id = %key.id, error = format!("{e:#}"), "failed to forget a deleted key's usage");
+        }
         Ok(key)
     }
 
@@ -761,9 +782,163 @@ impl KeyService {
         Ok(Authenticated { key })
     }
 
-    /// Writes pending last-used times (called on a timer and at shutdown).
+    /// Writes pending last-used times, the request log and the counters of
+    /// minutes that have ended (called on a timer), then alerts refusal
+    /// spikes; see [`Self::flush_usage_at`].
     pub async fn flush_usage(&self) -> Result<usize> {
-        Ok(self.inner.usage.flush(&self.inner.store).await?)
+        self.flush_usage_at(Utc::now(), false).await
+    }
+
+    /// What [`Self::flush_usage`] does, at `now` (tests inject it); with
+    /// `all`, the counters of the current minute too (at shutdown). Returns
+    /// how many keys' last-used times were written.
+    pub async fn flush_usage_at(&self, now: DateTime<Utc>, all: bool) -> Result<usize> {
+        let now_ms = now.timestamp_millis();
+        let mut refused = Vec::new();
+        let flushed = self.inner.usage.flush(&self.inner.store, now_ms, all, &mut refused).await;
+        for (id, local) in self.inner.spikes.note(now_ms, &refused) {
+            if let Err(e) = self.check_spike(&id, local, now).await {
+                tracing::warn!(key_id = %id, error = format!("{e:#}"), "failed to check a key's refusals for a spike");
+            }
+        }
+        Ok(flushed?)
+    }
+
+    /// Counts one answered request of `key` and logs it (unless it is a
+    /// successful verification): memory only, the request path's one call
+    /// (see `usage`).
+    pub fn record_request(&self, key: &LiveKey, facts: &RequestFacts) {
+        self.inner.usage.record(&key.id, key.usage(), facts);
+    }
+
+    /// The key a presented token names, if the index holds it, whatever its
+    /// state (revoked, suspended, a rotated-out secret): the key a refused
+    /// request is counted for. `None` for a malformed or unknown token.
+    pub fn identify(&self, presented: &str) -> Option<Arc<LiveKey>> {
+        token::parse(&self.inner.cfg.prefix, presented).ok()?;
+        self.inner.index.get(&crate::keys::KeyHash::of(presented)).map(|e| e.key)
+    }
+
+    /// A key's usage over `period` at `now` (see `usage_report`): written
+    /// counts from every instance plus this process's not yet written.
+    pub async fn usage(&self, key: &KeyId, period: Period, now: DateTime<Utc>) -> Result<UsageReport> {
+        let (from, to) = period.hours(now);
+        let hours = self.inner.store.usage_hours(key, from, to).await?;
+        let ips = self.inner.store.usage_ips(key, from, to).await?;
+        let (pending, pending_ips) = self.inner.usage.pending_for(key);
+        Ok(usage_report::build(key.as_str(), period, now, &hours, &ips, &pending, &pending_ips))
+    }
+
+    /// One page of a key's request log, newest first (`limit` clamped to
+    /// 1–100), older than the entry `before` when given. This process's
+    /// entries not yet written are written first, so a request shows at once.
+    pub async fn requests(&self, key: &KeyId, before: Option<i64>, limit: u32) -> Result<RequestPage> {
+        self.write_request_log().await;
+        let limit = limit.clamp(1, 100);
+        let mut entries = self.inner.store.request_log(key, before, limit + 1, false).await?;
+        let more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
+        let next_before = if more { entries.last().map(|e| e.id) } else { None };
+        Ok(RequestPage { entries, next_before })
+    }
+
+    /// Writes this process's request log entries not yet written (before a
+    /// read of the log); a failure leaves them for the next flush.
+    async fn write_request_log(&self) {
+        if let Err(e) = self.inner.usage.flush_log(&self.inner.store).await {
+            tracing::warn!(error = format!("{e:#}"), "failed to write the request log; will retry");
+        }
+    }
+
+    /// What `/apikey info` shows of a key's usage at `now`: requests and
+    /// errors over 24 hours and 7 days, and the latest `errors` refused or
+    /// failed requests.
+    pub async fn usage_summary(&self, key: &KeyId, now: DateTime<Utc>, errors: u32) -> Result<UsageSummary> {
+        let totals = |r: &UsageReport| Totals { requests: r.total, errors: r.errors() };
+        let day = self.usage(key, Period::Day, now).await?;
+        let week = self.usage(key, Period::Week, now).await?;
+        self.write_request_log().await;
+        let recent_errors = self.inner.store.request_log(key, None, errors.clamp(1, 100), true).await?;
+        Ok(UsageSummary { last_24h: totals(&day), last_7d: totals(&week), recent_errors })
+    }
+
+    /// Checks a key this listener refused `local` times in the spike window
+    /// against every instance's written counts, and alerts once per spike
+    /// (see `spike`).
+    async fn check_spike(&self, id: &KeyId, local: u64, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let now_minute = usage::minute_of(now.timestamp_millis());
+        let since = now_minute - spike::WINDOW_MINUTES + 1;
+        // Written minutes (every instance) and this process's not yet written.
+        let mut reasons: std::collections::BTreeMap<String, u64> =
+            store.refusals(id, since, now_minute + 1).await?.into_iter().collect();
+        let (pending, pending_ips) = self.inner.usage.pending_for(id);
+        for m in pending.iter().filter(|m| m.minute >= since && crate::store::REFUSAL_STATUSES.contains(&m.status)) {
+            *reasons.entry(m.outcome.to_owned()).or_default() += m.count;
+        }
+        let recent = local.max(reasons.values().sum());
+        let hour = now_minute.div_euclid(60);
+        let baseline: u64 = store
+            .usage_hours(id, hour - spike::BASELINE_HOURS, hour)
+            .await?
+            .iter()
+            .filter(|h| crate::store::REFUSAL_STATUSES.contains(&h.status))
+            .map(|h| h.count)
+            .sum();
+        if !spike::is_spike(recent, baseline) {
+            return Ok(());
+        }
+        let Some(key) = store.get_key(id).await? else { return Ok(()) };
+        let mut ips: std::collections::HashMap<String, u64> =
+            store.usage_ips(id, hour, hour + 1).await?.into_iter().collect();
+        for p in pending_ips.iter().filter(|p| p.hour == hour) {
+            *ips.entry(p.ip.clone()).or_default() += p.count;
+        }
+        let mut ips: Vec<(String, u64)> = ips.into_iter().collect();
+        ips.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let usual = spike::usual_per_window(baseline);
+        let event = self.key_event(
+            &key,
+            Action::UsageSpike,
+            &Actor::System,
+            serde_json::json!({
+                "refusals": recent,
+                "window_minutes": spike::WINDOW_MINUTES,
+                "usual_per_window": (usual * 10.0).round() / 10.0,
+                "reasons": reasons.into_iter().take(5).map(|(r, n)| (r, n.into())).collect::<serde_json::Map<_, _>>(),
+                "top_ips": ips.into_iter().take(3).map(|(ip, n)| (ip, n.into())).collect::<serde_json::Map<_, _>>(),
+            }),
+        );
+        if store.claim_usage_alert(id, now, spike::QUIET_MS, spike::ALERT_EVERY_MS, &event).await? {
+            tracing::warn!(key_id = %id, guild_id = key.guild_id, refusals = recent, "a key's refusals spiked; alerted");
+            self.inner.audit_posted.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The usage upkeep at `now`: drops the minute buckets of hours past
+    /// `usage.minute_retention_hours` (their totals stay: the hour buckets),
+    /// and hour and IP buckets and log entries past
+    /// `usage.hour_retention_days`, and day-old alert states. Run hourly by
+    /// the upkeep; idempotent, so every instance may run it.
+    pub async fn maintain_usage(&self, now: DateTime<Utc>) -> Result<crate::store::UsageUpkeep> {
+        let cfg = &self.inner.usage_cfg;
+        let now_minute = usage::minute_of(now.timestamp_millis());
+        let days = i64::from(cfg.hour_retention_days);
+        let upkeep = self
+            .inner
+            .store
+            .prune_usage(
+                now_minute - i64::from(cfg.minute_retention_hours) * 60,
+                now_minute.div_euclid(60) - days * 24,
+                now - chrono::Duration::days(days),
+                now - chrono::Duration::days(1),
+            )
+            .await?;
+        tracing::debug!(?upkeep, "usage upkeep");
+        Ok(upkeep)
     }
 
     /// Brings the index up to date if another process committed (called on
@@ -777,9 +952,11 @@ impl KeyService {
     }
 
     /// Runs the background upkeep until `stop` resolves: the index watch
-    /// (every 250 ms), the last-used flush and, beside them, the expiry
-    /// reminders ([`reminders`], every `keys.expiry_check_seconds`).
-    /// Flushes once more at the end.
+    /// (every 250 ms) and the usage flush (last-used times, the request log,
+    /// the counters of ended minutes, spike alerts; hourly the retention),
+    /// in a task of its own; beside them, the expiry reminders
+    /// ([`reminders`], every `keys.expiry_check_seconds`) and the heartbeat
+    /// of the shared rate limits. Flushes everything once more at the end.
     ///
     /// While it runs the index must keep up: when its checks have failed
     /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
@@ -815,6 +992,7 @@ impl KeyService {
         // Another instance's change wakes the watch at once (PostgreSQL);
         // the tick is the fallback, and SQLite's only signal.
         let woken = self.inner.store.key_changes_signal().unwrap_or_default();
+        let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -822,14 +1000,38 @@ impl KeyService {
                 () = woken.notified() => state = self.watch_index(state).await,
                 _ = watch.tick() => state = self.watch_index(state).await,
                 _ = flush.tick() => {
-                    if let Err(e) = self.flush_usage().await {
-                        tracing::warn!(error = %e, "failed to write last-used times; will retry");
+                    // Off this loop: a slow write must never hold up the
+                    // index watch (which would then go stale). One at a time.
+                    if flushing.as_ref().is_none_or(|f| f.is_finished()) {
+                        let svc = self.clone();
+                        flushing = Some(tokio::spawn(async move { svc.flush_and_maintain().await }));
                     }
                 }
             }
         }
+        if let Some(flushing) = flushing {
+            let _ = flushing.await;
+        }
+        if let Err(e) = self.flush_usage_at(Utc::now(), true).await {
+            tracing::error!(error = %e, "failed to write usage (last-used times, counters, request log) at shutdown");
+        }
+    }
+
+    /// One tick of the usage flush, and the hourly upkeep when it is due.
+    async fn flush_and_maintain(&self) {
         if let Err(e) = self.flush_usage().await {
-            tracing::error!(error = %e, "failed to write last-used times at shutdown");
+            tracing::warn!(error = %e, "failed to write usage (last-used times, counters, request log); will retry");
+        }
+        let now = Utc::now();
+        let minute = usage::minute_of(now.timestamp_millis());
+        let due = &self.inner.usage_upkeep_due;
+        if minute >= due.load(std::sync::atomic::Ordering::Acquire) {
+            // Hourly, a few minutes past the hour.
+            let next = (minute.div_euclid(60) + 1) * 60 + 3;
+            due.store(next, std::sync::atomic::Ordering::Release);
+            if let Err(e) = self.maintain_usage(now).await {
+                tracing::warn!(error = %e, "failed to prune usage counters; will retry next hour");
+            }
         }
     }
 

@@ -1,14 +1,42 @@
-//! Last-used times and request counts, kept in memory and written to the
-//! database in batches — never one write per request.
+//! Usage, kept in memory on the request path and written to the database in
+//! batches — never one write per request:
+//!
+//! - **last-used times and request counts** of verified keys, in per-key
+//!   atomics ([`KeyUsage`]), written every `keys.last_used_flush_seconds`;
+//! - **counters** per key, minute, method, route template, status and
+//!   outcome (`ok`, a 4xx reason such as `insufficient_scope`,
+//!   `rate_limited`, `5xx`), and requests per key, minute and client IP, in
+//!   sharded maps ([`UsageTracker::record`]): each thread of the runtime
+//!   takes a shard of its own, so the lock a request takes is never shared
+//!   with another request in flight (only the flush takes it besides, a
+//!   swap once a minute). A minute's counts are written once, at the first
+//!   flush after the minute ended (or at shutdown), into the hour's row:
+//!   its minute bucket and its total at once, added to what other
+//!   instances wrote (`store::usage`);
+//! - **the request log**: every counted request except a successful
+//!   `/v1/verify` (counted, not logged), taken at every flush, the newest
+//!   `usage.request_log_per_key` kept per key (a key is trimmed each time it
+//!   wrote an eighth as many more). Never a token or a header.
+//!
+//! Requests are counted for the key they name when the listener can tell
+//! which that is (any refusal after the key was found: revoked, suspended,
+//! rate-limited, insufficient scope…). A token that is malformed or unknown
+//! is counted by Prometheus only. Refusals (401, 403, 429) are also counted
+//! per key in an atomic for the spike alert (`service::spike`).
+//!
+//! A batch that fails to be written is kept and tried again with the next
+//! flush (counts added up, the log capped), so a database outage loses
+//! nothing but memory's patience.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::keys::KeyId;
-use crate::store::Store;
+use crate::store::{IpCount, MinuteCount, NewRequestLog, Store, REFUSAL_STATUSES};
 
 /// One key's uses since the last flush, counted without a lock: every
 /// verified request touches it. Lives with the key in the index (and
@@ -18,19 +46,306 @@ pub struct KeyUsage {
     /// Milliseconds since the epoch of the latest use; 0 for none yet.
     last_ms: AtomicI64,
     count: AtomicU64,
+    /// Refusals (401, 403, 429) since the last flush, for the spike alert.
+    refused: AtomicU64,
     /// In the tracker's list of keys to flush.
     listed: AtomicBool,
 }
 
-/// The keys used since the last flush. The lock is taken once per key per
-/// flush period (when a key is first used in it), not per request.
+/// The route of a request that matched none (its path is never kept: it
+/// is the client's text).
+pub const UNMATCHED_ROUTE: &str = "(no route)";
+
+/// The route whose successful requests are counted but not logged.
+pub const VERIFY_ROUTE: &str = "/v1/verify";
+
+/// Client IPs counted per key and minute before the rest count as `other`
+/// (a leaked key used from a botnet must not grow memory or the database
+/// without bound).
+pub const MAX_IPS_PER_KEY_MINUTE: usize = 256;
+
+/// Log entries one shard holds between flushes; more are dropped (counted,
+/// never logged). Flushes run every few seconds.
+const MAX_LOG_PER_SHARD: usize = 20_000;
+
+/// Log entries kept across failed flushes.
+const MAX_RETRY_LOG: usize = 50_000;
+
+/// One answered request, as the counters and the log keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// When it was answered, in milliseconds since the epoch.
+    pub at_ms: i64,
+    /// `GET`, `PUT`…, or `other` (never a client's made-up method).
+    pub method: &'static str,
+    /// The route template (`/v1/guilds/{guild_id}/bans/{user_id}`), or
+    /// [`UNMATCHED_ROUTE`]; see [`intern`].
+    pub route: &'static str,
+    pub status: u16,
+    /// The error reason of a refusal (`insufficient_scope`…).
+    pub reason: Option<&'static str>,
+    pub ip: IpAddr,
+    pub latency_us: u32,
+    /// The member a write is about (bans, roles).
+    pub target_user: Option<u64>,
+    /// The role a role write is about.
+    pub target_role: Option<u64>,
+}
+
+/// What a request's outcome is counted as: `ok` (below 400),
+/// `rate_limited` (429), `5xx`, or the 4xx reason.
+pub fn outcome(status: u16, reason: Option<&'static str>) -> &'static str {
+    match status {
+        0..=399 => "ok",
+        429 => "rate_limited",
+        500.. => "5xx",
+        _ => reason.unwrap_or("4xx"),
+    }
+}
+
+/// `s` as a `&'static str`, each distinct text leaked once per process:
+/// route templates (a few dozen, from the OpenAPI document) are kept in
+/// counters for as long as a minute lasts, keyed by the text itself.
+pub fn intern(s: &str) -> &'static str {
+    static INTERNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = interned.iter().find(|i| **i == s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    interned.push(leaked);
+    leaked
+}
+
+/// The minute (since the epoch) of `ms`.
+pub fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(60_000)
+}
+
+/// One count of a pending minute.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    minute: i64,
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+    outcome: &'static str,
+    count: u64,
+}
+
+/// One key's counts not yet taken by a flush, in one shard.
 #[derive(Default)]
+struct Pending {
+    /// Few per key and minute (the routes and outcomes it used).
+    cells: Vec<Cell>,
+    /// By minute and client IP (`None`: past the cap).
+    ips: hashbrown::HashMap<(i64, Option<IpAddr>), u64>,
+}
+
+impl Pending {
+    fn count(&mut self, minute: i64, method: &'static str, route: &'static str, status: u16, outcome: &'static str) {
+        // The newest minute is at the end.
+        let found = self.cells.iter_mut().rev().find(|c| {
+            c.minute == minute && c.status == status && c.route == route && c.method == method && c.outcome == outcome
+        });
+        match found {
+            Some(cell) => cell.count += 1,
+            None => self.cells.push(Cell { minute, method, route, status, outcome, count: 1 }),
+        }
+    }
+
+    fn count_ip(&mut self, minute: i64, ip: IpAddr, n: u64) {
+        let ip = ip.to_canonical();
+        if let Some(count) = self.ips.get_mut(&(minute, Some(ip))) {
+            *count += n;
+            return;
+        }
+        let full = self.ips.len() >= MAX_IPS_PER_KEY_MINUTE * 2;
+        *self.ips.entry((minute, (!full).then_some(ip))).or_default() += n;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cells.is_empty() && self.ips.is_empty()
+    }
+
+    /// Moves the counts of minutes before `before` to `out`.
+    fn take_before(&mut self, id: &KeyId, before: i64, out: &mut Batch) {
+        self.cells.retain(|c| {
+            if c.minute < before {
+                out.add_cell(id, c);
+            }
+            c.minute >= before
+        });
+        self.ips.retain(|&(minute, ip), n| {
+            if minute < before {
+                out.add_ip(id, minute.div_euclid(60), ip, *n);
+            }
+            minute >= before
+        });
+    }
+
+    fn merge(&mut self, other: Pending) {
+        for c in other.cells {
+            match self.cells.iter_mut().find(|m| {
+                m.minute == c.minute
+                    && m.status == c.status
+                    && m.route == c.route
+                    && m.method == c.method
+                    && m.outcome == c.outcome
+            }) {
+                Some(mine) => mine.count += c.count,
+                None => self.cells.push(c),
+            }
+        }
+        for ((minute, ip), n) in other.ips {
+            *self.ips.entry((minute, ip)).or_default() += n;
+        }
+    }
+}
+
+/// The counts and the log one thread's requests made since they were last
+/// taken.
+#[derive(Default)]
+struct Shard {
+    keys: hashbrown::HashMap<KeyId, Pending>,
+    log: Vec<(KeyId, RequestFacts)>,
+}
+
+/// A shard on a cache line of its own, so that threads counting in their
+/// own shards do not slow each other down.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(Mutex<Shard>);
+
+type MinuteKey = (KeyId, i64, &'static str, &'static str, u16, &'static str);
+
+/// Counts on their way to the database, added up by row.
+#[derive(Default)]
+struct Batch {
+    minutes: HashMap<MinuteKey, u64>,
+    ips: HashMap<(KeyId, i64, Option<IpAddr>), u64>,
+}
+
+impl Batch {
+    fn add_cell(&mut self, id: &KeyId, c: &Cell) {
+        *self.minutes.entry((id.clone(), c.minute, c.method, c.route, c.status, c.outcome)).or_default() += c.count;
+    }
+
+    fn add_ip(&mut self, id: &KeyId, hour: i64, ip: Option<IpAddr>, n: u64) {
+        *self.ips.entry((id.clone(), hour, ip)).or_default() += n;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.minutes.is_empty() && self.ips.is_empty()
+    }
+
+    fn rows(&self) -> (Vec<MinuteCount>, Vec<IpCount>) {
+        let minutes = self
+            .minutes
+            .iter()
+            .map(|((key_id, minute, method, route, status, outcome), &count)| MinuteCount {
+                key_id: key_id.clone(),
+                minute: *minute,
+                method,
+                route,
+                status: *status,
+                outcome,
+                count,
+            })
+            .collect();
+        let ips = self
+            .ips
+            .iter()
+            .map(|((key_id, hour, ip), &count)| IpCount {
+                key_id: key_id.clone(),
+                hour: *hour,
+                ip: ip_text(*ip),
+                count,
+            })
+            .collect();
+        (minutes, ips)
+    }
+
+    fn absorb(&mut self, other: Batch) {
+        for (k, n) in other.minutes {
+            *self.minutes.entry(k).or_default() += n;
+        }
+        for (k, n) in other.ips {
+            *self.ips.entry(k).or_default() += n;
+        }
+    }
+}
+
+/// A client IP as stored: canonical (an IPv4-mapped IPv6 address as its
+/// IPv4 one), or `other` for those past the cap.
+fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "other".to_owned(), |ip| ip.to_canonical().to_string())
+}
+
+/// What failed to be written, kept for the next flush.
+#[derive(Default)]
+struct Retry {
+    counts: Batch,
+    log: Vec<NewRequestLog>,
+}
+
+/// The keys used since the last flush, and the counters and log of their
+/// requests. The `used` lock is taken once per key per flush period (when
+/// a key is first used in it), not per request; a shard's lock is taken by
+/// the one thread that counts in it, and by the flush.
 pub struct UsageTracker {
     /// Usually one entry per id; two if the key's record was replaced.
     used: Mutex<HashMap<KeyId, Vec<Arc<KeyUsage>>>>,
+    shards: Box<[Padded]>,
+    /// The newest log entries kept per key; 0 logs nothing.
+    log_per_key: u32,
+    /// The first minute whose counts have not been taken yet.
+    counted_from: AtomicI64,
+    retry: Mutex<Retry>,
+    /// Log entries dropped since the last warning (a shard was full).
+    log_dropped: AtomicU64,
+    /// Log entries written per key since its log was last trimmed: a key is
+    /// trimmed to `log_per_key` once it wrote an eighth as many more (one
+    /// indexed delete per key now and then, not per flush).
+    untrimmed: Mutex<HashMap<KeyId, u32>>,
+}
+
+impl Default for UsageTracker {
+    fn default() -> Self {
+        Self::new(crate::config::UsageConfig::default().request_log_per_key)
+    }
+}
+
+/// Which shard this thread counts in.
+fn shard_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|s| *s)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters only: what a panicking holder left is still worth counting on.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl UsageTracker {
+    /// A tracker keeping `log_per_key` log entries per key.
+    pub fn new(log_per_key: u32) -> Self {
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (threads * 2).next_power_of_two().clamp(8, 64);
+        Self {
+            used: Mutex::default(),
+            shards: (0..shards).map(|_| Padded::default()).collect(),
+            log_per_key,
+            counted_from: AtomicI64::new(i64::MIN),
+            retry: Mutex::default(),
+            log_dropped: AtomicU64::new(0),
+            untrimmed: Mutex::default(),
+        }
+    }
+
     /// Notes one use of key `id`, whose usage record is `usage` (the one
     /// its `index::LiveKey` holds), at `at_ms` (milliseconds since the epoch).
     pub fn touch(&self, id: &KeyId, usage: &Arc<KeyUsage>, at_ms: i64) {
@@ -39,35 +354,115 @@ impl UsageTracker {
             usage.last_ms.fetch_max(at_ms, Ordering::Relaxed);
         }
         usage.count.fetch_add(1, Ordering::AcqRel);
+        self.list_once(id, usage);
+    }
+
+    fn list_once(&self, id: &KeyId, usage: &Arc<KeyUsage>) {
         if !usage.listed.load(Ordering::Acquire) && !usage.listed.swap(true, Ordering::AcqRel) {
             self.list(id, usage);
         }
     }
 
     fn list(&self, id: &KeyId, usage: &Arc<KeyUsage>) {
-        let mut used = self.used.lock().expect("usage lock poisoned");
+        let mut used = lock(&self.used);
         let entries = used.entry(id.clone()).or_default();
         if !entries.iter().any(|u| Arc::ptr_eq(u, usage)) {
             entries.push(usage.clone());
         }
     }
 
+    /// Counts one answered request of key `id` (whose usage record is
+    /// `usage`) and logs it unless it is a successful verification. Takes
+    /// this thread's shard lock, which no other request in flight shares.
+    pub fn record(&self, id: &KeyId, usage: &Arc<KeyUsage>, r: &RequestFacts) {
+        if REFUSAL_STATUSES.contains(&r.status) {
+            usage.refused.fetch_add(1, Ordering::AcqRel);
+            self.list_once(id, usage);
+        }
+        let minute = minute_of(r.at_ms);
+        let outcome = outcome(r.status, r.reason);
+        let logged = self.log_per_key > 0 && !(r.route == VERIFY_ROUTE && r.status < 300);
+        let slot = shard_slot() & (self.shards.len() - 1);
+        let mut shard = lock(&self.shards[slot].0);
+        let shard = &mut *shard;
+        let pending = shard.keys.entry_ref(id).or_default();
+        pending.count(minute, r.method, r.route, r.status, outcome);
+        pending.count_ip(minute, r.ip, 1);
+        if logged {
+            if shard.log.len() < MAX_LOG_PER_SHARD {
+                shard.log.push((id.clone(), *r));
+            } else {
+                self.log_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The not-yet-flushed last use of a key and its count, if any.
     pub fn pending_last_use(&self, id: &KeyId) -> Option<(DateTime<Utc>, u64)> {
-        let used = self.used.lock().expect("usage lock poisoned");
+        let used = lock(&self.used);
         let (at, n) = totals(used.get(id)?.iter(), false);
         (n > 0).then(|| Some((millis(at)?, n))).flatten()
     }
 
-    /// Writes everything pending in one transaction. On failure the batch is
-    /// put back, to be tried again at the next flush.
-    pub async fn flush(&self, store: &Store) -> anyhow::Result<usize> {
-        let taken = std::mem::take(&mut *self.used.lock().expect("usage lock poisoned"));
+    /// A key's counts not yet written (this process's: in the shards, or
+    /// kept after a failed write), minute by minute, and its requests per
+    /// hour and client IP likewise.
+    pub fn pending_for(&self, id: &KeyId) -> (Vec<MinuteCount>, Vec<IpCount>) {
+        let mut batch = Batch::default();
+        for shard in self.shards.iter() {
+            let shard = lock(&shard.0);
+            if let Some(p) = shard.keys.get(id) {
+                for c in &p.cells {
+                    batch.add_cell(id, c);
+                }
+                for (&(minute, ip), &n) in &p.ips {
+                    batch.add_ip(id, minute.div_euclid(60), ip, n);
+                }
+            }
+        }
+        let retry = lock(&self.retry);
+        let (minutes, ips) = retry.counts.rows();
+        drop(retry);
+        let (mut mine, mut my_ips) = batch.rows();
+        mine.extend(minutes.into_iter().filter(|m| m.key_id == *id));
+        my_ips.extend(ips.into_iter().filter(|i| i.key_id == *id));
+        (mine, my_ips)
+    }
+
+    /// Writes what is due at `now_ms`, each part in one transaction: the
+    /// last-used times and request counts, the request log, and (once the
+    /// minute they are in has ended, or everything with `all`) the counters.
+    /// The refusals noted since the last flush go to `refused`, whatever
+    /// the database says. A part that fails is kept for the next flush; the
+    /// first failure is returned after every part was tried. Returns how
+    /// many keys' last-used times were written.
+    pub async fn flush(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        all: bool,
+        refused: &mut Vec<(KeyId, u64)>,
+    ) -> anyhow::Result<usize> {
+        let last_used = self.flush_last_used(store, refused).await;
+        let log = self.flush_log(store).await;
+        let counts = self.flush_counts(store, now_ms, all).await;
+        let written = last_used?;
+        log?;
+        counts?;
+        Ok(written)
+    }
+
+    async fn flush_last_used(&self, store: &Store, refused: &mut Vec<(KeyId, u64)>) -> anyhow::Result<usize> {
+        let taken = std::mem::take(&mut *lock(&self.used));
         let mut batch = Vec::with_capacity(taken.len());
         for (id, entries) in &taken {
             // A use from here on lists its key again, for the next flush.
             for usage in entries {
                 usage.listed.store(false, Ordering::Release);
+            }
+            let refusals: u64 = entries.iter().map(|u| u.refused.swap(0, Ordering::AcqRel)).sum();
+            if refusals > 0 {
+                refused.push((id.clone(), refusals));
             }
             let (at, n) = totals(entries.iter(), true);
             if let (true, Some(at)) = (n > 0, millis(at)) {
@@ -86,6 +481,115 @@ impl UsageTracker {
             return Err(e);
         }
         Ok(batch.len())
+    }
+
+    /// Writes the request log taken from every shard (and what a failed
+    /// flush kept), the newest `usage.request_log_per_key` per key.
+    pub async fn flush_log(&self, store: &Store) -> anyhow::Result<()> {
+        let mut rows = std::mem::take(&mut lock(&self.retry).log);
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut lock(&shard.0).log);
+            rows.extend(taken.into_iter().map(|(id, r)| log_row(id, &r)));
+        }
+        let dropped = self.log_dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "requests came faster than the request log is flushed; some were counted, not logged"
+            );
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Oldest first, so log ids follow time; then the newest per key.
+        rows.sort_by_key(|r| r.at);
+        let keep = self.log_per_key as usize;
+        let mut per_key: HashMap<KeyId, usize> = HashMap::new();
+        for r in rows.iter().rev() {
+            *per_key.entry(r.key_id.clone()).or_default() += 1;
+        }
+        let mut skip: HashMap<KeyId, usize> =
+            per_key.into_iter().filter(|(_, n)| *n > keep).map(|(id, n)| (id, n - keep)).collect();
+        rows.retain(|r| match skip.get_mut(&r.key_id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
+        let trim_every = (self.log_per_key / 8).max(1);
+        let mut untrimmed = lock(&self.untrimmed).clone();
+        for r in &rows {
+            *untrimmed.entry(r.key_id.clone()).or_default() += 1;
+        }
+        let trim: Vec<KeyId> = untrimmed.iter().filter(|(_, n)| **n >= trim_every).map(|(id, _)| id.clone()).collect();
+        if let Err(e) = store.record_requests(&rows, &trim, self.log_per_key).await {
+            let mut retry = lock(&self.retry);
+            rows.append(&mut retry.log);
+            let excess = rows.len().saturating_sub(MAX_RETRY_LOG);
+            rows.drain(..excess);
+            retry.log = rows;
+            return Err(e);
+        }
+        for id in &trim {
+            untrimmed.remove(id);
+        }
+        *lock(&self.untrimmed) = untrimmed;
+        Ok(())
+    }
+
+    async fn flush_counts(&self, store: &Store, now_ms: i64, all: bool) -> anyhow::Result<()> {
+        let now_minute = minute_of(now_ms);
+        let before = if all { i64::MAX } else { now_minute };
+        // Once per minute (the first flush after one ended), or everything.
+        let from = self.counted_from.load(Ordering::Acquire);
+        if !all && from >= before {
+            return Ok(());
+        }
+        self.counted_from.fetch_max(before, Ordering::AcqRel);
+        let mut batch = std::mem::take(&mut lock(&self.retry).counts);
+        for shard in self.shards.iter() {
+            // Swapped out under the lock, split outside it; the current
+            // minute's counts go back (added to what came meanwhile).
+            let keys = std::mem::take(&mut lock(&shard.0).keys);
+            let mut ongoing = Vec::new();
+            for (id, mut pending) in keys {
+                pending.take_before(&id, before, &mut batch);
+                if !pending.is_empty() {
+                    ongoing.push((id, pending));
+                }
+            }
+            if !ongoing.is_empty() {
+                let mut shard = lock(&shard.0);
+                for (id, pending) in ongoing {
+                    shard.keys.entry(id).or_default().merge(pending);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (minutes, ips) = batch.rows();
+        if let Err(e) = store.record_counters(&minutes, &ips).await {
+            lock(&self.retry).counts.absorb(batch);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+fn log_row(key_id: KeyId, r: &RequestFacts) -> NewRequestLog {
+    NewRequestLog {
+        key_id,
+        at: millis(r.at_ms).unwrap_or_default(),
+        method: r.method,
+        route: r.route,
+        status: r.status,
+        reason: r.reason,
+        ip: ip_text(Some(r.ip)),
+        latency_us: r.latency_us,
+        target_user_id: r.target_user,
+        target_role_id: r.target_role,
     }
 }
 
@@ -125,5 +629,69 @@ mod tests {
         let taken = std::mem::take(&mut *tracker.used.lock().unwrap());
         assert_eq!(totals(taken[&id].iter(), true), (9_000, 4));
         assert_eq!(totals(taken[&id].iter(), false), (9_000, 0));
+    }
+
+    fn facts(at_ms: i64, status: u16, reason: Option<&'static str>, ip: &str) -> RequestFacts {
+        RequestFacts {
+            at_ms,
+            method: "GET",
+            route: VERIFY_ROUTE,
+            status,
+            reason,
+            ip: ip.parse().unwrap(),
+            latency_us: 10,
+            target_user: None,
+            target_role: None,
+        }
+    }
+
+    #[test]
+    fn requests_add_up_per_minute_outcome_and_ip_across_threads() {
+        let tracker = Arc::new(UsageTracker::new(10));
+        let id = KeyId::generate();
+        let usage = Arc::new(KeyUsage::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (tracker, id, usage) = (tracker.clone(), id.clone(), usage.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        tracker.record(&id, &usage, &facts(60_000 + i, 200, None, "203.0.113.1"));
+                    }
+                    tracker.record(&id, &usage, &facts(125_000, 429, Some("rate_limited"), "::ffff:203.0.113.2"));
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let (minutes, ips) = tracker.pending_for(&id);
+        let count = |minute, outcome| {
+            minutes.iter().filter(|m| m.minute == minute && m.outcome == outcome).map(|m| m.count).sum::<u64>()
+        };
+        assert_eq!((count(1, "ok"), count(2, "rate_limited")), (400, 4));
+        let ip = |ip: &str| ips.iter().filter(|i| i.ip == ip).map(|i| i.count).sum::<u64>();
+        assert_eq!((ip("203.0.113.1"), ip("203.0.113.2")), (400, 4), "{ips:?}");
+        assert_eq!(usage.refused.load(Ordering::Acquire), 4);
+        // Only the refusals are logged: a successful verification is not.
+        let logged: usize = tracker.shards.iter().map(|s| s.0.lock().unwrap().log.len()).sum();
+        assert_eq!(logged, 4);
+    }
+
+    #[test]
+    fn a_key_seen_from_too_many_addresses_counts_the_rest_as_other() {
+        let mut pending = Pending::default();
+        for i in 0..(MAX_IPS_PER_KEY_MINUTE * 3) as u32 {
+            pending.count_ip(7, IpAddr::from(i.to_be_bytes()), 1);
+        }
+        assert_eq!(pending.ips.len(), MAX_IPS_PER_KEY_MINUTE * 2 + 1);
+        assert_eq!(pending.ips[&(7, None)], MAX_IPS_PER_KEY_MINUTE as u64);
+    }
+
+    #[test]
+    fn outcomes_are_ok_a_4xx_reason_rate_limited_or_5xx() {
+        assert_eq!(outcome(200, None), "ok");
+        assert_eq!(outcome(403, Some("insufficient_scope")), "insufficient_scope");
+        assert_eq!(outcome(429, Some("rate_limited")), "rate_limited");
+        assert_eq!(outcome(502, Some("discord_error")), "5xx");
+        assert_eq!(outcome(418, None), "4xx");
+        assert!(std::ptr::eq(intern("/v1/x"), intern(&String::from("/v1/x"))));
     }
 }

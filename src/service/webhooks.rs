@@ -143,7 +143,8 @@ impl EventType {
             | Action::LeakGuardSet
             | Action::WebhookSet
             | Action::WebhookRemoved
-            | Action::WebhookDisabled => return None,
+            | Action::WebhookDisabled
+            | Action::UsageSpike => return None,
         })
     }
 }

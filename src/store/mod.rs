@@ -14,8 +14,12 @@
 mod postgres;
 mod rows;
 mod sqlite;
+mod usage;
 mod webhooks;
 
+pub use usage::{
+    HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
+};
 pub use webhooks::{
     AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, NewDelivery, NewWebhook, WebhookRecord,
 };
@@ -708,5 +712,116 @@ impl Store {
     /// returns how many.
     pub async fn delete_rate_leases_before(&self, window_start_ms: i64) -> anyhow::Result<u64> {
         on_backend!(self, b => b.delete_rate_leases_before(window_start_ms).await)
+    }
+}
+
+/// The usage calls (see `usage.rs`), on whichever backend this store is.
+impl Store {
+    /// Adds counted requests, in one transaction: each minute's counts to
+    /// its hour row's total and minute bucket at once (so an hour always
+    /// holds the sum of its minutes, whichever instance flushed them), and
+    /// requests per client IP and hour. Counts with the same key must have
+    /// been added up already.
+    pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
+        if minutes.is_empty() && ips.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.record_counters(minutes, ips).await)
+    }
+
+    /// Appends requests to the log and trims each key in `trim` to its
+    /// newest `keep_per_key`, in one transaction.
+    pub async fn record_requests(
+        &self,
+        rows: &[NewRequestLog],
+        trim: &[KeyId],
+        keep_per_key: u32,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() && trim.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.record_requests(rows, trim, keep_per_key).await)
+    }
+
+    /// A key's requests per hour in `[from_hour, to_hour)`, by method,
+    /// route, status and outcome, with the minute buckets still kept.
+    pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
+        on_backend!(self, b => b.usage_hours(key, from_hour, to_hour).await)
+    }
+
+    /// A key's requests per client IP over `[from_hour, to_hour)`, most first.
+    pub async fn usage_ips(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<(String, u64)>> {
+        on_backend!(self, b => b.usage_ips(key, from_hour, to_hour).await)
+    }
+
+    /// A key's refusals (401, 403, 429) by outcome over minutes
+    /// `[from_minute, to_minute)` (flushed minutes only, while kept).
+    pub async fn refusals(&self, key: &KeyId, from_minute: i64, to_minute: i64) -> anyhow::Result<Vec<(String, u64)>> {
+        let hours = self.usage_hours(key, from_minute.div_euclid(60), to_minute.div_euclid(60) + 1).await?;
+        let mut by_outcome: std::collections::BTreeMap<String, u64> = Default::default();
+        for h in hours.iter().filter(|h| REFUSAL_STATUSES.contains(&h.status)) {
+            let Some(minutes) = &h.minutes else { continue };
+            let n: u64 = (0..60i64)
+                .filter(|m| (from_minute..to_minute).contains(&(h.hour * 60 + m)))
+                .map(|m| minutes[m as usize])
+                .sum();
+            if n > 0 {
+                *by_outcome.entry(h.outcome.clone()).or_default() += n;
+            }
+        }
+        let mut out: Vec<(String, u64)> = by_outcome.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// A page of a key's request log, newest first, older than the entry
+    /// `before` when given; with `errors_only`, statuses 400 and up only.
+    pub async fn request_log(
+        &self,
+        key: &KeyId,
+        before: Option<i64>,
+        limit: u32,
+        errors_only: bool,
+    ) -> anyhow::Result<Vec<RequestLogEntry>> {
+        on_backend!(self, b => b.request_log(key, before, limit, errors_only).await)
+    }
+
+    /// Records that `key` is spiking at `now` and, when this is a new spike
+    /// (none seen in the `quiet_ms` before) and the last alert is at least
+    /// `every_ms` old, that it is alerted, writing `event` in the same
+    /// transaction. Returns whether it was: however many instances see the
+    /// spike, one alert is written.
+    pub async fn claim_usage_alert(
+        &self,
+        key: &KeyId,
+        now: DateTime<Utc>,
+        quiet_ms: i64,
+        every_ms: i64,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.claim_usage_alert(key, now, quiet_ms, every_ms, event).await)
+    }
+
+    /// Drops the minute buckets of hours before `minutes_before` (their
+    /// totals stay), hour and IP buckets before `hours_before`, log entries
+    /// before `log_before`, and alert states older than `alerts_before`.
+    pub async fn prune_usage(
+        &self,
+        minutes_before: i64,
+        hours_before: i64,
+        log_before: DateTime<Utc>,
+        alerts_before: DateTime<Utc>,
+    ) -> anyhow::Result<UsageUpkeep> {
+        on_backend!(self, b => b.prune_usage(minutes_before, hours_before, log_before, alerts_before).await)
+    }
+
+    /// Forgets a deleted key's counters, log and alert state.
+    pub async fn forget_usage(&self, key: &KeyId) -> anyhow::Result<()> {
+        on_backend!(self, b => b.forget_usage(key).await)
+    }
+
+    /// How many usage rows the store holds for a key (tests, operations).
+    pub async fn usage_rows_held(&self, key: &KeyId) -> anyhow::Result<UsageRowsHeld> {
+        on_backend!(self, b => b.usage_rows_held(key).await)
     }
 }

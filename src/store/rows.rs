@@ -351,3 +351,79 @@ impl From<ExpiringRow> for super::ExpiringKey {
         }
     }
 }
+
+/// The columns [`RequestLogRow`] reads, in a `select` list.
+pub(super) const REQUEST_LOG_COLUMNS: &str = "request_log_id, at, method, route, status, reason, ip, latency_us, \
+     target_user_id, target_role_id";
+
+/// One `request_log` row as [`REQUEST_LOG_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct RequestLogRow {
+    request_log_id: i64,
+    at: i64,
+    method: String,
+    route: String,
+    status: i64,
+    reason: Option<String>,
+    ip: String,
+    latency_us: i64,
+    target_user_id: Option<i64>,
+    target_role_id: Option<i64>,
+}
+
+pub(super) fn request_log(rows: Vec<RequestLogRow>) -> Vec<super::RequestLogEntry> {
+    rows.into_iter()
+        .map(|r| super::RequestLogEntry {
+            id: r.request_log_id,
+            at: from_millis(r.at),
+            method: r.method,
+            route: r.route,
+            status: u16::try_from(r.status).unwrap_or_default(),
+            reason: r.reason,
+            ip: r.ip,
+            latency_us: r.latency_us.max(0) as u64,
+            target_user_id: r.target_user_id.map(|id| id_from_sql(id).to_string()),
+            target_role_id: r.target_role_id.map(|id| id_from_sql(id).to_string()),
+        })
+        .collect()
+}
+
+/// The columns [`HourRow`] reads, in a `select` list; `minutes` must be
+/// selected as JSON text (SQLite keeps it so; PostgreSQL's array is
+/// converted with `array_to_json`).
+pub(super) const HOUR_COLUMNS: &str = "hour, method, route, status, outcome, count";
+
+/// One `usage_hour` row as [`HOUR_COLUMNS`] and its minutes select it.
+#[derive(sqlx::FromRow)]
+pub(super) struct HourRow {
+    hour: i64,
+    method: String,
+    route: String,
+    status: i64,
+    outcome: String,
+    count: i64,
+    minutes: Option<String>,
+}
+
+pub(super) fn hours(rows: Vec<HourRow>) -> Vec<super::HourCount> {
+    rows.into_iter()
+        .map(|r| super::HourCount {
+            hour: r.hour,
+            method: r.method,
+            route: r.route,
+            status: u16::try_from(r.status).unwrap_or_default(),
+            outcome: r.outcome,
+            count: r.count.max(0) as u64,
+            minutes: r.minutes.and_then(|m| serde_json::from_str::<Vec<i64>>(&m).ok()).map(|m| {
+                let mut m: Vec<u64> = m.into_iter().map(|n| n.max(0) as u64).collect();
+                m.resize(60, 0);
+                m
+            }),
+        })
+        .collect()
+}
+
+/// `(text, count)` pairs as both backends select them (IPs, outcomes).
+pub(super) fn counted(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
+    rows.into_iter().map(|(s, n)| (s, n.max(0) as u64)).collect()
+}

@@ -50,6 +50,13 @@
 //!   columns through a cursor as plain rows. Each timed whole.
 //! - `p99 ROUTE < metrics.txt`: p50 and p99 of one route from guildkey's
 //!   Prometheus latency histogram (upper bucket bounds, in microseconds).
+//! - `usage DATABASE_URL N`: the usage counters in-process, on a fresh
+//!   database (a SQLite file, or one made for the run on the PostgreSQL
+//!   server an admin URL names): memory per active key, then N
+//!   keys touched (one verification each; then one each and a refusal,
+//!   logged) and one flush timed (wall and CPU, this process's and, on a
+//!   local PostgreSQL, the server's), then the storage 48 hours of minute
+//!   buckets take per key.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -97,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         "pg-drop" => runtime()?.block_on(pg_admin(arg(1)?, arg(2)?, false)),
         "pg-scan" => runtime()?.block_on(pg_scan(arg(1)?)),
         "p99" => p99(arg(1)?),
+        "usage" => runtime()?.block_on(usage(arg(1)?, arg(2)?.parse()?)),
         other => bail!("unknown command {other}"),
     }
 }
@@ -1107,5 +1115,189 @@ fn p99(route: &str) -> anyhow::Result<()> {
     }
     let at = |q: f64| buckets.iter().find(|b| b.1 >= q * total).map_or(f64::INFINITY, |b| b.0 * 1e6);
     println!("handler_samples={total} handler_p50_le_us={} handler_p99_le_us={}", at(0.5), at(0.99));
+    Ok(())
+}
+
+/// CPU seconds (user + system) this process has used, all threads.
+fn cpu_seconds() -> f64 {
+    proc_cpu_seconds("self").unwrap_or_default()
+}
+
+/// CPU seconds (user + system) of process `pid` from `/proc/PID/stat`.
+fn proc_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds of every `postgres` process on this machine (the server
+/// the benchmark writes to, and whatever else it serves meanwhile).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "postgres").then(|| proc_cpu_seconds(&pid)).flatten()
+        })
+        .sum()
+}
+
+/// Bytes the usage tables take: SQLite's pages in use, or PostgreSQL's
+/// relation sizes (tables and indexes).
+async fn usage_storage_bytes(url: &str) -> anyhow::Result<i64> {
+    use sqlx::Connection;
+    if guildkey::store::is_postgres_url(url) {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        // Live rows only: dead row versions (each update leaves one) are
+        // autovacuum's to reuse.
+        sqlx::query("vacuum full usage_hour, usage_ip_hour, request_log").execute(&mut conn).await?;
+        let (bytes,): (i64,) = sqlx::query_as(
+            "select sum(pg_total_relation_size(t))::bigint from unnest(array['usage_hour', 'usage_ip_hour', \
+             'request_log']) as t",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(bytes)
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        let (count,): (i64,) = sqlx::query_as("pragma page_count").fetch_one(&mut conn).await?;
+        let (free,): (i64,) = sqlx::query_as("pragma freelist_count").fetch_one(&mut conn).await?;
+        let (size,): (i64,) = sqlx::query_as("pragma page_size").fetch_one(&mut conn).await?;
+        Ok((count - free) * size)
+    }
+}
+
+/// `usage` on a fresh database: for PostgreSQL, `url` is an admin URL on
+/// which a database is made for the run and dropped after it.
+async fn usage(url: &str, n: usize) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    if !guildkey::store::is_postgres_url(url) {
+        return usage_on(url, n).await;
+    }
+    let name = format!("gkbench_usage_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(&format!("create database {name}")).execute(&mut admin).await?;
+    let (base, _) = url.rsplit_once('/').context("a PostgreSQL URL ends in /database")?;
+    let outcome = usage_on(&format!("{base}/{name}"), n).await;
+    sqlx::query(&format!("drop database {name} with (force)")).execute(&mut admin).await?;
+    outcome
+}
+
+async fn usage_on(url: &str, n: usize) -> anyhow::Result<()> {
+    use guildkey::keys::KeyId;
+    use guildkey::service::usage::{KeyUsage, RequestFacts, UsageTracker};
+    use guildkey::store::{IpCount, MinuteCount};
+    let store = guildkey::store::Store::connect(url).await?;
+    store.migrate().await?;
+    let postgres = guildkey::store::is_postgres_url(url);
+    let keys: Vec<(KeyId, Arc<KeyUsage>)> = (0..n).map(|_| (KeyId::generate(), Arc::default())).collect();
+    let minute_ms = 60_000;
+    let t0 = 1_760_000_000_000_i64 / minute_ms * minute_ms;
+    let facts = |i: usize, at: i64, status: u16, reason: Option<&'static str>| RequestFacts {
+        at_ms: at,
+        method: "GET",
+        route: if status == 200 { "/v1/verify" } else { "/v1/guilds/{guild_id}/bans/{user_id}" },
+        status,
+        reason,
+        ip: std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+        latency_us: 25,
+        target_user: None,
+        target_role: None,
+    };
+    let tracker = UsageTracker::new(200);
+
+    // Memory: the counts one minute of one request per key holds.
+    let rss_before = rss_kib(std::process::id())?;
+    for (i, (id, u)) in keys.iter().enumerate() {
+        tracker.record(id, u, &facts(i, t0 + 1_000, 200, None));
+    }
+    let rss_after = rss_kib(std::process::id())?;
+    println!(
+        "memory: {n} keys with one minute pending: {:.1} MiB, {:.0} bytes per active key",
+        (rss_after - rss_before) as f64 / 1024.0,
+        (rss_after - rss_before) as f64 * 1024.0 / n as f64
+    );
+
+    // One flush of the counters after the minute ended: N keys touched.
+    let flush = |at: i64| {
+        let (tracker, store) = (&tracker, &store);
+        async move {
+            let (cpu, pg, t) = (cpu_seconds(), postgres_cpu_seconds(), Instant::now());
+            let mut refused = Vec::new();
+            tracker.flush(store, at, false, &mut refused).await?;
+            anyhow::Ok((t.elapsed().as_secs_f64(), cpu_seconds() - cpu, postgres_cpu_seconds() - pg))
+        }
+    };
+    let report = |what: &str, (wall, cpu, pg): (f64, f64, f64)| {
+        let server = if postgres { format!(", PostgreSQL server CPU {pg:.2} s") } else { String::new() };
+        println!("flush, {n} keys, {what}: wall {wall:.2} s, this process's CPU {cpu:.2} s{server}");
+    };
+    report(
+        "one verification each, the hour's first minute (inserts: N hour rows, N IP rows)",
+        flush(t0 + minute_ms + 2_000).await?,
+    );
+    // The next minutes of the same hour: the rows are there, added to.
+    for round in 1..=2 {
+        for (i, (id, u)) in keys.iter().enumerate() {
+            tracker.record(id, u, &facts(i, t0 + round * minute_ms + 3_000, 200, None));
+        }
+        report(
+            &format!("one verification each, minute {} of the hour (updates: N hour rows, N IP rows)", round + 1),
+            flush(t0 + (round + 1) * minute_ms + 2_000).await?,
+        );
+    }
+    // A verification and a refusal per key (logged, and a new row each).
+    for (i, (id, u)) in keys.iter().enumerate() {
+        tracker.record(id, u, &facts(i, t0 + 3 * minute_ms + 3_000, 200, None));
+        tracker.record(id, u, &facts(i, t0 + 3 * minute_ms + 4_000, 403, Some("insufficient_scope")));
+    }
+    report(
+        "a verification and a refusal each (N hour rows updated, N inserted, N IP rows; N log rows)",
+        flush(t0 + 4 * minute_ms + 2_000).await?,
+    );
+
+    // Storage: 48 hours of minute buckets (one cell a minute, one client IP)
+    // for a sample of keys, written as flushes write them.
+    let sample = 200;
+    let before = usage_storage_bytes(url).await?;
+    let minutes = 48 * 60;
+    let start = t0 / minute_ms + 10_000;
+    for chunk_start in (0..minutes).step_by(60) {
+        let mut rows = Vec::new();
+        let mut ips = Vec::new();
+        for (id, _) in keys.iter().take(sample) {
+            for m in chunk_start..chunk_start + 60 {
+                rows.push(MinuteCount {
+                    key_id: id.clone(),
+                    minute: start + m,
+                    method: "GET",
+                    route: "/v1/verify",
+                    status: 200,
+                    outcome: "ok",
+                    count: 30,
+                });
+            }
+            ips.push(IpCount {
+                key_id: id.clone(),
+                hour: (start + chunk_start) / 60,
+                ip: "203.0.113.7".into(),
+                count: 1800,
+            });
+        }
+        store.record_counters(&rows, &ips).await?;
+    }
+    let after = usage_storage_bytes(url).await?;
+    println!(
+        "storage: 48 h of minute buckets (one route and outcome a minute, one client IP an hour): \
+         {:.0} KiB per key ({} keys, {} minute rows each)",
+        (after - before) as f64 / 1024.0 / sample as f64,
+        sample,
+        minutes
+    );
+    store.close().await;
     Ok(())
 }

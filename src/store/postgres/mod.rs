@@ -15,6 +15,7 @@ mod alerts;
 mod audit;
 mod keys;
 mod limits;
+mod usage;
 mod webhooks;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ mod alerts;
 mod audit;
 mod keys;
 mod limits;
+mod usage;
 mod webhooks;
 
 use std::path::Path;

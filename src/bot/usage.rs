@@ -1,0 +1,166 @@
+//! `/apikey usage` and `/apikey requests`: a key's counters and its request
+//! log. Parses the options, calls the service, renders (ephemeral, as every
+//! reply); no rules live here. The `/apikey` checks apply (Manage Server or
+//! Administrator, in a server); the log's Previous/Next buttons answer only
+//! the admin who ran the command, as the confirm prompts do.
+
+use std::time::Duration;
+
+use poise::serenity_prelude as serenity;
+use poise::CreateReply;
+
+use super::error::discord_err;
+use super::{render, Context};
+use crate::service::usage_report::Period;
+use crate::service::Error;
+
+type Result<T = ()> = std::result::Result<T, Error>;
+
+/// Log entries per page of `/apikey requests`.
+pub const PAGE: u32 = 10;
+
+/// How long the Previous/Next buttons wait for a press.
+const PAGING_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// 24h: hour buckets; 7d: 6-hour buckets; 30d: day buckets.
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub enum PeriodChoice {
+    #[name = "24h"]
+    Day,
+    #[name = "7d"]
+    Week,
+    #[name = "30d"]
+    Month,
+}
+
+impl From<PeriodChoice> for Period {
+    fn from(p: PeriodChoice) -> Self {
+        match p {
+            PeriodChoice::Day => Period::Day,
+            PeriodChoice::Week => Period::Week,
+            PeriodChoice::Month => Period::Month,
+        }
+    }
+}
+
+fn guild(ctx: Context<'_>) -> Result<u64> {
+    ctx.guild_id().map(|g| g.get()).ok_or_else(|| Error::Missing("use this command in a server".to_owned()))
+}
+
+/// Show an API key's usage: requests by outcome, top routes and IPs
+#[poise::command(slash_command, rename = "usage")]
+pub async fn apikey_usage(
+    ctx: Context<'_>,
+    #[description = "The key's name, prefix or id"]
+    #[autocomplete = "super::apikey::complete_keys"]
+    key: String,
+    #[description = "24h (default), 7d or 30d"] period: Option<PeriodChoice>,
+) -> Result {
+    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    let guild_id = guild(ctx)?;
+    let record = ctx.data().keys.find(Some(guild_id), &key).await?;
+    let period = period.map_or(Period::Day, Period::from);
+    let report = ctx.data().keys.usage(&record.id, period, ctx.data().keys.now()).await?;
+    let embed = render::usage_embed(&record, &report);
+    // ── The usage chart goes here once `crate::chart` is on main ──
+    // (an 800×400 PNG of `report.chart_series()`, shown in the embed):
+    //
+    // let (outcomes, buckets) = report.chart_series();
+    // let title = format!("{} · last {}", record.name, report.period);
+    // let chart = crate::chart::UsageChart {
+    //     title: &title,
+    //     bucket_label: report.period.bucket_label(),
+    //     outcomes: &outcomes,
+    //     buckets: &buckets,
+    // };
+    // let png = crate::chart::render_png(&chart).map_err(Error::Internal)?;
+    // let embed = embed.image("attachment://usage.png");
+    // let reply = CreateReply::default().embed(embed).attachment(serenity::CreateAttachment::bytes(png, "usage.png"));
+    let reply = CreateReply::default().embed(embed);
+    ctx.send(reply.ephemeral(true)).await.map_err(discord_err)?;
+    Ok(())
+}
+
+/// Page through an API key's latest requests (not successful verifications)
+#[poise::command(slash_command, rename = "requests")]
+pub async fn apikey_requests(
+    ctx: Context<'_>,
+    #[description = "The key's name, prefix or id"]
+    #[autocomplete = "super::apikey::complete_keys"]
+    key: String,
+) -> Result {
+    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    let guild_id = guild(ctx)?;
+    let keys = &ctx.data().keys;
+    let record = keys.find(Some(guild_id), &key).await?;
+    // The `before` of every page shown so far: the last is the current one.
+    let mut pages: Vec<Option<i64>> = vec![None];
+    let mut page = keys.requests(&record.id, None, PAGE).await?;
+    let prev_id = format!("gk:{}:prev", ctx.id());
+    let next_id = format!("gk:{}:next", ctx.id());
+    let buttons = |first: bool, last: bool| {
+        vec![serenity::CreateActionRow::Buttons(vec![
+            serenity::CreateButton::new(&prev_id)
+                .label("Previous")
+                .style(serenity::ButtonStyle::Secondary)
+                .disabled(first),
+            serenity::CreateButton::new(&next_id).label("Next").style(serenity::ButtonStyle::Secondary).disabled(last),
+        ])]
+    };
+    let embed = render::requests_embed(&record, &page, 1);
+    let single = page.next_before.is_none();
+    let mut reply = CreateReply::default().embed(embed).ephemeral(true);
+    if !single {
+        reply = reply.components(buttons(true, false));
+    }
+    let handle = ctx.send(reply).await.map_err(discord_err)?;
+    if single {
+        return Ok(());
+    }
+    let message_id = handle.message().await.map_err(discord_err)?.id;
+    let author = ctx.author().id;
+    let prefix = format!("gk:{}:", ctx.id());
+    loop {
+        let filter_prefix = prefix.clone();
+        let press = serenity::ComponentInteractionCollector::new(ctx.serenity_context())
+            .message_id(message_id)
+            .timeout(PAGING_TIMEOUT)
+            .filter(move |i| i.data.custom_id.starts_with(&filter_prefix))
+            .await;
+        let Some(press) = press else {
+            // Quiet for a while: the page stays, the buttons go.
+            let done =
+                CreateReply::default().embed(render::requests_embed(&record, &page, pages.len())).components(vec![]);
+            handle.edit(ctx, done).await.map_err(discord_err)?;
+            return Ok(());
+        };
+        if press.user.id != author {
+            let msg = serenity::CreateInteractionResponseMessage::new()
+                .content("🔒 Only the admin who ran this command can page through it.")
+                .ephemeral(true);
+            press.create_response(ctx, serenity::CreateInteractionResponse::Message(msg)).await.map_err(discord_err)?;
+            continue;
+        }
+        if press.data.custom_id == next_id {
+            if let Some(before) = page.next_before {
+                pages.push(Some(before));
+            }
+        } else if pages.len() > 1 {
+            pages.pop();
+        }
+        let before = pages.last().copied().flatten();
+        let update = match keys.requests(&record.id, before, PAGE).await {
+            Ok(next) => {
+                page = next;
+                serenity::CreateInteractionResponseMessage::new()
+                    .embed(render::requests_embed(&record, &page, pages.len()))
+                    .components(buttons(pages.len() == 1, page.next_before.is_none()))
+            }
+            Err(e) => serenity::CreateInteractionResponseMessage::new().content(super::error::user_message(&e)),
+        };
+        press
+            .create_response(ctx, serenity::CreateInteractionResponse::UpdateMessage(update))
+            .await
+            .map_err(discord_err)?;
+    }
+}
