@@ -19,6 +19,7 @@
 pub mod app;
 pub mod audit;
 pub mod bot;
+pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod discord;

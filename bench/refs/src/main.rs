@@ -57,6 +57,11 @@
 //!   logged) and one flush timed (wall and CPU, this process's and, on a
 //!   local PostgreSQL, the server's), then the storage 48 hours of minute
 //!   buckets take per key.
+//! - `chart [--write PNG] [--write-dir DIR]`: renders `/apikey usage` charts
+//!   (`guildkey::chart`) of made-up but plausible traffic, 24 h in hours,
+//!   7 d in hours and 30 d in days, 50 times each, and prints the median and
+//!   maximum milliseconds per render; `--write` saves the 24 h chart,
+//!   `--write-dir` all three and two empty ones (zero counts, no buckets).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -105,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         "pg-scan" => runtime()?.block_on(pg_scan(arg(1)?)),
         "p99" => p99(arg(1)?),
         "usage" => runtime()?.block_on(usage(arg(1)?, arg(2)?.parse()?)),
+        "chart" => chart(&args[1..]),
         other => bail!("unknown command {other}"),
     }
 }
@@ -1299,5 +1305,140 @@ async fn usage_on(url: &str, n: usize) -> anyhow::Result<()> {
         minutes
     );
     store.close().await;
+/// One chart view: a title, the bucket length and how many buckets end at 2026-12-03 15:00 UTC.
+struct View {
+    name: &'static str,
+    title: &'static str,
+    bucket_label: &'static str,
+    step_hours: i64,
+    buckets: i64,
+}
+
+const VIEWS: [View; 3] = [
+    View {
+        name: "24h",
+        title: "game (gk_live_Xr4qT9) · last 24 hours",
+        bucket_label: "per hour",
+        step_hours: 1,
+        buckets: 24,
+    },
+    View {
+        name: "7d",
+        title: "game (gk_live_Xr4qT9) · last 7 days",
+        bucket_label: "per hour",
+        step_hours: 1,
+        buckets: 168,
+    },
+    View {
+        name: "30d",
+        title: "game (gk_live_Xr4qT9) · last 30 days",
+        bucket_label: "per day",
+        step_hours: 24,
+        buckets: 30,
+    },
+];
+const CHART_RENDERS: usize = 50;
+const OUTCOMES: [&str; 4] = ["ok", "4xx", "429", "5xx"];
+
+/// A game server checking bans: busiest in the (UTC) evening, about 1.5 %
+/// 4xx, a runaway loop hitting the rate limit one afternoon, a Discord
+/// hiccup with 5xx, the server down for maintenance for one hour, and a key
+/// created four days into the month.
+fn usage_buckets(view: &View) -> Vec<(chrono::DateTime<chrono::Utc>, Vec<u64>)> {
+    use chrono::TimeZone;
+    let end = chrono::Utc.with_ymd_and_hms(2026, 12, 3, 15, 0, 0).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let created = end - chrono::Duration::days(26) - chrono::Duration::hours(9);
+    let maintenance = end - chrono::Duration::hours(9);
+    let hour_counts = |at: chrono::DateTime<chrono::Utc>, rng: &mut rand::rngs::StdRng| -> [u64; 4] {
+        use chrono::Timelike;
+        if at < created || at == maintenance {
+            return [0; 4];
+        }
+        let phase = (f64::from(at.hour()) - 20.0) / 24.0 * std::f64::consts::TAU;
+        let busy = (0.5 + 0.5 * phase.cos()).powf(1.5);
+        let hours_ago = (end - at).num_hours();
+        let total = (350.0 + 1500.0 * busy) * rng.gen_range(0.85..1.15);
+        let client_errors = total * rng.gen_range(0.008..0.022);
+        let limited = if (20..=21).contains(&hours_ago) { rng.gen_range(180.0..320.0) } else { 0.0 };
+        let server_errors = if hours_ago == 4 {
+            rng.gen_range(25.0..45.0)
+        } else if rng.gen_bool(0.08) {
+            1.0
+        } else {
+            0.0
+        };
+        [total as u64, client_errors as u64, limited as u64, server_errors as u64]
+    };
+    (0..view.buckets)
+        .map(|i| {
+            let start = end - chrono::Duration::hours(view.step_hours * (view.buckets - i));
+            let mut counts = vec![0u64; OUTCOMES.len()];
+            for h in 0..view.step_hours {
+                let hour = hour_counts(start + chrono::Duration::hours(h), &mut rng);
+                counts.iter_mut().zip(hour).for_each(|(c, n)| *c += n);
+            }
+            (start, counts)
+        })
+        .collect()
+}
+
+fn chart(args: &[String]) -> anyhow::Result<()> {
+    let mut write = None;
+    let mut write_dir = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--write" => write = Some(args.next().context("--write PNG")?.clone()),
+            "--write-dir" => write_dir = Some(args.next().context("--write-dir DIR")?.clone()),
+            other => bail!("unknown chart option {other}"),
+        }
+    }
+    for view in &VIEWS {
+        let buckets = usage_buckets(view);
+        let chart = guildkey::chart::UsageChart {
+            title: view.title,
+            bucket_label: view.bucket_label,
+            outcomes: &OUTCOMES,
+            buckets: &buckets,
+        };
+        let mut times = Vec::with_capacity(CHART_RENDERS);
+        let mut png = Vec::new();
+        for _ in 0..CHART_RENDERS {
+            let started = Instant::now();
+            png = guildkey::chart::render_png(&chart)?;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        let first = times[0];
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{:>3}, {:>3} buckets: median {:.1} ms, max {:.1} ms (first {:.1} ms), {} renders, PNG {:.1} KiB",
+            view.name,
+            buckets.len(),
+            times[times.len() / 2],
+            times[times.len() - 1],
+            first,
+            CHART_RENDERS,
+            png.len() as f64 / 1024.0
+        );
+        if let (Some(path), "24h") = (&write, view.name) {
+            std::fs::write(path, &png).with_context(|| format!("writing {path}"))?;
+        }
+        if let Some(dir) = &write_dir {
+            std::fs::write(format!("{dir}/usage-{}.png", view.name), &png)?;
+        }
+    }
+    if let Some(dir) = &write_dir {
+        let idle: Vec<_> = usage_buckets(&VIEWS[0]).into_iter().map(|(start, c)| (start, vec![0; c.len()])).collect();
+        for (name, buckets) in [("none", &idle[..]), ("no-buckets", &[])] {
+            let chart = guildkey::chart::UsageChart {
+                title: "idle (gk_live_Q8mZ2a) · last 24 hours",
+                bucket_label: "per hour",
+                outcomes: &OUTCOMES,
+                buckets,
+            };
+            std::fs::write(format!("{dir}/usage-{name}.png"), guildkey::chart::render_png(&chart)?)?;
+        }
+    }
     Ok(())
 }
