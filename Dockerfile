@@ -15,6 +15,7 @@ RUN mkdir -p src tests/discord-double/src bench/refs/src \
     && cargo build --release --locked -p guildkey \
     && rm -rf src
 COPY migrations migrations
+COPY assets assets
 COPY src src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p guildkey
 

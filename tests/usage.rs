@@ -121,6 +121,17 @@ async fn v1_usage_and_apikey_usage_and_info_show_exactly_the_traffic_sent() {
     }
     assert!(text.contains("`GET /v1/verify`: 9 (2 not ok)") && text.contains("`203.0.113.1`: 9"), "{text}");
     assert!(text.contains("46.2%"), "the error share: {text}");
+    // The chart: one PNG, 800×400, attached to the ephemeral reply and
+    // shown in its embed.
+    let embed = &usage.embeds[0];
+    assert_eq!(embed["image"]["url"], "attachment://usage.png", "{embed}");
+    let uploads: Vec<_> = app.double.calls().into_iter().flat_map(|c| c.files).collect();
+    assert_eq!(uploads.len(), 1, "one file uploaded: {uploads:?}");
+    assert_eq!(uploads[0].filename.as_deref(), Some("usage.png"));
+    let mut png = png::Decoder::new(std::io::Cursor::new(&uploads[0].data[..])).read_info().expect("a valid PNG");
+    let mut pixels = vec![0; png.output_buffer_size().expect("a size")];
+    let frame = png.next_frame(&mut pixels).expect("a frame");
+    assert_eq!((frame.width, frame.height), (800, 400));
     let info = info.all_text();
     assert!(info.contains("13 (6 not ok)"), "24 h and 7 d counts: {info}");
     assert!(info.contains("`GET (no route)` → **404** `not_found`"), "the latest errors: {info}");

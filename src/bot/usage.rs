@@ -19,6 +19,9 @@ type Result<T = ()> = std::result::Result<T, Error>;
 /// Log entries per page of `/apikey requests`.
 pub const PAGE: u32 = 10;
 
+/// The usage chart's file name, as the embed refers to it.
+const CHART_FILE: &str = "usage.png";
+
 /// How long the Previous/Next buttons wait for a press.
 const PAGING_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -62,21 +65,24 @@ pub async fn apikey_usage(
     let period = period.map_or(Period::Day, Period::from);
     let report = ctx.data().keys.usage(&record.id, period, ctx.data().keys.now()).await?;
     let embed = render::usage_embed(&record, &report);
-    // ── The usage chart goes here once `crate::chart` is on main ──
-    // (an 800×400 PNG of `report.chart_series()`, shown in the embed):
-    //
-    // let (outcomes, buckets) = report.chart_series();
-    // let title = format!("{} · last {}", record.name, report.period);
-    // let chart = crate::chart::UsageChart {
-    //     title: &title,
-    //     bucket_label: report.period.bucket_label(),
-    //     outcomes: &outcomes,
-    //     buckets: &buckets,
-    // };
-    // let png = crate::chart::render_png(&chart).map_err(Error::Internal)?;
-    // let embed = embed.image("attachment://usage.png");
-    // let reply = CreateReply::default().embed(embed).attachment(serenity::CreateAttachment::bytes(png, "usage.png"));
-    let reply = CreateReply::default().embed(embed);
+    // The chart: an 800×400 PNG, shown in the embed. Drawing is CPU work,
+    // kept off the runtime's threads.
+    let (outcomes, buckets) = report.chart_series();
+    let title = format!("{} · last {}", record.name, report.period);
+    let bucket_label = report.period.bucket_label();
+    let png = tokio::task::spawn_blocking(move || {
+        crate::chart::render_png(&crate::chart::UsageChart {
+            title: &title,
+            bucket_label,
+            outcomes: &outcomes,
+            buckets: &buckets,
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("the chart could not be drawn: {e}")))?
+    .map_err(Error::Internal)?;
+    let embed = embed.image(format!("attachment://{CHART_FILE}"));
+    let reply = CreateReply::default().embed(embed).attachment(serenity::CreateAttachment::bytes(png, CHART_FILE));
     ctx.send(reply.ephemeral(true)).await.map_err(discord_err)?;
     Ok(())
 }

@@ -1305,6 +1305,18 @@ async fn usage_on(url: &str, n: usize) -> anyhow::Result<()> {
         minutes
     );
     store.close().await;
+    let after = usage_storage_bytes(url).await?;
+    println!(
+        "storage: 48 h of minute buckets (one route and outcome a minute, one client IP an hour): \
+         {:.0} KiB per key ({} keys, {} minute rows each)",
+        (after - before) as f64 / 1024.0 / sample as f64,
+        sample,
+        minutes
+    );
+    store.close().await;
+    Ok(())
+}
+
 /// One chart view: a title, the bucket length and how many buckets end at 2026-12-03 15:00 UTC.
 struct View {
     name: &'static str,

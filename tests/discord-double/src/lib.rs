@@ -34,7 +34,7 @@ pub use gateway::intents;
 pub use gateway::GatewayStats;
 pub use interactions::{ClickTarget, SentInteraction, SlashBuilder};
 pub use recorder::{
-    Direction, GatewayFrame, InteractionReply, RecordedCall, RecordedMessage, Violation, ViolationKind,
+    Direction, GatewayFrame, InteractionReply, RecordedCall, RecordedMessage, UploadedFile, Violation, ViolationKind,
 };
 pub use schema::SpecStatus;
 

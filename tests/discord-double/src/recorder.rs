@@ -33,6 +33,8 @@ pub struct RecordedCall {
     pub headers: BTreeMap<String, String>,
     /// JSON body (for multipart requests: the `payload_json` part).
     pub body: Option<Value>,
+    /// Files uploaded with a multipart request (e.g. `files[0]`), in order.
+    pub files: Vec<UploadedFile>,
     /// Status the double answered with.
     pub status: u16,
     /// JSON the double answered with.
@@ -43,6 +45,19 @@ pub struct RecordedCall {
     pub at: Instant,
     /// Arrival (wall clock).
     pub at_system: SystemTime,
+}
+
+/// One file part of a multipart request (an attachment).
+#[derive(Clone, Debug)]
+pub struct UploadedFile {
+    /// The form field, e.g. `files[0]`.
+    pub field: String,
+    /// The file name the part declares.
+    pub filename: Option<String>,
+    /// The part's `Content-Type`, if declared.
+    pub content_type: Option<String>,
+    /// The file's bytes, exactly as sent.
+    pub data: Vec<u8>,
 }
 
 impl RecordedCall {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::faults::FaultRequest;
 use crate::gateway::{self, intents};
-use crate::recorder::{RecordedCall, Violation, ViolationKind};
+use crate::recorder::{RecordedCall, UploadedFile, Violation, ViolationKind};
 use crate::schema::{match_route, RouteTemplate};
 use crate::state::{without_nulls, ApiError, State};
 use crate::Inner;
@@ -143,20 +143,27 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-/// Extracts `payload_json` from a multipart body (serenity sends multipart with attachments).
-fn multipart_payload(content_type: &str, body: &[u8]) -> Option<Value> {
-    let boundary = content_type.split("boundary=").nth(1)?.trim_matches('"');
-    let text = String::from_utf8_lossy(body);
-    let delimiter = format!("--{boundary}");
-    for part in text.split(delimiter.as_str()) {
-        let Some((head, content)) = part.split_once("\r\n\r\n") else {
-            continue;
-        };
-        if head.contains("name=\"payload_json\"") {
-            return serde_json::from_str(content.trim_end_matches("\r\n")).ok();
+/// A multipart body (serenity sends one with attachments): its
+/// `payload_json` part and its files; `None` when the body is not valid
+/// multipart.
+async fn multipart_parts(content_type: &str, body: &[u8]) -> Option<(Option<Value>, Vec<UploadedFile>)> {
+    let boundary = multer::parse_boundary(content_type).ok()?;
+    let chunk = axum::body::Bytes::copy_from_slice(body);
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(chunk) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let (mut payload, mut files) = (None, Vec::new());
+    while let Some(part) = parts.next_field().await.ok()? {
+        let field = part.name().unwrap_or_default().to_owned();
+        let filename = part.file_name().map(str::to_owned);
+        let content_type = part.content_type().map(|m| m.to_string());
+        let data = part.bytes().await.ok()?;
+        if field == "payload_json" {
+            payload = serde_json::from_slice(&data).ok();
+        } else {
+            files.push(UploadedFile { field, filename, content_type, data: data.to_vec() });
         }
     }
-    None
+    Some((payload, files))
 }
 
 /// The outcome of one request, before it is recorded.
@@ -168,6 +175,7 @@ struct Outcome {
     operation_id: Option<String>,
     params: HashMap<String, String>,
     request_body: Option<Value>,
+    files: Vec<UploadedFile>,
     fault: Option<String>,
 }
 
@@ -208,6 +216,7 @@ async fn rest_handler(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Resp
             params: out.params.into_iter().collect(),
             headers,
             body: out.request_body,
+            files: out.files,
             status: out.status,
             response: out.body.clone(),
             fault: out.fault,
@@ -280,6 +289,7 @@ async fn process(
         operation_id: None,
         params: HashMap::new(),
         request_body: None,
+        files: Vec::new(),
         fault: None,
     };
     let request = format!("{method} {path}");
@@ -297,7 +307,10 @@ async fn process(
     let mut bad_json = false;
     if !bytes.is_empty() {
         if content_type.starts_with("multipart/form-data") {
-            out.request_body = multipart_payload(&content_type, bytes);
+            match multipart_parts(&content_type, bytes).await {
+                Some((payload, files)) => (out.request_body, out.files) = (payload, files),
+                None => bad_json = true,
+            }
         } else {
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(v) => out.request_body = Some(v),
@@ -1017,12 +1030,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn query_and_multipart_parsing() {
+    #[tokio::test]
+    async fn query_and_multipart_parsing() {
         let q = parse_query(Some("&wait=true&thread_id=1&flag"));
         assert_eq!(q["wait"], "true");
         assert_eq!(q["flag"], "");
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"a.txt\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"payload_json\"\r\n\r\n{\"content\":\"hi\"}\r\n--XyZ--\r\n";
-        assert_eq!(multipart_payload("multipart/form-data; boundary=XyZ", body), Some(json!({"content": "hi"})));
+        // A binary file (not UTF-8) comes through byte for byte.
+        let png: &[u8] = &[0x89, b'P', b'N', b'G', 0xff, 0x00, b'\r', b'\n', 0xfe];
+        let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n".to_vec();
+        body.extend_from_slice(png);
+        body.extend_from_slice(b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"payload_json\"\r\n\r\n{\"content\":\"hi\"}\r\n--XyZ--\r\n");
+        let (payload, files) = multipart_parts("multipart/form-data; boundary=XyZ", &body).await.expect("multipart");
+        assert_eq!(payload, Some(json!({"content": "hi"})));
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].field.as_str(), files[0].filename.as_deref()), ("files[0]", Some("a.png")));
+        assert_eq!(files[0].content_type.as_deref(), Some("image/png"));
+        assert_eq!(files[0].data, png);
+        assert!(multipart_parts("multipart/form-data; boundary=XyZ", b"--nope").await.is_none());
     }
 }

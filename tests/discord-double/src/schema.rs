@@ -4,10 +4,11 @@
 //!
 //! The file is read once per process from `DISCORD_OPENAPI_PATH`, else from
 //! `<workspace>/../shared/discord/openapi.json`. Where the spec disagrees with Discord's
-//! documentation the documentation wins, so three points are patched in before compiling:
+//! documentation the documentation wins, so four points are patched in before compiling:
 //! `default_member_permissions` is a string on the wire, message `content` is at most 2000
-//! characters (both documented caveats), and the field errors of `Invalid Form Body` carry
-//! string codes. Validators are compiled on first use and cached for the whole process.
+//! characters (both documented caveats), the field errors of `Invalid Form Body` carry
+//! string codes, and an attachment uploaded with the request is referred to by the integer
+//! index of its file part. Validators are compiled on first use and cached for the whole process.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -216,6 +217,16 @@ fn patch(doc: &mut Value) {
         if let Some(p) = schemas.pointer_mut(&format!("/{name}/properties/content/maxLength")) {
             *p = json!(2000);
         }
+    }
+    // A file uploaded with the request is referred to by its part's index
+    // (`files[0]` is `{"id": 0}`, an integer, as in the docs' "Uploading
+    // Files" example and as serenity sends it); existing attachments keep
+    // their snowflake.
+    if let Some(p) = schemas.pointer_mut("/MessageAttachmentRequest/properties/id") {
+        *p = json!({"anyOf": [
+            {"$ref": "#/components/schemas/SnowflakeType"},
+            {"type": "integer", "minimum": 0, "maximum": 9},
+        ]});
     }
 }
 
