@@ -27,7 +27,7 @@
 //! succeeds. A change this process committed but could not apply marks the
 //! index stale at once and forces a full reload.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -248,11 +248,15 @@ impl Slot {
 /// Marks a table entry that stands for a slot's previous hash.
 const PREVIOUS: u32 = 1 << 31;
 
-/// The slab and its hash table.
+/// The slab and its hash tables.
 #[derive(Default)]
 struct Table {
     /// Slot numbers, `| PREVIOUS` for a previous hash.
     entries: HashTable<u32>,
+    /// Slot numbers by key id: applying a change finds the key's slot
+    /// without a scan (about 10 bytes per key).
+    by_id: HashTable<u32>,
+    id_hasher: hashbrown::DefaultHashBuilder,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
 }
@@ -263,7 +267,24 @@ fn table_hash(h: &KeyHash) -> u64 {
 
 impl Table {
     fn with_capacity(n: usize) -> Self {
-        Self { entries: HashTable::with_capacity(n), slots: Vec::with_capacity(n), free: Vec::new() }
+        Self {
+            entries: HashTable::with_capacity(n),
+            by_id: HashTable::with_capacity(n),
+            id_hasher: Default::default(),
+            slots: Vec::with_capacity(n),
+            free: Vec::new(),
+        }
+    }
+
+    fn id_hash(&self, id: &KeyId) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.id_hasher, id.as_str())
+    }
+
+    /// The slot number of key `id`, if the table holds it.
+    fn find_id(&self, id: &KeyId) -> Option<u32> {
+        let slots = &self.slots;
+        let holds = |&n: &u32| slots[n as usize].as_ref().is_some_and(|s| s.info.id == *id);
+        self.by_id.find(self.id_hash(id), holds).copied()
     }
 
     fn slot(&self, entry: u32) -> &Slot {
@@ -284,6 +305,7 @@ impl Table {
 
     fn insert(&mut self, slot: Slot) {
         let hashes = (slot.hash, slot.previous.as_ref().map(|p| p.0));
+        let id_hash = self.id_hash(&slot.info.id);
         let n = match self.free.pop() {
             Some(n) => {
                 self.slots[n as usize] = Some(slot);
@@ -300,12 +322,21 @@ impl Table {
         if let Some(prev) = hashes.1 {
             self.entries.insert_unique(table_hash(&prev), n | PREVIOUS, rehash);
         }
+        let (hasher, slots) = (&self.id_hasher, &self.slots);
+        let rehash_id = |&e: &u32| {
+            let slot = slots[e as usize].as_ref().expect("by_id entries point at live slots");
+            std::hash::BuildHasher::hash_one(hasher, slot.info.id.as_str())
+        };
+        self.by_id.insert_unique(id_hash, n, rehash_id);
     }
 
-    /// Takes out the slot that `hash` (current or previous) points at.
-    fn remove(&mut self, hash: &KeyHash) -> Option<Slot> {
-        let n = self.find(hash)? & !PREVIOUS;
-        let slot = self.slots[n as usize].as_ref().expect("live slot");
+    /// Takes out slot `n`.
+    fn remove_slot(&mut self, n: u32) -> Option<Slot> {
+        let slot = self.slots[n as usize].as_ref()?;
+        let id_hash = std::hash::BuildHasher::hash_one(&self.id_hasher, slot.info.id.as_str());
+        if let Ok(found) = self.by_id.find_entry(id_hash, |&e| e == n) {
+            found.remove();
+        }
         for (h, entry) in [(Some(slot.hash), n), (slot.previous.as_ref().map(|p| p.0), n | PREVIOUS)] {
             if let Some(h) = h {
                 if let Ok(found) = self.entries.find_entry(table_hash(&h), |&e| e == entry) {
@@ -321,20 +352,17 @@ impl Table {
         self.slots.iter().flatten()
     }
 
-    /// The current hashes of the keys in `ids` (one pass over the slab).
-    fn hashes_of(&self, ids: &HashSet<&KeyId>) -> HashMap<KeyId, KeyHash> {
-        self.live_slots().filter(|s| ids.contains(&s.info.id)).map(|s| (s.info.id.clone(), s.hash)).collect()
-    }
-
     /// Puts key `id`'s row `after` (or, with `None`, its absence) in place
-    /// of whatever `before` (its hash as the index knew it) and the row's
-    /// own hashes point at, keeping the key's [`LiveKey`] through the
-    /// change.
-    fn replace(&mut self, id: &KeyId, before: Option<KeyHash>, after: Option<IndexRow>) {
+    /// of the key's slot and of whatever the row's own hashes point at,
+    /// keeping the key's [`LiveKey`] through the change.
+    fn replace(&mut self, id: &KeyId, after: Option<IndexRow>) {
         let mut old = None;
+        if let Some(slot) = self.find_id(id).and_then(|n| self.remove_slot(n)) {
+            old = slot.live;
+        }
         let after_hashes = after.as_ref().map(|a| [Some(a.hash), a.previous.map(|p| p.0)]).unwrap_or_default();
-        for hash in before.iter().chain(after_hashes.iter().flatten()) {
-            if let Some(slot) = self.remove(hash) {
+        for hash in after_hashes.iter().flatten() {
+            if let Some(slot) = self.find(hash).and_then(|e| self.remove_slot(e & !PREVIOUS)) {
                 old = old.or(slot.live.filter(|l| l.id == *id));
             }
         }
@@ -353,6 +381,10 @@ struct Seen {
     counter: i64,
     log: i64,
 }
+
+/// Every this many rows a reload counts as progress (see
+/// [`KeyIndex::still_current`]).
+const RELOAD_PROGRESS_ROWS: u32 = 16_384;
 
 /// More keys changed at once by another process than this are loaded by a
 /// full reload rather than one row at a time.
@@ -454,6 +486,15 @@ impl KeyIndex {
         self.fresh_until_ms.store(until, Ordering::Release);
     }
 
+    /// The index is still as current at `now_ms` as when it last caught up
+    /// (a reload is streaming in): a current index's freshness moves on, a
+    /// stale one's does not.
+    fn still_current(&self, now_ms: i64) {
+        if self.watched.load(Ordering::Acquire) && !self.is_stale_at(now_ms) {
+            self.fresh_until_ms.fetch_max(now_ms.saturating_add(STALE_AFTER_MS), Ordering::AcqRel);
+        }
+    }
+
     /// The shared database is unreachable as of `now_ms`: nobody can commit
     /// a change, so what the index holds stays the latest there is (see
     /// `KeyService::watch_index`).
@@ -483,8 +524,18 @@ impl KeyIndex {
             table.live_slots().filter_map(|s| Some((s.info.id.clone(), s.live.clone()?))).collect()
         };
         let mut table = Table::with_capacity(store.count_keys().await? as usize + 64);
+        let mut scanned = 0u32;
         store
             .scan_index_rows(|row| {
+                // The database answering a reload row after row is as good
+                // as a check that succeeds: a current index stays current
+                // while a long reload runs (what was committed meanwhile
+                // is applied right after it, from the log's head read
+                // above). A stale one stays stale until the reload is in.
+                scanned = scanned.wrapping_add(1);
+                if scanned % RELOAD_PROGRESS_ROWS == 0 {
+                    self.still_current(now_ms());
+                }
                 let mut slot = Slot::from_row(row);
                 if let Some(old) = live.remove(&slot.info.id) {
                     slot.live = Some(LiveKey::successor(&old, slot.info.clone()));
@@ -539,13 +590,9 @@ impl KeyIndex {
             rows.push((id, row));
         }
         if !rows.is_empty() {
-            // The scan runs under the read lock, verification going on: only
-            // a holder of `reload` changes which hashes the table holds.
-            let ids = rows.iter().map(|(id, _)| id).collect();
-            let before = self.table.read().expect("index lock poisoned").hashes_of(&ids);
             let mut table = self.table.write().expect("index lock poisoned");
             for (id, row) in rows.iter_mut() {
-                table.replace(id, before.get(id).copied(), row.take());
+                table.replace(id, row.take());
             }
             self.keys_applied.fetch_add(rows.len() as u64, Ordering::Relaxed);
             tracing::debug!(keys = rows.len(), "applied another process's key changes");
@@ -571,7 +618,6 @@ impl KeyIndex {
         write: impl std::future::Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
         let mut seen = self.reload.lock().await;
-        let before = store.key_hash(id).await?;
         let outcome = match write.await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -593,7 +639,7 @@ impl KeyIndex {
                 return Err(e.context("failed to apply a committed key change to the key index"));
             }
         };
-        self.table.write().expect("index lock poisoned").replace(id, before, after);
+        self.table.write().expect("index lock poisoned").replace(id, after);
         Ok(outcome)
     }
 }
@@ -655,12 +701,52 @@ mod tests {
         assert!(prev & PREVIOUS != 0 && t.slot(prev).info.name == "k201");
         assert!(t.find(&KeyHash([250; 32])).is_none());
 
-        let removed = t.remove(&KeyHash([202; 32])).unwrap();
+        let removed = t.remove_slot(t.find(&KeyHash([202; 32])).unwrap() & !PREVIOUS).unwrap();
         assert_eq!(removed.info.name, "k201");
         assert!(t.find(&KeyHash([201; 32])).is_none() && t.find(&KeyHash([202; 32])).is_none());
+        assert!(t.find_id(&removed.info.id).is_none(), "nor is it found by id");
         t.insert(slot(203, None));
         assert_eq!(t.slots.len(), 201, "the freed slot is reused");
         assert_eq!(t.slot(t.find(&KeyHash([203; 32])).unwrap()).info.name, "k203");
         assert_eq!(t.entries.len(), 201);
+        assert_eq!((t.by_id.len(), t.find_id(&slot(203, None).info.id)), (201, t.find(&KeyHash([203; 32]))));
+    }
+
+    #[test]
+    fn replacing_a_key_by_id_drops_its_old_hash_even_when_the_new_row_does_not_name_it() {
+        // A rotation without a grace period, seen from another process:
+        // the new row holds only the new hash; the old must go all the same.
+        let mut t = Table::default();
+        for b in 1..=50u8 {
+            t.insert(slot(b, None));
+        }
+        let id = slot(7, None).info.id.clone();
+        let mut rotated = slot(7, None);
+        rotated.hash = KeyHash([99; 32]);
+        let row = |s: &Slot| IndexRow {
+            id: s.info.id.clone(),
+            guild_id: 1,
+            name: "k7".into(),
+            prefix: "gk_live_Ab3d".into(),
+            environment: Environment::Live,
+            scopes: Scopes::parse("bans.read").unwrap(),
+            expires_at: None,
+            revoked_at: None,
+            rate_limit_per_minute: 60,
+            allowed_ips: AllowedIps::default(),
+            allowed_roles: AllowedRoles::default(),
+            suspended: false,
+            ban_budget: None,
+            role_budget: None,
+            hash: s.hash,
+            previous: None,
+        };
+        t.replace(&id, Some(row(&rotated)));
+        assert!(t.find(&KeyHash([7; 32])).is_none(), "the old secret no longer works");
+        assert_eq!(t.find(&KeyHash([99; 32])), t.find_id(&id));
+        assert_eq!((t.entries.len(), t.by_id.len()), (50, 50));
+        t.replace(&id, None);
+        assert!(t.find(&KeyHash([99; 32])).is_none() && t.find_id(&id).is_none(), "a deleted key is gone");
+        assert_eq!((t.entries.len(), t.by_id.len()), (49, 49));
     }
 }

@@ -248,11 +248,6 @@ impl Store {
         on_backend!(self, b => b.key_changes_since(after, limit).await)
     }
 
-    /// The hash of a key's current secret.
-    pub async fn key_hash(&self, id: &KeyId) -> anyhow::Result<Option<KeyHash>> {
-        on_backend!(self, b => b.key_hash(id).await)
-    }
-
     /// Records the guild's leak-guard AutoMod rule (`None`: the guard is off)
     /// with its audit event.
     pub async fn set_leak_guard_rule(

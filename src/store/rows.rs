@@ -168,47 +168,113 @@ pub(super) struct JsonIndexRow(
 
 /// A page of index rows: the JSON array of arrays a backend aggregated.
 pub(super) fn index_rows(json: &str) -> anyhow::Result<Vec<IndexRow>> {
-    serde_json::from_str::<Vec<JsonIndexRow>>(json)?.into_iter().map(index_row).collect()
+    serde_json::from_str::<Vec<JsonIndexRow>>(json)?.into_iter().map(IndexRow::try_from).collect()
 }
 
-fn index_row(r: JsonIndexRow) -> anyhow::Result<IndexRow> {
-    let JsonIndexRow(
-        id,
-        guild_id,
-        name,
-        prefix,
-        environment,
-        scopes,
-        expires_at,
-        revoked_at,
-        rate,
-        allowed,
-        hash,
-        previous,
-        until,
-        roles,
-        suspended,
-        ban_budget,
-        role_budget,
-    ) = r;
-    let hash = hash.as_deref().and_then(from_hex).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
+/// The columns [`TypedIndexRow`] reads, in a `select` list (PostgreSQL).
+pub(super) const INDEX_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, expires_at, \
+     revoked_at, rate_limit_per_minute, allowed_ips, key_hash, previous_hash, previous_hash_expires_at, \
+     allowed_roles, suspended_at is not null as suspended, ban_budget, role_budget";
+
+/// One index row as [`INDEX_COLUMNS`] selects it, decoded by the driver:
+/// what a backend that streams rows quickly (PostgreSQL) reads instead of
+/// JSON pages.
+#[derive(sqlx::FromRow)]
+pub(super) struct TypedIndexRow {
+    api_key_id: String,
+    guild_id: i64,
+    name: String,
+    prefix: String,
+    environment: String,
+    scopes: String,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    rate_limit_per_minute: i64,
+    allowed_ips: String,
+    key_hash: Vec<u8>,
+    previous_hash: Option<Vec<u8>>,
+    previous_hash_expires_at: Option<i64>,
+    allowed_roles: String,
+    suspended: bool,
+    ban_budget: Option<i64>,
+    role_budget: Option<i64>,
+}
+
+impl TryFrom<JsonIndexRow> for IndexRow {
+    type Error = anyhow::Error;
+
+    fn try_from(r: JsonIndexRow) -> anyhow::Result<Self> {
+        let JsonIndexRow(
+            api_key_id,
+            guild_id,
+            name,
+            prefix,
+            environment,
+            scopes,
+            expires_at,
+            revoked_at,
+            rate_limit_per_minute,
+            allowed_ips,
+            hash,
+            previous,
+            previous_hash_expires_at,
+            allowed_roles,
+            suspended,
+            ban_budget,
+            role_budget,
+        ) = r;
+        let key_hash = hash.as_deref().and_then(from_hex).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
+        index_row(TypedIndexRow {
+            api_key_id,
+            guild_id,
+            name,
+            prefix,
+            environment,
+            scopes,
+            expires_at,
+            revoked_at,
+            rate_limit_per_minute,
+            allowed_ips,
+            key_hash: key_hash.0.to_vec(),
+            previous_hash: previous.as_deref().and_then(from_hex).map(|h| h.0.to_vec()),
+            previous_hash_expires_at,
+            allowed_roles,
+            suspended: suspended != 0,
+            ban_budget,
+            role_budget,
+        })
+    }
+}
+
+impl TryFrom<TypedIndexRow> for IndexRow {
+    type Error = anyhow::Error;
+
+    fn try_from(r: TypedIndexRow) -> anyhow::Result<Self> {
+        index_row(r)
+    }
+}
+
+fn index_row(r: TypedIndexRow) -> anyhow::Result<IndexRow> {
+    let hash_of = |bytes: &[u8]| <[u8; 32]>::try_from(bytes).ok().map(KeyHash);
+    let hash = hash_of(&r.key_hash).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
     Ok(IndexRow {
-        id: KeyId::from_stored(id),
-        guild_id: id_from_sql(guild_id),
-        name,
-        prefix,
-        environment: environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
-        scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
-        expires_at: expires_at.map(from_millis),
-        revoked_at: revoked_at.map(from_millis),
-        rate_limit_per_minute: rate as u32,
-        allowed_ips: AllowedIps::parse(&allowed).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
-        allowed_roles: AllowedRoles::parse(&roles).map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
-        suspended: suspended != 0,
-        ban_budget: ban_budget.map(|n| n as u32),
-        role_budget: role_budget.map(|n| n as u32),
+        id: KeyId::from_stored(r.api_key_id),
+        guild_id: id_from_sql(r.guild_id),
+        name: r.name,
+        prefix: r.prefix,
+        environment: r.environment.parse().map_err(|e| anyhow::anyhow!("corrupt environment: {e}"))?,
+        scopes: Scopes::parse(&r.scopes).map_err(|e| anyhow::anyhow!("corrupt scopes: {e}"))?,
+        expires_at: r.expires_at.map(from_millis),
+        revoked_at: r.revoked_at.map(from_millis),
+        rate_limit_per_minute: r.rate_limit_per_minute as u32,
+        allowed_ips: AllowedIps::parse(&r.allowed_ips).map_err(|e| anyhow::anyhow!("corrupt allowed_ips: {e}"))?,
+        allowed_roles: AllowedRoles::parse(&r.allowed_roles)
+            .map_err(|e| anyhow::anyhow!("corrupt allowed_roles: {e}"))?,
+        suspended: r.suspended,
+        ban_budget: r.ban_budget.map(|n| n as u32),
+        role_budget: r.role_budget.map(|n| n as u32),
         hash,
-        previous: previous.as_deref().and_then(from_hex).zip(until.map(from_millis)),
+        previous: r.previous_hash.as_deref().and_then(hash_of).zip(r.previous_hash_expires_at.map(from_millis)),
     })
 }
 

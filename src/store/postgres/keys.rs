@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::PgStore;
 use crate::audit::NewAuditEvent;
-use crate::keys::{KeyHash, KeyId, KeyRecord};
+use crate::keys::{KeyId, KeyRecord};
 use crate::store::rows::{self, id_from_sql, id_to_sql, to_millis, KeyRow, KEY_COLUMNS};
 use crate::store::{AuditChannelBefore, GuildSetting, IndexRow, KeyChanges, NewKeyRow, Rotation};
 
@@ -122,26 +122,18 @@ impl PgStore {
     /// Pages of rows in key id order (the primary key's index, in the
     /// database's collation throughout), all from one repeatable-read
     /// snapshot.
+    /// Streams one snapshot of every key as typed rows (no sort, no JSON:
+    /// the driver decodes each row as it arrives; with a million keys this
+    /// is several times faster than pages of JSON by id).
     pub async fn scan_index_rows(&self, mut each: impl FnMut(IndexRow)) -> anyhow::Result<()> {
-        const PAGE: i64 = 8192;
+        use futures_util::TryStreamExt;
         let mut tx = self.pool.begin().await?;
         sqlx::query("set transaction isolation level repeatable read read only").execute(&mut *tx).await?;
-        let mut after = String::new();
-        loop {
-            let (n, last, json): (i64, Option<String>, String) = sqlx::query_as(&format!(
-                "select count(*), max(api_key_id), {INDEX_JSON} from \
-                 (select * from api_key where api_key_id > $1 order by api_key_id limit $2) page"
-            ))
-            .bind(&after)
-            .bind(PAGE)
-            .fetch_one(&mut *tx)
-            .await?;
-            for row in rows::index_rows(&json)? {
-                each(row);
-            }
-            match last {
-                Some(last) if n == PAGE => after = last,
-                _ => break,
+        {
+            let sql = format!("select {} from api_key", rows::INDEX_COLUMNS);
+            let mut stream = sqlx::query_as::<_, rows::TypedIndexRow>(&sql).fetch(&mut *tx);
+            while let Some(row) = stream.try_next().await? {
+                each(IndexRow::try_from(row)?);
             }
         }
         tx.commit().await?;
@@ -176,14 +168,6 @@ impl PgStore {
                 .await?;
         tx.commit().await?;
         Ok(KeyChanges::from_log(after, oldest, rows, limit))
-    }
-
-    pub async fn key_hash(&self, id: &KeyId) -> anyhow::Result<Option<KeyHash>> {
-        let row: Option<(Vec<u8>,)> = sqlx::query_as("select key_hash from api_key where api_key_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.and_then(|(h,)| KeyHash::from_slice(&h)))
     }
 
     pub async fn set_leak_guard_rule(

@@ -8,7 +8,7 @@ use sqlx::Connection;
 
 use super::SqliteStore;
 use crate::audit::NewAuditEvent;
-use crate::keys::{KeyHash, KeyId, KeyRecord};
+use crate::keys::{KeyId, KeyRecord};
 use crate::store::rows::{self, id_from_sql, id_to_sql, to_millis, KeyRow, KEY_COLUMNS};
 use crate::store::{AuditChannelBefore, GuildSetting, IndexRow, KeyChanges, NewKeyRow, Rotation};
 
@@ -182,15 +182,6 @@ impl SqliteStore {
                 .await?;
         tx.commit().await?;
         Ok(KeyChanges::from_log(after, oldest, rows, limit))
-    }
-
-    /// The hash of a key's current secret.
-    pub async fn key_hash(&self, id: &KeyId) -> anyhow::Result<Option<KeyHash>> {
-        let row: Option<(Vec<u8>,)> = sqlx::query_as("select key_hash from api_key where api_key_id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.and_then(|(h,)| KeyHash::from_slice(&h)))
     }
 
     /// Records the guild's leak-guard AutoMod rule (`None`: the guard is off)
