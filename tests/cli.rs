@@ -200,11 +200,10 @@ impl Sandbox {
             for table in tables(&mut conn).await {
                 let cols = columns(&mut conn, &table).await;
                 let row_expr = cols.iter().map(|c| format!("quote(\"{c}\")")).collect::<Vec<_>>().join(" || ' | ' || ");
-                let rows: Vec<(String,)> =
-                    sqlx::query_as(&format!("select {row_expr} from \"{table}\" order by rowid"))
-                        .fetch_all(&mut conn)
-                        .await
-                        .expect("dump a table");
+                let rows: Vec<(String,)> = sqlx::query_as(&format!("select {row_expr} from \"{table}\" order by 1"))
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("dump a table");
                 dump.insert(table, rows.into_iter().map(|(r,)| r).collect());
             }
             dump
