@@ -41,7 +41,7 @@ use governor::{Quota, RateLimiter};
 use hashbrown::HashTable;
 use tokio::sync::Mutex;
 
-use super::lease::KeyLease;
+use super::lease::{KeyLease, LeasedKey};
 use super::usage::KeyUsage;
 use crate::audit::KeyRef;
 use crate::keys::{AllowedIps, AllowedRoles, Environment, KeyHash, KeyId, KeyStatus, Scopes, SmallStr};
@@ -174,12 +174,6 @@ impl LiveKey {
     /// The key's request budget at its own `rate_limit_per_minute`.
     pub fn limiter(&self) -> &KeyLimiter {
         &self.limiter
-    }
-
-    /// What this instance holds of the key's budget leased from a shared
-    /// database (`service::lease`).
-    pub fn lease(&self) -> &KeyLease {
-        &self.lease
     }
 
     /// The key's rendering, made by `render` the first time only.
@@ -641,6 +635,22 @@ impl KeyIndex {
         };
         self.table.write().expect("index lock poisoned").replace(id, after);
         Ok(outcome)
+    }
+}
+
+impl LeasedKey for LiveKey {
+    /// What this instance holds of the key's budget leased from a shared
+    /// database (`service::lease`).
+    fn lease(&self) -> &KeyLease {
+        &self.lease
+    }
+
+    fn key_id(&self) -> &KeyId {
+        &self.info.id
+    }
+
+    fn limit_per_minute(&self) -> u32 {
+        self.info.rate_limit_per_minute
     }
 }
 

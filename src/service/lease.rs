@@ -38,8 +38,20 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::index::LiveKey;
+use crate::keys::KeyId;
 use crate::store::Store;
+
+/// A key whose budget is leased: what this module needs of the index's
+/// `LiveKey` (which holds a [`KeyLease`]), so the index depends on leases
+/// and not the other way round.
+pub trait LeasedKey: Send + Sync + 'static {
+    /// The key's share of its leased budget on this instance.
+    fn lease(&self) -> &KeyLease;
+    /// The key's id, as the database knows it.
+    fn key_id(&self) -> &KeyId;
+    /// The key's rate limit, requests per minute.
+    fn limit_per_minute(&self) -> u32;
+}
 
 /// A window's length: rate limits are per minute.
 pub const WINDOW_MS: i64 = 60_000;
@@ -263,7 +275,7 @@ impl RateLeases {
 
     /// Takes one request of `key`'s window budget at `now_ms`, from memory:
     /// the hot path. May start a lease in the background; never waits.
-    pub fn take(self: &Arc<Self>, key: &Arc<LiveKey>, now_ms: i64) -> Take {
+    pub fn take<K: LeasedKey>(self: &Arc<Self>, key: &Arc<K>, now_ms: i64) -> Take {
         if !self.enabled {
             return Take::Local;
         }
@@ -283,7 +295,7 @@ impl RateLeases {
                     {
                         self.refill(key);
                     }
-                    let limit = key.rate_limit_per_minute.max(1);
+                    let limit = key.limit_per_minute().max(1);
                     let remaining = lease.remaining(window, n - 1, limit);
                     return Take::Taken { window, remaining, reset_secs: secs_to_end(window, now_ms) };
                 }
@@ -306,7 +318,7 @@ impl RateLeases {
     /// [`Self::take`], waiting for a lease when it says to (at most
     /// [`WAIT_FOR`], then the local limiter alone decides). Never
     /// [`Take::Wait`].
-    pub async fn wait(self: &Arc<Self>, key: &Arc<LiveKey>) -> Take {
+    pub async fn wait<K: LeasedKey>(self: &Arc<Self>, key: &Arc<K>) -> Take {
         let deadline = tokio::time::Instant::now() + WAIT_FOR;
         loop {
             let refilled = key.lease().refilled.notified();
@@ -325,7 +337,7 @@ impl RateLeases {
     }
 
     /// Puts back a request [`Self::take`] took (the local limiter refused it).
-    pub fn give_back(&self, key: &LiveKey, taken: &Take) {
+    pub fn give_back(&self, key: &impl LeasedKey, taken: &Take) {
         if let Take::Taken { window, .. } = taken {
             key.lease().give_back(*window);
         }
@@ -333,7 +345,7 @@ impl RateLeases {
 
     /// While the database is unreachable, lets one lease try again every
     /// [`PROBE_EVERY_MS`].
-    fn probe(self: &Arc<Self>, key: &Arc<LiveKey>, now_ms: i64) {
+    fn probe<K: LeasedKey>(self: &Arc<Self>, key: &Arc<K>, now_ms: i64) {
         let next = self.next_probe_ms.load(Ordering::Relaxed);
         if now_ms >= next
             && self
@@ -347,7 +359,7 @@ impl RateLeases {
 
     /// Starts a lease for `key` in the background unless one is on its way.
     /// False when there is no runtime to run it on.
-    fn refill(self: &Arc<Self>, key: &Arc<LiveKey>) -> bool {
+    fn refill<K: LeasedKey>(self: &Arc<Self>, key: &Arc<K>) -> bool {
         let lease = key.lease();
         if lease.refilling.load(Ordering::Acquire) || lease.refilling.swap(true, Ordering::AcqRel) {
             return true;
@@ -357,19 +369,21 @@ impl RateLeases {
             return false;
         };
         let (this, key) = (self.clone(), key.clone());
-        runtime.spawn(async move { this.lease_now(&key).await });
+        runtime.spawn(async move { this.lease_now(&*key).await });
         true
     }
 
     /// One lease of `key`'s current window.
-    async fn lease_now(&self, key: &LiveKey) {
+    async fn lease_now(&self, key: &impl LeasedKey) {
         let lease = key.lease();
         let window = window_of(now_ms());
-        let limit = key.rate_limit_per_minute.max(1);
+        let limit = key.limit_per_minute().max(1);
         let chunk = self.chunk(limit);
-        let leased =
-            tokio::time::timeout(LEASE_TIMEOUT, self.store.lease_rate(&key.id, window_start_ms(window), limit, chunk))
-                .await;
+        let leased = tokio::time::timeout(
+            LEASE_TIMEOUT,
+            self.store.lease_rate(key.key_id(), window_start_ms(window), limit, chunk),
+        )
+        .await;
         match leased {
             Ok(Ok(grant)) => {
                 self.leases.fetch_add(1, Ordering::Relaxed);
@@ -494,7 +508,7 @@ impl super::KeyService {
     /// Puts back what [`Self::take_shared`] took, for a request refused
     /// after all (by the local limiter).
     pub fn give_back_shared(&self, caller: &super::Authenticated, taken: &Take) {
-        self.inner.leases.give_back(&caller.key, taken);
+        self.inner.leases.give_back(&*caller.key, taken);
     }
 
     /// How the shared budgets stand.
