@@ -34,6 +34,12 @@ async fn verify(app: &App, secret: &str) -> u16 {
 }
 
 /// Polls until `secret` gets `status` from `app`; how long that took.
+/// How many instances a listener counts sharing the rate limits.
+async fn rate_limit_instances(app: &App) -> u64 {
+    let metrics = app.http.get(app.url("/metrics")).send().await.expect("/metrics").text().await.unwrap();
+    metrics.lines().find_map(|l| l.strip_prefix("guildkey_rate_limit_instances ")?.parse().ok()).unwrap_or(0)
+}
+
 async fn until_status(app: &App, secret: &str, status: u16, within: Duration) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < within {
@@ -277,6 +283,33 @@ async fn two_listeners_one_bot_and_the_cli_share_one_postgres() {
             assert!(until_status(l, key, 200, Duration::from_secs(2)).await.is_some());
         }
     }
+
+    // Act and assert 3: one key's rate limit (60 a minute, the default)
+    // holds across both listeners, requests alternating between them: never
+    // over, at most 10% under (less the two probes above, if they fell in
+    // this minute). Each listener alone would let all 80 through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for l in &listeners {
+        while rate_limit_instances(l).await < 2 {
+            assert!(Instant::now() < deadline, "the listeners do not count each other");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let into_minute = chrono::Utc::now().timestamp_millis().rem_euclid(60_000) as u64;
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis(60_100 - into_minute)).await;
+    }
+    let mut accepted = 0;
+    for i in 0..80 {
+        match verify(&listeners[i % 2], &created[0]).await {
+            200 => accepted += 1,
+            429 => {}
+            other => panic!("request {i}: {other}"),
+        }
+    }
+    eprintln!("rate limit 60/min over two listeners, 80 requests alternating: {accepted} accepted");
+    assert!((52..=60).contains(&accepted), "accepted {accepted} of a limit of 60 over two listeners");
+
     let posts: Vec<String> = bot.double.messages_in(ids::AUDIT_LOG_CHANNEL_ID)[posts_before..]
         .iter()
         .map(|m| serde_json::to_string(&m.embeds).unwrap())
