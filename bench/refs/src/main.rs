@@ -1305,15 +1305,6 @@ async fn usage_on(url: &str, n: usize) -> anyhow::Result<()> {
         minutes
     );
     store.close().await;
-    let after = usage_storage_bytes(url).await?;
-    println!(
-        "storage: 48 h of minute buckets (one route and outcome a minute, one client IP an hour): \
-         {:.0} KiB per key ({} keys, {} minute rows each)",
-        (after - before) as f64 / 1024.0 / sample as f64,
-        sample,
-        minutes
-    );
-    store.close().await;
     Ok(())
 }
 
