@@ -10,7 +10,8 @@
 //! | 2 | bad config or usage: unknown flag, bad value, bad scope, bad duration, bad CIDR, bad name |
 //!
 //! Errors are one line on stderr. Only `keys create` and `keys rotate` print
-//! a secret, alone on stdout.
+//! a key's secret, and `keys webhook set` a new webhook signing secret, each
+//! alone on stdout.
 
 mod config_check;
 mod keys;
