@@ -1871,6 +1871,13 @@ async fn retention_drops_minute_buckets_after_48_hours_and_hour_buckets_after_90
     let report = service.usage(&key.record.id, Period::Week, at(49 * 60)).await.unwrap();
     assert_eq!((report.total, report.outcomes["insufficient_scope"]), (14, 3));
     assert_eq!(report.distinct_ips, 3);
+    // A batch held back past the minutes' retention still adds to its
+    // hour's total, and brings no minute buckets back.
+    service.record_request(&caller.key, &request(t0, "GET", "/v1/verify", 200, None, "203.0.113.1"));
+    service.flush_usage_at(at(49 * 60 + 1), false).await.unwrap();
+    assert_eq!(store.usage_rows_held(&key.record.id).await.unwrap().with_minutes, 0);
+    assert!(store.refusals(&key.record.id, usage_minute(t0), usage_minute(t0) + 1).await.unwrap().is_empty());
+    assert_eq!(service.usage(&key.record.id, Period::Week, at(49 * 60 + 2)).await.unwrap().total, 15);
 
     // Past 90 days the hours, the addresses and the log go too.
     let dropped = service.maintain_usage(at(91 * 24 * 60)).await.unwrap();

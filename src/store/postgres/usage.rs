@@ -17,6 +17,12 @@ use crate::store::{HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEnt
 /// Rows per statement: large batches go in several, bounding the arrays.
 const ROWS_PER_STATEMENT: usize = 20_000;
 
+/// Whether a row still holds its 60 minute buckets. Retention sets them to
+/// null; a minute added in place to such a row afterwards (a batch held
+/// back past retention) makes a one-element array, which counts as dropped
+/// too: its hour's total holds the count.
+const MINUTES_KEPT: &str = "(array_lower(minutes, 1) = 1 and array_length(minutes, 1) = 60)";
+
 impl PgStore {
     pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
@@ -34,15 +40,13 @@ impl PgStore {
                     "insert into usage_hour (hour, api_key_id, method, route, status, outcome, count, last_minute, \
                          minutes) \
                      select h, k, me, ro, s, o, n, m, \
-                         array(select (case when i = m then n else 0 end)::integer from generate_series(0, 59) i) \
+                         array_fill(0, array[m::integer]) || n::integer || array_fill(0, array[59 - m::integer]) \
                      from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
                          $7::bigint[], $8::bigint[]) with ordinality as r(h, k, me, ro, s, o, n, m, ord) order by ord \
                      on conflict (hour, api_key_id, method, route, status, outcome) do update set \
                          count = usage_hour.count + excluded.count, last_minute = excluded.last_minute, \
-                         minutes = case when usage_hour.minutes is null then null else \
-                             usage_hour.minutes[1:excluded.last_minute] \
-                             || (usage_hour.minutes[excluded.last_minute + 1] + excluded.count)::integer \
-                             || usage_hour.minutes[excluded.last_minute + 2:60] end",
+                         minutes[excluded.last_minute + 1] = \
+                             (usage_hour.minutes[excluded.last_minute + 1] + excluded.count)::integer",
                 )
                 .bind(&hours)
                 .bind(&keys)
@@ -138,8 +142,8 @@ impl PgStore {
 
     pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
         let rows = sqlx::query_as::<_, HourRow>(&format!(
-            "select {HOUR_COLUMNS}, array_to_json(minutes)::text as minutes from usage_hour \
-             where api_key_id = $1 and hour >= $2 and hour < $3"
+            "select {HOUR_COLUMNS}, case when {MINUTES_KEPT} then array_to_json(minutes)::text end as minutes \
+             from usage_hour where api_key_id = $1 and hour >= $2 and hour < $3"
         ))
         .bind(key.as_str())
         .bind(from_hour)
@@ -271,12 +275,12 @@ impl PgStore {
     }
 
     pub async fn usage_rows_held(&self, key: &KeyId) -> anyhow::Result<UsageRowsHeld> {
-        let (with_minutes, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = sqlx::query_as(
-            "select (select count(*) from usage_hour where api_key_id = $1 and minutes is not null), \
+        let (with_minutes, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = sqlx::query_as(&format!(
+            "select (select count(*) from usage_hour where api_key_id = $1 and {MINUTES_KEPT}), \
                  (select count(*) from usage_hour where api_key_id = $1), \
                  (select count(*) from usage_ip_hour where api_key_id = $1), \
-                 (select count(*) from request_log where api_key_id = $1)",
-        )
+                 (select count(*) from request_log where api_key_id = $1)"
+        ))
         .bind(key.as_str())
         .fetch_one(&self.pool)
         .await?;
