@@ -6,7 +6,7 @@
 //! authenticated response. Handlers then take the verified caller with
 //! [`Caller`].
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -81,8 +81,7 @@ pub enum Admitted {
 /// admitted even from a throttled address (game servers and NATs share one),
 /// and the success path never touches the throttle. A throttled address
 /// presenting no, a bad or an unknown token gets 429.
-pub fn admit(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Admitted, Refused> {
-    let ip = state.forwarding.client_ip(headers, peer);
+pub fn admit(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Admitted, Refused> {
     let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
     // Every failure: 429 while the address is throttled, else its own answer.
     let refuse = |failure: ApiError| -> Refused {

@@ -23,7 +23,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -270,14 +270,17 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     let operation = op.map(|(r, o)| &inner.route_list[r].operations[o]);
     // Usage: who the request is counted for (see `usage.rs`), if anyone.
     let usage_route = route.map_or(super::usage::UNMATCHED, |r| inner.route_list[r].usage_route);
+    // The client's address, found once: the throttle, the key's allow-list
+    // and its usage all use it.
+    let ip = inner.state.forwarding.client_ip(req.headers(), peer);
     let mut tracked = None;
-    let outcome = match inner.admit(needs_key, &req, peer) {
+    let outcome = match inner.admit(needs_key, &req, ip) {
         Err(refused) => {
-            tracked = Tracked::unadmitted(&inner.state, &req, peer, usage_route);
+            tracked = Tracked::unadmitted(&inner.state, &req, ip, usage_route);
             Outcome::Ready { response: Some(refused.into_response()) }
         }
         Ok(Some(Admitted::Later(caller))) => {
-            tracked = Some(Tracked::admitted(&inner.state, caller.key.clone(), &req, peer, usage_route));
+            tracked = Some(Tracked::admitted(caller.key.clone(), &req, ip, usage_route));
             let direct = operation.and_then(|op| op.direct);
             Outcome::Leasing { answer: Box::pin(answer_leased(held.inner.clone(), caller, direct, req)) }
         }
@@ -285,11 +288,11 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
             Some(direct) => {
                 let mut response = direct(&caller);
                 auth::set_budget_headers(&mut response, &budget);
-                tracked = Some(Tracked::admitted(&inner.state, caller.key, &req, peer, usage_route));
+                tracked = Some(Tracked::admitted(caller.key, &req, ip, usage_route));
                 Outcome::Ready { response: Some(response) }
             }
             None => {
-                tracked = Some(Tracked::admitted(&inner.state, caller.key.clone(), &req, peer, usage_route));
+                tracked = Some(Tracked::admitted(caller.key.clone(), &req, ip, usage_route));
                 req.extensions_mut().insert(caller);
                 let answer = within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req));
                 Outcome::Routed { answer, budget: Some(budget) }
@@ -297,7 +300,7 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
         },
         Ok(None) => {
             if op.is_none() {
-                tracked = Tracked::unadmitted(&inner.state, &req, peer, usage_route);
+                tracked = Tracked::unadmitted(&inner.state, &req, ip, usage_route);
             }
             req.extensions_mut().insert(super::extract::Peer(peer));
             Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
@@ -407,7 +410,7 @@ impl Future for Respond {
 impl Inner {
     /// What is decided before the router: the declared body size, and the
     /// key when the operation needs one (with its budget, for the response).
-    fn admit(&self, needs_key: bool, req: &Request, peer: SocketAddr) -> Result<Option<Admitted>, Refused> {
+    fn admit(&self, needs_key: bool, req: &Request, ip: IpAddr) -> Result<Option<Admitted>, Refused> {
         let state = &self.state;
         if head_bytes(req) > super::MAX_HEAD_BYTES {
             return Err(ApiError::HeadersTooLarge(super::MAX_HEAD_BYTES).into());
@@ -420,7 +423,7 @@ impl Inner {
         if !needs_key {
             return Ok(None);
         }
-        auth::admit(state, req.headers(), peer).map(Some)
+        auth::admit(state, req.headers(), ip).map(Some)
     }
 }
 

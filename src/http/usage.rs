@@ -9,7 +9,7 @@
 //! names if the index holds one. Public routes (`/healthz`, `/metrics`,
 //! `/openapi.json`, `/v1/leaked`) are not counted per key.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,24 +41,18 @@ pub(super) struct Tracked {
 impl Tracked {
     /// For a request admitted with `key` on `route` (its template, or
     /// [`UNMATCHED_ROUTE`]).
-    pub(super) fn admitted(
-        state: &AppState,
-        key: Arc<LiveKey>,
-        req: &Request,
-        peer: SocketAddr,
-        route: &'static str,
-    ) -> Self {
+    /// `ip` is the client's (see `extract::Forwarding::client_ip`).
+    pub(super) fn admitted(key: Arc<LiveKey>, req: &Request, ip: IpAddr, route: &'static str) -> Self {
         let method = super::metrics::method_label(req.method());
         let (target_user, target_role) = if is_write(req.method()) { targets(req.uri().path()) } else { (None, None) };
-        let ip = state.forwarding.client_ip(req.headers(), peer);
         Self { key, ip, method, route, target_user, target_role }
     }
 
     /// For a request answered without being admitted (refused, or no
     /// route): counted for the key its bearer token names, if any.
-    pub(super) fn unadmitted(state: &AppState, req: &Request, peer: SocketAddr, route: &'static str) -> Option<Self> {
+    pub(super) fn unadmitted(state: &AppState, req: &Request, ip: IpAddr, route: &'static str) -> Option<Self> {
         let key = state.service.identify(super::bearer(req.headers())?)?;
-        Some(Self::admitted(state, key, req, peer, route))
+        Some(Self::admitted(key, req, ip, route))
     }
 
     /// Counts the request, answered with `response` after `started`.

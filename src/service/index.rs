@@ -255,6 +255,11 @@ struct Table {
     free: Vec<u32>,
 }
 
+/// The `by_id` table's hash of a key id.
+fn id_hash(hasher: &hashbrown::DefaultHashBuilder, id: &KeyId) -> u64 {
+    std::hash::BuildHasher::hash_one(hasher, id.as_str())
+}
+
 fn table_hash(h: &KeyHash) -> u64 {
     u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
 }
@@ -270,15 +275,11 @@ impl Table {
         }
     }
 
-    fn id_hash(&self, id: &KeyId) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.id_hasher, id.as_str())
-    }
-
     /// The slot number of key `id`, if the table holds it.
     fn find_id(&self, id: &KeyId) -> Option<u32> {
         let slots = &self.slots;
         let holds = |&n: &u32| slots[n as usize].as_ref().is_some_and(|s| s.info.id == *id);
-        self.by_id.find(self.id_hash(id), holds).copied()
+        self.by_id.find(id_hash(&self.id_hasher, id), holds).copied()
     }
 
     fn slot(&self, entry: u32) -> &Slot {
@@ -299,7 +300,7 @@ impl Table {
 
     fn insert(&mut self, slot: Slot) {
         let hashes = (slot.hash, slot.previous.as_ref().map(|p| p.0));
-        let id_hash = self.id_hash(&slot.info.id);
+        let by_id = id_hash(&self.id_hasher, &slot.info.id);
         let n = match self.free.pop() {
             Some(n) => {
                 self.slots[n as usize] = Some(slot);
@@ -319,16 +320,15 @@ impl Table {
         let (hasher, slots) = (&self.id_hasher, &self.slots);
         let rehash_id = |&e: &u32| {
             let slot = slots[e as usize].as_ref().expect("by_id entries point at live slots");
-            std::hash::BuildHasher::hash_one(hasher, slot.info.id.as_str())
+            id_hash(hasher, &slot.info.id)
         };
-        self.by_id.insert_unique(id_hash, n, rehash_id);
+        self.by_id.insert_unique(by_id, n, rehash_id);
     }
 
     /// Takes out slot `n`.
     fn remove_slot(&mut self, n: u32) -> Option<Slot> {
         let slot = self.slots[n as usize].as_ref()?;
-        let id_hash = std::hash::BuildHasher::hash_one(&self.id_hasher, slot.info.id.as_str());
-        if let Ok(found) = self.by_id.find_entry(id_hash, |&e| e == n) {
+        if let Ok(found) = self.by_id.find_entry(id_hash(&self.id_hasher, &slot.info.id), |&e| e == n) {
             found.remove();
         }
         for (h, entry) in [(Some(slot.hash), n), (slot.previous.as_ref().map(|p| p.0), n | PREVIOUS)] {
@@ -678,7 +678,12 @@ mod tests {
     }
 
     fn slot(byte: u8, previous: Option<u8>) -> Slot {
-        Slot::from_row(IndexRow {
+        Slot::from_row(row(byte, previous))
+    }
+
+    /// Key `key_<byte>`'s row, its secret's hash `[byte; 32]`.
+    fn row(byte: u8, previous: Option<u8>) -> IndexRow {
+        IndexRow {
             id: KeyId::from_stored(format!("key_{byte:016}")),
             guild_id: 1,
             name: format!("k{byte}"),
@@ -695,7 +700,7 @@ mod tests {
             role_budget: None,
             hash: KeyHash([byte; 32]),
             previous: previous.map(|b| (KeyHash([b; 32]), Utc::now())),
-        })
+        }
     }
 
     #[test]
@@ -731,27 +736,8 @@ mod tests {
             t.insert(slot(b, None));
         }
         let id = slot(7, None).info.id.clone();
-        let mut rotated = slot(7, None);
-        rotated.hash = KeyHash([99; 32]);
-        let row = |s: &Slot| IndexRow {
-            id: s.info.id.clone(),
-            guild_id: 1,
-            name: "k7".into(),
-            prefix: "gk_live_Ab3d".into(),
-            environment: Environment::Live,
-            scopes: Scopes::parse("bans.read").unwrap(),
-            expires_at: None,
-            revoked_at: None,
-            rate_limit_per_minute: 60,
-            allowed_ips: AllowedIps::default(),
-            allowed_roles: AllowedRoles::default(),
-            suspended: false,
-            ban_budget: None,
-            role_budget: None,
-            hash: s.hash,
-            previous: None,
-        };
-        t.replace(&id, Some(row(&rotated)));
+        let rotated = IndexRow { hash: KeyHash([99; 32]), ..row(7, None) };
+        t.replace(&id, Some(rotated));
         assert!(t.find(&KeyHash([7; 32])).is_none(), "the old secret no longer works");
         assert_eq!(t.find(&KeyHash([99; 32])), t.find_id(&id));
         assert_eq!((t.entries.len(), t.by_id.len()), (50, 50));

@@ -139,36 +139,13 @@ pub(super) fn events(rows: Vec<EventRow>) -> anyhow::Result<Vec<AuditEvent>> {
     rows.into_iter().map(AuditEvent::try_from).collect()
 }
 
-/// One index row as the JSON array each backend builds per row (id, guild,
-/// name, prefix, environment, scopes, expiry, revocation, rate, allowed IPs,
-/// hash and previous hash in hex, the previous hash's expiry, allowed roles,
-/// suspended as 0 or 1, the two budgets), read positionally: one text value
-/// per page of rows instead of one decoded row at a time, which made loading
-/// a million keys take half a minute.
-#[derive(serde::Deserialize)]
-pub(super) struct JsonIndexRow(
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-/// A page of index rows: the JSON array of arrays a backend aggregated.
+/// A page of index rows: the JSON array of arrays SQLite aggregated, one
+/// array per row, positional in [`TypedIndexRow`]'s order (hashes in hex,
+/// `suspended` as 0 or 1): one text value per page of rows instead of one
+/// decoded row at a time, which made loading a million keys from SQLite
+/// take half a minute. (PostgreSQL streams [`TypedIndexRow`]s instead.)
 pub(super) fn index_rows(json: &str) -> anyhow::Result<Vec<IndexRow>> {
-    serde_json::from_str::<Vec<JsonIndexRow>>(json)?.into_iter().map(IndexRow::try_from).collect()
+    serde_json::from_str::<Vec<TypedIndexRow>>(json)?.into_iter().map(IndexRow::try_from).collect()
 }
 
 /// The columns [`TypedIndexRow`] reads, in a `select` list (PostgreSQL).
@@ -176,10 +153,10 @@ pub(super) const INDEX_COLUMNS: &str = "api_key_id, guild_id, name, prefix, envi
      revoked_at, rate_limit_per_minute, allowed_ips, key_hash, previous_hash, previous_hash_expires_at, \
      allowed_roles, suspended_at is not null as suspended, ban_budget, role_budget";
 
-/// One index row as [`INDEX_COLUMNS`] selects it, decoded by the driver:
-/// what a backend that streams rows quickly (PostgreSQL) reads instead of
-/// JSON pages.
-#[derive(sqlx::FromRow)]
+/// One index row as [`INDEX_COLUMNS`] selects it, decoded by the driver
+/// (PostgreSQL), or as one positional JSON array of [`index_rows`]
+/// (SQLite).
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct TypedIndexRow {
     api_key_id: String,
     guild_id: i64,
@@ -191,59 +168,33 @@ pub(super) struct TypedIndexRow {
     revoked_at: Option<i64>,
     rate_limit_per_minute: i64,
     allowed_ips: String,
+    #[serde(deserialize_with = "from_hex")]
     key_hash: Vec<u8>,
+    #[serde(deserialize_with = "from_hex_opt")]
     previous_hash: Option<Vec<u8>>,
     previous_hash_expires_at: Option<i64>,
     allowed_roles: String,
+    #[serde(deserialize_with = "from_int_bool")]
     suspended: bool,
     ban_budget: Option<i64>,
     role_budget: Option<i64>,
 }
 
-impl TryFrom<JsonIndexRow> for IndexRow {
-    type Error = anyhow::Error;
+/// Bytes from hex text (SQLite's `hex()`); bad or missing hex is no bytes,
+/// which [`index_row`] refuses as a corrupt hash.
+fn from_hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    Ok(from_hex_opt(d)?.unwrap_or_default())
+}
 
-    fn try_from(r: JsonIndexRow) -> anyhow::Result<Self> {
-        let JsonIndexRow(
-            api_key_id,
-            guild_id,
-            name,
-            prefix,
-            environment,
-            scopes,
-            expires_at,
-            revoked_at,
-            rate_limit_per_minute,
-            allowed_ips,
-            hash,
-            previous,
-            previous_hash_expires_at,
-            allowed_roles,
-            suspended,
-            ban_budget,
-            role_budget,
-        ) = r;
-        let key_hash = hash.as_deref().and_then(from_hex).ok_or_else(|| anyhow::anyhow!("corrupt key hash"))?;
-        index_row(TypedIndexRow {
-            api_key_id,
-            guild_id,
-            name,
-            prefix,
-            environment,
-            scopes,
-            expires_at,
-            revoked_at,
-            rate_limit_per_minute,
-            allowed_ips,
-            key_hash: key_hash.0.to_vec(),
-            previous_hash: previous.as_deref().and_then(from_hex).map(|h| h.0.to_vec()),
-            previous_hash_expires_at,
-            allowed_roles,
-            suspended: suspended != 0,
-            ban_budget,
-            role_budget,
-        })
-    }
+fn from_hex_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    let hex: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(hex.and_then(|h| hex::decode(h).ok()))
+}
+
+/// A flag SQLite gives as 0 or 1.
+fn from_int_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let n: i64 = serde::Deserialize::deserialize(d)?;
+    Ok(n != 0)
 }
 
 impl TryFrom<TypedIndexRow> for IndexRow {
@@ -276,14 +227,6 @@ fn index_row(r: TypedIndexRow) -> anyhow::Result<IndexRow> {
         hash,
         previous: r.previous_hash.as_deref().and_then(hash_of).zip(r.previous_hash_expires_at.map(from_millis)),
     })
-}
-
-/// A 32-byte hash from its hex text (SQLite's `hex()`, PostgreSQL's
-/// `encode(…, 'hex')`; empty or null for no hash).
-fn from_hex(s: &str) -> Option<KeyHash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(KeyHash(out))
 }
 
 /// The columns [`WebhookRow`] reads, in a `select` list.

@@ -11,12 +11,6 @@ use crate::keys::{KeyId, KeyRecord};
 use crate::store::rows::{self, id_from_sql, id_to_sql, to_millis, KeyRow, KEY_COLUMNS};
 use crate::store::{AuditChannelBefore, GuildSetting, IndexRow, KeyChanges, NewKeyRow, Rotation};
 
-/// Index rows as one JSON array per query (see [`rows::index_rows`]).
-const INDEX_JSON: &str = "coalesce(json_agg(json_build_array(api_key_id, guild_id, name, prefix, environment, \
-     scopes, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, encode(key_hash, 'hex'), \
-     encode(previous_hash, 'hex'), previous_hash_expires_at, allowed_roles, (suspended_at is not null)::int, \
-     ban_budget, role_budget))::text, '[]')";
-
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 impl PgStore {
@@ -141,11 +135,9 @@ impl PgStore {
     }
 
     pub async fn index_row(&self, id: &KeyId) -> anyhow::Result<Option<IndexRow>> {
-        let (json,): (String,) = sqlx::query_as(&format!("select {INDEX_JSON} from api_key where api_key_id = $1"))
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(rows::index_rows(&json)?.into_iter().next())
+        let sql = format!("select {} from api_key where api_key_id = $1", rows::INDEX_COLUMNS);
+        let row = sqlx::query_as::<_, rows::TypedIndexRow>(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?;
+        row.map(IndexRow::try_from).transpose()
     }
 
     pub async fn key_change_head(&self) -> anyhow::Result<i64> {
