@@ -728,6 +728,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_streaming_in_keeps_a_current_index_current_but_never_revives_a_stale_one() {
+        let index = KeyIndex::default();
+        index.watch(1_000);
+        index.caught_up(1_000); // the first load
+        assert_eq!(index.fresh_until_ms(), 1_000 + STALE_AFTER_MS);
+        // Rows still arriving 4 s on: fresh for another STALE_AFTER_MS.
+        index.still_current(5_000);
+        assert_eq!(index.fresh_until_ms(), 5_000 + STALE_AFTER_MS);
+        // Past its freshness (or made stale at once by a failed own write),
+        // progress alone does not make it current again.
+        index.still_current(5_000 + STALE_AFTER_MS);
+        assert!(index.is_stale_at(5_000 + STALE_AFTER_MS));
+        index.fresh_until_ms.store(0, Ordering::Release);
+        index.still_current(6_000);
+        assert!(index.is_stale_at(6_000));
+        // An unwatched index never goes stale by age, so nothing moves.
+        let unwatched = KeyIndex::default();
+        unwatched.still_current(7_000);
+        assert_eq!(unwatched.fresh_until_ms(), 0);
+    }
+
+    #[test]
     fn replacing_a_key_by_id_drops_its_old_hash_even_when_the_new_row_does_not_name_it() {
         // A rotation without a grace period, seen from another process:
         // the new row holds only the new hash; the old must go all the same.
