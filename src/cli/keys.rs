@@ -170,8 +170,24 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
     let service = KeyService::new(store.clone(), config.keys.clone())
         .await
         .map_err(|e| super::database_failure(&config.database.url, e))?;
+    // Every path closes the store, failures included: closing is what
+    // checkpoints SQLite's WAL into the database file.
+    let result = execute(cmd, draft, grace, &service, config).await;
+    store.close().await;
+    result
+}
+
+/// Runs one parsed command against the service.
+async fn execute(
+    cmd: KeysCommand,
+    draft: Option<KeyDraft>,
+    grace: Option<crate::keys::Ttl>,
+    service: &KeyService,
+    config: &Config,
+) -> Result<(), Failure> {
+    let service = service.clone();
     let actor = Actor::Cli;
-    let result = match cmd {
+    match cmd {
         KeysCommand::List { guild, json } => list(&service, guild, json).await,
         KeysCommand::Create(a) => {
             let draft = draft.expect("parsed above");
@@ -213,9 +229,7 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
             }
             Ok(())
         }
-    };
-    store.close().await;
-    result
+    }
 }
 
 /// The secret alone on stdout; what it is, on stderr.

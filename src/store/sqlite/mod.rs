@@ -96,9 +96,23 @@ impl SqliteStore {
         Ok(v)
     }
 
-    /// Closes every connection, waiting for those in use.
+    /// Closes every connection, waiting for those in use, then moves
+    /// everything in the WAL into the database file and empties the WAL
+    /// (`wal_checkpoint(TRUNCATE)`), so that after a clean stop or a lone
+    /// CLI command the database file alone holds every committed change
+    /// and can be copied by itself. Another process still reading keeps
+    /// the checkpoint from completing; that is logged, and the changes stay
+    /// safe in the WAL until that process checkpoints in turn.
     pub async fn close(&self) {
         self.pool.close().await;
+        let mut writer = self.writer.lock().await;
+        match sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(TRUNCATE)").fetch_one(&mut *writer).await {
+            Ok((0, _, _)) => {}
+            Ok((_, log, done)) => {
+                tracing::warn!(wal_pages = log, checkpointed = done, "another process kept the WAL from being emptied at close")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL at close"),
+        }
     }
 }
 
