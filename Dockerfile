@@ -22,10 +22,12 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p guildkey
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home /data guildkey \
+    && groupadd --system --gid 10001 guildkey \
+    && useradd --system --uid 10001 --gid 10001 --home /data guildkey \
     && mkdir -p /data && chown guildkey /data
 COPY --from=build /src/target/release/guildkey /usr/local/bin/guildkey
-USER guildkey
+# Numeric, so Kubernetes' runAsNonRoot can check it (the guildkey user above).
+USER 10001:10001
 WORKDIR /data
 VOLUME /data
 ENV DATABASE_URL=sqlite:///data/guildkey.db?mode=rwc \
