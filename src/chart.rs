@@ -36,8 +36,9 @@ pub struct UsageChart<'a> {
     /// What one bucket is, for the vertical axis: "per hour", "per day".
     pub bucket_label: &'a str,
     /// Legend names in stacking order (the first at the bottom), e.g.
-    /// `["ok", "4xx", "429", "5xx"]`. Colours go by position: green, amber,
-    /// orange, red, then a palette.
+    /// `["ok", "4xx", "429", "5xx"]`. Colours go by position: sky blue,
+    /// orange, navy, dark red (apart for every kind of colour blindness,
+    /// see [`OUTCOME_COLOURS`]), then a palette.
     pub outcomes: &'a [&'a str],
     /// Start of each bucket with one count per outcome, in time order, every
     /// bucket of the period including empty ones (the axis runs from the
@@ -213,9 +214,13 @@ const MUTED: RGBColor = RGBColor(75, 85, 99);
 const AXIS: RGBColor = RGBColor(107, 114, 128);
 const GRID: RGBColor = RGBColor(229, 231, 235);
 
-/// ok, 4xx, 429, 5xx.
-const OUTCOME_COLOURS: [RGBColor; 4] =
-    [RGBColor(22, 163, 74), RGBColor(245, 179, 11), RGBColor(234, 88, 12), RGBColor(220, 38, 38)];
+/// ok, 4xx, 429, 5xx: sky blue and orange (Okabe and Ito's), navy, dark
+/// red. Every pair stays at least 34 apart in CIEDE2000, for normal vision
+/// and after Machado et al. (2009)'s protanopia, deuteranopia and
+/// tritanopia at full severity (the test below checks at least 10); green,
+/// amber, orange and red, the obvious choice, fall to 7.
+pub const OUTCOME_COLOURS: [RGBColor; 4] =
+    [RGBColor(86, 180, 233), RGBColor(230, 159, 0), RGBColor(30, 58, 138), RGBColor(153, 27, 30)];
 /// Outcomes past the fourth, in turn.
 const PALETTE: [RGBColor; 8] = [
     RGBColor(37, 99, 235),
@@ -248,6 +253,8 @@ struct Prepared {
     /// Sum per outcome.
     totals: Vec<u64>,
     max_bucket: u64,
+    /// The largest bucket the count axis shows whole (see [`axis_top`]).
+    axis_top: u64,
 }
 
 impl Prepared {
@@ -276,12 +283,31 @@ impl Prepared {
             .filter(|step| *step > 0)
             .min()
             .unwrap_or_else(|| width_from_label(chart.bucket_label));
-        Ok(Self { buckets, width, totals, max_bucket })
+        let axis_top = axis_top(buckets.iter().map(|(_, c)| c.iter().fold(0u64, |a, n| a.saturating_add(*n))));
+        Ok(Self { buckets, width, totals, max_bucket, axis_top })
     }
 
     fn total(&self) -> u64 {
         self.totals.iter().fold(0u64, |a, c| a.saturating_add(*c))
     }
+}
+
+/// A bucket more than this many times the median of the non-empty ones is
+/// a spike: drawn broken, so that it does not flatten every other bar.
+const SPIKE_RATIO: u64 = 10;
+/// The least height of a bar with any request, in pixels.
+const MIN_BAR_PX: i32 = 4;
+
+/// The count axis's top: the largest bucket total that is not a spike (at
+/// most [`SPIKE_RATIO`] times the median of the non-empty buckets). Bars
+/// above it are drawn to the top of the plot, broken, with their count
+/// written beside them.
+fn axis_top(totals: impl Iterator<Item = u64>) -> u64 {
+    let mut totals: Vec<u64> = totals.filter(|t| *t > 0).collect();
+    totals.sort_unstable();
+    let Some(median) = totals.get(totals.len().saturating_sub(1) / 2).copied() else { return 0 };
+    let limit = median.saturating_mul(SPIKE_RATIO);
+    totals.iter().rev().copied().find(|t| *t <= limit).unwrap_or(median)
 }
 
 /// A lone bucket's length, from its label.
@@ -440,7 +466,7 @@ fn draw(root: &Area<'_>, chart: &UsageChart<'_>, data: &Prepared) -> DrawResult 
     };
     let x = TimeAxis::new(first.0..last.0 + data.width);
     let step = x.step;
-    let y = CountAxis::new(data.max_bucket);
+    let y = CountAxis::new(data.axis_top);
     let y_desc = format!("requests {}", chart.bucket_label.trim());
     let mut plot = ChartBuilder::on(&body)
         .margin_left(MARGIN as u32 - 4)
@@ -478,33 +504,51 @@ fn draw(root: &Area<'_>, chart: &UsageChart<'_>, data: &Prepared) -> DrawResult 
         return Ok(());
     }
 
-    // Bars in pixels, so that every non-zero count is at least one pixel
-    // tall and the stacks are contiguous.
+    // Bars in pixels, so that every non-empty bucket is at least
+    // MIN_BAR_PX tall, every non-zero count at least one pixel, and the
+    // stacks are contiguous.
     let area = plot.plotting_area();
     let x_px = |t: i64| area.map_coordinate(&(t, 0)).0;
     let y_px = |n: u64| area.map_coordinate(&(first.0, n)).1;
     let top = y_px(area.get_y_range().end);
     let zero = y_px(0);
+    let base = zero + 1; // the row under a bar (zero is the grid line on the axis)
     let bucket_px = f64::from(x_px(first.0 + data.width) - x_px(first.0));
     // A gap between bars when they are wide enough to show one.
     let inset = if bucket_px >= 6.0 { (data.width as f64 * 0.12) as i64 } else { 0 };
+    let count_style = font(11.0, MUTED);
     for (start, counts) in &data.buckets {
+        let total = counts.iter().fold(0u64, |a, c| a.saturating_add(*c));
+        if total == 0 {
+            continue;
+        }
         let left = x_px(start + inset);
         // plotters fills a rectangle up to, not including, its second corner.
         let right = x_px(start + data.width - inset).max(left + 1);
-        let mut below = zero + 1; // the row under the next segment (zero is the grid line on the axis)
+        let broken = total > data.axis_top;
+        let height = if broken { base - top } else { (base - y_px(total)).clamp(MIN_BAR_PX, base - top) };
+        let mut below = base;
         let mut sum = 0u64;
         for (position, count) in counts.iter().enumerate() {
             if *count == 0 {
                 continue;
             }
             sum = sum.saturating_add(*count);
-            let row = y_px(sum).min(below - 1).max(top);
+            let rise = (f64::from(height) * sum as f64 / total as f64).round() as i32;
+            let row = (base - rise).min(below - 1).max(top);
             if row >= below {
                 break;
             }
             root.draw(&Rectangle::new([(left, row), (right, below)], colour(position).filled()))?;
             below = row;
+        }
+        if broken {
+            // The break: a gap across the bar near its top, and its count.
+            root.draw(&Rectangle::new([(left, top + 8), (right, top + 12)], BACKGROUND.filled()))?;
+            let label = compact(total);
+            let label_width = text_width(root, &label, &count_style)?;
+            let x = if right + 3 + label_width < WIDTH as i32 - MARGIN { right + 3 } else { left - 3 - label_width };
+            root.draw(&Text::new(label, (x, top + 2), count_style.clone()))?;
         }
     }
     Ok(())
@@ -569,7 +613,7 @@ fn fit(root: &Area<'_>, text: &str, style: &TextStyle<'_>, width: i32) -> Result
 }
 
 /// 12345 → "12,345".
-fn grouped(n: u64) -> String {
+pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -727,6 +771,123 @@ mod tests {
         let axis = TimeAxis::new(at(1, 0)..at(31, 0));
         assert_eq!(axis.step, 7 * DAY);
         assert_eq!(time_label(axis.step, axis.ticks[0]), "Dec 7");
+    }
+
+    /// sRGB (0–255) to CIE L*a*b* (D65), through linear RGB and XYZ.
+    fn lab(rgb: [f64; 3]) -> deltae::LabValue {
+        let [r, g, b] = rgb.map(|c| linear(c / 255.0));
+        let x = (0.4124564 * r + 0.3575761 * g + 0.1804375 * b) / 0.95047;
+        let y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
+        let z = (0.0193339 * r + 0.1191920 * g + 0.9503041 * b) / 1.08883;
+        let f = |t: f64| if t > 216.0 / 24389.0 { t.cbrt() } else { (24389.0 / 27.0 * t + 16.0) / 116.0 };
+        let (fx, fy, fz) = (f(x), f(y), f(z));
+        deltae::LabValue::new((116.0 * fy - 16.0) as f32, (500.0 * (fx - fy)) as f32, (200.0 * (fy - fz)) as f32)
+            .expect("a colour in range")
+    }
+
+    fn linear(c: f64) -> f64 {
+        if c < 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    }
+
+    fn gamma(c: f64) -> f64 {
+        let c = c.clamp(0.0, 1.0);
+        if c < 0.0031308 {
+            c * 12.92
+        } else {
+            1.055 * c.powf(1.0 / 2.4) - 0.055
+        }
+    }
+
+    /// Machado, Oliveira and Fernandes (2009), severity 1.0, on linear RGB
+    /// (the matrices DaltonLens simulates with).
+    const PROTANOPIA: [[f64; 3]; 3] =
+        [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]];
+    const DEUTERANOPIA: [[f64; 3]; 3] =
+        [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.01182, 0.04294, 0.968881]];
+    const TRITANOPIA: [[f64; 3]; 3] =
+        [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.3039]];
+
+    fn simulate(c: RGBColor, m: &[[f64; 3]; 3]) -> [f64; 3] {
+        let rgb = [c.0, c.1, c.2].map(|v| linear(f64::from(v) / 255.0));
+        m.map(|row| 255.0 * gamma(row[0] * rgb[0] + row[1] * rgb[1] + row[2] * rgb[2]))
+    }
+
+    #[test]
+    fn outcome_colours_stay_apart_for_every_kind_of_colour_blindness() {
+        let normal = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        let visions = [
+            ("normal", normal),
+            ("protanopia", PROTANOPIA),
+            ("deuteranopia", DEUTERANOPIA),
+            ("tritanopia", TRITANOPIA),
+        ];
+        let mut least = f32::MAX;
+        for (vision, m) in visions {
+            for i in 0..OUTCOME_COLOURS.len() {
+                for j in i + 1..OUTCOME_COLOURS.len() {
+                    let (a, b) = (lab(simulate(OUTCOME_COLOURS[i], &m)), lab(simulate(OUTCOME_COLOURS[j], &m)));
+                    let difference = *deltae::DeltaE::new(a, b, deltae::DEMethod::DE2000).value();
+                    assert!(
+                        difference >= 10.0,
+                        "{vision}: {} and {} differ by {difference:.1}",
+                        OUTCOME_COLOURS_NAMES[i],
+                        OUTCOME_COLOURS_NAMES[j]
+                    );
+                    least = least.min(difference);
+                }
+            }
+        }
+        assert!(least > 30.0, "the palette's least CIEDE2000 difference fell to {least:.1}");
+    }
+
+    const OUTCOME_COLOURS_NAMES: [&str; 4] = OUTCOMES;
+
+    /// The height in pixels of each bar below the header, left to right:
+    /// runs of columns holding an outcome colour.
+    fn bar_heights(pixels: &[u8]) -> Vec<usize> {
+        let is_bar = |x: usize, y: usize| {
+            let i = (y * WIDTH as usize + x) * 3;
+            OUTCOME_COLOURS.iter().any(|c| pixels[i..i + 3] == [c.0, c.1, c.2])
+        };
+        let mut bars = Vec::new();
+        let mut current: Option<usize> = None;
+        for x in 0..WIDTH as usize {
+            let height = (HEADER_HEIGHT as usize..HEIGHT as usize).filter(|y| is_bar(x, *y)).count();
+            match (height, current) {
+                (0, Some(h)) => {
+                    bars.push(h);
+                    current = None;
+                }
+                (0, None) => {}
+                (h, c) => current = Some(c.unwrap_or(0).max(h)),
+            }
+        }
+        bars.extend(current);
+        bars
+    }
+
+    #[test]
+    fn one_spike_does_not_flatten_the_other_buckets() {
+        let start = Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap();
+        // A median of about 100 requests an hour, a bucket of 2 and one of
+        // 200 times the median.
+        let buckets = series(start, HOUR, 24, |i| match i {
+            9 => vec![19_000, 500, 400, 100],
+            15 => vec![2, 0, 0, 0],
+            _ => vec![90 + i as u64, 3, (i % 3) as u64, (i % 7 == 0) as u64],
+        });
+        let (_, _, pixels) = decode(&render("spike", "per hour", &buckets));
+        let heights = bar_heights(&pixels);
+        assert_eq!(heights.len(), 24, "one bar per non-empty bucket: {heights:?}");
+        assert!(heights.iter().all(|h| *h >= 4), "a bar under 4 px: {heights:?}");
+        let mut sorted = heights.clone();
+        sorted.sort_unstable();
+        assert!(sorted[12] >= 100, "the usual buckets are flattened: {heights:?}");
+        assert_eq!(heights.iter().position(|h| *h == sorted[23]), Some(9), "the spike is the tallest: {heights:?}");
     }
 
     #[test]

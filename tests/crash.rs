@@ -463,7 +463,8 @@ async fn after_a_clean_stop_or_a_lone_cli_command_the_database_file_alone_holds_
     let url = app.url(&format!("/v1/guilds/{DEMO}/bans/1500000000000000777"));
     let resp = app.http.put(url).bearer_auth(&writer).json(&serde_json::json!({ "reason": "backup" })).send().await;
     let body: Value = resp.expect("ban").json().await.expect("JSON");
-    let ban_event = body["data"]["audit_event_id"].as_i64().unwrap_or_else(|| panic!("the ban is acknowledged: {body}"));
+    let ban_event =
+        body["data"]["audit_event_id"].as_i64().unwrap_or_else(|| panic!("the ban is acknowledged: {body}"));
 
     assert!(app.stop().success(), "a clean stop");
     let copy = copy_of_the_file_alone(&app, "after-stop");

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use poise::serenity_prelude as serenity;
 
 use crate::audit::AuditEvent;
+use crate::chart::grouped;
 use crate::keys::{Environment, KeyRecord, KeyStatus, Scope};
 use crate::service::usage_report::{RequestPage, UsageReport, UsageSummary};
 use crate::service::IssuedKey;
@@ -221,6 +222,12 @@ fn request_line(e: &RequestLogEntry) -> String {
     line
 }
 
+/// `n` and its noun, digits grouped as the chart groups them: "1 client
+/// IP", "28,588 requests".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", grouped(n), if n == 1 { one } else { many })
+}
+
 /// `/apikey usage`: totals per outcome, the busiest routes and IPs, and
 /// the error share (the chart, when attached, goes in the embed's image).
 pub fn usage_embed(k: &KeyRecord, r: &UsageReport) -> serenity::CreateEmbed {
@@ -230,11 +237,11 @@ pub fn usage_embed(k: &KeyRecord, r: &UsageReport) -> serenity::CreateEmbed {
         format!("No requests in the last {}.", r.period)
     } else {
         format!(
-            "**{} requests** in the last {} · **{:.1}%** not ok · {} client IPs",
-            r.total,
+            "**{}** in the last {} · **{:.1}%** not ok · {}",
+            counted(r.total, "request", "requests"),
             r.period,
             r.error_share * 100.0,
-            r.distinct_ips
+            counted(r.distinct_ips, "client IP", "client IPs")
         )
     };
     let mut embed = serenity::CreateEmbed::new()
@@ -242,12 +249,15 @@ pub fn usage_embed(k: &KeyRecord, r: &UsageReport) -> serenity::CreateEmbed {
         .colour(serenity::Colour::new(0x5865F2))
         .description(description);
     if r.total > 0 {
-        let lines: Vec<String> = outcomes.iter().map(|(o, n)| format!("`{o}`: {n}")).collect();
+        let lines: Vec<String> = outcomes.iter().map(|(o, n)| format!("`{o}`: {}", grouped(**n))).collect();
         embed = embed.field("By outcome", lines.join("\n"), true);
-        let routes: Vec<String> =
-            r.top_routes.iter().map(|t| format!("`{}`: {} ({} not ok)", t.route, t.count, t.errors)).collect();
+        let routes: Vec<String> = r
+            .top_routes
+            .iter()
+            .map(|t| format!("`{}`: {} ({} not ok)", t.route, grouped(t.count), grouped(t.errors)))
+            .collect();
         embed = embed.field("Top routes", routes.join("\n"), false);
-        let ips: Vec<String> = r.top_ips.iter().map(|t| format!("`{}`: {}", t.ip, t.count)).collect();
+        let ips: Vec<String> = r.top_ips.iter().map(|t| format!("`{}`: {}", t.ip, grouped(t.count))).collect();
         embed = embed.field("Top IPs", ips.join("\n"), true);
     }
     embed.footer(serenity::CreateEmbedFooter::new(format!(
@@ -344,5 +354,12 @@ mod tests {
             assert_eq!(unused_note(k, now), None, "{}", k.name);
         }
         assert!(!list_text(&[revoked, expired, suspended], now).contains("consider revoking"));
+    }
+
+    #[test]
+    fn counts_in_words_are_grouped_and_plural_right() {
+        assert_eq!(counted(1, "client IP", "client IPs"), "1 client IP");
+        assert_eq!(counted(0, "client IP", "client IPs"), "0 client IPs");
+        assert_eq!(counted(28_588, "request", "requests"), "28,588 requests");
     }
 }

@@ -11,7 +11,7 @@ use poise::CreateReply;
 
 use super::error::discord_err;
 use super::{render, Context};
-use crate::service::usage_report::Period;
+use crate::service::usage_report::{Period, UsageReport};
 use crate::service::Error;
 
 type Result<T = ()> = std::result::Result<T, Error>;
@@ -67,24 +67,31 @@ pub async fn apikey_usage(
     let embed = render::usage_embed(&record, &report);
     // The chart: an 800×400 PNG, shown in the embed. Drawing is CPU work,
     // kept off the runtime's threads.
-    let (outcomes, buckets) = report.chart_series();
-    let title = format!("{} · last {}", record.name, report.period);
-    let bucket_label = report.period.bucket_label();
-    let png = tokio::task::spawn_blocking(move || {
-        crate::chart::render_png(&crate::chart::UsageChart {
-            title: &title,
-            bucket_label,
-            outcomes: &outcomes,
-            buckets: &buckets,
-        })
-    })
-    .await
-    .map_err(|e| Error::Internal(anyhow::anyhow!("the chart could not be drawn: {e}")))?
-    .map_err(Error::Internal)?;
+    let name = record.name.clone();
+    let png = tokio::task::spawn_blocking(move || chart_png(&name, &report))
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("the chart could not be drawn: {e}")))?
+        .map_err(Error::Internal)?;
     let embed = embed.image(format!("attachment://{CHART_FILE}"));
     let reply = CreateReply::default().embed(embed).attachment(serenity::CreateAttachment::bytes(png, CHART_FILE));
     ctx.send(reply.ephemeral(true)).await.map_err(discord_err)?;
     Ok(())
+}
+
+/// The chart `/apikey usage` attaches for the key named `key_name`: its
+/// title names the key and the period, its axis the bucket ("per hour").
+/// The README's picture is drawn by this function too (`gkbench
+/// docs-chart`).
+pub fn chart_png(key_name: &str, report: &UsageReport) -> anyhow::Result<Vec<u8>> {
+    let (outcomes, buckets) = report.chart_series();
+    let title = format!("{key_name} · last {}", report.period);
+    let per_bucket = format!("per {}", report.period.bucket_label());
+    crate::chart::render_png(&crate::chart::UsageChart {
+        title: &title,
+        bucket_label: &per_bucket,
+        outcomes: &outcomes,
+        buckets: &buckets,
+    })
 }
 
 /// Page through an API key's latest requests (not successful verifications)

@@ -94,6 +94,9 @@ impl std::fmt::Display for Period {
 /// 429; 429; 5xx.
 pub const CLASSES: [&str; 4] = ["ok", "client_error", "rate_limited", "server_error"];
 
+/// The same classes as a chart's legend shows them (the README's words).
+pub const CLASS_LABELS: [&str; 4] = ["ok", "4xx", "429", "5xx"];
+
 fn class_of(status: u16) -> usize {
     match status {
         0..=399 => 0,
@@ -163,15 +166,15 @@ pub struct IpUsage {
 
 impl UsageReport {
     /// The chart's series, as `crate::chart::UsageChart` takes them: the
-    /// outcome classes, and each bucket's start with its counts in that
-    /// order.
+    /// outcome classes' labels ([`CLASS_LABELS`]), and each bucket's start
+    /// with its counts in that order.
     pub fn chart_series(&self) -> (Vec<&'static str>, Vec<ChartBucket>) {
         let buckets = self
             .buckets
             .iter()
             .map(|b| (b.start, vec![b.ok, b.client_error, b.rate_limited, b.server_error]))
             .collect();
-        (CLASSES.to_vec(), buckets)
+        (CLASS_LABELS.to_vec(), buckets)
     }
 
     /// Requests that were not `ok`.
@@ -350,6 +353,6 @@ mod tests {
         assert_eq!(r.top_routes, [RouteUsage { route: "GET /v1/verify".into(), count: 10, errors: 5 }]);
         assert_eq!((r.distinct_ips, r.top_ips[0].ip.as_str()), (2, "203.0.113.1"));
         let (classes, series) = r.chart_series();
-        assert_eq!((classes.len(), series.len(), &series[23].1), (4, 24, &vec![0, 3, 2, 0]));
+        assert_eq!((classes, series.len(), &series[23].1), (CLASS_LABELS.to_vec(), 24, &vec![0, 3, 2, 0]));
     }
 }

@@ -62,6 +62,10 @@
 //!   7 d in hours and 30 d in days, 50 times each, and prints the median and
 //!   maximum milliseconds per render; `--write` saves the 24 h chart,
 //!   `--write-dir` all three and two empty ones (zero counts, no buckets).
+//! - `docs-chart PNG`: draws the README's usage chart (`docs/usage-chart.png`)
+//!   through the bot's own path (`guildkey::bot::usage::chart_png`) from the
+//!   24 h fixture above, ending 2026-12-03 15:00 UTC; the same file every
+//!   run (a test below holds the committed picture to it).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -111,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         "p99" => p99(arg(1)?),
         "usage" => runtime()?.block_on(usage(arg(1)?, arg(2)?.parse()?)),
         "chart" => chart(&args[1..]),
+        "docs-chart" => std::fs::write(arg(1)?, docs_chart()?).with_context(|| format!("writing {}", arg(1).unwrap())),
         other => bail!("unknown command {other}"),
     }
 }
@@ -1444,4 +1449,46 @@ fn chart(args: &[String]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The README's chart: the 24 h fixture as the usage report the bot would
+/// build for it, drawn by the bot's own function.
+fn docs_chart() -> anyhow::Result<Vec<u8>> {
+    use guildkey::service::usage_report::{Period, UsageBucket, UsageReport, CLASSES};
+    let buckets: Vec<UsageBucket> = usage_buckets(&VIEWS[0])
+        .into_iter()
+        .map(|(start, c)| UsageBucket { start, ok: c[0], client_error: c[1], rate_limited: c[2], server_error: c[3] })
+        .collect();
+    let sums: Vec<u64> = (0..4)
+        .map(|i| buckets.iter().map(|b| [b.ok, b.client_error, b.rate_limited, b.server_error][i]).sum())
+        .collect();
+    let total: u64 = sums.iter().sum();
+    let from = buckets.first().context("the fixture has buckets")?.start;
+    let report = UsageReport {
+        key_id: "key_7kJbQWk3evOIrhMP".into(),
+        period: Period::Day,
+        from,
+        to: from + chrono::Duration::hours(24),
+        bucket_seconds: 3600,
+        buckets,
+        total,
+        outcomes: CLASSES.iter().zip(&sums).map(|(c, n)| (c.to_string(), *n)).collect(),
+        error_share: (total - sums[0]) as f64 / total as f64,
+        top_routes: Vec::new(),
+        top_ips: Vec::new(),
+        distinct_ips: 1,
+    };
+    guildkey::bot::usage::chart_png("game", &report)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `gkbench docs-chart docs/usage-chart.png` reproduces the README's
+    /// picture byte for byte: the picture is what the bot draws.
+    #[test]
+    fn the_readme_chart_is_what_docs_chart_draws() {
+        let committed = include_bytes!("../../../docs/usage-chart.png");
+        let drawn = super::docs_chart().unwrap();
+        assert!(drawn == committed, "docs/usage-chart.png is stale: run `cargo run -p guildkey-bench --bin gkbench -- docs-chart docs/usage-chart.png`");
+    }
 }

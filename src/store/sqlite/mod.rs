@@ -109,7 +109,11 @@ impl SqliteStore {
         match sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(TRUNCATE)").fetch_one(&mut *writer).await {
             Ok((0, _, _)) => {}
             Ok((_, log, done)) => {
-                tracing::warn!(wal_pages = log, checkpointed = done, "another process kept the WAL from being emptied at close")
+                tracing::warn!(
+                    wal_pages = log,
+                    checkpointed = done,
+                    "another process kept the WAL from being emptied at close"
+                )
             }
             Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL at close"),
         }
