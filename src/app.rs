@@ -39,6 +39,7 @@ use crate::discord::rest::{RestGuildOps, GUILD_VIEW_TTL};
 use crate::discord::{GuildOps, SerenityGuildOps};
 use crate::service::actions::{BanCache, GuildActions};
 use crate::service::guard::DiscordGuard;
+use crate::service::health::{BotHealth, BotState};
 use crate::service::{outbox, KeyService};
 use crate::store::Store;
 
@@ -105,20 +106,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     }
 
-    // Discord's REST API through the configured base; a proxy owns rate limits.
-    let mut http = serenity::HttpBuilder::new(token.expose());
-    if config.discord_is_proxied() {
-        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
-    }
-    let http = http.build();
     // The bot's operations read guilds from its gateway cache, attached once
     // the client exists; a listener alone reads them over REST.
-    let (serenity_ops, ops, http): (_, Arc<dyn GuildOps>, _) = if role.runs_bot() {
+    let (serenity_ops, ops): (_, Arc<dyn GuildOps>) = if role.runs_bot() {
         let serenity_ops = Arc::new(SerenityGuildOps::default());
-        (Some(serenity_ops.clone()), serenity_ops, Some(http))
+        (Some(serenity_ops.clone()), serenity_ops)
     } else {
-        (None, Arc::new(RestGuildOps::new(Arc::new(http))), None)
+        (None, Arc::new(RestGuildOps::new(Arc::new(discord_http(&config, token.expose())))))
     };
+    let health = Arc::new(BotHealth::new(if role.runs_bot() { BotState::Connecting } else { BotState::Off }));
     let bans = Arc::new(BanCache::default());
     let guard = Arc::new(DiscordGuard::new(config.discord.invalid_request_budget));
     let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
@@ -137,7 +133,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let addr =
             bound.local_addr().map_err(|e| StartError::Failed(format!("failed to read the bound address: {e}")))?;
         tracing::info!("listening on {addr}");
-        let state = crate::http::AppState::new(actions.clone(), &config.http);
+        let state = crate::http::AppState::new(actions.clone(), &config.http, health.clone());
         let housekeeping = crate::http::spawn_housekeeping(&state);
         let router = crate::http::router(state);
         let server = tokio::spawn(crate::http::serve(bound, router, stopped(stop_rx.clone())));
@@ -146,34 +142,33 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     // Then the bot: the gateway, and the audit channel's posts.
     let mut bot = None;
-    if let (Some(serenity_ops), Some(http)) = (serenity_ops, http) {
+    if let Some(serenity_ops) = serenity_ops {
         let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
-        let data =
-            crate::bot::Data { keys: keys.clone(), actions: actions.clone(), bans, guard, webhooks: webhooks.clone() };
-        let framework = crate::bot::framework(data, config.discord.register_commands);
-        let mut client =
-            serenity::ClientBuilder::new_with_http(http, crate::bot::intents(config.discord.message_content_intent))
-                .framework(framework)
-                .await
-                .map_err(|e| StartError::Failed(format!("failed to set up the Discord client: {e}")))?;
-        serenity_ops.attach(client.http.clone(), client.cache.clone());
+        let data = crate::bot::Data {
+            keys: keys.clone(),
+            actions: actions.clone(),
+            bans,
+            guard,
+            webhooks: webhooks.clone(),
+            health: health.clone(),
+        };
         // Only the bot posts to audit channels: a listener alone records
         // events, and the bot sharing its database posts them (claimed, so
         // several bots would not post one twice).
         let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
         // Webhook deliveries likewise come from the bot (claimed, each once).
         let hooks = tokio::spawn(crate::service::webhooks::run(webhooks, stopped(stop_rx.clone())));
-        let shard_manager = client.shard_manager.clone();
-        let shards = (config.discord.shards, config.discord.shard_ids);
-        let gateway = tokio::spawn(async move {
-            use crate::config::Shards;
-            match shards {
-                (Shards::Auto, _) => client.start_autosharded().await,
-                // serenity's range is first..last with `last` included.
-                (Shards::Count(total), Some((first, last))) => client.start_shard_range(first..last, total).await,
-                (Shards::Count(total), None) => client.start_shards(total).await,
-            }
-        });
+        let shard_manager = Arc::new(std::sync::Mutex::new(None));
+        let supervisor = Supervisor {
+            config: config.clone(),
+            token: token.clone(),
+            data,
+            ops: serenity_ops,
+            health: health.clone(),
+            shard_manager: shard_manager.clone(),
+            stop: stop_rx.clone(),
+        };
+        let gateway = tokio::spawn(supervisor.run());
         bot = Some((gateway, shard_manager, poster, hooks));
     }
     let upkeep = {
@@ -191,8 +186,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let outcome = tokio::select! {
         () = shutdown_signal() => Ok(()),
         result = bot_stopped => match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StartError::Failed(format!("the Discord bot stopped: {e}; check DISCORD_TOKEN and discord.api_base_url"))),
+            Ok(()) => Ok(()),
             Err(e) => Err(StartError::Failed(format!("the Discord bot crashed: {e}"))),
         },
     };
@@ -200,8 +194,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let posters = match bot {
-        Some((_, shard_manager, poster, hooks)) => {
-            shard_manager.shutdown_all().await;
+        Some((gateway, shard_manager, poster, hooks)) => {
+            let running = shard_manager.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(manager) = running {
+                manager.shutdown_all().await;
+            }
+            let _ = gateway.await;
             Some((poster, hooks))
         }
         None => None,
@@ -246,4 +244,116 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+/// Discord's REST API through the configured base; a proxy owns rate limits.
+fn discord_http(config: &Config, token: &str) -> serenity::Http {
+    let mut http = serenity::HttpBuilder::new(token);
+    if config.discord_is_proxied() {
+        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
+    }
+    http.build()
+}
+
+/// The longest wait between two attempts to connect the bot.
+const BOT_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A session that lasted this long was a success: the next failure waits
+/// the shortest time again.
+const BOT_SESSION_HEALTHY: Duration = Duration::from_secs(60);
+
+/// Keeps the bot connected: connects, and when Discord refuses the token,
+/// cannot be reached or the gateway stops, says why, waits (1 s, doubling
+/// to [`BOT_RETRY_MAX`]) and connects again, until the process stops. The
+/// listener keeps serving keys meanwhile, and `/healthz` reports the state.
+struct Supervisor {
+    config: Config,
+    token: crate::config::Secret,
+    data: crate::bot::Data,
+    ops: Arc<SerenityGuildOps>,
+    health: Arc<BotHealth>,
+    /// The running client's shard manager, for shutdown.
+    shard_manager: Arc<std::sync::Mutex<Option<Arc<serenity::ShardManager>>>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut delay = Duration::from_secs(1);
+        while !*self.stop.borrow() {
+            self.health.set(BotState::Connecting);
+            let started = std::time::Instant::now();
+            let (state, cause) = match self.session().await {
+                Ok(()) if *self.stop.borrow() => return,
+                Ok(()) => (BotState::Failed, "the gateway session ended".to_owned()),
+                Err(e) => self.diagnose(&e),
+            };
+            if started.elapsed() >= BOT_SESSION_HEALTHY {
+                delay = Duration::from_secs(1);
+            }
+            self.health.set(state);
+            tracing::error!("{cause}; the listener keeps serving keys; connecting again in {} s", delay.as_secs());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = self.stop.wait_for(|s| *s) => return,
+            }
+            delay = (delay * 2).min(BOT_RETRY_MAX);
+        }
+    }
+
+    /// One session: asks Discord for the gateway (which tells a refused
+    /// token or an unreachable Discord apart before any gateway traffic),
+    /// then runs the gateway until it stops.
+    async fn session(&self) -> serenity::Result<()> {
+        let http = discord_http(&self.config, self.token.expose());
+        http.get_bot_gateway().await?;
+        let framework = crate::bot::framework(self.data.clone(), self.config.discord.register_commands);
+        let mut client = serenity::ClientBuilder::new_with_http(
+            http,
+            crate::bot::intents(self.config.discord.message_content_intent),
+        )
+        .framework(framework)
+        .await?;
+        self.ops.attach(client.http.clone(), client.cache.clone());
+        *self.shard_manager.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.shard_manager.clone());
+        if *self.stop.borrow() {
+            return Ok(());
+        }
+        use crate::config::Shards;
+        match (self.config.discord.shards, self.config.discord.shard_ids) {
+            (Shards::Auto, _) => client.start_autosharded().await,
+            // serenity's range is first..last with `last` included.
+            (Shards::Count(total), Some((first, last))) => client.start_shard_range(first..last, total).await,
+            (Shards::Count(total), None) => client.start_shards(total).await,
+        }
+    }
+
+    /// The state a failure leaves the bot in, and one line naming the cause.
+    fn diagnose(&self, e: &serenity::Error) -> (BotState, String) {
+        let url = &self.config.discord.api_base_url;
+        match e {
+            serenity::Error::Gateway(serenity::GatewayError::InvalidAuthentication) => (
+                BotState::TokenRefused,
+                "Discord's gateway refused the bot token; check DISCORD_TOKEN (discord.token)".to_owned(),
+            ),
+            serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(answer)) if answer.status_code == 401 => (
+                BotState::TokenRefused,
+                format!("Discord refused the bot token (401 from {url}); check DISCORD_TOKEN (discord.token)"),
+            ),
+            serenity::Error::Http(serenity::HttpError::Request(cause)) => (
+                BotState::Unreachable,
+                format!("Discord could not be reached at {url} (discord.api_base_url): {}", request_cause(cause)),
+            ),
+            other => (BotState::Failed, format!("the Discord bot stopped: {other}")),
+        }
+    }
+}
+
+/// A request error's innermost cause ("connection refused"), never the
+/// request's URL with its query.
+fn request_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }

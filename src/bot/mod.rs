@@ -22,6 +22,7 @@ use crate::service::guard::DiscordGuard;
 use crate::service::{Error, KeyService};
 
 /// What every command can reach.
+#[derive(Clone)]
 pub struct Data {
     pub keys: KeyService,
     /// Acting on Discord beyond messages (the leak guard's AutoMod rule).
@@ -32,6 +33,8 @@ pub struct Data {
     pub guard: Arc<DiscordGuard>,
     /// The server's webhook (`/apikey webhook`), and bans seen on the gateway.
     pub webhooks: crate::service::webhooks::WebhookService,
+    /// Set to connected when the gateway session is ready.
+    pub health: Arc<crate::service::health::BotHealth>,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, Error>;
@@ -72,6 +75,7 @@ pub fn framework(data: Data, register: RegisterCommands) -> poise::Framework<Dat
         .setup(move |ctx, ready, framework| {
             Box::pin(async move {
                 tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "connected to Discord");
+                data.health.set(crate::service::health::BotState::Connected);
                 let commands = &framework.options().commands;
                 let registered = match register {
                     RegisterCommands::Global => poise::builtins::register_globally(ctx, commands).await,

@@ -88,10 +88,12 @@ pub struct Shared {
     /// Whose `X-Forwarded-For` is believed.
     forwarding: extract::Forwarding,
     max_body_bytes: usize,
+    /// The bot's state, for `/healthz`.
+    pub bot: Arc<crate::service::health::BotHealth>,
 }
 
 impl AppState {
-    pub fn new(actions: Arc<GuildActions>, http: &HttpConfig) -> Self {
+    pub fn new(actions: Arc<GuildActions>, http: &HttpConfig, bot: Arc<crate::service::health::BotHealth>) -> Self {
         for warning in http.warnings() {
             tracing::warn!("{warning}");
         }
@@ -105,6 +107,7 @@ impl AppState {
             doc: std::sync::OnceLock::new(),
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
+            bot,
         }))
     }
 }

@@ -139,17 +139,20 @@ pub async fn audit_log(
     Ok(ok(serde_json::json!({ "events": events, "next_before": next_before })))
 }
 
-/// Liveness: answers without touching Discord or the database.
+/// Liveness: answers without touching Discord or the database, 200 while
+/// the listener is up whatever Discord does; `bot` says how this process's
+/// Discord bot is doing (`off` when it runs none).
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The listener is up", body = inline(Envelope<Health>))))]
-pub async fn healthz() -> Response {
-    ok(Health { status: "ok" })
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    ok(Health { status: "ok", bot: state.bot.get() })
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]
     status: &'static str,
+    bot: crate::service::health::BotState,
 }
 
 /// The most tokens one leaked-token report may carry.

@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod guard;
+pub mod health;
 pub mod index;
 pub mod lease;
 pub mod outbox;
