@@ -1,7 +1,9 @@
 //! `cargo run -p discord-double [-- --port 8787] [--guilds 10000]`: runs the double with the
-//! demo world (plus that many synthetic guilds) for manual testing and benchmarks. Prints the
-//! REST base URL, the gateway URL and the demo ids, then reads commands from stdin (type
-//! `help`); when stdin closes it keeps serving until Ctrl-C.
+//! demo world (plus that many synthetic guilds) for manual testing and benchmarks, on
+//! 127.0.0.1:8787 unless told otherwise (`--port 0`: any free port). Prints the REST base URL,
+//! the gateway URL and the demo ids, then reads commands from stdin (type `help`); when stdin
+//! closes it keeps serving until Ctrl-C. Slash commands' answers print as a person reads them:
+//! the text, then each embed's title, description and fields, then the buttons.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -32,6 +34,62 @@ commands:
   reconnect | invalid [resumable] | drop gateway op 7 / op 9 / dropped connection
   quit";
 
+/// Where the double listens unless told otherwise (`--port`, `DISCORD_DOUBLE_PORT`).
+const DEFAULT_PORT: u16 = 8787;
+
+/// An answer as a person reads it in Discord: who sees it, the text (a
+/// secret stays on one line), each embed's title, description and fields,
+/// the buttons with their ids (for `click`), then the follow-ups.
+fn readable(r: &InteractionReply) -> String {
+    let mut out = Vec::new();
+    let seen_by = if r.flags & 64 != 0 { "only the user sees this" } else { "everyone in the channel sees this" };
+    out.push(format!("({seen_by}{})", r.message_id.map(|id| format!("; message {id}")).unwrap_or_default()));
+    message_lines(&r.content, &r.embeds, &r.components, &mut out);
+    for choice in &r.choices {
+        out.push(format!("  choice: {} = {}", choice["name"].as_str().unwrap_or(""), choice["value"]));
+    }
+    for followup in &r.followups {
+        out.push(format!("follow-up {}:", followup.id));
+        message_lines(&followup.content, &followup.embeds, &followup.components, &mut out);
+    }
+    out.join("\n")
+}
+
+fn message_lines(content: &str, embeds: &[serde_json::Value], components: &[serde_json::Value], out: &mut Vec<String>) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    if !content.is_empty() {
+        out.push(content.to_owned());
+    }
+    for embed in embeds {
+        out.push(format!("┃ {}", text(&embed["title"])));
+        for line in text(&embed["description"]).lines() {
+            out.push(format!("┃ {line}"));
+        }
+        for field in embed["fields"].as_array().into_iter().flatten() {
+            out.push(format!("┃ {}:", text(&field["name"])));
+            for line in text(&field["value"]).lines() {
+                out.push(format!("┃   {line}"));
+            }
+        }
+        if let Some(footer) = embed["footer"]["text"].as_str() {
+            out.push(format!("┃ ({footer})"));
+        }
+        if let Some(image) = embed["image"]["url"].as_str() {
+            out.push(format!("┃ [image {image}]"));
+        }
+    }
+    let mut buttons = Vec::new();
+    for row in components {
+        for c in row["components"].as_array().into_iter().flatten() {
+            let label = c["label"].as_str().or(c["placeholder"].as_str()).unwrap_or("");
+            buttons.push(format!("[{label}] {}", c["custom_id"].as_str().unwrap_or("")));
+        }
+    }
+    if !buttons.is_empty() {
+        out.push(format!("buttons: {}", buttons.join("  ")));
+    }
+}
+
 fn info(double: &Double) -> String {
     format!(
         "discord-double running\n\
@@ -48,7 +106,11 @@ fn info(double: &Double) -> String {
         double.base_url(),
         double.api_url(),
         double.gateway_url(),
-        if double.validating() { "on" } else { "OFF (openapi.json not found)" },
+        if double.validating() {
+            "on"
+        } else {
+            "off (set DISCORD_OPENAPI_PATH to Discord's openapi.json to check every request against it)"
+        },
         synthetic_info(double),
     )
 }
@@ -128,14 +190,14 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
             }
             let sent = b.send().await?;
             match double.wait_for_response(&sent, wait).await {
-                Ok(r) => format!("interaction {}\n{r:#?}", sent.id),
+                Ok(r) => format!("interaction {}\n{}", sent.id, readable(&r)),
                 Err(e) => format!("interaction {} sent; {e}", sent.id),
             }
         }
         "reply" => {
             let id = parse_id(words.next(), "interaction id")?;
             let sent = SentInteraction { id, token: String::new(), channel_id: 0 };
-            format!("{:#?}", double.interaction_response(&sent))
+            double.interaction_response(&sent).map_or_else(|| "no answer yet".to_owned(), |r| readable(&r))
         }
         "click" => {
             let guild = parse_id(words.next(), "guild id")?;
@@ -144,7 +206,7 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
             let custom_id = words.next().ok_or_else(|| anyhow::anyhow!("missing custom_id"))?;
             let sent = double.click(guild, user, message, custom_id).await?;
             match double.wait_for_response(&sent, wait).await {
-                Ok(r) => format!("interaction {}\n{r:#?}", sent.id),
+                Ok(r) => format!("interaction {}\n{}", sent.id, readable(&r)),
                 Err(e) => format!("interaction {} sent; {e}", sent.id),
             }
         }
@@ -192,7 +254,8 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber_init();
-    let mut port = std::env::var("DISCORD_DOUBLE_PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    let mut port =
+        std::env::var("DISCORD_DOUBLE_PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
     let mut guilds = match std::env::var("DISCORD_DOUBLE_GUILDS") {
         Ok(n) => parse_count(&n, "DISCORD_DOUBLE_GUILDS")?,
         Err(_) => 0,
@@ -200,11 +263,15 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+            "--port" => {
+                let value = args.next().unwrap_or_default();
+                port = value.parse().map_err(|_| anyhow::anyhow!("--port must be a port number, not `{value}`"))?;
+            }
             "--guilds" => guilds = parse_count(&args.next().unwrap_or_default(), "--guilds")?,
             "-h" | "--help" => {
                 println!(
                     "usage: discord-double [--port N] [--guilds N]   (env DISCORD_DOUBLE_PORT, DISCORD_DOUBLE_GUILDS)\n\
+                     \x20 --port N     listen on 127.0.0.1:N (default {DEFAULT_PORT}; 0 for any free port)\n\
                      \x20 --guilds N   add N synthetic guilds to the demo world (default 0)\n\n{HELP}"
                 );
                 return Ok(());
@@ -212,8 +279,11 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
+    discord_double::schema::QUIET_WHEN_ABSENT.store(true, std::sync::atomic::Ordering::Relaxed);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let double = Double::start_on(DoubleConfig::demo().with_synthetic_guilds(guilds), addr).await?;
+    let double = Double::start_on(DoubleConfig::demo().with_synthetic_guilds(guilds), addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not listen on {addr} ({e:#}); another double running? try --port 0"))?;
     println!("{}\ntype `help` for commands", info(&double));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

@@ -171,6 +171,10 @@ pub fn spec_path() -> PathBuf {
     }
 }
 
+/// Set by the interactive double (`cargo run -p discord-double`), whose banner says
+/// whether requests are validated: no warning about a missing spec then.
+pub static QUIET_WHEN_ABSENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Loads (once per process) and returns the spec's status.
 pub fn spec_status() -> SpecStatus {
     static STATUS: OnceLock<SpecStatus> = OnceLock::new();
@@ -178,6 +182,9 @@ pub fn spec_status() -> SpecStatus {
         .get_or_init(|| {
             let path = spec_path();
             if !path.exists() {
+                if QUIET_WHEN_ABSENT.load(std::sync::atomic::Ordering::Relaxed) {
+                    return SpecStatus::Absent(path);
+                }
                 eprintln!(
                     "discord-double: {} not found; Discord schema validation is SKIPPED \
                      (set DISCORD_OPENAPI_PATH; under CI=true this is a failure)",
