@@ -66,6 +66,37 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     Ok(store)
 }
 
+/// `guildkey migrate`: opens and migrates the database named by the
+/// config, then closes it.
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    open_store(config).await?.close().await;
+    Ok(())
+}
+
+/// The service on the configured database, for one operator command
+/// (`guildkey keys …`), with no listener and no bot.
+pub struct Operator {
+    pub service: KeyService,
+    store: Store,
+}
+
+impl Operator {
+    /// Opens and migrates the database and loads the service on it.
+    pub async fn open(config: &Config) -> Result<Self, StartError> {
+        let store = open_store(config).await?;
+        let service = KeyService::new(store.clone(), config.keys.clone())
+            .await
+            .map_err(|e| database_error(&config.database.url, e))?;
+        Ok(Self { service, store })
+    }
+
+    /// Closes the database. Call it on every path, failures included:
+    /// closing is what checkpoints SQLite's WAL into the database file.
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+}
+
 /// A database that cannot be opened or migrated: say why and what to do.
 pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
     let advice = if crate::store::is_postgres_url(url) {

@@ -16,6 +16,8 @@
 //! - Adapters, thin translations over the service: [`cli`] (clap).
 //! - [`config`] and [`telemetry`]: settings and logging.
 
+#![warn(clippy::self_named_module_files)]
+
 pub mod app;
 pub mod audit;
 pub mod bot;

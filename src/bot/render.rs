@@ -9,8 +9,7 @@ use crate::audit::AuditEvent;
 use crate::chart::grouped;
 use crate::keys::{Environment, KeyRecord, KeyStatus, Scope};
 use crate::service::usage_report::{RequestPage, UsageReport, UsageSummary};
-use crate::service::IssuedKey;
-use crate::store::RequestLogEntry;
+use crate::service::{IssuedKey, RequestLogEntry};
 
 /// Discord allows 25 fields per embed.
 const MAX_FIELDS: usize = 25;

@@ -10,8 +10,7 @@ use super::error::discord_err;
 use super::{render, Context};
 use crate::audit::Actor;
 use crate::service::webhooks::{EventType, SetWebhook, WebhookReport};
-use crate::service::Error;
-use crate::store::{DeliveryRecord, DeliveryState};
+use crate::service::{DeliveryRecord, DeliveryState, Error};
 
 type Result<T = ()> = std::result::Result<T, Error>;
 

@@ -138,11 +138,6 @@ impl From<crate::app::StartError> for Failure {
     }
 }
 
-/// A database that cannot be opened or migrated: say why and what to do.
-pub(crate) fn database_failure(url: &str, cause: anyhow::Error) -> Failure {
-    crate::app::database_error(url, cause).into()
-}
-
 /// Parses arguments, runs the command, returns the process exit code.
 pub fn main() -> ExitCode {
     // `.env` before the arguments, so a GUILDKEY_CONFIG it sets names the

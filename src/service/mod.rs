@@ -18,6 +18,10 @@ pub mod usage;
 pub mod usage_report;
 pub mod webhooks;
 
+/// Store rows the adapters show as they are (a request-log line, a webhook
+/// delivery), so no adapter imports the store.
+pub use crate::store::{DeliveryRecord, DeliveryState, RequestLogEntry};
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;

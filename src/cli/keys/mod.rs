@@ -11,7 +11,7 @@ mod webhook;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{migrate::open, Failure};
+use super::Failure;
 use crate::audit::Actor;
 use crate::config::Config;
 use crate::keys::KeyRecord;
@@ -166,14 +166,11 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
         KeysCommand::Rotate { grace: Some(g), .. } => Some(parse_grace(g)?),
         _ => None,
     };
-    let store = open(config).await?;
-    let service = KeyService::new(store.clone(), config.keys.clone())
-        .await
-        .map_err(|e| super::database_failure(&config.database.url, e))?;
+    let operator = crate::app::Operator::open(config).await?;
     // Every path closes the store, failures included: closing is what
     // checkpoints SQLite's WAL into the database file.
-    let result = execute(cmd, draft, grace, &service, config).await;
-    store.close().await;
+    let result = execute(cmd, draft, grace, &operator.service, config).await;
+    operator.close().await;
     result
 }
 

@@ -1,0 +1,220 @@
+//! Every setting, written once: its section, key, type, default, kind (how
+//! it is read, validated and shown, [`super::values`]) and environment
+//! variable, if it has one. `settings!` turns the table into the public
+//! sections, their defaults, the serde-derived file sections (each with
+//! `deny_unknown_fields`), the environment overrides and `config check`'s
+//! lines, in table order.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::values::{
+    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, Register, RetryDelays, Role, ShardCount,
+    ShardIds, Token,
+};
+use super::{
+    ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
+    DISCORD_API_DEFAULT,
+};
+
+/// Generates, from one table: each section's public struct and `Default`;
+/// its file form (serde, unknown keys refused, every key optional, each
+/// value validated as it is read); [`Config`]; [`File`]; [`apply_env`];
+/// [`describe`].
+macro_rules! settings {
+    ($(
+        $(#[$section_meta:meta])*
+        $section:ident: $Section:ident, $FileSection:ident {
+            $(
+                $(#[$field_meta:meta])*
+                $field:ident: $ty:ty = $default:expr, $kind:ty $(, env $env:literal)?;
+            )*
+        }
+    )*) => {
+        $(
+            $(#[$section_meta])*
+            pub struct $Section {
+                $( $(#[$field_meta])* pub $field: $ty, )*
+            }
+
+            impl Default for $Section {
+                fn default() -> Self {
+                    Self { $( $field: $default, )* }
+                }
+            }
+
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $FileSection {
+                $( $field: Option<Checked<$kind>>, )*
+            }
+
+            impl $FileSection {
+                fn apply(self, to: &mut $Section) {
+                    $( if let Some(Checked(v)) = self.$field { to.$field = v; } )*
+                }
+            }
+        )*
+
+        /// Every setting in effect.
+        #[derive(Debug, Clone, Default)]
+        pub struct Config {
+            $( pub $section: $Section, )*
+        }
+
+        /// The config file as serde reads it: every section optional,
+        /// unknown sections and keys refused.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct File {
+            $( $section: Option<$FileSection>, )*
+        }
+
+        impl File {
+            /// Sets what the file sets.
+            pub(super) fn apply(self, cfg: &mut Config) {
+                $( if let Some(s) = self.$section { s.apply(&mut cfg.$section); } )*
+            }
+        }
+
+        /// Environment overrides, each named in its error as
+        /// `VARIABLE (section.key)`.
+        pub(super) fn apply_env(cfg: &mut Config, var: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+            $($($(
+                if let Some(v) = var($env) {
+                    cfg.$section.$field = <$kind as Kind>::from_env(&v).map_err(|message| {
+                        ConfigError::new(format!("{} ({}.{})", $env, stringify!($section), stringify!($field)), message)
+                    })?;
+                }
+            )?)*)*
+            Ok(())
+        }
+
+        /// The effective settings, one `section.key = value` a line,
+        /// secrets masked.
+        pub(super) fn describe(cfg: &Config) -> Vec<String> {
+            vec![$($(
+                format!(
+                    "{}.{} = {}",
+                    stringify!($section),
+                    stringify!($field),
+                    <$kind as Kind>::show(&cfg.$section.$field)
+                ),
+            )*)*]
+        }
+    };
+}
+
+settings! {
+    #[derive(Debug, Clone)]
+    discord: DiscordConfig, DiscordFile {
+        /// Required for `run` only; the CLI works without it.
+        token: Option<Secret> = None, Token, env "DISCORD_TOKEN";
+        api_base_url: String = DISCORD_API_DEFAULT.to_owned(), BaseUrl, env "DISCORD_API_BASE_URL";
+        register_commands: RegisterCommands = RegisterCommands::Global, Register, env "GUILDKEY_REGISTER_COMMANDS";
+        /// Invalid answers (401, 403, 429) Discord may give one guild's calls
+        /// in 10 minutes before guildkey stops calling Discord for that guild
+        /// until the count falls again. Discord cuts the bot off from its API
+        /// for every guild after 10,000 from one IP.
+        invalid_request_budget: u32 = 50, Int<u32, 1, 5000>;
+        /// The operator enabled the privileged MESSAGE_CONTENT intent for the
+        /// bot: the leak guard then also revokes a key it catches in a message.
+        message_content_intent: bool = false, Flag;
+        /// How many gateway shards the bot runs in all.
+        shards: Shards = Shards::Auto, ShardCount, env "GUILDKEY_SHARDS";
+        /// The shards this process runs, first to last inclusive (`None`: all).
+        shard_ids: Option<(u32, u32)> = None, ShardIds, env "GUILDKEY_SHARD_IDS";
+    }
+
+    #[derive(Debug, Clone)]
+    database: DatabaseConfig, DatabaseFile {
+        url: String = "sqlite://data/guildkey.db?mode=rwc".to_owned(), DbUrl, env "DATABASE_URL";
+    }
+
+    #[derive(Debug, Clone)]
+    http: HttpConfig, HttpFile {
+        bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), Bind, env "GUILDKEY_HTTP_BIND";
+        trust_forwarded_for: bool = false, Flag;
+        /// Peers whose `X-Forwarded-For` is believed (with `trust_forwarded_for`);
+        /// empty means any peer's, as before this key existed.
+        trusted_proxies: Vec<ipnet::IpNet> = Vec::new(), Cidrs, env "GUILDKEY_HTTP_TRUSTED_PROXIES";
+        max_body_bytes: usize = 16_384, Int<usize, 1, { 64 * 1024 * 1024 }>;
+    }
+
+    #[derive(Debug, Clone)]
+    keys: KeysConfig, KeysFile {
+        max_per_guild: u32 = 3, Int<u32, 1, 1000>;
+        prefix: String = "gk".to_owned(), KeyPrefix;
+        default_rate_limit_per_minute: u32 = 60, Int<u32, 1, 100_000>;
+        last_used_flush_seconds: u64 = 5, Int<u64, 1, 3600>;
+        /// Bans a key may make in 10 minutes before the breaker suspends it,
+        /// unless the key sets its own.
+        default_ban_budget: u32 = 30, Int<u32, 1, 10_000>;
+        /// Role changes likewise.
+        default_role_budget: u32 = 300, Int<u32, 1, 10_000>;
+        /// How often the upkeep looks for keys whose expiry reminder is due
+        /// (`keys.expiry_check_seconds`).
+        expiry_check_seconds: u64 = 60, Int<u64, 1, 3600>;
+    }
+
+    #[derive(Debug, Clone)]
+    log: LogConfig, LogFile {
+        format: LogFormat = LogFormat::Pretty, Format, env "GUILDKEY_LOG_FORMAT";
+    }
+
+    /// What `guildkey run` runs.
+    #[derive(Debug, Clone)]
+    run: RunConfig, RunFile {
+        /// The process's role: the listener, the bot, or both.
+        only: ProcessRole = ProcessRole::Both, Role, env "GUILDKEY_ONLY";
+    }
+
+    /// Where webhooks may point and how their deliveries are retried.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    webhooks: WebhooksConfig, WebhooksFile {
+        /// Accept `http://` webhook URLs (only `https://` otherwise).
+        allow_http: bool = false, Flag;
+        /// Accept webhook URLs whose host is (or resolves to) a private,
+        /// loopback, link-local, unique-local, CGNAT or unspecified address:
+        /// for a receiver on the operator's own network. Off, such a URL is
+        /// refused when set and again at every delivery (DNS can change).
+        allow_private_addresses: bool = false, Flag;
+        /// The wait after each failed attempt before the next; a message is
+        /// given up once they are used up.
+        retry_delays: Vec<Duration> = DEFAULT_RETRY_DELAYS_SECONDS.map(Duration::from_secs).to_vec(), RetryDelays;
+    }
+
+    /// How long usage counters and the request log are kept
+    /// (`service::usage`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    usage: UsageConfig, UsageFile {
+        /// Minute buckets are kept this many hours (then only their hours).
+        minute_retention_hours: u32 = 48, Int<u32, 2, { 24 * 31 }>;
+        /// Hour buckets (and requests per IP) are kept this many days.
+        hour_retention_days: u32 = 90, Int<u32, 1, 3660>;
+        /// The newest requests kept in each key's request log; 0 keeps none.
+        request_log_per_key: u32 = 200, Int<u32, 0, 100_000>;
+    }
+}
+
+impl HttpConfig {
+    /// Settings that work but are probably not what the operator meant, one
+    /// line each (`guildkey config check` prints them, `run` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.trust_forwarded_for && self.trusted_proxies.is_empty() {
+            warnings.push(
+                "http.trust_forwarded_for is true but http.trusted_proxies is empty: any client can choose its IP \
+                 with X-Forwarded-For; list your reverse proxies in http.trusted_proxies"
+                    .to_owned(),
+            );
+        }
+        if !self.trust_forwarded_for && !self.trusted_proxies.is_empty() {
+            warnings.push(
+                "http.trusted_proxies is set but http.trust_forwarded_for is false: X-Forwarded-For is ignored"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+}

@@ -1,0 +1,37 @@
+//! What guildkey asks of Discord on behalf of the API and the audit log,
+//! behind one trait ([`GuildOps`]) so the service never sees serenity, and
+//! its two implementations: on serenity's `Http` and gateway cache
+//! ([`SerenityGuildOps`], a process running the bot), and on `Http` alone
+//! with guild facts read over REST and cached briefly ([`rest::RestGuildOps`],
+//! a listener started with `--only http`, which has no gateway connection).
+//!
+//! When REST goes through a proxy or test double, serenity's own
+//! ratelimiter is off (the proxy owns rate limiting), so a 429 reaches us:
+//! [`SerenityGuildOps`] waits and retries a few times before giving up.
+//!
+//! One file per concern:
+//! - `port`: the [`GuildOps`] trait, [`GuildInfo`], [`DiscordError`] and
+//!   Discord's error [`codes`];
+//! - [`permissions`]: permission bits and the guild hierarchy
+//!   ([`Standing`], [`RoleFacts`]), pure rules;
+//! - `shield`: [`InvalidAnswers`], the count of Discord's 401/403/429
+//!   answers that the service's guard reads;
+//! - `serenity_ops`: [`SerenityGuildOps`], retries and 429 handling;
+//! - [`rest`]: [`rest::RestGuildOps`] for a listener without a gateway;
+//! - `embeds`: the audit channel's embed and buttons;
+//! - `escape`: user-typed text shown as typed ([`escape`], [`escape_within`]).
+
+mod embeds;
+mod escape;
+pub mod permissions;
+mod port;
+pub mod rest;
+mod serenity_ops;
+mod shield;
+
+pub use embeds::{audit_embed, AUDIT_BUTTON_PREFIX};
+pub use escape::{escape, escape_within};
+pub use permissions::{RoleFacts, Standing};
+pub use port::{codes, DiscordError, GuildInfo, GuildOps};
+pub use serenity_ops::{SerenityGuildOps, DISCORD_TIMEOUT, MAX_RETRY_WAIT};
+pub use shield::{InvalidAnswers, INVALID_WINDOW};

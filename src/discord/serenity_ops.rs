@@ -1,0 +1,416 @@
+//! [`SerenityGuildOps`]: [`GuildOps`] on serenity's `Http` and gateway
+//! cache. When REST goes through a proxy or test double, serenity's own
+//! ratelimiter is off (the proxy owns rate limiting), so a 429 reaches us:
+//! requests wait and retry a few times before giving up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serenity::all::{Cache, ChannelId, CreateMessage, GuildId, Http, HttpError, LightMethod, RoleId, Route, UserId};
+use serenity::http::Request;
+
+use super::embeds::{audit_buttons, audit_embed};
+use super::{codes, DiscordError, GuildInfo, GuildOps, InvalidAnswers, RoleFacts, Standing};
+use crate::audit::AuditEvent;
+
+/// [`GuildOps`] on serenity. Created before the Discord client exists (so
+/// the HTTP listener can start first) and attached to it once built; until
+/// then Discord-backed calls answer "unavailable".
+#[derive(Default)]
+pub struct SerenityGuildOps {
+    http: std::sync::OnceLock<Arc<Http>>,
+    /// The gateway cache; never set under [`super::rest::RestGuildOps`], which
+    /// uses these operations for REST only.
+    cache: std::sync::OnceLock<Arc<Cache>>,
+    /// Sends requests itself when serenity's ratelimiter is off (a proxy or
+    /// the test double), so a 429's `retry_after` can be read and honoured.
+    raw: std::sync::OnceLock<reqwest::Client>,
+    /// The last guild info seen in the cache, per guild. After a fresh
+    /// identify, READY lists every guild as unavailable and serenity drops it
+    /// from the cache until its GUILD_CREATE arrives; meanwhile this answers,
+    /// so a reconnect never makes `GET /v1/guilds/{id}` say "not in guild".
+    last_seen: std::sync::Mutex<std::collections::HashMap<u64, GuildInfo>>,
+    /// Every 401, 403 and 429 Discord answered, by guild.
+    invalid: InvalidAnswers,
+}
+
+/// Retries of a request Discord answered with 429 or 5xx.
+const RETRIES: u32 = 2;
+/// The longest 429 `retry_after` worth waiting for inside an API call;
+/// beyond it the call fails at once rather than hold the caller.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// How long one request to Discord may take. With [`SEND_BUDGET`] it keeps
+/// a ban (a check, then the ban) well inside the listener's 30-second limit,
+/// so the caller hears "Discord did not answer" rather than a bare timeout.
+pub const DISCORD_TIMEOUT: Duration = Duration::from_secs(8);
+/// No retry starts that could end past this, counted from the first try.
+const SEND_BUDGET: Duration = Duration::from_secs(12);
+
+/// One failed try: why, and how long Discord asked us to wait (429).
+struct Failed {
+    error: DiscordError,
+    retry_after: Option<Duration>,
+}
+
+impl From<DiscordError> for Failed {
+    fn from(error: DiscordError) -> Self {
+        Self { error, retry_after: None }
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> DiscordError {
+    DiscordError::Unavailable(e.without_url().to_string())
+}
+
+impl SerenityGuildOps {
+    /// Connects these operations to the client's REST handle and cache.
+    pub fn attach(&self, http: Arc<Http>, cache: Arc<Cache>) {
+        let _ = self.http.set(http);
+        let _ = self.cache.set(cache);
+    }
+
+    /// REST alone, with no gateway cache: the guild facts answer "not known".
+    pub(super) fn rest_only(http: Arc<Http>) -> Self {
+        let ops = Self::default();
+        let _ = ops.http.set(http);
+        ops
+    }
+
+    fn http(&self) -> Result<&Arc<Http>, DiscordError> {
+        self.http.get().ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
+    }
+
+    /// One try of a request; its JSON body (`Null` for 204) on success.
+    /// An answer Discord counts as invalid is counted for `guild`.
+    async fn attempt(&self, guild: Option<u64>, request: Request<'static>) -> Result<serde_json::Value, Failed> {
+        let outcome = self.attempt_once(request).await;
+        if let Err(Failed { error: DiscordError::Refused { status: 401 | 403 | 429, .. }, .. }) = &outcome {
+            self.invalid.record(guild);
+        }
+        outcome
+    }
+
+    async fn attempt_once(&self, request: Request<'static>) -> Result<serde_json::Value, Failed> {
+        let http = self.http()?;
+        let response = if http.ratelimiter.is_some() {
+            // On Discord itself serenity's ratelimiter owns 429s.
+            http.request(request).await.map_err(map_error)?
+        } else {
+            let client = self.raw.get_or_init(reqwest::Client::new);
+            let built = request
+                .build(client, http.token(), http.proxy.as_deref())
+                .map_err(map_error)?
+                .build()
+                .map_err(unavailable)?;
+            let response = client.execute(built).await.map_err(unavailable)?;
+            if !response.status().is_success() {
+                return Err(refusal(response).await);
+            }
+            response
+        };
+        let bytes = response.bytes().await.map_err(unavailable)?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs a request, retrying after a 429 (waiting its `retry_after`, if
+    /// not too long) and after 5xx with a short backoff.
+    pub(super) async fn send(
+        &self,
+        guild: u64,
+        make: impl Fn() -> Request<'static>,
+    ) -> Result<serde_json::Value, DiscordError> {
+        self.send_with(Some(guild), make, true).await
+    }
+
+    /// [`Self::send`]; when not `idempotent` (a new message) only a 429 is
+    /// retried, since after a 5xx or a lost connection the message may
+    /// already be there.
+    pub(super) async fn send_with(
+        &self,
+        guild: Option<u64>,
+        make: impl Fn() -> Request<'static>,
+        idempotent: bool,
+    ) -> Result<serde_json::Value, DiscordError> {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            let Failed { error, retry_after } =
+                match tokio::time::timeout(DISCORD_TIMEOUT, self.attempt(guild, make())).await {
+                    Ok(Ok(body)) => return Ok(body),
+                    Ok(Err(failed)) => failed,
+                    // Not retried: Discord may have made the change all the same.
+                    Err(_) => {
+                        return Err(DiscordError::Unavailable(format!(
+                            "Discord did not answer within {} s; the change may or may not have been made",
+                            DISCORD_TIMEOUT.as_secs()
+                        )))
+                    }
+                };
+            let retryable = match &error {
+                DiscordError::Refused { status: 429, .. } => true,
+                DiscordError::Refused { status, .. } => idempotent && *status >= 500,
+                DiscordError::Unavailable(_) => idempotent,
+            };
+            let wait = retry_after.unwrap_or(Duration::from_millis(500 * u64::from(attempt + 1)));
+            let over_budget = started.elapsed() + wait + DISCORD_TIMEOUT > SEND_BUDGET;
+            if !retryable || attempt >= RETRIES || wait > MAX_RETRY_WAIT || over_budget {
+                return Err(error);
+            }
+            attempt += 1;
+            tracing::warn!(error = %error, attempt, wait_ms = wait.as_millis() as u64, "Discord request failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Reads Discord's error body; for a 429 also how long to wait (the body's
+/// `retry_after`, else the `Retry-After` header), said in the message too.
+async fn refusal(response: reqwest::Response) -> Failed {
+    let status = response.status().as_u16();
+    let header_wait = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let mut message = body["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
+    let retry_after = (status == 429)
+        .then(|| body["retry_after"].as_f64().or(header_wait))
+        .flatten()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
+    if let Some(wait) = retry_after {
+        message = format!("{message} Retry after {:.1} s.", wait.as_secs_f64());
+    }
+    let code = body["code"].as_i64().unwrap_or(0);
+    Failed { error: DiscordError::Refused { status, code, message }, retry_after }
+}
+
+/// Adds `X-Audit-Log-Reason` so Discord's own audit log names the key.
+fn with_reason(mut request: Request<'static>, reason: &str) -> Request<'static> {
+    // Discord takes 1–512 URL-encoded UTF-8 characters.
+    let truncated: String = reason.chars().take(512).collect();
+    let headers = request.headers_mut().get_or_insert_with(Default::default);
+    if let Ok(value) = url_encode(&truncated).parse() {
+        headers.insert("X-Audit-Log-Reason", value);
+    }
+    request
+}
+
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn map_error(e: serenity::Error) -> DiscordError {
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => DiscordError::Refused {
+            status: r.status_code.as_u16(),
+            code: r.error.code as i64,
+            message: r.error.message,
+        },
+        other => DiscordError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl GuildOps for SerenityGuildOps {
+    async fn guild_info(&self, guild_id: u64) -> Result<Option<GuildInfo>, DiscordError> {
+        Ok(self.cached_guild_info(guild_id))
+    }
+
+    async fn role_exists(&self, guild_id: u64, role_id: u64) -> Option<bool> {
+        let cache = self.cache.get()?;
+        let guild = cache.guild(GuildId::new(guild_id))?;
+        Some(guild.roles.contains_key(&RoleId::new(role_id)))
+    }
+
+    async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError> {
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        match self.send(guild_id, || Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Get)).await
+        {
+            Ok(ban) => Ok(Some(ban["reason"].as_str().map(str::to_owned))),
+            Err(e) if e.code() == Some(codes::UNKNOWN_BAN) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ban(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        delete_message_seconds: u32,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "delete_message_seconds": delete_message_seconds }))
+            .expect("JSON of plain values");
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        self.send(guild_id, || {
+            let put = Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Put);
+            with_reason(put.body(Some(body.clone())), audit_reason)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn unban(&self, guild_id: u64, user_id: u64, audit_reason: &str) -> Result<(), DiscordError> {
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        self.send(guild_id, || {
+            with_reason(Request::new(Route::GuildBan { guild_id: g, user_id: u }, LightMethod::Delete), audit_reason)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>, DiscordError> {
+        let (g, u) = (GuildId::new(guild_id), UserId::new(user_id));
+        let get = || Request::new(Route::GuildMember { guild_id: g, user_id: u }, LightMethod::Get);
+        match self.send(guild_id, get).await {
+            Ok(member) => Ok(Some(
+                member["roles"]
+                    .as_array()
+                    .map(|roles| roles.iter().filter_map(|r| r.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default(),
+            )),
+            Err(e) if e.code() == Some(codes::UNKNOWN_MEMBER) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_role(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        role_id: u64,
+        add: bool,
+        audit_reason: &str,
+    ) -> Result<(), DiscordError> {
+        let route = Route::GuildMemberRole {
+            guild_id: GuildId::new(guild_id),
+            user_id: UserId::new(user_id),
+            role_id: role_id.into(),
+        };
+        let method = if add { LightMethod::Put } else { LightMethod::Delete };
+        self.send(guild_id, || with_reason(Request::new(route, method), audit_reason)).await.map(drop)
+    }
+
+    async fn post_audit(&self, channel_id: u64, event: &AuditEvent) -> Result<(), DiscordError> {
+        // Through `send_with`, so a 429 is waited out rather than losing the post.
+        let mut message = CreateMessage::new().embed(audit_embed(event));
+        if let Some(buttons) = audit_buttons(event) {
+            message = message.components(vec![buttons]);
+        }
+        let body = serde_json::to_vec(&message).expect("JSON of a message builder");
+        let channel_id = ChannelId::new(channel_id);
+        let post = || Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post).body(Some(body.clone()));
+        self.send_with(Some(event.guild_id), post, false).await.map(drop)
+    }
+
+    async fn create_leak_rule(
+        &self,
+        guild_id: u64,
+        pattern: &str,
+        alert_channel: Option<u64>,
+    ) -> Result<u64, DiscordError> {
+        let mut actions = vec![serde_json::json!({
+            "type": 1,
+            "metadata": { "custom_message": "This message holds a guildkey API key, so it was blocked. Never paste a key in Discord; rotate it if it was shown anywhere." }
+        })];
+        if let Some(channel) = alert_channel {
+            actions.push(serde_json::json!({ "type": 2, "metadata": { "channel_id": channel.to_string() } }));
+        }
+        let body = serde_json::to_vec(&serde_json::json!({
+            "name": "guildkey: block pasted API keys",
+            "event_type": 1,
+            "trigger_type": 1,
+            "trigger_metadata": { "regex_patterns": [pattern] },
+            "actions": actions,
+            "enabled": true,
+        }))
+        .expect("JSON of plain values");
+        let g = GuildId::new(guild_id);
+        let post = || {
+            let request = Request::new(Route::GuildAutomodRules { guild_id: g }, LightMethod::Post);
+            with_reason(request.body(Some(body.clone())), "guildkey leak guard: block pasted API keys")
+        };
+        let rule = self.send_with(Some(guild_id), post, false).await?;
+        rule["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| DiscordError::Unavailable("Discord's answer had no rule id".into()))
+    }
+
+    async fn delete_automod_rule(&self, guild_id: u64, rule_id: u64) -> Result<(), DiscordError> {
+        let (g, r) = (GuildId::new(guild_id), serenity::all::RuleId::new(rule_id));
+        let delete = || Request::new(Route::GuildAutomodRule { guild_id: g, rule_id: r }, LightMethod::Delete);
+        match self.send(guild_id, delete).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(codes::UNKNOWN_AUTOMOD_RULE) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn standing(&self, guild_id: u64) -> Result<Option<Standing>, DiscordError> {
+        Ok(self.cached_standing(guild_id))
+    }
+
+    fn invalid_answers(&self) -> Option<&InvalidAnswers> {
+        Some(&self.invalid)
+    }
+}
+
+impl SerenityGuildOps {
+    /// The guild from the gateway cache; `None` if the bot is not in it.
+    fn cached_guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
+        let cache = self.cache.get()?;
+        let id = GuildId::new(guild_id);
+        let mut last_seen = self.last_seen.lock().expect("guild info lock poisoned");
+        let Some(guild) = cache.guild(id) else {
+            // Unavailable (an outage or the gap after a fresh READY): the
+            // bot is still in it, so the last known info stands. Gone for
+            // good (GUILD_DELETE, kicked): forget it.
+            if cache.unavailable_guilds().get(&id).is_some() {
+                return last_seen.get(&guild_id).cloned();
+            }
+            last_seen.remove(&guild_id);
+            return None;
+        };
+        let info = GuildInfo {
+            id: guild.id.to_string(),
+            name: guild.name.clone(),
+            member_count: guild.member_count,
+            icon: guild.icon.map(|h| h.to_string()),
+        };
+        last_seen.insert(guild_id, info.clone());
+        Some(info)
+    }
+
+    /// The guild's hierarchy from the gateway cache; `None` until the cache
+    /// holds the guild and the bot's member.
+    fn cached_standing(&self, guild_id: u64) -> Option<Standing> {
+        let cache = self.cache.get()?;
+        let bot_id = cache.current_user().id;
+        let guild = cache.guild(GuildId::new(guild_id))?;
+        let bot = guild.members.get(&bot_id)?;
+        Some(Standing {
+            guild_id,
+            owner_id: guild.owner_id.get(),
+            bot_id: bot_id.get(),
+            bot_roles: bot.roles.iter().map(|r| r.get()).collect(),
+            roles: guild
+                .roles
+                .values()
+                .map(|r| {
+                    let facts =
+                        RoleFacts { permissions: r.permissions.bits(), position: r.position, managed: r.managed };
+                    (r.id.get(), facts)
+                })
+                .collect(),
+        })
+    }
+}
