@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use super::Failure;
-use crate::config::Config;
+use crate::config::{Config, ConfigSource};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -11,9 +11,14 @@ pub enum ConfigCommand {
     Check,
 }
 
-pub fn run(cmd: ConfigCommand, config: &Config) -> Result<(), Failure> {
+pub fn run(cmd: ConfigCommand, config: &Config, source: &ConfigSource) -> Result<(), Failure> {
     match cmd {
         ConfigCommand::Check => {
+            // Which file: on stderr, so that stdout stays the settings alone.
+            match source.file() {
+                Some(path) => eprintln!("config file: {}", path.display()),
+                None => eprintln!("config file: none (no ./config.toml); built-in defaults, .env and the environment"),
+            }
             println!("{}", config.describe());
             for warning in config.http.warnings() {
                 eprintln!("warning: {warning}");

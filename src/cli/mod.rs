@@ -182,7 +182,7 @@ async fn dispatch(opts: Opts) -> Result<(), Failure> {
     match command {
         Command::Run(args) => run::run(config, args).await,
         Command::Migrate => migrate::run(&config).await,
-        Command::Config(cmd) => config_check::run(cmd, &config),
+        Command::Config(cmd) => config_check::run(cmd, &config, &source),
         Command::Keys(cmd) => keys::run(cmd, &config).await,
     }
 }

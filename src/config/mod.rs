@@ -165,6 +165,16 @@ impl ConfigSource {
     pub fn from_arg(path: Option<PathBuf>) -> Self {
         path.map_or(Self::Default, Self::Explicit)
     }
+
+    /// The file [`Config::load`] reads, if any, as an absolute path where it
+    /// can be made one (for `config check` to name).
+    pub fn file(&self) -> Option<PathBuf> {
+        let path = match self {
+            Self::Explicit(path) => path.clone(),
+            Self::Default => Some(PathBuf::from("config.toml")).filter(|p| p.exists())?,
+        };
+        Some(std::path::absolute(&path).unwrap_or(path))
+    }
 }
 
 impl Config {

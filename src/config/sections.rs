@@ -134,7 +134,7 @@ settings! {
     #[derive(Debug, Clone)]
     http: HttpConfig, HttpFile {
         bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), Bind, env "GUILDKEY_HTTP_BIND";
-        trust_forwarded_for: bool = false, Flag;
+        trust_forwarded_for: bool = false, Flag, env "GUILDKEY_HTTP_TRUST_FORWARDED_FOR";
         /// Peers whose `X-Forwarded-For` is believed (with `trust_forwarded_for`);
         /// empty means any peer's, as before this key existed.
         trusted_proxies: Vec<ipnet::IpNet> = Vec::new(), Cidrs, env "GUILDKEY_HTTP_TRUSTED_PROXIES";
