@@ -11,12 +11,7 @@
 //! unreachable a write answers an error in seconds instead of hanging,
 //! and succeeds again by itself once the database is back.
 
-mod alerts;
-mod audit;
-mod keys;
-mod limits;
-mod usage;
-mod webhooks;
+pub(super) mod dialect;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +40,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A handle on a PostgreSQL database; cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     key_changes: Arc<Notify>,
     audit_events: Arc<Notify>,
     listening: Arc<Listening>,
@@ -80,12 +75,6 @@ impl PgStore {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await.context("failed to apply database migrations")
-    }
-
-    /// The head of the change log: it moves with every key change, this
-    /// instance's own included (applying one twice is harmless).
-    pub async fn change_counter(&self) -> anyhow::Result<i64> {
-        self.key_change_head().await
     }
 
     pub fn key_changes_signal(&self) -> Arc<Notify> {
