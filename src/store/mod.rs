@@ -46,40 +46,14 @@
 ///   share (an audit event, a guild setting).
 macro_rules! db_run {
     (read $store:expr, |$c:ident| $body:block) => {
-        match &$store.backend {
-            $crate::store::Backend::Sqlite(db) => {
-                #[allow(unused_imports)]
-                use $crate::store::sqlite::dialect;
-                let mut conn = db.pool.acquire().await?;
-                let $c: &mut sqlx::SqliteConnection = &mut conn;
-                $body
-            }
-            $crate::store::Backend::Postgres(db) => {
-                #[allow(unused_imports)]
-                use $crate::store::postgres::dialect;
-                let mut conn = db.pool.acquire().await?;
-                let $c: &mut sqlx::PgConnection = &mut conn;
-                $body
-            }
-        }
+        db_run!(@on $store, |db, conn| $c $body,
+            sqlite { let mut conn = db.pool.acquire().await?; },
+            postgres { let mut conn = db.pool.acquire().await?; })
     };
     (write $store:expr, |$c:ident| $body:block) => {
-        match &$store.backend {
-            $crate::store::Backend::Sqlite(db) => {
-                #[allow(unused_imports)]
-                use $crate::store::sqlite::dialect;
-                let mut writer = db.writer.lock().await;
-                let $c: &mut sqlx::SqliteConnection = &mut writer;
-                $body
-            }
-            $crate::store::Backend::Postgres(db) => {
-                #[allow(unused_imports)]
-                use $crate::store::postgres::dialect;
-                let mut conn = db.pool.acquire().await?;
-                let $c: &mut sqlx::PgConnection = &mut conn;
-                $body
-            }
-        }
+        db_run!(@on $store, |db, conn| $c $body,
+            sqlite { let mut conn = db.writer.lock().await; },
+            postgres { let mut conn = db.pool.acquire().await?; })
     };
     (transaction $store:expr, |$c:ident| $body:block) => {
         db_run!(@transaction $store, None, |$c| $body)
@@ -88,59 +62,54 @@ macro_rules! db_run {
         db_run!(@transaction $store, Some($guild), |$c| $body)
     };
     (@transaction $store:expr, $lock:expr, |$c:ident| $body:block) => {
-        match &$store.backend {
-            $crate::store::Backend::Sqlite(db) => {
-                #[allow(unused_imports)]
-                use $crate::store::sqlite::dialect;
+        db_run!(@on $store, |db, conn| $c $body,
+            sqlite {
                 let _: Option<u64> = $lock; // the one writer serialises every write
                 let mut writer = db.writer.lock().await;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let out = {
-                    let $c: &mut sqlx::SqliteConnection = &mut tx;
-                    $body
-                };
-                tx.commit().await?;
-                out
-            }
-            $crate::store::Backend::Postgres(db) => {
-                #[allow(unused_imports)]
-                use $crate::store::postgres::dialect;
-                let mut tx = db.pool.begin().await?;
+                let mut conn = sqlx::Connection::begin(&mut *writer).await?;
+            },
+            postgres {
+                let mut conn = db.pool.begin().await?;
                 if let Some(guild_id) = $lock {
-                    $crate::store::postgres::dialect::lock_guild_keys(&mut tx, guild_id).await?;
+                    $crate::store::postgres::dialect::lock_guild_keys(&mut conn, guild_id).await?;
                 }
-                let out = {
-                    let $c: &mut sqlx::PgConnection = &mut tx;
-                    $body
-                };
-                tx.commit().await?;
-                out
-            }
-        }
+            },
+            commit)
     };
     (snapshot $store:expr, |$c:ident| $body:block) => {
+        db_run!(@on $store, |db, conn| $c $body,
+            sqlite { let mut conn = db.pool.begin().await?; },
+            postgres {
+                let mut conn = db.pool.begin().await?;
+                sqlx::query("set transaction isolation level repeatable read read only").execute(&mut *conn).await?;
+            },
+            commit)
+    };
+    // Opens `$conn` as each backend says, runs the body on it, and commits
+    // when asked (a transaction).
+    (@on $store:expr, |$db:ident, $conn:ident| $c:ident $body:block,
+        sqlite { $($sqlite:tt)* }, postgres { $($postgres:tt)* } $(, $commit:ident)?) => {
         match &$store.backend {
-            $crate::store::Backend::Sqlite(db) => {
+            $crate::store::Backend::Sqlite($db) => {
                 #[allow(unused_imports)]
                 use $crate::store::sqlite::dialect;
-                let mut tx = db.pool.begin().await?;
+                $($sqlite)*
                 let out = {
-                    let $c: &mut sqlx::SqliteConnection = &mut tx;
+                    let $c: &mut sqlx::SqliteConnection = &mut $conn;
                     $body
                 };
-                tx.commit().await?;
+                $($conn.$commit().await?;)?
                 out
             }
-            $crate::store::Backend::Postgres(db) => {
+            $crate::store::Backend::Postgres($db) => {
                 #[allow(unused_imports)]
                 use $crate::store::postgres::dialect;
-                let mut tx = db.pool.begin().await?;
-                sqlx::query("set transaction isolation level repeatable read read only").execute(&mut *tx).await?;
+                $($postgres)*
                 let out = {
-                    let $c: &mut sqlx::PgConnection = &mut tx;
+                    let $c: &mut sqlx::PgConnection = &mut $conn;
                     $body
                 };
-                tx.commit().await?;
+                $($conn.$commit().await?;)?
                 out
             }
         }

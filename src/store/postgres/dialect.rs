@@ -76,6 +76,9 @@ pub(crate) async fn record_usage(tx: &mut PgConnection, batch: &[(KeyId, DateTim
     Ok(())
 }
 
+/// Rows in as arrays, a statement per wave of [`waves`]; a new hour row's
+/// buckets are built with `array_fill`, a minute is added to its bucket in
+/// place (subscripted assignment).
 pub(crate) async fn record_counters(
     tx: &mut PgConnection,
     minutes: &[MinuteCount],
@@ -138,6 +141,7 @@ pub(crate) async fn record_counters(
     Ok(())
 }
 
+/// Rows in as arrays; the trim is one statement for every key.
 pub(crate) async fn record_requests(
     tx: &mut PgConnection,
     rows: &[NewRequestLog],
