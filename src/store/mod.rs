@@ -11,13 +11,13 @@
 //!   poll).
 //!
 //! Each statement is written once, in `$N` form (sqlx's SQLite driver binds
-//! `$N` by number), in the file of its tables: [`keys`], [`audit`],
-//! [`webhooks`], [`usage`], [`alerts`], [`limits`]. [`db_run!`] runs it on
+//! `$N` by number), in the file of its tables: `keys.rs`, `audit.rs`,
+//! `webhooks.rs`, `usage.rs`, `alerts.rs`, `limits.rs`. `db_run!` runs it on
 //! whichever connection the store holds. The backend modules keep what the
 //! databases really do differently: connecting, migrating, the change
 //! signal, and in their `dialect` the few statements spelled apart (the
 //! start-up index scan, the last-used flush, the usage counters and
-//! request log, the minute buckets). Rows come back through [`rows`],
+//! request log, the minute buckets). Rows come back through `rows.rs`,
 //! decoded once for both.
 
 /// Runs a body written once on whichever database the store holds, in the

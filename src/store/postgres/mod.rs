@@ -10,6 +10,10 @@
 //! Pools fail fast (a short acquire timeout), so while PostgreSQL is
 //! unreachable a write answers an error in seconds instead of hanging,
 //! and succeeds again by itself once the database is back.
+//!
+//! Its statements are the shared ones (`store/*.rs`, run through
+//! `db_run!` on [`PgStore::pool`]); [`dialect`] holds the few PostgreSQL
+//! spells its own way.
 
 pub(super) mod dialect;
 

@@ -5,6 +5,10 @@
 //! (see [`private_files`]), applies the numbered migrations in
 //! `migrations/`, and lets the key index notice commits made by other
 //! processes ([`SqliteStore::change_counter`]) without reading any table.
+//!
+//! Its statements are the shared ones (`store/*.rs`, run through
+//! `db_run!`, which opens writes on [`SqliteStore::writer`]); [`dialect`]
+//! holds the few SQLite spells its own way.
 
 pub(super) mod dialect;
 
