@@ -148,14 +148,15 @@ pub(super) fn index_rows(json: &str) -> anyhow::Result<Vec<IndexRow>> {
     serde_json::from_str::<Vec<TypedIndexRow>>(json)?.into_iter().map(IndexRow::try_from).collect()
 }
 
-/// The columns [`TypedIndexRow`] reads, in a `select` list (PostgreSQL).
+/// The columns [`TypedIndexRow`] reads, in a `select` list (one key on
+/// either backend, and PostgreSQL's scan).
 pub(super) const INDEX_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, expires_at, \
      revoked_at, rate_limit_per_minute, allowed_ips, key_hash, previous_hash, previous_hash_expires_at, \
      allowed_roles, suspended_at is not null as suspended, ban_budget, role_budget";
 
 /// One index row as [`INDEX_COLUMNS`] selects it, decoded by the driver
-/// (PostgreSQL), or as one positional JSON array of [`index_rows`]
-/// (SQLite).
+/// (one key, or PostgreSQL's scan), or as one positional JSON array of
+/// [`index_rows`] (SQLite's scan).
 #[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct TypedIndexRow {
     api_key_id: String,
@@ -398,8 +399,7 @@ pub(super) fn request_log(rows: Vec<RequestLogRow>) -> Vec<super::RequestLogEntr
 }
 
 /// The columns [`HourRow`] reads, in a `select` list; `minutes` must be
-/// selected as JSON text (SQLite keeps it so; PostgreSQL's array is
-/// converted with `array_to_json`).
+/// selected as JSON text (each backend's `dialect::MINUTES_AS_JSON`).
 pub(super) const HOUR_COLUMNS: &str = "hour, method, route, status, outcome, count";
 
 /// One `usage_hour` row as [`HOUR_COLUMNS`] and its minutes select it.

@@ -1,13 +1,20 @@
 //! What the store keeps of usage: per-key request counters by minute and by
 //! hour, requests per client IP and hour, the request log, and the
-//! refusal-spike alert's state. The calls both backends answer are the usage
-//! block of `impl Store` at the end of `store/mod.rs`. The rules (what is
-//! counted, what is logged, buckets, retention, when a spike is alerted) are
-//! the service's (`service::usage`, `service::usage_report`,
-//! `service::spike`); the store adds up, keeps and drops.
+//! refusal-spike alert's state; each statement once for both backends (see
+//! `db_run!`), except the batched writes of counters and log rows and the
+//! minute buckets' type, which are each backend's own (`dialect`: SQLite
+//! adds to a JSON array with `json_set`, PostgreSQL to an `integer[]`, and
+//! takes rows in as arrays through `unnest`). The rules (what is counted,
+//! what is logged, buckets, retention, when a spike is alerted) are the
+//! service's (`service::usage`, `service::usage_report`, `service::spike`);
+//! the store adds up, keeps and drops.
 
 use chrono::{DateTime, Utc};
 
+use super::audit::insert_audit_in;
+use super::rows::{self, to_millis, HourRow, RequestLogRow, HOUR_COLUMNS, REQUEST_LOG_COLUMNS};
+use super::Store;
+use crate::audit::NewAuditEvent;
 use crate::keys::KeyId;
 
 /// Requests of one key in one minute with one method, route, status and
@@ -112,6 +119,230 @@ pub struct UsageRowsHeld {
 
 /// The statuses that count as refusals for the spike alert.
 pub const REFUSAL_STATUSES: [u16; 3] = [401, 403, 429];
+
+impl Store {
+    /// Adds counted requests, in one transaction: each minute's counts to
+    /// its hour row's total and minute bucket at once (so an hour always
+    /// holds the sum of its minutes, whichever instance flushed them), and
+    /// requests per client IP and hour. Counts with the same key must have
+    /// been added up already. Rows go in sorted, so concurrent flushes from
+    /// several instances lock rows in one order.
+    pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
+        if minutes.is_empty() && ips.is_empty() {
+            return Ok(());
+        }
+        db_run!(transaction self, |tx| { dialect::record_counters(tx, minutes, ips).await? });
+        Ok(())
+    }
+
+    /// Appends requests to the log and trims each key in `trim` to its
+    /// newest `keep_per_key`, in one transaction.
+    pub async fn record_requests(
+        &self,
+        rows: &[NewRequestLog],
+        trim: &[KeyId],
+        keep_per_key: u32,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() && trim.is_empty() {
+            return Ok(());
+        }
+        db_run!(transaction self, |tx| { dialect::record_requests(tx, rows, trim, keep_per_key).await? });
+        Ok(())
+    }
+
+    /// A key's requests per hour in `[from_hour, to_hour)`, by method,
+    /// route, status and outcome, with the minute buckets still kept.
+    pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {
+        let rows = db_run!(read self, |c| {
+            let sql = format!(
+                "select {HOUR_COLUMNS}, case when {} then {} end as minutes \
+                 from usage_hour where api_key_id = $1 and hour >= $2 and hour < $3",
+                dialect::MINUTES_KEPT,
+                dialect::MINUTES_AS_JSON,
+            );
+            sqlx::query_as::<_, HourRow>(&sql)
+                .bind(key.as_str())
+                .bind(from_hour)
+                .bind(to_hour)
+                .fetch_all(&mut *c)
+                .await?
+        });
+        Ok(rows::hours(rows))
+    }
+
+    /// A key's requests per client IP over `[from_hour, to_hour)`, most first.
+    pub async fn usage_ips(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = db_run!(read self, |c| {
+            sqlx::query_as(
+                "select ip, cast(sum(count) as bigint) as n from usage_ip_hour \
+                 where api_key_id = $1 and hour >= $2 and hour < $3 \
+                 group by ip order by n desc, ip",
+            )
+            .bind(key.as_str())
+            .bind(from_hour)
+            .bind(to_hour)
+            .fetch_all(&mut *c)
+            .await?
+        });
+        Ok(rows::counted(rows))
+    }
+
+    /// A key's refusals (401, 403, 429) by outcome over minutes
+    /// `[from_minute, to_minute)` (flushed minutes only, while kept).
+    pub async fn refusals(&self, key: &KeyId, from_minute: i64, to_minute: i64) -> anyhow::Result<Vec<(String, u64)>> {
+        let hours = self.usage_hours(key, from_minute.div_euclid(60), to_minute.div_euclid(60) + 1).await?;
+        let mut by_outcome: std::collections::BTreeMap<String, u64> = Default::default();
+        for h in hours.iter().filter(|h| REFUSAL_STATUSES.contains(&h.status)) {
+            let Some(minutes) = &h.minutes else { continue };
+            let n: u64 = (0..60i64)
+                .filter(|m| (from_minute..to_minute).contains(&(h.hour * 60 + m)))
+                .map(|m| minutes[m as usize])
+                .sum();
+            if n > 0 {
+                *by_outcome.entry(h.outcome.clone()).or_default() += n;
+            }
+        }
+        let mut out: Vec<(String, u64)> = by_outcome.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// A page of a key's request log, newest first, older than the entry
+    /// `before` when given; with `errors_only`, statuses 400 and up only.
+    pub async fn request_log(
+        &self,
+        key: &KeyId,
+        before: Option<i64>,
+        limit: u32,
+        errors_only: bool,
+    ) -> anyhow::Result<Vec<RequestLogEntry>> {
+        let sql = format!(
+            "select {REQUEST_LOG_COLUMNS} from request_log where api_key_id = $1 \
+             and (cast($2 as bigint) is null or request_log_id < $2) and (not $3 or status >= 400) \
+             order by request_log_id desc limit $4"
+        );
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, RequestLogRow>(&sql)
+                .bind(key.as_str())
+                .bind(before)
+                .bind(errors_only)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *c)
+                .await?
+        });
+        Ok(rows::request_log(rows))
+    }
+
+    /// Records that `key` is spiking at `now` and, when this is a new spike
+    /// (none seen in the `quiet_ms` before) and the last alert is at least
+    /// `every_ms` old, that it is alerted, writing `event` in the same
+    /// transaction. Returns whether it was: however many instances see the
+    /// spike, one alert is written (the upsert locks the key's alert row, so
+    /// they take turns and the second sees it alerted).
+    pub async fn claim_usage_alert(
+        &self,
+        key: &KeyId,
+        now: DateTime<Utc>,
+        quiet_ms: i64,
+        every_ms: i64,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        let now_ms = to_millis(now);
+        Ok(db_run!(transaction self, |tx| {
+            let (alerted_at,): (i64,) = sqlx::query_as(
+                "insert into usage_alert (api_key_id, alerted_at, spiking_at) values ($1, $2, $2) \
+                 on conflict (api_key_id) do update set \
+                     alerted_at = case when $2 - usage_alert.spiking_at >= $3 and $2 - usage_alert.alerted_at >= $4 \
+                         then $2 else usage_alert.alerted_at end, \
+                     spiking_at = case when usage_alert.spiking_at > $2 then usage_alert.spiking_at else $2 end \
+                 returning alerted_at",
+            )
+            .bind(key.as_str())
+            .bind(now_ms)
+            .bind(quiet_ms)
+            .bind(every_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            let alerted = alerted_at == now_ms;
+            if alerted {
+                insert_audit_in(&mut *tx, event, now).await?;
+            }
+            alerted
+        }))
+    }
+
+    /// Drops the minute buckets of hours before `minutes_before` (their
+    /// totals stay), hour and IP buckets before `hours_before`, log entries
+    /// before `log_before`, and alert states older than `alerts_before`.
+    pub async fn prune_usage(
+        &self,
+        minutes_before: i64,
+        hours_before: i64,
+        log_before: DateTime<Utc>,
+        alerts_before: DateTime<Utc>,
+    ) -> anyhow::Result<UsageUpkeep> {
+        Ok(db_run!(transaction self, |tx| {
+            let minutes = sqlx::query("update usage_hour set minutes = null where hour < $1 and minutes is not null")
+                .bind(minutes_before.div_euclid(60))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let hours = sqlx::query("delete from usage_hour where hour < $1")
+                .bind(hours_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let ips = sqlx::query("delete from usage_ip_hour where hour < $1")
+                .bind(hours_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let log = sqlx::query("delete from request_log where at < $1")
+                .bind(to_millis(log_before))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("delete from usage_alert where spiking_at < $1 and alerted_at < $1")
+                .bind(to_millis(alerts_before))
+                .execute(&mut *tx)
+                .await?;
+            UsageUpkeep { minutes_dropped: minutes, hour_rows_dropped: hours, ip_rows_dropped: ips, log_rows_dropped: log }
+        }))
+    }
+
+    /// Forgets a deleted key's counters, log and alert state.
+    pub async fn forget_usage(&self, key: &KeyId) -> anyhow::Result<()> {
+        db_run!(transaction self, |tx| {
+            for table in ["usage_hour", "usage_ip_hour", "request_log", "usage_alert"] {
+                sqlx::query(&format!("delete from {table} where api_key_id = $1"))
+                    .bind(key.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// How many usage rows the store holds for a key (tests, operations).
+    pub async fn usage_rows_held(&self, key: &KeyId) -> anyhow::Result<UsageRowsHeld> {
+        let (with_minutes, hour_rows, ip_rows, log_rows): (i64, i64, i64, i64) = db_run!(read self, |c| {
+            let sql = format!(
+                "select (select count(*) from usage_hour where api_key_id = $1 and {}), \
+                     (select count(*) from usage_hour where api_key_id = $1), \
+                     (select count(*) from usage_ip_hour where api_key_id = $1), \
+                     (select count(*) from request_log where api_key_id = $1)",
+                dialect::MINUTES_KEPT
+            );
+            sqlx::query_as(&sql).bind(key.as_str()).fetch_one(&mut *c).await?
+        });
+        Ok(UsageRowsHeld {
+            with_minutes: with_minutes as u64,
+            hour_rows: hour_rows as u64,
+            ip_rows: ip_rows as u64,
+            log_rows: log_rows as u64,
+        })
+    }
+}
 
 /// Minute counts grouped into statements in which each hour row (key,
 /// hour, method, route, status, outcome) appears once (PostgreSQL refuses

@@ -1,11 +1,21 @@
 //! What the store keeps of webhooks: one per guild ([`WebhookRecord`]) and
-//! the queue of deliveries to it ([`DeliveryRecord`]); the calls both
-//! backends answer are the webhook block of `impl Store` at the end of
-//! `store/mod.rs`. The rules (what is sent, when it is retried, when a
-//! webhook is disabled) are the service's (`service::webhooks`); the store
-//! only keeps and claims.
+//! the queue of deliveries to it ([`DeliveryRecord`]), each statement once
+//! for both backends (see `db_run!`). The rules (what is sent, when it is
+//! retried, when a webhook is disabled) are the service's
+//! (`service::webhooks`); the store only keeps and claims. Claims (a
+//! conditional update) keep two instances from attempting one delivery at
+//! once, and marking an audit event looked at is conditional too, so each
+//! event is queued once.
 
 use chrono::{DateTime, Utc};
+
+use super::audit::insert_audit_in;
+use super::rows::{
+    self, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS, EVENT_COLUMNS,
+    WEBHOOK_COLUMNS,
+};
+use super::{Conn, Store};
+use crate::audit::{AuditEvent, NewAuditEvent};
 
 /// A guild's webhook as stored. Its `Debug` never shows the secret.
 #[derive(Clone)]
@@ -144,4 +154,333 @@ pub struct AttemptRecord<'a> {
     pub status: Option<u16>,
     pub error: Option<&'a str>,
     pub next: AttemptNext,
+}
+
+impl Store {
+    /// Sets the guild's webhook (enabled, its failures forgotten), keeping
+    /// its secret unless `replace_secret` or it is new, and writes the
+    /// event `details` makes from whether the secret is `w.secret`, in one
+    /// transaction. Returns whether it is.
+    pub async fn set_webhook(
+        &self,
+        w: &NewWebhook<'_>,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+        details: impl FnOnce(bool) -> serde_json::Value,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |tx| {
+            let (secret,): (String,) = sqlx::query_as(
+                "insert into webhook (guild_id, url, secret, events, enabled, enabled_at, failed_messages, \
+                     created_at, updated_at) values ($1, $2, $3, $4, true, $5, 0, $5, $5) \
+                 on conflict (guild_id) do update set url = excluded.url, events = excluded.events, \
+                     secret = case when $6 then excluded.secret else webhook.secret end, \
+                     enabled_at = case when webhook.enabled then webhook.enabled_at else excluded.enabled_at end, \
+                     enabled = true, disabled_at = null, disabled_reason = null, failed_messages = 0, \
+                     updated_at = excluded.updated_at \
+                 returning secret",
+            )
+            .bind(id_to_sql(w.guild_id))
+            .bind(w.url)
+            .bind(w.secret)
+            .bind(w.events)
+            .bind(to_millis(now))
+            .bind(w.replace_secret)
+            .fetch_one(&mut *tx)
+            .await?;
+            let new_secret = secret == w.secret;
+            let mut event = event.clone();
+            event.details = details(new_secret);
+            insert_audit_in(&mut *tx, &event, now).await?;
+            new_secret
+        }))
+    }
+
+    /// Removes the guild's webhook and its deliveries, with `event`.
+    /// Returns false if it had none.
+    pub async fn remove_webhook(
+        &self,
+        guild_id: u64,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |tx| {
+            let removed = sqlx::query("delete from webhook where guild_id = $1")
+                .bind(id_to_sql(guild_id))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if removed == 0 {
+                return Ok(false);
+            }
+            sqlx::query("delete from webhook_delivery where guild_id = $1")
+                .bind(id_to_sql(guild_id))
+                .execute(&mut *tx)
+                .await?;
+            insert_audit_in(&mut *tx, event, now).await?;
+            true
+        }))
+    }
+
+    /// Disables an enabled webhook, drops its pending deliveries and
+    /// writes `event`, in one transaction. Returns false if it was not
+    /// enabled (another instance disabled it first, or it is gone).
+    pub async fn disable_webhook(
+        &self,
+        guild_id: u64,
+        reason: &str,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |tx| {
+            let disabled = sqlx::query(
+                "update webhook set enabled = false, disabled_at = $1, disabled_reason = $2, updated_at = $1 \
+                 where guild_id = $3 and enabled",
+            )
+            .bind(to_millis(now))
+            .bind(reason)
+            .bind(id_to_sql(guild_id))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if disabled == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "update webhook_delivery set state = $1, next_attempt_at = null, claimed_until = null, done_at = $2 \
+                 where guild_id = $3 and state = 'pending'",
+            )
+            .bind(DeliveryState::Dropped.as_str())
+            .bind(to_millis(now))
+            .bind(id_to_sql(guild_id))
+            .execute(&mut *tx)
+            .await?;
+            insert_audit_in(&mut *tx, event, now).await?;
+            true
+        }))
+    }
+
+    /// The guild's webhook, if it has one.
+    pub async fn webhook(&self, guild_id: u64) -> anyhow::Result<Option<WebhookRecord>> {
+        let sql = format!("select {WEBHOOK_COLUMNS} from webhook where guild_id = $1");
+        let row = db_run!(read self, |c| {
+            sqlx::query_as::<_, WebhookRow>(&sql).bind(id_to_sql(guild_id)).fetch_optional(&mut *c).await?
+        });
+        Ok(row.map(WebhookRecord::from))
+    }
+
+    /// The guild's latest deliveries, newest first.
+    pub async fn webhook_deliveries(&self, guild_id: u64, limit: u32) -> anyhow::Result<Vec<DeliveryRecord>> {
+        let sql = format!(
+            "select {DELIVERY_COLUMNS} from webhook_delivery where guild_id = $1 \
+             order by webhook_delivery_id desc limit $2"
+        );
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, DeliveryRow>(&sql)
+                .bind(id_to_sql(guild_id))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *c)
+                .await?
+        });
+        rows::deliveries(rows)
+    }
+
+    /// Marks every audit event not yet looked at whose guild has no enabled
+    /// webhook (or one set after the event) as looked at, at once; returns
+    /// how many.
+    pub async fn skip_unhooked_audit_events(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        // A read first: most ticks find nothing, and take no write lock.
+        let (any,): (bool,) = db_run!(read self, |c| {
+            sqlx::query_as("select exists (select 1 from audit_event where webhook_checked_at is null)")
+                .fetch_one(&mut *c)
+                .await?
+        });
+        if !any {
+            return Ok(0);
+        }
+        Ok(db_run!(write self, |c| {
+            sqlx::query(
+                "update audit_event set webhook_checked_at = $1 where webhook_checked_at is null and not exists \
+                     (select 1 from webhook w where w.guild_id = audit_event.guild_id and w.enabled \
+                      and w.enabled_at <= audit_event.created_at)",
+            )
+            .bind(to_millis(now))
+            .execute(c)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// Audit events the webhook dispatcher has not looked at, oldest first.
+    pub async fn unchecked_audit_events(&self, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
+        let sql = format!(
+            "select {EVENT_COLUMNS} from audit_event where webhook_checked_at is null order by audit_event_id limit $1"
+        );
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, EventRow>(&sql).bind(i64::from(limit)).fetch_all(&mut *c).await?
+        });
+        rows::events(rows)
+    }
+
+    /// Marks an audit event looked at and queues `delivery` for it (if the
+    /// guild's webhook is still enabled), in one transaction. Returns false
+    /// if another dispatcher looked at it first (nothing queued).
+    pub async fn check_audit_event(
+        &self,
+        audit_event_id: i64,
+        now: DateTime<Utc>,
+        delivery: Option<&NewDelivery<'_>>,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |tx| {
+            let checked = sqlx::query(
+                "update audit_event set webhook_checked_at = $1 \
+                 where audit_event_id = $2 and webhook_checked_at is null",
+            )
+            .bind(to_millis(now))
+            .bind(audit_event_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if checked == 0 {
+                return Ok(false);
+            }
+            if let Some(d) = delivery {
+                queue_delivery_in(&mut *tx, d).await?;
+            }
+            true
+        }))
+    }
+
+    /// Queues a delivery if the guild's webhook is enabled; returns whether.
+    pub async fn queue_delivery(&self, d: &NewDelivery<'_>) -> anyhow::Result<bool> {
+        Ok(db_run!(write self, |c| { queue_delivery_in(c, d).await? }))
+    }
+
+    /// Deliveries due at `now`, unclaimed, to enabled webhooks, the most
+    /// overdue first.
+    pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> anyhow::Result<Vec<DueDelivery>> {
+        let columns = DELIVERY_COLUMNS.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "select {columns}, d.body, w.url, w.secret from webhook_delivery d \
+             join webhook w on w.guild_id = d.guild_id and w.enabled \
+             where d.state = 'pending' and d.next_attempt_at <= $1 \
+             and (d.claimed_until is null or d.claimed_until <= $1) \
+             order by d.next_attempt_at limit $2"
+        );
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, DueRow>(&sql).bind(to_millis(now)).bind(i64::from(limit)).fetch_all(&mut *c).await?
+        });
+        rows::due(rows)
+    }
+
+    /// When the next pending delivery is due and unclaimed, if any is.
+    pub async fn next_delivery_at(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let (at,): (Option<i64>,) = db_run!(read self, |c| {
+            sqlx::query_as(
+                "select min(case when claimed_until > next_attempt_at then claimed_until else next_attempt_at end) \
+                 from webhook_delivery where state = 'pending'",
+            )
+            .fetch_one(&mut *c)
+            .await?
+        });
+        Ok(at.map(rows::from_millis))
+    }
+
+    /// Claims a due delivery until `until`, so that however many instances
+    /// run, one attempts it. Returns false if another holds it or it is no
+    /// longer pending.
+    pub async fn claim_delivery(&self, id: i64, now: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<bool> {
+        let claimed = db_run!(write self, |c| {
+            sqlx::query(
+                "update webhook_delivery set claimed_until = $1 \
+                 where webhook_delivery_id = $2 and state = 'pending' \
+                 and (claimed_until is null or claimed_until <= $3)",
+            )
+            .bind(to_millis(until))
+            .bind(id)
+            .bind(to_millis(now))
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok(claimed == 1)
+    }
+
+    /// Records an attempt under its claim; on success the webhook's failed
+    /// messages go back to 0, on giving up they count one more. Returns
+    /// the webhook's count of failed messages in a row after it, or `None`
+    /// if nothing was recorded (the claim was lost, the webhook removed).
+    pub async fn finish_attempt(&self, a: &AttemptRecord<'_>, now: DateTime<Utc>) -> anyhow::Result<Option<u32>> {
+        let (state, next, done_at) = attempt_columns(a.next, now);
+        let change = match a.next {
+            AttemptNext::Delivered => "0",
+            AttemptNext::GiveUp => "failed_messages + 1",
+            AttemptNext::RetryAt(_) => "failed_messages",
+        };
+        let count_failed =
+            format!("update webhook set failed_messages = {change} where guild_id = $1 returning failed_messages");
+        let failed: Option<(i64,)> = db_run!(transaction self, |tx| {
+            let recorded = sqlx::query(
+                "update webhook_delivery set attempts = attempts + 1, last_attempt_at = $1, last_status = $2, \
+                     last_error = $3, state = $4, next_attempt_at = $5, done_at = $6, claimed_until = null \
+                 where webhook_delivery_id = $7 and claimed_until = $8 and state = 'pending'",
+            )
+            .bind(to_millis(now))
+            .bind(a.status.map(i64::from))
+            .bind(a.error)
+            .bind(state.as_str())
+            .bind(next)
+            .bind(done_at)
+            .bind(a.delivery_id)
+            .bind(to_millis(a.claimed_until))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if recorded == 0 {
+                return Ok(None);
+            }
+            sqlx::query_as(&count_failed).bind(id_to_sql(a.guild_id)).fetch_optional(&mut *tx).await?
+        });
+        Ok(failed.map(|(n,)| n.clamp(0, i64::from(u32::MAX)) as u32))
+    }
+
+    /// Deletes finished deliveries done before `before`; returns how many.
+    pub async fn prune_deliveries(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        Ok(db_run!(write self, |c| {
+            sqlx::query("delete from webhook_delivery where state <> 'pending' and done_at < $1")
+                .bind(to_millis(before))
+                .execute(c)
+                .await?
+                .rows_affected()
+        }))
+    }
+}
+
+/// Inserts `d` if the guild's webhook is enabled; returns whether.
+async fn queue_delivery_in(conn: impl Into<Conn<'_>>, d: &NewDelivery<'_>) -> anyhow::Result<bool> {
+    let queued = db_run!(conn conn, |c| {
+        sqlx::query(
+            "insert into webhook_delivery (message_id, guild_id, event_type, audit_event_id, body, created_at, \
+                 next_attempt_at) \
+             select $1, $2, $3, $4, $5, $6, $6 where exists (select 1 from webhook where guild_id = $2 and enabled)",
+        )
+        .bind(d.message_id)
+        .bind(id_to_sql(d.guild_id))
+        .bind(d.event_type)
+        .bind(d.audit_event_id)
+        .bind(d.body)
+        .bind(to_millis(d.created_at))
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(queued == 1)
+}
+
+/// The state, next attempt and finish time an attempt's outcome leaves.
+fn attempt_columns(next: AttemptNext, now: DateTime<Utc>) -> (DeliveryState, Option<i64>, Option<i64>) {
+    match next {
+        AttemptNext::Delivered => (DeliveryState::Delivered, None, Some(to_millis(now))),
+        AttemptNext::GiveUp => (DeliveryState::Failed, None, Some(to_millis(now))),
+        AttemptNext::RetryAt(at) => (DeliveryState::Pending, Some(to_millis(at)), None),
+    }
 }

@@ -10,13 +10,12 @@
 //! Pools fail fast (a short acquire timeout), so while PostgreSQL is
 //! unreachable a write answers an error in seconds instead of hanging,
 //! and succeeds again by itself once the database is back.
+//!
+//! Its statements are the shared ones (`store/*.rs`, run through
+//! `db_run!` on [`PgStore::pool`]); [`dialect`] holds the few PostgreSQL
+//! spells its own way.
 
-mod alerts;
-mod audit;
-mod keys;
-mod limits;
-mod usage;
-mod webhooks;
+pub(super) mod dialect;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +44,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A handle on a PostgreSQL database; cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     key_changes: Arc<Notify>,
     audit_events: Arc<Notify>,
     listening: Arc<Listening>,
@@ -80,12 +79,6 @@ impl PgStore {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await.context("failed to apply database migrations")
-    }
-
-    /// The head of the change log: it moves with every key change, this
-    /// instance's own included (applying one twice is harmless).
-    pub async fn change_counter(&self) -> anyhow::Result<i64> {
-        self.key_change_head().await
     }
 
     pub fn key_changes_signal(&self) -> Arc<Notify> {

@@ -5,13 +5,12 @@
 //! (see [`private_files`]), applies the numbered migrations in
 //! `migrations/`, and lets the key index notice commits made by other
 //! processes ([`SqliteStore::change_counter`]) without reading any table.
+//!
+//! Its statements are the shared ones (`store/*.rs`, run through
+//! `db_run!`, which opens writes on [`SqliteStore::writer`]); [`dialect`]
+//! holds the few SQLite spells its own way.
 
-mod alerts;
-mod audit;
-mod keys;
-mod limits;
-mod usage;
-mod webhooks;
+pub(super) mod dialect;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,13 +27,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A handle on a SQLite database; cheap to clone.
 #[derive(Clone)]
 pub(super) struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The one connection this process writes with, and reads
     /// `PRAGMA data_version` on: that value changes only when *another*
     /// connection commits, so the index, which applies this process's own
     /// changes itself, reloads for other processes' commits alone. (SQLite
     /// has one writer at a time anyway.)
-    writer: std::sync::Arc<Mutex<SqliteConnection>>,
+    pub(super) writer: std::sync::Arc<Mutex<SqliteConnection>>,
 }
 
 impl SqliteStore {
