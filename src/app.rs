@@ -73,6 +73,18 @@ pub async fn migrate(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// `guildkey backup PATH`: a consistent copy of the SQLite database into the
+/// new file `path`, safe while `run` is serving; returns its size in bytes.
+pub async fn backup(config: &Config, path: &std::path::Path) -> Result<u64, StartError> {
+    if crate::store::is_postgres_url(&config.database.url) {
+        return Err(StartError::Failed(crate::store::POSTGRES_BACKUP_ADVICE.to_owned()));
+    }
+    let store = open_store(config).await?;
+    let copied = store.backup_into(path).await;
+    store.close().await;
+    copied.map_err(|e| StartError::Failed(format!("{e:#}")))
+}
+
 /// The service on the configured database, for one operator command
 /// (`guildkey keys …`), with no listener and no bot.
 pub struct Operator {

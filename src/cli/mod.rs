@@ -59,6 +59,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Apply database migrations and exit
     Migrate,
+    /// Copy the SQLite database into a new file, consistently, even while `run` is serving
+    Backup {
+        /// The new file (must not exist); use it as `database.url` to restore
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
     /// Inspect the configuration
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -182,6 +188,17 @@ async fn dispatch(opts: Opts) -> Result<(), Failure> {
     match command {
         Command::Run(args) => run::run(config, args).await,
         Command::Migrate => migrate::run(&config).await,
+        Command::Backup { path } => {
+            let bytes = crate::app::backup(&config, &path).await?;
+            eprintln!(
+                "backed up the database to {} ({} KiB); to restore, stop guildkey and use it as database.url \
+                 (sqlite://{})",
+                path.display(),
+                bytes.div_ceil(1024),
+                path.display()
+            );
+            Ok(())
+        }
         Command::Config(cmd) => config_check::run(cmd, &config, &source),
         Command::Keys(cmd) => keys::run(cmd, &config).await,
     }

@@ -20,6 +20,10 @@
 //! request log, the minute buckets). Rows come back through `rows.rs`,
 //! decoded once for both.
 
+/// What `guildkey backup` says for a PostgreSQL database.
+pub const POSTGRES_BACKUP_ADVICE: &str = "guildkey backup copies a SQLite database; for PostgreSQL use pg_dump \
+     (pg_dump --format=custom --file=guildkey.dump \"$DATABASE_URL\"), as the README's Backups say";
+
 /// Runs a body written once on whichever database the store holds, in the
 /// shape of vaultwarden's `db_run!`: the body is expanded once per backend,
 /// with `$c` that backend's own connection (`&mut SqliteConnection` or
@@ -317,6 +321,18 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(p) => Some(p.audit_events_signal()),
+        }
+    }
+
+    /// Writes a consistent copy of the database to `path`, a new file, while
+    /// it is in use: SQLite's `VACUUM INTO` reads one snapshot, so every
+    /// change committed before it began is in the copy and none half made.
+    /// The copy is private (0600) and works as `database.url` as it is.
+    /// PostgreSQL has its own tools (`pg_dump`): refused, saying so.
+    pub async fn backup_into(&self, path: &std::path::Path) -> anyhow::Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.backup_into(path).await,
+            Backend::Postgres(_) => anyhow::bail!(POSTGRES_BACKUP_ADVICE),
         }
     }
 

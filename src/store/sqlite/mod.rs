@@ -65,6 +65,30 @@ impl SqliteStore {
         Ok(Self { pool, writer: std::sync::Arc::new(Mutex::new(writer)) })
     }
 
+    /// A snapshot of the database into the new file `path` (see
+    /// [`super::Store::backup_into`]); returns its size in bytes. The file
+    /// is made first, empty and private, so that an existing one is never
+    /// overwritten and the copy is never readable by others.
+    pub async fn backup_into(&self, path: &Path) -> anyhow::Result<u64> {
+        let mut new_file = std::fs::OpenOptions::new();
+        new_file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut new_file, PRIVATE_FILE_MODE);
+        new_file.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let target = path.to_str().with_context(|| format!("{} is not a UTF-8 path", path.display()))?;
+        let copied = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("vacuum into $1").bind(target).execute(&mut *conn).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(path); // no half-written copy left behind
+            return Err(e.context(format!("the backup into {} failed", path.display())));
+        }
+        Ok(std::fs::metadata(path)?.len())
+    }
+
     /// Applies every migration not yet applied.
     ///
     /// sqlx's SQLite migrator takes no lock, so processes opening a fresh
