@@ -27,7 +27,7 @@ pub use drafts::{parse_grace, IssuedKey, KeyDraft, KeyRequest, MAX_GRACE_SECONDS
 pub use error::{Error, Result};
 pub use leaks::{find_tokens, LeakReport};
 pub use tasks::{outbox, reminders};
-pub use verify::Authenticated;
+pub use verify::{Admission, Authenticated, Budget};
 
 use std::sync::Arc;
 
