@@ -3,7 +3,7 @@
 //! failures arrive as `anyhow::Error` and become [`Error::DatabaseUnavailable`]
 //! or an opaque [`Error::Internal`].
 
-use crate::keys::{InvalidInput, Malformed, Scope};
+use crate::keys::{InvalidInput, KeyRecord, Malformed, Scope, StatusConflict};
 
 /// What went wrong, in the domain's words. Each adapter maps it once.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +97,20 @@ impl From<anyhow::Error> for Error {
             Self::DatabaseUnavailable
         } else {
             Self::Internal(e)
+        }
+    }
+}
+
+impl Error {
+    /// Why `key`'s status refused a change, naming the key.
+    pub fn conflict(conflict: StatusConflict, key: &KeyRecord) -> Self {
+        let key = super::describe(key);
+        match conflict {
+            StatusConflict::Revoked => Self::Revoked(key),
+            StatusConflict::Expired => Self::Expired(key),
+            StatusConflict::Suspended => Self::Suspended(key),
+            StatusConflict::NotSuspended => Self::NotSuspended(key),
+            StatusConflict::StillActive => Self::StillActive(key),
         }
     }
 }

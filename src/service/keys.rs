@@ -6,7 +6,7 @@ use chrono::Utc;
 
 use super::{describe, Error, IssuedKey, KeyDraft, KeyService, Result};
 use crate::audit::{Action, Actor, NewAuditEvent};
-use crate::keys::{token, KeyId, KeyRecord, KeyStatus, Ttl};
+use crate::keys::{token, KeyChange, KeyId, KeyRecord, KeyStatus, Ttl};
 use crate::store::{NewKeyRow, Rotation};
 
 impl KeyService {
@@ -128,6 +128,15 @@ impl KeyService {
         }
     }
 
+    /// Finds one key as [`Self::find`] does, and checks its status permits
+    /// `change` now (the rule is the key record's, `KeyRecord::may`): what
+    /// an adapter asks before it asks a person to confirm the change.
+    pub async fn find_for(&self, guild_id: Option<u64>, reference: &str, change: KeyChange) -> Result<KeyRecord> {
+        let key = self.find(guild_id, reference).await?;
+        key.may(change, Utc::now()).map_err(|c| Error::conflict(c, &key))?;
+        Ok(key)
+    }
+
     /// Revokes a key, at once and for good.
     pub async fn revoke(&self, guild_id: Option<u64>, reference: &str, actor: &Actor) -> Result<KeyRecord> {
         self.revoke_with(guild_id, reference, actor, serde_json::json!({})).await
@@ -145,8 +154,10 @@ impl KeyService {
     ) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
+        let now = Utc::now();
+        key.may(KeyChange::Revoke, now).map_err(|c| Error::conflict(c, &key))?;
         let event = self.key_event(&key, Action::KeyRevoked, actor, details);
-        if !self.change_key(&key.id, self.inner.store.revoke_key(&key.id, Utc::now(), &event)).await? {
+        if !self.change_key(&key.id, self.inner.store.revoke_key(&key.id, now, &event)).await? {
             return Err(Error::Revoked(describe(&key)));
         }
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, "key revoked");
@@ -168,13 +179,8 @@ impl KeyService {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
         let now = Utc::now();
-        match (key.status(now), suspend) {
-            (KeyStatus::Revoked, _) => return Err(Error::Revoked(describe(&key))),
-            (KeyStatus::Expired, _) => return Err(Error::Expired(describe(&key))),
-            (KeyStatus::Suspended, true) => return Err(Error::Suspended(describe(&key))),
-            (KeyStatus::Active, false) => return Err(Error::NotSuspended(describe(&key))),
-            _ => {}
-        }
+        let change = if suspend { KeyChange::Suspend } else { KeyChange::Resume };
+        key.may(change, now).map_err(|c| Error::conflict(c, &key))?;
         let action = if suspend { Action::KeySuspended } else { Action::KeyResumed };
         let event = self.key_event(&key, action, actor, details);
         if !self.change_key(&key.id, self.inner.store.set_suspended(&key.id, suspend, now, &event)).await? {
@@ -197,9 +203,7 @@ impl KeyService {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
         let now = Utc::now();
-        if key.status(now).holds_a_place() {
-            return Err(Error::StillActive(describe(&key)));
-        }
+        key.may(KeyChange::Delete, now).map_err(|c| Error::conflict(c, &key))?;
         let event = self.key_event(&key, Action::KeyDeleted, actor, serde_json::json!({}));
         if !self.change_key(&key.id, self.inner.store.delete_key(&key.id, now, &event)).await? {
             return Err(Error::NotFound(reference.to_owned()));
@@ -224,12 +228,8 @@ impl KeyService {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
         let now = Utc::now();
-        match key.status(now) {
-            KeyStatus::Revoked => return Err(Error::Revoked(describe(&key))),
-            KeyStatus::Expired => return Err(Error::Expired(describe(&key))),
-            // A suspended key keeps its suspension across a new secret.
-            KeyStatus::Active | KeyStatus::Suspended => {}
-        }
+        // A suspended key keeps its suspension across a new secret.
+        key.may(KeyChange::Rotate, now).map_err(|c| Error::conflict(c, &key))?;
         let secret = token::generate(&self.inner.cfg.prefix, key.environment);
         let prefix = secret.display_prefix();
         let previous_until = grace.map(|g| now + g.as_chrono());
