@@ -2,8 +2,6 @@
 //! guard's settings (both audited), reading the log, and the events API
 //! writes and guildkey itself record.
 
-use chrono::Utc;
-
 use super::{Authenticated, KeyService, Result};
 use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
 use crate::keys::KeyRecord;
@@ -38,7 +36,7 @@ impl KeyService {
             }
             details
         };
-        self.inner.store.set_audit_channel(guild_id, channel_id, Utc::now(), &event, SUMMARY_LINES, details).await?;
+        self.inner.store.set_audit_channel(guild_id, channel_id, self.now(), &event, SUMMARY_LINES, details).await?;
         self.inner.audit_posted.notify_one();
         Ok(())
     }
@@ -53,7 +51,7 @@ impl KeyService {
             test: false,
             details: serde_json::json!({ "enabled": rule_id.is_some(), "rule_id": rule_id.map(|r| r.to_string()) }),
         };
-        self.inner.store.set_leak_guard_rule(guild_id, rule_id, Utc::now(), &event).await?;
+        self.inner.store.set_leak_guard_rule(guild_id, rule_id, self.now(), &event).await?;
         self.inner.audit_posted.notify_one();
         Ok(())
     }
@@ -111,7 +109,7 @@ impl KeyService {
             test: caller.is_test(),
             details,
         };
-        let now = Utc::now();
+        let now = self.now();
         let id = self.inner.store.insert_audit(&event, now).await?;
         self.inner.audit_posted.notify_one();
         Ok(AuditEvent {
@@ -133,7 +131,7 @@ impl KeyService {
     /// pausing Discord calls for a guild.
     pub async fn record_system_event(&self, guild_id: u64, action: Action, details: serde_json::Value) -> Result<i64> {
         let event = NewAuditEvent { guild_id, action, actor: Actor::System, key: None, test: false, details };
-        let id = self.inner.store.insert_audit(&event, Utc::now()).await?;
+        let id = self.inner.store.insert_audit(&event, self.now()).await?;
         self.inner.audit_posted.notify_one();
         Ok(id)
     }

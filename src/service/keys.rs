@@ -2,8 +2,6 @@
 //! delete, rotate. Every change is audited in its own transaction and
 //! applied to the index before it returns (`KeyService::change_key`).
 
-use chrono::Utc;
-
 use super::{describe, Error, IssuedKey, KeyDraft, KeyService, Result};
 use crate::audit::{Action, Actor, NewAuditEvent};
 use crate::keys::{token, KeyChange, KeyId, KeyRecord, KeyStatus, Ttl};
@@ -13,7 +11,7 @@ impl KeyService {
     /// Creates a key within the guild's active-key limit.
     #[tracing::instrument(skip_all, fields(guild_id, key_id))]
     pub async fn issue(&self, guild_id: u64, draft: KeyDraft, actor: &Actor) -> Result<IssuedKey> {
-        let now = Utc::now();
+        let now = self.now();
         let secret = token::generate(&self.inner.cfg.prefix, draft.environment);
         let id = KeyId::generate();
         tracing::Span::current().record("guild_id", guild_id).record("key_id", id.as_str());
@@ -71,7 +69,7 @@ impl KeyService {
 
     /// Active keys of a guild and the most allowed.
     pub async fn active_count(&self, guild_id: u64) -> Result<(u32, u32)> {
-        let n = self.inner.store.count_active(guild_id, Utc::now()).await?;
+        let n = self.inner.store.count_active(guild_id, self.now()).await?;
         Ok((n, self.inner.cfg.max_per_guild))
     }
 
@@ -104,7 +102,7 @@ impl KeyService {
             }
             found = by_prefix;
         }
-        let now = Utc::now();
+        let now = self.now();
         // Most specific first: id, then prefix, then one active key by name.
         for pick in [
             &(|k: &KeyRecord| k.id.as_str() == reference) as &dyn Fn(&KeyRecord) -> bool,
@@ -133,7 +131,7 @@ impl KeyService {
     /// an adapter asks before it asks a person to confirm the change.
     pub async fn find_for(&self, guild_id: Option<u64>, reference: &str, change: KeyChange) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
-        key.may(change, Utc::now()).map_err(|c| Error::conflict(c, &key))?;
+        key.may(change, self.now()).map_err(|c| Error::conflict(c, &key))?;
         Ok(key)
     }
 
@@ -154,7 +152,7 @@ impl KeyService {
     ) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
-        let now = Utc::now();
+        let now = self.now();
         key.may(KeyChange::Revoke, now).map_err(|c| Error::conflict(c, &key))?;
         let event = self.key_event(&key, Action::KeyRevoked, actor, details);
         if !self.change_key(&key.id, self.inner.store.revoke_key(&key.id, now, &event)).await? {
@@ -178,7 +176,7 @@ impl KeyService {
     ) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
-        let now = Utc::now();
+        let now = self.now();
         let change = if suspend { KeyChange::Suspend } else { KeyChange::Resume };
         key.may(change, now).map_err(|c| Error::conflict(c, &key))?;
         let action = if suspend { Action::KeySuspended } else { Action::KeyResumed };
@@ -202,7 +200,7 @@ impl KeyService {
     pub async fn delete(&self, guild_id: Option<u64>, reference: &str, actor: &Actor) -> Result<KeyRecord> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
-        let now = Utc::now();
+        let now = self.now();
         key.may(KeyChange::Delete, now).map_err(|c| Error::conflict(c, &key))?;
         let event = self.key_event(&key, Action::KeyDeleted, actor, serde_json::json!({}));
         if !self.change_key(&key.id, self.inner.store.delete_key(&key.id, now, &event)).await? {
@@ -227,7 +225,7 @@ impl KeyService {
     ) -> Result<IssuedKey> {
         let key = self.find(guild_id, reference).await?;
         tracing::Span::current().record("key_id", key.id.as_str());
-        let now = Utc::now();
+        let now = self.now();
         // A suspended key keeps its suspension across a new secret.
         key.may(KeyChange::Rotate, now).map_err(|c| Error::conflict(c, &key))?;
         let secret = token::generate(&self.inner.cfg.prefix, key.environment);

@@ -2,7 +2,7 @@
 //! public repository, a Discord message) revokes its key at once, whoever
 //! reports it; [`find_tokens`] finds our tokens in text.
 
-use super::{unix_millis, Error, KeyService};
+use super::{Error, KeyService};
 use crate::audit::Actor;
 use crate::keys::{token, KeyStatus};
 
@@ -52,7 +52,7 @@ impl KeyService {
             }
             let Some(entry) = self.inner.index.get(&crate::keys::KeyHash::of(&report.token)) else { continue };
             let key = entry.key;
-            if key.status_at_ms(unix_millis()) == KeyStatus::Revoked {
+            if key.status_at_ms(self.inner.clock.now_ms()) == KeyStatus::Revoked {
                 continue;
             }
             let details = serde_json::json!({

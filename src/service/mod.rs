@@ -8,6 +8,7 @@
 
 pub mod actions;
 mod audit;
+pub mod clock;
 mod drafts;
 mod error;
 pub mod guard;
@@ -23,6 +24,7 @@ mod verify;
 pub mod webhooks;
 
 pub use audit::SUMMARY_LINES;
+pub use clock::Clock;
 pub use drafts::{parse_grace, IssuedKey, KeyDraft, KeyRequest, MAX_GRACE_SECONDS};
 pub use error::{Error, Result};
 pub use leaks::{find_tokens, LeakReport};
@@ -60,6 +62,8 @@ struct Inner {
     audit_posted: Notify,
     /// Rate-limit budgets shared with other instances (`lease`).
     leases: Arc<lease::RateLeases>,
+    /// What time it is for keys (see [`Clock`]).
+    clock: Clock,
 }
 
 impl KeyService {
@@ -71,6 +75,17 @@ impl KeyService {
 
     /// [`Self::new`] with these usage settings (retention, the request log).
     pub async fn with_usage(store: Store, cfg: KeysConfig, usage_cfg: UsageConfig) -> anyhow::Result<Self> {
+        Self::with_clock(store, cfg, usage_cfg, Clock::system()).await
+    }
+
+    /// [`Self::with_usage`] on `clock`: a test passes [`Clock::at`] and
+    /// moves time rather than sleep for an expiry or a grace period.
+    pub async fn with_clock(
+        store: Store,
+        cfg: KeysConfig,
+        usage_cfg: UsageConfig,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let svc = Self {
             inner: Arc::new(Inner {
                 leases: Arc::new(lease::RateLeases::new(store.clone())),
@@ -82,6 +97,7 @@ impl KeyService {
                 spikes: SpikeWatch::default(),
                 usage_upkeep_due: std::sync::atomic::AtomicI64::new(i64::MIN),
                 audit_posted: Notify::new(),
+                clock,
             }),
         };
         svc.inner.index.reload(&svc.inner.store).await?;
@@ -123,9 +139,15 @@ impl KeyService {
         self.inner.index.stats()
     }
 
-    /// The time now, for adapters rendering statuses consistently.
+    /// The time now on the service's clock (see [`Clock`]), for adapters
+    /// rendering statuses consistently.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        self.inner.clock.now()
+    }
+
+    /// The service's clock: a test holding a test clock moves it.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 }
 

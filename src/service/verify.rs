@@ -51,8 +51,11 @@ impl KeyService {
     /// then status and IP allow-list. Notes the use for the batched flush.
     pub fn authenticate(&self, presented: &str, ip: IpAddr) -> Result<Authenticated> {
         token::parse(&self.inner.cfg.prefix, presented).map_err(Error::Malformed)?;
-        let now_ms = unix_millis();
-        if now_ms >= self.inner.index.fresh_until_ms() {
+        // The index's freshness is real time (see `clock`); the key's
+        // expiry and grace are the service's clock, in production the same
+        // reading.
+        let wall_ms = unix_millis();
+        if wall_ms >= self.inner.index.fresh_until_ms() {
             return Err(Error::IndexStale);
         }
         let entry = self
@@ -61,6 +64,7 @@ impl KeyService {
             .get(&crate::keys::KeyHash::of(presented))
             .ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
         let key = entry.key;
+        let now_ms = self.inner.clock.now_ms_or(|| wall_ms);
         match key.status_at_ms(now_ms) {
             KeyStatus::Revoked => return Err(Error::Revoked(describe_named(&key.name, &key.prefix))),
             KeyStatus::Expired => return Err(Error::Expired(describe_named(&key.name, &key.prefix))),

@@ -1,10 +1,7 @@
 //! The upkeep's own loop: the index watch (every 250 ms, or at once when
 //! another instance signals a change) and its [`Watch`] state machine, and
 //! the usage flush beside it (hourly, the retention).
-
 use std::time::Duration;
-
-use chrono::Utc;
 
 use super::super::{index, unix_millis, usage, KeyService, Result};
 
@@ -61,7 +58,7 @@ impl KeyService {
         if let Some(flushing) = flushing {
             let _ = flushing.await;
         }
-        if let Err(e) = self.flush_usage_at(Utc::now(), true).await {
+        if let Err(e) = self.flush_usage_at(self.now(), true).await {
             tracing::error!(error = %e, "failed to write usage (last-used times, counters, request log) at shutdown");
         }
     }
@@ -71,7 +68,7 @@ impl KeyService {
         if let Err(e) = self.flush_usage().await {
             tracing::warn!(error = %e, "failed to write usage (last-used times, counters, request log); will retry");
         }
-        let now = Utc::now();
+        let now = self.now();
         let minute = usage::minute_of(now.timestamp_millis());
         let due = &self.inner.usage_upkeep_due;
         if minute >= due.load(std::sync::atomic::Ordering::Acquire) {

@@ -127,7 +127,7 @@ impl KeyService {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
-                _ = tick.tick() => match self.send_expiry_reminders(Utc::now()).await {
+                _ = tick.tick() => match self.send_expiry_reminders(self.now()).await {
                     Ok(_) if failing => {
                         tracing::info!("checking for keys that expire soon works again");
                         failing = false;

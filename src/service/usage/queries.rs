@@ -15,7 +15,7 @@ impl KeyService {
     /// minutes that have ended (called on a timer), then alerts refusal
     /// spikes; see [`Self::flush_usage_at`].
     pub async fn flush_usage(&self) -> Result<usize> {
-        self.flush_usage_at(Utc::now(), false).await
+        self.flush_usage_at(self.now(), false).await
     }
 
     /// What [`Self::flush_usage`] does, at `now` (tests inject it); with
