@@ -5,6 +5,15 @@
 //! its audit event in the same transaction (see `store`), refreshes the
 //! in-memory [`index::KeyIndex`] before returning, and wakes the audit-channel
 //! poster. Verification ([`KeyService::authenticate`]) reads only memory.
+//!
+//! One concern a file, each an `impl KeyService` block: `error.rs` (the
+//! error enum), `drafts.rs` (what a person types), `keys.rs` (the
+//! lifecycle), `verify.rs` (admission: [`KeyService::admit`]), `leaks.rs`,
+//! `audit.rs`, `usage/` (the tracker, its flush, the usage reads),
+//! `spike.rs`, `lease.rs` (rate limits shared by instances), `actions.rs`
+//! and `guard.rs` (Discord writes), `webhooks/`, [`clock`], and `index.rs`
+//! (the in-memory key index). The background loops are in [`tasks`], one
+//! file a loop.
 
 pub mod actions;
 mod audit;
