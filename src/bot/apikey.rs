@@ -11,8 +11,8 @@ use poise::CreateReply;
 use super::error::{discord_err, user_message};
 use super::{render, Context};
 use crate::audit::Actor;
-use crate::keys::{KeyStatus, Scope};
-use crate::service::{describe, parse_grace, Error, KeyDraft, KeyRequest};
+use crate::keys::{KeyChange, Scope};
+use crate::service::{parse_grace, Error, KeyDraft, KeyRequest};
 
 type Result<T = ()> = std::result::Result<T, Error>;
 
@@ -172,10 +172,7 @@ pub async fn apikey_revoke(
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
-    let record = ctx.data().keys.find(Some(guild_id), &key).await?;
-    if record.status(ctx.data().keys.now()) == KeyStatus::Revoked {
-        return Err(Error::Revoked(describe(&record)));
-    }
+    let record = ctx.data().keys.find_for(Some(guild_id), &key, KeyChange::Revoke).await?;
     let prompt = format!(
         "Revoke the key **{}** (`{}`)? Programs using it stop working at once. This cannot be undone.",
         render::safe(&record.name),
@@ -201,10 +198,7 @@ pub async fn apikey_delete(
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
-    let record = ctx.data().keys.find(Some(guild_id), &key).await?;
-    if record.status(ctx.data().keys.now()).holds_a_place() {
-        return Err(Error::StillActive(describe(&record)));
-    }
+    let record = ctx.data().keys.find_for(Some(guild_id), &key, KeyChange::Delete).await?;
     let prompt = format!(
         "Delete the key **{}** (`{}`) for good? Its record disappears from `/apikey list`; the audit log keeps its history.",
         render::safe(&record.name),
@@ -234,12 +228,7 @@ pub async fn apikey_rotate(
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
     let grace = grace.as_deref().map(parse_grace).transpose()?;
-    let record = ctx.data().keys.find(Some(guild_id), &key).await?;
-    match record.status(ctx.data().keys.now()) {
-        KeyStatus::Revoked => return Err(Error::Revoked(describe(&record))),
-        KeyStatus::Expired => return Err(Error::Expired(describe(&record))),
-        KeyStatus::Active | KeyStatus::Suspended => {}
-    }
+    let record = ctx.data().keys.find_for(Some(guild_id), &key, KeyChange::Rotate).await?;
     let when = grace.map_or_else(|| "stops working at once".to_owned(), |g| format!("keeps working for {g}"));
     let prompt = format!(
         "Rotate the key **{}** (`{}`)? It gets a new secret; the old one {when}.",

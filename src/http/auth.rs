@@ -1,10 +1,10 @@
 //! Authentication for every route that needs a key, run by the front door
-//! (`front.rs`) before the router: the IP throttle, the bearer token, the
-//! service's verification (memory only), the key's rate limit (its budget
-//! shared with other instances first, when the database is shared, then
-//! the local limiter), and the `X-RateLimit-*` headers on every
-//! authenticated response. Handlers then take the verified caller with
-//! [`Caller`].
+//! (`front.rs`) before the router: the bearer token and the IP throttle
+//! here; whether the key is admitted is the service's one answer
+//! (`service::verify`: verification, the key's rate limit and budget),
+//! mapped here to the error envelope and the `X-RateLimit-*` headers on
+//! every authenticated response. Handlers then take the verified caller
+//! with [`Caller`].
 
 use std::net::IpAddr;
 
@@ -14,10 +14,8 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::ratelimit::{self, Budget};
 use super::AppState;
-use crate::service::lease::Take;
-use crate::service::{Authenticated, Error};
+use crate::service::{Admission, Authenticated, Budget, Error};
 
 /// The verified key making this request.
 pub struct Caller(pub Authenticated);
@@ -73,38 +71,34 @@ pub enum Admitted {
 }
 
 /// Admits a request to a route that needs a key, or refuses it: the bearer
-/// token, the service's verification (memory only), the key's rate limit.
-/// An admitted request gets the budget headers with [`set_budget_headers`]
-/// on whatever the handler answers.
+/// token, then the service's answer ([`KeyService::admit`]: verification
+/// and the key's rate limit, from memory), mapped to what the front door
+/// writes. An admitted request gets the budget headers with
+/// [`set_budget_headers`] on whatever the handler answers.
 ///
 /// The IP throttle counts and refuses failures only: a key that verifies is
 /// admitted even from a throttled address (game servers and NATs share one),
 /// and the success path never touches the throttle. A throttled address
 /// presenting no, a bad or an unknown token gets 429.
+///
+/// [`KeyService::admit`]: crate::service::KeyService::admit
 pub fn admit(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Admitted, Refused> {
-    let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
-    // Every failure: 429 while the address is throttled, else its own answer.
-    let refuse = |failure: ApiError| -> Refused {
-        if let Some(wait) = state.throttle.blocked_for(ip) {
-            outcome("rate_limited");
-            return ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into();
-        }
-        outcome(failure.status_reason().1);
-        failure.into()
-    };
-
     // Two `Authorization` headers: which one is meant is anyone's guess.
     if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
-        return Err(refuse(ApiError::BadRequest("send one Authorization header, not several".to_owned())));
+        return Err(unverified(
+            state,
+            ip,
+            ApiError::BadRequest("send one Authorization header, not several".to_owned()),
+        ));
     }
     let Some(token) = bearer(headers) else {
-        return Err(refuse(ApiError::MissingKey));
+        return Err(unverified(state, ip, ApiError::MissingKey));
     };
-    let caller = match state.service.authenticate(token, ip) {
-        Ok(caller) => caller,
-        Err(e) => {
+    match state.service.admit(token, ip) {
+        Admission::Leasing(caller) => Ok(Admitted::Later(caller)),
+        Admission::Unverified(e) => {
             let guess = matches!(e, Error::Malformed(_) | Error::NotFound(_));
-            let refused = refuse(ApiError::Service(e));
+            let refused = unverified(state, ip, ApiError::Service(e));
             let throttled = matches!(refused.error, ApiError::Service(Error::RateLimited { .. }));
             // Guesses count towards the throttle (those made while it holds do not).
             if guess && !throttled {
@@ -113,45 +107,49 @@ pub fn admit(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Admitt
                     return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into());
                 }
             }
-            return Err(refused);
+            Err(refused)
         }
-    };
-    match state.service.take_shared(&caller) {
-        Take::Wait => Ok(Admitted::Later(caller)),
-        shared => limit(state, caller, shared).map(|(caller, budget)| Admitted::Now(caller, budget)),
+        limited => limited_or_admitted(state, limited).map(|(caller, budget)| Admitted::Now(caller, budget)),
     }
 }
 
-/// Finishes [`admit`] for a request it answered [`Admitted::Later`]: waits
-/// for the key's lease (at most `service::lease::WAIT_FOR`).
+/// Finishes [`admit`] for a request it answered [`Admitted::Later`]: the
+/// service's answer once the key's lease is in (at most
+/// `service::lease::WAIT_FOR`).
 pub async fn admit_leased(state: &AppState, caller: Authenticated) -> Result<(Authenticated, Budget), Refused> {
-    let shared = state.service.wait_shared(&caller).await;
-    limit(state, caller, shared)
+    limited_or_admitted(state, state.service.admit_leased(caller).await)
 }
 
-/// The key's rate limit, once the shared budget has answered: refused when
-/// every instance together has used the window's budget; else the local
-/// limiter decides (and a refusal there puts the shared request back).
-fn limit(state: &AppState, caller: Authenticated, shared: Take) -> Result<(Authenticated, Budget), Refused> {
-    let per_minute = caller.key.rate_limit_per_minute;
-    let refuse = |budget: Budget, wait: u64| {
-        state.metrics.verifications.with_label_values(&["rate_limited"]).inc();
-        let error = ApiError::Service(Error::RateLimited { retry_after_secs: wait });
-        Refused { error, budget: Some(budget) }
-    };
-    if let Take::Exhausted { retry_after_secs } = shared {
-        return Err(refuse(ratelimit::window_spent(per_minute, retry_after_secs), retry_after_secs));
+/// A failure to verify: 429 while the address is throttled, else its own
+/// answer.
+fn unverified(state: &AppState, ip: IpAddr, failure: ApiError) -> Refused {
+    let outcome = |reason: &str| state.metrics.verifications.with_label_values(&[reason]).inc();
+    if let Some(wait) = state.throttle.blocked_for(ip) {
+        outcome("rate_limited");
+        return ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into();
     }
-    let mut budget = ratelimit::check(caller.key.limiter(), per_minute);
-    if let Some(wait) = budget.retry_after_secs {
-        state.service.give_back_shared(&caller, &shared);
-        return Err(refuse(budget, wait));
+    outcome(failure.status_reason().1);
+    failure.into()
+}
+
+/// The answer for a verified key: admitted with its budget, or refused
+/// over its rate limit (429 with the budget headers).
+fn limited_or_admitted(state: &AppState, admission: Admission) -> Result<(Authenticated, Budget), Refused> {
+    match admission {
+        Admission::Admitted(caller, budget) => {
+            state.metrics.verified_ok.inc();
+            Ok((caller, budget))
+        }
+        Admission::Limited { retry_after_secs, budget } => {
+            state.metrics.verifications.with_label_values(&["rate_limited"]).inc();
+            let error = ApiError::Service(Error::RateLimited { retry_after_secs });
+            Err(Refused { error, budget: Some(budget) })
+        }
+        Admission::Unverified(e) => Err(ApiError::Service(e).into()),
+        Admission::Leasing(_) => {
+            Err(ApiError::Service(Error::Internal(anyhow::anyhow!("a lease was waited for twice"))).into())
+        }
     }
-    if let Take::Taken { remaining, reset_secs, .. } = shared {
-        ratelimit::within_window(&mut budget, remaining, reset_secs);
-    }
-    state.metrics.verified_ok.inc();
-    Ok((caller, budget))
 }
 
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");

@@ -40,10 +40,9 @@ use tower::ServiceExt;
 
 use super::auth::{self, Admitted, Refused};
 use super::error::ApiError;
-use super::ratelimit::Budget;
 use super::usage::Tracked;
 use super::{AppState, REQUEST_TIMEOUT};
-use crate::service::Authenticated;
+use crate::service::{Authenticated, Budget};
 
 /// An operation the front door answers itself once the key is admitted:
 /// its answer depends on the key alone, so the router (a second route

@@ -1,10 +1,7 @@
-//! Rate limits, with the governor crate (GCRA):
-//! - per key, at the key's own `rate_limit_per_minute` (and, when the
-//!   database is shared, within the key's per-minute budget over all
-//!   instances: `service::lease`);
-//! - per client IP, for failed authentications: after a burst of failures
-//!   the IP is refused with 429 until the bucket refills, so guessing keys
-//!   costs real time.
+//! The address throttle, with the governor crate (GCRA): per client IP, for
+//! failed authentications: after a burst of failures the IP is refused with
+//! 429 until the bucket refills, so guessing keys costs real time. (A key's
+//! own rate limit is the service's: `service::verify`.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,68 +12,6 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::service::index::KeyLimiter;
-
-/// What a key's budget looks like after a request.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until the budget is full again.
-    pub reset_secs: u64,
-    /// Set when this request was refused: seconds to wait.
-    pub retry_after_secs: Option<u64>,
-}
-
-/// Takes one request from a key's budget. The limiter is the key's own
-/// (made on its first use, kept across its rotations, see
-/// `service::index::LiveKey`), so this touches no shared map.
-pub fn check(limiter: &KeyLimiter, per_minute: u32) -> Budget {
-    let per_minute = per_minute.max(1);
-    let per_cell = 60.0 / f64::from(per_minute);
-    match limiter.check() {
-        Ok(snapshot) => {
-            let remaining = snapshot.remaining_burst_capacity();
-            Budget {
-                limit: per_minute,
-                remaining,
-                reset_secs: (f64::from(per_minute - remaining) * per_cell).ceil() as u64,
-                retry_after_secs: None,
-            }
-        }
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let wait_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            Budget {
-                limit: per_minute,
-                remaining: 0,
-                reset_secs: (f64::from(per_minute) * per_cell).ceil() as u64,
-                retry_after_secs: Some(wait_secs),
-            }
-        }
-    }
-}
-
-/// The budget of a request refused because every instance together has
-/// used the key's window: nothing remains until the window ends, in
-/// `retry_after_secs`.
-pub fn window_spent(per_minute: u32, retry_after_secs: u64) -> Budget {
-    Budget {
-        limit: per_minute.max(1),
-        remaining: 0,
-        reset_secs: retry_after_secs,
-        retry_after_secs: Some(retry_after_secs),
-    }
-}
-
-/// Narrows an admitted request's local budget to the key's shared window:
-/// about `remaining` left over all instances, full again at the window's
-/// end in `reset_secs` (whichever of the two budgets is the tighter).
-pub fn within_window(budget: &mut Budget, remaining: u32, reset_secs: u64) {
-    budget.remaining = budget.remaining.min(remaining);
-    budget.reset_secs = budget.reset_secs.max(reset_secs);
-}
 
 /// Failed authentications per client IP.
 pub struct FailureThrottle {

@@ -582,6 +582,54 @@ impl KeyStatus {
     }
 }
 
+/// A change a person may ask of a key, which its status may refuse (see
+/// [`KeyStatus::permits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    Revoke,
+    Delete,
+    Rotate,
+    Suspend,
+    Resume,
+}
+
+/// Why a key's status refuses a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusConflict {
+    /// The key is revoked (for good).
+    Revoked,
+    /// The key has expired.
+    Expired,
+    /// The key is suspended already.
+    Suspended,
+    /// Resuming a key that is not suspended.
+    NotSuspended,
+    /// Deleting needs a revoked or expired key.
+    StillActive,
+}
+
+impl KeyStatus {
+    /// The status preconditions, once: whether a key in this status may
+    /// take `change`. Revoking needs a key not revoked yet (an expired key
+    /// may be revoked); deleting needs one that no longer holds a place;
+    /// rotating, suspending and resuming need one neither revoked nor
+    /// expired (a suspended key keeps its suspension across a new secret),
+    /// suspending one not suspended yet, resuming a suspended one.
+    pub fn permits(self, change: KeyChange) -> Result<(), StatusConflict> {
+        match (change, self) {
+            (KeyChange::Revoke, Self::Revoked) => Err(StatusConflict::Revoked),
+            (KeyChange::Revoke, _) => Ok(()),
+            (KeyChange::Delete, status) if status.holds_a_place() => Err(StatusConflict::StillActive),
+            (KeyChange::Delete, _) => Ok(()),
+            (_, Self::Revoked) => Err(StatusConflict::Revoked),
+            (_, Self::Expired) => Err(StatusConflict::Expired),
+            (KeyChange::Suspend, Self::Suspended) => Err(StatusConflict::Suspended),
+            (KeyChange::Resume, Self::Active) => Err(StatusConflict::NotSuspended),
+            (KeyChange::Rotate | KeyChange::Suspend | KeyChange::Resume, Self::Active | Self::Suspended) => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for KeyStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -600,6 +648,38 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keys_status_permits_each_change_or_says_why_not() {
+        use KeyChange::*;
+        use KeyStatus::{Active, Expired, Revoked, Suspended};
+        use StatusConflict as C;
+        let table = [
+            (Revoke, Active, Ok(())),
+            (Revoke, Suspended, Ok(())),
+            (Revoke, Expired, Ok(())),
+            (Revoke, Revoked, Err(C::Revoked)),
+            (Delete, Active, Err(C::StillActive)),
+            (Delete, Suspended, Err(C::StillActive)),
+            (Delete, Expired, Ok(())),
+            (Delete, Revoked, Ok(())),
+            (Rotate, Active, Ok(())),
+            (Rotate, Suspended, Ok(())),
+            (Rotate, Expired, Err(C::Expired)),
+            (Rotate, Revoked, Err(C::Revoked)),
+            (Suspend, Active, Ok(())),
+            (Suspend, Suspended, Err(C::Suspended)),
+            (Suspend, Expired, Err(C::Expired)),
+            (Suspend, Revoked, Err(C::Revoked)),
+            (Resume, Suspended, Ok(())),
+            (Resume, Active, Err(C::NotSuspended)),
+            (Resume, Expired, Err(C::Expired)),
+            (Resume, Revoked, Err(C::Revoked)),
+        ];
+        for (change, status, want) in table {
+            assert_eq!(status.permits(change), want, "{change:?} a {status} key");
+        }
+    }
 
     #[test]
     fn scopes_parse_commas_and_spaces() {
@@ -731,6 +811,11 @@ impl KeyRecord {
             self.expires_at.is_some_and(|at| at <= now),
             self.suspended_at.is_some(),
         )
+    }
+
+    /// Whether the key may take `change` at `now` (see [`KeyStatus::permits`]).
+    pub fn may(&self, change: KeyChange, now: chrono::DateTime<chrono::Utc>) -> Result<(), StatusConflict> {
+        self.status(now).permits(change)
     }
 
     pub fn key_ref(&self) -> KeyRef {

@@ -60,14 +60,14 @@ pub const WINDOW_MS: i64 = 60_000;
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// An instance not seen for this long is no longer counted as alive.
-const LIVE_FOR_MS: i64 = 15_000;
+pub(super) const LIVE_FOR_MS: i64 = 15_000;
 
 /// The most a request waits for a lease before it is admitted on the local
 /// limiter alone (and the database counts as unreachable).
 pub const WAIT_FOR: Duration = Duration::from_secs(1);
 
 /// The most one lease statement may take before it counts as failed.
-const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// While the database is unreachable, how often a lease is tried again.
 pub const PROBE_EVERY_MS: i64 = 1_000;
@@ -95,11 +95,11 @@ fn low_water(chunk: u32) -> u32 {
 }
 
 /// The window (minutes since the epoch) at `now_ms`.
-fn window_of(now_ms: i64) -> u32 {
+pub(super) fn window_of(now_ms: i64) -> u32 {
     u32::try_from(now_ms.max(0) / WINDOW_MS).unwrap_or(u32::MAX)
 }
 
-fn window_start_ms(window: u32) -> i64 {
+pub(super) fn window_start_ms(window: u32) -> i64 {
     i64::from(window) * WINDOW_MS
 }
 
@@ -207,12 +207,12 @@ impl KeyLease {
 /// instances are alive, whether the database can be reached. One per
 /// service.
 pub struct RateLeases {
-    store: Store,
+    pub(super) store: Store,
     /// The store is shared: leases apply.
-    enabled: bool,
-    instance_id: String,
+    pub(super) enabled: bool,
+    pub(super) instance_id: String,
     /// Alive instances as of the latest heartbeat (at least 1).
-    instances: AtomicU32,
+    pub(super) instances: AtomicU32,
     /// Leases fail: the local limiter alone decides until one succeeds.
     down: AtomicBool,
     /// While down, when a lease is next tried (ms since the epoch).
@@ -223,7 +223,7 @@ pub struct RateLeases {
     /// The latest fall-back was logged at warn (so its recovery is, at info).
     warned: AtomicBool,
     /// The window whose predecessors were last swept.
-    swept: AtomicU32,
+    pub(super) swept: AtomicU32,
     /// Lease statements that came back.
     leases: AtomicU64,
 }
@@ -421,68 +421,6 @@ impl RateLeases {
              its keys' limits on its own (the local limiter alone)"
         );
     }
-
-    /// Until `stop`: the heartbeat (how many instances are alive sizes the
-    /// chunks) every [`UPKEEP_EVERY`] and, once a window, the sweep of
-    /// windows before the previous one; then [`RateLeases::leave`]. Run by
-    /// `KeyService::run_upkeep`.
-    pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
-        if !self.enabled {
-            return;
-        }
-        let mut tick = tokio::time::interval(UPKEEP_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut stop => break,
-                // A beat that cannot finish within a period is given up; the
-                // next one tries again (a heartbeat lives three periods).
-                _ = tick.tick() => if tokio::time::timeout(UPKEEP_EVERY, self.beat_and_sweep()).await.is_err() {
-                    tracing::debug!("the database did not answer the rate-limit heartbeat in time");
-                },
-            }
-        }
-        self.leave().await;
-    }
-
-    async fn beat_and_sweep(&self) {
-        let now = now_ms();
-        match self.store.beat_instance(&self.instance_id, now, now - LIVE_FOR_MS).await {
-            Ok(n) => {
-                let before = self.instances.swap(n.max(1), Ordering::Relaxed);
-                if before != n.max(1) {
-                    tracing::debug!(instances = n, "instances sharing the rate limits");
-                }
-            }
-            Err(e) => tracing::debug!(error = format!("{e:#}"), "failed to beat the rate-limit heartbeat"),
-        }
-        let window = window_of(now);
-        if self.swept.swap(window, Ordering::Relaxed) != window {
-            match self.store.delete_rate_leases_before(window_start_ms(window.saturating_sub(1))).await {
-                Ok(n) if n > 0 => tracing::debug!(rows = n, "deleted old rate-limit windows"),
-                Ok(_) => {}
-                Err(e) => {
-                    self.swept.store(0, Ordering::Relaxed);
-                    tracing::debug!(error = format!("{e:#}"), "failed to delete old rate-limit windows");
-                }
-            }
-        }
-    }
-
-    /// Takes this instance's heartbeat away (it is stopping), so the others
-    /// size their chunks for one fewer at once.
-    pub async fn leave(&self) {
-        if !self.enabled {
-            return;
-        }
-        match tokio::time::timeout(LEASE_TIMEOUT, self.store.forget_instance(&self.instance_id)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = format!("{e:#}"), "failed to remove the rate-limit heartbeat"),
-            Err(_) => tracing::debug!("the database did not answer; the rate-limit heartbeat expires by itself"),
-        }
-    }
 }
 
 /// The service's side: what the HTTP listener calls for each request.
@@ -522,7 +460,7 @@ impl super::KeyService {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }

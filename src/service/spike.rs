@@ -24,6 +24,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
+
+use crate::audit::{Action, Actor};
 use crate::keys::KeyId;
 
 /// The window refusals are counted over, in minutes.
@@ -106,6 +109,64 @@ impl SpikeWatch {
             !w.seen.is_empty() || w.checked.is_some_and(|(at, _)| now_ms - at < CHECK_EVERY_MS)
         });
         due
+    }
+}
+
+impl super::KeyService {
+    /// Checks a key this listener refused `local` times in the spike window
+    /// against every instance's written counts, and alerts once per spike
+    /// (see `spike`).
+    pub(super) async fn check_spike(&self, id: &KeyId, local: u64, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let now_minute = super::usage::minute_of(now.timestamp_millis());
+        let since = now_minute - WINDOW_MINUTES + 1;
+        // Written minutes (every instance) and this process's not yet written.
+        let mut reasons: std::collections::BTreeMap<String, u64> =
+            store.refusals(id, since, now_minute + 1).await?.into_iter().collect();
+        let (pending, pending_ips) = self.inner.usage.pending_for(id);
+        for m in pending.iter().filter(|m| m.minute >= since && crate::store::REFUSAL_STATUSES.contains(&m.status)) {
+            *reasons.entry(m.outcome.to_owned()).or_default() += m.count;
+        }
+        let recent = local.max(reasons.values().sum());
+        let hour = now_minute.div_euclid(60);
+        let baseline: u64 = store
+            .usage_hours(id, hour - BASELINE_HOURS, hour)
+            .await?
+            .iter()
+            .filter(|h| crate::store::REFUSAL_STATUSES.contains(&h.status))
+            .map(|h| h.count)
+            .sum();
+        if !is_spike(recent, baseline) {
+            return Ok(());
+        }
+        let Some(key) = store.get_key(id).await? else { return Ok(()) };
+        let mut ips: std::collections::HashMap<String, u64> =
+            store.usage_ips(id, hour, hour + 1).await?.into_iter().collect();
+        for p in pending_ips.iter().filter(|p| p.hour == hour) {
+            *ips.entry(p.ip.clone()).or_default() += p.count;
+        }
+        let mut ips: Vec<(String, u64)> = ips.into_iter().collect();
+        ips.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let usual = usual_per_window(baseline);
+        let event = self.key_event(
+            &key,
+            Action::UsageSpike,
+            &Actor::System,
+            serde_json::json!({
+                "refusals": recent,
+                "window_minutes": WINDOW_MINUTES,
+                "usual_per_window": (usual * 10.0).round() / 10.0,
+                "reasons": reasons.into_iter().take(5).map(|(r, n)| (r, n.into())).collect::<serde_json::Map<_, _>>(),
+                "top_ips": ips.into_iter().take(3).map(|(ip, n)| (ip, n.into())).collect::<serde_json::Map<_, _>>(),
+            }),
+        );
+        if store.claim_usage_alert(id, now, QUIET_MS, ALERT_EVERY_MS, &event).await? {
+            tracing::warn!(key_id = %id, guild_id = key.guild_id, refusals = recent, "a key's refusals spiked; alerted");
+            self.inner.audit_posted.notify_one();
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::actions::GuildActions;
+use super::super::actions::GuildActions;
 use crate::audit::{Action, AuditEvent};
 
 /// How long a claim on an event keeps other instances from posting it:

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{KeyService, Result};
+use super::super::{KeyService, Result};
 use crate::audit::{Action, Actor, NewAuditEvent};
 use crate::keys::KeyId;
 use crate::store::{ExpiringKey, ExpiryReminder};
@@ -117,7 +117,7 @@ impl KeyService {
     /// first check at once) until `stop` resolves. Runs beside the upkeep's
     /// index watch, never in its way: a slow database delays reminders,
     /// not key verification.
-    pub(super) async fn run_expiry_reminders(&self, stop: impl std::future::Future<Output = ()>) {
+    pub(in crate::service) async fn run_expiry_reminders(&self, stop: impl std::future::Future<Output = ()>) {
         let every = Duration::from_secs(self.inner.cfg.expiry_check_seconds.max(1));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,7 +127,7 @@ impl KeyService {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
-                _ = tick.tick() => match self.send_expiry_reminders(Utc::now()).await {
+                _ = tick.tick() => match self.send_expiry_reminders(self.now()).await {
                     Ok(_) if failing => {
                         tracing::info!("checking for keys that expire soon works again");
                         failing = false;

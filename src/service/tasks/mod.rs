@@ -1,0 +1,46 @@
+//! The background loops, one file per loop (as crates.io's
+//! `src/worker/jobs/`): the index watch and usage flush
+//! ([`index_upkeep`]), the expiry reminders ([`reminders`]), the heartbeat
+//! of the shared rate limits ([`leases`]), the audit-channel outbox
+//! ([`outbox`]) and the webhook dispatcher ([`webhook_dispatch`]).
+//! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
+//! the outbox and the dispatcher beside it.
+
+pub mod index_upkeep;
+pub mod leases;
+pub mod outbox;
+pub mod reminders;
+pub mod webhook_dispatch;
+
+use super::KeyService;
+
+impl KeyService {
+    /// Runs the background upkeep until `stop` resolves: the index watch
+    /// (every 250 ms) and the usage flush (last-used times, the request log,
+    /// the counters of ended minutes, spike alerts; hourly the retention),
+    /// in a task of its own; beside them, the expiry reminders
+    /// ([`reminders`], every `keys.expiry_check_seconds`) and the heartbeat
+    /// of the shared rate limits. Flushes everything once more at the end.
+    ///
+    /// While it runs the index must keep up: when its checks have failed
+    /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
+    /// key (logged at error once) until a check succeeds (logged at info).
+    pub async fn run_upkeep(&self, stop: impl std::future::Future<Output = ()>) {
+        let (stopped, stopping) = tokio::sync::watch::channel(false);
+        let stopped_too = || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }
+        };
+        let reminders = self.run_expiry_reminders(stopped_too());
+        // The heartbeat of the shared rate limits runs beside the index's
+        // upkeep, so a slow database answer to one never holds up the other.
+        let leases = self.inner.leases.run_upkeep(stopped_too());
+        let upkeep = async move {
+            self.run_index_upkeep(stop).await;
+            let _ = stopped.send(true);
+        };
+        tokio::join!(upkeep, reminders, leases);
+    }
+}

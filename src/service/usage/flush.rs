@@ -1,0 +1,175 @@
+//! The tracker's batched writes: last-used times, the request log and the
+//! counters of ended minutes, each part in one transaction, a failed part
+//! kept for the next flush.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::{ip_text, lock, millis, minute_of, totals, RequestFacts, UsageTracker, MAX_RETRY_LOG};
+use crate::keys::KeyId;
+use crate::store::{NewRequestLog, Store};
+
+impl UsageTracker {
+    /// Writes what is due at `now_ms`, each part in one transaction: the
+    /// last-used times and request counts, the request log, and (once the
+    /// minute they are in has ended, or everything with `all`) the counters.
+    /// The refusals noted since the last flush go to `refused`, whatever
+    /// the database says. A part that fails is kept for the next flush; the
+    /// first failure is returned after every part was tried. Returns how
+    /// many keys' last-used times were written.
+    pub async fn flush(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        all: bool,
+        refused: &mut Vec<(KeyId, u64)>,
+    ) -> anyhow::Result<usize> {
+        let last_used = self.flush_last_used(store, refused).await;
+        let log = self.flush_log(store).await;
+        let counts = self.flush_counts(store, now_ms, all).await;
+        let written = last_used?;
+        log?;
+        counts?;
+        Ok(written)
+    }
+
+    async fn flush_last_used(&self, store: &Store, refused: &mut Vec<(KeyId, u64)>) -> anyhow::Result<usize> {
+        let taken = std::mem::take(&mut *lock(&self.used));
+        let mut batch = Vec::with_capacity(taken.len());
+        for (id, entries) in &taken {
+            // A use from here on lists its key again, for the next flush.
+            for usage in entries {
+                usage.listed.store(false, Ordering::Release);
+            }
+            let refusals: u64 = entries.iter().map(|u| u.refused.swap(0, Ordering::AcqRel)).sum();
+            if refusals > 0 {
+                refused.push((id.clone(), refusals));
+            }
+            let (at, n) = totals(entries.iter(), true);
+            if let (true, Some(at)) = (n > 0, millis(at)) {
+                batch.push((id.clone(), at, n));
+            }
+        }
+        if let Err(e) = store.record_usage(&batch).await {
+            for (id, at, n) in &batch {
+                let usage = &taken[id][0];
+                usage.last_ms.fetch_max(at.timestamp_millis(), Ordering::Relaxed);
+                usage.count.fetch_add(*n, Ordering::AcqRel);
+                if !usage.listed.swap(true, Ordering::AcqRel) {
+                    self.list(id, usage);
+                }
+            }
+            return Err(e);
+        }
+        Ok(batch.len())
+    }
+
+    /// Writes the request log taken from every shard (and what a failed
+    /// flush kept), the newest `usage.request_log_per_key` per key.
+    pub async fn flush_log(&self, store: &Store) -> anyhow::Result<()> {
+        let mut rows = std::mem::take(&mut lock(&self.retry).log);
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut lock(&shard.0).log);
+            rows.extend(taken.into_iter().map(|(id, r)| log_row(id, &r)));
+        }
+        let dropped = self.log_dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "requests came faster than the request log is flushed; some were counted, not logged"
+            );
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Oldest first, so log ids follow time; then the newest per key.
+        rows.sort_by_key(|r| r.at);
+        let keep = self.log_per_key as usize;
+        let mut per_key: HashMap<KeyId, usize> = HashMap::new();
+        for r in rows.iter().rev() {
+            *per_key.entry(r.key_id.clone()).or_default() += 1;
+        }
+        let mut skip: HashMap<KeyId, usize> =
+            per_key.into_iter().filter(|(_, n)| *n > keep).map(|(id, n)| (id, n - keep)).collect();
+        rows.retain(|r| match skip.get_mut(&r.key_id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
+        let trim_every = (self.log_per_key / 8).max(1);
+        let mut untrimmed = lock(&self.untrimmed).clone();
+        for r in &rows {
+            *untrimmed.entry(r.key_id.clone()).or_default() += 1;
+        }
+        let trim: Vec<KeyId> = untrimmed.iter().filter(|(_, n)| **n >= trim_every).map(|(id, _)| id.clone()).collect();
+        if let Err(e) = store.record_requests(&rows, &trim, self.log_per_key).await {
+            let mut retry = lock(&self.retry);
+            rows.append(&mut retry.log);
+            let excess = rows.len().saturating_sub(MAX_RETRY_LOG);
+            rows.drain(..excess);
+            retry.log = rows;
+            return Err(e);
+        }
+        for id in &trim {
+            untrimmed.remove(id);
+        }
+        *lock(&self.untrimmed) = untrimmed;
+        Ok(())
+    }
+
+    async fn flush_counts(&self, store: &Store, now_ms: i64, all: bool) -> anyhow::Result<()> {
+        let now_minute = minute_of(now_ms);
+        let before = if all { i64::MAX } else { now_minute };
+        // Once per minute (the first flush after one ended), or everything.
+        let from = self.counted_from.load(Ordering::Acquire);
+        if !all && from >= before {
+            return Ok(());
+        }
+        self.counted_from.fetch_max(before, Ordering::AcqRel);
+        let mut batch = std::mem::take(&mut lock(&self.retry).counts);
+        for shard in self.shards.iter() {
+            // Swapped out under the lock, split outside it; the current
+            // minute's counts go back (added to what came meanwhile).
+            let keys = std::mem::take(&mut lock(&shard.0).keys);
+            let mut ongoing = Vec::new();
+            for (id, mut pending) in keys {
+                pending.take_before(&id, before, &mut batch);
+                if !pending.is_empty() {
+                    ongoing.push((id, pending));
+                }
+            }
+            if !ongoing.is_empty() {
+                let mut shard = lock(&shard.0);
+                for (id, pending) in ongoing {
+                    shard.keys.entry(id).or_default().merge(pending);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (minutes, ips) = batch.rows();
+        if let Err(e) = store.record_counters(&minutes, &ips).await {
+            lock(&self.retry).counts.absorb(batch);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+fn log_row(key_id: KeyId, r: &RequestFacts) -> NewRequestLog {
+    NewRequestLog {
+        key_id,
+        at: millis(r.at_ms).unwrap_or_default(),
+        method: r.method,
+        route: r.route,
+        status: r.status,
+        reason: r.reason,
+        ip: ip_text(Some(r.ip)),
+        latency_us: r.latency_us,
+        target_user_id: r.target_user,
+        target_role_id: r.target_role,
+    }
+}
