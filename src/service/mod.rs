@@ -45,7 +45,6 @@ pub use verify::{Admission, Authenticated, Budget};
 /// delivery), so no adapter imports the store.
 pub use crate::store::{DeliveryRecord, DeliveryState, RequestLogEntry};
 
-
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
