@@ -27,9 +27,10 @@ HttpService:RequestAsync, HttpService:JSONEncode/JSONDecode, task.wait and
 os.clock.
 ]]
 
--- Machine-readable reasons. The first group comes from the listener
--- (SPEC §6); the last three are this client's own, for calls that never got
--- a guildkey answer.
+-- Machine-readable reasons. The first group is the listener's, the same
+-- list as the README's Reasons and the OpenAPI document's ErrorBody.reason
+-- (a test holds the three equal); the last three are this client's own, for
+-- calls that never got a guildkey answer.
 export type Reason =
 	"bad_request"
 	| "missing_key"
@@ -37,17 +38,24 @@ export type Reason =
 	| "invalid_key"
 	| "key_revoked"
 	| "key_expired"
+	| "key_suspended"
 	| "guild_mismatch"
 	| "insufficient_scope"
 	| "ip_not_allowed"
+	| "role_not_allowed"
+	| "member_protected"
 	| "not_found"
 	| "method_not_allowed"
 	| "timeout"
-	| "payload_too_large"
 	| "conflict"
+	| "payload_too_large"
+	| "headers_too_large"
 	| "rate_limited"
-	| "discord_error"
 	| "internal_error"
+	| "discord_error"
+	| "discord_paused"
+	| "index_stale"
+	| "database_unavailable"
 	-- The request never reached the listener, or no answer came back
 	-- (status 0): HTTP requests disabled, DNS, TLS, connection refused.
 	| "network_error"

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::reason::Reason;
 use crate::service::Error;
 
 /// Everything a handler or middleware can fail with.
@@ -40,38 +41,44 @@ pub enum ApiError {
 impl ApiError {
     /// Status and machine-readable reason.
     pub fn status_reason(&self) -> (StatusCode, &'static str) {
+        let reason = self.reason();
+        (reason.status(), reason.as_str())
+    }
+
+    /// The machine-readable reason (its status goes with it).
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::MissingKey => (StatusCode::UNAUTHORIZED, "missing_key"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
-            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
+            Self::MissingKey => Reason::MissingKey,
+            Self::BadRequest(_) => Reason::BadRequest,
+            Self::NoRoute => Reason::NotFound,
+            Self::MethodNotAllowed => Reason::MethodNotAllowed,
+            Self::PayloadTooLarge(_) => Reason::PayloadTooLarge,
+            Self::Timeout => Reason::Timeout,
+            Self::HeadersTooLarge(_) => Reason::HeadersTooLarge,
             Self::Service(e) => match e {
-                Error::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-                Error::Malformed(_) => (StatusCode::UNAUTHORIZED, "malformed_key"),
-                Error::NotFound(_) => (StatusCode::UNAUTHORIZED, "invalid_key"),
-                Error::Revoked(_) => (StatusCode::UNAUTHORIZED, "key_revoked"),
-                Error::Expired(_) => (StatusCode::UNAUTHORIZED, "key_expired"),
-                Error::GuildMismatch => (StatusCode::FORBIDDEN, "guild_mismatch"),
-                Error::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
-                Error::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
-                Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-                Error::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
-                Error::Discord(_) => (StatusCode::BAD_GATEWAY, "discord_error"),
+                Error::Invalid(_) => Reason::BadRequest,
+                Error::Malformed(_) => Reason::MalformedKey,
+                Error::NotFound(_) => Reason::InvalidKey,
+                Error::Revoked(_) => Reason::KeyRevoked,
+                Error::Expired(_) => Reason::KeyExpired,
+                Error::GuildMismatch => Reason::GuildMismatch,
+                Error::InsufficientScope(_) => Reason::InsufficientScope,
+                Error::IpNotAllowed => Reason::IpNotAllowed,
+                Error::RateLimited { .. } => Reason::RateLimited,
+                Error::Missing(_) => Reason::NotFound,
+                Error::Discord(_) => Reason::DiscordError,
                 Error::Ambiguous { .. }
                 | Error::StillActive(_)
                 | Error::LimitReached { .. }
-                | Error::GuildNeeded { .. } => (StatusCode::CONFLICT, "conflict"),
-                Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-                Error::Suspended(_) | Error::BreakerTripped(_) => (StatusCode::UNAUTHORIZED, "key_suspended"),
-                Error::NotSuspended(_) => (StatusCode::CONFLICT, "conflict"),
-                Error::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, "role_not_allowed"),
-                Error::MemberProtected(_) => (StatusCode::FORBIDDEN, "member_protected"),
-                Error::DiscordPaused { .. } => (StatusCode::SERVICE_UNAVAILABLE, "discord_paused"),
-                Error::IndexStale => (StatusCode::SERVICE_UNAVAILABLE, "index_stale"),
-                Error::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+                | Error::GuildNeeded { .. } => Reason::Conflict,
+                Error::Internal(_) => Reason::InternalError,
+                Error::Suspended(_) | Error::BreakerTripped(_) => Reason::KeySuspended,
+                Error::NotSuspended(_) => Reason::Conflict,
+                Error::RoleNotAllowed(_) => Reason::RoleNotAllowed,
+                Error::MemberProtected(_) => Reason::MemberProtected,
+                Error::DiscordPaused { .. } => Reason::DiscordPaused,
+                Error::IndexStale => Reason::IndexStale,
+                Error::DatabaseUnavailable => Reason::DatabaseUnavailable,
             },
         }
     }

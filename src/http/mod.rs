@@ -18,8 +18,11 @@ mod guild;
 mod metrics;
 mod openapi;
 mod ratelimit;
+mod reason;
 mod routes;
 mod usage;
+
+pub use reason::Reason;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -119,6 +122,11 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The OpenAPI document's fixed part (the routes add theirs in [`router`]).
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "guildkey", description = "Act on one Discord server with an API key issued by its admins. \
@@ -131,7 +139,7 @@ struct ApiDoc;
 /// Builds the application: the router and its OpenAPI document from the
 /// same handlers, and the front door (`front.rs`) around them.
 pub fn router(state: AppState) -> App {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(routes::verify))
         .routes(routes!(usage::usage))
         .routes(routes!(routes::audit_log))

@@ -247,11 +247,9 @@ pub struct ErrorBody {
     /// The HTTP status.
     #[schema(example = 403)]
     code: u16,
-    /// Machine-readable: bad_request, missing_key, malformed_key, invalid_key, key_revoked, key_expired,
-    /// guild_mismatch, insufficient_scope, ip_not_allowed, not_found, method_not_allowed, timeout, conflict,
-    /// payload_too_large, rate_limited, headers_too_large, internal_error, discord_error.
+    /// Machine-readable; each reason has one status (see the README's Reasons).
     #[schema(example = "insufficient_scope")]
-    reason: String,
+    reason: super::Reason,
     /// For people; may change.
     message: String,
 }

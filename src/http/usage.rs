@@ -105,7 +105,7 @@ fn unix_millis() -> i64 {
 pub struct UsageQuery {
     /// `24h` (the default: 24 hour buckets), `7d` (28 buckets of 6 hours) or
     /// `30d` (30 day buckets), each ending with the current bucket (UTC).
-    #[param(value_type = Option<String>, example = "24h")]
+    #[param(value_type = Option<crate::service::usage_report::Period>, example = "24h")]
     period: Option<String>,
 }
 
