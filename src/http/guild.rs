@@ -142,7 +142,8 @@ pub async fn unban(
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 401, description = "key_suspended: also when this change would exceed the key's role budget", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch, insufficient_scope or role_not_allowed (a role with a moderator's permission, managed, @everyone, at or above the bot's, or outside the key's allowed_roles)", body = ErrorEnvelope),
-        (status = 502, description = "discord_error (Unknown Member, Unknown Role, Missing Permissions…)", body = ErrorEnvelope),
+        (status = 404, description = "not_found: the server has no such role (known from the bot's view of its roles; Discord is not asked)", body = ErrorEnvelope),
+        (status = 502, description = "discord_error (Unknown Member, Missing Permissions…)", body = ErrorEnvelope),
         (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
             headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
     ))]
@@ -163,6 +164,7 @@ pub async fn add_role(
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 401, description = "key_suspended: also when this change would exceed the key's role budget", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch, insufficient_scope or role_not_allowed (a role with a moderator's permission, managed, @everyone, at or above the bot's, or outside the key's allowed_roles)", body = ErrorEnvelope),
+        (status = 404, description = "not_found: the server has no such role (known from the bot's view of its roles; Discord is not asked)", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
         (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
             headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
