@@ -356,7 +356,9 @@ impl Store {
     }
 
     /// Deliveries due at `now`, unclaimed, to enabled webhooks, the most
-    /// overdue first.
+    /// overdue first; only each guild's oldest pending delivery, so that a
+    /// guild's messages go out in event order, each after the one before it
+    /// was delivered or given up (and one at a time per guild).
     pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> anyhow::Result<Vec<DueDelivery>> {
         let columns = DELIVERY_COLUMNS.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
@@ -364,6 +366,8 @@ impl Store {
              join webhook w on w.guild_id = d.guild_id and w.enabled \
              where d.state = 'pending' and d.next_attempt_at <= $1 \
              and (d.claimed_until is null or d.claimed_until <= $1) \
+             and not exists (select 1 from webhook_delivery e where e.guild_id = d.guild_id \
+                 and e.state = 'pending' and e.webhook_delivery_id < d.webhook_delivery_id) \
              order by d.next_attempt_at limit $2"
         );
         let rows = db_run!(read self, |c| {
@@ -372,12 +376,16 @@ impl Store {
         rows::due(rows)
     }
 
-    /// When the next pending delivery is due and unclaimed, if any is.
+    /// When the next pending delivery [`Self::due_deliveries`] would give
+    /// is due and unclaimed, if any is (a guild's later messages wait for
+    /// its oldest).
     pub async fn next_delivery_at(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
         let (at,): (Option<i64>,) = db_run!(read self, |c| {
             sqlx::query_as(
                 "select min(case when claimed_until > next_attempt_at then claimed_until else next_attempt_at end) \
-                 from webhook_delivery where state = 'pending'",
+                 from webhook_delivery d where state = 'pending' \
+                 and not exists (select 1 from webhook_delivery e where e.guild_id = d.guild_id \
+                     and e.state = 'pending' and e.webhook_delivery_id < d.webhook_delivery_id)",
             )
             .fetch_one(&mut *c)
             .await?
