@@ -1,20 +1,51 @@
 //! guildkey: a Discord bot with which server admins issue and manage API
 //! keys, and an HTTP listener that external programs call with those keys.
 //!
-//! A tour, from the inside out:
-//! - [`keys`]: the domain without I/O — token format, scopes, names,
-//!   durations, IP allow-lists. Parse, don't validate.
-//! - [`store`]: all SQL (SQLite, or PostgreSQL for several instances, via
-//!   sqlx), migrations, change detection.
-//! - [`audit`]: the audit events every change writes.
-//! - [`service`]: every rule (limits, revoke/delete/rotate/suspend,
-//!   verification from an in-memory index, batched last-used times, usage
-//!   counters, the request log, refusal-spike alerts and expiry reminders,
-//!   and the guard: which roles and members a key may touch, the circuit
-//!   breaker, Discord's refusals and each guild's pause; webhooks: what is
-//!   sent, signed, retried and refused). The one error type.
-//! - Adapters, thin translations over the service: [`cli`] (clap).
-//! - [`config`] and [`telemetry`]: settings and logging.
+//! A tour of the house, from the inside out; every arrow points down this
+//! list, never up:
+//! - [`keys`]: the domain, no I/O: token format ([`keys::token`]), ids,
+//!   names, scopes, durations, IP allow-lists, and the key record's own
+//!   rules (may it be revoked, rotated, suspended: `KeyStatus::permits`).
+//!   Parse, don't validate.
+//! - [`audit`]: the audit events every change writes, as data.
+//! - [`config`]: every setting written once (`config/sections.rs`), read by
+//!   serde with unknown keys refused and each value validated as it is read
+//!   (`config/values.rs`); environment overrides; `config check`'s lines.
+//! - [`store`]: all SQL. Each statement once, in `$N` form, in
+//!   `store/{keys,audit,webhooks,usage,alerts,limits}.rs`, run on either
+//!   database by `db_run!`; `store/sqlite/` and `store/postgres/` hold only
+//!   what truly differs (connecting, migrating, the change signal, and in
+//!   `dialect.rs` the index scan, the last-used flush and the usage buckets).
+//! - [`discord`]: the outbound port to Discord: the `GuildOps` trait
+//!   (`port.rs`), permission rules, the invalid-request shield, the serenity
+//!   implementation (`serenity_ops.rs`) and the REST view a listener alone
+//!   uses (`rest.rs`), audit embeds and escaping.
+//! - [`service`]: every rule, as `impl KeyService` blocks one concern a
+//!   file: `keys.rs` (lifecycle), `verify.rs` (admission: the key, the
+//!   shared lease, the local limiter, the budget), `actions.rs` (Discord
+//!   writes) and `guard.rs` (which roles and members a key may touch, the
+//!   breaker, each guild's pause), `audit.rs`, `leaks.rs`, `usage/` and
+//!   `usage_report.rs`, `webhooks/` (events, signing, the address policy,
+//!   one delivery), `index.rs` (the in-memory key index, dense by design),
+//!   `lease.rs` (rate budgets shared between instances), `clock.rs` (what
+//!   time it is for keys; tests set it), `health.rs` (the bot's state for
+//!   `/healthz`), and `tasks/`, one file per background loop (index upkeep,
+//!   lease heartbeats, the audit outbox, webhook dispatch, expiry reminders).
+//!   The one error type is `service/error.rs`.
+//! - Adapters, thin translations over the service, each mapping the error
+//!   once: [`http`] (axum behind a hyper front door, `front.rs`, dense by
+//!   design; `reason.rs` is the one list of error reasons), [`bot`] (poise
+//!   slash commands and buttons), [`cli`] (clap).
+//! - [`chart`]: pure rendering of usage charts.
+//! - [`app`]: the wiring: opens the store, builds the service, starts the
+//!   listener and the bot (kept connected by a supervisor), stops them on a
+//!   signal; [`telemetry`]: logging.
+//!
+//! Tests: three integration binaries in `tests/` (`service`: the service
+//! in-process on both backends; `cli`: the operator CLI black-box;
+//! `blackbox`: the real binary's listener and bot against the Discord
+//! double, scale-out on PostgreSQL), and the Discord double itself in
+//! `tests/discord-double/`.
 
 #![warn(clippy::self_named_module_files)]
 
