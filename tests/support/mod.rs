@@ -16,8 +16,6 @@
 //! message carrying the "shown only once" warning); those bodies are exempt.
 //! See [`find_secrets`].
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -25,8 +23,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod alone;
 pub mod db;
 pub mod proxy;
+
+pub use alone::alone;
 
 pub use discord_double::{config as ids, Double, DoubleConfig};
 
@@ -50,6 +51,8 @@ pub struct App {
     run_args: Vec<String>,
     no_gateway: bool,
     no_listener: bool,
+    /// Its share of the machine while tests that run [`alone`] wait.
+    _turn: alone::Turn,
 }
 
 /// Options for [`spawn_app_with`].
@@ -97,6 +100,7 @@ pub async fn spawn_app_with(opts: Options) -> App {
 
 /// Starts the binary against an already running double.
 pub async fn spawn_against(double: Double, opts: Options) -> App {
+    let turn = alone::turn().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = opts.db_url.clone().unwrap_or_else(|| db::fresh_url(dir.path()));
     let config_path = dir.path().join("config.toml");
@@ -124,6 +128,7 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
         run_args: opts.run_args,
         no_gateway: opts.no_gateway,
         no_listener: opts.no_listener,
+        _turn: turn,
     }
 }
 

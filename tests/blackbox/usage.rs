@@ -4,7 +4,7 @@
 //! the request log holds every request but successful verifications; a
 //! spike of refusals posts one audit-channel alert.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The script examples in `examples/` run against the real listener (and
 //! its bot on the Discord double): what the README promises integrators.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! must fail cleanly with 502 `discord_error` and work again once Discord
 //! does. Figures are printed (`--nocapture` shows them).
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

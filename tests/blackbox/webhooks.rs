@@ -4,7 +4,7 @@
 //! The binary is allowed http and private addresses (the receiver is on
 //! 127.0.0.1) and short retry waits, through `[webhooks]` in its config.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

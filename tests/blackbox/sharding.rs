@@ -3,7 +3,7 @@
 //! which sends each guild's events to the shard that owns it
 //! (`(guild_id >> 22) % shards`). Every guild's command is answered, once.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

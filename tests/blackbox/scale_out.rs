@@ -6,7 +6,7 @@
 //! guildkey it is PostgreSQL going down and coming back on the same address,
 //! without stopping the server the other tests share.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

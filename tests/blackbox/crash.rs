@@ -5,7 +5,7 @@
 //! survive, the audit log must hold only whole entries with no change
 //! missing its entry, and last-used times may lag by at most one flush.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -279,6 +279,8 @@ async fn last_used(db_url: &str, key: &str) -> (Option<DateTime<Utc>>, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_changes_survive_sigkill_with_whole_audit_entries_and_last_used_at_most_one_flush_old() {
+    // The load and the flush margin are measured with no other test's app running.
+    let _alone = support::alone().await;
     let config = "[keys]\nlast_used_flush_seconds = 1\nmax_per_guild = 1000\n";
     let mut app = spawn_app_with(Options { config: config.into(), ..Options::default() }).await;
     let fast = ["--rate-limit", "100000"];

@@ -5,7 +5,7 @@
 //! tests/support (it must catch a planted leak). Rows of docs/bad-input.md
 //! point here.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Hostile input against the real listener: guessing keys gets nowhere and
 //! gets throttled, and the listener keeps answering meanwhile.
 
-mod support;
+use crate::support;
 
 use guildkey::keys::token;
 use support::{json, mode_of, spawn_app, spawn_app_with, Options};

@@ -4,7 +4,7 @@
 //! else, refuse cleanly, close what it will not wait for, and keep its memory
 //! bounded. Figures are printed (`--nocapture` shows them).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,9 @@ const CLOSE_MARGIN: Duration = Duration::from_secs(5);
 /// A request to a listener under attack must still be answered this fast.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
-/// One heavy test at a time: they share two cores, and the latency figures
-/// mean more when they are not measuring each other.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// One heavy test at a time, and no other test's app meanwhile
+// (`support::alone`): they share two cores, and the latency figures mean
+// more when they are not measuring each other.
 
 fn addr(app: &App) -> String {
     app.base.trim_start_matches("http://").to_owned()
@@ -124,7 +124,7 @@ async fn slow_header_client(addr: String, every: Duration, give_up: Duration) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_slow_bodies_do_not_pin_the_listener_and_slow_headers_are_cut_off() {
-    let _serial = SERIAL.lock().await;
+    let _alone = support::alone().await;
     let app = spawn_app().await;
     let verifier = app.create_key(DEMO, "verifier", "guild.read", &["--rate-limit", "100000"]);
     let writer = app.create_key(DEMO, "writer", "bans.write", &["--env", "test", "--rate-limit", "100000"]);
@@ -214,7 +214,7 @@ async fn slow_headers_and_slow_bodies_do_not_pin_the_listener_and_slow_headers_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_a_clean_refusal_and_the_listener_stays_up() {
-    let _serial = SERIAL.lock().await;
+    let _alone = support::alone().await;
     let app = spawn_app().await;
     let verifier = app.create_key(DEMO, "verifier", "guild.read", &[]);
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -276,7 +276,7 @@ async fn oversized_headers_get_a_clean_refusal_and_the_listener_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_max_body_bytes_get_413_in_the_envelope_without_being_read_whole() {
-    let _serial = SERIAL.lock().await;
+    let _alone = support::alone().await;
     let app = spawn_app_with(Options { config: "[http]\nmax_body_bytes = 1024\n".into(), ..Options::default() }).await;
     let writer = app.create_key(DEMO, "writer", "bans.write", &["--env", "test"]);
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -349,7 +349,7 @@ fn assert_envelope_413(status: u16, body: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_keep_memory_bounded_and_are_closed_by_the_listener() {
-    let _serial = SERIAL.lock().await;
+    let _alone = support::alone().await;
     let limit = raise_nofile_limit();
     // Both ends of every connection count against the same limit (the child
     // inherits it); leave room for everything else each process opens.
@@ -437,7 +437,7 @@ async fn ten_thousand_idle_connections_keep_memory_bounded_and_are_closed_by_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_is_reused_within_the_timeout() {
-    let _serial = SERIAL.lock().await;
+    let _alone = support::alone().await;
     let app = spawn_app().await;
     let addr = addr(&app);
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -454,7 +454,7 @@ async fn a_keep_alive_connection_is_reused_within_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_and_closes_idle_connections() {
-    let _serial = SERIAL.lock().await;
+    let _alone = support::alone().await;
     let mut app = spawn_app().await;
     let writer = app.create_key(DEMO, "writer", "bans.write", &["--env", "test"]);
     tokio::time::sleep(Duration::from_millis(1200)).await;

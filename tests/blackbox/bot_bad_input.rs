@@ -6,7 +6,7 @@
 //! anyway. Each refusal is an ephemeral message that says what is wrong, and
 //! nothing changes. Rows of docs/bad-input.md point here.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

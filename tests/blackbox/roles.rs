@@ -3,7 +3,7 @@
 //! gateway bot and the audit-channel posts, no listener), several of them
 //! on one database, and a bad role refused at start.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
