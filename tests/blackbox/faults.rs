@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use discord_double::{FaultRule, GatewayStats, InteractionReply};
 use serde_json::{json, Value};
+use support::bot::answer;
+use support::reply::send;
 use support::{ids, spawn_app, spawn_app_with, App, Options};
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
@@ -100,47 +102,7 @@ async fn let_the_listener_catch_up() {
 }
 
 async fn list_command(app: &App) -> InteractionReply {
-    let sent = app.double.slash(DEMO, ids::ALICE_ID).subcommand("apikey", "list").send().await.expect("send");
-    app.double.wait_for_response(&sent, WAIT).await.expect("the bot answers /apikey list")
-}
-
-/// A response read whole.
-struct Reply {
-    status: u16,
-    body: Value,
-    took: Duration,
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let started = Instant::now();
-    let resp = req.send().await.expect("the listener answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: not JSON ({e}): {text}"));
-    Reply { status, body, took: started.elapsed() }
-}
-
-impl Reply {
-    /// Asserts 502 `discord_error` in exactly the error envelope.
-    #[track_caller]
-    fn discord_error(&self) -> &str {
-        assert_eq!(self.status, 502, "{}", self.body);
-        let b = &self.body;
-        assert_eq!(b["success"], false, "{b}");
-        assert_eq!(b["data"], json!({}), "{b}");
-        assert_eq!(b["error"]["code"], 502, "{b}");
-        assert_eq!(b["error"]["reason"], "discord_error", "{b}");
-        let mut fields: Vec<&String> = b["error"].as_object().unwrap().keys().collect();
-        fields.sort();
-        assert_eq!(fields, ["code", "message", "reason"], "{b}");
-        b["error"]["message"].as_str().filter(|m| !m.is_empty()).expect("a message")
-    }
-
-    #[track_caller]
-    fn ok(&self) -> &Value {
-        assert_eq!(self.status, 200, "{}", self.body);
-        &self.body["data"]
-    }
+    answer(app, app.double.slash(DEMO, ids::ALICE_ID).subcommand("apikey", "list")).await
 }
 
 /// What the gateway does to the bot.
@@ -261,7 +223,7 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
     for (what, rule) in storms {
         app.double.fault(rule);
         let put = send(ban()).await;
-        let message = put.discord_error().to_owned();
+        let message = put.discord_error();
         let get = send(check()).await;
         get.discord_error();
         app.double.clear_faults();
@@ -269,7 +231,7 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
         if what.starts_with("403") {
             assert!(message.contains("Missing Permissions"), "{what}: Discord's message is passed on: {message}");
         }
-        for m in [&message, get.body["error"]["message"].as_str().unwrap()] {
+        for m in [&message, get.json()["error"]["message"].as_str().unwrap()] {
             assert!(!m.contains(&writer[12..]) && !m.contains(support::BOT_TOKEN), "a secret in {m}");
         }
         let tries = app.double.calls().iter().filter(|c| c.route.as_deref() == Some(BAN_ROUTE)).count();
@@ -306,13 +268,14 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
     report.push(format!("guild REST down: role PUT 502 in {:?}", role.took));
 
     let events = send(app.http.get(app.url(&format!("/v1/guilds/{DEMO}/audit-log"))).bearer_auth(&auditor)).await;
+    let page = events.ok();
     let api_writes: Vec<&Value> =
-        events.ok()["events"].as_array().unwrap().iter().filter(|e| e["actor"] == "An API key").collect();
+        page["events"].as_array().unwrap().iter().filter(|e| e["actor"] == "An API key").collect();
     assert!(api_writes.is_empty(), "a failed write has no audit entry: {api_writes:?}");
 
     // Discord is back: the same write succeeds.
     let put = send(ban()).await;
-    assert_eq!(put.ok()["changed"], true, "{}", put.body);
+    assert_eq!(put.ok()["changed"], true, "{}", put.text);
     assert!(app.double.bans(DEMO).contains_key(&user));
     assert_eq!(send(check()).await.ok()["banned"], true);
     let unban = send(app.http.delete(&ban_url).bearer_auth(&writer)).await;
@@ -328,7 +291,7 @@ async fn discord_backed_routes_answer_502_while_discord_fails_and_work_again_aft
         app.double.clear_recorded();
         app.double.fault(rule);
         let put = send(ban()).await;
-        assert_eq!(put.ok()["changed"], true, "{what}: {}", put.body);
+        assert_eq!(put.ok()["changed"], true, "{what}: {}", put.text);
         let puts = app.double.calls_to("PUT", BAN_ROUTE);
         assert_eq!(puts.len(), 2, "{what}: one retry");
         let gap = puts[1].at.duration_since(puts[0].at);

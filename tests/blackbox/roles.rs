@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use discord_double::{Double, DoubleConfig, RoleSeed};
 use serde_json::{json, Value};
+use support::reply::{delete, get, put};
 use support::{ids, spawn_against, App, Options, BOT_TOKEN};
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
@@ -32,44 +33,6 @@ fn world() -> DoubleConfig {
     let raid = RoleSeed::new(RAID_ROLE_ID, "Raid", 1, ids::permissions::ADMINISTRATOR);
     cfg.guilds[0].roles.push(raid);
     cfg
-}
-
-/// A response read whole.
-struct Reply {
-    status: u16,
-    body: Value,
-}
-
-impl Reply {
-    #[track_caller]
-    fn ok(&self) -> &Value {
-        assert_eq!(self.status, 200, "{}", self.body);
-        &self.body["data"]
-    }
-
-    #[track_caller]
-    fn err(&self, status: u16, reason: &str) -> String {
-        assert_eq!((self.status, self.body["error"]["reason"].as_str()), (status, Some(reason)), "{}", self.body);
-        self.body["error"]["message"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-async fn call(app: &App, method: reqwest::Method, path: &str, token: &str) -> Reply {
-    let resp = app.http.request(method, app.url(path)).bearer_auth(token).send().await.expect("request");
-    let status = resp.status().as_u16();
-    Reply { status, body: support::json(resp).await }
-}
-
-async fn get(app: &App, path: &str, token: &str) -> Reply {
-    call(app, reqwest::Method::GET, path, token).await
-}
-
-async fn put(app: &App, path: &str, token: &str) -> Reply {
-    call(app, reqwest::Method::PUT, path, token).await
-}
-
-async fn delete(app: &App, path: &str, token: &str) -> Reply {
-    call(app, reqwest::Method::DELETE, path, token).await
 }
 
 fn role_path(user: u64, role: u64) -> String {
@@ -149,12 +112,14 @@ async fn an_http_only_listener_verifies_reads_the_guild_over_rest_writes_and_ref
     // managed role, @everyone; refused before any Discord call.
     app.double.clear_recorded();
     for (role, why) in [(RAID_ROLE_ID, "Administrator"), (ids::BOT_ROLE_ID, "managed"), (DEMO, "@everyone")] {
-        let message = put(&app, &role_path(ids::PAT_ID, role), &token).await.err(403, "role_not_allowed");
+        let message = put(&app, &role_path(ids::PAT_ID, role), &token).await.err(403, "role_not_allowed").message();
         assert!(message.contains(why), "{why}: {message}");
         delete(&app, &role_path(ids::ALICE_ID, role), &token).await.err(403, "role_not_allowed");
     }
-    let message =
-        put(&app, &format!("/v1/guilds/{DEMO}/bans/{}", ids::ALICE_ID), &token).await.err(403, "member_protected");
+    let message = put(&app, &format!("/v1/guilds/{DEMO}/bans/{}", ids::ALICE_ID), &token)
+        .await
+        .err(403, "member_protected")
+        .message();
     assert!(message.contains("owner"), "{message}");
     let asked: Vec<String> = app
         .double
@@ -167,7 +132,7 @@ async fn an_http_only_listener_verifies_reads_the_guild_over_rest_writes_and_ref
 
     // A guild Discord does not know is one the bot is not in.
     let orphan = key(&app, &app, ABSENT_GUILD_ID, "orphan", "guild.read").await;
-    let message = get(&app, &format!("/v1/guilds/{ABSENT_GUILD_ID}"), &orphan).await.err(404, "not_found");
+    let message = get(&app, &format!("/v1/guilds/{ABSENT_GUILD_ID}"), &orphan).await.err(404, "not_found").message();
     assert!(message.contains("not in this guild"), "{message}");
     get(&app, &format!("/v1/guilds/{ABSENT_GUILD_ID}"), &orphan).await.err(404, "not_found");
     assert_eq!(app.double.calls_to("GET", GUILD_ROUTE).len(), 1, "the answer is kept too");
@@ -192,10 +157,12 @@ async fn an_http_only_listener_rereads_the_guild_after_a_403_and_sees_a_role_cha
     let without = ids::BOT_ROLE_PERMISSIONS & !ids::permissions::MANAGE_ROLES;
     app.double.set_role_permissions(DEMO, ids::BOT_ROLE_ID, without);
     app.double.clear_recorded();
-    let message = delete(&app, &role_path(ids::DANA_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error");
+    let message =
+        delete(&app, &role_path(ids::DANA_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Missing Permissions") && !message.contains("Discord was not asked"), "{message}");
     assert_eq!(app.double.calls_to("DELETE", ROLE_ROUTE).len(), 1);
-    let message = put(&app, &role_path(ids::MORGAN_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error");
+    let message =
+        put(&app, &role_path(ids::MORGAN_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Discord was not asked"), "{message}");
     assert_eq!(app.double.calls_to("GET", GUILD_ROUTE).len(), 1, "the guild was read again after the 403");
     assert!(app.double.calls_to("PUT", ROLE_ROUTE).is_empty());
@@ -208,10 +175,10 @@ async fn an_http_only_listener_rereads_the_guild_after_a_403_and_sees_a_role_cha
     loop {
         let reply = put(&app, &role_path(ids::MORGAN_ID, ids::VERIFIED_ROLE_ID), &token).await;
         if reply.status == 403 {
-            assert!(reply.err(403, "role_not_allowed").contains("Manage Webhooks"));
+            assert!(reply.err(403, "role_not_allowed").message().contains("Manage Webhooks"));
             break;
         }
-        let message = reply.err(502, "discord_error");
+        let message = reply.err(502, "discord_error").message();
         assert!(message.contains("Discord was not asked"), "the bot still lacks Manage Roles in the view: {message}");
         assert!(started.elapsed() < GUILD_VIEW_TTL * 2 + WAIT, "the change was never seen");
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -9,6 +9,7 @@ use crate::support;
 use std::time::Duration;
 
 use discord_double::InteractionReply;
+use support::bot::answer;
 use support::{db_scalar, ids, json, spawn_app_with, App, Options};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,8 +45,7 @@ async fn command(app: &App, sub: &str, key: &str, options: &[(&str, i64)]) -> In
     for (name, value) in options {
         slash = slash.integer(name, *value);
     }
-    let sent = slash.send().await.expect("send the command");
-    app.double.wait_for_response(&sent, WAIT).await.expect("the bot answers")
+    answer(app, slash).await
 }
 
 /// 7 verifications, 3 refused for lack of scope, 2 over the key's rate

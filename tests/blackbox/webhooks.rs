@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use support::{ids, spawn_app_with, App, Options};
+use support::{bot, ids, spawn_app_with, App, Options};
 
 const WAIT: Duration = Duration::from_secs(10);
 const DEMO: u64 = ids::DEMO_GUILD_ID;
@@ -143,24 +143,13 @@ async fn webhook(app: &App, user: u64, sub: &str, options: &[(&str, &str)]) -> S
     for (k, v) in options {
         b = if *v == "true" || *v == "false" { b.boolean(k, *v == "true") } else { b.string(k, v) };
     }
-    let sent = b.send().await.expect("send /apikey webhook");
-    let reply = app.double.wait_for_response(&sent, WAIT).await.expect("a reply");
+    let reply = bot::answer(app, b).await;
     assert!(reply.ephemeral(), "webhook replies are ephemeral");
     reply.all_text()
 }
 
 async fn create_key(app: &App, name: &str) -> String {
-    let sent = app
-        .double
-        .slash(DEMO, ids::ALICE_ID)
-        .subcommand("apikey", "create")
-        .string("name", name)
-        .string("scopes", "bans.read, bans.write")
-        .send()
-        .await
-        .unwrap();
-    let reply = app.double.wait_for_response(&sent, WAIT).await.unwrap();
-    support::token_regex().find(&reply.all_text()).expect("a key in the reply").as_str().to_owned()
+    bot::secret_in(&bot::create(app, ids::ALICE_ID, name, "bans.read, bans.write").await)
 }
 
 fn assert_secret_not_logged(app: &App, secret: &str) {

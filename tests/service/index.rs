@@ -2,7 +2,7 @@
 //! file: this process's own changes are applied in place, so they take
 //! effect before the call returns and never cost a full reload; a key's rate
 //! limiter and cached rendering follow it through its changes as they
-//! should. (Reloads after another process's commits: tests/service.rs.)
+//! should. (Reloads after another process's commits: the `lifecycle` module.)
 
 use std::net::IpAddr;
 

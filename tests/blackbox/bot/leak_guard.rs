@@ -3,16 +3,9 @@
 use super::*;
 
 async fn leak_guard(app: &App, state: &str) -> InteractionReply {
-    let sent = app
-        .double
-        .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
-        .subcommand("apikey", "leak-guard")
-        // A choice option: its index, as Discord sends it.
-        .integer("state", if state == "on" { 0 } else { 1 })
-        .send()
-        .await
-        .expect("send /apikey leak-guard");
-    app.double.wait_for_response(&sent, WAIT).await.expect("a reply")
+    let command = app.double.slash(ids::DEMO_GUILD_ID, ids::ALICE_ID).subcommand("apikey", "leak-guard");
+    // A choice option: its index, as Discord sends it.
+    support::bot::answer(app, command.integer("state", if state == "on" { 0 } else { 1 })).await
 }
 
 /// Gives the bot's role Manage Server (AutoMod needs it) and waits until the

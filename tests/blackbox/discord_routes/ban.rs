@@ -136,11 +136,14 @@ async fn a_ban_needs_bans_write_the_keys_own_guild_snowflakes_and_a_valid_body()
     put(&app, &format!("/v1/guilds/{DEMO}/bans/pat"), &token).await.err(400, "bad_request");
     put(&app, &format!("/v1/guilds/1.5/bans/{}", ids::PAT_ID), &token).await.err(400, "bad_request");
 
-    let message = put_json(&app, &path, &token, &json!({ "reason": "x".repeat(513) })).await.err(400, "bad_request");
+    let message =
+        put_json(&app, &path, &token, &json!({ "reason": "x".repeat(513) })).await.err(400, "bad_request").message();
     assert!(message.contains("reason") && message.contains("512"), "{message}");
     for seconds in [-1, 604_801, i64::from(u32::MAX) + 1] {
-        let message =
-            put_json(&app, &path, &token, &json!({ "delete_message_seconds": seconds })).await.err(400, "bad_request");
+        let message = put_json(&app, &path, &token, &json!({ "delete_message_seconds": seconds }))
+            .await
+            .err(400, "bad_request")
+            .message();
         assert!(message.contains("delete_message_seconds"), "{message}");
     }
     for body in ["{", "not json", "{\"reason\": 5}", "{\"delete_message_seconds\": 1.5}", "{\"unknown\": 1}", "[]"] {
@@ -171,17 +174,17 @@ async fn discord_refusing_a_ban_is_a_502_with_its_message_and_no_audit_entry() {
     let (token, reader) = keys(&app, "game", "bans.write").await;
 
     // The owner: refused by guildkey, before Discord could refuse it.
-    let message = put(&app, &ban_path(DEMO, ids::ALICE_ID), &token).await.err(403, "member_protected");
+    let message = put(&app, &ban_path(DEMO, ids::ALICE_ID), &token).await.err(403, "member_protected").message();
     assert!(message.contains("owner"), "{message}");
     assert!(calls(&app, "PUT", BAN_ROUTE).is_empty());
 
     app.double.fault(FaultRule::on("PUT", BAN_ROUTE).discord_error(403, 50013, "Missing Permissions"));
-    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Missing Permissions"), "{message}");
     app.double.clear_faults();
 
     app.double.fault(FaultRule::on("PUT", BAN_ROUTE).status(500));
-    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error").message();
     assert!(!message.is_empty());
     app.double.clear_faults();
 
@@ -220,7 +223,7 @@ async fn a_ban_that_stays_rate_limited_fails_cleanly_as_502_and_the_listener_kee
     // Discord keeps saying 429: a few bounded retries, then a clean 502.
     app.double.fault(FaultRule::on("PUT", BAN_ROUTE).rate_limited(0.3, false));
     let started = Instant::now();
-    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error").message();
     assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?}", started.elapsed());
     assert!(message.to_lowercase().contains("rate limit"), "{message}");
     app.double.clear_faults();
@@ -247,7 +250,7 @@ async fn a_ban_discord_does_not_answer_is_a_502_well_before_the_listeners_own_ti
     app.double.fault(FaultRule::on("PUT", BAN_ROUTE).latency(Duration::from_secs(15)).once());
 
     let started = Instant::now();
-    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error").message();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(12), "answered after {took:?}");
     assert!(message.contains("did not answer") && message.contains("may or may not"), "{message}");

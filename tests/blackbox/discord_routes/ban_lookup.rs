@@ -129,7 +129,7 @@ async fn a_ban_check_discord_refuses_is_a_502_with_discords_message_and_is_remem
     let token = key(&app, DEMO, "game", "bans.read", &[]).await;
     app.double.fault(FaultRule::on("GET", BAN_ROUTE).discord_error(403, 50013, "Missing Permissions"));
 
-    let message = get(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let message = get(&app, &ban_path(DEMO, ids::PAT_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Missing Permissions"), "{message}");
 
     // Asking again at once would only earn another 403, which Discord
@@ -137,7 +137,7 @@ async fn a_ban_check_discord_refuses_is_a_502_with_discords_message_and_is_remem
     // for any user of the guild, without asking.
     app.double.clear_faults();
     for user in [ids::PAT_ID, ids::DANA_ID, ids::STRANGER_ID] {
-        let message = get(&app, &ban_path(DEMO, user), &token).await.err(502, "discord_error");
+        let message = get(&app, &ban_path(DEMO, user), &token).await.err(502, "discord_error").message();
         assert!(message.contains("Missing Permissions") && message.contains("asks again"), "{message}");
     }
     assert_eq!(calls(&app, "GET", BAN_ROUTE).len(), 1, "Discord was asked once");
@@ -149,7 +149,7 @@ async fn a_ban_check_in_a_guild_the_bot_is_not_in_is_a_502_not_a_false_not_banne
     let app = spawn_app().await;
     let token = key(&app, ABSENT_GUILD_ID, "orphan", "bans.read", &[]).await;
 
-    let message = get(&app, &ban_path(ABSENT_GUILD_ID, ids::PAT_ID), &token).await.err(502, "discord_error");
+    let message = get(&app, &ban_path(ABSENT_GUILD_ID, ids::PAT_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Unknown Guild"), "{message}");
     app.double.assert_no_violations();
 }

@@ -42,7 +42,7 @@ async fn a_roles_write_key_never_adds_or_removes_an_admin_managed_everyone_or_hi
             put(&app, &role_path(DEMO, ids::PAT_ID, role), &token).await,
             delete(&app, &role_path(DEMO, ids::ALICE_ID, role), &token).await,
         ] {
-            let message = reply.err(403, "role_not_allowed");
+            let message = reply.err(403, "role_not_allowed").message();
             assert!(message.contains(why), "{why}: {message}");
         }
     }
@@ -62,7 +62,7 @@ async fn a_role_that_gains_a_dangerous_permission_is_refused_from_the_next_reque
     // An admin gives "Verified" Manage Webhooks: the gateway says so, and
     // guildkey checks the live hierarchy, not what the role was at start.
     app.double.set_role_permissions(DEMO, ids::VERIFIED_ROLE_ID, guildkey::discord::permissions::MANAGE_WEBHOOKS);
-    let message = wait_for_status(&app, &path, &token, 403).await.err(403, "role_not_allowed");
+    let message = wait_for_status(&app, &path, &token, 403).await.err(403, "role_not_allowed").message();
     assert!(message.contains("Manage Webhooks"), "{message}");
     app.double.clear_recorded();
     let morgan = role_path(DEMO, ids::MORGAN_ID, ids::VERIFIED_ROLE_ID);
@@ -85,7 +85,8 @@ async fn a_keys_allowed_roles_bound_what_it_may_change() {
     let any = key(&app, DEMO, "anything", "roles.write", &[]).await;
 
     assert_eq!(put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token).await.ok()["changed"], true);
-    let message = put(&app, &role_path(DEMO, ids::PAT_ID, GAMES_ROLE_ID), &token).await.err(403, "role_not_allowed");
+    let message =
+        put(&app, &role_path(DEMO, ids::PAT_ID, GAMES_ROLE_ID), &token).await.err(403, "role_not_allowed").message();
     assert!(message.contains("allowed_roles"), "{message}");
     // A key without a list may change any safe role; a list never widens.
     assert_eq!(put(&app, &role_path(DEMO, ids::PAT_ID, GAMES_ROLE_ID), &any).await.ok()["changed"], true);
@@ -106,10 +107,13 @@ async fn a_test_keys_dry_run_validates_like_a_live_write() {
     let app = spawn_app().await;
     let token = key(&app, DEMO, "staging", "roles.write,bans.write", &["--env", "test"]).await;
 
-    let message =
-        put(&app, &role_path(DEMO, ids::STRANGER_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &role_path(DEMO, ids::STRANGER_ID, ids::VERIFIED_ROLE_ID), &token)
+        .await
+        .err(502, "discord_error")
+        .message();
     assert!(message.contains("Unknown Member"), "{message}");
-    let message = put(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await.err(502, "discord_error");
+    let message =
+        put(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Unknown Role"), "{message}");
     put(&app, &role_path(DEMO, ids::PAT_ID, ids::ADMIN_ROLE_ID), &token).await.err(403, "role_not_allowed");
     put(&app, &ban_path(DEMO, ids::ALICE_ID), &token).await.err(403, "member_protected");
@@ -130,7 +134,7 @@ async fn a_bans_write_key_cannot_ban_the_owner_a_moderator_or_the_bot() {
 
     for (user, why) in [(ids::ALICE_ID, "owner"), (ids::MORGAN_ID, "Manage Server"), (ids::BOT_USER_ID, "its own bot")]
     {
-        let message = put(&app, &ban_path(DEMO, user), &token).await.err(403, "member_protected");
+        let message = put(&app, &ban_path(DEMO, user), &token).await.err(403, "member_protected").message();
         assert!(message.contains(why), "{why}: {message}");
     }
     assert!(calls(&app, "PUT", BAN_ROUTE).is_empty(), "no ban reached Discord");
@@ -190,7 +194,8 @@ async fn five_thousand_ban_checks_after_the_bot_lost_ban_members_reach_discord_a
     app.double.set_role_permissions(DEMO, ids::BOT_ROLE_ID, without_ban);
     let started = Instant::now();
     loop {
-        let message = get(&app, &ban_path(DEMO, 1_200_000_000_000_099_999), &token).await.err(502, "discord_error");
+        let message =
+            get(&app, &ban_path(DEMO, 1_200_000_000_000_099_999), &token).await.err(502, "discord_error").message();
         if message.contains("Discord was not asked") {
             break;
         }
@@ -224,8 +229,13 @@ async fn past_its_budget_a_guilds_discord_calls_pause_and_the_audit_channel_says
         app.http.put(app.url(&ban_path(DEMO, 1_200_000_000_000_200_010))).bearer_auth(&token).send().await.unwrap();
     let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=600).contains(&retry_after), "{retry_after}");
-    let reply = Reply { status: resp.status().as_u16(), text: resp.text().await.unwrap() };
-    let message = reply.err(503, "discord_paused");
+    let reply = Reply {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        text: resp.text().await.unwrap(),
+        took: Duration::ZERO,
+    };
+    let message = reply.err(503, "discord_paused").message();
     assert!(message.contains("paused") && message.contains('3'), "{message}");
     for i in 0..20 {
         put(&app, &ban_path(DEMO, 1_200_000_000_000_300_000 + i), &token).await.err(503, "discord_paused");
@@ -256,7 +266,8 @@ async fn a_key_past_its_ban_budget_is_suspended_and_an_admin_resumes_it_from_the
     for i in 0..3 {
         assert_eq!(put(&app, &ban_path(DEMO, 1_200_000_000_000_400_000 + i), &token).await.ok()["changed"], true);
     }
-    let message = put(&app, &ban_path(DEMO, 1_200_000_000_000_400_003), &token).await.err(401, "key_suspended");
+    let message =
+        put(&app, &ban_path(DEMO, 1_200_000_000_000_400_003), &token).await.err(401, "key_suspended").message();
     assert!(message.contains("3 bans in 10 minutes"), "{message}");
     assert_eq!(calls(&app, "PUT", BAN_ROUTE).len(), 3, "the fourth ban never reached Discord");
     get(&app, "/v1/verify", &token).await.err(401, "key_suspended");

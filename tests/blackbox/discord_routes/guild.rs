@@ -67,7 +67,7 @@ async fn guild_info_for_a_guild_the_bot_is_not_in_is_not_found() {
     let app = spawn_app().await;
     let token = key(&app, ABSENT_GUILD_ID, "orphan", "guild.read", &[]).await;
 
-    let message = get(&app, &guild_path(ABSENT_GUILD_ID), &token).await.err(404, "not_found");
+    let message = get(&app, &guild_path(ABSENT_GUILD_ID), &token).await.err(404, "not_found").message();
     assert!(message.contains("not in this guild"), "{message}");
     app.double.assert_no_violations();
 }

@@ -13,8 +13,8 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use discord_double::{DoubleConfig, FaultRule, RecordedCall, RecordedMessage};
-use reqwest::RequestBuilder;
 use serde_json::{json, Value};
+use support::reply::{delete, get, put, put_json, send, Reply};
 use support::{ids, spawn_against, spawn_app, spawn_app_with, App, Options};
 
 mod ban;
@@ -37,68 +37,6 @@ const BAN_CACHE_TTL: Duration = Duration::from_secs(5);
 const BAN_ROUTE: &str = "/guilds/{guild_id}/bans/{user_id}";
 const MEMBER_ROUTE: &str = "/guilds/{guild_id}/members/{user_id}";
 const ROLE_ROUTE: &str = "/guilds/{guild_id}/members/{user_id}/roles/{role_id}";
-
-/// A response read whole, so assertions can show the body.
-struct Reply {
-    status: u16,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("status {}: body is not JSON ({e}): {}", self.status, self.text))
-    }
-
-    /// Asserts a 200 success envelope; returns `data`.
-    #[track_caller]
-    fn ok(&self) -> Value {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text);
-        let body = self.json();
-        assert_eq!(body["success"], true, "{body}");
-        body["data"].clone()
-    }
-
-    /// Asserts a failure with this status and reason; returns the message.
-    #[track_caller]
-    fn err(&self, status: u16, reason: &str) -> String {
-        let body = self.json();
-        assert_eq!(
-            (self.status, body["error"]["reason"].as_str()),
-            (status, Some(reason)),
-            "expected {status} {reason}: {}",
-            self.text
-        );
-        assert_eq!(
-            (&body["success"], &body["data"], &body["error"]["code"]),
-            (&json!(false), &json!({}), &json!(status))
-        );
-        body["error"]["message"].as_str().expect("an error message").to_owned()
-    }
-}
-
-async fn send(req: RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    Reply { status, text }
-}
-
-async fn get(app: &App, path: &str, token: &str) -> Reply {
-    send(app.http.get(app.url(path)).bearer_auth(token)).await
-}
-
-async fn put(app: &App, path: &str, token: &str) -> Reply {
-    send(app.http.put(app.url(path)).bearer_auth(token)).await
-}
-
-async fn put_json(app: &App, path: &str, token: &str, body: &Value) -> Reply {
-    send(app.http.put(app.url(path)).bearer_auth(token).json(body)).await
-}
-
-async fn delete(app: &App, path: &str, token: &str) -> Reply {
-    send(app.http.delete(app.url(path)).bearer_auth(token)).await
-}
 
 fn guild_path(guild: u64) -> String {
     format!("/v1/guilds/{guild}")

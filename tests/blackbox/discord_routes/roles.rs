@@ -128,7 +128,7 @@ async fn discord_errors_on_role_changes_are_502s_with_discords_message_and_no_au
         put(&app, &role_path(DEMO, ids::STRANGER_ID, ids::VERIFIED_ROLE_ID), &token).await,
         delete(&app, &role_path(DEMO, ids::STRANGER_ID, ids::VERIFIED_ROLE_ID), &token).await,
     ] {
-        let message = reply.err(502, "discord_error");
+        let message = reply.err(502, "discord_error").message();
         assert!(message.contains("Unknown Member") && message.contains("10007"), "{message}");
     }
     // Unknown Role, adding or removing.
@@ -136,21 +136,25 @@ async fn discord_errors_on_role_changes_are_502s_with_discords_message_and_no_au
         put(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await,
         delete(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await,
     ] {
-        let message = reply.err(502, "discord_error");
+        let message = reply.err(502, "discord_error").message();
         assert!(message.contains("Unknown Role") && message.contains("10011"), "{message}");
     }
     // A role above the bot's highest role (and carrying Manage Server):
     // refused by guildkey, before Discord could say Missing Permissions.
-    let message =
-        put(&app, &role_path(DEMO, ids::PAT_ID, ids::MANAGER_ROLE_ID), &token).await.err(403, "role_not_allowed");
+    let message = put(&app, &role_path(DEMO, ids::PAT_ID, ids::MANAGER_ROLE_ID), &token)
+        .await
+        .err(403, "role_not_allowed")
+        .message();
     assert!(message.contains("Manage Server"), "{message}");
     delete(&app, &role_path(DEMO, ids::MORGAN_ID, ids::MANAGER_ROLE_ID), &token).await.err(403, "role_not_allowed");
     assert!(calls(&app, "PUT", ROLE_ROUTE).is_empty() && calls(&app, "DELETE", ROLE_ROUTE).is_empty());
 
     // Injected: the bot lost Manage Roles; then Discord fails outright.
     app.double.fault(FaultRule::on("PUT", ROLE_ROUTE).discord_error(403, 50013, "Missing Permissions"));
-    let message =
-        put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &role_path(DEMO, ids::PAT_ID, ids::VERIFIED_ROLE_ID), &token)
+        .await
+        .err(502, "discord_error")
+        .message();
     assert!(message.contains("Missing Permissions"), "{message}");
     app.double.clear_faults();
     app.double.fault(FaultRule::on("*", ROLE_ROUTE).status(500));
@@ -159,8 +163,10 @@ async fn discord_errors_on_role_changes_are_502s_with_discords_message_and_no_au
     app.double.clear_faults();
     // Injected Unknown Member on the write itself (the member left meanwhile).
     app.double.fault(FaultRule::on("PUT", ROLE_ROUTE).discord_error(404, 10007, "Unknown Member").once());
-    let message =
-        put(&app, &role_path(DEMO, ids::MORGAN_ID, ids::VERIFIED_ROLE_ID), &token).await.err(502, "discord_error");
+    let message = put(&app, &role_path(DEMO, ids::MORGAN_ID, ids::VERIFIED_ROLE_ID), &token)
+        .await
+        .err(502, "discord_error")
+        .message();
     assert!(message.contains("Unknown Member"), "{message}");
 
     assert!(app.double.member_roles(DEMO, ids::PAT_ID).is_empty());

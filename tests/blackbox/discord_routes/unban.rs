@@ -73,7 +73,7 @@ async fn discord_refusing_an_unban_is_a_502_with_its_message_and_no_audit_entry(
     app.double.add_ban(DEMO, ids::STRANGER_ID, None);
 
     app.double.fault(FaultRule::on("DELETE", BAN_ROUTE).discord_error(403, 50013, "Missing Permissions"));
-    let message = delete(&app, &ban_path(DEMO, ids::STRANGER_ID), &token).await.err(502, "discord_error");
+    let message = delete(&app, &ban_path(DEMO, ids::STRANGER_ID), &token).await.err(502, "discord_error").message();
     assert!(message.contains("Missing Permissions"), "{message}");
     app.double.clear_faults();
     app.double.fault(FaultRule::on("DELETE", BAN_ROUTE).status(500));

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use reqwest::header::HeaderMap;
 use reqwest::RequestBuilder;
 use serde_json::{json, Value};
+use support::reply::{assert_error_envelope, get, get_anon, keys_of, send, Reply};
 use support::{ids, json, spawn_app, spawn_app_with, token_regex, App, Options, BOT_TOKEN};
 
 mod allow_lists;
@@ -38,99 +38,6 @@ const CROSS_PROCESS: Duration = Duration::from_secs(1);
 /// `AUTH_FAILURE_BURST` in src/http/mod.rs: failed authentications one IP may
 /// make before it is throttled.
 const AUTH_FAILURE_BURST: usize = 20;
-
-/// A response read whole, so assertions can show the body.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("status {}: body is not JSON ({e}): {}", self.status, self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("ASCII header"))
-    }
-
-    #[track_caller]
-    fn header_u64(&self, name: &str) -> u64 {
-        let raw =
-            self.header(name).unwrap_or_else(|| panic!("no {name} header on a {} reply: {}", self.status, self.text));
-        raw.parse().unwrap_or_else(|_| panic!("{name}: {raw:?} is not a whole number"))
-    }
-
-    /// Asserts a success: exactly `{"success": true, "data": ...}`; returns `data`.
-    #[track_caller]
-    fn ok(&self) -> Value {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text);
-        let body = self.json();
-        assert_eq!(keys_of(&body), ["data", "success"], "success envelope has other fields: {body}");
-        assert_eq!(body["success"], true, "{body}");
-        body["data"].clone()
-    }
-
-    /// Asserts a failure with this status and reason, in exactly the
-    /// envelope `{success: false, data: {}, error: {code, reason, message}}`.
-    #[track_caller]
-    fn err(&self, status: u16, reason: &str) -> &Self {
-        assert_eq!(
-            (self.status, self.json()["error"]["reason"].as_str()),
-            (status, Some(reason)),
-            "expected {status} {reason}: {}",
-            self.text
-        );
-        assert_error_envelope(&self.json(), status);
-        let content_type = self.header("content-type").unwrap_or_default();
-        assert!(content_type.starts_with("application/json"), "content-type {content_type:?}");
-        self
-    }
-
-    #[track_caller]
-    fn has_rate_limit_headers(&self) -> &Self {
-        for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
-            self.header_u64(name);
-        }
-        self
-    }
-}
-
-#[track_caller]
-fn assert_error_envelope(body: &Value, status: u16) {
-    assert_eq!(keys_of(body), ["data", "error", "success"], "error envelope has other fields: {body}");
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["data"], json!({}), "{body}");
-    assert_eq!(keys_of(&body["error"]), ["code", "message", "reason"], "error object has other fields: {body}");
-    assert_eq!(body["error"]["code"], status, "error.code is the HTTP status: {body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(!message.is_empty(), "error.message is a non-empty string: {body}");
-}
-
-fn keys_of(v: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-    keys.sort_unstable();
-    keys
-}
-
-async fn send(req: RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    // Through the support helper, so the end-of-test secret scan sees it.
-    let text = support::text(resp).await;
-    Reply { status, headers, text }
-}
-
-async fn get(app: &App, path: &str, token: &str) -> Reply {
-    send(app.http.get(app.url(path)).bearer_auth(token)).await
-}
-
-async fn get_anon(app: &App, path: &str) -> Reply {
-    send(app.http.get(app.url(path))).await
-}
 
 /// GET with a key and an `X-Forwarded-For` header.
 async fn get_via(app: &App, path: &str, token: &str, forwarded_for: &str) -> Reply {

@@ -254,7 +254,7 @@ async fn api_errors_come_back_as_typed_results_and_are_not_retried() {
 /// A listener on SQLite whatever the suite's backend, for the tests that
 /// read the local limiter's `Retry-After` (the time its next request comes
 /// back): on a shared PostgreSQL a 429 past the key's budget waits for the
-/// minute window's end instead (`tests/http.rs`, two listeners).
+/// minute window's end instead (`http::rate_limits`, two listeners).
 async fn spawn_app_on_sqlite() -> (tempfile::TempDir, App) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = Some(format!("sqlite://{}?mode=rwc", dir.path().join("gk.db").display()));
