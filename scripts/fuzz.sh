@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz every outside-input parser: each property of tests/properties.rs is a
+# Fuzz every outside-input parser: each property of tests/service/properties.rs is a
 # target, run with fresh random inputs for a time budget or a case count.
 #
 #   scripts/fuzz.sh                 # 10 seconds per target
@@ -10,7 +10,7 @@
 # Prints per target the inputs executed (passing cases; inputs a property
 # skips are not counted) and the findings (failing runs, with proptest's
 # shrunk input). A finding is saved in proptest-regressions/properties.txt and
-# replayed first by every later `cargo test --test properties`: fix the code,
+# replayed first by every later `cargo test --test service properties::`: fix the code,
 # keep the shrunk input as a named test in `mod regressions`, commit both.
 #
 # Proptest is the engine here (fast to build, CI-sized); for coverage-guided
@@ -37,13 +37,14 @@ filters=("$@")
 batch="${FUZZ_BATCH:-5000}"
 
 # Build once, then run the test binary directly (no cargo overhead per batch).
-build_log=$(cargo test --test properties --no-run 2>&1) || { echo "$build_log" >&2; exit 2; }
+build_log=$(cargo test --test service --no-run 2>&1) || { echo "$build_log" >&2; exit 2; }
 bin=$(echo "$build_log" | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
-[[ -x "$bin" ]] || { echo "could not find the properties test binary" >&2; exit 2; }
+[[ -x "$bin" ]] || { echo "could not find the service test binary (properties::)" >&2; exit 2; }
 
 targets=()
 while IFS= read -r name; do
-    [[ "$name" == regressions::* ]] && continue
+    [[ "$name" == properties::* ]] || continue
+    [[ "$name" == properties::regressions::* ]] && continue
     if ((${#filters[@]})); then
         keep=0
         for f in "${filters[@]}"; do [[ "$name" == *"$f"* ]] && keep=1; done

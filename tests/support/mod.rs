@@ -1,6 +1,9 @@
-//! Test helpers shared by the black-box suites: start the local Discord
-//! double, spawn the real `guildkey` binary against it on a temp SQLite file
-//! with the listener on port 0, and talk to both.
+//! The black-box binary's helpers (`tests/blackbox/`; `db` also serves
+//! `tests/service/`): start the local Discord double, spawn the real
+//! `guildkey` binary against it on a temp database with the listener on
+//! port 0, and talk to both: [`reply`] reads the listener's answers (one
+//! `Reply` for every suite), [`bot`] sends slash commands, [`alone`] lets a
+//! test that measures load or time run with no other test's app.
 //!
 //! Every line the binary logs is kept ([`App::logs`]) so suites can assert
 //! that no secret ever reaches a log. `TEST_LOG=1` also echoes them.
@@ -10,13 +13,11 @@
 //! every captured log line (the binary runs at `RUST_LOG=trace`), every cell
 //! of every table in its SQLite file (audit rows included), every REST body
 //! the bot sent to the Discord double, the stderr of every [`App::cli`] run,
-//! and every HTTP response body read through [`json`], [`text`] or
-//! [`App::send`]. The one place a full key may appear is the one-time secret
-//! reply to `/apikey create` and `rotate` (an interaction callback or webhook
-//! message carrying the "shown only once" warning); those bodies are exempt.
-//! See [`find_secrets`].
-
-#![allow(dead_code)]
+//! and every HTTP response body read through [`json`], [`text`],
+//! [`App::send`] or [`reply`]. The one place a full key may appear is the
+//! one-time secret reply to `/apikey create` and `rotate` (an interaction
+//! callback or webhook message carrying the "shown only once" warning);
+//! those bodies are exempt. See [`find_secrets`] (in `secrets.rs`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -25,8 +26,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod alone;
+pub mod bot;
 pub mod db;
 pub mod proxy;
+pub mod reply;
+mod secrets;
+
+pub use alone::alone;
+pub use secrets::{find_secrets, is_one_time_secret_reply};
 
 pub use discord_double::{config as ids, Double, DoubleConfig};
 
@@ -50,6 +58,8 @@ pub struct App {
     run_args: Vec<String>,
     no_gateway: bool,
     no_listener: bool,
+    /// Its share of the machine while tests that run [`alone`] wait.
+    _turn: alone::Turn,
 }
 
 /// Options for [`spawn_app_with`].
@@ -97,6 +107,7 @@ pub async fn spawn_app_with(opts: Options) -> App {
 
 /// Starts the binary against an already running double.
 pub async fn spawn_against(double: Double, opts: Options) -> App {
+    let turn = alone::turn().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = opts.db_url.clone().unwrap_or_else(|| db::fresh_url(dir.path()));
     let config_path = dir.path().join("config.toml");
@@ -124,6 +135,7 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
         run_args: opts.run_args,
         no_gateway: opts.no_gateway,
         no_listener: opts.no_listener,
+        _turn: turn,
     }
 }
 
@@ -236,35 +248,6 @@ pub fn mode_of(path: &Path) -> u32 {
 }
 
 impl App {
-    /// Points the demo guild's audit channel at #audit-log, as admin Alice
-    /// would with `/apikey audit-channel`, and waits for the bot's answer.
-    pub async fn set_audit_channel(&self) {
-        let sent = self
-            .double
-            .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
-            .subcommand("apikey", "audit-channel")
-            .channel("channel", ids::AUDIT_LOG_CHANNEL_ID)
-            .send()
-            .await
-            .expect("send /apikey audit-channel");
-        let reply = self.double.wait_for_response(&sent, Duration::from_secs(10)).await.expect("the bot answers");
-        assert!(reply.all_text().contains("Audit entries now go to"), "{}", reply.all_text());
-    }
-
-    /// Turns the demo guild's audit posts off, as admin Alice would with
-    /// `/apikey audit-channel` and no channel, and waits for the answer.
-    pub async fn turn_audit_channel_off(&self) {
-        let sent = self
-            .double
-            .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
-            .subcommand("apikey", "audit-channel")
-            .send()
-            .await
-            .expect("send /apikey audit-channel");
-        let reply = self.double.wait_for_response(&sent, Duration::from_secs(10)).await.expect("the bot answers");
-        assert!(reply.all_text().contains("Audit posts are off"), "{}", reply.all_text());
-    }
-
     /// Waits until the audit outbox has handled (posted, or found nowhere
     /// to post) every recorded event.
     pub async fn wait_for_audit_outbox(&self) {
@@ -383,32 +366,6 @@ impl App {
     }
 }
 
-impl App {
-    /// Every leaked secret in this App's logs, database, Discord REST bodies,
-    /// CLI stderr and recorded response bodies; each finding is masked.
-    pub fn secret_findings(&self) -> Vec<String> {
-        let mut places: Vec<(String, String)> = Vec::new();
-        for (i, line) in self.logs().into_iter().enumerate() {
-            places.push((format!("log line {i}"), line));
-        }
-        for (column, cell) in db_cells(&self.db_url) {
-            places.push((format!("database {column}"), cell));
-        }
-        for call in self.double.calls() {
-            let Some(body) = &call.body else { continue };
-            let body = body.to_string();
-            if is_one_time_secret_reply(call.route.as_deref().unwrap_or(&call.path), &body) {
-                continue;
-            }
-            places.push((format!("Discord REST body of {} {}", call.method, call.path), body));
-        }
-        for (i, body) in self.bodies.lock().unwrap().iter().enumerate() {
-            places.push((format!("response body or CLI stderr {i}"), body.clone()));
-        }
-        find_secrets(&places)
-    }
-}
-
 impl Drop for App {
     fn drop(&mut self) {
         self.kill();
@@ -419,32 +376,6 @@ impl Drop for App {
             assert!(findings.is_empty(), "secrets leaked:\n{}", findings.join("\n"));
         }
     }
-}
-
-/// True for the one legitimate home of a full key: the reply to `/apikey
-/// create` or `rotate` (interaction callback or webhook message) that shows
-/// the secret with its "shown only once" warning.
-pub fn is_one_time_secret_reply(route: &str, body: &str) -> bool {
-    (route.starts_with("/interactions/") || route.starts_with("/webhooks/"))
-        && body.contains("It is shown only once")
-        && (body.contains("API key created") || body.contains("API key rotated"))
-}
-
-/// Scans `(place, text)` pairs for a full API key (any prefix) or the bot
-/// token; returns one masked line per leak.
-pub fn find_secrets(places: &[(String, String)]) -> Vec<String> {
-    let any_key = regex::Regex::new(r"[a-z0-9]+_(live|test)_[0-9A-Za-z]{38}").unwrap();
-    let bot_secret = BOT_TOKEN.rsplit('.').next().unwrap_or(BOT_TOKEN);
-    let mut findings = Vec::new();
-    for (place, text) in places {
-        for m in any_key.find_iter(text) {
-            findings.push(format!("{place}: a full API key {}…", &m.as_str()[..m.as_str().len().min(12)]));
-        }
-        if text.contains(BOT_TOKEN) || text.contains(bot_secret) {
-            findings.push(format!("{place}: the bot token"));
-        }
-    }
-    findings
 }
 
 /// Runs `body` with a raw connection to `db_url`, of whichever backend it

@@ -1,0 +1,37 @@
+//! Black-box tests: the real `guildkey` binary on a temporary database, its
+//! bot connected to the Discord test double, spoken to over loopback HTTP,
+//! the gateway and its command line. One module per surface; `support`
+//! starts the binary and the double, talks to both, and scans every log
+//! line, database row, Discord REST body and response body for leaked
+//! secrets when an app is dropped.
+//!
+//! - `http`: every SPEC §6 status row, rate limits, allow-lists,
+//!   cross-process revocation, rotation grace, metrics, OpenAPI.
+//! - `discord_routes`: guild info, bans, roles against the double, and the
+//!   guard (protected roles and members, the breaker, hostile load).
+//! - `bot`, `bot_bad_input`: the slash commands end to end.
+//! - `webhooks`, `usage`, `roles` (`--only http`, `--only bot`),
+//!   `scale_out` and `sharding` (several instances, one database).
+//! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
+//!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load).
+//! - `examples` (curl, Python, Node) and `roblox` (the Luau client).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod bot;
+mod bot_bad_input;
+mod crash;
+mod discord_routes;
+mod examples;
+mod faults;
+mod hardening;
+mod http;
+mod limits;
+mod roblox;
+mod roles;
+mod scale_out;
+mod sharding;
+mod usage;
+mod webhooks;

@@ -1,0 +1,26 @@
+//! Direct tests of the service rules (SPEC §3, §5 and the hot path of §6) on
+//! a real temporary SQLite file, or with `GUILDKEY_TEST_BACKEND=postgres` a
+//! fresh PostgreSQL database (see `tests/support/db.rs`): limits under concurrency, revoke, rotate,
+//! delete, expiry, lookups, audit events, verification from memory and the
+//! batched last-used times.
+//!
+//! Two `Store`/`KeyService` pairs opened on one file stand in for two
+//! processes (a running listener and the operator CLI, or two instances).
+//! Set `TEST_LOG=1` to see the service's logs.
+//!
+//! Also here: the in-memory key index (`index`) and random input for every
+//! parser (`properties`). One module per feature; `helpers` is shared.
+
+mod audit;
+#[path = "../support/db.rs"]
+mod db;
+mod helpers;
+mod index;
+mod issue;
+mod lifecycle;
+mod limit;
+mod properties;
+mod rate_limits;
+mod reminders;
+mod usage;
+mod verification;

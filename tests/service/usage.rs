@@ -1,0 +1,319 @@
+//! Usage: counters, the request log, retention, refusal spikes.
+
+use crate::helpers::*;
+use chrono::Utc;
+use guildkey::audit::{Action, Actor, AuditEvent};
+use guildkey::service::{IssuedKey, KeyService};
+use guildkey::store::Store;
+
+use guildkey::config::UsageConfig;
+use guildkey::service::usage::{RequestFacts, UNMATCHED_ROUTE};
+use guildkey::service::usage_report::Period;
+
+/// A fixed time well inside a UTC hour, for tests that move time by hand.
+fn usage_epoch() -> chrono::DateTime<Utc> {
+    use chrono::TimeZone;
+    Utc.with_ymd_and_hms(2026, 3, 4, 13, 20, 10).unwrap()
+}
+
+fn usage_minute(at: chrono::DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(60)
+}
+
+/// One request of `method route` answered `status` (`reason`) at `at`.
+fn request(
+    at: chrono::DateTime<Utc>,
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+    reason: Option<&'static str>,
+    from: &str,
+) -> RequestFacts {
+    RequestFacts {
+        at_ms: at.timestamp_millis(),
+        method,
+        route,
+        status,
+        reason,
+        ip: ip(from),
+        latency_us: 42,
+        target_user: None,
+        target_role: None,
+    }
+}
+
+const BANS: &str = "/v1/guilds/{guild_id}/bans/{user_id}";
+
+/// 7 verifications, 3 refused for scope, 2 rate-limited and 1 to no route,
+/// one second apart from `at`.
+fn known_traffic(at: chrono::DateTime<Utc>) -> Vec<RequestFacts> {
+    let mut sent = Vec::new();
+    for _ in 0..7 {
+        sent.push(request(at, "GET", "/v1/verify", 200, None, "203.0.113.1"));
+    }
+    for _ in 0..3 {
+        sent.push(request(at, "GET", BANS, 403, Some("insufficient_scope"), "203.0.113.2"));
+    }
+    for _ in 0..2 {
+        sent.push(request(at, "GET", "/v1/verify", 429, Some("rate_limited"), "203.0.113.1"));
+    }
+    sent.push(request(at, "GET", UNMATCHED_ROUTE, 404, Some("not_found"), "203.0.113.3"));
+    for (i, r) in sent.iter_mut().enumerate() {
+        r.at_ms += i as i64 * 1000;
+    }
+    sent
+}
+
+async fn usage_service(db: &Db, usage: UsageConfig) -> (Store, KeyService) {
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let service = KeyService::with_usage(store.clone(), config(3), usage).await.expect("build the service");
+    (store, service)
+}
+
+#[tokio::test]
+async fn usage_counts_each_outcome_exactly_before_and_after_the_flush() {
+    // Arrange
+    let db = Db::new();
+    let (_, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "counted").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+
+    // Act
+    for r in known_traffic(t0) {
+        service.record_request(&caller.key, &r);
+    }
+    let pending = service.usage(&key.record.id, Period::Day, t0 + chrono::Duration::seconds(30)).await.unwrap();
+    // The first flush after the minute ended writes its counters.
+    service.flush_usage_at(t0 + chrono::Duration::seconds(70), false).await.unwrap();
+    let written = service.usage(&key.record.id, Period::Day, t0 + chrono::Duration::seconds(80)).await.unwrap();
+    service.flush_usage_at(t0 + chrono::Duration::seconds(90), false).await.unwrap();
+    let week = service.usage(&key.record.id, Period::Week, t0 + chrono::Duration::seconds(95)).await.unwrap();
+
+    // Assert
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("ok", 7), ("insufficient_scope", 3), ("rate_limited", 2), ("not_found", 1)]
+            .into_iter()
+            .map(|(o, n)| (o.to_owned(), n))
+            .collect();
+    for report in [&pending, &written, &week] {
+        assert_eq!(report.outcomes, expected, "{:?}", report.period);
+        assert_eq!(report.total, 13);
+        assert!((report.error_share - 6.0 / 13.0).abs() < 1e-9);
+        let last = report.buckets.last().unwrap();
+        assert_eq!((last.ok, last.client_error, last.rate_limited, last.server_error), (7, 4, 2, 0));
+        assert_eq!(report.top_routes[0].route, "GET /v1/verify");
+        assert_eq!((report.top_routes[0].count, report.top_routes[0].errors), (9, 2));
+        assert_eq!(report.top_ips[0].ip, "203.0.113.1");
+        assert_eq!((report.top_ips[0].count, report.distinct_ips), (9, 3));
+    }
+    assert_eq!((pending.buckets.len(), week.buckets.len()), (24, 28));
+}
+
+#[tokio::test]
+async fn the_request_log_keeps_every_request_but_successful_verifications_newest_first_per_key() {
+    // Arrange: a log of 5 per key.
+    let db = Db::new();
+    let (_, service) = usage_service(&db, UsageConfig { request_log_per_key: 5, ..UsageConfig::default() }).await;
+    let key = issue(&service, GUILD, "logged").await;
+    let other = issue(&service, GUILD, "other").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let others = service.authenticate(other.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+
+    // Act
+    let traffic = known_traffic(t0);
+    for r in &traffic {
+        service.record_request(&caller.key, r);
+    }
+    let mut ban = request(t0 + chrono::Duration::seconds(20), "PUT", BANS, 200, None, "203.0.113.9");
+    ban.target_user = Some(ADMIN);
+    service.record_request(&others.key, &ban);
+    let page = service.requests(&key.record.id, None, 100).await.unwrap();
+    let first = service.requests(&key.record.id, None, 2).await.unwrap();
+    let second = service.requests(&key.record.id, first.next_before, 2).await.unwrap();
+    let theirs = service.requests(&other.record.id, None, 10).await.unwrap();
+
+    // Assert: the 6 refusals of 13 requests are logged, the newest 5 kept.
+    let seen: Vec<(String, String, u16, Option<String>, String)> = page
+        .entries
+        .iter()
+        .map(|e| (e.method.clone(), e.route.clone(), e.status, e.reason.clone(), e.ip.clone()))
+        .collect();
+    let row = |route: &str, status, reason: &str, ip: &str| {
+        ("GET".to_owned(), route.to_owned(), status, Some(reason.to_owned()), ip.to_owned())
+    };
+    assert_eq!(
+        seen,
+        [
+            row(UNMATCHED_ROUTE, 404, "not_found", "203.0.113.3"),
+            row("/v1/verify", 429, "rate_limited", "203.0.113.1"),
+            row("/v1/verify", 429, "rate_limited", "203.0.113.1"),
+            row(BANS, 403, "insufficient_scope", "203.0.113.2"),
+            row(BANS, 403, "insufficient_scope", "203.0.113.2"),
+        ]
+    );
+    assert_eq!(page.entries[0].at.timestamp_millis(), traffic[12].at_ms);
+    assert_eq!(page.entries[0].latency_us, 42);
+    assert!(page.next_before.is_none());
+    assert_eq!(first.entries.len(), 2);
+    assert_eq!(second.entries.iter().map(|e| e.status).collect::<Vec<_>>(), [429, 403]);
+    assert_eq!(second.entries[0].id, page.entries[2].id, "pages continue where the last ended");
+    assert_eq!(theirs.entries.len(), 1);
+    let put = &theirs.entries[0];
+    assert_eq!((put.method.as_str(), put.status, put.target_user_id.clone()), ("PUT", 200, Some(ADMIN.to_string())));
+}
+
+#[tokio::test]
+async fn retention_drops_minute_buckets_after_48_hours_and_hour_buckets_after_90_days() {
+    // Arrange
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "kept").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+    let at = |minutes: i64| t0 + chrono::Duration::minutes(minutes);
+    for r in known_traffic(t0) {
+        service.record_request(&caller.key, &r);
+    }
+    service.flush_usage_at(at(1), false).await.unwrap();
+
+    // Act and assert: each hour row holds its total and its minutes.
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert!(held.with_minutes > 0 && held.with_minutes == held.hour_rows, "{held:?}");
+    let report = service.usage(&key.record.id, Period::Week, at(2)).await.unwrap();
+    assert_eq!(report.total, 13);
+    let refusals = store.refusals(&key.record.id, usage_minute(t0), usage_minute(t0) + 1).await.unwrap();
+    assert_eq!(refusals, [("insufficient_scope".to_owned(), 3), ("rate_limited".to_owned(), 2)]);
+    // A flush late for its minute still adds to the hour and the minute.
+    service.record_request(&caller.key, &request(t0, "GET", "/v1/verify", 200, None, "203.0.113.1"));
+    service.flush_usage_at(at(60 + 42), false).await.unwrap();
+    assert_eq!(service.usage(&key.record.id, Period::Week, at(60 + 43)).await.unwrap().total, 14);
+    let nothing = service.maintain_usage(at(47 * 60)).await.unwrap();
+    assert_eq!(nothing, Default::default(), "nothing is old enough to drop yet");
+
+    // Past 48 hours the minutes go, the hours stay (and still count).
+    let dropped = service.maintain_usage(at(49 * 60)).await.unwrap();
+    assert!(dropped.minutes_dropped > 0, "{dropped:?}");
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert_eq!(held.with_minutes, 0, "{held:?}");
+    assert!(held.hour_rows > 0 && held.ip_rows > 0 && held.log_rows > 0, "{held:?}");
+    assert!(store.refusals(&key.record.id, usage_minute(t0), usage_minute(t0) + 1).await.unwrap().is_empty());
+    let report = service.usage(&key.record.id, Period::Week, at(49 * 60)).await.unwrap();
+    assert_eq!((report.total, report.outcomes["insufficient_scope"]), (14, 3));
+    assert_eq!(report.distinct_ips, 3);
+    // A batch held back past the minutes' retention still adds to its
+    // hour's total, and brings no minute buckets back.
+    service.record_request(&caller.key, &request(t0, "GET", "/v1/verify", 200, None, "203.0.113.1"));
+    service.flush_usage_at(at(49 * 60 + 1), false).await.unwrap();
+    assert_eq!(store.usage_rows_held(&key.record.id).await.unwrap().with_minutes, 0);
+    assert!(store.refusals(&key.record.id, usage_minute(t0), usage_minute(t0) + 1).await.unwrap().is_empty());
+    assert_eq!(service.usage(&key.record.id, Period::Week, at(49 * 60 + 2)).await.unwrap().total, 15);
+
+    // Past 90 days the hours, the addresses and the log go too.
+    let dropped = service.maintain_usage(at(91 * 24 * 60)).await.unwrap();
+    assert!(dropped.hour_rows_dropped > 0 && dropped.log_rows_dropped > 0, "{dropped:?}");
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert_eq!((held.with_minutes, held.hour_rows, held.ip_rows, held.log_rows), (0, 0, 0, 0));
+
+    // Deleting a key forgets what is left of its usage.
+    service.record_request(
+        &caller.key,
+        &request(at(91 * 24 * 60), "GET", "/v1/verify", 429, Some("rate_limited"), "203.0.113.1"),
+    );
+    service.flush_usage_at(at(91 * 24 * 60 + 2), false).await.unwrap();
+    assert!(store.usage_rows_held(&key.record.id).await.unwrap().hour_rows > 0);
+    service.revoke(Some(GUILD), "kept", &Actor::Cli).await.unwrap();
+    service.delete(Some(GUILD), "kept", &Actor::Cli).await.unwrap();
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert_eq!((held.hour_rows, held.log_rows), (0, 0));
+}
+
+fn spike_alerts(events: &[AuditEvent], key: &IssuedKey) -> Vec<AuditEvent> {
+    events
+        .iter()
+        .filter(|e| e.action == Action::UsageSpike && e.key_id.as_deref() == Some(key.record.id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// `n` refusals for scope of `caller`'s key at `at`.
+fn refuse(service: &KeyService, caller: &guildkey::service::Authenticated, at: chrono::DateTime<Utc>, n: usize) {
+    for _ in 0..n {
+        service.record_request(&caller.key, &request(at, "GET", BANS, 403, Some("insufficient_scope"), "203.0.113.66"));
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_spike_is_alerted_once_per_spike_and_at_most_hourly() {
+    // Arrange
+    let db = Db::new();
+    let (_, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "hammered").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+    let at = |seconds: i64| t0 + chrono::Duration::seconds(seconds);
+
+    // Act and assert: 49 refusals are not a spike; the 50th is.
+    refuse(&service, &caller, at(0), 49);
+    service.flush_usage_at(at(1), false).await.unwrap();
+    assert!(spike_alerts(&events(&service, GUILD).await, &key).is_empty());
+    refuse(&service, &caller, at(30), 1);
+    service.flush_usage_at(at(65), false).await.unwrap();
+    let alerts = spike_alerts(&events(&service, GUILD).await, &key);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!((alert.actor.as_str(), alert.actor_kind.as_str()), ("guildkey", "system"));
+    assert_eq!(alert.details["refusals"], 50);
+    assert_eq!(alert.details["reasons"]["insufficient_scope"], 50);
+    assert_eq!(alert.details["top_ips"]["203.0.113.66"], 50);
+
+    // The spike goes on: no second alert.
+    for minute in 2..8 {
+        refuse(&service, &caller, at(minute * 60), 60);
+        service.flush_usage_at(at(minute * 60 + 5), false).await.unwrap();
+    }
+    assert_eq!(spike_alerts(&events(&service, GUILD).await, &key).len(), 1);
+
+    // A new spike after a quiet spell, within the hour of the first: none.
+    refuse(&service, &caller, at(40 * 60), 60);
+    service.flush_usage_at(at(40 * 60 + 5), false).await.unwrap();
+    assert_eq!(spike_alerts(&events(&service, GUILD).await, &key).len(), 1, "at most one an hour");
+
+    // A new spike after a quiet spell, over an hour after the alert: one more.
+    refuse(&service, &caller, at(120 * 60), 60);
+    service.flush_usage_at(at(120 * 60 + 5), false).await.unwrap();
+    assert_eq!(spike_alerts(&events(&service, GUILD).await, &key).len(), 2);
+}
+
+#[tokio::test]
+async fn a_key_refused_all_day_needs_ten_times_its_usual_rate_to_spike() {
+    // Arrange: 120 refusals an hour for the 24 hours before (10 per 5
+    // minutes), then a quiet spell.
+    let db = Db::new();
+    let (_, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "noisy").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+    let at = |minutes: i64| t0 + chrono::Duration::minutes(minutes);
+    for hour in 0..24 {
+        refuse(&service, &caller, at(hour * 60), 120);
+        service.flush_usage_at(at(hour * 60 + 1), false).await.unwrap();
+    }
+    let before = spike_alerts(&events(&service, GUILD).await, &key).len();
+
+    // Act: 99 refusals in five minutes is not ten times the usual 10…
+    let later = 24 * 60 + 30;
+    refuse(&service, &caller, at(later), 99);
+    service.flush_usage_at(at(later) + chrono::Duration::seconds(10), false).await.unwrap();
+    let after_99 = spike_alerts(&events(&service, GUILD).await, &key).len();
+    // …100 is.
+    refuse(&service, &caller, at(later + 1), 1);
+    service.flush_usage_at(at(later + 2), false).await.unwrap();
+    let after_100 = spike_alerts(&events(&service, GUILD).await, &key).len();
+
+    // Assert
+    assert_eq!(after_99, before);
+    assert_eq!(after_100, before + 1);
+}
