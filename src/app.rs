@@ -198,8 +198,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         // Only the bot posts to audit channels: a listener alone records
         // events, and the bot sharing its database posts them (claimed, so
         // several bots would not post one twice).
-        let poster = tokio::spawn(outbox::run(actions.clone(), stopped(stop_rx.clone())));
-        // Webhook deliveries likewise come from the bot (claimed, each once).
+        // It starts once the bot's client exists: a post tried before would
+        // fail ("the bot is still starting") and be lost.
+        let poster = {
+            let (actions, ops, stop) = (actions.clone(), serenity_ops.clone(), stopped(stop_rx.clone()));
+            tokio::spawn(async move {
+                let attached = ops.wait_attached();
+                tokio::pin!(stop);
+                tokio::select! {
+                    () = attached => outbox::run(actions, stop).await,
+                    () = &mut stop => {}
+                }
+            })
+        };
+        // Webhook deliveries likewise come from the bot (claimed, each once);
+        // they need no Discord.
         let hooks = tokio::spawn(crate::service::webhooks::run(webhooks, stopped(stop_rx.clone())));
         let shard_manager = Arc::new(std::sync::Mutex::new(None));
         let supervisor = Supervisor {

@@ -15,14 +15,17 @@ use super::{codes, DiscordError, GuildInfo, GuildOps, InvalidAnswers, RoleFacts,
 use crate::audit::AuditEvent;
 
 /// [`GuildOps`] on serenity. Created before the Discord client exists (so
-/// the HTTP listener can start first) and attached to it once built; until
-/// then Discord-backed calls answer "unavailable".
+/// the HTTP listener can start first) and attached to it once built, and to
+/// each new client after the bot connects again; until the first, Discord-backed
+/// calls answer "unavailable".
 #[derive(Default)]
 pub struct SerenityGuildOps {
-    http: std::sync::OnceLock<Arc<Http>>,
+    http: std::sync::RwLock<Option<Arc<Http>>>,
     /// The gateway cache; never set under [`super::rest::RestGuildOps`], which
     /// uses these operations for REST only.
-    cache: std::sync::OnceLock<Arc<Cache>>,
+    cache: std::sync::RwLock<Option<Arc<Cache>>>,
+    /// Told at the first [`Self::attach`] (see [`Self::wait_attached`]).
+    attached: tokio::sync::Notify,
     /// Sends requests itself when serenity's ratelimiter is off (a proxy or
     /// the test double), so a 429's `retry_after` can be read and honoured.
     raw: std::sync::OnceLock<reqwest::Client>,
@@ -66,20 +69,42 @@ fn unavailable(e: reqwest::Error) -> DiscordError {
 
 impl SerenityGuildOps {
     /// Connects these operations to the client's REST handle and cache.
+    /// A client built after the bot reconnects replaces the one before.
     pub fn attach(&self, http: Arc<Http>, cache: Arc<Cache>) {
-        let _ = self.http.set(http);
-        let _ = self.cache.set(cache);
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = Some(http);
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+        self.attached.notify_waiters();
+    }
+
+    /// Resolves once a client is attached: work that needs Discord (the
+    /// audit outbox) waits for it rather than fail while the bot starts.
+    pub async fn wait_attached(&self) {
+        loop {
+            let notified = self.attached.notified();
+            if self.http.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// REST alone, with no gateway cache: the guild facts answer "not known".
     pub(super) fn rest_only(http: Arc<Http>) -> Self {
         let ops = Self::default();
-        let _ = ops.http.set(http);
+        *ops.http.write().unwrap_or_else(|e| e.into_inner()) = Some(http);
         ops
     }
 
-    fn http(&self) -> Result<&Arc<Http>, DiscordError> {
-        self.http.get().ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
+    fn http(&self) -> Result<Arc<Http>, DiscordError> {
+        self.http
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| DiscordError::Unavailable("the bot is still starting".into()))
+    }
+
+    fn cache(&self) -> Option<Arc<Cache>> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// One try of a request; its JSON body (`Null` for 204) on success.
@@ -225,7 +250,7 @@ impl GuildOps for SerenityGuildOps {
     }
 
     async fn role_exists(&self, guild_id: u64, role_id: u64) -> Option<bool> {
-        let cache = self.cache.get()?;
+        let cache = self.cache()?;
         let guild = cache.guild(GuildId::new(guild_id))?;
         Some(guild.roles.contains_key(&RoleId::new(role_id)))
     }
@@ -367,7 +392,7 @@ impl GuildOps for SerenityGuildOps {
 impl SerenityGuildOps {
     /// The guild from the gateway cache; `None` if the bot is not in it.
     fn cached_guild_info(&self, guild_id: u64) -> Option<GuildInfo> {
-        let cache = self.cache.get()?;
+        let cache = self.cache()?;
         let id = GuildId::new(guild_id);
         let mut last_seen = self.last_seen.lock().expect("guild info lock poisoned");
         let Some(guild) = cache.guild(id) else {
@@ -393,7 +418,7 @@ impl SerenityGuildOps {
     /// The guild's hierarchy from the gateway cache; `None` until the cache
     /// holds the guild and the bot's member.
     fn cached_standing(&self, guild_id: u64) -> Option<Standing> {
-        let cache = self.cache.get()?;
+        let cache = self.cache()?;
         let bot_id = cache.current_user().id;
         let guild = cache.guild(GuildId::new(guild_id))?;
         let bot = guild.members.get(&bot_id)?;

@@ -395,8 +395,8 @@ impl GuildActions {
     ) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::RolesWrite)?;
         guard::check_role_list(&caller.key, role_id)?; // needs no cache
-        // A role the guild's roles (the gateway cache, or the REST view)
-        // show does not exist is 404 here, not a question for Discord.
+                                                       // A role the guild's roles (the gateway cache, or the REST view)
+                                                       // show does not exist is 404 here, not a question for Discord.
         if self.ops.role_exists(guild_id, role_id).await == Some(false) {
             return Err(Error::Missing(format!("role {role_id} does not exist in this server")));
         }

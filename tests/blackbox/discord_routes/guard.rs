@@ -113,8 +113,8 @@ async fn a_test_keys_dry_run_validates_like_a_live_write() {
         .message();
     assert!(message.contains("Unknown Member"), "{message}");
     let message =
-        put(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await.err(502, "discord_error").message();
-    assert!(message.contains("Unknown Role"), "{message}");
+        put(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await.err(404, "not_found").message();
+    assert!(message.contains("does not exist"), "{message}");
     put(&app, &role_path(DEMO, ids::PAT_ID, ids::ADMIN_ROLE_ID), &token).await.err(403, "role_not_allowed");
     put(&app, &ban_path(DEMO, ids::ALICE_ID), &token).await.err(403, "member_protected");
     // What a live write would leave unchanged is `changed: false` with no entry.

@@ -131,14 +131,18 @@ async fn discord_errors_on_role_changes_are_502s_with_discords_message_and_no_au
         let message = reply.err(502, "discord_error").message();
         assert!(message.contains("Unknown Member") && message.contains("10007"), "{message}");
     }
-    // Unknown Role, adding or removing.
+    // A role the server does not have, adding or removing: 404 from the
+    // bot's own view of the roles, without asking Discord.
+    let role_writes = |app: &App| app.double.calls().into_iter().filter(|c| c.path.contains("/roles/")).count();
+    let before = role_writes(&app);
     for reply in [
         put(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await,
         delete(&app, &role_path(DEMO, ids::PAT_ID, UNKNOWN_ROLE_ID), &token).await,
     ] {
-        let message = reply.err(502, "discord_error").message();
-        assert!(message.contains("Unknown Role") && message.contains("10011"), "{message}");
+        let message = reply.err(404, "not_found").message();
+        assert!(message.contains(&UNKNOWN_ROLE_ID.to_string()) && message.contains("does not exist"), "{message}");
     }
+    assert_eq!(role_writes(&app), before, "Discord was asked about a role it does not have");
     // A role above the bot's highest role (and carrying Manage Server):
     // refused by guildkey, before Discord could say Missing Permissions.
     let message = put(&app, &role_path(DEMO, ids::PAT_ID, ids::MANAGER_ROLE_ID), &token)
