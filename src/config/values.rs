@@ -103,6 +103,14 @@ impl Kind for Flag {
             other => Err(wrong("true or false", &other)),
         }
     }
+    /// `true`/`false` in any case, `1`/`0`, `yes`/`no`, `on`/`off`.
+    fn from_env(v: &str) -> Result<bool, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(format!("must be true or false, not '{}'", one_line(v))),
+        }
+    }
     fn show(v: &bool) -> String {
         v.to_string()
     }

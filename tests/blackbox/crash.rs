@@ -191,7 +191,7 @@ async fn verify_load(http: reqwest::Client, base: String, token: String) -> (Opt
 }
 
 /// `keys list --json`, by key id.
-fn list_keys(app: &App) -> BTreeMap<String, Value> {
+pub(crate) fn list_keys(app: &App) -> BTreeMap<String, Value> {
     let out = app.cli(&["keys", "list", "--guild", &DEMO.to_string(), "--json"]);
     assert!(out.status.success(), "keys list: {}", String::from_utf8_lossy(&out.stderr));
     let keys: Vec<Value> = serde_json::from_slice(&out.stdout).expect("keys list --json is JSON");
@@ -200,16 +200,16 @@ fn list_keys(app: &App) -> BTreeMap<String, Value> {
 
 /// One audit_event row, read straight from SQLite.
 #[derive(Debug)]
-struct Row_ {
-    id: i64,
-    action: String,
+pub(crate) struct Row_ {
+    pub(crate) id: i64,
+    pub(crate) action: String,
     actor_kind: String,
     key_id: Option<String>,
 }
 
 /// Reads every audit row and asserts each is whole: known action and actor,
 /// a timestamp, the key fields a key event needs, details a JSON object.
-async fn audit_rows(db_url: &str) -> Vec<Row_> {
+pub(crate) async fn audit_rows(db_url: &str) -> Vec<Row_> {
     let mut conn = sqlx::SqliteConnection::connect(db_url).await.expect("open the database");
     let rows = sqlx::query(
         "select audit_event_id, guild_id, created_at, action, actor_kind, actor_user_id, api_key_id, key_name, \
@@ -429,64 +429,4 @@ async fn acknowledged_changes_survive_sigkill_with_whole_audit_entries_and_last_
         worst_lag.num_milliseconds(),
         (FLUSH + FLUSH_MARGIN).as_millis()
     );
-}
-
-/// Copies the database file alone (none of its `-wal` or `-shm`), as an
-/// operator backing up a stopped instance would, and returns its URL.
-fn copy_of_the_file_alone(app: &App, name: &str) -> String {
-    let copy = app.dir.path().join(name);
-    std::fs::create_dir_all(&copy).expect("make the copy's directory");
-    let target = copy.join("gk.db");
-    std::fs::copy(app.db_path(), &target).expect("copy the database file");
-    format!("sqlite://{}", target.display())
-}
-
-/// Every key's (id, revoked) in a copied database.
-async fn key_states(db_url: &str) -> BTreeMap<String, bool> {
-    let mut conn = sqlx::SqliteConnection::connect(db_url).await.expect("open the copy");
-    let rows: Vec<(String, Option<i64>)> =
-        sqlx::query_as("select api_key_id, revoked_at from api_key").fetch_all(&mut conn).await.expect("read keys");
-    conn.close().await.ok();
-    rows.into_iter().map(|(id, revoked)| (id, revoked.is_some())).collect()
-}
-
-/// After a clean stop (SIGTERM), and after a lone CLI command, the database
-/// file alone holds every acknowledged change: nothing lives only in the WAL.
-#[tokio::test(flavor = "multi_thread")]
-async fn after_a_clean_stop_or_a_lone_cli_command_the_database_file_alone_holds_every_change() {
-    let mut app = spawn_app_with(Options::default()).await;
-    let writer = app.create_key(DEMO, "writer", "bans.write", &["--ban-budget", "100"]);
-    let doomed = app.create_key(DEMO, "doomed", "guild.read", &[]);
-    let revoked = app.cli(&["keys", "revoke", &doomed[..12], "--guild", &DEMO.to_string()]);
-    assert!(revoked.status.success(), "revoke: {}", String::from_utf8_lossy(&revoked.stderr));
-    let keys_before = list_keys(&app);
-    tokio::time::sleep(Duration::from_millis(1200)).await; // the CLI's keys are live within 1 s
-
-    let url = app.url(&format!("/v1/guilds/{DEMO}/bans/1500000000000000777"));
-    let resp = app.http.put(url).bearer_auth(&writer).json(&serde_json::json!({ "reason": "backup" })).send().await;
-    let body: Value = resp.expect("ban").json().await.expect("JSON");
-    let ban_event =
-        body["data"]["audit_event_id"].as_i64().unwrap_or_else(|| panic!("the ban is acknowledged: {body}"));
-
-    assert!(app.stop().success(), "a clean stop");
-    let copy = copy_of_the_file_alone(&app, "after-stop");
-    let states = key_states(&copy).await;
-    assert_eq!(states.len(), 2, "both keys are in the copied file: {states:?}");
-    for (id, key) in &keys_before {
-        let is_revoked = key["status"] == "revoked";
-        assert_eq!(states.get(id), Some(&is_revoked), "key {id} as acknowledged ({key})");
-    }
-    let rows = audit_rows(&copy).await;
-    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(actions, ["key.created", "key.created", "key.revoked", "ban.added"], "the copied audit log");
-    assert_eq!(rows.last().map(|r| r.id), Some(ban_event), "the API write's own entry");
-
-    // With nothing else running, one CLI command and a copy of the file.
-    let lone = app.create_key(DEMO, "lone", "guild.read", &[]);
-    let states = key_states(&copy_of_the_file_alone(&app, "after-cli")).await;
-    let lone_id = list_keys(&app).into_values().find(|k| k["prefix"] == lone[..12]).expect("listed")["key_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(states.get(&lone_id), Some(&false), "the lone CLI command's key is in the copied file: {states:?}");
 }

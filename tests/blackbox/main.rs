@@ -13,12 +13,14 @@
 //! - `webhooks`, `usage`, `roles` (`--only http`, `--only bot`),
 //!   `scale_out` and `sharding` (several instances, one database).
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
-//!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load).
+//!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
+//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running).
 //! - `examples` (curl, Python, Node) and `roblox` (the Luau client).
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backup;
 mod bad_input;
 mod bot;
 mod bot_bad_input;

@@ -295,3 +295,36 @@ fn keys_commands_follow_the_config_file() {
     second.assert_code(1);
     assert!(second.one_stderr_line().contains("already has 1 active keys"), "{}", second.describe());
 }
+
+#[test]
+fn config_check_names_the_file_it_read_on_stderr() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["config", "check"]);
+    out.assert_ok();
+    assert!(out.stderr.contains("config file: none (no ./config.toml)"), "{}", out.describe());
+
+    std::fs::write(sandbox.path().join("config.toml"), "[keys]\nmax_per_guild = 5\n").unwrap();
+    std::fs::write(sandbox.path().join("other.toml"), "[keys]\nmax_per_guild = 7\n").unwrap();
+    let out = sandbox.run(&["config", "check"]);
+    let default = sandbox.path().join("config.toml");
+    assert!(out.stderr.contains(&format!("config file: {}", default.display())), "{}", out.describe());
+    let out = sandbox.run(&["--config", "other.toml", "config", "check"]);
+    let other = sandbox.path().join("other.toml");
+    assert!(out.stderr.contains(&format!("config file: {}", other.display())), "{}", out.describe());
+    assert!(out.stdout.lines().any(|l| l == "keys.max_per_guild = 7"), "{}", out.describe());
+}
+
+#[test]
+fn trust_forwarded_for_has_an_environment_override() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run_with(&["config", "check"], |c| {
+        c.env("GUILDKEY_HTTP_TRUST_FORWARDED_FOR", "true").env("GUILDKEY_HTTP_TRUSTED_PROXIES", "10.0.0.5");
+    });
+    out.assert_ok();
+    assert!(out.stdout.lines().any(|l| l == "http.trust_forwarded_for = true"), "{}", out.describe());
+    let out = sandbox.run_with(&["config", "check"], |c| {
+        c.env("GUILDKEY_HTTP_TRUST_FORWARDED_FOR", "perhaps");
+    });
+    assert_eq!(out.code, Some(2), "{}", out.describe());
+    assert!(out.stderr.contains("GUILDKEY_HTTP_TRUST_FORWARDED_FOR"), "{}", out.describe());
+}
