@@ -15,7 +15,8 @@
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
 //!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
 //!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running).
-//! - `examples` (curl, Python, Node) and `roblox` (the Luau client).
+//! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
+//!   `newcomer` (the README's "Try it without Discord", run as written).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -31,6 +32,7 @@ mod faults;
 mod hardening;
 mod http;
 mod limits;
+mod newcomer;
 mod roblox;
 mod roles;
 mod scale_out;
