@@ -168,12 +168,8 @@ fn simulate(c: RGBColor, m: &[[f64; 3]; 3]) -> [f64; 3] {
 #[test]
 fn outcome_colours_stay_apart_for_every_kind_of_colour_blindness() {
     let normal = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-    let visions = [
-        ("normal", normal),
-        ("protanopia", PROTANOPIA),
-        ("deuteranopia", DEUTERANOPIA),
-        ("tritanopia", TRITANOPIA),
-    ];
+    let visions =
+        [("normal", normal), ("protanopia", PROTANOPIA), ("deuteranopia", DEUTERANOPIA), ("tritanopia", TRITANOPIA)];
     let mut least = f32::MAX;
     for (vision, m) in visions {
         for i in 0..OUTCOME_COLOURS.len() {
