@@ -239,6 +239,21 @@ async fn a_failing_receiver_gets_retries_with_the_same_id_until_it_answers_2xx()
     app.double.assert_no_violations();
 }
 
+#[tokio::test]
+async fn a_servers_messages_arrive_in_event_order_each_after_the_one_before_is_delivered() {
+    // The receiver refuses its first two requests: the first message is retried twice.
+    let receiver = Receiver::start(2).await;
+    let app = spawn_app_with(loopback_config("[\"500ms\", \"500ms\", \"500ms\"]")).await;
+    app_set(&app, &receiver.url, "key.created").await;
+    for n in 0..3 {
+        create_key(&app, &format!("ordered {n}")).await;
+    }
+    let hits = receiver.wait_for("three delivered messages", 3, |h| h.answered == 204).await;
+    let which = |h: &Hit| (0..3).find(|n| h.body.contains(&format!("ordered {n}"))).expect("one of the three keys");
+    let sequence: Vec<(usize, u16)> = hits.iter().map(|h| (which(h), h.answered)).collect();
+    assert_eq!(sequence, [(0, 500), (0, 500), (0, 204), (1, 204), (2, 204)], "in event order, one at a time");
+}
+
 /// Sets the webhook through the bot; returns the secret it showed.
 async fn app_set(app: &App, url: &str, events: &str) -> String {
     let set = webhook(app, ids::ALICE_ID, "set", &[("url", url), ("events", events)]).await;
