@@ -31,7 +31,7 @@ mod examples;
 mod faults;
 mod hardening;
 mod http;
-mod limits;
+mod listener_limits;
 mod newcomer;
 mod roblox;
 mod roles;
