@@ -119,7 +119,8 @@ pub async fn apikey_create(
         ban_budget,
         role_budget,
     })?;
-    let issued = ctx.data().keys.issue(guild_id, draft, &actor(ctx)).await?;
+    // No key outranks its maker: the member's own powers bound it.
+    let issued = ctx.data().makers.issue(guild_id, draft, &actor(ctx), &super::maker_of(ctx)).await?;
     say(ctx, CreateReply::default().content(render::secret_message(&issued, "API key created"))).await?;
     Ok(())
 }
