@@ -177,6 +177,9 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     if let Some(maker) = s("maker_id") {
         out.push(("Maker", format!("<@{maker}>")));
     }
+    if let Some(maker) = s("previous_maker_id") {
+        out.push(("Previous maker", format!("<@{maker}>")));
+    }
     if let Some(note) = s("outcome") {
         out.push(("Outcome", note));
     }

@@ -219,12 +219,11 @@ impl KeyService {
     pub(super) async fn adopt(&self, key: &KeyRecord, maker_id: u64) -> Result<KeyRecord> {
         let now = self.now();
         let actor = Actor::User(maker_id);
-        let why = match key.maker_id {
-            Some(before) if before != maker_id => {
-                format!("<@{maker_id}> adopted the key: it was made by <@{before}> and is now bounded by <@{maker_id}>'s powers")
-            }
-            Some(_) => format!("<@{maker_id}> adopted the key again: it is bounded by their powers"),
-            None => format!("<@{maker_id}> adopted the key: it is now bounded by their powers"),
+        // Plain text (the audit entry escapes it); the embed names both makers in fields.
+        let why = if key.suspended_at.is_some() {
+            "adopted the key: it works again, bounded by its new maker's powers"
+        } else {
+            "adopted the key: it is now bounded by its new maker's powers"
         };
         let details = serde_json::json!({
             "adopted": true,

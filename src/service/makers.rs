@@ -75,13 +75,15 @@ pub fn lacking(permissions: u64, scopes: &Scopes) -> Vec<Lacking> {
     out
 }
 
-/// "**Ban Members** (for bans.write) or **Manage Roles** (for roles.write)".
-fn say_lacking(lacking: &[Lacking]) -> String {
+/// "**Ban Members** (for bans.write) or **Manage Roles** (for roles.write)",
+/// in bold for a reply, plain for an audit entry (whose text is escaped).
+fn say_lacking(lacking: &[Lacking], bold: bool) -> String {
+    let mark = if bold { "**" } else { "" };
     let each: Vec<String> = lacking
         .iter()
         .map(|l| {
             let scopes: Vec<&str> = l.scopes.iter().map(|s| s.as_str()).collect();
-            format!("**{}** (for {})", l.power, scopes.join(", "))
+            format!("{mark}{}{mark} (for {})", l.power, scopes.join(", "))
         })
         .collect();
     each.join(" or ")
@@ -133,7 +135,12 @@ pub fn within_reach(standing: &Standing, maker_id: u64, maker_roles: &[u64], rol
 /// May a key made by `maker_id` add or remove `role_id` now? `maker_roles`
 /// is `None` when the maker is no longer a member. Checked at every role
 /// write, after the guard's own rules.
-pub fn check_reach(standing: Option<&Standing>, maker_id: u64, maker_roles: Option<&[u64]>, role_id: u64) -> Result<()> {
+pub fn check_reach(
+    standing: Option<&Standing>,
+    maker_id: u64,
+    maker_roles: Option<&[u64]>,
+    role_id: u64,
+) -> Result<()> {
     let standing = standing.ok_or_else(not_ready)?;
     let Some(roles) = maker_roles else {
         return Err(Error::RoleNotAllowed(format!(
@@ -195,7 +202,7 @@ fn check_maker(
         return Err(Error::OutranksMaker(format!(
             "No key can do more than its maker: you do not hold {} in this server, so you cannot {doing}. \
              Ask an admin who holds {them} to do it, or leave out the scopes that need {them}.",
-            say_lacking(&lacking)
+            say_lacking(&lacking, true)
         )));
     }
     if scopes.contains(Scope::RolesWrite) && !allowed_roles.is_empty() {
@@ -280,7 +287,9 @@ impl Makers {
             let (guild, tail) = rest.split_at(n);
             match self.recheck_keys(first.guild_id, guild.to_vec()).await {
                 Ok(s) => suspended += s,
-                Err(e) => tracing::warn!(guild_id = first.guild_id, error = %e, "failed to re-check a guild's key makers"),
+                Err(e) => {
+                    tracing::warn!(guild_id = first.guild_id, error = %e, "failed to re-check a guild's key makers")
+                }
             }
             rest = tail;
         }
@@ -321,19 +330,19 @@ impl Makers {
 
     /// Suspends `key` for its maker's loss; false when it changed meanwhile.
     async fn suspend(&self, key: &KeyRecord, maker_id: u64, loss: &Loss) -> bool {
+        // Plain text: the audit entry escapes it, and names the maker in a field of its own.
         let (why, lost) = match loss {
             Loss::Left => (
-                format!(
-                    "its maker <@{maker_id}> is no longer a member of this server, and no key outranks its maker; \
-                     an admin who holds its powers can adopt it"
-                ),
+                "its maker is no longer a member of this server, and no key outranks its maker; an admin who \
+                 holds its powers can adopt it"
+                    .to_owned(),
                 Vec::new(),
             ),
             Loss::Lacks(lacking) => (
                 format!(
-                    "its maker <@{maker_id}> no longer holds {}, and no key outranks its maker; an admin who holds \
-                     its powers can adopt it",
-                    say_lacking(lacking)
+                    "its maker no longer holds {}, and no key outranks its maker; an admin who holds its powers \
+                     can adopt it",
+                    say_lacking(lacking, false)
                 ),
                 power_names(lacking),
             ),
@@ -409,7 +418,11 @@ mod tests {
         assert!(lacking(p::ADMINISTRATOR, &all).is_empty());
         assert!(lacking(p::BAN_MEMBERS | p::MANAGE_ROLES | p::VIEW_AUDIT_LOG, &all).is_empty());
         assert!(lacking(0, &scopes("guild.read")).is_empty(), "guild.read needs no power");
-        assert_eq!(say_lacking(&missing[..1]), "**Ban Members** (for bans.read, bans.write)");
+        assert_eq!(say_lacking(&missing[..1], true), "**Ban Members** (for bans.read, bans.write)");
+        assert_eq!(
+            say_lacking(&missing[1..], false),
+            "Manage Roles (for roles.write) or View Audit Log (for audit.read)"
+        );
     }
 
     #[test]
@@ -429,8 +442,12 @@ mod tests {
         assert!(!within_reach(&s, MAKER, &[MID], MID), "at the maker's highest role");
         assert!(!within_reach(&s, MAKER, &[MID], HIGH), "above it");
         assert!(within_reach(&s, OWNER, &[], HIGH), "the owner has no ceiling");
-        assert!(matches!(check_reach(Some(&s), MAKER, None, LOW), Err(Error::RoleNotAllowed(m)) if m.contains("no longer a member")));
-        assert!(matches!(check_reach(Some(&s), MAKER, Some(&[MID]), MID), Err(Error::RoleNotAllowed(m)) if m.contains("highest role")));
+        assert!(
+            matches!(check_reach(Some(&s), MAKER, None, LOW), Err(Error::RoleNotAllowed(m)) if m.contains("no longer a member"))
+        );
+        assert!(
+            matches!(check_reach(Some(&s), MAKER, Some(&[MID]), MID), Err(Error::RoleNotAllowed(m)) if m.contains("highest role"))
+        );
         assert!(check_reach(Some(&s), MAKER, Some(&[MID]), LOW).is_ok());
         assert!(matches!(check_reach(None, MAKER, Some(&[MID]), LOW), Err(Error::Discord(_))), "fail closed");
     }
@@ -440,7 +457,9 @@ mod tests {
         let s = standing();
         assert_eq!(loss(&s, MAKER, None, &scopes("guild.read")), Some(Loss::Left));
         assert_eq!(loss(&s, MAKER, Some(&[HIGH]), &scopes("bans.write")), None);
-        assert!(matches!(loss(&s, MAKER, Some(&[LOW]), &scopes("bans.write")), Some(Loss::Lacks(l)) if l[0].power == "Ban Members"));
+        assert!(
+            matches!(loss(&s, MAKER, Some(&[LOW]), &scopes("bans.write")), Some(Loss::Lacks(l)) if l[0].power == "Ban Members")
+        );
         assert_eq!(loss(&s, MAKER, Some(&[LOW]), &scopes("guild.read")), None, "a power the key does not need");
     }
 
@@ -448,7 +467,8 @@ mod tests {
     fn creating_names_what_the_maker_lacks() {
         let s = standing();
         let morgan = Maker { user_id: MAKER, permissions: Some(p::MANAGE_GUILD), roles: vec![] };
-        let refused = check_maker(Some(&s), &scopes("bans.write"), &AllowedRoles::default(), &morgan, "create this key");
+        let refused =
+            check_maker(Some(&s), &scopes("bans.write"), &AllowedRoles::default(), &morgan, "create this key");
         let Err(Error::OutranksMaker(message)) = refused else { panic!("{refused:?}") };
         assert!(message.contains("**Ban Members** (for bans.write)"), "{message}");
         let manager = Maker { user_id: MAKER, permissions: Some(u64::MAX), roles: vec![MID] };
