@@ -41,7 +41,7 @@ pub async fn on_press(
     let guild = Some(guild_id.get());
     let outcome =
         match action {
-            "resume" => data.keys.set_suspended(guild, key, false, &actor, serde_json::json!({})).await.map(|k| {
+            "resume" => data.makers.resume(guild_id.get(), key, &actor).await.map(|k| {
                 format!("▶️ <@{who}> resumed **{}** (`{}`); it works again.", render::safe(&k.name), k.prefix)
             }),
             "adopt" => {

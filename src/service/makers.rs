@@ -267,6 +267,35 @@ impl Makers {
         self.keys.adopt(&key, maker.user_id).await
     }
 
+    /// Resumes a suspended key as a member asks (`/apikey resume`, the
+    /// breaker's Resume button), unless its maker left or lost a power its
+    /// scopes need: resuming would hand the key back to a maker it would
+    /// outrank, so that is refused, pointing at Adopt. The operator CLI
+    /// resumes through the service directly (trusted).
+    #[tracing::instrument(skip_all, fields(guild_id))]
+    pub async fn resume(&self, guild_id: u64, reference: &str, actor: &Actor) -> Result<KeyRecord> {
+        let key = self.keys.find_for(Some(guild_id), reference, KeyChange::Resume).await?;
+        if let Some(maker_id) = key.maker_id {
+            let standing = self.standing(guild_id).await?.ok_or_else(not_ready)?;
+            let roles = self.ops.member_roles(guild_id, maker_id).await.map_err(discord)?;
+            let refusal = match loss(&standing, maker_id, roles.as_deref(), &key.scopes) {
+                None => None,
+                Some(Loss::Left) => Some(format!("its maker <@{maker_id}> is no longer a member of this server")),
+                Some(Loss::Lacks(lacking)) => {
+                    Some(format!("its maker <@{maker_id}> no longer holds {}", say_lacking(&lacking, true)))
+                }
+            };
+            if let Some(why) = refusal {
+                return Err(Error::OutranksMaker(format!(
+                    "No key can do more than its maker, and {why}, so resuming the key would let it outrank them. \
+                     Adopt it instead (`/apikey adopt`, or Adopt in the audit channel) if you hold its powers, or \
+                     revoke it."
+                )));
+            }
+        }
+        self.keys.set_suspended(Some(guild_id), key.id.as_str(), false, actor, json!({})).await
+    }
+
     /// Re-checks the makers of a guild's keys (of one maker's, with
     /// `user_id`) and suspends each active key whose maker left or lost a
     /// power it needs. Returns how many it suspended. A maker Discord

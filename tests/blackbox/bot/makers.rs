@@ -161,6 +161,17 @@ async fn a_maker_whose_roles_an_admin_takes_away_loses_the_key_through_the_audit
 
     assert!(demoted.elapsed() < Duration::from_secs(10), "{:?}", demoted.elapsed());
     get(&app, "/v1/verify", &token).await.err(401, "key_suspended");
+
+    // Resuming would hand the key back to a maker it outranks: refused, pointing at Adopt.
+    let (_, resume) = run(&app, ids::ALICE_ID, "resume", "game").await;
+    let text = resume.all_text();
+    assert!(text.contains("no longer holds **Ban Members**") && text.contains("/apikey adopt"), "{text}");
+    get(&app, "/v1/verify", &token).await.err(401, "key_suspended");
+    // `/apikey adopt` does what the audit channel's button does.
+    let (_, adopt) = run(&app, ids::ALICE_ID, "adopt", "game").await;
+    assert!(adopt.all_text().contains("You adopted **game**"), "{}", adopt.all_text());
+    get(&app, "/v1/verify", &token).await.ok();
+    assert_eq!(listed(&app)[0]["maker_id"], ids::ALICE_ID.to_string());
     app.double.assert_no_violations();
 }
 
