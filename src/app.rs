@@ -187,7 +187,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut bot = None;
     if let Some(serenity_ops) = serenity_ops {
         let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
-        let makers = Arc::new(crate::service::makers::Makers::new(keys.clone(), ops.clone()));
+        let makers = Arc::new(crate::service::makers::Makers::new(actions.clone()));
         let data = crate::bot::Data {
             keys: keys.clone(),
             actions: actions.clone(),

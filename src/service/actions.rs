@@ -180,7 +180,7 @@ impl GuildActions {
     }
 
     /// Runs one Discord call through the guard.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         guild_id: u64,
         call: Call,
@@ -253,7 +253,7 @@ impl GuildActions {
     /// briefly rather than refuse a write that would pass a moment later.
     /// An error: Discord said the bot is not in the guild, or could not be
     /// asked (REST only).
-    async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
+    pub(super) async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
         let deadline = tokio::time::Instant::now() + STANDING_WAIT;
         loop {
             if let Some(standing) = self.ops.standing(guild_id).await.map_err(discord)? {

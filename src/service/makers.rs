@@ -27,14 +27,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::actions::GuildActions;
+use super::guard::Call;
 use super::{Error, IssuedKey, KeyDraft, KeyService, Result};
 use crate::audit::Actor;
 use crate::discord::permissions as p;
-use crate::discord::{DiscordError, GuildOps, Standing};
+use crate::discord::Standing;
 use crate::keys::{AllowedRoles, KeyChange, KeyRecord, KeyStatus, Scope, Scopes};
-
-/// How long a check waits for the gateway cache to hold a guild's roles.
-const STANDING_WAIT: Duration = Duration::from_secs(1);
 
 /// The Discord permission a scope needs of its maker, and its name as
 /// Discord's client shows it; `None` for a scope anyone who may manage keys
@@ -182,10 +181,6 @@ fn not_ready() -> Error {
     )
 }
 
-fn discord(e: DiscordError) -> Error {
-    Error::Discord(e.to_string())
-}
-
 /// Why an adopter (or a creator) may not bound a key with these scopes
 /// and roles, if they may not.
 fn check_maker(
@@ -221,28 +216,30 @@ fn check_maker(
 
 /// The maker's bound, applied: creating and adopting keys as a member, and
 /// re-checking makers. One per process, shared by the bot and its tasks.
+/// Discord is read through [`GuildActions`], so its guard (refusals
+/// remembered, a guild's pause) holds for these reads too.
 pub struct Makers {
-    keys: KeyService,
-    ops: Arc<dyn GuildOps>,
+    actions: Arc<GuildActions>,
 }
 
 impl Makers {
-    pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>) -> Self {
-        Self { keys, ops }
+    pub fn new(actions: Arc<GuildActions>) -> Self {
+        Self { actions }
+    }
+
+    fn keys(&self) -> &KeyService {
+        self.actions.keys()
     }
 
     /// The guild's hierarchy, waiting briefly for the gateway cache.
     async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
-        let deadline = tokio::time::Instant::now() + STANDING_WAIT;
-        loop {
-            if let Some(standing) = self.ops.standing(guild_id).await.map_err(discord)? {
-                return Ok(Some(standing));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.actions.standing(guild_id).await
+    }
+
+    /// A member's roles (`None`: not a member), read through the guard.
+    async fn member_roles(&self, guild_id: u64, user_id: u64) -> Result<Option<Vec<u64>>> {
+        let read = self.actions.ops().member_roles(guild_id, user_id);
+        self.actions.call(guild_id, Call::Member(user_id), read).await
     }
 
     /// Creates a key bounded by `maker`, who made it: refused, naming what
@@ -253,7 +250,7 @@ impl Makers {
     pub async fn issue(&self, guild_id: u64, draft: KeyDraft, actor: &Actor, maker: &Maker) -> Result<IssuedKey> {
         let standing = self.standing(guild_id).await?;
         check_maker(standing.as_ref(), &draft.scopes, &draft.allowed_roles, maker, "create this key")?;
-        self.keys.issue_made_by(guild_id, draft, actor, Some(maker.user_id)).await
+        self.keys().issue_made_by(guild_id, draft, actor, Some(maker.user_id)).await
     }
 
     /// `maker` takes the key over: becomes its maker, and the key works
@@ -261,10 +258,10 @@ impl Makers {
     /// when `maker` lacks a power its scopes need.
     #[tracing::instrument(skip_all, fields(guild_id, maker_id = maker.user_id))]
     pub async fn adopt(&self, guild_id: u64, reference: &str, maker: &Maker) -> Result<KeyRecord> {
-        let key = self.keys.find_for(Some(guild_id), reference, KeyChange::Adopt).await?;
+        let key = self.keys().find_for(Some(guild_id), reference, KeyChange::Adopt).await?;
         let standing = self.standing(guild_id).await?;
         check_maker(standing.as_ref(), &key.scopes, &key.allowed_roles, maker, "adopt this key")?;
-        self.keys.adopt(&key, maker.user_id).await
+        self.keys().adopt(&key, maker.user_id).await
     }
 
     /// Resumes a suspended key as a member asks (`/apikey resume`, the
@@ -274,10 +271,10 @@ impl Makers {
     /// resumes through the service directly (trusted).
     #[tracing::instrument(skip_all, fields(guild_id))]
     pub async fn resume(&self, guild_id: u64, reference: &str, actor: &Actor) -> Result<KeyRecord> {
-        let key = self.keys.find_for(Some(guild_id), reference, KeyChange::Resume).await?;
+        let key = self.keys().find_for(Some(guild_id), reference, KeyChange::Resume).await?;
         if let Some(maker_id) = key.maker_id {
             let standing = self.standing(guild_id).await?.ok_or_else(not_ready)?;
-            let roles = self.ops.member_roles(guild_id, maker_id).await.map_err(discord)?;
+            let roles = self.member_roles(guild_id, maker_id).await?;
             let refusal = match loss(&standing, maker_id, roles.as_deref(), &key.scopes) {
                 None => None,
                 Some(Loss::Left) => Some(format!("its maker <@{maker_id}> is no longer a member of this server")),
@@ -293,7 +290,7 @@ impl Makers {
                 )));
             }
         }
-        self.keys.set_suspended(Some(guild_id), key.id.as_str(), false, actor, json!({})).await
+        self.keys().set_suspended(Some(guild_id), key.id.as_str(), false, actor, json!({})).await
     }
 
     /// Re-checks the makers of a guild's keys (of one maker's, with
@@ -302,13 +299,13 @@ impl Makers {
     /// cannot be asked about is left for the next check.
     #[tracing::instrument(skip_all, fields(guild_id))]
     pub async fn recheck(&self, guild_id: u64, user_id: Option<u64>) -> Result<usize> {
-        let keys = self.keys.store().maker_bound_keys(Some(guild_id), user_id, self.keys.now()).await?;
+        let keys = self.keys().store().maker_bound_keys(Some(guild_id), user_id, self.keys().now()).await?;
         self.recheck_keys(guild_id, keys).await
     }
 
     /// Re-checks every maker-bound key, guild by guild (the periodic read).
     pub async fn recheck_all(&self) -> Result<usize> {
-        let keys = self.keys.store().maker_bound_keys(None, None, self.keys.now()).await?;
+        let keys = self.keys().store().maker_bound_keys(None, None, self.keys().now()).await?;
         let mut suspended = 0;
         let mut rest = keys.as_slice();
         while let Some(first) = rest.first() {
@@ -326,7 +323,7 @@ impl Makers {
     }
 
     async fn recheck_keys(&self, guild_id: u64, keys: Vec<KeyRecord>) -> Result<usize> {
-        let now = self.keys.now();
+        let now = self.keys().now();
         let active: Vec<KeyRecord> = keys.into_iter().filter(|k| k.status(now) == KeyStatus::Active).collect();
         if active.is_empty() {
             return Ok(0);
@@ -340,7 +337,7 @@ impl Makers {
         makers.dedup();
         let mut suspended = 0;
         for maker_id in makers {
-            let roles = match self.ops.member_roles(guild_id, maker_id).await {
+            let roles = match self.member_roles(guild_id, maker_id).await {
                 Ok(roles) => roles,
                 Err(e) => {
                     tracing::warn!(guild_id, maker_id, error = %e, "cannot read a key maker's roles; checked later");
@@ -383,7 +380,7 @@ impl Makers {
             "lost": lost,
         });
         tracing::warn!(key_id = %key.id, guild_id = key.guild_id, maker_id, "a key's maker lost its powers; suspending the key");
-        match self.keys.set_suspended(Some(key.guild_id), key.id.as_str(), true, &Actor::System, details).await {
+        match self.keys().set_suspended(Some(key.guild_id), key.id.as_str(), true, &Actor::System, details).await {
             Ok(_) => true,
             Err(Error::Suspended(_) | Error::Revoked(_) | Error::Expired(_) | Error::NotFound(_)) => false,
             Err(e) => {
@@ -395,7 +392,7 @@ impl Makers {
 
     /// How often the periodic check runs (`keys.maker_check_seconds`).
     pub fn check_every(&self) -> Duration {
-        Duration::from_secs(self.keys.config().maker_check_seconds.max(1))
+        Duration::from_secs(self.keys().config().maker_check_seconds.max(1))
     }
 }
 

@@ -79,6 +79,13 @@ impl GuildOps for Port {
     }
 }
 
+/// The maker's bound over `port`, through the guard as in `guildkey run`.
+fn makers_on(keys: &guildkey::service::KeyService, port: &Arc<Port>) -> Makers {
+    let guard = Arc::new(guildkey::service::guard::DiscordGuard::new(50));
+    let bans = Arc::new(guildkey::service::actions::BanCache::default());
+    Makers::new(Arc::new(guildkey::service::actions::GuildActions::new(keys.clone(), port.clone(), bans, guard)))
+}
+
 fn maker(user_id: u64, roles: &[u64]) -> Maker {
     Maker { user_id, permissions: None, roles: roles.to_vec() }
 }
@@ -93,7 +100,7 @@ async fn a_key_is_bounded_by_its_maker_suspended_when_they_lose_the_power_and_ad
     let db = Db::new();
     let keys = db.service().await;
     let port = Port::new();
-    let makers = Makers::new(keys.clone(), port.clone());
+    let makers = makers_on(&keys, &port);
     let actor = guildkey::audit::Actor::User(MAKER);
 
     // A member without Ban Members is refused, naming it; the moderator is not.
@@ -144,7 +151,7 @@ async fn the_periodic_check_suspends_the_key_of_a_maker_who_left() {
     let cfg = guildkey::config::KeysConfig { maker_check_seconds: 1, ..config(3) };
     let keys = guildkey::service::KeyService::new(store, cfg).await.unwrap();
     let port = Port::new();
-    let makers = Arc::new(Makers::new(keys.clone(), port.clone()));
+    let makers = Arc::new(makers_on(&keys, &port));
     let actor = guildkey::audit::Actor::User(MAKER);
     makers.issue(GUILD, bans_write("game"), &actor, &maker(MAKER, &[MOD_ROLE])).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
