@@ -221,3 +221,20 @@ fn gateway_ban(data: &Data, guild_id: u64, user: &serenity::User, added: bool) {
     let (webhooks, user_id, name) = (data.webhooks.clone(), user.id.get(), user.name.clone());
     tokio::spawn(async move { webhooks.gateway_ban(guild_id, user_id, &name, added).await });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::maker_loss_target;
+
+    #[test]
+    fn audit_log_entries_that_may_cost_a_maker_their_powers_trigger_a_recheck() {
+        assert_eq!(maker_loss_target(25, Some(9)), Some(Some(9)), "a member's roles changed");
+        assert_eq!(maker_loss_target(20, Some(9)), Some(Some(9)), "kicked");
+        assert_eq!(maker_loss_target(22, Some(9)), Some(Some(9)), "banned");
+        assert_eq!(maker_loss_target(31, Some(5)), Some(None), "a role changed: every maker");
+        assert_eq!(maker_loss_target(32, Some(5)), Some(None), "a role deleted");
+        assert_eq!(maker_loss_target(21, None), Some(None), "a prune");
+        assert_eq!(maker_loss_target(1, None), None, "a guild update costs no one");
+        assert_eq!(maker_loss_target(30, Some(5)), None, "a role created costs no one");
+    }
+}

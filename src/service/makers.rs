@@ -405,9 +405,9 @@ mod tests {
     const GUILD: u64 = 100;
     const OWNER: u64 = 1;
     const MAKER: u64 = 2;
-    const HIGH: u64 = 10;
-    const MID: u64 = 11;
-    const LOW: u64 = 12;
+    const HIGH: u64 = 1_400_000_000_000_000_010;
+    const MID: u64 = 1_400_000_000_000_000_011;
+    const LOW: u64 = 1_400_000_000_000_000_012;
 
     fn standing() -> Standing {
         let role = |permissions, position| RoleFacts { permissions, position, managed: false };
