@@ -14,7 +14,9 @@
 //!   `scale_out` and `sharding` (several instances, one database).
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
 //!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
-//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running).
+//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running),
+//!   `record_first` (API writes recorded before Discord is asked: PostgreSQL
+//!   outages and kills mid-write leave Discord and the audit log agreeing).
 //! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
 //!   `newcomer` (the README's "Try it without Discord", run as written).
 
@@ -33,6 +35,7 @@ mod hardening;
 mod http;
 mod limits;
 mod newcomer;
+mod record_first;
 mod roblox;
 mod roles;
 mod scale_out;

@@ -2,13 +2,15 @@
 //! `src/worker/jobs/`): the index watch and usage flush
 //! ([`index_upkeep`]), the expiry reminders ([`reminders`]), the heartbeat
 //! of the shared rate limits ([`leases`]), the audit-channel outbox
-//! ([`outbox`]) and the webhook dispatcher ([`webhook_dispatch`]).
+//! ([`outbox`]), the reconcile of API writes left pending ([`reconcile`])
+//! and the webhook dispatcher ([`webhook_dispatch`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
-//! the outbox and the dispatcher beside it.
+//! the outbox, the reconcile and the dispatcher beside it.
 
 pub mod index_upkeep;
 pub mod leases;
 pub mod outbox;
+pub mod reconcile;
 pub mod reminders;
 pub mod webhook_dispatch;
 
