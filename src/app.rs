@@ -61,7 +61,8 @@ pub enum StartError {
 
 /// Opens and migrates the database named by the config.
 pub async fn open_store(config: &Config) -> Result<Store, StartError> {
-    let url = &config.database.url;
+    let db = &config.database;
+    let url = &crate::store::with_tls_settings(&db.url, db.sslmode.as_deref(), db.sslrootcert.as_deref());
     let store = Store::connect(url).await.map_err(|e| database_error(url, e))?;
     store.migrate().await.map_err(|e| database_error(url, e))?;
     Ok(store)
