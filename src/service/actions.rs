@@ -474,8 +474,8 @@ impl GuildActions {
     /// reach: 503) Discord is never asked, and a retry starts afresh. After
     /// the call the event is settled: done (it joins the audit log and is
     /// posted) or failed (Discord refused: kept out of the log). When
-    /// Discord could not be reached, whether the write landed is unknown:
-    /// the event stays pending for the reconcile to read Discord. When the
+    /// Discord's answer was lost, what Discord shows is read to settle it;
+    /// if that fails too, the event stays pending for the reconcile. When the
     /// outcome cannot be recorded (the database went away meanwhile), the
     /// write still stands and is answered as done; the outcome is retried in
     /// the background, and the reconcile settles it if this process dies.
@@ -488,7 +488,7 @@ impl GuildActions {
         call: Call,
         write: impl std::future::Future<Output = Result<(), DiscordError>>,
     ) -> Result<WriteOutcome> {
-        let id = self.keys.record_pending_write(caller, action, details).await?;
+        let id = self.keys.record_pending_write(caller, action, details.clone()).await?;
         let unreachable = std::sync::atomic::AtomicBool::new(false);
         let write = async {
             let result = write.await;
@@ -498,45 +498,60 @@ impl GuildActions {
             result
         };
         let result = self.call(guild_id, call, write).await;
-        if unreachable.load(std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!(event_id = id, guild_id, "Discord could not be reached; the write is left to the reconcile");
-            return result.and(Err(Error::Discord("Discord could not be reached".to_owned())));
-        }
-        let done = result.is_ok();
+        let done = if unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+            // Discord's answer was lost (a 5xx, a broken connection): read
+            // whether the change is there now.
+            match self.landed(guild_id, action, &details).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(event_id = id, guild_id, error = %e, "whether a write reached Discord is unknown; the reconcile will read it");
+                    return result.and(Err(e));
+                }
+            }
+        } else {
+            result.is_ok()
+        };
         if let Err(e) = self.keys.settle_write(id, done).await {
             tracing::warn!(event_id = id, guild_id, done, error = %e, "failed to record a write's outcome; retrying");
             let keys = self.keys.clone();
             tokio::spawn(async move { settle_later(&keys, id, done).await });
         }
-        result?;
+        if !done {
+            return Err(result.err().unwrap_or_else(|| Error::Discord("Discord did not make the change".to_owned())));
+        }
         Ok(WriteOutcome { changed: true, dry_run: false, audit_event_id: Some(id) })
     }
 
     /// Settles a pending API write left by a process that died mid-write (or
-    /// whose Discord call could not tell) from what Discord shows now: the
-    /// ban there or not, the member holding the role or not. Returns whether
-    /// the write was found done; an error (Discord unreachable) leaves the
-    /// event pending for the next pass.
+    /// whose Discord call could not tell) from what Discord shows now.
+    /// Returns whether the write was found done; an error (Discord
+    /// unreachable) leaves the event pending for the next pass.
     pub async fn reconcile(&self, event: &crate::audit::AuditEvent) -> Result<bool> {
-        let id_in = |name: &str| event.details[name].as_str().and_then(|v| v.parse::<u64>().ok());
-        let (guild_id, user_id) = (event.guild_id, id_in("user_id"));
-        let done = match (event.action, user_id) {
+        let done = self.landed(event.guild_id, event.action, &event.details).await?;
+        self.keys.settle_write(event.id, done).await?;
+        Ok(done)
+    }
+
+    /// Whether Discord shows the change an API write asked for: the ban
+    /// there or not, the member holding the role or not (a member who left
+    /// shows nothing, so no).
+    async fn landed(&self, guild_id: u64, action: Action, details: &serde_json::Value) -> Result<bool> {
+        let id_in = |name: &str| details[name].as_str().and_then(|v| v.parse::<u64>().ok());
+        Ok(match (action, id_in("user_id")) {
             (Action::BanAdded | Action::BanRemoved, Some(user_id)) => {
                 let banned = self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_some();
                 self.bans.invalidate(guild_id, user_id);
-                banned == (event.action == Action::BanAdded)
+                banned == (action == Action::BanAdded)
             }
             (Action::RoleAdded | Action::RoleRemoved, Some(user_id)) => {
                 let roles = self.ops.member_roles(guild_id, user_id).await.map_err(discord)?;
                 match (roles, id_in("role_id")) {
-                    (Some(roles), Some(role)) => roles.contains(&role) == (event.action == Action::RoleAdded),
-                    _ => false, // the member left: nothing to tell
+                    (Some(roles), Some(role)) => roles.contains(&role) == (action == Action::RoleAdded),
+                    _ => false,
                 }
             }
             _ => false,
-        };
-        self.keys.settle_write(event.id, done).await?;
-        Ok(done)
+        })
     }
 }
 
