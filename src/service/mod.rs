@@ -33,7 +33,7 @@ pub mod usage_report;
 mod verify;
 pub mod webhooks;
 
-pub use audit::SUMMARY_LINES;
+pub use audit::{PENDING_FOR, SUMMARY_LINES};
 pub use clock::Clock;
 pub use drafts::{parse_grace, IssuedKey, KeyDraft, KeyRequest, MAX_GRACE_SECONDS};
 pub use error::{Error, Result};
