@@ -101,14 +101,7 @@ impl KeyService {
         action: Action,
         details: serde_json::Value,
     ) -> Result<AuditEvent> {
-        let event = NewAuditEvent {
-            guild_id: caller.key.guild_id,
-            action,
-            actor: caller.actor(),
-            key: Some(caller.key.key_ref()),
-            test: caller.is_test(),
-            details,
-        };
+        let event = api_write_event(caller, action, details);
         let now = self.now();
         let id = self.inner.store.insert_audit(&event, now).await?;
         self.inner.audit_posted.notify_one();
@@ -137,14 +130,7 @@ impl KeyService {
         action: Action,
         details: serde_json::Value,
     ) -> Result<i64> {
-        let event = NewAuditEvent {
-            guild_id: caller.key.guild_id,
-            action,
-            actor: caller.actor(),
-            key: Some(caller.key.key_ref()),
-            test: caller.is_test(),
-            details,
-        };
+        let event = api_write_event(caller, action, details);
         let now = self.now();
         let until = now + chrono::Duration::from_std(PENDING_FOR).unwrap_or_default();
         Ok(self.inner.store.insert_pending_write(&event, now, until).await?)
@@ -191,6 +177,18 @@ impl KeyService {
             test: false,
             details,
         }
+    }
+}
+
+/// The event of a write made through the API with `caller`'s key.
+fn api_write_event(caller: &Authenticated, action: Action, details: serde_json::Value) -> NewAuditEvent {
+    NewAuditEvent {
+        guild_id: caller.key.guild_id,
+        action,
+        actor: caller.actor(),
+        key: Some(caller.key.key_ref()),
+        test: caller.is_test(),
+        details,
     }
 }
 

@@ -200,12 +200,12 @@ impl Store {
         );
         let claimed = db_run!(write self, |c| {
             sqlx::query(&claim)
-            .bind(to_millis(until))
-            .bind(id)
-            .bind(to_millis(now))
-            .execute(c)
-            .await?
-            .rows_affected()
+                .bind(to_millis(until))
+                .bind(id)
+                .bind(to_millis(now))
+                .execute(c)
+                .await?
+                .rows_affected()
         });
         Ok(claimed == 1)
     }

@@ -306,11 +306,7 @@ impl Store {
             return Ok(0);
         }
         Ok(db_run!(write self, |c| {
-            sqlx::query(&skip)
-            .bind(to_millis(now))
-            .execute(c)
-            .await?
-            .rows_affected()
+            sqlx::query(&skip).bind(to_millis(now)).execute(c).await?.rows_affected()
         }))
     }
 
