@@ -270,7 +270,7 @@ fn mask_password_params(text: &str) -> String {
         let at_boundary = out.is_empty() || out.ends_with(['?', '&', ' ', '\t', '\n']);
         let key = ["sslpassword=", "password="]
             .into_iter()
-            .find(|k| at_boundary && rest.len() >= k.len() && rest[..k.len()].eq_ignore_ascii_case(k));
+            .find(|k| at_boundary && rest.get(..k.len()).is_some_and(|head| head.eq_ignore_ascii_case(k)));
         let Some(key) = key else {
             let c = rest.chars().next().expect("not empty");
             out.push(c);
@@ -461,6 +461,7 @@ mod tests {
             ("host=db user=gk password=s3cret dbname=gk", "host=db user=gk password=******** dbname=gk"),
             ("host=db password='s3 c\\'ret' dbname=gk", "host=db password=******** dbname=gk"),
             ("password=s3cret host=db", "password=******** host=db"),
+            ("ünïcode passwörd=x password=é", "ünïcode passwörd=x password=********"),
             ("postgres://gk@db/gk", "postgres://gk@db/gk"),
             ("sqlite://data/guildkey.db?mode=rwc", "sqlite://data/guildkey.db?mode=rwc"),
         ];
