@@ -107,15 +107,30 @@ async fn until_settled(app: &App, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_ban_while_postgres_is_down_answers_503_reaches_no_discord_and_a_retry_bans_once_with_one_entry() {
-    // Arrange: a listener whose PostgreSQL is behind a relay; keys in use.
+    // Arrange: a listener whose PostgreSQL is behind a relay; keys in use;
+    // a user banned already (to unban), a member without a role (to give).
     let Some((app, relay)) = app_behind_relay().await else { return };
     let (writer, reader) = keys(&app).await;
+    let roles = app.create_key(DEMO, "roles", "roles.write bans.write", &["--rate-limit", "10000"]);
+    while get(&app, "/v1/verify", &roles).await.status != 200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.double.add_ban(DEMO, FIRST_USER, Some("earlier"));
+    let role_path = format!("/v1/guilds/{DEMO}/members/{}/roles/{}", ids::PAT_ID, ids::VERIFIED_ROLE_ID);
+    let write_calls =
+        |app: &App| app.double.calls().into_iter().filter(|c| c.method != "GET" && c.path.contains("/guilds/")).count();
+    let writes_before = write_calls(&app);
 
-    // Act: PostgreSQL goes away; the ban is asked for; PostgreSQL comes
-    // back; the ban is asked for again, as the 503 invites.
+    // Act: PostgreSQL goes away; a ban, an unban and a role are asked for;
+    // PostgreSQL comes back; the ban is asked for again, as the 503 invites.
     relay.cut();
-    let during = put(&app, &ban_path(ids::STRANGER_ID), &writer).await;
-    let bans_during = app.double.calls_to("PUT", BAN_ROUTE).len();
+    let (ban, unban) = (ban_path(ids::STRANGER_ID), ban_path(FIRST_USER));
+    let (during, unban_during, role_during) = tokio::join!(
+        put(&app, &ban, &writer),
+        support::reply::delete(&app, &unban, &roles),
+        put(&app, &role_path, &roles)
+    );
+    let writes_during = write_calls(&app) - writes_before;
     relay.restore().await;
     let started = Instant::now();
     let retry = loop {
@@ -127,20 +142,23 @@ async fn a_ban_while_postgres_is_down_answers_503_reaches_no_discord_and_a_retry
     };
     until_settled(&app, Duration::from_secs(10)).await;
 
-    // Assert: refused before Discord was asked; the retry banned once, and
-    // the audit log holds that ban once.
+    // Assert: each refused before Discord was asked; the retry banned once,
+    // and the audit log holds that ban once.
     during.err(503, "database_unavailable");
-    assert_eq!(bans_during, 0, "no ban reached Discord while the audit log could not record it");
+    unban_during.err(503, "database_unavailable");
+    role_during.err(503, "database_unavailable");
+    assert_eq!(writes_during, 0, "no write reached Discord while the audit log could not record it");
+    assert!(app.double.bans(DEMO).contains_key(&FIRST_USER), "still banned");
+    assert!(!app.double.member_roles(DEMO, ids::PAT_ID).contains(&ids::VERIFIED_ROLE_ID), "no role given");
     let data = retry.ok();
     assert_eq!((&data["banned"], &data["changed"]), (&Value::Bool(true), &Value::Bool(true)), "{data}");
     assert_eq!(app.double.calls_to("PUT", BAN_ROUTE).len(), 1, "one ban reached Discord");
     assert!(app.double.bans(DEMO).contains_key(&ids::STRANGER_ID));
     let entries = ban_entries(&app, &reader).await;
     assert_eq!(entries, BTreeMap::from([(ids::STRANGER_ID, 1)]), "the ban is in the audit log exactly once");
-    assert_eq!(
-        audit_log(&app, &reader).await.iter().find(|e| e["action"] == "ban.added").unwrap()["id"],
-        data["audit_event_id"]
-    );
+    let log = audit_log(&app, &reader).await;
+    assert_eq!(log.iter().find(|e| e["action"] == "ban.added").unwrap()["id"], data["audit_event_id"]);
+    assert!(!log.iter().any(|e| e["action"] == "ban.removed" || e["action"] == "role.added"), "{log:#?}");
     app.double.assert_no_violations();
 }
 
