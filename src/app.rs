@@ -113,7 +113,12 @@ impl Operator {
 
 /// A database that cannot be opened or migrated: say why and what to do.
 pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
-    let advice = if crate::store::is_postgres_url(url) {
+    let tls = cause.chain().any(|c| matches!(c.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Tls(_))))
+        || format!("{cause:#}").contains("certificate");
+    let advice = if crate::store::is_postgres_url(url) && tls {
+        "check sslmode and that sslrootcert (database.sslrootcert or the URL's) holds the CA that signed \
+         PostgreSQL's certificate, for the host name the URL gives"
+    } else if crate::store::is_postgres_url(url) {
         "check that PostgreSQL is running and reachable and the user, password and database are right"
     } else {
         "check that the path exists and is writable"

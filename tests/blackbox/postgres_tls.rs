@@ -234,6 +234,7 @@ async fn the_listener_talks_to_postgres_over_verified_tls_seen_encrypted_in_pg_s
     assert!(!wrong_ca.status.success(), "a server the CA did not sign is refused");
     assert!(refused.to_lowercase().contains("certificate") || refused.contains("tls"), "{refused}");
     assert!(refused.contains("postgres://guildkey:********@localhost"), "{refused}");
+    eprintln!("verify-full against a certificate from another CA: {}", refused.trim());
     assert!(plain.status.success(), "sslmode=disable still connects: {}", String::from_utf8_lossy(&plain.stderr));
     for text in [refused.clone(), String::from_utf8_lossy(&good.stderr).into_owned(), app.logs().join("\n")] {
         assert!(!text.contains("p@ss") && !text.contains("p%40ss"), "the password leaked: {text}");
