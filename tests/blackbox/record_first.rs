@@ -163,6 +163,59 @@ async fn a_ban_while_postgres_is_down_answers_503_reaches_no_discord_and_a_retry
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ban_discord_made_while_postgres_went_away_is_answered_made_and_its_entry_completed_once_back() {
+    // Arrange: Discord takes a moment over the ban; PostgreSQL goes away
+    // meanwhile, after the ban was recorded and before its outcome is.
+    let Some((app, relay)) = app_behind_relay().await else { return };
+    let (writer, reader) = keys(&app).await;
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let seen = arrived.clone();
+    app.double.fault(
+        FaultRule::matching(move |r| {
+            let ban = r.method == "PUT" && r.route == Some(BAN_ROUTE);
+            if ban {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            ban
+        })
+        .latency(Duration::from_millis(1500))
+        .once(),
+    );
+
+    // Act
+    let path = ban_path(ids::STRANGER_ID);
+    let ban = put(&app, &path, &writer);
+    let cut = async {
+        while arrived.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        relay.cut();
+    };
+    let (reply, ()) = tokio::join!(ban, cut);
+    let pending_while_down = audit_log_or_status(&app, &reader).await;
+    relay.restore().await;
+    until_settled(&app, Duration::from_secs(10)).await;
+
+    // Assert: the ban stands and is answered as made; while PostgreSQL was
+    // away nothing could be read, and once back the entry is there, once.
+    let data = reply.ok();
+    assert_eq!((&data["banned"], &data["changed"]), (&Value::Bool(true), &Value::Bool(true)), "{data}");
+    assert!(app.double.bans(DEMO).contains_key(&ids::STRANGER_ID));
+    assert_eq!(pending_while_down, 503, "the log cannot be read while PostgreSQL is away");
+    let entries = ban_entries(&app, &reader).await;
+    assert_eq!(entries, BTreeMap::from([(ids::STRANGER_ID, 1)]), "the ban's entry, completed once");
+    let logs = app.logs();
+    assert!(logs.iter().any(|l| l.contains("failed to record a write's outcome")), "the outcome waited for PostgreSQL");
+    assert!(logs.iter().any(|l| l.contains("recorded a write's outcome once the database was back")));
+    app.double.assert_no_violations();
+}
+
+/// The status of reading the audit log.
+async fn audit_log_or_status(app: &App, reader: &str) -> u16 {
+    get(app, &format!("/v1/guilds/{DEMO}/audit-log"), reader).await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_outage_during_100_api_writes_leaves_discord_and_the_audit_log_agreeing_write_for_write() {
     // Arrange: a listener whose PostgreSQL is behind a relay; four writers
     // ban 100 users between them, one each.
