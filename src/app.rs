@@ -194,6 +194,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut bot = None;
     if let Some(serenity_ops) = serenity_ops {
         let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
+        let makers = Arc::new(crate::service::makers::Makers::new(actions.clone()));
         let data = crate::bot::Data {
             keys: keys.clone(),
             actions: actions.clone(),
@@ -201,6 +202,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             guard,
             webhooks: webhooks.clone(),
             health: health.clone(),
+            makers: makers.clone(),
         };
         // Only the bot posts to audit channels: a listener alone records
         // events, and the bot sharing its database posts them (claimed, so
@@ -223,6 +225,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 }
             })
         };
+        // The periodic check of key makers reads Discord: from the bot too,
+        // once its client exists.
+        let maker_check = {
+            let (ops, stop) = (serenity_ops.clone(), stopped(stop_rx.clone()));
+            tokio::spawn(async move {
+                let attached = ops.wait_attached();
+                tokio::pin!(stop);
+                tokio::select! {
+                    () = attached => crate::service::tasks::makers::run(makers, stop).await,
+                    () = &mut stop => {}
+                }
+            })
+        };
         // Webhook deliveries likewise come from the bot (claimed, each once);
         // they need no Discord.
         let hooks = tokio::spawn(crate::service::webhooks::run(webhooks, stopped(stop_rx.clone())));
@@ -237,7 +252,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             stop: stop_rx.clone(),
         };
         let gateway = tokio::spawn(supervisor.run());
-        bot = Some((gateway, shard_manager, poster, hooks));
+        bot = Some((gateway, shard_manager, poster, hooks, maker_check));
     }
     let upkeep = {
         let keys = keys.clone();
@@ -262,12 +277,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let posters = match bot {
-        Some((gateway, shard_manager, poster, hooks)) => {
+        Some((gateway, shard_manager, poster, hooks, maker_check)) => {
             let running = shard_manager.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(manager) = running {
                 manager.shutdown_all().await;
             }
             let _ = gateway.await;
+            let _ = maker_check.await;
             Some((poster, hooks))
         }
         None => None,

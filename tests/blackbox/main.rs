@@ -34,7 +34,7 @@ mod examples;
 mod faults;
 mod hardening;
 mod http;
-mod limits;
+mod listener_limits;
 mod newcomer;
 mod postgres_tls;
 mod record_first;
