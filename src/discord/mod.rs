@@ -34,4 +34,4 @@ pub use escape::{escape, escape_within};
 pub use permissions::{RoleFacts, Standing};
 pub use port::{codes, DiscordError, GuildInfo, GuildOps};
 pub use serenity_ops::{SerenityGuildOps, DISCORD_TIMEOUT, MAX_RETRY_WAIT};
-pub use shield::{InvalidAnswers, INVALID_WINDOW};
+pub use shield::{epoch_minute, Elsewhere, InvalidAnswers, Spent, INVALID_WINDOW, NO_GUILD};

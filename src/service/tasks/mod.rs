@@ -2,13 +2,15 @@
 //! `src/worker/jobs/`): the index watch and usage flush
 //! ([`index_upkeep`]), the expiry reminders ([`reminders`]), the heartbeat
 //! of the shared rate limits ([`leases`]), the audit-channel outbox
-//! ([`outbox`]) and the webhook dispatcher ([`webhook_dispatch`]).
+//! ([`outbox`]), the webhook dispatcher ([`webhook_dispatch`]) and the
+//! sharing of Discord's refusal counts between instances ([`refusals`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
 //! the outbox and the dispatcher beside it.
 
 pub mod index_upkeep;
 pub mod leases;
 pub mod outbox;
+pub mod refusals;
 pub mod reminders;
 pub mod webhook_dispatch;
 
