@@ -150,6 +150,36 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps, for each (key, hour) in `pairs`, the `keep` busiest client
+    /// addresses' rows and adds the rest into the hour's `other` row, in one
+    /// transaction: a key used from endless addresses holds at most
+    /// `keep + 1` rows an hour, whatever each flush brought.
+    pub async fn trim_usage_ips(&self, pairs: &[(KeyId, i64)], keep: u32) -> anyhow::Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut sorted = pairs.to_vec();
+        sorted.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        // The rows past the busiest `keep`, the busiest first (ties by address).
+        let beyond = "select ip from usage_ip_hour where hour = $1 and api_key_id = $2 and ip <> 'other' \
+             order by count desc, ip limit 1000000000 offset $3";
+        let fold = format!(
+            "insert into usage_ip_hour (hour, api_key_id, ip, count) \
+             select $1, $2, 'other', cast(sum(count) as bigint) from usage_ip_hour \
+             where hour = $1 and api_key_id = $2 and ip in ({beyond}) group by api_key_id \
+             on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count"
+        );
+        let drop = format!("delete from usage_ip_hour where hour = $1 and api_key_id = $2 and ip in ({beyond})");
+        db_run!(transaction self, |tx| {
+            for (key, hour) in &sorted {
+                for sql in [&fold, &drop] {
+                    sqlx::query(sql).bind(*hour).bind(key.as_str()).bind(i64::from(keep)).execute(&mut *tx).await?;
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// A key's requests per hour in `[from_hour, to_hour)`, by method,
     /// route, status and outcome, with the minute buckets still kept.
     pub async fn usage_hours(&self, key: &KeyId, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<HourCount>> {

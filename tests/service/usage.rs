@@ -317,3 +317,51 @@ async fn a_key_refused_all_day_needs_ten_times_its_usual_rate_to_spike() {
     assert_eq!(after_99, before);
     assert_eq!(after_100, before + 1);
 }
+
+#[tokio::test]
+async fn addresses_count_by_ipv6_64_and_each_keys_hour_keeps_its_busiest_hundred_and_sums_the_rest() {
+    // Arrange
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "botnet").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+
+    // Act: three minutes, each from 150 addresses never seen before (one of
+    // them busier each minute), plus 300 addresses of one IPv6 /64.
+    let mut sent = 0u64;
+    for minute in 0..3u32 {
+        let at = t0 + chrono::Duration::minutes(i64::from(minute));
+        for i in 0..150u32 {
+            let n = if i == 0 { 5 } else { 1 };
+            for _ in 0..n {
+                let from = format!("10.{minute}.{}.{}", i / 256, i % 256);
+                service.record_request(&caller.key, &request(at, "GET", "/v1/verify", 200, None, &from));
+                sent += 1;
+            }
+        }
+        for i in 0..100u32 {
+            let from = format!("2001:db8:1:2:{minute:x}:{i:x}::1");
+            service.record_request(&caller.key, &request(at, "GET", "/v1/verify", 200, None, &from));
+            sent += 1;
+        }
+        service.flush_usage_at(at + chrono::Duration::seconds(60), false).await.unwrap();
+    }
+
+    // Assert: at most 100 addresses and `other` for the hour, nothing lost,
+    // the /64 one address, and the busiest kept.
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert!(held.ip_rows <= 101, "{held:?}");
+    let hour = usage_minute(t0).div_euclid(60);
+    let ips = store.usage_ips(&key.record.id, hour, hour + 1).await.unwrap();
+    assert_eq!(ips.iter().map(|(_, n)| n).sum::<u64>(), sent);
+    assert_eq!(ips.iter().find(|(ip, _)| ip == "2001:db8:1:2::/64").map(|(_, n)| *n), Some(300), "{ips:?}");
+    for minute in 0..3 {
+        assert!(ips.iter().any(|(ip, n)| *ip == format!("10.{minute}.0.0") && *n == 5), "{minute}: {ips:?}");
+    }
+    assert!(ips.iter().any(|(ip, n)| ip == "other" && *n > 0));
+    let report = service.usage(&key.record.id, Period::Day, t0 + chrono::Duration::minutes(4)).await.unwrap();
+    assert!(report.distinct_ips <= 100, "{}", report.distinct_ips);
+    let busiest = report.top_ips.iter().find(|i| i.ip != "other").unwrap();
+    assert_eq!((busiest.ip.as_str(), busiest.count), ("2001:db8:1:2::/64", 300));
+}

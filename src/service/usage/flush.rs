@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::{ip_text, lock, millis, minute_of, totals, RequestFacts, UsageTracker, MAX_RETRY_LOG};
+use super::{
+    ip_text, lock, millis, minute_of, totals, RequestFacts, UsageTracker, MAX_IPS_PER_KEY_HOUR, MAX_RETRY_LOG,
+};
 use crate::keys::KeyId;
 use crate::store::{NewRequestLog, Store};
 
@@ -155,7 +157,29 @@ impl UsageTracker {
             lock(&self.retry).counts.absorb(batch);
             return Err(e);
         }
-        Ok(())
+        self.trim_ips(store, now_minute.div_euclid(60), &ips).await
+    }
+
+    /// Trims each key's hour whose address rows this instance may have
+    /// taken past [`MAX_IPS_PER_KEY_HOUR`] (other instances add theirs; the
+    /// trim keeps the busiest of all).
+    async fn trim_ips(&self, store: &Store, now_hour: i64, ips: &[crate::store::IpCount]) -> anyhow::Result<()> {
+        let due: Vec<(KeyId, i64)> = {
+            let mut written = lock(&self.ip_rows_written);
+            written.retain(|(_, hour), _| *hour + 1 >= now_hour);
+            for row in ips.iter().filter(|r| r.ip != "other") {
+                *written.entry((row.key_id.clone(), row.hour)).or_default() += 1;
+            }
+            let due: Vec<(KeyId, i64)> =
+                written.iter().filter(|(_, n)| **n > MAX_IPS_PER_KEY_HOUR).map(|(k, _)| k.clone()).collect();
+            for pair in &due {
+                written.insert(pair.clone(), MAX_IPS_PER_KEY_HOUR);
+            }
+            due
+        };
+        // A failed trim is tried again at the key's next flush of that hour
+        // (or left for the rows to age out): counts are never lost by it.
+        store.trim_usage_ips(&due, MAX_IPS_PER_KEY_HOUR as u32).await
     }
 }
 
@@ -167,7 +191,7 @@ fn log_row(key_id: KeyId, r: &RequestFacts) -> NewRequestLog {
         route: r.route,
         status: r.status,
         reason: r.reason,
-        ip: ip_text(Some(r.ip)),
+        ip: ip_text(r.ip),
         latency_us: r.latency_us,
         target_user_id: r.target_user,
         target_role_id: r.target_role,

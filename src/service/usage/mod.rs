@@ -67,6 +67,11 @@ pub const VERIFY_ROUTE: &str = "/v1/verify";
 /// without bound).
 pub const MAX_IPS_PER_KEY_MINUTE: usize = 256;
 
+/// Client address blocks kept per key and hour: the busiest ones, the rest
+/// summed as `other` (in each flush, and in the database once a key's hour
+/// holds more).
+pub const MAX_IPS_PER_KEY_HOUR: usize = 100;
+
 /// Log entries one shard holds between flushes; more are dropped (counted,
 /// never logged). Flushes run every few seconds.
 const MAX_LOG_PER_SHARD: usize = 20_000;
@@ -158,7 +163,7 @@ impl Pending {
     }
 
     fn count_ip(&mut self, minute: i64, ip: IpAddr, n: u64) {
-        let ip = ip.to_canonical();
+        let ip = crate::keys::address_block(ip);
         if let Some(count) = self.ips.get_mut(&(minute, Some(ip))) {
             *count += n;
             return;
@@ -256,17 +261,41 @@ impl Batch {
                 count,
             })
             .collect();
-        let ips = self
-            .ips
-            .iter()
-            .map(|((key_id, hour, ip), &count)| IpCount {
+        (minutes, self.ip_rows())
+    }
+
+    /// Requests per key, hour and address block, the busiest
+    /// [`MAX_IPS_PER_KEY_HOUR`] of each key's hour kept and the rest added
+    /// to its `other`.
+    fn ip_rows(&self) -> Vec<IpCount> {
+        let mut by_hour: HashMap<(&KeyId, i64), Vec<(Option<IpAddr>, u64)>> = HashMap::new();
+        for ((key_id, hour, ip), &count) in &self.ips {
+            by_hour.entry((key_id, *hour)).or_default().push((*ip, count));
+        }
+        let mut rows = Vec::with_capacity(self.ips.len());
+        for ((key_id, hour), mut blocks) in by_hour {
+            let mut other: u64 = 0;
+            blocks.retain(|(ip, n)| {
+                ip.is_some() || {
+                    other += n;
+                    false
+                }
+            });
+            if blocks.len() > MAX_IPS_PER_KEY_HOUR {
+                blocks.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                other += blocks.drain(MAX_IPS_PER_KEY_HOUR..).map(|(_, n)| n).sum::<u64>();
+            }
+            if other > 0 {
+                blocks.push((None, other));
+            }
+            rows.extend(blocks.into_iter().map(|(ip, count)| IpCount {
                 key_id: key_id.clone(),
-                hour: *hour,
-                ip: ip_text(*ip),
+                hour,
+                ip: block_text(ip),
                 count,
-            })
-            .collect();
-        (minutes, ips)
+            }));
+        }
+        rows
     }
 
     fn absorb(&mut self, other: Batch) {
@@ -279,10 +308,17 @@ impl Batch {
     }
 }
 
-/// A client IP as stored: canonical (an IPv4-mapped IPv6 address as its
-/// IPv4 one), or `other` for those past the cap.
-fn ip_text(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "other".to_owned(), |ip| ip.to_canonical().to_string())
+/// A client address block as counted: an IPv4 address (an IPv4-mapped
+/// IPv6 one as its IPv4 address), an IPv6 /64 as `2001:db8:1:2::/64`, or
+/// `other` for those past the cap.
+fn block_text(block: Option<IpAddr>) -> String {
+    block.map_or_else(|| "other".to_owned(), |b| crate::keys::block_text(crate::keys::address_block(b)))
+}
+
+/// A client IP as the request log shows it: canonical (an IPv4-mapped
+/// IPv6 address as its IPv4 one).
+fn ip_text(ip: IpAddr) -> String {
+    ip.to_canonical().to_string()
 }
 
 /// What failed to be written, kept for the next flush.
@@ -311,6 +347,9 @@ pub struct UsageTracker {
     /// trimmed to `log_per_key` once it wrote an eighth as many more (one
     /// indexed delete per key now and then, not per flush).
     untrimmed: Mutex<HashMap<KeyId, u32>>,
+    /// Address rows written per key and hour since its rows were last
+    /// trimmed to [`MAX_IPS_PER_KEY_HOUR`] (see `store.trim_usage_ips`).
+    ip_rows_written: Mutex<HashMap<(KeyId, i64), usize>>,
 }
 
 impl Default for UsageTracker {
@@ -346,6 +385,7 @@ impl UsageTracker {
             retry: Mutex::default(),
             log_dropped: AtomicU64::new(0),
             untrimmed: Mutex::default(),
+            ip_rows_written: Mutex::default(),
         }
     }
 

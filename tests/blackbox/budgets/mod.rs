@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use support::reply::{get, put, Reply};
 use support::{db_scalar, ids, App};
 
+mod addresses;
 mod discord;
 
 /// Creates a key with the CLI and waits until the listener knows it.
