@@ -55,6 +55,9 @@ pub struct NewRequestLog {
     pub latency_us: u32,
     pub target_user_id: Option<u64>,
     pub target_role_id: Option<u64>,
+    /// A refusal that matters (see `service::usage::NOTABLE_REASONS`),
+    /// kept apart from the rest: trimmed to its own newest rows.
+    pub notable: bool,
 }
 
 /// One request as the log keeps it, read back. Never a token or a header.
@@ -136,17 +139,13 @@ impl Store {
     }
 
     /// Appends requests to the log and trims each key in `trim` to its
-    /// newest `keep_per_key`, in one transaction.
-    pub async fn record_requests(
-        &self,
-        rows: &[NewRequestLog],
-        trim: &[KeyId],
-        keep_per_key: u32,
-    ) -> anyhow::Result<()> {
+    /// newest `keep[0]` rows that are not notable and its newest `keep[1]`
+    /// notable ones, in one transaction.
+    pub async fn record_requests(&self, rows: &[NewRequestLog], trim: &[KeyId], keep: [u32; 2]) -> anyhow::Result<()> {
         if rows.is_empty() && trim.is_empty() {
             return Ok(());
         }
-        db_run!(transaction self, |tx| { dialect::record_requests(tx, rows, trim, keep_per_key).await? });
+        db_run!(transaction self, |tx| { dialect::record_requests(tx, rows, trim, keep).await? });
         Ok(())
     }
 

@@ -135,7 +135,8 @@ async fn the_request_log_keeps_every_request_but_successful_verifications_newest
     let second = service.requests(&key.record.id, first.next_before, 2).await.unwrap();
     let theirs = service.requests(&other.record.id, None, 10).await.unwrap();
 
-    // Assert: the 6 refusals of 13 requests are logged, the newest 5 kept.
+    // Assert: the 6 refusals of 13 requests are logged: the newest 5 of
+    // the rest (3 here), and the notable refusals (scope) apart from them.
     let seen: Vec<(String, String, u16, Option<String>, String)> = page
         .entries
         .iter()
@@ -150,6 +151,7 @@ async fn the_request_log_keeps_every_request_but_successful_verifications_newest
             row(UNMATCHED_ROUTE, 404, "not_found", "203.0.113.3"),
             row("/v1/verify", 429, "rate_limited", "203.0.113.1"),
             row("/v1/verify", 429, "rate_limited", "203.0.113.1"),
+            row(BANS, 403, "insufficient_scope", "203.0.113.2"),
             row(BANS, 403, "insufficient_scope", "203.0.113.2"),
             row(BANS, 403, "insufficient_scope", "203.0.113.2"),
         ]

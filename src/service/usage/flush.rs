@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     ip_text, lock, millis, minute_of, totals, RequestFacts, UsageTracker, MAX_IPS_PER_KEY_HOUR, MAX_RETRY_LOG,
+    NOTABLE_KEPT_PER_KEY,
 };
 use crate::keys::KeyId;
 use crate::store::{NewRequestLog, Store};
@@ -84,16 +85,20 @@ impl UsageTracker {
         if rows.is_empty() {
             return Ok(());
         }
-        // Oldest first, so log ids follow time; then the newest per key.
+        // Oldest first, so log ids follow time; then the newest per key and
+        // kind (notable refusals apart from the rest).
         rows.sort_by_key(|r| r.at);
-        let keep = self.log_per_key as usize;
-        let mut per_key: HashMap<KeyId, usize> = HashMap::new();
+        let keep = |notable: bool| if notable { NOTABLE_KEPT_PER_KEY as usize } else { self.log_per_key as usize };
+        let mut per_key: HashMap<(KeyId, bool), usize> = HashMap::new();
         for r in rows.iter().rev() {
-            *per_key.entry(r.key_id.clone()).or_default() += 1;
+            *per_key.entry((r.key_id.clone(), r.notable)).or_default() += 1;
         }
-        let mut skip: HashMap<KeyId, usize> =
-            per_key.into_iter().filter(|(_, n)| *n > keep).map(|(id, n)| (id, n - keep)).collect();
-        rows.retain(|r| match skip.get_mut(&r.key_id) {
+        let mut skip: HashMap<(KeyId, bool), usize> = per_key
+            .into_iter()
+            .filter(|((_, notable), n)| *n > keep(*notable))
+            .map(|((id, notable), n)| ((id, notable), n - keep(notable)))
+            .collect();
+        rows.retain(|r| match skip.get_mut(&(r.key_id.clone(), r.notable)) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 false
@@ -106,7 +111,7 @@ impl UsageTracker {
             *untrimmed.entry(r.key_id.clone()).or_default() += 1;
         }
         let trim: Vec<KeyId> = untrimmed.iter().filter(|(_, n)| **n >= trim_every).map(|(id, _)| id.clone()).collect();
-        if let Err(e) = store.record_requests(&rows, &trim, self.log_per_key).await {
+        if let Err(e) = store.record_requests(&rows, &trim, [self.log_per_key, NOTABLE_KEPT_PER_KEY]).await {
             let mut retry = lock(&self.retry);
             rows.append(&mut retry.log);
             let excess = rows.len().saturating_sub(MAX_RETRY_LOG);
@@ -195,5 +200,6 @@ fn log_row(key_id: KeyId, r: &RequestFacts) -> NewRequestLog {
         latency_us: r.latency_us,
         target_user_id: r.target_user,
         target_role_id: r.target_role,
+        notable: super::is_notable(r.reason),
     }
 }

@@ -14,9 +14,12 @@
 //!   its minute bucket and its total at once, added to what other
 //!   instances wrote (`store::usage`);
 //! - **the request log**: every counted request except a successful
-//!   `/v1/verify` (counted, not logged), taken at every flush, the newest
-//!   `usage.request_log_per_key` kept per key (a key is trimmed each time it
-//!   wrote an eighth as many more). Never a token or a header.
+//!   `/v1/verify` (counted, not logged), at most [`MAX_LOG_PER_KEY_MINUTE`]
+//!   of each kind per key and minute, taken at every flush; the newest
+//!   `usage.request_log_per_key` kept per key, and apart from them its
+//!   newest [`NOTABLE_KEPT_PER_KEY`] notable refusals ([`NOTABLE_REASONS`]),
+//!   so a flood of other requests cannot push those out (a key is trimmed
+//!   each time it wrote an eighth as many more). Never a token or a header.
 //!
 //! Requests are counted for the key they name when the listener can tell
 //! which that is (any refusal after the key was found: revoked, suspended,
@@ -53,6 +56,47 @@ pub struct KeyUsage {
     refused: AtomicU64,
     /// In the tracker's list of keys to flush.
     listed: AtomicBool,
+    /// The minute the log counts below are for.
+    log_minute: AtomicI64,
+    /// Requests logged in `log_minute`: [the rest, notable refusals].
+    logged: [std::sync::atomic::AtomicU32; 2],
+}
+
+impl KeyUsage {
+    /// Whether one more request of this key may be logged in `minute`: at
+    /// most [`MAX_LOG_PER_KEY_MINUTE`] of each kind (a flood is counted,
+    /// and logged only up to that).
+    fn may_log(&self, minute: i64, notable: bool) -> bool {
+        let seen = self.log_minute.load(Ordering::Acquire);
+        if seen != minute && self.log_minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            for n in &self.logged {
+                n.store(0, Ordering::Release);
+            }
+        }
+        self.logged[usize::from(notable)].fetch_add(1, Ordering::AcqRel) < MAX_LOG_PER_KEY_MINUTE
+    }
+}
+
+/// The refusals that matter to a key's owner, kept apart in its request
+/// log from the rest (so no flood of unknown paths, say, pushes them
+/// out): an address outside the allow-list, a scope the key lacks, its
+/// use against another guild, a suspended key, a revoked one (as a leaked
+/// key is).
+pub const NOTABLE_REASONS: [&str; 5] =
+    ["ip_not_allowed", "insufficient_scope", "guild_mismatch", "key_suspended", "key_revoked"];
+
+/// The newest notable refusals kept in each key's request log, beside
+/// `usage.request_log_per_key` of the rest.
+pub const NOTABLE_KEPT_PER_KEY: u32 = 50;
+
+/// Requests of each kind (notable refusals, the rest) logged per key and
+/// minute; more are counted, not logged.
+pub const MAX_LOG_PER_KEY_MINUTE: u32 = 120;
+
+/// Whether a request answered with `reason` is a notable refusal.
+pub fn is_notable(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| NOTABLE_REASONS.contains(&r))
 }
 
 /// The route of a request that matched none (its path is never kept: it
@@ -424,7 +468,9 @@ impl UsageTracker {
         }
         let minute = minute_of(r.at_ms);
         let outcome = outcome(r.status, r.reason);
-        let logged = self.log_per_key > 0 && !(r.route == VERIFY_ROUTE && r.status < 300);
+        let logged = self.log_per_key > 0
+            && !(r.route == VERIFY_ROUTE && r.status < 300)
+            && usage.may_log(minute, is_notable(r.reason));
         let slot = shard_slot() & (self.shards.len() - 1);
         let mut shard = lock(&self.shards[slot].0);
         let shard = &mut *shard;

@@ -146,7 +146,7 @@ pub(crate) async fn record_requests(
     tx: &mut PgConnection,
     rows: &[NewRequestLog],
     trim: &[KeyId],
-    keep_per_key: u32,
+    keep: [u32; 2],
 ) -> anyhow::Result<()> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
@@ -159,13 +159,14 @@ pub(crate) async fn record_requests(
         let latencies: Vec<i64> = chunk.iter().map(|r| i64::from(r.latency_us)).collect();
         let users: Vec<Option<i64>> = chunk.iter().map(|r| r.target_user_id.map(id_to_sql)).collect();
         let roles: Vec<Option<i64>> = chunk.iter().map(|r| r.target_role_id.map(id_to_sql)).collect();
+        let notable: Vec<bool> = chunk.iter().map(|r| r.notable).collect();
         sqlx::query(
             "insert into request_log (api_key_id, at, method, route, status, reason, ip, latency_us, \
-                 target_user_id, target_role_id) \
-             select k, a, m, ro, s, re, i, l, u, rl \
+                 target_user_id, target_role_id, notable) \
+             select k, a, m, ro, s, re, i, l, u, rl, nt \
              from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
-                 $7::text[], $8::bigint[], $9::bigint[], $10::bigint[]) \
-             with ordinality as r(k, a, m, ro, s, re, i, l, u, rl, n) order by n",
+                 $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::boolean[]) \
+             with ordinality as r(k, a, m, ro, s, re, i, l, u, rl, nt, n) order by n",
         )
         .bind(&keys)
         .bind(&ats)
@@ -177,21 +178,26 @@ pub(crate) async fn record_requests(
         .bind(&latencies)
         .bind(&users)
         .bind(&roles)
+        .bind(&notable)
         .execute(&mut *tx)
         .await?;
     }
-    // Per key, all but the newest: one index range each.
+    // Per key and kind, all but the newest (`keep[0]` of the rest,
+    // `keep[1]` notable refusals): one index range each.
     let keys: Vec<&str> = trim.iter().map(KeyId::as_str).collect();
-    sqlx::query(
-        "delete from request_log r using ( \
-             select k, (select request_log_id from request_log where api_key_id = k \
-                        order by request_log_id desc offset $2 limit 1) as cut \
-             from unnest($1::text[]) as k) c \
-         where r.api_key_id = c.k and r.request_log_id <= c.cut",
-    )
-    .bind(&keys)
-    .bind(i64::from(keep_per_key))
-    .execute(&mut *tx)
-    .await?;
+    for (notable, keep) in [(false, keep[0]), (true, keep[1])] {
+        sqlx::query(
+            "delete from request_log r using ( \
+                 select k, (select request_log_id from request_log where api_key_id = k and notable = $3 \
+                            order by request_log_id desc offset $2 limit 1) as cut \
+                 from unnest($1::text[]) as k) c \
+             where r.api_key_id = c.k and r.notable = $3 and r.request_log_id <= c.cut",
+        )
+        .bind(&keys)
+        .bind(i64::from(keep))
+        .bind(notable)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use support::{db_scalar, ids, App};
 
 mod addresses;
 mod discord;
+mod request_log;
 
 /// Creates a key with the CLI and waits until the listener knows it.
 async fn key(app: &App, guild: u64, name: &str, scopes: &str, extra: &[&str]) -> String {
