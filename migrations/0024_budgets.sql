@@ -22,3 +22,16 @@ create table discord_refusal (
 -- other requests (unknown paths, say) pushes them out.
 alter table request_log add column notable integer not null default 0;
 create index request_log_notable on request_log (api_key_id, notable, request_log_id);
+
+-- Requests per key, day (since the epoch, UTC) and client address block,
+-- as usage_ip_hour per hour: what reports over 7 and 30 days read, so they
+-- add up 101 rows a day rather than 101 an hour. Like the hours, each
+-- key's day keeps its 100 busiest blocks and sums the rest as 'other'.
+create table usage_ip_day (
+    day         integer not null,
+    api_key_id  text not null,
+    ip          text not null,
+    count       integer not null,
+    primary key (day, api_key_id, ip)
+) without rowid;
+create index usage_ip_day_by_key on usage_ip_day (api_key_id, day);

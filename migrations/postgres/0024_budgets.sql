@@ -20,3 +20,15 @@ create table discord_refusal (
 -- the rest: each kind is trimmed to its own newest rows.
 alter table request_log add column notable boolean not null default false;
 create index request_log_notable on request_log (api_key_id, notable, request_log_id);
+
+-- Requests per key, day (since the epoch, UTC) and client address block,
+-- as usage_ip_hour per hour: what reports over 7 and 30 days read. Each
+-- key's day keeps its 100 busiest blocks and sums the rest as 'other'.
+create table usage_ip_day (
+    day         bigint not null,
+    api_key_id  text not null,
+    ip          text not null,
+    count       bigint not null,
+    primary key (day, api_key_id, ip)
+);
+create index usage_ip_day_by_key on usage_ip_day (api_key_id, day);

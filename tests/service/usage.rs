@@ -367,3 +367,58 @@ async fn addresses_count_by_ipv6_64_and_each_keys_hour_keeps_its_busiest_hundred
     let busiest = report.top_ips.iter().find(|i| i.ip != "other").unwrap();
     assert_eq!((busiest.ip.as_str(), busiest.count), ("2001:db8:1:2::/64", 300));
 }
+
+#[tokio::test]
+async fn usage_reads_over_thirty_days_bring_back_a_bounded_number_of_rows_whatever_the_key_did() {
+    // Arrange: 32 days, each hour from 120 address blocks, written as the
+    // flush writes them (at most 100 and `other` per hour and per day).
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "busy").await;
+    let now = usage_epoch();
+    let now_hour = usage_minute(now).div_euclid(60);
+    let mut ips = Vec::new();
+    for hour in now_hour - 32 * 24..=now_hour {
+        for i in 0..120u64 {
+            let ip = format!("2001:db8:{:x}:{i:x}::/64", hour.rem_euclid(65_536));
+            ips.push(guildkey::store::IpCount { key_id: key.record.id.clone(), hour, ip, count: 200 - i });
+        }
+    }
+    let minutes: Vec<guildkey::store::MinuteCount> = (now_hour - 32 * 24..=now_hour)
+        .flat_map(|hour| {
+            let id = key.record.id.clone();
+            [(200, "ok"), (404, "not_found"), (401, "key_revoked")].map(move |(status, outcome)| {
+                guildkey::store::MinuteCount {
+                    key_id: id.clone(),
+                    minute: hour * 60,
+                    method: "GET",
+                    route: "/v1/verify",
+                    status,
+                    outcome,
+                    count: 10,
+                }
+            })
+        })
+        .collect();
+    store.record_counters(&minutes, &ips).await.unwrap();
+    let hours: Vec<(guildkey::keys::KeyId, i64)> =
+        (now_hour - 32 * 24..=now_hour).map(|h| (key.record.id.clone(), h)).collect();
+    let days: Vec<(guildkey::keys::KeyId, i64)> =
+        (now_hour.div_euclid(24) - 33..=now_hour.div_euclid(24)).map(|d| (key.record.id.clone(), d)).collect();
+    store.trim_usage_ips(&hours, &days, 100).await.unwrap();
+
+    // Act
+    let (from, to) = Period::Month.hours(now);
+    let buckets = store.usage_buckets(&key.record.id, from, to, Period::Month.bucket_hours()).await.unwrap();
+    let (top, distinct) = store.usage_top_ips(&key.record.id, from, to, 50).await.unwrap();
+    let report = service.usage(&key.record.id, Period::Month, now).await.unwrap();
+
+    // Assert: 30 buckets of 3 kinds, 50 blocks, whatever the hours held.
+    assert!(buckets.len() <= 30 * 3, "{} bucket rows", buckets.len());
+    assert_eq!(top.len(), 50);
+    assert!(distinct > 100, "{distinct}");
+    assert_eq!(report.total, (now_hour + 1 - from) as u64 * 30, "every hour of the period counted once");
+    assert_eq!(report.buckets.len(), 30);
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert!(held.ip_rows <= 33 * 24 * 101, "{held:?}");
+}

@@ -169,11 +169,10 @@ impl UsageTracker {
     /// taken past [`MAX_IPS_PER_KEY_HOUR`] (other instances add theirs; the
     /// trim keeps the busiest of all).
     async fn trim_ips(&self, store: &Store, now_hour: i64, ips: &[crate::store::IpCount]) -> anyhow::Result<()> {
-        let due: Vec<(KeyId, i64)> = {
-            let mut written = lock(&self.ip_rows_written);
-            written.retain(|(_, hour), _| *hour + 1 >= now_hour);
+        let due = |written: &mut HashMap<(KeyId, i64), usize>, unit: i64, per: i64| {
+            written.retain(|(_, at), _| *at + 1 >= unit);
             for row in ips.iter().filter(|r| r.ip != "other") {
-                *written.entry((row.key_id.clone(), row.hour)).or_default() += 1;
+                *written.entry((row.key_id.clone(), row.hour.div_euclid(per))).or_default() += 1;
             }
             let due: Vec<(KeyId, i64)> =
                 written.iter().filter(|(_, n)| **n > MAX_IPS_PER_KEY_HOUR).map(|(k, _)| k.clone()).collect();
@@ -182,9 +181,11 @@ impl UsageTracker {
             }
             due
         };
+        let hours = due(&mut lock(&self.ip_rows_written), now_hour, 1);
+        let days = due(&mut lock(&self.ip_day_rows_written), now_hour.div_euclid(24), 24);
         // A failed trim is tried again at the key's next flush of that hour
         // (or left for the rows to age out): counts are never lost by it.
-        store.trim_usage_ips(&due, MAX_IPS_PER_KEY_HOUR as u32).await
+        store.trim_usage_ips(&hours, &days, MAX_IPS_PER_KEY_HOUR as u32).await
     }
 }
 

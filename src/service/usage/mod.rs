@@ -394,6 +394,9 @@ pub struct UsageTracker {
     /// Address rows written per key and hour since its rows were last
     /// trimmed to [`MAX_IPS_PER_KEY_HOUR`] (see `store.trim_usage_ips`).
     ip_rows_written: Mutex<HashMap<(KeyId, i64), usize>>,
+    /// The same per key and day (the day rows that reports over 7 and 30
+    /// days read).
+    ip_day_rows_written: Mutex<HashMap<(KeyId, i64), usize>>,
 }
 
 impl Default for UsageTracker {
@@ -430,6 +433,7 @@ impl UsageTracker {
             log_dropped: AtomicU64::new(0),
             untrimmed: Mutex::default(),
             ip_rows_written: Mutex::default(),
+            ip_day_rows_written: Mutex::default(),
         }
     }
 

@@ -83,6 +83,7 @@ pub(crate) async fn record_counters(
     tx: &mut PgConnection,
     minutes: &[MinuteCount],
     ips: &[IpCount],
+    days: &[IpCount],
 ) -> anyhow::Result<()> {
     for wave in waves(minutes) {
         for chunk in wave.chunks(ROWS_PER_STATEMENT) {
@@ -118,25 +119,22 @@ pub(crate) async fn record_counters(
             .await?;
         }
     }
-    let mut ips: Vec<&IpCount> = ips.iter().collect();
-    ips.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
-    for chunk in ips.chunks(ROWS_PER_STATEMENT) {
-        let hours: Vec<i64> = chunk.iter().map(|r| r.hour).collect();
-        let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
-        let addrs: Vec<&str> = chunk.iter().map(|r| r.ip.as_str()).collect();
-        let counts: Vec<i64> = chunk.iter().map(|r| count_to_sql(r.count)).collect();
-        sqlx::query(
-            "insert into usage_ip_hour (hour, api_key_id, ip, count) \
+    for (table, unit, rows) in [("usage_ip_hour", "hour", ips), ("usage_ip_day", "day", days)] {
+        let mut rows: Vec<&IpCount> = rows.iter().collect();
+        rows.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
+        let sql = format!(
+            "insert into {table} ({unit}, api_key_id, ip, count) \
              select h, k, i, n from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
                  with ordinality as r(h, k, i, n, ord) order by ord \
-             on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count",
-        )
-        .bind(&hours)
-        .bind(&keys)
-        .bind(&addrs)
-        .bind(&counts)
-        .execute(&mut *tx)
-        .await?;
+             on conflict ({unit}, api_key_id, ip) do update set count = {table}.count + excluded.count"
+        );
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let hours: Vec<i64> = chunk.iter().map(|r| r.hour).collect();
+            let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
+            let addrs: Vec<&str> = chunk.iter().map(|r| r.ip.as_str()).collect();
+            let counts: Vec<i64> = chunk.iter().map(|r| count_to_sql(r.count)).collect();
+            sqlx::query(&sql).bind(&hours).bind(&keys).bind(&addrs).bind(&counts).execute(&mut *tx).await?;
+        }
     }
     Ok(())
 }

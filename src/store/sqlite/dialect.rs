@@ -77,6 +77,7 @@ pub(crate) async fn record_counters(
     tx: &mut SqliteConnection,
     minutes: &[MinuteCount],
     ips: &[IpCount],
+    days: &[IpCount],
 ) -> anyhow::Result<()> {
     for wave in waves(minutes) {
         for chunk in wave.chunks(ROWS_PER_STATEMENT) {
@@ -105,15 +106,22 @@ pub(crate) async fn record_counters(
             q.build().execute(&mut *tx).await?;
         }
     }
-    let mut ips: Vec<&IpCount> = ips.iter().collect();
-    ips.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
-    for chunk in ips.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("insert into usage_ip_hour (hour, api_key_id, ip, count) ");
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.hour).push_bind(r.key_id.as_str()).push_bind(r.ip.as_str()).push_bind(count_to_sql(r.count));
-        });
-        q.push(" on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count");
-        q.build().execute(&mut *tx).await?;
+    for (table, unit, rows) in [("usage_ip_hour", "hour", ips), ("usage_ip_day", "day", days)] {
+        let mut rows: Vec<&IpCount> = rows.iter().collect();
+        rows.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("insert into {table} ({unit}, api_key_id, ip, count) "));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.hour)
+                    .push_bind(r.key_id.as_str())
+                    .push_bind(r.ip.as_str())
+                    .push_bind(count_to_sql(r.count));
+            });
+            q.push(format!(
+                " on conflict ({unit}, api_key_id, ip) do update set count = {table}.count + excluded.count"
+            ));
+            q.build().execute(&mut *tx).await?;
+        }
     }
     Ok(())
 }
