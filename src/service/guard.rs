@@ -14,7 +14,10 @@
 //!   its API, for every guild, after 10,000 invalid requests (401, 403, 429)
 //!   from one IP in 10 minutes. A refusal is remembered briefly and answered
 //!   again without asking; a guild whose calls Discord keeps refusing gets
-//!   its Discord calls paused until its count falls.
+//!   its Discord calls paused until its count falls. The count is the
+//!   bot's, every instance's together (`tasks::refusals`), and the bot as
+//!   a whole has a budget too: as it runs out, the guilds refused most are
+//!   paused first ([`DiscordGuard::cap`]).
 //!
 //! Pure rules over what the adapter ([`crate::discord`]) reports; no I/O.
 

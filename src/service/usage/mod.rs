@@ -312,7 +312,8 @@ impl Batch {
     /// [`MAX_IPS_PER_KEY_HOUR`] of each key's hour kept and the rest added
     /// to its `other`.
     fn ip_rows(&self) -> Vec<IpCount> {
-        let mut by_hour: HashMap<(&KeyId, i64), Vec<(Option<IpAddr>, u64)>> = HashMap::new();
+        type Blocks = Vec<(Option<IpAddr>, u64)>;
+        let mut by_hour: HashMap<(&KeyId, i64), Blocks> = HashMap::new();
         for ((key_id, hour, ip), &count) in &self.ips {
             by_hour.entry((key_id, *hour)).or_default().push((*ip, count));
         }

@@ -108,6 +108,6 @@ async fn a_key_used_from_three_hundred_addresses_keeps_at_most_a_hundred_an_hour
     );
     eprintln!("{held} address rows, {counted} requests, {other} as other");
     // Two hours at most (the test may cross one): 101 rows each.
-    assert!(held <= 202 && held < 300, "{held} rows");
+    assert!(held <= 202, "{held} rows");
     assert!(counted >= 300 && other >= 100, "{counted} counted, {other} other");
 }

@@ -8,7 +8,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::reply::{get, put, Reply};
+use support::reply::{get, put};
 use support::{db_scalar, ids, App};
 
 mod addresses;
@@ -44,15 +44,9 @@ fn ban_path(guild: u64, user: u64) -> String {
     format!("/v1/guilds/{guild}/bans/{user}")
 }
 
-#[allow(dead_code)]
+/// One integer from `sql` on the app's database.
 fn rows(app: &App, sql: &str) -> i64 {
     db_scalar(&app.db_url, sql).unwrap_or_else(|| panic!("no answer to {sql}"))
 }
 
-#[allow(dead_code)]
-async fn put_reply(app: &App, path: &str, token: &str) -> Reply {
-    put(app, path, token).await
-}
-
-#[allow(dead_code)]
 const DEMO: u64 = ids::DEMO_GUILD_ID;
