@@ -178,6 +178,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             bound.local_addr().map_err(|e| StartError::Failed(format!("failed to read the bound address: {e}")))?;
         tracing::info!("listening on {addr}");
         let state = crate::http::AppState::new(actions.clone(), &config.http, health.clone());
+        if let Some(file) = &config.leaks.github_public_keys_file {
+            let keys = crate::service::github_keys::GithubKeys::load(file)
+                .map_err(|e| StartError::Config(format!("leaks.github_public_keys_file: {e:#}")))?;
+            let signatures =
+                crate::http::GithubSignatures { keys: Arc::new(keys), refresh: Arc::new(tokio::sync::Notify::new()) };
+            if let Some(url) = config.leaks.github_public_keys_url.clone() {
+                let (keys, wake) = (signatures.keys.clone(), signatures.refresh.clone());
+                tokio::spawn(crate::service::tasks::github_keys::run(keys, url, wake, stopped(stop_rx.clone())));
+            }
+            state.require_github_signatures(signatures);
+        }
         let housekeeping = crate::http::spawn_housekeeping(&state);
         let router = crate::http::router(state);
         let server = tokio::spawn(crate::http::serve(bound, router, stopped(stop_rx.clone())));
@@ -188,6 +199,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut bot = None;
     if let Some(serenity_ops) = serenity_ops {
         let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
+        let makers = Arc::new(crate::service::makers::Makers::new(actions.clone()));
         let data = crate::bot::Data {
             keys: keys.clone(),
             actions: actions.clone(),
@@ -195,6 +207,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             guard,
             webhooks: webhooks.clone(),
             health: health.clone(),
+            makers: makers.clone(),
         };
         // Only the bot posts to audit channels: a listener alone records
         // events, and the bot sharing its database posts them (claimed, so
@@ -208,6 +221,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 tokio::pin!(stop);
                 tokio::select! {
                     () = attached => outbox::run(actions, stop).await,
+                    () = &mut stop => {}
+                }
+            })
+        };
+        // The periodic check of key makers reads Discord: from the bot too,
+        // once its client exists.
+        let maker_check = {
+            let (ops, stop) = (serenity_ops.clone(), stopped(stop_rx.clone()));
+            tokio::spawn(async move {
+                let attached = ops.wait_attached();
+                tokio::pin!(stop);
+                tokio::select! {
+                    () = attached => crate::service::tasks::makers::run(makers, stop).await,
                     () = &mut stop => {}
                 }
             })
@@ -226,7 +252,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             stop: stop_rx.clone(),
         };
         let gateway = tokio::spawn(supervisor.run());
-        bot = Some((gateway, shard_manager, poster, hooks));
+        bot = Some((gateway, shard_manager, poster, hooks, maker_check));
     }
     // Discord's refusals count for the whole bot: shared with every
     // instance on the database.
@@ -254,12 +280,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let posters = match bot {
-        Some((gateway, shard_manager, poster, hooks)) => {
+        Some((gateway, shard_manager, poster, hooks, maker_check)) => {
             let running = shard_manager.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(manager) = running {
                 manager.shutdown_all().await;
             }
             let _ = gateway.await;
+            let _ = maker_check.await;
             Some((poster, hooks))
         }
         None => None,

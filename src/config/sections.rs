@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::values::{
-    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, Register, RetryDelays, Role, ShardCount,
-    ShardIds, Token,
+    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptPath, OptUrl, Register, RetryDelays,
+    Role, ShardCount, ShardIds, Token,
 };
 use super::{
     ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
@@ -160,6 +160,22 @@ settings! {
         /// How often the upkeep looks for keys whose expiry reminder is due
         /// (`keys.expiry_check_seconds`).
         expiry_check_seconds: u64 = 60, Int<u64, 1, 3600>;
+        /// How often the bot re-reads every key maker's roles from Discord,
+        /// for what no gateway event shows (a maker who left): at least
+        /// hourly (`keys.maker_check_seconds`).
+        maker_check_seconds: u64 = 3600, Int<u64, 1, 3600>;
+    }
+
+    /// Leaked-token reports (`POST /v1/leaked`).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    leaks: LeaksConfig, LeaksFile {
+        /// GitHub's secret-scanning public keys document (the JSON of
+        /// `GITHUB_PUBLIC_KEYS_URL`). Set, every report must carry GitHub's
+        /// signature; unset, any report is taken (it can only revoke).
+        github_public_keys_file: Option<std::path::PathBuf> = None, OptPath, env "GUILDKEY_GITHUB_PUBLIC_KEYS_FILE";
+        /// Where that file's keys are refreshed from (hourly, and when a
+        /// report names an unknown key); `""` never refreshes.
+        github_public_keys_url: Option<String> = Some(GITHUB_PUBLIC_KEYS_URL.to_owned()), OptUrl;
     }
 
     #[derive(Debug, Clone)]
@@ -201,6 +217,9 @@ settings! {
         request_log_per_key: u32 = 200, Int<u32, 0, 100_000>;
     }
 }
+
+/// GitHub's secret-scanning public keys document.
+pub const GITHUB_PUBLIC_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
 impl HttpConfig {
     /// Settings that work but are probably not what the operator meant, one

@@ -4,7 +4,7 @@
 
 use serenity::all::{Colour, CreateEmbed, CreateEmbedFooter, Timestamp};
 
-use super::{escape, escape_within};
+use super::{code_span, escape, escape_within};
 use crate::audit::{Action, AuditEvent};
 
 /// The audit-channel embed: what happened, to what, by whom, when. Built
@@ -116,19 +116,28 @@ fn while_off_summary(event: &AuditEvent) -> Option<String> {
 }
 
 /// The prefix of the audit channel's buttons' custom ids:
-/// `guildkey:resume:<key id>` and `guildkey:revoke:<key id>`.
+/// `guildkey:resume:<key id>`, `guildkey:adopt:<key id>` and
+/// `guildkey:revoke:<key id>`.
 pub const AUDIT_BUTTON_PREFIX: &str = "guildkey:";
 
-/// Resume and Revoke buttons under a suspension guildkey itself made (the
-/// circuit breaker), so an admin can answer it from the audit channel.
+/// Buttons under a suspension guildkey itself made, so an admin can answer
+/// it from the audit channel: **Resume** and **Revoke** after the circuit
+/// breaker; **Adopt** (take the key over as its maker) and **Revoke** when
+/// its maker left or lost their powers, since resuming it would only give
+/// it back to a maker who may no longer hold them.
 pub(super) fn audit_buttons(event: &AuditEvent) -> Option<serenity::all::CreateActionRow> {
     use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
     if event.action != Action::KeySuspended || event.actor_kind != "system" {
         return None;
     }
     let key = event.key_id.as_deref()?;
+    let first = if event.details.get("maker_id").is_some() {
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}adopt:{key}")).label("Adopt").style(ButtonStyle::Primary)
+    } else {
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}resume:{key}")).label("Resume").style(ButtonStyle::Success)
+    };
     Some(CreateActionRow::Buttons(vec![
-        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}resume:{key}")).label("Resume").style(ButtonStyle::Success),
+        first,
         CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}revoke:{key}")).label("Revoke").style(ButtonStyle::Danger),
     ]))
 }
@@ -165,18 +174,25 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
         out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
     }
+    if let Some(maker) = s("maker_id") {
+        out.push(("Maker", format!("<@{maker}>")));
+    }
+    if let Some(maker) = s("previous_maker_id") {
+        out.push(("Previous maker", format!("<@{maker}>")));
+    }
     if let Some(note) = s("outcome") {
         out.push(("Outcome", note));
     }
     if let Some(why) = s("why") {
         out.push(("Why", escape(&why)));
     }
+    // The reporter's words, shown in code spans: never a link, a mention
+    // or markdown, whatever they hold (the service keeps them short).
     if let Some(source) = s("source") {
-        out.push(("Reported by", escape_within(&source, 200)));
+        out.push(("Reported by", code_span(&source, 200)));
     }
     if let Some(url) = s("url") {
-        // Shown as text, not a link: the reporter chose it.
-        out.push(("Found at", escape_within(&url, 600)));
+        out.push(("Found at", code_span(&url, 400)));
     }
     if let Some(webhook) = s("webhook") {
         out.push(("Webhook", escape_within(&webhook, 300)));

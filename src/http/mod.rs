@@ -93,6 +93,16 @@ pub struct Shared {
     max_body_bytes: usize,
     /// The bot's state, for `/healthz`.
     pub bot: Arc<crate::service::health::BotHealth>,
+    /// GitHub's keys, when leak reports must carry GitHub's signature
+    /// (`leaks.github_public_keys_file`).
+    github: std::sync::OnceLock<GithubSignatures>,
+}
+
+/// GitHub's secret-scanning keys and the refresh to wake when a report
+/// names a key they lack.
+pub struct GithubSignatures {
+    pub keys: Arc<crate::service::github_keys::GithubKeys>,
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -111,7 +121,14 @@ impl AppState {
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
             bot,
+            github: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// From now on `POST /v1/leaked` takes only reports GitHub signed
+    /// with one of `signatures.keys`.
+    pub fn require_github_signatures(&self, signatures: GithubSignatures) {
+        let _ = self.github.set(signatures);
     }
 }
 
@@ -131,6 +148,17 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
 #[openapi(
     info(title = "guildkey", description = "Act on one Discord server with an API key issued by its admins. \
         Every response is the envelope {success, data} or {success: false, data: {}, error: {code, reason, message}}."),
+    // The document is served by the listener it describes: its one server is
+    // that listener, named relatively.
+    servers((url = "/", description = "This listener")),
+    tags(
+        (name = "keys", description = "The calling key: who it is, its usage, reporting a leaked one"),
+        (name = "guilds", description = "The key's server"),
+        (name = "bans", description = "Bans in the key's server"),
+        (name = "roles", description = "Members' roles in the key's server"),
+        (name = "audit", description = "The server's audit log"),
+        (name = "operations", description = "Health, metrics and this document"),
+    ),
     components(schemas(routes::ErrorEnvelope, routes::ErrorBody)),
     modifiers(&BearerAuth),
 )]

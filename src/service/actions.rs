@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::guard::{self, Breaker, Call, DiscordGuard, WriteKind};
+use super::guard::{self, Call, DiscordGuard, WriteKind};
 use super::{Authenticated, Error, KeyService, Result};
 use crate::audit::{Action, Actor};
 use crate::discord::permissions::{BAN_MEMBERS, MANAGE_GUILD, MANAGE_ROLES};
@@ -126,7 +126,6 @@ pub struct GuildActions {
     bans: Arc<BanCache>,
     targets: TargetLocks,
     guard: Arc<DiscordGuard>,
-    breaker: Breaker,
 }
 
 fn discord(e: DiscordError) -> Error {
@@ -137,7 +136,7 @@ impl GuildActions {
     /// `guard` is shared with the bot, which tells it when a guild's roles
     /// change.
     pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, guard: Arc<DiscordGuard>) -> Self {
-        Self { keys, ops, bans, targets: TargetLocks::new(), guard, breaker: Breaker::default() }
+        Self { keys, ops, bans, targets: TargetLocks::new(), guard }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -185,7 +184,7 @@ impl GuildActions {
     }
 
     /// Runs one Discord call through the guard.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         guild_id: u64,
         call: Call,
@@ -267,7 +266,7 @@ impl GuildActions {
     /// briefly rather than refuse a write that would pass a moment later.
     /// An error: Discord said the bot is not in the guild, or could not be
     /// asked (REST only).
-    async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
+    pub(super) async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
         let deadline = tokio::time::Instant::now() + STANDING_WAIT;
         loop {
             if let Some(standing) = self.ops.standing(guild_id).await.map_err(discord)? {
@@ -290,9 +289,10 @@ impl GuildActions {
     }
 
     /// Spends one of the key's destructive writes, or trips the breaker:
-    /// a key over its budget (bans or role changes per 10 minutes) is
-    /// suspended, the write is refused, and the audit channel gets the
-    /// suspension with Resume and Revoke buttons.
+    /// a key over its budget (bans and unbans, or role changes, per 10
+    /// minutes, counted across instances and restarts) is suspended, the
+    /// write is refused, and the audit channel gets the suspension with
+    /// Resume and Revoke buttons. A test key's dry runs spend too.
     async fn spend(&self, caller: &Authenticated, kind: WriteKind) -> Result<()> {
         let (bans, roles) = caller.key.budgets();
         let cfg = self.keys.config();
@@ -300,7 +300,7 @@ impl GuildActions {
             WriteKind::Ban => bans.unwrap_or(cfg.default_ban_budget),
             WriteKind::Role => roles.unwrap_or(cfg.default_role_budget),
         };
-        if self.breaker.spend(&caller.key.id, kind, budget) {
+        if self.keys.spend_write(&caller.key.id, kind, budget).await? {
             return Ok(());
         }
         let why = format!(
@@ -367,10 +367,10 @@ impl GuildActions {
             "reason": reason,
             "delete_message_seconds": delete_seconds,
         });
+        self.spend(caller, WriteKind::Ban).await?;
         if caller.is_test() {
             return self.dry_run(caller, Action::BanAdded, details).await;
         }
-        self.spend(caller, WriteKind::Ban).await?;
         let audit_reason = Self::audit_reason(caller, reason.as_deref());
         let ban = self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason);
         self.call(guild_id, Call::Ban(user_id), ban).await?;
@@ -386,6 +386,7 @@ impl GuildActions {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
         let details = json!({ "user_id": user_id.to_string() });
+        self.spend(caller, WriteKind::Ban).await?;
         if caller.is_test() {
             return self.dry_run(caller, Action::BanRemoved, details).await;
         }
@@ -417,6 +418,11 @@ impl GuildActions {
         let standing = self.standing(guild_id).await?;
         guard::check_role_safety(caller.key.guild_id, standing.as_ref(), role_id)?;
         guard::check_bot_may(standing.as_ref(), MANAGE_ROLES, "Manage Roles")?;
+        // No key outranks its maker: the role must sit below the maker's highest, now.
+        if let Some(maker) = self.keys.maker_of(&caller.key.id).await? {
+            let roles = self.call(guild_id, Call::Member(maker), self.ops.member_roles(guild_id, maker)).await?;
+            super::makers::check_reach(standing.as_ref(), maker, roles.as_deref(), role_id)?;
+        }
         let action = if add { Action::RoleAdded } else { Action::RoleRemoved };
         let _target = self.targets.lock(("role", guild_id, user_id, role_id)).await;
         let roles = self.call(guild_id, Call::Member(user_id), self.ops.member_roles(guild_id, user_id)).await?;
@@ -430,11 +436,14 @@ impl GuildActions {
         if roles.contains(&role_id) == add {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
+        if !add {
+            guard::check_role_removal(standing.as_ref(), user_id, &roles)?;
+        }
         let details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
+        self.spend(caller, WriteKind::Role).await?;
         if caller.is_test() {
             return self.dry_run(caller, action, details).await;
         }
-        self.spend(caller, WriteKind::Role).await?;
         let audit_reason = Self::audit_reason(caller, None);
         let write = self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason);
         self.call(guild_id, Call::Role { user: user_id, role: role_id }, write).await?;

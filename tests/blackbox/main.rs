@@ -35,7 +35,7 @@ mod examples;
 mod faults;
 mod hardening;
 mod http;
-mod limits;
+mod listener_limits;
 mod newcomer;
 mod roblox;
 mod roles;

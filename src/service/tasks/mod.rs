@@ -1,14 +1,18 @@
 //! The background loops, one file per loop (as crates.io's
 //! `src/worker/jobs/`): the index watch and usage flush
 //! ([`index_upkeep`]), the expiry reminders ([`reminders`]), the heartbeat
-//! of the shared rate limits ([`leases`]), the audit-channel outbox
-//! ([`outbox`]), the webhook dispatcher ([`webhook_dispatch`]) and the
-//! sharing of Discord's refusal counts between instances ([`refusals`]).
+//! of the shared rate limits ([`leases`]), the periodic check of key
+//! makers ([`makers`]), the audit-channel outbox ([`outbox`]), the webhook
+//! dispatcher ([`webhook_dispatch`]), the refresh of GitHub's signing
+//! keys ([`github_keys`]) and the sharing of Discord's refusal counts
+//! between instances ([`refusals`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
 //! the outbox and the dispatcher beside it.
 
+pub mod github_keys;
 pub mod index_upkeep;
 pub mod leases;
+pub mod makers;
 pub mod outbox;
 pub mod refusals;
 pub mod reminders;
