@@ -166,7 +166,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let health = Arc::new(BotHealth::new(if role.runs_bot() { BotState::Connecting } else { BotState::Off }));
     let bans = Arc::new(BanCache::default());
-    let guard = Arc::new(DiscordGuard::new(config.discord.invalid_request_budget));
+    let guard =
+        Arc::new(DiscordGuard::new(config.discord.invalid_request_budget, config.discord.bot_invalid_request_budget));
     let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -265,6 +266,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let gateway = tokio::spawn(supervisor.run());
         bot = Some((gateway, shard_manager, poster, hooks, maker_check));
     }
+    // Discord's refusals count for the whole bot: shared with every
+    // instance on the database.
+    let refusals = tokio::spawn(crate::service::tasks::refusals::run(actions.clone(), stopped(stop_rx.clone())));
     let upkeep = {
         let keys = keys.clone();
         let stop = stopped(stop_rx.clone());
@@ -313,6 +317,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let _ = hooks.await; // attempts in flight finish
     }
     let _ = upkeep.await; // flushes last-used times
+    let _ = refusals.await; // shares the last refusals counted
     store.close().await;
     tracing::info!("stopped");
     outcome

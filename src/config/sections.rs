@@ -117,6 +117,11 @@ settings! {
         /// until the count falls again. Discord cuts the bot off from its API
         /// for every guild after 10,000 from one IP.
         invalid_request_budget: u32 = 50, Int<u32, 1, 5000>;
+        /// Invalid answers the whole bot may earn in 10 minutes, every
+        /// instance together (shared through the database): as it runs out,
+        /// the guilds refused most are paused first. Well under Discord's
+        /// 10,000, which would cut the bot off for every guild.
+        bot_invalid_request_budget: u32 = 2500, Int<u32, 1, 9000>;
         /// The operator enabled the privileged MESSAGE_CONTENT intent for the
         /// bot: the leak guard then also revokes a key it catches in a message.
         message_content_intent: bool = false, Flag;

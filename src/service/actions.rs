@@ -149,6 +149,12 @@ impl GuildActions {
         &self.ops
     }
 
+    /// The guard on Discord calls (its budgets, for metrics and the
+    /// sharing of refusal counts).
+    pub fn guard(&self) -> &Arc<DiscordGuard> {
+        &self.guard
+    }
+
     /// Guild info from the gateway cache (no REST call), or on an `--only
     /// http` listener from Discord's REST API, cached briefly.
     pub async fn guild_info(&self, caller: &Authenticated, guild_id: u64) -> Result<GuildInfo> {
@@ -166,12 +172,11 @@ impl GuildActions {
     /// fresh.
     pub async fn may_call(&self, guild_id: u64, call: Call) -> Result<()> {
         if let Some(invalid) = self.ops.invalid_answers() {
-            let (recent, frees_in) = invalid.recent(guild_id, self.guard.budget() as usize);
-            if let Some((error, news)) = self.guard.paused(guild_id, recent, frees_in) {
-                if news {
-                    self.announce_pause(guild_id, recent, frees_in, &error).await;
+            if let Some(pause) = self.guard.paused(guild_id, invalid) {
+                if pause.news {
+                    self.announce_pause(guild_id, pause.recent, pause.frees_in, &pause.error).await;
                 }
-                return Err(error);
+                return Err(pause.error);
             }
         }
         match self.guard.remembered(guild_id, call) {
@@ -209,6 +214,14 @@ impl GuildActions {
         if let Some(error) = self.guard.remembered(event.guild_id, call) {
             return Err(error);
         }
+        // Not past the bot's budget in all: then even the announcement waits.
+        if let Some(pause) = self
+            .ops
+            .invalid_answers()
+            .and_then(|i| (!self.guard.may_bypass(i)).then(|| self.guard.paused(event.guild_id, i)).flatten())
+        {
+            return Err(pause.error);
+        }
         self.ops.post_audit(channel_id, event).await.map_err(|e| {
             self.guard.note(event.guild_id, call, &e);
             discord(e)
@@ -227,6 +240,7 @@ impl GuildActions {
             "why": error.to_string(),
             "invalid_answers": recent,
             "budget": self.guard.budget(),
+            "bot_budget": self.guard.bot_budget(),
             "paused_until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         if let Err(e) = self.keys.record_system_event(guild_id, Action::DiscordPaused, details).await {

@@ -12,6 +12,9 @@
 //! - `bot`, `bot_bad_input`: the slash commands end to end.
 //! - `webhooks`, `usage`, `roles` (`--only http`, `--only bot`),
 //!   `scale_out` and `sharding` (several instances, one database).
+//! - `budgets`: budgets that hold for the whole bot (Discord's refusals
+//!   bot-wide and across instances, the address throttle, bounded usage
+//!   and request log).
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
 //!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
 //!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running),
@@ -28,6 +31,7 @@ mod backup;
 mod bad_input;
 mod bot;
 mod bot_bad_input;
+mod budgets;
 mod crash;
 mod discord_routes;
 mod examples;
