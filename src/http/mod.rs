@@ -3,7 +3,7 @@
 //! [`router`] builds every route from handlers annotated for OpenAPI, so the
 //! served document and the router cannot drift apart, and puts the front
 //! door ([`App`]) around it: authentication for the operations the document
-//! says need a key, the concurrency cap, the body limit, a request timeout
+//! says need a key, the places of requests handled at once (`places.rs`), the body limit, a request timeout
 //! and the metrics. Unknown routes and methods get the envelope. [`serve`]
 //! runs it on a bound listener until shutdown, with a header-read timeout
 //! (which also closes idle keep-alive connections) and a cap on the size of
@@ -17,6 +17,7 @@ mod front;
 mod guild;
 mod metrics;
 mod openapi;
+mod places;
 mod ratelimit;
 mod reason;
 mod routes;
@@ -61,8 +62,9 @@ const HYPER_MAX_HEAD_BYTES: usize = 2 * MAX_HEAD_BYTES;
 /// Pause after a failed accept that is not the client's doing (most often
 /// out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
-/// Requests the router handles at once; more wait their turn. (Those the
-/// front door answers itself, refusals and the hot path, take no place.)
+/// Requests the router handles at once in each of its two pools (see
+/// `places.rs`); more wait their turn. (Those the front door answers
+/// itself, refusals and the hot path, take no place.)
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Failed authentications an IP may make at once, and per minute after.
 const AUTH_FAILURE_BURST: u32 = 20;
@@ -84,8 +86,8 @@ pub struct Shared {
     throttle: ratelimit::FailureThrottle,
     /// Leaked-token reports per client IP (`POST /v1/leaked` needs no key).
     leak_reports: ratelimit::FailureThrottle,
-    /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
-    in_flight: tokio::sync::Semaphore,
+    /// Places for requests handled at once, shared fairly (`places.rs`).
+    places: Arc<places::Places>,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
     doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
     /// Whose `X-Forwarded-For` is believed.
@@ -106,7 +108,7 @@ impl AppState {
             metrics: Metrics::new(),
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
             leak_reports: ratelimit::FailureThrottle::new(LEAK_REPORT_BURST, LEAK_REPORTS_PER_MINUTE),
-            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            places: Arc::new(places::Places::new()),
             doc: std::sync::OnceLock::new(),
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
@@ -162,7 +164,9 @@ pub fn router(state: AppState) -> App {
         .with_state(state.clone());
     // The hot path: answered by the front door from the admitted key alone.
     let direct = [("/v1/verify", axum::http::Method::GET, routes::verify_response as front::Direct)];
-    App::new(router, state, &doc, &direct)
+    // The operations that may call Discord take their places apart.
+    let discord = ["/v1/guilds/{guild_id}/bans/{user_id}", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}"];
+    App::new(router, state, &doc, &direct, &discord)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops

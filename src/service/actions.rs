@@ -187,7 +187,7 @@ impl GuildActions {
         request: impl std::future::Future<Output = Result<T, DiscordError>>,
     ) -> Result<T> {
         self.may_call(guild_id, call).await?;
-        let _place = self.guard.place(guild_id).await;
+        let _place = self.guard.place(guild_id).await?;
         // Asked again: a call that waited may find a refusal or a pause
         // that came meanwhile.
         self.may_call(guild_id, call).await?;
