@@ -44,7 +44,7 @@ use super::error::ApiError;
 use super::places::{Held, Pool, Want};
 use super::usage::Tracked;
 use super::{AppState, REQUEST_TIMEOUT};
-use crate::service::{Authenticated, Budget};
+use crate::service::{guard, Authenticated, Budget};
 
 /// An operation the front door answers itself once the key is admitted:
 /// its answer depends on the key alone, so the router (a second route
@@ -238,10 +238,21 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
             return Box::pin(respond);
         }
         // Past the pool's places or the guild's share: waits its turn
-        // (never closed), holding no place meanwhile.
+        // (never closed), holding no place meanwhile; for an operation
+        // that may call Discord, at most as long as it would wait for one
+        // of its guild's Discord places, then 503 `discord_busy`.
         let places = places.clone();
         Box::pin(async move {
-            respond.held.places = places.take(want).await;
+            match want.pool {
+                Pool::Plain => respond.held.places = places.take(want).await,
+                Pool::Discord => match tokio::time::timeout(guard::PLACE_WAIT, places.take(want)).await {
+                    Ok(held) => respond.held.places = held,
+                    Err(_) => {
+                        let busy = ApiError::from(guard::busy(guard::PLACE_WAIT)).into_response();
+                        respond.outcome = Outcome::Ready { response: Some(busy) };
+                    }
+                },
+            }
             respond.await
         })
     }

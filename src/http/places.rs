@@ -9,10 +9,11 @@
 //!   keys' requests beyond that wait in the guild's own queue, first come
 //!   first served, holding no place); requests without a key (health,
 //!   metrics, leak reports, unknown paths) count for no guild.
-//! - A request that holds a Discord place waits at most 1 s for one of its
-//!   guild's Discord calls (`service::guard::PLACE_WAIT`), then is answered
-//!   503 `discord_busy`: a guild whose Discord is slow turns its places over
-//!   at least once a second.
+//! - A request for an operation that may call Discord waits at most 1 s
+//!   (`service::guard::PLACE_WAIT`) for its place here, and at most 1 s
+//!   more for one of its guild's Discord calls; past either it is answered
+//!   503 `discord_busy` with `Retry-After: 1`. A guild whose Discord is
+//!   slow turns its places over at least once a second.
 //!
 //! Requests the front door answers itself (refusals, `/v1/verify`) take no
 //! place and touch none of this.

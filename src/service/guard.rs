@@ -172,6 +172,19 @@ pub const CALLS_IN_FLIGHT_PER_GUILD: usize = 4;
 /// it is answered 503 `discord_busy`.
 pub const PLACE_WAIT: Duration = Duration::from_secs(1);
 
+/// `DiscordBusy`: the guild's Discord calls stayed all in flight for `wait`
+/// (here, or the listener's places for them, `http/places.rs`).
+pub fn busy(wait: Duration) -> Error {
+    Error::DiscordBusy {
+        message: format!(
+            "this server's Discord calls were all in flight for {} s (Discord is answering it slowly, or its \
+             keys send more than Discord answers); try again shortly",
+            wait.as_secs().max(1)
+        ),
+        retry_after_secs: 1,
+    }
+}
+
 /// Discord's recent refusals and each guild's pause. One per process.
 pub struct DiscordGuard {
     budget: u32,
@@ -225,14 +238,7 @@ impl DiscordGuard {
         }
         match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
             Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
-            Err(_) => Err(Error::DiscordBusy {
-                message: format!(
-                    "this server's {CALLS_IN_FLIGHT_PER_GUILD} Discord calls at a time were all in flight for {} s \
-                     (Discord is answering it slowly, or its keys send more than Discord answers); try again shortly",
-                    wait.as_secs().max(1)
-                ),
-                retry_after_secs: 1,
-            }),
+            Err(_) => Err(busy(wait)),
         }
     }
 

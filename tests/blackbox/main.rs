@@ -14,7 +14,8 @@
 //!   `scale_out` and `sharding` (several instances, one database).
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
 //!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
-//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running).
+//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running),
+//!   `fairness` (one guild slow or hostile holds up no other).
 //! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
 //!   `newcomer` (the README's "Try it without Discord", run as written).
 
@@ -28,6 +29,7 @@ mod bot_bad_input;
 mod crash;
 mod discord_routes;
 mod examples;
+mod fairness;
 mod faults;
 mod hardening;
 mod http;
