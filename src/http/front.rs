@@ -169,6 +169,11 @@ impl App {
         Self { inner: Arc::new(Inner { router, state, routes, route_list, unmatched }) }
     }
 
+    /// The caps on connections held open (`connections.rs`).
+    pub(super) fn connections(&self) -> &super::connections::Connections {
+        &self.inner.state.connections
+    }
+
     /// The service for one connection from `peer`, reporting to `activity`.
     pub(super) fn connection(&self, peer: SocketAddr, activity: Arc<Activity>) -> Connection {
         Connection { inner: self.inner.clone(), peer, activity }

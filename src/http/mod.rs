@@ -11,6 +11,7 @@
 //! open for ever.
 
 mod auth;
+mod connections;
 pub mod error;
 mod extract;
 mod front;
@@ -38,6 +39,7 @@ use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
 pub use auth::bearer;
+pub use connections::raise_open_files_limit;
 use error::ApiError;
 pub use front::App;
 
@@ -88,6 +90,8 @@ pub struct Shared {
     leak_reports: ratelimit::FailureThrottle,
     /// Places for requests handled at once, shared fairly (`places.rs`).
     places: Arc<places::Places>,
+    /// Connections held open, per address and in all (`connections.rs`).
+    connections: connections::Connections,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
     doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
     /// Whose `X-Forwarded-For` is believed.
@@ -109,6 +113,10 @@ impl AppState {
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
             leak_reports: ratelimit::FailureThrottle::new(LEAK_REPORT_BURST, LEAK_REPORTS_PER_MINUTE),
             places: Arc::new(places::Places::new()),
+            connections: {
+                let exempt = if http.trust_forwarded_for { http.trusted_proxies.clone() } else { Vec::new() };
+                connections::Connections::new(http.max_connections_per_ip, http.max_connections, exempt)
+            },
             doc: std::sync::OnceLock::new(),
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
@@ -190,8 +198,19 @@ pub async fn serve(
     // task, so `done.closed()` resolves once the last one has ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let connections = app.connections();
+    tracing::info!(
+        max_connections = connections.max_total,
+        max_connections_per_ip = connections.per_ip(),
+        "connections held open at most: in all (http.max_connections, within the open-files limit), per address"
+    );
     tokio::pin!(shutdown);
     loop {
+        // At the cap in all, nothing more is accepted until one closes.
+        let room = tokio::select! {
+            () = &mut shutdown => break,
+            room = connections.room() => room,
+        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -204,12 +223,18 @@ pub async fn serve(
                 }
             },
         };
+        // Past its address's cap: closed at once, nothing read.
+        let Some(held) = connections.admit(peer.ip(), room) else {
+            tracing::debug!(%peer, "closing a connection past its address's cap (http.max_connections_per_ip)");
+            continue;
+        };
         let http1 = http1.clone();
         let app = app.clone();
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {
             let _done = done;
+            let _held = held;
             let stopping = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };

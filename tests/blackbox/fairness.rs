@@ -320,3 +320,61 @@ async fn a_guild_whose_webhook_never_answers_holds_up_no_other_guilds_deliveries
     held.abort();
     serving.abort();
 }
+
+/// Connections: the process at soft and hard open-files limits of 1,024;
+/// one address holds 1,100 idle connections; another's 22 requests, 0.5 s
+/// apart with 3 s each, are all answered (its connections are closed past
+/// `http.max_connections_per_ip` as they arrive, so the process keeps
+/// files for everyone else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_leave_another_answered_at_1024_open_files() {
+    let _alone = support::alone().await;
+    // This process holds the 1,100 connections too.
+    guildkey::http::raise_open_files_limit();
+    let app = spawn_app_with(Options { open_files: Some((1024, 1024)), ..quiet("") }).await;
+    assert_eq!(support::open_files_of(app.pid()), (1024, 1024), "started at 1,024 open files, no higher hard limit");
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..1_100 {
+        if let Ok(Ok(socket)) = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+        {
+            idle.push(socket);
+        }
+    }
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(3))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (mut answered, mut failures) = (0, Vec::new());
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    for i in 0..22 {
+        every.tick().await;
+        match client.get(app.url("/healthz")).send().await {
+            Ok(resp) => {
+                support::text(resp).await;
+                answered += 1;
+            }
+            Err(e) => failures.push(format!("request {i}: {e}")),
+        }
+    }
+    eprintln!("connections: {} idle connections opened from 127.0.0.1; {answered} of 22 answered", idle.len());
+    assert_eq!(answered, 22, "{failures:?}");
+    drop(idle);
+}
+
+/// At a systemd-like soft 1,024 and a much higher hard limit, the process
+/// raises its soft limit to the hard one at start.
+#[tokio::test]
+async fn the_open_files_soft_limit_is_raised_to_the_hard_limit_at_start() {
+    let mut ours = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) }, 0);
+    // systemd's 524,288, or whatever this machine lets a process have.
+    let hard = ours.rlim_max.min(524_288);
+    assert!(hard > 1024, "this machine's hard limit ({hard}) leaves nothing to raise");
+    let app = spawn_app_with(Options { open_files: Some((1024, hard)), ..quiet("") }).await;
+    assert_eq!(support::open_files_of(app.pid()), (hard, hard), "the soft limit was raised from 1,024");
+    assert!(app.logs().iter().any(|l| l.contains("raised the open-files limit")), "and the log says so");
+}
