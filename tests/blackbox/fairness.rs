@@ -264,7 +264,10 @@ async fn a_guild_flooding_its_slow_audit_channel_holds_up_no_other_guilds_posts(
 }
 
 /// Load 3: A's webhook accepts connections and never answers, with 40 of
-/// A's events queued; B's webhook gets B's next event within 2 s.
+/// A's events queued; B's webhook gets B's next event within 2 s, and A's
+/// attempt is given up after 5 s (it was 10 s; B's message was already on
+/// time on the main branch of the day, since a guild's messages go one at
+/// a time in event order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guild_whose_webhook_never_answers_holds_up_no_other_guilds_deliveries() {
     // A receiver that accepts and never answers (it keeps every socket open).
@@ -306,6 +309,7 @@ async fn a_guild_whose_webhook_never_answers_holds_up_no_other_guilds_deliveries
         assert!(Instant::now() < deadline, "A's 40 messages are queued");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let queued = Instant::now();
 
     let created = Instant::now();
     app.create_key(B, "quiet neighbour", "guild.read", &[]);
@@ -317,6 +321,19 @@ async fn a_guild_whose_webhook_never_answers_holds_up_no_other_guilds_deliveries
     eprintln!("load 3: B's message {after:?} after the CLI created the key");
     assert!(body.contains("quiet neighbour"), "{body}");
     assert!(after <= Duration::from_secs(2), "B's message came {after:?} after its key was created");
+
+    // And the silent receiver costs A itself 5 s an attempt (2 s to
+    // connect, 5 s in all), not 10: its first attempt, started before the
+    // 40 were queued, has failed within 6.5 s of then.
+    let first_failed = format!("select count(*) from webhook_delivery where guild_id = {A} and attempts >= 1");
+    while support::db_scalar(&app.db_url, &first_failed) < Some(1) {
+        assert!(queued.elapsed() < Duration::from_millis(6_500), "A's first attempt is still waiting for an answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let why = format!(
+        "select count(*) from webhook_delivery where guild_id = {A} and last_error like 'no answer within 5 s%'"
+    );
+    assert_eq!(support::db_scalar(&app.db_url, &why), Some(1), "the attempt timed out after 5 s");
     held.abort();
     serving.abort();
 }
