@@ -196,6 +196,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut bot = None;
     if let Some(serenity_ops) = serenity_ops {
         let webhooks = crate::service::webhooks::WebhookService::new(keys.clone(), config.webhooks.clone());
+        let makers = Arc::new(crate::service::makers::Makers::new(actions.clone()));
         let data = crate::bot::Data {
             keys: keys.clone(),
             actions: actions.clone(),
@@ -203,6 +204,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             guard,
             webhooks: webhooks.clone(),
             health: health.clone(),
+            makers: makers.clone(),
         };
         // Only the bot posts to audit channels: a listener alone records
         // events, and the bot sharing its database posts them (claimed, so
@@ -216,6 +218,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 tokio::pin!(stop);
                 tokio::select! {
                     () = attached => outbox::run(actions, stop).await,
+                    () = &mut stop => {}
+                }
+            })
+        };
+        // The periodic check of key makers reads Discord: from the bot too,
+        // once its client exists.
+        let maker_check = {
+            let (ops, stop) = (serenity_ops.clone(), stopped(stop_rx.clone()));
+            tokio::spawn(async move {
+                let attached = ops.wait_attached();
+                tokio::pin!(stop);
+                tokio::select! {
+                    () = attached => crate::service::tasks::makers::run(makers, stop).await,
                     () = &mut stop => {}
                 }
             })
@@ -234,7 +249,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             stop: stop_rx.clone(),
         };
         let gateway = tokio::spawn(supervisor.run());
-        bot = Some((gateway, shard_manager, poster, hooks));
+        bot = Some((gateway, shard_manager, poster, hooks, maker_check));
     }
     let upkeep = {
         let keys = keys.clone();
@@ -259,12 +274,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let posters = match bot {
-        Some((gateway, shard_manager, poster, hooks)) => {
+        Some((gateway, shard_manager, poster, hooks, maker_check)) => {
             let running = shard_manager.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(manager) = running {
                 manager.shutdown_all().await;
             }
             let _ = gateway.await;
+            let _ = maker_check.await;
             Some((poster, hooks))
         }
         None => None,

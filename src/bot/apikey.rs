@@ -35,6 +35,7 @@ const MAX_CHOICES: usize = 25;
         "apikey_rotate",
         "apikey_suspend",
         "apikey_resume",
+        "apikey_adopt",
         "apikey_audit_channel",
         "apikey_leak_guard",
         "super::webhook::apikey_webhook",
@@ -119,7 +120,8 @@ pub async fn apikey_create(
         ban_budget,
         role_budget,
     })?;
-    let issued = ctx.data().keys.issue(guild_id, draft, &actor(ctx)).await?;
+    // No key outranks its maker: the member's own powers bound it.
+    let issued = ctx.data().makers.issue(guild_id, draft, &actor(ctx), &super::maker_of(ctx)).await?;
     say(ctx, CreateReply::default().content(render::secret_message(&issued, "API key created"))).await?;
     Ok(())
 }
@@ -279,8 +281,30 @@ pub async fn apikey_resume(
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
-    let k = ctx.data().keys.set_suspended(Some(guild_id), &key, false, &actor(ctx), serde_json::json!({})).await?;
+    // Not past a maker who lost their powers: that key needs adopting.
+    let k = ctx.data().makers.resume(guild_id, &key, &actor(ctx)).await?;
     let text = format!("▶️ Resumed **{}** (`{}`). It works again.", render::safe(&k.name), k.prefix);
+    say(ctx, CreateReply::default().content(text)).await?;
+    Ok(())
+}
+
+/// Take an API key over: you become its maker, and it works again if guildkey suspended it
+#[poise::command(slash_command, rename = "adopt")]
+pub async fn apikey_adopt(
+    ctx: Context<'_>,
+    #[description = "The key's name, prefix or id"]
+    #[autocomplete = "complete_keys"]
+    key: String,
+) -> Result {
+    defer(ctx).await?;
+    let guild_id = guild(ctx)?;
+    let k = ctx.data().makers.adopt(guild_id, &key, &super::maker_of(ctx)).await?;
+    let text = format!(
+        "🤝 You adopted **{}** (`{}`): it is bounded by your powers from now on{}.",
+        render::safe(&k.name),
+        k.prefix,
+        if k.suspended_at.is_none() { ", and it works" } else { "" }
+    );
     say(ctx, CreateReply::default().content(text)).await?;
     Ok(())
 }

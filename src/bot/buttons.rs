@@ -1,6 +1,8 @@
 //! The audit channel's buttons: when guildkey itself suspends a key (its
 //! circuit breaker tripped), the audit entry carries **Resume** and
-//! **Revoke** buttons. A press is answered here, for members who may manage
+//! **Revoke** buttons; when it suspends one whose maker left or lost their
+//! powers, **Adopt** (the presser, who must hold the powers the key's scopes
+//! need, becomes its maker) and **Revoke**. A press is answered here, for members who may manage
 //! keys only; the answer replaces the buttons, so the channel shows who
 //! decided what.
 
@@ -39,9 +41,19 @@ pub async fn on_press(
     let guild = Some(guild_id.get());
     let outcome =
         match action {
-            "resume" => data.keys.set_suspended(guild, key, false, &actor, serde_json::json!({})).await.map(|k| {
+            "resume" => data.makers.resume(guild_id.get(), key, &actor).await.map(|k| {
                 format!("▶️ <@{who}> resumed **{}** (`{}`); it works again.", render::safe(&k.name), k.prefix)
             }),
+            "adopt" => {
+                let maker = super::maker_from(who.get(), press.member.as_ref());
+                data.makers.adopt(guild_id.get(), key, &maker).await.map(|k| {
+                    format!(
+                        "🤝 <@{who}> adopted **{}** (`{}`): it works again, bounded by their powers.",
+                        render::safe(&k.name),
+                        k.prefix
+                    )
+                })
+            }
             "revoke" => data
                 .keys
                 .revoke(guild, key, &actor)

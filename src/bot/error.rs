@@ -28,6 +28,7 @@ pub fn user_message(e: &Error) -> String {
         Error::DatabaseUnavailable => {
             "❌ guildkey cannot reach its database right now. Try again in a moment; `/apikey list` shows what was saved.".to_owned()
         }
+        Error::OutranksMaker(why) => format!("🔒 {why}"),
         other => format!("❌ {}.", capitalise(&other.to_string())),
     }
 }

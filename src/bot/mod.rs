@@ -19,6 +19,7 @@ use poise::serenity_prelude as serenity;
 use crate::config::RegisterCommands;
 use crate::service::actions::{BanCache, GuildActions};
 use crate::service::guard::DiscordGuard;
+use crate::service::makers::Maker;
 use crate::service::{Error, KeyService};
 
 /// What every command can reach.
@@ -35,6 +36,9 @@ pub struct Data {
     pub webhooks: crate::service::webhooks::WebhookService,
     /// Set to connected when the gateway session is ready.
     pub health: Arc<crate::service::health::BotHealth>,
+    /// No key outranks its maker: creating and adopting keys as a member,
+    /// and re-checking makers when the gateway shows a loss.
+    pub makers: Arc<crate::service::makers::Makers>,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, Error>;
@@ -50,6 +54,25 @@ pub fn intents(message_content: bool) -> serenity::GatewayIntents {
         base | serenity::GatewayIntents::MESSAGE_CONTENT | serenity::GatewayIntents::AUTO_MODERATION_EXECUTION
     } else {
         base
+    }
+}
+
+/// The member behind a command, as a key's maker: who, their roles, and
+/// the permissions Discord resolved for the interaction.
+pub fn maker_of(ctx: Context<'_>) -> Maker {
+    let member = match ctx {
+        Context::Application(app) => app.interaction.member.as_deref(),
+        Context::Prefix(_) => None,
+    };
+    maker_from(ctx.author().id.get(), member)
+}
+
+/// [`maker_of`] for any interaction's member.
+pub fn maker_from(user_id: u64, member: Option<&serenity::Member>) -> Maker {
+    Maker {
+        user_id,
+        permissions: member.and_then(|m| m.permissions).map(|p| p.bits()),
+        roles: member.map(|m| m.roles.iter().map(|r| r.get()).collect()).unwrap_or_default(),
     }
 }
 
@@ -123,17 +146,34 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         serenity::FullEvent::InteractionCreate { interaction: serenity::Interaction::Component(press) } => {
             buttons::on_press(ctx, data, press).await?;
         }
-        serenity::FullEvent::GuildRoleCreate { new } | serenity::FullEvent::GuildRoleUpdate { new, .. } => {
+        serenity::FullEvent::GuildRoleCreate { new } => data.guard.forget(new.guild_id.get()),
+        serenity::FullEvent::GuildRoleUpdate { new, .. } => {
             data.guard.forget(new.guild_id.get());
+            recheck_makers(data, new.guild_id.get(), None);
         }
-        serenity::FullEvent::GuildRoleDelete { guild_id, .. } => data.guard.forget(guild_id.get()),
-        serenity::FullEvent::GuildMemberUpdate { event, .. } => data.guard.forget(event.guild_id.get()),
+        serenity::FullEvent::GuildRoleDelete { guild_id, .. } => {
+            data.guard.forget(guild_id.get());
+            recheck_makers(data, guild_id.get(), None);
+        }
+        serenity::FullEvent::GuildMemberUpdate { event, .. } => {
+            data.guard.forget(event.guild_id.get());
+            recheck_makers(data, event.guild_id.get(), Some(event.user.id.get()));
+        }
+        serenity::FullEvent::GuildMemberRemoval { guild_id, user, .. } => {
+            recheck_makers(data, guild_id.get(), Some(user.id.get()));
+        }
+        serenity::FullEvent::GuildAuditLogEntryCreate { entry, guild_id } => {
+            if let Some(user) = maker_loss_target(entry.action.num(), entry.target_id.map(|t| t.get())) {
+                recheck_makers(data, guild_id.get(), user);
+            }
+        }
         serenity::FullEvent::GuildCreate { guild, .. } => data.guard.forget(guild.id.get()),
         serenity::FullEvent::AutoModActionExecution { execution } => {
             revoke_pasted_keys(data, execution).await;
         }
         serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
             data.bans.invalidate(guild_id.get(), banned_user.id.get());
+            recheck_makers(data, guild_id.get(), Some(banned_user.id.get()));
             gateway_ban(data, guild_id.get(), banned_user, true);
         }
         serenity::FullEvent::GuildBanRemoval { guild_id, unbanned_user } => {
@@ -145,9 +185,56 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
     Ok(())
 }
 
+/// Which makers an audit-log entry may have cost their powers: a member's
+/// roles changed, a kick or a ban (that member, `Some(Some(id))`), a role
+/// changed or deleted (every maker of the guild, `Some(None)`); `None` for
+/// entries that cost no one anything. Discord's audit-log action types.
+pub fn maker_loss_target(action_type: u8, target_id: Option<u64>) -> Option<Option<u64>> {
+    const MEMBER_KICK: u8 = 20;
+    const MEMBER_PRUNE: u8 = 21;
+    const MEMBER_BAN_ADD: u8 = 22;
+    const MEMBER_UPDATE: u8 = 24;
+    const MEMBER_ROLE_UPDATE: u8 = 25;
+    const ROLE_UPDATE: u8 = 31;
+    const ROLE_DELETE: u8 = 32;
+    match action_type {
+        MEMBER_KICK | MEMBER_BAN_ADD | MEMBER_UPDATE | MEMBER_ROLE_UPDATE => Some(target_id),
+        MEMBER_PRUNE | ROLE_UPDATE | ROLE_DELETE => Some(None),
+        _ => None,
+    }
+}
+
+/// Re-checks the makers of a guild's keys (one member's, with `user_id`)
+/// off the event loop: it reads the database and Discord.
+fn recheck_makers(data: &Data, guild_id: u64, user_id: Option<u64>) {
+    let makers = data.makers.clone();
+    tokio::spawn(async move {
+        if let Err(e) = makers.recheck(guild_id, user_id).await {
+            tracing::warn!(guild_id, error = %e, "failed to re-check key makers after a gateway event");
+        }
+    });
+}
+
 /// Hands a ban the gateway reported to the webhook service, off the event
 /// loop (it reads the database).
 fn gateway_ban(data: &Data, guild_id: u64, user: &serenity::User, added: bool) {
     let (webhooks, user_id, name) = (data.webhooks.clone(), user.id.get(), user.name.clone());
     tokio::spawn(async move { webhooks.gateway_ban(guild_id, user_id, &name, added).await });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maker_loss_target;
+
+    #[test]
+    fn audit_log_entries_that_may_cost_a_maker_their_powers_trigger_a_recheck() {
+        assert_eq!(maker_loss_target(25, Some(9)), Some(Some(9)), "a member's roles changed");
+        assert_eq!(maker_loss_target(20, Some(9)), Some(Some(9)), "kicked");
+        assert_eq!(maker_loss_target(22, Some(9)), Some(Some(9)), "banned");
+        assert_eq!(maker_loss_target(31, Some(5)), Some(None), "a role changed: every maker");
+        assert_eq!(maker_loss_target(32, Some(5)), Some(None), "a role deleted");
+        assert_eq!(maker_loss_target(21, None), Some(None), "a prune");
+        assert_eq!(maker_loss_target(1, None), None, "a guild update costs no one");
+        assert_eq!(maker_loss_target(30, Some(5)), None, "a role created costs no one");
+    }
 }

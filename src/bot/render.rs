@@ -168,6 +168,14 @@ pub fn info_embed(
             "Created by",
             if k.created_by == "cli" { "the operator CLI".to_owned() } else { format!("<@{}>", k.created_by) },
             true,
+        )
+        .field(
+            "Bounded by",
+            match k.maker_id {
+                Some(maker) => format!("<@{maker}>'s powers (its maker)"),
+                None => "nobody (made by the operator CLI: no maker's bound)".to_owned(),
+            },
+            true,
         );
     if let Some(until) = k.previous_secret_expires_at.filter(|&u| u > now) {
         embed = embed.field("Previous secret", format!("works until {}", relative(until)), true);
@@ -302,6 +310,7 @@ mod tests {
             scopes: Scopes::parse("bans.read").unwrap(),
             created_at,
             created_by: "cli".to_owned(),
+            maker_id: None,
             last_used_at,
             use_count: i64::from(last_used_at.is_some()),
             expires_at: None,

@@ -161,6 +161,10 @@ settings! {
         /// How often the upkeep looks for keys whose expiry reminder is due
         /// (`keys.expiry_check_seconds`).
         expiry_check_seconds: u64 = 60, Int<u64, 1, 3600>;
+        /// How often the bot re-reads every key maker's roles from Discord,
+        /// for what no gateway event shows (a maker who left): at least
+        /// hourly (`keys.maker_check_seconds`).
+        maker_check_seconds: u64 = 3600, Int<u64, 1, 3600>;
     }
 
     #[derive(Debug, Clone)]

@@ -129,19 +129,28 @@ fn while_off_summary(event: &AuditEvent) -> Option<String> {
 }
 
 /// The prefix of the audit channel's buttons' custom ids:
-/// `guildkey:resume:<key id>` and `guildkey:revoke:<key id>`.
+/// `guildkey:resume:<key id>`, `guildkey:adopt:<key id>` and
+/// `guildkey:revoke:<key id>`.
 pub const AUDIT_BUTTON_PREFIX: &str = "guildkey:";
 
-/// Resume and Revoke buttons under a suspension guildkey itself made (the
-/// circuit breaker), so an admin can answer it from the audit channel.
+/// Buttons under a suspension guildkey itself made, so an admin can answer
+/// it from the audit channel: **Resume** and **Revoke** after the circuit
+/// breaker; **Adopt** (take the key over as its maker) and **Revoke** when
+/// its maker left or lost their powers, since resuming it would only give
+/// it back to a maker who may no longer hold them.
 pub(super) fn audit_buttons(event: &AuditEvent) -> Option<serenity::all::CreateActionRow> {
     use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
     if event.action != Action::KeySuspended || event.actor_kind != "system" {
         return None;
     }
     let key = event.key_id.as_deref()?;
+    let first = if event.details.get("maker_id").is_some() {
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}adopt:{key}")).label("Adopt").style(ButtonStyle::Primary)
+    } else {
+        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}resume:{key}")).label("Resume").style(ButtonStyle::Success)
+    };
     Some(CreateActionRow::Buttons(vec![
-        CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}resume:{key}")).label("Resume").style(ButtonStyle::Success),
+        first,
         CreateButton::new(format!("{AUDIT_BUTTON_PREFIX}revoke:{key}")).label("Revoke").style(ButtonStyle::Danger),
     ]))
 }
@@ -177,6 +186,12 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     }
     if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
         out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
+    }
+    if let Some(maker) = s("maker_id") {
+        out.push(("Maker", format!("<@{maker}>")));
+    }
+    if let Some(maker) = s("previous_maker_id") {
+        out.push(("Previous maker", format!("<@{maker}>")));
     }
     if let Some(note) = s("outcome") {
         out.push(("Outcome", note));

@@ -8,6 +8,7 @@ pub const BAN_MEMBERS: u64 = 1 << 2;
 pub const ADMINISTRATOR: u64 = 1 << 3;
 pub const MANAGE_CHANNELS: u64 = 1 << 4;
 pub const MANAGE_GUILD: u64 = 1 << 5;
+pub const VIEW_AUDIT_LOG: u64 = 1 << 7;
 pub const MANAGE_ROLES: u64 = 1 << 28;
 pub const MANAGE_WEBHOOKS: u64 = 1 << 29;
 pub const MODERATE_MEMBERS: u64 = 1 << 40;

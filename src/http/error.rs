@@ -75,6 +75,8 @@ impl ApiError {
                 Error::Suspended(_) | Error::BreakerTripped(_) => Reason::KeySuspended,
                 Error::NotSuspended(_) => Reason::Conflict,
                 Error::RoleNotAllowed(_) => Reason::RoleNotAllowed,
+                // Never reached over HTTP (keys are made by the bot or the CLI).
+                Error::OutranksMaker(_) => Reason::InsufficientScope,
                 Error::MemberProtected(_) => Reason::MemberProtected,
                 Error::DiscordPaused { .. } => Reason::DiscordPaused,
                 Error::DiscordBusy { .. } => Reason::DiscordBusy,

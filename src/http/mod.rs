@@ -141,6 +141,17 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
 #[openapi(
     info(title = "guildkey", description = "Act on one Discord server with an API key issued by its admins. \
         Every response is the envelope {success, data} or {success: false, data: {}, error: {code, reason, message}}."),
+    // The document is served by the listener it describes: its one server is
+    // that listener, named relatively.
+    servers((url = "/", description = "This listener")),
+    tags(
+        (name = "keys", description = "The calling key: who it is, its usage, reporting a leaked one"),
+        (name = "guilds", description = "The key's server"),
+        (name = "bans", description = "Bans in the key's server"),
+        (name = "roles", description = "Members' roles in the key's server"),
+        (name = "audit", description = "The server's audit log"),
+        (name = "operations", description = "Health, metrics and this document"),
+    ),
     components(schemas(routes::ErrorEnvelope, routes::ErrorBody)),
     modifiers(&BearerAuth),
 )]

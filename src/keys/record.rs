@@ -100,6 +100,9 @@ pub enum KeyChange {
     Rotate,
     Suspend,
     Resume,
+    /// An admin takes the key over, becoming its maker (and lifting a
+    /// suspension guildkey made when the maker lost their powers).
+    Adopt,
 }
 
 /// Why a key's status refuses a change.
@@ -121,7 +124,7 @@ impl KeyStatus {
     /// The status preconditions, once: whether a key in this status may
     /// take `change`. Revoking needs a key not revoked yet (an expired key
     /// may be revoked); deleting needs one that no longer holds a place;
-    /// rotating, suspending and resuming need one neither revoked nor
+    /// rotating, suspending, resuming and adopting need one neither revoked nor
     /// expired (a suspended key keeps its suspension across a new secret),
     /// suspending one not suspended yet, resuming a suspended one.
     pub fn permits(self, change: KeyChange) -> Result<(), StatusConflict> {
@@ -134,7 +137,10 @@ impl KeyStatus {
             (_, Self::Expired) => Err(StatusConflict::Expired),
             (KeyChange::Suspend, Self::Suspended) => Err(StatusConflict::Suspended),
             (KeyChange::Resume, Self::Active) => Err(StatusConflict::NotSuspended),
-            (KeyChange::Rotate | KeyChange::Suspend | KeyChange::Resume, Self::Active | Self::Suspended) => Ok(()),
+            (
+                KeyChange::Rotate | KeyChange::Suspend | KeyChange::Resume | KeyChange::Adopt,
+                Self::Active | Self::Suspended,
+            ) => Ok(()),
         }
     }
 }
@@ -175,6 +181,10 @@ pub struct KeyRecord {
     pub ban_budget: Option<u32>,
     /// Role changes per 10 minutes, likewise.
     pub role_budget: Option<u32>,
+    /// The Discord user whose powers bound the key (its creator through
+    /// the bot, or the admin who adopted it); `None` for a key made by the
+    /// operator CLI, which has no maker's bound.
+    pub maker_id: Option<u64>,
 }
 
 impl KeyRecord {

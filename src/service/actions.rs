@@ -180,7 +180,7 @@ impl GuildActions {
     }
 
     /// Runs one Discord call through the guard.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         guild_id: u64,
         call: Call,
@@ -275,7 +275,7 @@ impl GuildActions {
     /// briefly rather than refuse a write that would pass a moment later.
     /// An error: Discord said the bot is not in the guild, or could not be
     /// asked (REST only).
-    async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
+    pub(super) async fn standing(&self, guild_id: u64) -> Result<Option<Standing>> {
         let deadline = tokio::time::Instant::now() + STANDING_WAIT;
         loop {
             if let Some(standing) = self.ops.standing(guild_id).await.map_err(discord)? {
@@ -425,6 +425,11 @@ impl GuildActions {
         let standing = self.standing(guild_id).await?;
         guard::check_role_safety(caller.key.guild_id, standing.as_ref(), role_id)?;
         guard::check_bot_may(standing.as_ref(), MANAGE_ROLES, "Manage Roles")?;
+        // No key outranks its maker: the role must sit below the maker's highest, now.
+        if let Some(maker) = self.keys.maker_of(&caller.key.id).await? {
+            let roles = self.call(guild_id, Call::Member(maker), self.ops.member_roles(guild_id, maker)).await?;
+            super::makers::check_reach(standing.as_ref(), maker, roles.as_deref(), role_id)?;
+        }
         let action = if add { Action::RoleAdded } else { Action::RoleRemoved };
         let _target = self.targets.lock(("role", guild_id, user_id, role_id)).await;
         let roles = self.call(guild_id, Call::Member(user_id), self.ops.member_roles(guild_id, user_id)).await?;

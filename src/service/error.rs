@@ -70,6 +70,11 @@ pub enum Error {
     /// A member no key may ban (the owner, a moderator, one above the bot).
     #[error("{0}")]
     MemberProtected(String),
+    /// A key would do more than its maker may (`service::makers`): a scope
+    /// needs a power the member making or adopting it lacks, or its roles
+    /// sit at or above theirs. Only the bot asks (the CLI is trusted).
+    #[error("{0}")]
+    OutranksMaker(String),
     /// The circuit breaker suspended the key making this write.
     #[error("{0}")]
     BreakerTripped(String),

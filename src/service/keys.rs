@@ -8,9 +8,22 @@ use crate::keys::{token, KeyChange, KeyId, KeyRecord, KeyStatus, Ttl};
 use crate::store::{NewKeyRow, Rotation};
 
 impl KeyService {
-    /// Creates a key within the guild's active-key limit.
-    #[tracing::instrument(skip_all, fields(guild_id, key_id))]
+    /// Creates a key within the guild's active-key limit, with no maker's
+    /// bound (the operator CLI; the bot goes through `makers::Makers::issue`).
     pub async fn issue(&self, guild_id: u64, draft: KeyDraft, actor: &Actor) -> Result<IssuedKey> {
+        self.issue_made_by(guild_id, draft, actor, None).await
+    }
+
+    /// [`Self::issue`], bounded by `maker_id` when given (whose powers the
+    /// caller has checked).
+    #[tracing::instrument(skip_all, fields(guild_id, key_id))]
+    pub(super) async fn issue_made_by(
+        &self,
+        guild_id: u64,
+        draft: KeyDraft,
+        actor: &Actor,
+        maker_id: Option<u64>,
+    ) -> Result<IssuedKey> {
         let now = self.now();
         let secret = token::generate(&self.inner.cfg.prefix, draft.environment);
         let id = KeyId::generate();
@@ -34,8 +47,9 @@ impl KeyService {
             allowed_roles: &draft.allowed_roles,
             ban_budget: draft.ban_budget,
             role_budget: draft.role_budget,
+            maker_id,
         };
-        let event = NewAuditEvent {
+        let mut event = NewAuditEvent {
             guild_id,
             action: Action::KeyCreated,
             actor: actor.clone(),
@@ -52,6 +66,9 @@ impl KeyService {
                 "role_budget": draft.role_budget.unwrap_or(self.inner.cfg.default_role_budget),
             }),
         };
+        if let Some(maker) = maker_id {
+            event.details["maker_id"] = serde_json::json!(maker.to_string());
+        }
         let max = self.inner.cfg.max_per_guild;
         if !self.change_key(&id, self.inner.store.insert_key_within_limit(&row, max, now, &event)).await? {
             return Err(Error::LimitReached { max });
@@ -193,6 +210,41 @@ impl KeyService {
         }
         tracing::info!(key_id = %key.id, guild_id = key.guild_id, suspend, "key suspension changed");
         Ok(self.inner.store.get_key(&key.id).await?.map_or(key, |k| self.with_pending_usage(k)))
+    }
+
+    /// Makes `maker_id` the key's maker and lifts its suspension (checked
+    /// by `makers::Makers::adopt`), audited as `key.resumed` with the
+    /// adoption in its details.
+    #[tracing::instrument(skip_all, fields(key_id = %key.id, maker_id))]
+    pub(super) async fn adopt(&self, key: &KeyRecord, maker_id: u64) -> Result<KeyRecord> {
+        let now = self.now();
+        let actor = Actor::User(maker_id);
+        // Plain text (the audit entry escapes it); the embed names both makers in fields.
+        let why = if key.suspended_at.is_some() {
+            "adopted the key: it works again, bounded by its new maker's powers"
+        } else {
+            "adopted the key: it is now bounded by its new maker's powers"
+        };
+        let details = serde_json::json!({
+            "adopted": true,
+            "why": why,
+            "maker_id": maker_id.to_string(),
+            "previous_maker_id": key.maker_id.map(|m| m.to_string()),
+            "was_suspended": key.suspended_at.is_some(),
+        });
+        let event = self.key_event(key, Action::KeyResumed, &actor, details);
+        if !self.change_key(&key.id, self.inner.store.adopt_key(&key.id, maker_id, now, &event)).await? {
+            let now_key = self.find(Some(key.guild_id), key.id.as_str()).await?;
+            now_key.may(KeyChange::Adopt, now).map_err(|c| Error::conflict(c, &now_key))?;
+            return Err(Error::Revoked(describe(&now_key)));
+        }
+        tracing::info!(key_id = %key.id, guild_id = key.guild_id, maker_id, "key adopted");
+        Ok(self.inner.store.get_key(&key.id).await?.map_or_else(|| key.clone(), |k| self.with_pending_usage(k)))
+    }
+
+    /// The Discord user whose powers bound the key, if it has a maker.
+    pub async fn maker_of(&self, id: &KeyId) -> Result<Option<u64>> {
+        Ok(self.inner.store.get_key(id).await?.and_then(|k| k.maker_id))
     }
 
     /// Deletes a revoked or expired key for good.

@@ -10,7 +10,8 @@
 //! error enum), `drafts.rs` (what a person types), `keys.rs` (the
 //! lifecycle), `verify.rs` (admission: [`KeyService::admit`]), `leaks.rs`,
 //! `audit.rs`, `usage/` (the tracker, its flush, the usage reads),
-//! `spike.rs`, `lease.rs` (rate limits shared by instances), `actions.rs`
+//! `spike.rs`, `lease.rs` (rate limits shared by instances), `makers.rs`
+//! (no key outranks its maker), `actions.rs`
 //! and `guard.rs` (Discord writes), `webhooks/`, [`clock`], and `index.rs`
 //! (the in-memory key index). The background loops are in [`tasks`], one
 //! file a loop.
@@ -26,6 +27,7 @@ pub mod index;
 mod keys;
 mod leaks;
 pub mod lease;
+pub mod makers;
 pub mod spike;
 pub mod tasks;
 pub mod usage;

@@ -44,6 +44,8 @@ pub struct NewKeyRow<'a> {
     pub allowed_roles: &'a AllowedRoles,
     pub ban_budget: Option<u32>,
     pub role_budget: Option<u32>,
+    /// The Discord user whose powers bound the key (`None`: the operator CLI).
+    pub maker_id: Option<u64>,
 }
 
 /// A new secret for an existing key.
@@ -122,8 +124,8 @@ impl Store {
             let inserted = sqlx::query(
                 "insert into api_key (api_key_id, guild_id, name, key_hash, prefix, environment, scopes, \
                      created_at, created_by, expires_at, rate_limit_per_minute, allowed_ips, allowed_roles, \
-                     ban_budget, role_budget, updated_at) \
-                 select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $8 \
+                     ban_budget, role_budget, maker_id, updated_at) \
+                 select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17, $8 \
                  where (select count(*) from api_key where guild_id = $2 and revoked_at is null \
                         and (expires_at is null or expires_at > $8)) < $13",
             )
@@ -143,6 +145,7 @@ impl Store {
             .bind(row.allowed_roles.to_storage())
             .bind(row.ban_budget.map(i64::from))
             .bind(row.role_budget.map(i64::from))
+            .bind(row.maker_id.map(id_to_sql))
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -334,6 +337,60 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if changed.rows_affected() != 1 {
+                return Ok(false);
+            }
+            insert_audit_in(&mut *tx, event, now).await?;
+            true
+        }))
+    }
+
+    /// The keys bounded by a maker that still hold a place (neither revoked
+    /// nor expired at `now`; suspended ones included): in one guild, of one
+    /// maker there when `maker_id` is given, or everywhere (the periodic
+    /// check), in guild order.
+    pub async fn maker_bound_keys(
+        &self,
+        guild_id: Option<u64>,
+        maker_id: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<KeyRecord>> {
+        let sql = format!(
+            "select {KEY_COLUMNS} from api_key \
+             where maker_id is not null and revoked_at is null and (expires_at is null or expires_at > $3) \
+             and (cast($1 as bigint) is null or guild_id = $1) and (cast($2 as bigint) is null or maker_id = $2) \
+             order by guild_id, maker_id, created_at, api_key_id"
+        );
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, KeyRow>(&sql)
+                .bind(guild_id.map(id_to_sql))
+                .bind(maker_id.map(id_to_sql))
+                .bind(to_millis(now))
+                .fetch_all(&mut *c)
+                .await?
+        });
+        rows::records(rows)
+    }
+
+    /// Gives a key a new maker and lifts its suspension (an admin adopting
+    /// it), unless it is revoked or expired. Returns false if it is.
+    pub async fn adopt_key(
+        &self,
+        id: &KeyId,
+        maker_id: u64,
+        now: DateTime<Utc>,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |tx| {
+            let adopted = sqlx::query(
+                "update api_key set maker_id = $2, suspended_at = null, updated_at = $3 \
+                 where api_key_id = $1 and revoked_at is null and (expires_at is null or expires_at > $3)",
+            )
+            .bind(id.as_str())
+            .bind(id_to_sql(maker_id))
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await?;
+            if adopted.rows_affected() != 1 {
                 return Ok(false);
             }
             insert_audit_in(&mut *tx, event, now).await?;

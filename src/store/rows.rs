@@ -13,7 +13,7 @@ use super::IndexRow;
 /// The columns [`KeyRow`] reads, in a `select` list.
 pub(super) const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, \
      created_by, last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, \
-     previous_hash_expires_at, allowed_roles, suspended_at, ban_budget, role_budget";
+     previous_hash_expires_at, allowed_roles, suspended_at, ban_budget, role_budget, maker_id";
 
 /// The columns [`EventRow`] reads, in a `select` list.
 pub(super) const EVENT_COLUMNS: &str = "audit_event_id, guild_id, created_at, action, actor_kind, actor_user_id, \
@@ -58,6 +58,7 @@ pub(super) struct KeyRow {
     suspended_at: Option<i64>,
     ban_budget: Option<i64>,
     role_budget: Option<i64>,
+    maker_id: Option<i64>,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -85,6 +86,7 @@ impl TryFrom<KeyRow> for KeyRecord {
             suspended_at: r.suspended_at.map(from_millis),
             ban_budget: r.ban_budget.map(|n| n as u32),
             role_budget: r.role_budget.map(|n| n as u32),
+            maker_id: r.maker_id.map(id_from_sql),
         })
     }
 }

@@ -33,7 +33,7 @@ mod fairness;
 mod faults;
 mod hardening;
 mod http;
-mod limits;
+mod listener_limits;
 mod newcomer;
 mod roblox;
 mod roles;

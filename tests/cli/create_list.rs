@@ -40,6 +40,22 @@ fn keys_create_prints_only_the_secret_and_stores_the_key() {
 }
 
 #[test]
+fn keys_create_says_on_stderr_that_the_key_has_no_makers_bound() {
+    // Arrange
+    let sandbox = Sandbox::migrated();
+
+    // Act
+    let out = sandbox.run(&["keys", "create", "--guild", GUILD, "--name", "ops", "--scopes", "bans.write,roles.write"]);
+
+    // Assert: the operator is trusted, and told so; the key records no maker.
+    out.assert_ok();
+    assert!(out.stderr.contains("this key has no maker's bound"), "{}", out.describe());
+    assert!(!out.stdout.contains("maker"), "stdout is the secret alone\n{}", out.describe());
+    let key = sandbox.listed(GUILD, &out.secret());
+    assert_eq!(key["maker_id"], Value::Null, "{key}");
+}
+
+#[test]
 fn keys_create_with_env_test_issues_a_test_key() {
     let sandbox = Sandbox::migrated();
 

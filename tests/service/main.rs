@@ -19,6 +19,7 @@ mod index;
 mod issue;
 mod lifecycle;
 mod limit;
+mod makers;
 mod properties;
 mod rate_limits;
 mod reminders;

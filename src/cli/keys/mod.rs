@@ -190,6 +190,12 @@ async fn execute(
             let draft = draft.expect("parsed above");
             let issued = service.issue(a.guild, draft, &actor).await?;
             print_secret(&issued, "created");
+            // The operator is trusted; say so, since /apikey create is not.
+            eprintln!(
+                "note: this key has no maker's bound: the operator CLI is trusted, so its scopes are not checked \
+                 against any Discord member's permissions and guildkey never suspends it for a maker's loss \
+                 (a key made with /apikey create is bounded by its maker)"
+            );
             Ok(())
         }
         KeysCommand::Revoke { key, guild } => {
@@ -319,5 +325,6 @@ pub fn key_json(k: &KeyRecord, now: chrono::DateTime<chrono::Utc>) -> serde_json
         "suspended_at": k.suspended_at,
         "ban_budget": k.ban_budget,
         "role_budget": k.role_budget,
+        "maker_id": k.maker_id.map(|m| m.to_string()),
     })
 }

@@ -1,13 +1,15 @@
 //! The background loops, one file per loop (as crates.io's
 //! `src/worker/jobs/`): the index watch and usage flush
 //! ([`index_upkeep`]), the expiry reminders ([`reminders`]), the heartbeat
-//! of the shared rate limits ([`leases`]), the audit-channel outbox
+//! of the shared rate limits ([`leases`]), the periodic check of key
+//! makers ([`makers`]), the audit-channel outbox
 //! ([`outbox`]) and the webhook dispatcher ([`webhook_dispatch`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
 //! the outbox and the dispatcher beside it.
 
 pub mod index_upkeep;
 pub mod leases;
+pub mod makers;
 pub mod outbox;
 pub mod reminders;
 pub mod webhook_dispatch;

@@ -14,5 +14,6 @@ use support::{ids, json, spawn_against, spawn_app, spawn_app_with, token_regex, 
 mod audit_channel;
 mod commands;
 mod leak_guard;
+mod makers;
 mod registration;
 mod reminders;

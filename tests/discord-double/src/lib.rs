@@ -570,6 +570,86 @@ impl Double {
         }
     }
 
+    /// A moderator (`by`) changes a member's roles in Discord's client: the roles (and resolved
+    /// permissions) change, and the bot hears of it as Discord tells a bot: GUILD_MEMBER_UPDATE
+    /// (GUILD_MEMBERS intent, privileged: most bots never get it) and
+    /// GUILD_AUDIT_LOG_ENTRY_CREATE with action type 25 MEMBER_ROLE_UPDATE (GUILD_MODERATION
+    /// intent, to a bot with View Audit Log). Returns how many sessions got the audit-log entry.
+    pub fn edit_member_roles(&self, guild_id: u64, user_id: u64, roles: &[u64], by: u64) -> usize {
+        let (member_json, entry_id, removed, added) = {
+            let mut st = self.inner.state();
+            let entry_id = st.ids.fresh();
+            let Some(g) = st.guilds.get_mut(&guild_id) else { return 0 };
+            let perms = State::resolve(g, user_id, roles);
+            let Some(m) = g.members.get_mut(&user_id) else { return 0 };
+            let removed: Vec<u64> = m.roles.iter().copied().filter(|r| !roles.contains(r)).collect();
+            let added: Vec<u64> = roles.iter().copied().filter(|r| !m.roles.contains(r)).collect();
+            m.roles = roles.to_vec();
+            m.permissions = perms;
+            let (g, m) = (&st.guilds[&guild_id], &st.guilds[&guild_id].members[&user_id]);
+            (st.member_json(g, m, false), entry_id, removed, added)
+        };
+        let mut update = member_json;
+        update["guild_id"] = serde_json::json!(guild_id.to_string());
+        gateway::dispatch(&self.inner, "GUILD_MEMBER_UPDATE", update, Some(gateway::intents::GUILD_MEMBERS));
+        let role_change = |key: &str, ids: &[u64]| {
+            let st = self.inner.state();
+            let names: Vec<Value> = ids
+                .iter()
+                .map(|id| {
+                    let name = st.guilds[&guild_id].roles.get(id).map(|r| r.name.clone()).unwrap_or_default();
+                    serde_json::json!({ "id": id.to_string(), "name": name })
+                })
+                .collect();
+            serde_json::json!({ "key": key, "new_value": names })
+        };
+        let mut changes = Vec::new();
+        if !removed.is_empty() {
+            changes.push(role_change("$remove", &removed));
+        }
+        if !added.is_empty() {
+            changes.push(role_change("$add", &added));
+        }
+        let sent = gateway::dispatch(
+            &self.inner,
+            "GUILD_AUDIT_LOG_ENTRY_CREATE",
+            serde_json::json!({
+                "id": entry_id.to_string(),
+                "guild_id": guild_id.to_string(),
+                "action_type": 25,
+                "target_id": user_id.to_string(),
+                "user_id": by.to_string(),
+                "changes": changes,
+                "reason": null,
+            }),
+            Some(gateway::intents::GUILD_MODERATION),
+        );
+        self.inner.bump();
+        sent
+    }
+
+    /// A member leaves the guild on their own: gone from its members, and only a bot with the
+    /// privileged GUILD_MEMBERS intent hears GUILD_MEMBER_REMOVE (no audit-log entry: nobody
+    /// acted on them). Returns how many sessions got the event.
+    pub fn member_leaves(&self, guild_id: u64, user_id: u64) -> usize {
+        let user_json = {
+            let mut st = self.inner.state();
+            let Some(g) = st.guilds.get_mut(&guild_id) else { return 0 };
+            if g.members.remove(&user_id).is_none() {
+                return 0;
+            }
+            st.user_json(user_id)
+        };
+        let sent = gateway::dispatch(
+            &self.inner,
+            "GUILD_MEMBER_REMOVE",
+            serde_json::json!({ "guild_id": guild_id.to_string(), "user": user_json }),
+            Some(gateway::intents::GUILD_MEMBERS),
+        );
+        self.inner.bump();
+        sent
+    }
+
     /// Changes a role's permission bits, re-resolves its members' permissions, and tells the
     /// bot with a GUILD_ROLE_UPDATE (GUILDS intent), as Discord does when an admin edits a role.
     pub fn set_role_permissions(&self, guild_id: u64, role_id: u64, permissions: u64) -> usize {
