@@ -186,6 +186,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             bound.local_addr().map_err(|e| StartError::Failed(format!("failed to read the bound address: {e}")))?;
         tracing::info!("listening on {addr}");
         let state = crate::http::AppState::new(actions.clone(), &config.http, health.clone());
+        if let Some(file) = &config.leaks.github_public_keys_file {
+            let keys = crate::service::github_keys::GithubKeys::load(file)
+                .map_err(|e| StartError::Config(format!("leaks.github_public_keys_file: {e:#}")))?;
+            let signatures =
+                crate::http::GithubSignatures { keys: Arc::new(keys), refresh: Arc::new(tokio::sync::Notify::new()) };
+            if let Some(url) = config.leaks.github_public_keys_url.clone() {
+                let (keys, wake) = (signatures.keys.clone(), signatures.refresh.clone());
+                tokio::spawn(crate::service::tasks::github_keys::run(keys, url, wake, stopped(stop_rx.clone())));
+            }
+            state.require_github_signatures(signatures);
+        }
         let housekeeping = crate::http::spawn_housekeeping(&state);
         let router = crate::http::router(state);
         let server = tokio::spawn(crate::http::serve(bound, router, stopped(stop_rx.clone())));

@@ -136,7 +136,8 @@ async fn revoke_pasted_keys(data: &Data, execution: &serenity::ActionExecution) 
         })
         .collect();
     if !reports.is_empty() {
-        data.keys.revoke_leaked(&reports).await;
+        let revoked = data.keys.revoke_leaked(&reports).await;
+        tracing::info!(guild_id = %execution.guild_id, found = reports.len(), revoked, "the leak guard judged the keys in a blocked message");
     }
 }
 

@@ -19,7 +19,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use sections::{
-    Config, DatabaseConfig, DiscordConfig, HttpConfig, KeysConfig, LogConfig, RunConfig, UsageConfig, WebhooksConfig,
+    Config, DatabaseConfig, DiscordConfig, HttpConfig, KeysConfig, LeaksConfig, LogConfig, RunConfig, UsageConfig,
+    WebhooksConfig, GITHUB_PUBLIC_KEYS_URL,
 };
 
 /// The default Discord REST base. Any other base is a proxy or a test double.

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::values::{
-    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, Register, RetryDelays, Role, ShardCount,
-    ShardIds, Token,
+    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptPath, OptUrl, Register, RetryDelays,
+    Role, ShardCount, ShardIds, Token,
 };
 use super::{
     ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
@@ -167,6 +167,18 @@ settings! {
         maker_check_seconds: u64 = 3600, Int<u64, 1, 3600>;
     }
 
+    /// Leaked-token reports (`POST /v1/leaked`).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    leaks: LeaksConfig, LeaksFile {
+        /// GitHub's secret-scanning public keys document (the JSON of
+        /// `GITHUB_PUBLIC_KEYS_URL`). Set, every report must carry GitHub's
+        /// signature; unset, any report is taken (it can only revoke).
+        github_public_keys_file: Option<std::path::PathBuf> = None, OptPath, env "GUILDKEY_GITHUB_PUBLIC_KEYS_FILE";
+        /// Where that file's keys are refreshed from (hourly, and when a
+        /// report names an unknown key); `""` never refreshes.
+        github_public_keys_url: Option<String> = Some(GITHUB_PUBLIC_KEYS_URL.to_owned()), OptUrl;
+    }
+
     #[derive(Debug, Clone)]
     log: LogConfig, LogFile {
         format: LogFormat = LogFormat::Pretty, Format, env "GUILDKEY_LOG_FORMAT";
@@ -206,6 +218,9 @@ settings! {
         request_log_per_key: u32 = 200, Int<u32, 0, 100_000>;
     }
 }
+
+/// GitHub's secret-scanning public keys document.
+pub const GITHUB_PUBLIC_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
 impl HttpConfig {
     /// Settings that work but are probably not what the operator meant, one

@@ -408,3 +408,43 @@ fn show_delay(d: Duration) -> String {
         _ => format!("{ms}ms"),
     }
 }
+
+/// A file path, or nothing (`""` in the environment unsets it).
+pub(super) struct OptPath;
+
+impl Kind for OptPath {
+    type Out = Option<std::path::PathBuf>;
+    fn from_toml(v: Value) -> Result<Self::Out, String> {
+        let v = string(v)?;
+        let v = v.trim();
+        if v.contains('\0') {
+            return Err("a path cannot hold a NUL character".to_owned());
+        }
+        Ok((!v.is_empty()).then(|| std::path::PathBuf::from(v)))
+    }
+    fn show(v: &Self::Out) -> String {
+        v.as_ref().map_or_else(|| "(not set)".to_owned(), |p| p.display().to_string())
+    }
+}
+
+/// An http(s) URL, or `""` for none (turns what it feeds off).
+pub(super) struct OptUrl;
+
+impl Kind for OptUrl {
+    type Out = Option<String>;
+    fn from_toml(v: Value) -> Result<Self::Out, String> {
+        let v = string(v)?;
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(Some(v.to_owned())),
+            _ => Err(format!("'{}' is not an http(s) URL (or \"\" for none)", one_line(v))),
+        }
+    }
+    fn show(v: &Self::Out) -> String {
+        v.clone().unwrap_or_else(|| "(none)".to_owned())
+    }
+}

@@ -4,7 +4,7 @@
 
 use serenity::all::{Colour, CreateEmbed, CreateEmbedFooter, Timestamp};
 
-use super::{escape, escape_within};
+use super::{code_span, escape, escape_within};
 use crate::audit::{Action, AuditEvent};
 
 /// The audit-channel embed: what happened, to what, by whom, when. Built
@@ -199,12 +199,13 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     if let Some(why) = s("why") {
         out.push(("Why", escape(&why)));
     }
+    // The reporter's words, shown in code spans: never a link, a mention
+    // or markdown, whatever they hold (the service keeps them short).
     if let Some(source) = s("source") {
-        out.push(("Reported by", escape_within(&source, 200)));
+        out.push(("Reported by", code_span(&source, 200)));
     }
     if let Some(url) = s("url") {
-        // Shown as text, not a link: the reporter chose it.
-        out.push(("Found at", escape_within(&url, 600)));
+        out.push(("Found at", code_span(&url, 400)));
     }
     if let Some(webhook) = s("webhook") {
         out.push(("Webhook", escape_within(&webhook, 300)));

@@ -53,6 +53,36 @@ pub fn escape_within(s: &str, max: usize) -> String {
     out
 }
 
+/// Shows untrusted text (a leak report's `source` and `url`) in an inline
+/// code span: Discord renders nothing inside one (no link, no mention, no
+/// markdown), so the text needs no backslashes, only what could end the
+/// span or hide in it: a backtick becomes `'`, a line break a space, and an
+/// invisible or bidi character `<U+XXXX>`. At most `max` characters inside
+/// the span (a cut text ends in `…`); empty text shows as `(empty)`.
+pub fn code_span(s: &str, max: usize) -> String {
+    let mut inside = String::new();
+    let mut len = 0;
+    for c in s.chars() {
+        let piece = match c {
+            '`' => "'".to_owned(),
+            '\n' | '\r' => " ".to_owned(),
+            c if is_hidden(c) => format!("<U+{:04X}>", u32::from(c)),
+            c => c.to_string(),
+        };
+        let n = piece.chars().count();
+        if len + n + 1 > max {
+            inside.push('…');
+            break;
+        }
+        inside.push_str(&piece);
+        len += n;
+    }
+    if inside.trim().is_empty() {
+        return "(empty)".to_owned();
+    }
+    format!("`{inside}`")
+}
+
 /// Characters that show nothing or change how the text around them reads.
 fn is_hidden(c: char) -> bool {
     c.is_control()
@@ -76,6 +106,25 @@ fn is_hidden(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::escape;
+
+    #[test]
+    fn a_code_span_shows_untrusted_text_as_typed_and_never_ends_early() {
+        use super::code_span;
+        let cases = [
+            ("https://evil.example/a_b", "`https://evil.example/a_b`"),
+            ("[click](https://evil.example) @everyone <@1>", "`[click](https://evil.example) @everyone <@1>`"),
+            ("a`b``c", "`a'b''c`"),
+            ("two\nlines", "`two lines`"),
+            ("pay\u{202E}lmth", "`pay<U+202E>lmth`"),
+            ("", "(empty)"),
+            ("`", "`'`"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(code_span(input, 100), want, "showing {input:?}");
+        }
+        assert_eq!(code_span("abcdef", 4), "`abc…`");
+        assert_eq!(code_span(&"x".repeat(300), 200).chars().count(), 202);
+    }
 
     #[test]
     fn a_masked_link_stays_text() {

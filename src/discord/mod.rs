@@ -19,7 +19,8 @@
 //! - `serenity_ops`: [`SerenityGuildOps`], retries and 429 handling;
 //! - [`rest`]: [`rest::RestGuildOps`] for a listener without a gateway;
 //! - `embeds`: the audit channel's embed and buttons;
-//! - `escape`: user-typed text shown as typed ([`escape`], [`escape_within`]).
+//! - `escape`: user-typed text shown as typed ([`escape`], [`escape_within`]),
+//!   or in a code span ([`code_span`]).
 
 mod embeds;
 mod escape;
@@ -30,8 +31,8 @@ mod serenity_ops;
 mod shield;
 
 pub use embeds::{audit_embed, AUDIT_BUTTON_PREFIX};
-pub use escape::{escape, escape_within};
-pub use permissions::{RoleFacts, Standing};
+pub use escape::{code_span, escape, escape_within};
+pub use permissions::{Overwrite, RoleFacts, Standing};
 pub use port::{codes, DiscordError, GuildInfo, GuildOps};
 pub use serenity_ops::{SerenityGuildOps, DISCORD_TIMEOUT, MAX_RETRY_WAIT};
 pub use shield::{InvalidAnswers, INVALID_WINDOW};

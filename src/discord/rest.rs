@@ -26,7 +26,7 @@ use serde_json::Value;
 use serenity::all::{GuildId, Http, LightMethod, Route, UserId};
 use serenity::http::Request;
 
-use super::{DiscordError, GuildInfo, GuildOps, InvalidAnswers, RoleFacts, SerenityGuildOps, Standing};
+use super::{DiscordError, GuildInfo, GuildOps, InvalidAnswers, Overwrite, RoleFacts, SerenityGuildOps, Standing};
 use crate::audit::AuditEvent;
 
 /// How long a guild's facts read over REST are used before they are read
@@ -104,7 +104,11 @@ impl RestGuildOps {
             .rest
             .send(guild_id, || Request::new(Route::GuildMember { guild_id: g, user_id: u }, LightMethod::Get))
             .await?;
-        parse_view(guild_id, bot_id, &guild, &member).map(Arc::new)
+        // Channel overwrites: a role with no permission of its own may
+        // still moderate one channel (the guard reads them).
+        let channels =
+            self.rest.send(guild_id, || Request::new(Route::GuildChannels { guild_id: g }, LightMethod::Get)).await?;
+        parse_view(guild_id, bot_id, &guild, &member, &channels).map(Arc::new)
     }
 
     /// The bot's own user id (`GET /users/@me`); a failure is not kept.
@@ -129,9 +133,15 @@ fn snowflake(v: &Value) -> Option<u64> {
     v.as_str()?.parse().ok()
 }
 
-/// Builds the view from `GET /guilds/{id}?with_counts=true` and the bot's
-/// member object.
-pub fn parse_view(guild_id: u64, bot_id: u64, guild: &Value, member: &Value) -> Result<GuildView, DiscordError> {
+/// Builds the view from `GET /guilds/{id}?with_counts=true`, the bot's
+/// member object and `GET /guilds/{id}/channels`.
+pub fn parse_view(
+    guild_id: u64,
+    bot_id: u64,
+    guild: &Value,
+    member: &Value,
+    channels: &Value,
+) -> Result<GuildView, DiscordError> {
     let bad =
         |what: &str| DiscordError::Unavailable(format!("Discord's description of guild {guild_id} had no {what}"));
     let owner_id = snowflake(&guild["owner_id"]).ok_or_else(|| bad("owner_id"))?;
@@ -162,7 +172,27 @@ pub fn parse_view(guild_id: u64, bot_id: u64, guild: &Value, member: &Value) -> 
         member_count: guild["approximate_member_count"].as_u64().unwrap_or(0),
         icon: guild["icon"].as_str().map(str::to_owned),
     };
-    Ok(GuildView { info, standing: Standing { guild_id, owner_id, bot_id, bot_roles, roles } })
+    let overwrites = channels
+        .as_array()
+        .ok_or_else(|| bad("channels"))?
+        .iter()
+        .flat_map(|c| {
+            let channel_id = snowflake(&c["id"]);
+            c["permission_overwrites"].as_array().into_iter().flatten().map(move |o| {
+                Some(Overwrite {
+                    channel_id: channel_id?,
+                    id: snowflake(&o["id"])?,
+                    member: o["type"].as_u64()? == 1,
+                    allow: o["allow"].as_str()?.parse().ok()?,
+                })
+            })
+        })
+        .collect::<Option<Vec<Overwrite>>>()
+        .ok_or_else(|| bad("well-formed channel permission overwrites"))?
+        .into_iter()
+        .filter(|o| o.allow != 0)
+        .collect();
+    Ok(GuildView { info, standing: Standing { guild_id, owner_id, bot_id, bot_roles, roles, overwrites } })
 }
 
 #[async_trait]
@@ -342,7 +372,15 @@ mod tests {
             ],
         });
         let member = json!({"roles": ["20"]});
-        let view = parse_view(10, 7, &guild, &member).unwrap();
+        let channels = json!([
+            {"id": "40", "permission_overwrites": [
+                {"id": "30", "type": 0, "allow": "8192", "deny": "0"},
+                {"id": "10", "type": 0, "allow": "0", "deny": "2048"},
+                {"id": "5", "type": 1, "allow": "16", "deny": "0"},
+            ]},
+            {"id": "41"},
+        ]);
+        let view = parse_view(10, 7, &guild, &member, &channels).unwrap();
         assert_eq!(
             (view.info.name.as_str(), view.info.member_count, view.info.icon.as_deref()),
             ("Demo", 5, Some("abc"))
@@ -352,8 +390,16 @@ mod tests {
         assert_eq!(s.roles[&30], RoleFacts { permissions: 8, position: 4, managed: false });
         assert_eq!(s.bot_top_position(), 2);
         assert_eq!(s.bot_permissions(), 1024 | 268_435_460);
+        assert_eq!(
+            s.overwrites,
+            [
+                Overwrite { channel_id: 40, id: 30, member: false, allow: 8192 },
+                Overwrite { channel_id: 40, id: 5, member: true, allow: 16 },
+            ],
+            "deny-only overwrites grant nothing and are not kept"
+        );
         let broken = json!({"name": "Demo", "owner_id": "1", "roles": [{"id": "x"}]});
-        assert!(parse_view(10, 7, &broken, &member).is_err());
+        assert!(parse_view(10, 7, &broken, &member, &channels).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serenity::all::{Cache, ChannelId, CreateMessage, GuildId, Http, HttpError, L
 use serenity::http::Request;
 
 use super::embeds::{audit_buttons, audit_embed};
-use super::{codes, DiscordError, GuildInfo, GuildOps, InvalidAnswers, RoleFacts, Standing};
+use super::{codes, DiscordError, GuildInfo, GuildOps, InvalidAnswers, Overwrite, RoleFacts, Standing};
 use crate::audit::AuditEvent;
 
 /// [`GuildOps`] on serenity. Created before the Discord client exists (so
@@ -434,6 +434,20 @@ impl SerenityGuildOps {
                     let facts =
                         RoleFacts { permissions: r.permissions.bits(), position: r.position, managed: r.managed };
                     (r.id.get(), facts)
+                })
+                .collect(),
+            overwrites: guild
+                .channels
+                .values()
+                .flat_map(|channel| {
+                    channel.permission_overwrites.iter().filter(|o| !o.allow.is_empty()).filter_map(|o| {
+                        let (id, member) = match o.kind {
+                            serenity::all::PermissionOverwriteType::Role(r) => (r.get(), false),
+                            serenity::all::PermissionOverwriteType::Member(u) => (u.get(), true),
+                            _ => return None,
+                        };
+                        Some(Overwrite { channel_id: channel.id.get(), id, member, allow: o.allow.bits() })
+                    })
                 })
                 .collect(),
         })

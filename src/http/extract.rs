@@ -53,6 +53,11 @@ impl Body {
 }
 
 impl Body {
+    /// The body as received (what a signature is over).
+    pub fn raw(&self) -> &[u8] {
+        &self.0
+    }
+
     /// A JSON array of `T`, of at most `max` items (anything else is 400).
     pub fn json_array<T: DeserializeOwned>(&self, max: usize) -> Result<Vec<T>, ApiError> {
         if self.0.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {

@@ -99,6 +99,16 @@ pub struct Shared {
     max_body_bytes: usize,
     /// The bot's state, for `/healthz`.
     pub bot: Arc<crate::service::health::BotHealth>,
+    /// GitHub's keys, when leak reports must carry GitHub's signature
+    /// (`leaks.github_public_keys_file`).
+    github: std::sync::OnceLock<GithubSignatures>,
+}
+
+/// GitHub's secret-scanning keys and the refresh to wake when a report
+/// names a key they lack.
+pub struct GithubSignatures {
+    pub keys: Arc<crate::service::github_keys::GithubKeys>,
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -121,7 +131,14 @@ impl AppState {
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
             bot,
+            github: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// From now on `POST /v1/leaked` takes only reports GitHub signed
+    /// with one of `signatures.keys`.
+    pub fn require_github_signatures(&self, signatures: GithubSignatures) {
+        let _ = self.github.set(signatures);
     }
 }
 

@@ -158,6 +158,10 @@ pub struct Health {
 /// The most tokens one leaked-token report may carry.
 const MAX_LEAK_REPORT_ITEMS: usize = 100;
 
+/// What a report that fails GitHub's signature check is told: nothing of
+/// why (the log says).
+const REPORT_REFUSED: &str = "this report was not accepted; the operator's log says why";
+
 /// What a leaked-token report is told: how many tokens were received, and
 /// never whether any was valid.
 #[derive(Serialize, ToSchema)]
@@ -170,12 +174,16 @@ pub struct LeakAck {
 /// turned up where it should not is compromised, whoever reports it. Each
 /// valid one is revoked at once and the guild's audit channel names the key
 /// (never the secret) and the URL. The answer is the same whatever the
-/// tokens were. Limited per client IP.
+/// tokens were. Limited per client IP. With `leaks.github_public_keys_file`
+/// set, a report must carry GitHub's signature (`Github-Public-Key-Identifier`,
+/// `Github-Public-Key-Signature`); one that does not verify gets 400 and
+/// the log says why.
 #[utoipa::path(post, path = "/v1/leaked", tag = "keys",
     request_body(content = Vec<crate::service::LeakReport>, description = "At most 100 tokens"),
     responses(
         (status = 200, description = "Received; valid tokens are being revoked", body = inline(Envelope<LeakAck>)),
-        (status = 400, description = "bad_request: not a JSON array of reports, or more than 100", body = ErrorEnvelope),
+        (status = 400, description = "bad_request: not a JSON array of reports, more than 100, a source over 100 \
+            characters or a url over 200, or (when GitHub's signature is required) a signature that does not verify", body = ErrorEnvelope),
         (status = 429, description = "rate_limited: too many reports from this address", body = ErrorEnvelope,
             headers(("Retry-After" = i64, description = "Seconds to wait"))),
     ))]
@@ -193,7 +201,22 @@ pub async fn leaked(
     if let Some(wait) = state.leak_reports.blocked_for(ip).or_else(|| state.leak_reports.record_failure(ip)) {
         return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }));
     }
+    if let Some(github) = state.github.get() {
+        use crate::service::github_keys::{Refusal, KEY_ID_HEADER, SIGNATURE_HEADER};
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Err(why) = github.keys.verify(header(KEY_ID_HEADER), header(SIGNATURE_HEADER), body.raw()) {
+            if why == Refusal::UnknownKey {
+                github.refresh.notify_one();
+            }
+            // Why in the log, never in the answer.
+            tracing::warn!(%ip, why = %why, "refused a leaked-token report: GitHub's signature did not verify");
+            return Err(ApiError::BadRequest(REPORT_REFUSED.to_owned()));
+        }
+    }
     let reports: Vec<crate::service::LeakReport> = body.json_array(MAX_LEAK_REPORT_ITEMS)?;
+    for (n, report) in reports.iter().enumerate() {
+        report.validate().map_err(|e| ApiError::BadRequest(format!("report {}: {e}", n + 1)))?;
+    }
     let received = reports.len();
     // Revoked after answering, so the answer's timing says nothing either.
     let service = state.service.clone();

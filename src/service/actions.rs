@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::guard::{self, Breaker, Call, DiscordGuard, WriteKind};
+use super::guard::{self, Call, DiscordGuard, WriteKind};
 use super::{Authenticated, Error, KeyService, Result};
 use crate::audit::{Action, Actor};
 use crate::discord::permissions::{BAN_MEMBERS, MANAGE_GUILD, MANAGE_ROLES};
@@ -126,7 +126,6 @@ pub struct GuildActions {
     bans: Arc<BanCache>,
     targets: TargetLocks,
     guard: Arc<DiscordGuard>,
-    breaker: Breaker,
 }
 
 fn discord(e: DiscordError) -> Error {
@@ -137,7 +136,7 @@ impl GuildActions {
     /// `guard` is shared with the bot, which tells it when a guild's roles
     /// change.
     pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, guard: Arc<DiscordGuard>) -> Self {
-        Self { keys, ops, bans, targets: TargetLocks::new(), guard, breaker: Breaker::default() }
+        Self { keys, ops, bans, targets: TargetLocks::new(), guard }
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -298,9 +297,10 @@ impl GuildActions {
     }
 
     /// Spends one of the key's destructive writes, or trips the breaker:
-    /// a key over its budget (bans or role changes per 10 minutes) is
-    /// suspended, the write is refused, and the audit channel gets the
-    /// suspension with Resume and Revoke buttons.
+    /// a key over its budget (bans and unbans, or role changes, per 10
+    /// minutes, counted across instances and restarts) is suspended, the
+    /// write is refused, and the audit channel gets the suspension with
+    /// Resume and Revoke buttons. A test key's dry runs spend too.
     async fn spend(&self, caller: &Authenticated, kind: WriteKind) -> Result<()> {
         let (bans, roles) = caller.key.budgets();
         let cfg = self.keys.config();
@@ -308,7 +308,7 @@ impl GuildActions {
             WriteKind::Ban => bans.unwrap_or(cfg.default_ban_budget),
             WriteKind::Role => roles.unwrap_or(cfg.default_role_budget),
         };
-        if self.breaker.spend(&caller.key.id, kind, budget) {
+        if self.keys.spend_write(&caller.key.id, kind, budget).await? {
             return Ok(());
         }
         let why = format!(
@@ -375,10 +375,10 @@ impl GuildActions {
             "reason": reason,
             "delete_message_seconds": delete_seconds,
         });
+        self.spend(caller, WriteKind::Ban).await?;
         if caller.is_test() {
             return self.dry_run(caller, Action::BanAdded, details).await;
         }
-        self.spend(caller, WriteKind::Ban).await?;
         let audit_reason = Self::audit_reason(caller, reason.as_deref());
         let ban = self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason);
         self.call(guild_id, Call::Ban(user_id), ban).await?;
@@ -394,6 +394,7 @@ impl GuildActions {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
         let details = json!({ "user_id": user_id.to_string() });
+        self.spend(caller, WriteKind::Ban).await?;
         if caller.is_test() {
             return self.dry_run(caller, Action::BanRemoved, details).await;
         }
@@ -443,11 +444,14 @@ impl GuildActions {
         if roles.contains(&role_id) == add {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
+        if !add {
+            guard::check_role_removal(standing.as_ref(), user_id, &roles)?;
+        }
         let details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
+        self.spend(caller, WriteKind::Role).await?;
         if caller.is_test() {
             return self.dry_run(caller, action, details).await;
         }
-        self.spend(caller, WriteKind::Role).await?;
         let audit_reason = Self::audit_reason(caller, None);
         let write = self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason);
         self.call(guild_id, Call::Role { user: user_id, role: role_id }, write).await?;

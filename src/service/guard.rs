@@ -27,9 +27,11 @@ use super::{Error, Result};
 use crate::discord::permissions as p;
 use crate::discord::{DiscordError, Standing};
 
-/// Permissions that make a role (or a member) a way to take a server over.
-/// A key never grants or removes such a role, nor bans such a member.
-pub const DANGEROUS: [(u64, &str); 8] = [
+/// Permissions that make a role (or a member) a way to take a server over,
+/// or to moderate it: a key never grants or removes a role carrying one
+/// (in the guild, or in any channel's permission overwrites), never bans a
+/// member holding one, and never takes a role from such a member.
+pub const DANGEROUS: [(u64, &str); 18] = [
     (p::ADMINISTRATOR, "Administrator"),
     (p::MANAGE_GUILD, "Manage Server"),
     (p::MANAGE_ROLES, "Manage Roles"),
@@ -38,11 +40,82 @@ pub const DANGEROUS: [(u64, &str); 8] = [
     (p::MANAGE_CHANNELS, "Manage Channels"),
     (p::MANAGE_WEBHOOKS, "Manage Webhooks"),
     (p::MODERATE_MEMBERS, "Moderate Members"),
+    (p::MANAGE_MESSAGES, "Manage Messages"),
+    (p::MANAGE_THREADS, "Manage Threads"),
+    (p::MANAGE_GUILD_EXPRESSIONS, "Manage Expressions"),
+    (p::MENTION_EVERYONE, "Mention Everyone"),
+    (p::MANAGE_NICKNAMES, "Manage Nicknames"),
+    (p::MANAGE_EVENTS, "Manage Events"),
+    (p::VIEW_AUDIT_LOG, "View Audit Log"),
+    (p::MUTE_MEMBERS, "Mute Members"),
+    (p::DEAFEN_MEMBERS, "Deafen Members"),
+    (p::MOVE_MEMBERS, "Move Members"),
 ];
+
+/// The first eight of [`DANGEROUS`]: the powers that take a server over.
+/// `@everyone` holding one of these marks every member; the moderator
+/// powers added after them count only from a member's own roles and
+/// overwrites (a server whose `@everyone` may mention everyone, Discord's
+/// old default, could otherwise ban no one).
+const TAKEOVER: u64 = p::ADMINISTRATOR
+    | p::MANAGE_GUILD
+    | p::MANAGE_ROLES
+    | p::BAN_MEMBERS
+    | p::KICK_MEMBERS
+    | p::MANAGE_CHANNELS
+    | p::MANAGE_WEBHOOKS
+    | p::MODERATE_MEMBERS;
 
 /// The names of the dangerous permissions among `bits`.
 fn dangerous_in(bits: u64) -> Vec<&'static str> {
     DANGEROUS.iter().filter(|(bit, _)| bits & bit != 0).map(|(_, name)| *name).collect()
+}
+
+/// [`dangerous_in`] for a channel overwrite, where Manage Roles is called
+/// Manage Permissions.
+fn dangerous_in_overwrite(bits: u64) -> Vec<&'static str> {
+    dangerous_in(bits).into_iter().map(|n| if n == "Manage Roles" { "Manage Permissions" } else { n }).collect()
+}
+
+/// The powers that protect a member (see [`TAKEOVER`]): every one for the
+/// owner or an administrator; else their roles', `@everyone`'s takeover
+/// powers, and what channel overwrites allow them or their roles.
+fn member_powers(standing: &Standing, user_id: u64, roles: &[u64]) -> u64 {
+    let guild = standing.permissions_of(user_id, roles);
+    if guild == p::ALL {
+        return p::ALL;
+    }
+    let own = roles.iter().filter_map(|r| standing.roles.get(r)).fold(0, |b, r| b | r.permissions);
+    own | (guild & TAKEOVER) | standing.overwrite_allows_of(user_id, roles)
+}
+
+/// Why a member is beyond a key's reach, if they are.
+enum Protected {
+    Owner,
+    Bot,
+    Holds(Vec<&'static str>),
+    OutranksBot,
+}
+
+/// Whether a member is protected: the owner, the bot, a member holding a
+/// dangerous permission (guild-wide or in one channel), a member the bot
+/// does not outrank. `member_roles` is `None` for a non-member.
+fn protection(standing: &Standing, user_id: u64, member_roles: Option<&[u64]>) -> Option<Protected> {
+    if user_id == standing.owner_id {
+        return Some(Protected::Owner);
+    }
+    if user_id == standing.bot_id {
+        return Some(Protected::Bot);
+    }
+    let roles = member_roles?;
+    let dangerous = dangerous_in(member_powers(standing, user_id, roles));
+    if !dangerous.is_empty() {
+        return Some(Protected::Holds(dangerous));
+    }
+    if standing.bot_id != standing.owner_id && standing.top_position(roles) >= standing.bot_top_position() {
+        return Some(Protected::OutranksBot);
+    }
+    None
 }
 
 /// How long a Discord refusal (403) is answered again without asking.
@@ -93,6 +166,17 @@ pub fn check_role_safety(guild_id: u64, standing: Option<&Standing>, role_id: u6
             dangerous.join(", ")
         )));
     }
+    for overwrite in standing.role_overwrites(role_id) {
+        let dangerous = dangerous_in_overwrite(overwrite.allow);
+        if !dangerous.is_empty() {
+            return Err(Error::RoleNotAllowed(format!(
+                "<@&{role_id}> carries {} in <#{}>'s permission overwrites; guildkey never lets a key give or take \
+                 a role that moderates even one channel",
+                dangerous.join(", "),
+                overwrite.channel_id
+            )));
+        }
+    }
     if standing.bot_id != standing.owner_id && role.position >= standing.bot_top_position() {
         return Err(Error::RoleNotAllowed(format!(
             "<@&{role_id}> sits at or above the bot's highest role; move the bot's role above it in Server \
@@ -115,26 +199,35 @@ pub fn check_role_list(key: &KeyInfo, role_id: u64) -> Result<()> {
 /// May a key ban (or check the ban of) this user? `member_roles` is `None`
 /// for a user who is not a member (anyone may be banned pre-emptively).
 pub fn check_ban_target(standing: &Standing, user_id: u64, member_roles: Option<&[u64]>) -> Result<()> {
-    if user_id == standing.owner_id {
-        return Err(Error::MemberProtected("the server's owner cannot be banned".to_owned()));
-    }
-    if user_id == standing.bot_id {
-        return Err(Error::MemberProtected("guildkey will not ban its own bot".to_owned()));
-    }
-    let Some(roles) = member_roles else { return Ok(()) };
-    let dangerous = dangerous_in(standing.permissions_of(user_id, roles));
-    if !dangerous.is_empty() {
-        return Err(Error::MemberProtected(format!(
+    let message = match protection(standing, user_id, member_roles) {
+        None => return Ok(()),
+        Some(Protected::Owner) => "the server's owner cannot be banned".to_owned(),
+        Some(Protected::Bot) => "guildkey will not ban its own bot".to_owned(),
+        Some(Protected::Holds(dangerous)) => format!(
             "<@{user_id}> holds {}; guildkey never lets a key ban a member with such permissions",
             dangerous.join(", ")
-        )));
-    }
-    if standing.bot_id != standing.owner_id && standing.top_position(roles) >= standing.bot_top_position() {
-        return Err(Error::MemberProtected(format!(
-            "<@{user_id}>'s highest role is at or above the bot's, so Discord would refuse the ban"
-        )));
-    }
-    Ok(())
+        ),
+        Some(Protected::OutranksBot) => {
+            format!("<@{user_id}>'s highest role is at or above the bot's, so Discord would refuse the ban")
+        }
+    };
+    Err(Error::MemberProtected(message))
+}
+
+/// May a key take a role from this member? A protected member (see
+/// [`check_ban_target`]: the owner, the bot, a moderator, one the bot does
+/// not outrank) loses no role through a key: taking a role is how a key
+/// would demote them.
+pub fn check_role_removal(standing: Option<&Standing>, user_id: u64, member_roles: &[u64]) -> Result<()> {
+    let standing = standing.ok_or_else(not_ready)?;
+    let who = match protection(standing, user_id, Some(member_roles)) {
+        None => return Ok(()),
+        Some(Protected::Owner) => "the server's owner".to_owned(),
+        Some(Protected::Bot) => "guildkey's own bot".to_owned(),
+        Some(Protected::Holds(dangerous)) => format!("<@{user_id}>, who holds {},", dangerous.join(", ")),
+        Some(Protected::OutranksBot) => format!("<@{user_id}>, whose highest role is at or above the bot's,"),
+    };
+    Err(Error::MemberProtected(format!("{who} cannot lose a role through an API key")))
 }
 
 /// Does the bot hold `permission` in the guild? Answered as Discord would
@@ -305,7 +398,11 @@ impl DiscordGuard {
 /// How far back the circuit breaker counts a key's writes.
 pub const BREAKER_WINDOW: Duration = Duration::from_secs(600);
 
-/// What the circuit breaker counts.
+/// What the circuit breaker counts: bans and unbans spend the ban
+/// budget, role grants and removals the role budget; a test key's dry runs
+/// spend its own budgets as live writes would. The counts are kept in the
+/// database (`KeyService::spend_write`), so they hold across instances and
+/// restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WriteKind {
     Ban,
@@ -319,33 +416,13 @@ impl WriteKind {
             Self::Role => "role changes",
         }
     }
-}
 
-/// The circuit breaker on destructive writes: each key's bans and role
-/// changes over the last [`BREAKER_WINDOW`]. A key that has spent its
-/// budget makes no further write; the caller suspends it.
-#[derive(Default)]
-pub struct Breaker {
-    writes: Mutex<HashMap<(crate::keys::KeyId, WriteKind), std::collections::VecDeque<Instant>>>,
-}
-
-impl Breaker {
-    /// Counts one write of `kind` by `key` if the key has budget left;
-    /// false (and nothing counted) when it has spent it.
-    pub fn spend(&self, key: &crate::keys::KeyId, kind: WriteKind, budget: u32) -> bool {
-        let mut writes = self.writes.lock().expect("breaker lock poisoned");
-        if writes.len() >= 100_000 {
-            writes.retain(|_, times| times.back().is_some_and(|t| t.elapsed() < BREAKER_WINDOW));
+    /// How the database names it (`breaker_write.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ban => "ban",
+            Self::Role => "role",
         }
-        let times = writes.entry((key.clone(), kind)).or_default();
-        while times.front().is_some_and(|t| t.elapsed() >= BREAKER_WINDOW) {
-            times.pop_front();
-        }
-        if times.len() >= budget as usize {
-            return false;
-        }
-        times.push_back(Instant::now());
-        true
     }
 }
 
@@ -378,6 +455,7 @@ mod tests {
                 (MOD, role(p::MODERATE_MEMBERS, 1, false)),
                 (MANAGED, role(0, 1, true)),
             ]),
+            overwrites: Vec::new(),
         }
     }
 
@@ -453,6 +531,60 @@ mod tests {
     }
 
     #[test]
+    fn a_role_that_moderates_one_channel_is_untouchable_and_a_deny_changes_nothing() {
+        let mut s = standing();
+        let overwrite = |allow| crate::discord::Overwrite { channel_id: 77, id: PLAIN, member: false, allow };
+        for (bit, name) in [
+            (p::MANAGE_ROLES, "Manage Permissions"),
+            (p::MANAGE_CHANNELS, "Manage Channels"),
+            (p::MANAGE_WEBHOOKS, "Manage Webhooks"),
+            (p::MANAGE_MESSAGES, "Manage Messages"),
+        ] {
+            s.overwrites = vec![overwrite(bit)];
+            match check_role(&key(""), Some(&s), PLAIN) {
+                Err(Error::RoleNotAllowed(m)) => assert!(m.contains(name) && m.contains("<#77>"), "{m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        s.overwrites = vec![overwrite(1 << 11)]; // Send Messages
+        assert!(check_role(&key(""), Some(&s), PLAIN).is_ok(), "a harmless overwrite");
+        s.overwrites = vec![crate::discord::Overwrite { member: true, ..overwrite(p::MANAGE_MESSAGES) }];
+        assert!(
+            check_role(&key(""), Some(&s), PLAIN).is_ok(),
+            "a member's overwrite with the role's id is not the role's"
+        );
+    }
+
+    #[test]
+    fn a_protected_member_loses_no_role_and_a_plain_one_may() {
+        let mut s = standing();
+        let protected = |r: Result<()>| matches!(r, Err(Error::MemberProtected(_)));
+        assert!(protected(check_role_removal(Some(&s), OWNER, &[PLAIN])), "the owner");
+        assert!(protected(check_role_removal(Some(&s), BOT, &[BOT_ROLE, PLAIN])), "the bot");
+        assert!(protected(check_role_removal(Some(&s), 50, &[MOD, PLAIN])), "a moderator");
+        assert!(protected(check_role_removal(Some(&s), 50, &[HIGH, PLAIN])), "above the bot");
+        assert!(check_role_removal(Some(&s), 50, &[PLAIN]).is_ok());
+        assert!(matches!(check_role_removal(None, 50, &[PLAIN]), Err(Error::Discord(_))), "no cache: fail closed");
+        // A moderator of one channel is a moderator.
+        s.overwrites =
+            vec![crate::discord::Overwrite { channel_id: 77, id: 50, member: true, allow: p::MANAGE_MESSAGES }];
+        assert!(protected(check_role_removal(Some(&s), 50, &[PLAIN])));
+        assert!(protected(check_ban_target(&s, 50, Some(&[PLAIN]))));
+    }
+
+    #[test]
+    fn everyones_moderator_powers_mark_no_one_but_its_takeover_powers_mark_everyone() {
+        let mut s = standing();
+        s.roles.get_mut(&GUILD).unwrap().permissions = p::MENTION_EVERYONE | p::VIEW_AUDIT_LOG;
+        assert!(check_ban_target(&s, 50, Some(&[PLAIN])).is_ok(), "Discord's old default for @everyone");
+        s.roles.get_mut(&PLAIN).unwrap().permissions = p::MENTION_EVERYONE;
+        assert!(check_ban_target(&s, 50, Some(&[PLAIN])).is_err(), "a role of their own that carries it");
+        s.roles.get_mut(&PLAIN).unwrap().permissions = 0;
+        s.roles.get_mut(&GUILD).unwrap().permissions = p::KICK_MEMBERS;
+        assert!(check_ban_target(&s, 50, Some(&[PLAIN])).is_err(), "as before: @everyone may kick");
+    }
+
+    #[test]
     fn the_bots_missing_permission_is_answered_locally() {
         let mut s = standing();
         assert!(check_bot_may(Some(&s), p::BAN_MEMBERS, "Ban Members").is_ok());
@@ -460,18 +592,6 @@ mod tests {
         assert!(
             matches!(check_bot_may(Some(&s), p::BAN_MEMBERS, "Ban Members"), Err(Error::Discord(m)) if m.contains("Ban Members"))
         );
-    }
-
-    #[test]
-    fn the_breaker_lets_a_budget_through_per_key_and_kind_then_nothing() {
-        let breaker = Breaker::default();
-        let (a, b) = (crate::keys::KeyId::generate(), crate::keys::KeyId::generate());
-        assert!((0..3).all(|_| breaker.spend(&a, WriteKind::Ban, 3)));
-        assert!(!breaker.spend(&a, WriteKind::Ban, 3));
-        assert!(!breaker.spend(&a, WriteKind::Ban, 3), "a refused write is not counted, and stays refused");
-        assert!(breaker.spend(&a, WriteKind::Role, 3), "role changes count apart");
-        assert!(breaker.spend(&b, WriteKind::Ban, 3), "keys count apart");
-        assert!(breaker.spend(&a, WriteKind::Ban, 4), "a larger budget lets one more through");
     }
 
     #[test]

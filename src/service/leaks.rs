@@ -2,7 +2,7 @@
 //! public repository, a Discord message) revokes its key at once, whoever
 //! reports it; [`find_tokens`] finds our tokens in text.
 
-use super::{Error, KeyService};
+use super::{Error, KeyService, Result};
 use crate::audit::Actor;
 use crate::keys::{token, KeyStatus};
 
@@ -24,6 +24,29 @@ pub struct LeakReport {
     /// The reporter's token type; not needed to find the key.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+}
+
+/// The longest `source` a report may name (characters).
+pub const MAX_SOURCE_CHARS: usize = 100;
+/// The longest `url` a report may name (characters).
+pub const MAX_URL_CHARS: usize = 200;
+
+impl LeakReport {
+    /// Refuses a report whose `source` or `url` is longer than the audit
+    /// post shows (both are the reporter's words, shown to the server's
+    /// admins as guildkey's own entry).
+    pub fn validate(&self) -> Result<()> {
+        for (field, value, max) in [("source", &self.source, MAX_SOURCE_CHARS), ("url", &self.url, MAX_URL_CHARS)] {
+            let len = value.as_deref().map_or(0, |v| v.chars().count());
+            if len > max {
+                return Err(Error::Invalid(crate::keys::InvalidInput::new(
+                    field,
+                    format!("is {len} characters long; the most is {max}"),
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for LeakReport {
@@ -50,15 +73,17 @@ impl KeyService {
             if token::parse(&self.inner.cfg.prefix, &report.token).is_err() {
                 continue;
             }
-            let Some(entry) = self.inner.index.get(&crate::keys::KeyHash::of(&report.token)) else { continue };
-            let key = entry.key;
-            if key.status_at_ms(self.inner.clock.now_ms()) == KeyStatus::Revoked {
+            let now_ms = self.inner.clock.now_ms();
+            // A rotated-out secret past its grace is no longer the key's:
+            // it matches nothing, so reporting it revokes nothing.
+            let Some(key) = self.find_secret(&report.token, now_ms) else { continue };
+            if key.status_at_ms(now_ms) == KeyStatus::Revoked {
                 continue;
             }
             let details = serde_json::json!({
                 "why": "its secret was reported as leaked; guildkey revoked it at once",
-                "source": report.source.as_deref().map(|s| clip(s, 100)),
-                "url": report.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")).map(|u| clip(u, 500)),
+                "source": report.source.as_deref().map(|s| clip(s, MAX_SOURCE_CHARS)),
+                "url": report.url.as_deref().map(|u| clip(u, MAX_URL_CHARS)),
             });
             match self.revoke_with(Some(key.guild_id), key.id.as_str(), &Actor::System, details).await {
                 Ok(_) => {

@@ -422,6 +422,7 @@ mod tests {
                 (MID, role(p::MANAGE_ROLES, 2)),
                 (LOW, role(0, 1)),
             ]),
+            overwrites: vec![],
         }
     }
 

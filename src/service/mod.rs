@@ -11,16 +11,18 @@
 //! lifecycle), `verify.rs` (admission: [`KeyService::admit`]), `leaks.rs`,
 //! `audit.rs`, `usage/` (the tracker, its flush, the usage reads),
 //! `spike.rs`, `lease.rs` (rate limits shared by instances), `makers.rs`
-//! (no key outranks its maker), `actions.rs`
-//! and `guard.rs` (Discord writes), `webhooks/`, [`clock`], and `index.rs`
+//! (no key outranks its maker), `actions.rs`, `guard.rs` and `breaker.rs`
+//! (Discord writes and their budgets), `webhooks/`, [`clock`], and `index.rs`
 //! (the in-memory key index). The background loops are in [`tasks`], one
 //! file a loop.
 
 pub mod actions;
 mod audit;
+mod breaker;
 pub mod clock;
 mod drafts;
 mod error;
+pub mod github_keys;
 pub mod guard;
 pub mod health;
 pub mod index;
@@ -80,6 +82,8 @@ struct Inner {
     leases: Arc<lease::RateLeases>,
     /// What time it is for keys (see [`Clock`]).
     clock: Clock,
+    /// The circuit breaker's turns per key in this process (`breaker`).
+    breaker_turns: breaker::Turns,
 }
 
 impl KeyService {
@@ -105,6 +109,7 @@ impl KeyService {
         let svc = Self {
             inner: Arc::new(Inner {
                 leases: Arc::new(lease::RateLeases::new(store.clone())),
+                breaker_turns: breaker::Turns::default(),
                 store,
                 cfg,
                 usage_cfg,

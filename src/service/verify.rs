@@ -58,22 +58,13 @@ impl KeyService {
         if wall_ms >= self.inner.index.fresh_until_ms() {
             return Err(Error::IndexStale);
         }
-        let entry = self
-            .inner
-            .index
-            .get(&crate::keys::KeyHash::of(presented))
-            .ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
-        let key = entry.key;
         let now_ms = self.inner.clock.now_ms_or(|| wall_ms);
+        let key = self.find_secret(presented, now_ms).ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
         match key.status_at_ms(now_ms) {
             KeyStatus::Revoked => return Err(Error::Revoked(describe_named(&key.name, &key.prefix))),
             KeyStatus::Expired => return Err(Error::Expired(describe_named(&key.name, &key.prefix))),
             KeyStatus::Suspended => return Err(Error::Suspended(describe_named(&key.name, &key.prefix))),
             KeyStatus::Active => {}
-        }
-        if entry.valid_until_ms.is_some_and(|until| until <= now_ms) {
-            // A rotated-out secret whose grace period has ended.
-            return Err(Error::NotFound("the presented key".to_owned()));
         }
         if !key.allows(ip) {
             return Err(Error::IpNotAllowed);
@@ -83,11 +74,25 @@ impl KeyService {
     }
 
     /// The key a presented token names, if the index holds it, whatever its
-    /// state (revoked, suspended, a rotated-out secret): the key a refused
-    /// request is counted for. `None` for a malformed or unknown token.
+    /// state (revoked, suspended, a rotated-out secret in its grace): the
+    /// key a refused request is counted for. `None` for a malformed or
+    /// unknown token, or a rotated-out secret past its grace.
     pub fn identify(&self, presented: &str) -> Option<Arc<LiveKey>> {
         token::parse(&self.inner.cfg.prefix, presented).ok()?;
-        self.inner.index.get(&crate::keys::KeyHash::of(presented)).map(|e| e.key)
+        self.find_secret(presented, self.inner.clock.now_ms())
+    }
+
+    /// The key whose secret `presented` is, by hash: its current secret, or
+    /// a rotated-out one still in its grace. A rotated-out secret past its
+    /// grace matches nothing, anywhere (verification, the request log, a
+    /// leak report): it is no longer the key's, and reporting it must not
+    /// revoke the secret that replaced it.
+    pub(super) fn find_secret(&self, presented: &str, now_ms: i64) -> Option<Arc<LiveKey>> {
+        let entry = self.inner.index.get(&crate::keys::KeyHash::of(presented))?;
+        if entry.valid_until_ms.is_some_and(|until| until <= now_ms) {
+            return None;
+        }
+        Some(entry.key)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The rate limit shared by instances (see `service::lease`): budgets
 //! leased per key and minute window (`rate_lease`), and the instances'
-//! heartbeats (`rate_instance`). Only a shared database (PostgreSQL) leases
+//! heartbeats (`rate_instance`), and the circuit breaker's counts of each
+//! key's destructive writes (`breaker_key`, `breaker_write`; shared by every
+//! instance and kept across restarts). Only a shared database (PostgreSQL) leases
 //! in production; SQLite answers the same calls so it runs and tests them.
 //! Each statement once, for both backends (see `db_run!`); where one
 //! database says `max`/`min` and the other `greatest`/`least`, a `case`
@@ -110,6 +112,62 @@ impl Store {
                 .execute(c)
                 .await?
                 .rows_affected()
+        }))
+    }
+}
+
+impl Store {
+    /// Spends one of key `key`'s destructive writes of `kind` at `now_ms`
+    /// if fewer than `budget` were spent since `window_start_ms`; false
+    /// (nothing spent) otherwise. Shared by every instance on the database
+    /// and kept across restarts.
+    ///
+    /// One transaction: the upsert of the key's `breaker_key` row locks it
+    /// (PostgreSQL; SQLite's one writer serialises anyway), so two spends of
+    /// one key take turns and the second counts what the first committed;
+    /// then the window's older rows go, the rest are counted, and the write
+    /// is added if the budget allows.
+    pub async fn spend_write(
+        &self,
+        key: &KeyId,
+        kind: &str,
+        now_ms: i64,
+        window_start_ms: i64,
+        budget: u32,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |c| {
+            sqlx::query(
+                "insert into breaker_key (api_key_id, kind, touched_at) values ($1, $2, $3) \
+                 on conflict (api_key_id, kind) do update set touched_at = $3",
+            )
+            .bind(key.as_str())
+            .bind(kind)
+            .bind(now_ms)
+            .execute(&mut *c)
+            .await?;
+            sqlx::query("delete from breaker_write where api_key_id = $1 and kind = $2 and spent_at <= $3")
+                .bind(key.as_str())
+                .bind(kind)
+                .bind(window_start_ms)
+                .execute(&mut *c)
+                .await?;
+            let (spent,): (i64,) =
+                sqlx::query_as("select count(*) from breaker_write where api_key_id = $1 and kind = $2")
+                    .bind(key.as_str())
+                    .bind(kind)
+                    .fetch_one(&mut *c)
+                    .await?;
+            if spent >= i64::from(budget) {
+                false
+            } else {
+                sqlx::query("insert into breaker_write (api_key_id, kind, spent_at) values ($1, $2, $3)")
+                    .bind(key.as_str())
+                    .bind(kind)
+                    .bind(now_ms)
+                    .execute(&mut *c)
+                    .await?;
+                true
+            }
         }))
     }
 }

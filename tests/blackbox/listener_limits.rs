@@ -127,7 +127,13 @@ async fn slow_headers_and_slow_bodies_do_not_pin_the_listener_and_slow_headers_a
     let _alone = support::alone().await;
     let app = spawn_app().await;
     let verifier = app.create_key(DEMO, "verifier", "guild.read", &["--rate-limit", "100000"]);
-    let writer = app.create_key(DEMO, "writer", "bans.write", &["--env", "test", "--rate-limit", "100000"]);
+    // Its 32 dry runs spend its ban budget as live bans would: room for them.
+    let writer = app.create_key(
+        DEMO,
+        "writer",
+        "bans.write",
+        &["--env", "test", "--rate-limit", "100000", "--ban-budget", "100"],
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await; // the CLI's keys are live within 1 s
     let baseline = probe(&app, &verifier).await;
     let addr = addr(&app);

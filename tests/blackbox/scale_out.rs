@@ -322,3 +322,52 @@ async fn two_listeners_one_bot_and_the_cli_share_one_postgres() {
     assert_eq!(bot.double.gateway_stats().identifies, 1, "one gateway session: the bot's");
     bot.double.assert_no_violations();
 }
+
+/// Bans `users` with `secret` through `app`; the statuses.
+async fn ban_all(app: &App, secret: &str, users: impl IntoIterator<Item = u64>) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for user in users {
+        let path = format!("/v1/guilds/{GUILD}/bans/{user}");
+        let request = app.http.put(app.url(&path)).bearer_auth(secret).json(&serde_json::json!({}));
+        statuses.push(request.send().await.expect("ban").status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_listeners_and_three_restarts_hold_a_ban_budget_of_5_at_5_bans() {
+    // Arrange: two instances on one database, a key with a ban budget of 5.
+    let Some(url) = fresh_database() else { return };
+    let first = spawn_app_with(Options { db_url: Some(url.clone()), ..Default::default() }).await;
+    let mut second =
+        spawn_against(first.double.clone(), Options { db_url: Some(url.clone()), ..Default::default() }).await;
+    let shared = first.create_key(GUILD, "shared", "bans.write", &["--ban-budget", "5"]);
+    let alone = first.create_key(GUILD, "alone", "bans.write", &["--ban-budget", "5"]);
+    for key in [&shared, &alone] {
+        assert!(until_status(&first, key, 200, Duration::from_secs(5)).await.is_some());
+        assert!(until_status(&second, key, 200, Duration::from_secs(5)).await.is_some());
+    }
+
+    // Act 1: ten bans, turn about through the two listeners.
+    let mut statuses = Vec::new();
+    for user in 0..10u64 {
+        let app = if user % 2 == 0 { &first } else { &second };
+        statuses.extend(ban_all(app, &shared, [1_200_000_000_000_700_000 + user]).await);
+    }
+    // Act 2: two bans, then a restart, three times over, then two more.
+    let mut across_restarts = Vec::new();
+    for round in 0..4u64 {
+        across_restarts
+            .extend(ban_all(&second, &alone, [0, 1].map(|n| 1_200_000_000_000_800_000 + round * 2 + n)).await);
+        if round < 3 {
+            second.restart().await;
+        }
+    }
+
+    // Assert: five bans each, the rest refused as the breaker's.
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "two listeners: {statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(across_restarts.iter().filter(|s| **s == 200).count(), 5, "three restarts: {across_restarts:?}");
+    assert!(across_restarts[5..].iter().all(|s| *s == 401), "{across_restarts:?}");
+    assert_eq!(first.double.bans(GUILD).len(), 10, "Discord saw ten bans in all");
+}

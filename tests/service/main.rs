@@ -8,10 +8,12 @@
 //! processes (a running listener and the operator CLI, or two instances).
 //! Set `TEST_LOG=1` to see the service's logs.
 //!
-//! Also here: the in-memory key index (`index`) and random input for every
-//! parser (`properties`). One module per feature; `helpers` is shared.
+//! Also here: the in-memory key index (`index`), the circuit breaker's
+//! shared counts (`breaker`) and random input for every parser
+//! (`properties`). One module per feature; `helpers` is shared.
 
 mod audit;
+mod breaker;
 #[path = "../support/db.rs"]
 mod db;
 mod helpers;

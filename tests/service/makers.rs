@@ -37,6 +37,7 @@ impl Port {
                 bot_id: 7,
                 bot_roles: vec![],
                 roles: HashMap::from([(GUILD, role(0, 0)), (MOD_ROLE, role(p::MANAGE_GUILD | p::BAN_MEMBERS, 1))]),
+                overwrites: vec![],
             },
             members: Mutex::new(HashMap::from([(OWNER, vec![]), (MAKER, vec![MOD_ROLE])])),
         })

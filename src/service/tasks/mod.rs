@@ -2,11 +2,13 @@
 //! `src/worker/jobs/`): the index watch and usage flush
 //! ([`index_upkeep`]), the expiry reminders ([`reminders`]), the heartbeat
 //! of the shared rate limits ([`leases`]), the periodic check of key
-//! makers ([`makers`]), the audit-channel outbox
-//! ([`outbox`]) and the webhook dispatcher ([`webhook_dispatch`]).
+//! makers ([`makers`]), the audit-channel outbox ([`outbox`]), the webhook
+//! dispatcher ([`webhook_dispatch`]) and the refresh of GitHub's signing
+//! keys ([`github_keys`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
 //! the outbox and the dispatcher beside it.
 
+pub mod github_keys;
 pub mod index_upkeep;
 pub mod leases;
 pub mod makers;

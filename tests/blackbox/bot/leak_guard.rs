@@ -104,3 +104,37 @@ async fn with_message_content_the_leak_guard_revokes_a_pasted_key_at_once() {
     assert!(!post.text().contains(&token[12..]), "never the secret");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_pasted_secret_past_its_rotation_grace_revokes_nothing() {
+    // Arrange: the leak guard on, a key rotated with a 1 s grace, the grace over.
+    let mut cfg = DoubleConfig::demo();
+    cfg.privileged_intents = discord_double::intents::MESSAGE_CONTENT;
+    let double = discord_double::Double::start(cfg).await.expect("double");
+    let opts = Options { config: "[discord]\nmessage_content_intent = true\n".into(), ..Options::default() };
+    let app = spawn_against(double, opts).await;
+    let old = app.create_key(ids::DEMO_GUILD_ID, "game", "bans.read", &[]);
+    grant_manage_server(&app).await;
+    assert!(leak_guard(&app, "on").await.text().contains("Leak guard on"));
+    let out = app.cli(&["keys", "rotate", &old[..12], "--grace", "1s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let started = Instant::now();
+    while app.get("/v1/verify", &old).await.status() != 401 || app.get("/v1/verify", &new).await.status() != 200 {
+        assert!(started.elapsed() < WAIT, "the grace never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Act: the dead secret pasted; the bot logs once it has judged it.
+    let pasted = format!("old {old}");
+    app.double.post_user_message(ids::DEMO_GUILD_ID, ids::GENERAL_CHANNEL_ID, ids::PAT_ID, &pasted).unwrap();
+    let started = Instant::now();
+    while !app.logs().iter().any(|l| l.contains("the leak guard judged the keys") && l.contains("revoked=0")) {
+        assert!(started.elapsed() < WAIT, "the bot never judged the pasted secret");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Assert: the rotated key's live secret still works.
+    assert_eq!(app.get("/v1/verify", &new).await.status(), 200, "the dead secret revoked the live one");
+    app.double.assert_no_violations();
+}

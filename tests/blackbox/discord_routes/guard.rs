@@ -373,7 +373,10 @@ async fn a_flood_of_audit_entries_into_a_channel_the_bot_may_not_write_in_earns_
     app.double.set_bot_can_send(ids::AUDIT_LOG_CHANNEL_ID, false);
     app.double.clear_recorded();
     // A test key's dry runs write an audit entry each and touch no guild.
-    let token = key(&app, DEMO, "staging", "bans.write", &["--env", "test", "--rate-limit", "100000"]).await;
+    // Its dry runs spend its ban budget as live bans would: room for 60.
+    let token =
+        key(&app, DEMO, "staging", "bans.write", &["--env", "test", "--rate-limit", "100000", "--ban-budget", "100"])
+            .await;
 
     for i in 0..60 {
         put(&app, &ban_path(DEMO, 1_200_000_000_000_500_000 + i), &token).await.ok();

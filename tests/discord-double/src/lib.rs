@@ -542,9 +542,34 @@ impl Double {
             let position = g.channels.len() as u16;
             g.channels.insert(
                 channel_id,
-                state::Channel { id: channel_id, name: name.to_string(), kind: 0, position, bot_can_send: true },
+                state::Channel {
+                    id: channel_id,
+                    name: name.to_string(),
+                    kind: 0,
+                    position,
+                    bot_can_send: true,
+                    role_overwrites: Vec::new(),
+                },
             );
         }
+    }
+
+    /// Sets (or, with `allow` and `deny` both 0, removes) a role's permission overwrite in a
+    /// channel and tells the bot with a CHANNEL_UPDATE (GUILDS intent), as Discord does when an
+    /// admin edits a channel's permissions. Returns the sessions it reached.
+    pub fn set_role_overwrite(&self, guild_id: u64, channel_id: u64, role_id: u64, allow: u64, deny: u64) -> usize {
+        let channel_json = {
+            let mut st = self.inner.state();
+            let Some(g) = st.guilds.get_mut(&guild_id) else { return 0 };
+            let Some(c) = g.channels.get_mut(&channel_id) else { return 0 };
+            c.role_overwrites.retain(|(id, _, _)| *id != role_id);
+            if allow != 0 || deny != 0 {
+                c.role_overwrites.push((role_id, allow, deny));
+            }
+            let c = c.clone();
+            State::channel_json(g, &c)
+        };
+        gateway::dispatch(&self.inner, "CHANNEL_UPDATE", channel_json, Some(gateway::intents::GUILDS))
     }
 
     /// Denies (false) or allows (true) the bot SEND_MESSAGES in a channel, like a channel

@@ -172,6 +172,9 @@ pub struct Channel {
     /// Whether the bot may send messages here (false simulates a permission overwrite that
     /// denies SEND_MESSAGES to the bot).
     pub bot_can_send: bool,
+    /// Role permission overwrites: (role id, allow, deny), as `permission_overwrites` of
+    /// type 0 show them.
+    pub role_overwrites: Vec<(u64, u64, u64)>,
 }
 
 /// A role.
@@ -355,7 +358,14 @@ impl State {
             for (pos, (id, name)) in seed.channels.iter().enumerate() {
                 g.channels.insert(
                     *id,
-                    Channel { id: *id, name: name.clone(), kind: 0, position: pos as u16, bot_can_send: true },
+                    Channel {
+                        id: *id,
+                        name: name.clone(),
+                        kind: 0,
+                        position: pos as u16,
+                        bot_can_send: true,
+                        role_overwrites: Vec::new(),
+                    },
                 );
             }
             let bot_roles: Vec<u64> =
@@ -580,7 +590,16 @@ impl State {
             "nsfw": false,
             "last_message_id": null,
             "rate_limit_per_user": 0,
-            "permission_overwrites": [],
+            "permission_overwrites": c
+                .role_overwrites
+                .iter()
+                .map(|(id, allow, deny)| json!({
+                    "id": id.to_string(),
+                    "type": 0,
+                    "allow": allow.to_string(),
+                    "deny": deny.to_string(),
+                }))
+                .collect::<Vec<_>>(),
         })
     }
 
