@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::values::{
-    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptPath, OptUrl, Register, RetryDelays,
-    Role, ShardCount, ShardIds, Token,
+    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptPath, OptUrl, PemFile, Register,
+    RetryDelays, Role, ShardCount, ShardIds, SslMode, Token,
 };
 use super::{
     ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
@@ -129,6 +129,12 @@ settings! {
     #[derive(Debug, Clone)]
     database: DatabaseConfig, DatabaseFile {
         url: String = "sqlite://data/guildkey.db?mode=rwc".to_owned(), DbUrl, env "DATABASE_URL";
+        /// PostgreSQL's TLS: disable, allow, prefer, require, verify-ca or
+        /// verify-full; replaces the URL's `sslmode` when set.
+        sslmode: Option<String> = None, SslMode, env "DATABASE_SSLMODE";
+        /// The CA certificate (PEM file) verify-ca and verify-full check the
+        /// server against; replaces the URL's `sslrootcert` when set.
+        sslrootcert: Option<String> = None, PemFile, env "DATABASE_SSLROOTCERT";
     }
 
     #[derive(Debug, Clone)]

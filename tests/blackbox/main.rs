@@ -15,6 +15,9 @@
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
 //!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
 //!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running),
+//!   `record_first` (API writes recorded before Discord is asked: PostgreSQL
+//!   outages and kills mid-write leave Discord and the audit log agreeing),
+//!   `postgres_tls` (a PostgreSQL of its own with TLS on, verify-full),
 //!   `fairness` (one guild slow or hostile holds up no other).
 //! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
 //!   `newcomer` (the README's "Try it without Discord", run as written).
@@ -35,6 +38,8 @@ mod hardening;
 mod http;
 mod listener_limits;
 mod newcomer;
+mod postgres_tls;
+mod record_first;
 mod roblox;
 mod roles;
 mod scale_out;
