@@ -136,6 +136,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let Some(token) = config.discord.token.clone() else {
         return Err(StartError::Config("discord.token: not set; put DISCORD_TOKEN in the environment or .env".into()));
     };
+    // systemd gives a service 1,024 open files (soft) of 524,288 (hard):
+    // every connection, database and Discord socket takes one.
+    match crate::http::raise_open_files_limit() {
+        Some((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-files limit to its hard limit")
+        }
+        Some((_, now)) => tracing::debug!(limit = now, "the open-files limit is at its hard limit"),
+        None => {}
+    }
     let store = open_store(&config).await?;
     let keys = KeyService::with_usage(store.clone(), config.keys.clone(), config.usage)
         .await

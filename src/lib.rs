@@ -35,7 +35,8 @@
 //!   The one error type is `service/error.rs`.
 //! - Adapters, thin translations over the service, each mapping the error
 //!   once: [`http`] (axum behind a hyper front door, `front.rs`, dense by
-//!   design; `reason.rs` is the one list of error reasons), [`bot`] (poise
+//!   design; its fair places per guild in `places.rs`, its connection caps
+//!   in `connections.rs`; `reason.rs` is the one list of error reasons), [`bot`] (poise
 //!   slash commands and buttons), [`cli`] (clap).
 //! - [`chart`]: pure rendering of usage charts.
 //! - [`app`]: the wiring: opens the store, builds the service, starts the

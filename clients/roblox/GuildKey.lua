@@ -54,6 +54,7 @@ export type Reason =
 	| "internal_error"
 	| "discord_error"
 	| "discord_paused"
+	| "discord_busy"
 	| "index_stale"
 	| "database_unavailable"
 	-- The request never reached the listener, or no answer came back

@@ -150,6 +150,12 @@ settings! {
         /// empty means any peer's, as before this key existed.
         trusted_proxies: Vec<ipnet::IpNet> = Vec::new(), Cidrs, env "GUILDKEY_HTTP_TRUSTED_PROXIES";
         max_body_bytes: usize = 16_384, Int<usize, 1, { 64 * 1024 * 1024 }>;
+        /// Connections one client address (IPv6: one /64) may hold open at
+        /// once; more are closed as they arrive (`http/connections.rs`).
+        max_connections_per_ip: usize = 256, Int<usize, 1, 1_000_000>;
+        /// Connections held open at once in all (and never more than the
+        /// open-files limit leaves room for); at the cap new ones wait.
+        max_connections: usize = 16_384, Int<usize, 1, 1_000_000>;
     }
 
     #[derive(Debug, Clone)]

@@ -28,6 +28,19 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         (Action::KeyExpiring, Some(within)) => format!("API key expires within {within}"),
         (action, _) => action.title().to_owned(),
     };
+    // The outbox's summary of entries not posted one by one (`tasks::outbox`).
+    if let Some(count) = event.details.get("summarised").and_then(|n| n.as_u64()) {
+        let (first, last) = (&event.details["first_event_id"], &event.details["last_event_id"]);
+        return CreateEmbed::new()
+            .title(format!("{count} more entries, see the audit log"))
+            .colour(Colour::new(0x5865F2))
+            .description(format!(
+                "Too many entries were waiting to be posted here one by one: events {first} to {last} are in \
+                 guildkey's audit log (`GET /v1/guilds/{}/audit-log` with an `audit.read` key), not posted here.",
+                event.guild_id
+            ))
+            .footer(CreateEmbedFooter::new(format!("guildkey · events {first}–{last}")));
+    }
     if event.test {
         title.push_str(" (test key: dry run, nothing changed)");
     }

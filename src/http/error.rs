@@ -79,6 +79,7 @@ impl ApiError {
                 Error::OutranksMaker(_) => Reason::InsufficientScope,
                 Error::MemberProtected(_) => Reason::MemberProtected,
                 Error::DiscordPaused { .. } => Reason::DiscordPaused,
+                Error::DiscordBusy { .. } => Reason::DiscordBusy,
                 Error::IndexStale => Reason::IndexStale,
                 Error::DatabaseUnavailable => Reason::DatabaseUnavailable,
             },
@@ -126,7 +127,11 @@ impl IntoResponse for ApiError {
             Self::Service(Error::NotFound(_) | Error::Revoked(_) | Error::Expired(_) | Error::Suspended(_)) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
-            Self::Service(Error::RateLimited { retry_after_secs } | Error::DiscordPaused { retry_after_secs, .. }) => {
+            Self::Service(
+                Error::RateLimited { retry_after_secs }
+                | Error::DiscordPaused { retry_after_secs, .. }
+                | Error::DiscordBusy { retry_after_secs, .. },
+            ) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::Service(Error::IndexStale) => {

@@ -3,7 +3,8 @@
 //! layers (axum clones a route's whole layer stack on every request, one
 //! allocation per layer, and the hot path is a few microseconds long):
 //!
-//! - the cap on requests handled by the router at once;
+//! - the places of requests handled by the router at once, a bounded share
+//!   per guild, apart for operations that may call Discord (`places.rs`);
 //! - the body-size guard on the declared `Content-Length`;
 //! - authentication for every operation the OpenAPI document says needs a
 //!   bearer key (so the document and the enforcement cannot disagree), with
@@ -40,9 +41,10 @@ use tower::ServiceExt;
 
 use super::auth::{self, Admitted, Refused};
 use super::error::ApiError;
+use super::places::{Held, Pool, Want};
 use super::usage::Tracked;
 use super::{AppState, REQUEST_TIMEOUT};
-use crate::service::{Authenticated, Budget};
+use crate::service::{guard, Authenticated, Budget};
 
 /// An operation the front door answers itself once the key is admitted:
 /// its answer depends on the key alone, so the router (a second route
@@ -77,6 +79,8 @@ struct Route {
     latency: Histogram,
     /// The methods it answers.
     operations: Vec<Operation>,
+    /// Where its requests take their place: apart when it may call Discord.
+    pool: Pool,
 }
 
 /// One method of a route.
@@ -114,12 +118,14 @@ const UNMATCHED: &str = "unmatched";
 impl App {
     /// `router` must be the one built with `doc`; `direct` lists the
     /// operations (path template and method) answered without it, each
-    /// one the router also has.
+    /// one the router also has; `discord` the path templates whose
+    /// operations may call Discord.
     pub(super) fn new(
         router: Router,
         state: AppState,
         doc: &utoipa::openapi::OpenApi,
         direct: &[(&str, Method, Direct)],
+        discord: &[&str],
     ) -> Self {
         let mut routes = matchit::Router::new();
         let mut route_list = Vec::new();
@@ -147,6 +153,7 @@ impl App {
                 usage_route: super::usage::route_name(template),
                 latency: state.metrics.latency.with_label_values(&[template.as_str()]),
                 operations,
+                pool: if discord.contains(&template.as_str()) { Pool::Discord } else { Pool::Plain },
             };
             routes.insert(template.as_str(), route_list.len()).expect("the router accepted these templates");
             route_list.push(route);
@@ -155,8 +162,16 @@ impl App {
             let op = routes.at(template).ok().and_then(|m| route_list[*m.value].operation(method));
             assert!(op.is_some_and(|op| op.needs_key), "{method} {template}: answered directly but not a keyed route");
         }
+        for template in discord {
+            assert!(routes.at(template).is_ok(), "{template}: said to call Discord but not a route");
+        }
         let unmatched = state.metrics.latency.with_label_values(&[UNMATCHED]);
         Self { inner: Arc::new(Inner { router, state, routes, route_list, unmatched }) }
+    }
+
+    /// The caps on connections held open (`connections.rs`).
+    pub(super) fn connections(&self) -> &super::connections::Connections {
+        &self.inner.state.connections
     }
 
     /// The service for one connection from `peer`, reporting to `activity`.
@@ -216,42 +231,43 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Connection {
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begin();
         let req = req.map(axum::body::Body::new);
-        let held = InFlight { inner: self.inner.clone(), holds_permit: false };
+        let held = InFlight { inner: self.inner.clone(), places: Held::default() };
         let mut respond = start(held, req, self.peer, self.activity.clone());
         // Answered already (refused, or the hot path): nothing is left to
         // run, so it takes no place among the requests handled at once
         // (and touches no semaphore, whose release takes a lock).
-        if matches!(respond.outcome, Outcome::Ready { .. }) {
+        let Some(want) = respond.want else { return Box::pin(respond) };
+        let places = &respond.held.inner.state.places;
+        if let Some(taken) = places.try_take(want) {
+            respond.held.places = taken;
             return Box::pin(respond);
         }
-        let in_flight = &respond.held.inner.state.in_flight;
-        if in_flight.try_acquire().map(|permit| permit.forget()).is_ok() {
-            respond.held.holds_permit = true;
-            return Box::pin(respond);
-        }
-        // Beyond MAX_CONCURRENT_REQUESTS: waits its turn (never closed).
+        // Past the pool's places or the guild's share: waits its turn
+        // (never closed), holding no place meanwhile; for an operation
+        // that may call Discord, at most as long as it would wait for one
+        // of its guild's Discord places, then 503 `discord_busy`.
+        let places = places.clone();
         Box::pin(async move {
-            let in_flight = &respond.held.inner.state.in_flight;
-            respond.held.holds_permit = in_flight.acquire().await.map(|permit| permit.forget()).is_ok();
+            match want.pool {
+                Pool::Plain => respond.held.places = places.take(want).await,
+                Pool::Discord => match tokio::time::timeout(guard::PLACE_WAIT, places.take(want)).await {
+                    Ok(held) => respond.held.places = held,
+                    Err(_) => {
+                        let busy = ApiError::from(guard::busy(guard::PLACE_WAIT)).into_response();
+                        respond.outcome = Outcome::Ready { response: Some(busy) };
+                    }
+                },
+            }
             respond.await
         })
     }
 }
 
-/// One request's hold on the application, and on a place among the
-/// requests handled at once, given back when the request is done (the
-/// application's own `Arc` does the work of an owned permit's).
+/// One request's hold on the application, and on its places among the
+/// requests handled at once, given back when the request is done.
 struct InFlight {
     inner: Arc<Inner>,
-    holds_permit: bool,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.holds_permit {
-            self.inner.state.in_flight.add_permits(1);
-        }
-    }
+    places: Held,
 }
 
 /// Admits a request (or refuses it), then answers it here (an operation
@@ -273,12 +289,16 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
     // and its usage all use it.
     let ip = inner.state.forwarding.client_ip(req.headers(), peer);
     let mut tracked = None;
+    let pool = route.map_or(Pool::Plain, |r| inner.route_list[r].pool);
+    let mut want = Some(Want { pool, guild: None });
     let outcome = match inner.admit(needs_key, &req, ip) {
         Err(refused) => {
             tracked = Tracked::unadmitted(&inner.state, &req, ip, usage_route);
+            want = None;
             Outcome::Ready { response: Some(refused.into_response()) }
         }
         Ok(Some(Admitted::Later(caller))) => {
+            want = Some(Want { pool, guild: Some(caller.key.guild_id) });
             tracked = Some(Tracked::admitted(caller.key.clone(), &req, ip, usage_route));
             let direct = operation.and_then(|op| op.direct);
             Outcome::Leasing { answer: Box::pin(answer_leased(held.inner.clone(), caller, direct, req)) }
@@ -288,9 +308,11 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
                 let mut response = direct(&caller);
                 auth::set_budget_headers(&mut response, &budget);
                 tracked = Some(Tracked::admitted(caller.key, &req, ip, usage_route));
+                want = None;
                 Outcome::Ready { response: Some(response) }
             }
             None => {
+                want = Some(Want { pool, guild: Some(caller.key.guild_id) });
                 tracked = Some(Tracked::admitted(caller.key.clone(), &req, ip, usage_route));
                 req.extensions_mut().insert(caller);
                 let answer = within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req));
@@ -305,7 +327,7 @@ fn start(held: InFlight, mut req: Request, peer: SocketAddr, activity: Arc<Activ
             Outcome::Routed { answer: within(REQUEST_TIMEOUT, inner.router.clone().oneshot(req)), budget: None }
         }
     };
-    Respond { held, route, op, method, started, activity, tracked, outcome }
+    Respond { held, want, route, op, method, started, activity, tracked, outcome }
 }
 
 /// The rest of a request whose key's shared budget is being leased
@@ -352,6 +374,8 @@ pin_project_lite::pin_project! {
     /// fn`, whose future would hold the request twice.
     struct Respond {
         held: InFlight,
+        // The places it needs; `None` once answered before the router.
+        want: Option<Want>,
         route: Option<usize>,
         // The route's operation for the method (route, operation), if any.
         op: Option<(usize, usize)>,

@@ -50,8 +50,9 @@ fn ids(guild_id: &str, user_id: &str) -> Result<(u64, u64), ApiError> {
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
-        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
-            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused; discord_busy: all of the \
+            guild's Discord calls stayed in flight for 1 s", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume, or to wait before trying again"))),
     ))]
 pub async fn ban_status(
     State(state): State<AppState>,
@@ -95,8 +96,9 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
         (status = 401, description = "key_suspended: also when this ban would exceed the key's ban budget", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch, insufficient_scope or member_protected (the owner, the bot, a moderator, a member the bot does not outrank)", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
-        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
-            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused; discord_busy: all of the \
+            guild's Discord calls stayed in flight for 1 s", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume, or to wait before trying again"))),
     ))]
 pub async fn ban(
     State(state): State<AppState>,
@@ -120,8 +122,9 @@ pub async fn ban(
         (status = 400, description = "bad_request", body = ErrorEnvelope),
         (status = 403, description = "guild_mismatch or insufficient_scope", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
-        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
-            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused; discord_busy: all of the \
+            guild's Discord calls stayed in flight for 1 s", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume, or to wait before trying again"))),
     ))]
 pub async fn unban(
     State(state): State<AppState>,
@@ -144,8 +147,9 @@ pub async fn unban(
         (status = 403, description = "guild_mismatch, insufficient_scope or role_not_allowed (a role with a moderator's permission, managed, @everyone, at or above the bot's, or outside the key's allowed_roles)", body = ErrorEnvelope),
         (status = 404, description = "not_found: the server has no such role (known from the bot's view of its roles; Discord is not asked)", body = ErrorEnvelope),
         (status = 502, description = "discord_error (Unknown Member, Missing Permissions…)", body = ErrorEnvelope),
-        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
-            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused; discord_busy: all of the \
+            guild's Discord calls stayed in flight for 1 s", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume, or to wait before trying again"))),
     ))]
 pub async fn add_role(
     State(state): State<AppState>,
@@ -166,8 +170,9 @@ pub async fn add_role(
         (status = 403, description = "guild_mismatch, insufficient_scope or role_not_allowed (a role with a moderator's permission, managed, @everyone, at or above the bot's, or outside the key's allowed_roles)", body = ErrorEnvelope),
         (status = 404, description = "not_found: the server has no such role (known from the bot's view of its roles; Discord is not asked)", body = ErrorEnvelope),
         (status = 502, description = "discord_error", body = ErrorEnvelope),
-        (status = 503, description = "discord_paused: Discord calls for this guild are paused", body = ErrorEnvelope,
-            headers(("Retry-After" = i64, description = "Seconds until calls resume"))),
+        (status = 503, description = "discord_paused: Discord calls for this guild are paused; discord_busy: all of the \
+            guild's Discord calls stayed in flight for 1 s", body = ErrorEnvelope,
+            headers(("Retry-After" = i64, description = "Seconds until calls resume, or to wait before trying again"))),
     ))]
 pub async fn remove_role(
     State(state): State<AppState>,

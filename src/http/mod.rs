@@ -3,7 +3,7 @@
 //! [`router`] builds every route from handlers annotated for OpenAPI, so the
 //! served document and the router cannot drift apart, and puts the front
 //! door ([`App`]) around it: authentication for the operations the document
-//! says need a key, the concurrency cap, the body limit, a request timeout
+//! says need a key, the places of requests handled at once (`places.rs`), the body limit, a request timeout
 //! and the metrics. Unknown routes and methods get the envelope. [`serve`]
 //! runs it on a bound listener until shutdown, with a header-read timeout
 //! (which also closes idle keep-alive connections) and a cap on the size of
@@ -11,12 +11,14 @@
 //! open for ever.
 
 mod auth;
+mod connections;
 pub mod error;
 mod extract;
 mod front;
 mod guild;
 mod metrics;
 mod openapi;
+mod places;
 mod ratelimit;
 mod reason;
 mod routes;
@@ -37,6 +39,7 @@ use crate::config::HttpConfig;
 use crate::service::actions::GuildActions;
 use crate::service::KeyService;
 pub use auth::bearer;
+pub use connections::raise_open_files_limit;
 use error::ApiError;
 pub use front::App;
 
@@ -61,8 +64,9 @@ const HYPER_MAX_HEAD_BYTES: usize = 2 * MAX_HEAD_BYTES;
 /// Pause after a failed accept that is not the client's doing (most often
 /// out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
-/// Requests the router handles at once; more wait their turn. (Those the
-/// front door answers itself, refusals and the hot path, take no place.)
+/// Requests the router handles at once in each of its two pools (see
+/// `places.rs`); more wait their turn. (Those the front door answers
+/// itself, refusals and the hot path, take no place.)
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Failed authentications an IP may make at once, and per minute after.
 const AUTH_FAILURE_BURST: u32 = 20;
@@ -84,8 +88,10 @@ pub struct Shared {
     throttle: ratelimit::FailureThrottle,
     /// Leaked-token reports per client IP (`POST /v1/leaked` needs no key).
     leak_reports: ratelimit::FailureThrottle,
-    /// Permits for requests handled at once (`MAX_CONCURRENT_REQUESTS`).
-    in_flight: tokio::sync::Semaphore,
+    /// Places for requests handled at once, shared fairly (`places.rs`).
+    places: Arc<places::Places>,
+    /// Connections held open, per address and in all (`connections.rs`).
+    connections: connections::Connections,
     /// The OpenAPI document, for `/openapi.json` (set by `router`).
     doc: std::sync::OnceLock<Arc<utoipa::openapi::OpenApi>>,
     /// Whose `X-Forwarded-For` is believed.
@@ -116,7 +122,11 @@ impl AppState {
             metrics: Metrics::new(),
             throttle: ratelimit::FailureThrottle::new(AUTH_FAILURE_BURST, AUTH_FAILURES_PER_MINUTE),
             leak_reports: ratelimit::FailureThrottle::new(LEAK_REPORT_BURST, LEAK_REPORTS_PER_MINUTE),
-            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            places: Arc::new(places::Places::new()),
+            connections: {
+                let exempt = if http.trust_forwarded_for { http.trusted_proxies.clone() } else { Vec::new() };
+                connections::Connections::new(http.max_connections_per_ip, http.max_connections, exempt)
+            },
             doc: std::sync::OnceLock::new(),
             forwarding: extract::Forwarding::new(http.trust_forwarded_for, &http.trusted_proxies),
             max_body_bytes: http.max_body_bytes,
@@ -190,7 +200,9 @@ pub fn router(state: AppState) -> App {
         .with_state(state.clone());
     // The hot path: answered by the front door from the admitted key alone.
     let direct = [("/v1/verify", axum::http::Method::GET, routes::verify_response as front::Direct)];
-    App::new(router, state, &doc, &direct)
+    // The operations that may call Discord take their places apart.
+    let discord = ["/v1/guilds/{guild_id}/bans/{user_id}", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}"];
+    App::new(router, state, &doc, &direct, &discord)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
@@ -214,8 +226,19 @@ pub async fn serve(
     // task, so `done.closed()` resolves once the last one has ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let connections = app.connections();
+    tracing::info!(
+        max_connections = connections.max_total,
+        max_connections_per_ip = connections.per_ip(),
+        "connections held open at most: in all (http.max_connections, within the open-files limit), per address"
+    );
     tokio::pin!(shutdown);
     loop {
+        // At the cap in all, nothing more is accepted until one closes.
+        let room = tokio::select! {
+            () = &mut shutdown => break,
+            room = connections.room() => room,
+        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -228,12 +251,18 @@ pub async fn serve(
                 }
             },
         };
+        // Past its address's cap: closed at once, nothing read.
+        let Some(held) = connections.admit(peer.ip(), room) else {
+            tracing::debug!(%peer, "closing a connection past its address's cap (http.max_connections_per_ip)");
+            continue;
+        };
         let http1 = http1.clone();
         let app = app.clone();
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {
             let _done = done;
+            let _held = held;
             let stopping = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };

@@ -33,12 +33,13 @@ pub enum Reason {
     InternalError,
     DiscordError,
     DiscordPaused,
+    DiscordBusy,
     IndexStale,
     DatabaseUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Self::BadRequest,
         Self::MissingKey,
         Self::MalformedKey,
@@ -61,6 +62,7 @@ impl Reason {
         Self::InternalError,
         Self::DiscordError,
         Self::DiscordPaused,
+        Self::DiscordBusy,
         Self::IndexStale,
         Self::DatabaseUnavailable,
     ];
@@ -89,6 +91,7 @@ impl Reason {
             Self::InternalError => "internal_error",
             Self::DiscordError => "discord_error",
             Self::DiscordPaused => "discord_paused",
+            Self::DiscordBusy => "discord_busy",
             Self::IndexStale => "index_stale",
             Self::DatabaseUnavailable => "database_unavailable",
         }
@@ -118,7 +121,9 @@ impl Reason {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::DiscordError => StatusCode::BAD_GATEWAY,
-            Self::DiscordPaused | Self::IndexStale | Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DiscordPaused | Self::DiscordBusy | Self::IndexStale | Self::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }

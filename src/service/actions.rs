@@ -192,8 +192,19 @@ impl GuildActions {
         call: Call,
         request: impl std::future::Future<Output = Result<T, DiscordError>>,
     ) -> Result<T> {
+        self.call_within(guild_id, call, guard::PLACE_WAIT, request).await
+    }
+
+    /// [`Self::call`], waiting at most `wait` for one of the guild's places.
+    async fn call_within<T>(
+        &self,
+        guild_id: u64,
+        call: Call,
+        wait: Duration,
+        request: impl std::future::Future<Output = Result<T, DiscordError>>,
+    ) -> Result<T> {
         self.may_call(guild_id, call).await?;
-        let _place = self.guard.place(guild_id).await;
+        let _place = self.guard.place_within(guild_id, wait).await?;
         // Asked again: a call that waited may find a refusal or a pause
         // that came meanwhile.
         self.may_call(guild_id, call).await?;
@@ -207,9 +218,20 @@ impl GuildActions {
     /// guild's calls are paused (but the pause's own announcement), not
     /// while the channel's last refusal is fresh.
     pub async fn post_audit(&self, channel_id: u64, event: &crate::audit::AuditEvent) -> Result<()> {
+        self.post_audit_within(channel_id, event, guard::PLACE_WAIT).await
+    }
+
+    /// [`Self::post_audit`], waiting at most `wait` for one of the guild's
+    /// Discord places (the outbox has no caller waiting on it).
+    pub async fn post_audit_within(
+        &self,
+        channel_id: u64,
+        event: &crate::audit::AuditEvent,
+        wait: Duration,
+    ) -> Result<()> {
         let call = Call::AuditPost(channel_id);
         if event.action != Action::DiscordPaused {
-            return self.call(event.guild_id, call, self.ops.post_audit(channel_id, event)).await;
+            return self.call_within(event.guild_id, call, wait, self.ops.post_audit(channel_id, event)).await;
         }
         if let Some(error) = self.guard.remembered(event.guild_id, call) {
             return Err(error);

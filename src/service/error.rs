@@ -82,6 +82,11 @@ pub enum Error {
     /// of them lately, and more would risk the bot's access for every guild.
     #[error("{message}")]
     DiscordPaused { message: String, retry_after_secs: u64 },
+    /// Every one of the guild's places for Discord calls stayed taken for
+    /// as long as a request may wait for one (`guard::PLACE_WAIT`): its
+    /// Discord is slow, or its keys send more than it answers. 503.
+    #[error("{message}")]
+    DiscordBusy { message: String, retry_after_secs: u64 },
     /// A reference across all guilds that only a guild can settle: a name
     /// (names are unique, if at all, only within a guild) or a prefix
     /// shared by keys of several guilds. Lists the guilds to choose from.

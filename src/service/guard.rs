@@ -264,6 +264,23 @@ pub enum Call {
 /// keeps one guild from filling Discord's per-route buckets alone.
 pub const CALLS_IN_FLIGHT_PER_GUILD: usize = 4;
 
+/// How long a request waits for one of its guild's Discord places before
+/// it is answered 503 `discord_busy`.
+pub const PLACE_WAIT: Duration = Duration::from_secs(1);
+
+/// `DiscordBusy`: the guild's Discord calls stayed all in flight for `wait`
+/// (here, or the listener's places for them, `http/places.rs`).
+pub fn busy(wait: Duration) -> Error {
+    Error::DiscordBusy {
+        message: format!(
+            "this server's Discord calls were all in flight for {} s (Discord is answering it slowly, or its \
+             keys send more than Discord answers); try again shortly",
+            wait.as_secs().max(1)
+        ),
+        retry_after_secs: 1,
+    }
+}
+
 /// Discord's recent refusals and each guild's pause. One per process.
 pub struct DiscordGuard {
     /// Refusals one guild's calls may earn over the window.
@@ -340,8 +357,18 @@ impl DiscordGuard {
         invalid.bot_total() < u64::from(self.bot_budget)
     }
 
-    /// Waits for one of the guild's [`CALLS_IN_FLIGHT_PER_GUILD`] places.
-    pub async fn place(&self, guild_id: u64) -> tokio::sync::OwnedSemaphorePermit {
+    /// One of the guild's [`CALLS_IN_FLIGHT_PER_GUILD`] places, waiting at
+    /// most [`PLACE_WAIT`] for it: past that, `DiscordBusy` (the guild's
+    /// Discord is slow or its keys send more than it answers; a request
+    /// waits no longer than it would for an answer, and holds none of the
+    /// listener's places meanwhile for long).
+    pub async fn place(&self, guild_id: u64) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.place_within(guild_id, PLACE_WAIT).await
+    }
+
+    /// [`Self::place`], waiting at most `wait` (the audit outbox, which
+    /// has no caller waiting, waits longer).
+    pub async fn place_within(&self, guild_id: u64, wait: Duration) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let semaphore = {
             let mut in_flight = self.in_flight.lock().expect("in-flight lock poisoned");
             if in_flight.len() >= 10_000 {
@@ -352,7 +379,14 @@ impl DiscordGuard {
                 .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT_PER_GUILD)))
                 .clone()
         };
-        semaphore.acquire_owned().await.expect("the semaphore is never closed")
+        // Most calls find a place free: no timer for them.
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
+            Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
+            Err(_) => Err(busy(wait)),
+        }
     }
 
     /// A refusal Discord gave this call lately, answered again.
@@ -694,5 +728,26 @@ mod tests {
         assert!(guard.paused(quiet, &invalid).is_none(), "a guild Discord has not refused is served");
         assert!(!guard.may_bypass(&invalid));
         assert_eq!(guard.paused_guilds(&invalid), 2);
+    }
+
+    #[tokio::test]
+    async fn a_place_not_free_within_the_wait_is_discord_busy_and_guilds_wait_apart() {
+        let guard = DiscordGuard::new(3, 2500);
+        let wait = Duration::from_millis(50);
+        let mut held = Vec::new();
+        for _ in 0..CALLS_IN_FLIGHT_PER_GUILD {
+            held.push(guard.place_within(GUILD, wait).await.unwrap());
+        }
+        let started = Instant::now();
+        match guard.place_within(GUILD, wait).await {
+            Err(Error::DiscordBusy { retry_after_secs: 1, message }) => {
+                assert!(message.contains("in flight"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= wait, "waited {:?}", started.elapsed());
+        assert!(guard.place_within(GUILD + 1, wait).await.is_ok(), "another guild's places are its own");
+        drop(held.pop());
+        assert!(guard.place_within(GUILD, wait).await.is_ok(), "a freed place is taken at once");
     }
 }

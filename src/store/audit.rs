@@ -175,18 +175,81 @@ impl Store {
         rows::events(rows)
     }
 
-    /// Events not yet posted to an audit channel and not claimed by an
-    /// outbox right now, oldest first (an API write still pending is not
-    /// due: its post waits for its outcome).
-    pub async fn unposted_audit_events(&self, limit: u32, now: DateTime<Utc>) -> anyhow::Result<Vec<AuditEvent>> {
+    /// Guilds with events not yet posted and not claimed by an outbox right
+    /// now, with how many each has, the guild waiting longest first (by its
+    /// oldest such event): the outbox serves them in turn.
+    pub async fn guilds_with_unposted_audit_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<(u64, u64)>> {
         let sql = format!(
-            "select {EVENT_COLUMNS} from audit_event where posted_at is null and {LOGGED} \
-             and (claimed_until is null or claimed_until <= $1) order by audit_event_id limit $2"
+            "select guild_id, count(*) from audit_event where posted_at is null and {LOGGED} \
+             and (claimed_until is null or claimed_until <= $1) \
+             group by guild_id order by min(audit_event_id) limit $2"
+        );
+        let rows: Vec<(i64, i64)> = db_run!(read self, |c| {
+            sqlx::query_as(&sql)
+            .bind(to_millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *c)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(g, n)| (id_from_sql(g), n.max(0) as u64)).collect())
+    }
+
+    /// A guild's events not yet posted and not claimed right now, oldest
+    /// first (`newest`: the newest, newest first).
+    pub async fn unposted_audit_events(
+        &self,
+        guild_id: u64,
+        now: DateTime<Utc>,
+        limit: u32,
+        newest: bool,
+    ) -> anyhow::Result<Vec<AuditEvent>> {
+        let order = if newest { "desc" } else { "asc" };
+        let sql = format!(
+            "select {EVENT_COLUMNS} from audit_event where guild_id = $1 and posted_at is null and {LOGGED} \
+             and (claimed_until is null or claimed_until <= $2) order by audit_event_id {order} limit $3"
         );
         let rows = db_run!(read self, |c| {
-            sqlx::query_as::<_, EventRow>(&sql).bind(to_millis(now)).bind(i64::from(limit)).fetch_all(&mut *c).await?
+            sqlx::query_as::<_, EventRow>(&sql)
+                .bind(id_to_sql(guild_id))
+                .bind(to_millis(now))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *c)
+                .await?
         });
         rows::events(rows)
+    }
+
+    /// Marks a guild's unposted, unclaimed events up to `through` handled
+    /// without posting them one by one (the outbox posts one summary of
+    /// them instead), but for changes of the audit channel, which are
+    /// always posted. Returns how many, and the first and last of them.
+    pub async fn summarise_audit_posts(
+        &self,
+        guild_id: u64,
+        through: i64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(u64, Option<i64>, Option<i64>)> {
+        let sql = format!(
+            "update audit_event set posted_at = $1 where guild_id = $2 \
+             and audit_event_id <= $3 and posted_at is null and action <> $4 and {LOGGED} \
+             and (claimed_until is null or claimed_until <= $1) returning audit_event_id"
+        );
+        let ids: Vec<(i64,)> = db_run!(write self, |c| {
+            sqlx::query_as(&sql)
+            .bind(to_millis(now))
+            .bind(id_to_sql(guild_id))
+            .bind(through)
+            .bind(Action::AuditChannelSet.as_str())
+            .fetch_all(c)
+            .await?
+        });
+        let (first, last) = (ids.iter().map(|r| r.0).min(), ids.iter().map(|r| r.0).max());
+        let n = ids.len() as i64;
+        Ok((n.max(0) as u64, first, last))
     }
 
     /// Claims an event for posting until `until`, so that however many

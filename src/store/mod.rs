@@ -152,7 +152,8 @@ pub use usage::{
     HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
 };
 pub use webhooks::{
-    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, NewDelivery, NewWebhook, WebhookRecord,
+    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, Failing, NewDelivery, NewWebhook,
+    WebhookRecord,
 };
 
 use std::sync::Arc;

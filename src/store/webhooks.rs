@@ -136,6 +136,16 @@ pub struct DueDelivery {
     pub secret: String,
 }
 
+/// How a webhook stands after an attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Failing {
+    /// Messages given up on in a row since the last success.
+    pub failed_messages: u32,
+    /// When its attempts began to fail with no success since (`None`:
+    /// the last one succeeded).
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// What to do with a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptNext {
@@ -176,6 +186,7 @@ impl Store {
                      secret = case when $6 then excluded.secret else webhook.secret end, \
                      enabled_at = case when webhook.enabled then webhook.enabled_at else excluded.enabled_at end, \
                      enabled = true, disabled_at = null, disabled_reason = null, failed_messages = 0, \
+                     failing_since = null, \
                      updated_at = excluded.updated_at \
                  returning secret",
             )
@@ -416,19 +427,23 @@ impl Store {
     }
 
     /// Records an attempt under its claim; on success the webhook's failed
-    /// messages go back to 0, on giving up they count one more. Returns
-    /// the webhook's count of failed messages in a row after it, or `None`
-    /// if nothing was recorded (the claim was lost, the webhook removed).
-    pub async fn finish_attempt(&self, a: &AttemptRecord<'_>, now: DateTime<Utc>) -> anyhow::Result<Option<u32>> {
+    /// messages go back to 0 and it is no longer failing, on giving up they
+    /// count one more, on any failure it is failing since then unless it
+    /// already was. Returns how the webhook stands after it (`None` if
+    /// nothing was recorded: the claim was lost, the webhook removed).
+    pub async fn finish_attempt(&self, a: &AttemptRecord<'_>, now: DateTime<Utc>) -> anyhow::Result<Option<Failing>> {
         let (state, next, done_at) = attempt_columns(a.next, now);
         let change = match a.next {
             AttemptNext::Delivered => "0",
             AttemptNext::GiveUp => "failed_messages + 1",
             AttemptNext::RetryAt(_) => "failed_messages",
         };
-        let count_failed =
-            format!("update webhook set failed_messages = {change} where guild_id = $1 returning failed_messages");
-        let failed: Option<(i64,)> = db_run!(transaction self, |tx| {
+        let count_failed = format!(
+            "update webhook set failed_messages = {change}, \
+                 failing_since = case when $3 then coalesce(failing_since, $2) else null end \
+             where guild_id = $1 returning failed_messages, failing_since"
+        );
+        let failed: Option<(i64, Option<i64>)> = db_run!(transaction self, |tx| {
             let recorded = sqlx::query(
                 "update webhook_delivery set attempts = attempts + 1, last_attempt_at = $1, last_status = $2, \
                      last_error = $3, state = $4, next_attempt_at = $5, done_at = $6, claimed_until = null \
@@ -448,9 +463,17 @@ impl Store {
             if recorded == 0 {
                 return Ok(None);
             }
-            sqlx::query_as(&count_failed).bind(id_to_sql(a.guild_id)).fetch_optional(&mut *tx).await?
+            sqlx::query_as(&count_failed)
+                .bind(id_to_sql(a.guild_id))
+                .bind(to_millis(now))
+                .bind(a.next != AttemptNext::Delivered)
+                .fetch_optional(&mut *tx)
+                .await?
         });
-        Ok(failed.map(|(n,)| n.clamp(0, i64::from(u32::MAX)) as u32))
+        Ok(failed.map(|(n, since)| Failing {
+            failed_messages: n.clamp(0, i64::from(u32::MAX)) as u32,
+            since: since.map(rows::from_millis),
+        }))
     }
 
     /// Deletes finished deliveries done before `before`; returns how many.

@@ -20,7 +20,8 @@
 //!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running),
 //!   `record_first` (API writes recorded before Discord is asked: PostgreSQL
 //!   outages and kills mid-write leave Discord and the audit log agreeing),
-//!   `postgres_tls` (a PostgreSQL of its own with TLS on, verify-full).
+//!   `postgres_tls` (a PostgreSQL of its own with TLS on, verify-full),
+//!   `fairness` (one guild slow or hostile holds up no other).
 //! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
 //!   `newcomer` (the README's "Try it without Discord", run as written).
 
@@ -35,6 +36,7 @@ mod budgets;
 mod crash;
 mod discord_routes;
 mod examples;
+mod fairness;
 mod faults;
 mod hardening;
 mod http;

@@ -156,6 +156,46 @@ async fn the_audit_log_pages_newest_first() {
     assert_eq!(service.audit_log(GUILD, 0, None).await.unwrap().len(), 1, "a limit below 1 is clamped to 1");
 }
 
+/// The audit outbox's statements (`service::tasks::outbox`): guilds with
+/// events waiting, the one waiting longest first; a guild's events oldest
+/// or newest first; and the older ones of a long queue marked handled at
+/// once for one summary post, but for changes of the audit channel.
+#[tokio::test]
+async fn the_outbox_serves_guilds_in_turn_and_sums_up_a_long_queue() {
+    let db = Db::new();
+    let service = db.service().await;
+    let store = service.store();
+    let now = chrono::Utc::now();
+    let first_other =
+        service.record_system_event(OTHER_GUILD, Action::DiscordPaused, serde_json::json!({})).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let action = if i == 3 { Action::AuditChannelSet } else { Action::DiscordPaused };
+        ids.push(service.record_system_event(GUILD, action, serde_json::json!({ "n": i })).await.unwrap());
+    }
+
+    let waiting = store.guilds_with_unposted_audit_events(now, 10).await.unwrap();
+    assert_eq!(waiting, vec![(OTHER_GUILD, 1), (GUILD, 30)], "the guild waiting longest first");
+    let oldest = store.unposted_audit_events(GUILD, now, 3, false).await.unwrap();
+    assert_eq!(oldest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..3]);
+    let newest = store.unposted_audit_events(GUILD, now, 3, true).await.unwrap();
+    assert_eq!(newest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[29], ids[28], ids[27]]);
+
+    // The first ten summed up, but the change of channel among them.
+    let (count, first, last) = store.summarise_audit_posts(GUILD, ids[9], now).await.unwrap();
+    assert_eq!((count, first, last), (9, Some(ids[0]), Some(ids[9])));
+    let left = store.unposted_audit_events(GUILD, now, 100, false).await.unwrap();
+    assert_eq!(left.len(), 21, "the 20 after and the change of channel");
+    assert_eq!(left[0].id, ids[3]);
+    assert_eq!(left[0].action, Action::AuditChannelSet);
+    // A claimed event is neither listed nor summed up.
+    assert!(store.claim_audit_post(ids[10], now, now + chrono::Duration::seconds(30)).await.unwrap());
+    let (count, ..) = store.summarise_audit_posts(GUILD, ids[10], now).await.unwrap();
+    assert_eq!(count, 0);
+    assert_eq!(store.guilds_with_unposted_audit_events(now, 10).await.unwrap(), vec![(OTHER_GUILD, 1), (GUILD, 20)]);
+    assert!(first_other < ids[0]);
+}
+
 #[tokio::test]
 async fn an_api_write_recorded_before_discord_is_listed_posted_and_sent_only_once_done() {
     // Arrange: a key that writes, and three writes recorded before Discord
@@ -174,7 +214,7 @@ async fn an_api_write_recorded_before_discord_is_listed_posted_and_sent_only_onc
     let failed = service.record_pending_write(&caller, Action::BanAdded, write("2")).await.unwrap();
     let left = service.record_pending_write(&caller, Action::RoleAdded, write("3")).await.unwrap();
     assert_eq!(events(&service, GUILD).await.len(), before, "pending writes are not in the log");
-    let unposted = store.unposted_audit_events(100, now).await.unwrap();
+    let unposted = store.unposted_audit_events(GUILD, now, 100, false).await.unwrap();
     assert!(![done, failed, left].iter().any(|id| due(*id, &unposted)), "no post before the outcome");
     assert!(!store.claim_audit_post(done, now, now + chrono::Duration::seconds(30)).await.unwrap());
     let unsent = store.unchecked_audit_events(100).await.unwrap();
@@ -193,7 +233,7 @@ async fn an_api_write_recorded_before_discord_is_listed_posted_and_sent_only_onc
     let log = events(&service, GUILD).await;
     assert_eq!(log.len(), before + 1, "{log:#?}");
     assert_eq!((log[0].id, log[0].action), (done, Action::BanAdded));
-    let unposted = store.unposted_audit_events(100, now).await.unwrap();
+    let unposted = store.unposted_audit_events(GUILD, now, 100, false).await.unwrap();
     assert!(due(done, &unposted) && !due(failed, &unposted) && !due(left, &unposted));
     let unsent = store.unchecked_audit_events(100).await.unwrap();
     assert!(due(done, &unsent) && !due(failed, &unsent) && !due(left, &unsent));

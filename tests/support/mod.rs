@@ -73,6 +73,9 @@ pub struct Options {
     pub db_url: Option<String>,
     /// Start the binary with this umask instead of the test runner's.
     pub umask: Option<u32>,
+    /// Start the binary with these open-files limits (soft, hard), as
+    /// `prlimit --nofile` would.
+    pub open_files: Option<(u64, u64)>,
     /// Extra arguments after `run` (e.g. `--only http`).
     pub run_args: Vec<String>,
     /// Do not wait for the bot's gateway session: the process runs none
@@ -113,7 +116,13 @@ pub async fn spawn_against(double: Double, opts: Options) -> App {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &opts.config).expect("write config");
     let logs = Arc::new(Mutex::new(Vec::new()));
-    let start = Start { args: &opts.run_args, env: &opts.env, umask: opts.umask, wait_for_listener: !opts.no_listener };
+    let start = Start {
+        args: &opts.run_args,
+        env: &opts.env,
+        umask: opts.umask,
+        open_files: opts.open_files,
+        wait_for_listener: !opts.no_listener,
+    };
     let (child, addr) = start_binary(&double, &db_url, &config_path, start, dir.path(), logs.clone()).await;
     if !opts.no_gateway {
         double.wait_for_ready(Duration::from_secs(20)).await.expect("the bot connects to the double");
@@ -165,6 +174,7 @@ struct Start<'a> {
     args: &'a [String],
     env: &'a [(String, String)],
     umask: Option<u32>,
+    open_files: Option<(u64, u64)>,
     /// Wait for "listening on ADDR" (a process with the listener).
     wait_for_listener: bool,
 }
@@ -179,7 +189,7 @@ async fn start_binary(
     cwd: &Path,
     logs: Arc<Mutex<Vec<String>>>,
 ) -> (Child, Option<String>) {
-    let Start { args, env: extra_env, umask, wait_for_listener } = start;
+    let Start { args, env: extra_env, umask, open_files, wait_for_listener } = start;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_guildkey"));
     cmd.arg("--config")
         .arg(config)
@@ -201,6 +211,9 @@ async fn start_binary(
     }
     if let Some(mask) = umask {
         with_umask(&mut cmd, mask);
+    }
+    if let Some((soft, hard)) = open_files {
+        with_open_files(&mut cmd, soft, hard);
     }
     let mut child = cmd.spawn().expect("spawn guildkey");
     let stderr = child.stderr.take().expect("stderr");
@@ -239,6 +252,29 @@ pub fn with_umask(cmd: &mut Command, mask: u32) {
             Ok(())
         });
     }
+}
+
+/// Makes `cmd` start its process with open-files limits `soft` and `hard`.
+pub fn with_open_files(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit(2) is async-signal-safe and reads only its argument.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The open-files limits (soft, hard) of process `pid`, from `/proc/PID/limits`.
+pub fn open_files_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().expect("soft"), numbers.next().expect("hard"))
 }
 
 /// The permission bits of `path` (e.g. `0o600`).
@@ -352,7 +388,13 @@ impl App {
     pub async fn restart(&mut self) {
         self.kill();
         let config = self.dir.path().join("config.toml");
-        let start = Start { args: &self.run_args, env: &[], umask: None, wait_for_listener: !self.no_listener };
+        let start = Start {
+            args: &self.run_args,
+            env: &[],
+            umask: None,
+            open_files: None,
+            wait_for_listener: !self.no_listener,
+        };
         let (child, addr) =
             start_binary(&self.double, &self.db_url, &config, start, self.dir.path(), self.logs.clone()).await;
         self.child = Some(child);

@@ -2,6 +2,14 @@
 //! attempt for each due delivery (at most [`IN_FLIGHT`] at once), prunes
 //! the delivery log hourly; one per `guildkey run`, however many instances
 //! (each attempt is claimed).
+//!
+//! Every guild alone: only each guild's oldest pending message is ever due
+//! (its messages go out in event order), so a guild has at most one attempt
+//! in flight, and the due ones are started the most overdue first, one per
+//! guild: the guilds are served in turn. A receiver that never answers
+//! costs its own guild 5 s an attempt (`ATTEMPT_TIMEOUT`) and holds one of
+//! the [`IN_FLIGHT`] places meanwhile; it takes that many such guilds at
+//! once to hold up another's messages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +21,8 @@ use super::super::webhooks::{client, WebhookService};
 
 /// Finished deliveries are kept this long (the delivery log), then pruned.
 const KEEP_FINISHED: Duration = Duration::from_secs(7 * 86_400);
-/// Attempts in flight at once, per instance.
-const IN_FLIGHT: usize = 16;
+/// Attempts in flight at once, per instance (one per guild at most).
+const IN_FLIGHT: usize = 64;
 
 impl WebhookService {
     /// Queues and sends until `stop` resolves, then lets attempts in flight

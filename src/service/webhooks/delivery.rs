@@ -10,11 +10,11 @@ use serde_json::json;
 
 use super::{
     audit_data, body, new_message_id, origin, parse_url, sign, EventSet, EventType, WebhookService, ATTEMPT_TIMEOUT,
-    CLAIM_FOR, DISABLE_AFTER_FAILED_MESSAGES, MAX_RETRY_SPAN,
+    CLAIM_FOR, DISABLE_AFTER_FAILED_MESSAGES, DISABLE_AFTER_FAILING, MAX_RETRY_SPAN,
 };
 use crate::audit::{Action, Actor, NewAuditEvent};
 use crate::config::WebhooksConfig;
-use crate::store::{AttemptNext, AttemptRecord, DeliveryRecord, DueDelivery, NewDelivery};
+use crate::store::{AttemptNext, AttemptRecord, DeliveryRecord, DueDelivery, Failing, NewDelivery};
 
 impl WebhookService {
     /// Queues a message for every audit event not yet looked at whose
@@ -96,10 +96,9 @@ impl WebhookService {
             ),
         }
         let record = AttemptRecord { delivery_id: d.id, guild_id: d.guild_id, claimed_until, status, error, next };
-        let failed = self.store().finish_attempt(&record, finished).await?;
-        if next == AttemptNext::GiveUp && failed.is_some_and(|n| n >= DISABLE_AFTER_FAILED_MESSAGES) {
-            let last = error.unwrap_or("no answer");
-            self.disable(d.guild_id, &host, failed.unwrap_or_default(), last).await?;
+        let Some(failing) = self.store().finish_attempt(&record, finished).await? else { return Ok(()) };
+        if let Some(why) = disable_for(next, &failing, finished) {
+            self.disable(d.guild_id, &host, &why, error.unwrap_or("no answer")).await?;
         }
         Ok(())
     }
@@ -115,13 +114,20 @@ impl WebhookService {
         AttemptNext::RetryAt(at)
     }
 
-    /// Disables the guild's webhook after `failed` messages in a row were
-    /// given up, with an audit event (posted to the audit channel).
-    async fn disable(&self, guild_id: u64, host: &str, failed: u32, last: &str) -> anyhow::Result<()> {
-        let why = format!(
-            "{failed} messages in a row could not be delivered (every attempt failed; the last: {last}); \
-             set the webhook again to turn it back on"
-        );
+    /// Disables the guild's webhook (`why`: after how much failing), with
+    /// an audit event (posted to the audit channel).
+    async fn disable(&self, guild_id: u64, host: &str, why: &Disable, last: &str) -> anyhow::Result<()> {
+        let failed = why.failed_messages;
+        let why = match why.failing_for {
+            Some(hours) => format!(
+                "its deliveries have failed for {hours} hours with no success between (the last: {last}); \
+                 set the webhook again to turn it back on"
+            ),
+            None => format!(
+                "{failed} messages in a row could not be delivered (every attempt failed; the last: {last}); \
+                 set the webhook again to turn it back on"
+            ),
+        };
         let event = NewAuditEvent {
             guild_id,
             action: Action::WebhookDisabled,
@@ -136,6 +142,31 @@ impl WebhookService {
         }
         Ok(())
     }
+}
+
+/// Why a webhook is disabled.
+#[derive(Debug, PartialEq, Eq)]
+struct Disable {
+    failed_messages: u32,
+    /// Whole hours its attempts have failed for, when that is why.
+    failing_for: Option<i64>,
+}
+
+/// Whether the attempt just recorded (`next`, leaving the webhook
+/// `failing`) disables the webhook: it failed, and the webhook's attempts
+/// have failed for [`DISABLE_AFTER_FAILING`] with no success between, or
+/// it gave up the [`DISABLE_AFTER_FAILED_MESSAGES`]th message in a row.
+fn disable_for(next: AttemptNext, failing: &Failing, now: DateTime<Utc>) -> Option<Disable> {
+    let failed_messages = failing.failed_messages;
+    if next == AttemptNext::Delivered {
+        return None;
+    }
+    let failing_for = failing.since.map(|since| now - since).unwrap_or_default();
+    if failing_for >= chrono::Duration::from_std(DISABLE_AFTER_FAILING).unwrap_or(chrono::Duration::MAX) {
+        return Some(Disable { failed_messages, failing_for: Some(failing_for.num_hours()) });
+    }
+    (next == AttemptNext::GiveUp && failed_messages >= DISABLE_AFTER_FAILED_MESSAGES)
+        .then_some(Disable { failed_messages, failing_for: None })
 }
 
 /// Why an attempt failed.
@@ -188,4 +219,30 @@ fn describe_error(e: reqwest::Error) -> String {
     let detail = causes.last().cloned().unwrap_or_else(|| e.to_string());
     let text = format!("{head}: {detail}");
     text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_is_disabled_once_its_attempts_have_failed_long_enough_or_three_messages_were_given_up() {
+        let now = Utc::now();
+        let since = |hours: i64| Some(now - chrono::Duration::hours(hours));
+        let retry = AttemptNext::RetryAt(now);
+        let failing = |failed_messages, since| Failing { failed_messages, since };
+        assert_eq!(disable_for(retry, &failing(0, since(5)), now), None, "5 h of failing is not enough");
+        assert_eq!(
+            disable_for(retry, &failing(0, since(7)), now),
+            Some(Disable { failed_messages: 0, failing_for: Some(7) }),
+            "7 h is"
+        );
+        assert_eq!(disable_for(AttemptNext::Delivered, &failing(0, None), now), None, "a success never disables");
+        assert_eq!(disable_for(AttemptNext::GiveUp, &failing(2, since(0)), now), None);
+        assert_eq!(
+            disable_for(AttemptNext::GiveUp, &failing(3, since(0)), now),
+            Some(Disable { failed_messages: 3, failing_for: None }),
+            "three messages given up in a row"
+        );
+    }
 }

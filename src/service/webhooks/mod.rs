@@ -18,15 +18,17 @@
 //!   on the gateway. Each is one message, queued in the database; its body
 //!   is `{"type", "timestamp", "data"}` and never holds a secret.
 //! - **Delivery** ([`run`], [`WebhookService::dispatch`]): a signed POST (`webhook-id`, `webhook-timestamp`,
-//!   `webhook-signature: v1,<base64 HMAC-SHA256>`), 10 s to answer; a 2xx is
+//!   `webhook-signature: v1,<base64 HMAC-SHA256>`), 2 s to connect and 5 s in all to answer; a 2xx is
 //!   success, anything else (a redirect too) or no answer a failure, retried
 //!   after each of `webhooks.retry_delays` (5 s, 1 min, 5 min, 30 min, 2 h,
 //!   5 h, 10 h) and then given up. Each attempt is claimed first, as the
 //!   audit outbox claims posts, so however many instances run, one makes it.
-//! - **Disabling** ([`DISABLE_AFTER_FAILED_MESSAGES`]): three messages in a
-//!   row given up (every attempt of each failed, no success between)
-//!   disable the webhook, with a `webhook.disabled` audit event; its pending
-//!   messages are dropped. `set` turns it back on.
+//! - **Disabling** ([`DISABLE_AFTER_FAILING`], [`DISABLE_AFTER_FAILED_MESSAGES`]):
+//!   a failed attempt once the webhook's attempts have failed for 6 h with
+//!   no success between, or three messages in a row given up (every
+//!   attempt of each failed), disable the webhook, with a
+//!   `webhook.disabled` audit event; its pending messages are dropped.
+//!   `set` turns it back on.
 
 mod delivery;
 mod events;
@@ -54,14 +56,26 @@ use events::{audit_data, body};
 pub(super) use policy::client;
 use signing::new_message_id;
 
-/// How long a receiver gets to answer one attempt.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a receiver gets to answer one attempt, connecting included:
+/// short, so that a receiver that accepts and never answers costs its own
+/// guild's queue (one attempt in flight at a time) 5 s an attempt and no
+/// other guild anything.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a receiver may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a claim on a delivery keeps other instances from attempting
 /// it: longer than an attempt can take.
 pub const CLAIM_FOR: Duration = Duration::from_secs(30);
 /// Messages given up on in a row (each after every attempt failed) that
 /// disable a webhook.
 pub const DISABLE_AFTER_FAILED_MESSAGES: u32 = 3;
+/// How long a webhook's attempts may keep failing, with no success between,
+/// before the next failed one disables it. With the default retry waits a
+/// dead receiver's first message is tried at 0, 5 s, 1 min 5 s, 6 min 5 s,
+/// 36 min 5 s, 2 h 36 min 5 s and 7 h 36 min 5 s (plus at most 5 s an
+/// attempt): the seventh attempt is the first past 6 h, so the webhook is
+/// disabled about 7 h 36 min after the receiver stopped answering.
+pub const DISABLE_AFTER_FAILING: Duration = Duration::from_secs(6 * 3600);
 /// No message is retried past this long after it was queued, whatever the
 /// configured waits add up to.
 pub const MAX_RETRY_SPAN: Duration = Duration::from_secs(24 * 3600);

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ATTEMPT_TIMEOUT, MAX_URL_CHARS};
+use super::{ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, MAX_URL_CHARS};
 use crate::config::WebhooksConfig;
 use crate::keys::InvalidInput;
 
@@ -195,7 +195,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 pub(in crate::service) fn client(cfg: &WebhooksConfig) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .https_only(!cfg.allow_http)

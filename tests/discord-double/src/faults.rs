@@ -127,6 +127,20 @@ impl FaultRule {
         FaultRule { matcher: Matcher::Predicate(Arc::new(pred)), response: None, latency: None, times: Times::Always }
     }
 
+    /// Every request about one guild (a path under `/guilds/{guild_id}/`):
+    /// with [`Self::latency`], a guild whose Discord answers slowly.
+    pub fn for_guild(guild_id: u64) -> Self {
+        let prefix = format!("/guilds/{guild_id}/");
+        Self::matching(move |r| r.path.starts_with(&prefix) || r.path == prefix.trim_end_matches('/'))
+    }
+
+    /// Every request about one channel (a path under `/channels/{channel_id}/`):
+    /// with [`Self::latency`], a channel Discord answers slowly.
+    pub fn for_channel(channel_id: u64) -> Self {
+        let prefix = format!("/channels/{channel_id}/");
+        Self::matching(move |r| r.path.starts_with(&prefix) || r.path == prefix.trim_end_matches('/'))
+    }
+
     /// Answer with `status` and Discord's generic body `{"code": 0, "message": "500: ..."}`.
     pub fn status(self, status: u16) -> Self {
         if status == 429 {
@@ -277,6 +291,16 @@ mod tests {
         assert_eq!(f.take(&r).unwrap().response.unwrap().status, 500);
         assert!(f.take(&r).is_some());
         assert!(f.take(&r).is_none());
+    }
+
+    #[test]
+    fn a_guild_or_channel_rule_matches_only_its_own_paths() {
+        let at = |path: &'static str| FaultRequest { method: "GET", path, route: None, operation_id: None, body: None };
+        let guild = FaultRule::for_guild(12);
+        assert!(guild.matches(&at("/guilds/12/bans/5")) && guild.matches(&at("/guilds/12")));
+        assert!(!guild.matches(&at("/guilds/123/bans/5")) && !guild.matches(&at("/channels/12/messages")));
+        let channel = FaultRule::for_channel(7);
+        assert!(channel.matches(&at("/channels/7/messages")) && !channel.matches(&at("/channels/70/messages")));
     }
 
     #[test]
