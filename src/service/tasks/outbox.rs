@@ -9,8 +9,11 @@
 //! Each event is claimed before it is posted, and marked posted after, so
 //! however many instances run, one posts it; an instance that dies between
 //! claim and post leaves the event to another once its claim runs out
-//! ([`CLAIM_FOR`]). A failed post (channel deleted, missing permission,
-//! Discord down) is logged and never undoes the change it describes.
+//! ([`CLAIM_FOR`]). A post Discord refuses as written (400) is posted once
+//! more without its details; a post that still fails (or failed otherwise:
+//! channel deleted, missing permission, Discord down) is recorded as not
+//! posted, with Discord's answer (`audit_event.post_failure`), logged, and
+//! never undoes the change it describes.
 //!
 //! Posts go through the guard ([`GuildActions::post_audit`]), as every other
 //! Discord call does: a channel that refused a post is not posted to again
@@ -60,6 +63,14 @@ fn turned_off_from(event: &AuditEvent) -> Option<u64> {
     d["previous_channel_id"].as_str()?.parse().ok()
 }
 
+/// Discord's 400 (Bad Request): it refused the message as written (an
+/// embed text it would not take), so the same post would be refused again.
+/// The service error carries [`crate::discord::DiscordError`]'s text, which
+/// ends with the HTTP status.
+fn refused_as_written(e: &crate::service::Error) -> bool {
+    matches!(e, crate::service::Error::Discord(m) if m.ends_with("HTTP 400)"))
+}
+
 /// Posts every pending event once; returns how many were posted.
 pub async fn post_pending(actions: &GuildActions) -> anyhow::Result<usize> {
     let store = actions.keys().store();
@@ -78,17 +89,34 @@ pub async fn post_pending(actions: &GuildActions) -> anyhow::Result<usize> {
                 store.mark_audit_posted(event.id, Utc::now()).await?;
                 continue;
             };
-            let outcome = actions.post_audit(channel, &event).await;
-            store.mark_audit_posted(event.id, Utc::now()).await?;
+            let outcome = match actions.post_audit(channel, &event).await {
+                Err(e) if refused_as_written(&e) => {
+                    tracing::warn!(
+                        event_id = event.id,
+                        guild_id = event.guild_id,
+                        error = %e,
+                        "Discord refused an audit entry as written; posting it once more without its details"
+                    );
+                    actions.post_audit(channel, &crate::discord::plain_audit_event(&event)).await
+                }
+                other => other,
+            };
             match outcome {
-                Ok(()) => posted += 1,
-                Err(e) => tracing::warn!(
-                    event_id = event.id,
-                    guild_id = event.guild_id,
-                    channel_id = channel,
-                    error = %e,
-                    "failed to post an audit entry to the audit channel; the change itself stands"
-                ),
+                Ok(()) => {
+                    store.mark_audit_posted(event.id, Utc::now()).await?;
+                    posted += 1;
+                }
+                Err(e) => {
+                    // Recorded as not posted, with why: never taken for a posted entry.
+                    store.mark_audit_not_posted(event.id, Utc::now(), &e.to_string()).await?;
+                    tracing::warn!(
+                        event_id = event.id,
+                        guild_id = event.guild_id,
+                        channel_id = channel,
+                        error = %e,
+                        "failed to post an audit entry to the audit channel; recorded as not posted; the change itself stands"
+                    );
+                }
             }
         }
     }
