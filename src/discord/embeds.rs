@@ -421,4 +421,56 @@ mod tests {
         };
         assert_eq!(serde_json::to_value(super::audit_embed(&day)).unwrap()["title"], "API key expires within 1 day");
     }
+
+    #[test]
+    fn no_field_is_blank_and_an_entry_never_exceeds_6000_characters() {
+        let event = crate::audit::AuditEvent {
+            id: 42,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::BanAdded,
+            actor: "  ".into(),
+            actor_kind: "api_key".into(),
+            key_id: Some("key_abc".into()),
+            key_name: Some("k".repeat(64)),
+            key_prefix: Some("gk_live_Ab3d".into()),
+            test: false,
+            details: serde_json::json!({
+                "reason": "\u{3000} ", "webhook_events": "e".repeat(5000), "why": "w".repeat(5000),
+                "user_id": "1", "source": "s".repeat(100), "url": "u".repeat(200),
+            }),
+        };
+        let embed = serde_json::to_value(super::audit_embed(&event)).unwrap();
+        let c = |v: &serde_json::Value| v.as_str().map_or(0, super::discord_chars);
+        let mut total = c(&embed["title"]) + c(&embed["description"]) + c(&embed["footer"]["text"]);
+        for f in embed["fields"].as_array().unwrap() {
+            assert!(c(&f["name"]) > 0 && c(&f["value"]) > 0, "{f}");
+            assert!(c(&f["value"]) <= 1024, "{f}");
+            total += c(&f["name"]) + c(&f["value"]);
+        }
+        assert!(total <= 6000, "{total}");
+        let reason = embed["fields"].as_array().unwrap().iter().find(|f| f["name"] == "Reason").unwrap();
+        assert_eq!(reason["value"], super::BLANK, "a blank reason shows as a dash");
+    }
+
+    #[test]
+    fn the_plain_retry_keeps_what_happened_and_drops_the_details() {
+        let event = crate::audit::AuditEvent {
+            id: 43,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::KeyRevoked,
+            actor: "guildkey".into(),
+            actor_kind: "system".into(),
+            key_id: Some("key_abc".into()),
+            key_name: Some("game".into()),
+            key_prefix: Some("gk_live_Ab3d".into()),
+            test: false,
+            details: serde_json::json!({"source": "whatever they wrote", "why": "leaked"}),
+        };
+        let text = serde_json::to_value(super::audit_embed(&super::plain_audit_event(&event))).unwrap().to_string();
+        assert!(text.contains("API key revoked") && text.contains("gk_live_Ab3d"), "{text}");
+        assert!(text.contains("Not shown") && text.contains("event 43"), "{text}");
+        assert!(!text.contains("whatever they wrote"), "{text}");
+    }
 }
