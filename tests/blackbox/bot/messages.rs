@@ -49,8 +49,10 @@ async fn apikey_list_with_60_keys_some_revoked_sends_every_message_within_discor
     let messages = messages_of(&reply);
     let sizes: Vec<usize> = messages.iter().map(|m| embeds_total(&m.embeds)).collect();
     let largest = sizes.iter().copied().max().unwrap();
+    let fields: Vec<usize> =
+        messages.iter().map(|m| m.embeds.iter().map(|e| e["fields"].as_array().map_or(0, Vec::len)).sum()).collect();
     eprintln!(
-        "/apikey list, 60 keys (20 revoked): {} messages of {sizes:?} characters; largest {largest}",
+        "/apikey list, 60 keys (20 revoked): {} messages of {sizes:?} characters, {fields:?} fields; largest {largest}",
         sizes.len()
     );
     assert!(largest <= MAX_EMBEDS_TOTAL, "{sizes:?}");
