@@ -136,8 +136,10 @@ pub async fn apikey_list(ctx: Context<'_>) -> Result {
     let guild_id = guild(ctx)?;
     let keys = ctx.data().keys.list(guild_id).await?;
     let (active, max) = ctx.data().keys.active_count(guild_id).await?;
-    let embed = render::list_embed(&keys, active, max, ctx.data().keys.now());
-    say(ctx, CreateReply::default().embed(embed)).await?;
+    // One message per page: each within Discord's limits (see `list_pages`).
+    for embed in render::list_pages(&keys, active, max, ctx.data().keys.now()) {
+        say(ctx, CreateReply::default().embed(embed)).await?;
+    }
     Ok(())
 }
 

@@ -116,27 +116,103 @@ fn key_summary(k: &KeyRecord, now: DateTime<Utc>) -> (String, String) {
     (name, value.join("\n"))
 }
 
-/// `/apikey list`.
-pub fn list_embed(keys: &[KeyRecord], active: u32, max: u32, now: DateTime<Utc>) -> serenity::CreateEmbed {
-    let mut embed = serenity::CreateEmbed::new().title("API keys").colour(serenity::Colour::new(0x5865F2)).description(
-        if keys.is_empty() {
-            format!("No keys yet. Create one with `/apikey create`.\n**{active} of {max} active keys**")
-        } else {
-            format!("**{active} of {max} active keys**")
-        },
-    );
-    for k in keys.iter().take(MAX_FIELDS - 1) {
-        let (name, value) = key_summary(k, now);
-        embed = embed.field(name, value, false);
+/// Characters a message's embeds may hold in all (titles, descriptions,
+/// field names and values, footers, author names), as Discord counts them
+/// ([`crate::discord::discord_chars`]): more, and Discord refuses the message.
+pub const MESSAGE_EMBED_CHARS: usize = 6000;
+
+/// What one `/apikey list` message's fields may add up to: the limit less
+/// room for its title, description and footer.
+const LIST_FIELD_CHARS: usize = MESSAGE_EMBED_CHARS - 500;
+
+/// The most messages one `/apikey list` sends; keys past them are counted
+/// ("and N more"), not listed.
+pub const LIST_MAX_MESSAGES: usize = 5;
+
+/// Revoked keys named in the list's summary of them before "and N more".
+const REVOKED_NAMED_CHARS: usize = 900;
+
+/// `/apikey list`: every key that is not revoked in full, the revoked ones
+/// summarised in one field (prefix and name), over as many messages as it
+/// takes (at most [`LIST_MAX_MESSAGES`]), each within Discord's 25 fields
+/// and [`MESSAGE_EMBED_CHARS`].
+pub fn list_pages(keys: &[KeyRecord], active: u32, max: u32, now: DateTime<Utc>) -> Vec<serenity::CreateEmbed> {
+    use crate::discord::discord_chars;
+    let (revoked, listed): (Vec<&KeyRecord>, Vec<&KeyRecord>) =
+        keys.iter().partition(|k| k.status(now) == KeyStatus::Revoked);
+    let mut fields: Vec<(String, String)> = listed.iter().map(|k| key_summary(k, now)).collect();
+    if !revoked.is_empty() {
+        fields.push(revoked_summary(&revoked));
     }
-    if keys.len() > MAX_FIELDS - 1 {
-        embed = embed.field(
-            "…",
-            format!("and {} more; delete revoked keys to tidy up", keys.len() - (MAX_FIELDS - 1)),
-            false,
-        );
+    // Greedy: a field goes on the current page while it fits.
+    let mut pages: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    let mut used = 0;
+    let mut left_out = 0;
+    for (name, value) in fields {
+        let n = discord_chars(&name) + discord_chars(&value);
+        let page = pages.last_mut().expect("a page");
+        if !page.is_empty() && (page.len() == MAX_FIELDS - 1 || used + n > LIST_FIELD_CHARS) {
+            if pages.len() == LIST_MAX_MESSAGES {
+                left_out += 1;
+                continue;
+            }
+            pages.push(Vec::new());
+            used = 0;
+        }
+        used += n;
+        pages.last_mut().expect("a page").push((name, value));
     }
-    embed
+    let total = pages.len();
+    let mut head = format!("**{active} of {max} active keys**");
+    if keys.is_empty() {
+        head = format!("No keys yet. Create one with `/apikey create`.\n{head}");
+    }
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, fields)| {
+            let title = if total > 1 { format!("API keys ({} of {total})", i + 1) } else { "API keys".to_owned() };
+            let mut embed = serenity::CreateEmbed::new().title(title).colour(serenity::Colour::new(0x5865F2));
+            if i == 0 {
+                embed = embed.description(head.clone());
+            }
+            for (name, value) in fields {
+                embed = embed.field(name, value, false);
+            }
+            if i + 1 == total && left_out > 0 {
+                embed = embed.field(
+                    "…",
+                    format!(
+                        "and {left_out} more not shown: `/apikey info` shows any key; delete revoked keys to tidy up"
+                    ),
+                    false,
+                );
+            }
+            embed
+        })
+        .collect()
+}
+
+/// One field for every revoked key: how many, then prefixes and names
+/// while they fit, then "and N more".
+fn revoked_summary(revoked: &[&KeyRecord]) -> (String, String) {
+    let mut named = Vec::new();
+    let mut len = 0;
+    for k in revoked {
+        let item = format!("`{}` {}", k.prefix, crate::discord::escape_within(&k.name, 40));
+        let n = item.chars().count() + 2;
+        if len + n > REVOKED_NAMED_CHARS {
+            break;
+        }
+        len += n;
+        named.push(item);
+    }
+    let mut value = named.join(", ");
+    if named.len() < revoked.len() {
+        value.push_str(&format!(" and {} more", revoked.len() - named.len()));
+    }
+    value.push_str("\n`/apikey delete` removes a revoked key from this list.");
+    (format!("{} · {} revoked", status_badge(KeyStatus::Revoked), revoked.len()), value)
 }
 
 /// `/apikey info`.
@@ -326,7 +402,42 @@ mod tests {
     }
 
     fn list_text(keys: &[KeyRecord], now: DateTime<Utc>) -> String {
-        serde_json::to_value(list_embed(keys, 1, 3, now)).unwrap().to_string()
+        serde_json::to_value(list_pages(keys, 1, 3, now)).unwrap().to_string()
+    }
+
+    /// What Discord sums for a message of this one embed.
+    fn embed_chars(embed: &serenity::CreateEmbed) -> usize {
+        let v = serde_json::to_value(embed).unwrap();
+        let c = |v: &serde_json::Value| v.as_str().map_or(0, crate::discord::discord_chars);
+        let fields: usize = v["fields"].as_array().into_iter().flatten().map(|f| c(&f["name"]) + c(&f["value"])).sum();
+        c(&v["title"]) + c(&v["description"]) + c(&v["footer"]["text"]) + c(&v["author"]["name"]) + fields
+    }
+
+    #[test]
+    fn a_long_list_is_split_into_messages_within_discords_limits_and_revoked_keys_are_summed_up() {
+        let now = at("2026-03-01T12:00:00Z");
+        let long = "n".repeat(64);
+        let mut keys: Vec<KeyRecord> = (0..60)
+            .map(|i| {
+                let mut k = key(&format!("{long}{i}"), now - Duration::days(40), None);
+                k.scopes = Scopes::parse("guild.read,bans.read,bans.write,roles.write,audit.read").unwrap();
+                k.expires_at = Some(now + Duration::days(300));
+                k
+            })
+            .collect();
+        for k in keys.iter_mut().take(25) {
+            k.revoked_at = Some(now - Duration::days(2));
+        }
+        let pages = list_pages(&keys, 35, 100, now);
+        assert!(pages.len() > 1 && pages.len() <= LIST_MAX_MESSAGES, "{}", pages.len());
+        for p in &pages {
+            assert!(embed_chars(p) <= MESSAGE_EMBED_CHARS, "{}", embed_chars(p));
+            assert!(serde_json::to_value(p).unwrap()["fields"].as_array().unwrap().len() <= MAX_FIELDS);
+        }
+        let text = serde_json::to_value(&pages).unwrap().to_string();
+        assert_eq!(text.matches("🟢 active").count(), 35, "every live key in full");
+        assert!(text.contains("25 revoked"), "{text}");
+        assert_eq!(text.matches("**Revoked**").count(), 0, "revoked keys are not listed in full");
     }
 
     #[test]

@@ -25,6 +25,22 @@ const CHART_FILE: &str = "usage.png";
 /// How long the Previous/Next buttons wait for a press.
 const PAGING_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long `/apikey requests` pages at most, from the command. Discord's
+/// interaction token lives 15 minutes, and ending the pager (the buttons
+/// taken off) edits the reply with it: past the token's life that edit and
+/// any error reply fail and the buttons stay, dead. 13 minutes leaves room.
+pub const PAGER_LIFETIME: Duration = Duration::from_secs(13 * 60);
+
+/// What the reply says once paging has ended.
+pub const PAGER_CLOSED: &str =
+    "⏱️ Paging has ended: Discord lets a reply change for 15 minutes. Run `/apikey requests` again to page on.";
+
+/// When Discord made an interaction, from its id (a snowflake), in
+/// milliseconds since the Unix epoch: Discord's clock, not this host's.
+fn made_at_ms(id: u64) -> u64 {
+    (id >> 22) + 1_420_070_400_000
+}
+
 /// 24h: hour buckets; 7d: 6-hour buckets; 30d: day buckets.
 #[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
 pub enum PeriodChoice {
@@ -133,20 +149,46 @@ pub async fn apikey_requests(
     let message_id = handle.message().await.map_err(discord_err)?.id;
     let author = ctx.author().id;
     let prefix = format!("gk:{}:", ctx.id());
+    // The pager's life is counted twice: on this host's clock, and on
+    // Discord's (each press's id says when Discord made it); whichever says
+    // PAGER_LIFETIME has passed first ends it.
+    let started = tokio::time::Instant::now();
+    let asked_at = made_at_ms(ctx.id());
     loop {
+        let left = PAGER_LIFETIME.saturating_sub(started.elapsed());
         let filter_prefix = prefix.clone();
-        let press = serenity::ComponentInteractionCollector::new(ctx.serenity_context())
-            .message_id(message_id)
-            .timeout(PAGING_TIMEOUT)
-            .filter(move |i| i.data.custom_id.starts_with(&filter_prefix))
-            .await;
+        let press = if left.is_zero() {
+            None
+        } else {
+            serenity::ComponentInteractionCollector::new(ctx.serenity_context())
+                .message_id(message_id)
+                .timeout(PAGING_TIMEOUT.min(left))
+                .filter(move |i| i.data.custom_id.starts_with(&filter_prefix))
+                .await
+        };
         let Some(press) = press else {
-            // Quiet for a while: the page stays, the buttons go.
-            let done =
-                CreateReply::default().embed(render::requests_embed(&record, &page, pages.len())).components(vec![]);
+            // Quiet for a while, or the pager's life is over: the page
+            // stays, the buttons go, while the reply can still be edited.
+            let done = CreateReply::default()
+                .content(PAGER_CLOSED)
+                .embed(render::requests_embed(&record, &page, pages.len()))
+                .components(vec![]);
             handle.edit(ctx, done).await.map_err(discord_err)?;
             return Ok(());
         };
+        if made_at_ms(press.id.get()).saturating_sub(asked_at) >= PAGER_LIFETIME.as_millis() as u64 {
+            // Discord's clock says the pager's life is over: this press ends
+            // it, answered with its own (fresh) token.
+            let done = serenity::CreateInteractionResponseMessage::new()
+                .content(PAGER_CLOSED)
+                .embed(render::requests_embed(&record, &page, pages.len()))
+                .components(vec![]);
+            press
+                .create_response(ctx, serenity::CreateInteractionResponse::UpdateMessage(done))
+                .await
+                .map_err(discord_err)?;
+            return Ok(());
+        }
         if press.user.id != author {
             let msg = serenity::CreateInteractionResponseMessage::new()
                 .content("🔒 Only the admin who ran this command can page through it.")

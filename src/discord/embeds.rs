@@ -53,32 +53,125 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         ("api_key", Some(k)) => format!("An API key: {k}"),
         _ => event.actor.clone(),
     };
-    let mut embed = CreateEmbed::new()
-        .title(title)
-        .colour(colour)
-        .field("By", actor, true)
-        .footer(CreateEmbedFooter::new(format!("guildkey · event {}", event.id)));
+    let mut fields: Vec<(String, String)> = vec![("By".to_owned(), actor)];
+    if event.action.as_str().starts_with("key.") || event.action == Action::UsageSpike {
+        if let Some(k) = &key {
+            fields.push(("Key".to_owned(), k.clone()));
+        }
+    }
+    fields.extend(detail_fields(event).into_iter().map(|(n, v)| (n.to_owned(), v)));
+    let mut description = while_off_summary(event);
+    if event.action == Action::KeyExpiring {
+        description = Some(
+            "Keys cannot be extended: create a replacement (`/apikey create`) and switch over before then. \
+             An expired key stops working."
+                .to_owned(),
+        );
+    }
+    let footer = format!("guildkey · event {}", event.id);
+    within_discord_limits(&title, &mut description, &mut fields, &footer);
+    let mut embed = CreateEmbed::new().title(title).colour(colour).footer(CreateEmbedFooter::new(footer));
+    for (name, value) in fields {
+        embed = embed.field(name, value, true);
+    }
+    if let Some(d) = description {
+        embed = embed.description(d);
+    }
     if let Ok(ts) = Timestamp::from_unix_timestamp(event.at.timestamp()) {
         embed = embed.timestamp(ts);
     }
-    if event.action.as_str().starts_with("key.") || event.action == Action::UsageSpike {
-        if let Some(k) = &key {
-            embed = embed.field("Key", k, true);
+    embed
+}
+
+/// The audit entry Discord refused, without what it may have refused: its
+/// details (the reporter's, the caller's and any typed words), for the
+/// outbox's one retry. What happened, by whom, to which key, and where the
+/// rest can be read ("Not shown" says so).
+pub fn plain_audit_event(event: &AuditEvent) -> AuditEvent {
+    AuditEvent {
+        details: serde_json::json!({
+            "not_shown": format!(
+                "Discord refused this entry as written; its details are in the audit log \
+                 (`GET /v1/guilds/{}/audit-log`, event {}).",
+                event.guild_id, event.id
+            ),
+            // Which buttons go under a suspension (Adopt or Resume).
+            "maker_id": event.details.get("maker_id"),
+        }),
+        ..event.clone()
+    }
+}
+
+/// What stands in for a blank field value: Discord refuses a field whose
+/// name or value is empty once trimmed.
+pub const BLANK: &str = "—";
+
+/// Characters as Discord counts them for its embed limits: Unicode code
+/// points (as serenity 0.12.5's `CreateEmbed::check_length` counts, not
+/// UTF-16 units), once leading and trailing whitespace is trimmed.
+pub fn discord_chars(s: &str) -> usize {
+    s.trim().chars().count()
+}
+
+/// A message's embeds may hold this many characters in all.
+const EMBED_TOTAL: usize = 6000;
+/// A field value's limit.
+const FIELD_VALUE: usize = 1024;
+/// A description's limit.
+const DESCRIPTION: usize = 4096;
+
+fn clip_to(s: &str, max: usize) -> String {
+    if discord_chars(s) <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.trim().chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Makes an embed's texts pass Discord's checks: no blank field name or
+/// value ([`BLANK`] instead), each within its own limit, and all of them
+/// within 6,000 characters (the description, then the longest values, cut
+/// short with "…").
+pub fn within_discord_limits(
+    title: &str,
+    description: &mut Option<String>,
+    fields: &mut [(String, String)],
+    footer: &str,
+) {
+    for (name, value) in fields.iter_mut() {
+        if name.trim().is_empty() {
+            *name = BLANK.to_owned();
+        }
+        if value.trim().is_empty() {
+            *value = BLANK.to_owned();
+        }
+        *value = clip_to(value, FIELD_VALUE);
+    }
+    if let Some(d) = description.as_mut() {
+        *d = clip_to(d, DESCRIPTION);
+    }
+    let total = |description: &Option<String>, fields: &[(String, String)]| {
+        discord_chars(title)
+            + discord_chars(footer)
+            + description.as_deref().map_or(0, discord_chars)
+            + fields.iter().map(|(n, v)| discord_chars(n) + discord_chars(v)).sum::<usize>()
+    };
+    let over = total(description, fields).saturating_sub(EMBED_TOTAL);
+    if over > 0 {
+        if let Some(d) = description.as_mut() {
+            let keep = discord_chars(d).saturating_sub(over + 1).max(1);
+            *d = clip_to(d, keep);
         }
     }
-    for (name, value) in detail_fields(event) {
-        embed = embed.field(name, value, true);
+    while total(description, fields) > EMBED_TOTAL {
+        let Some(longest) = fields.iter_mut().max_by_key(|(_, v)| discord_chars(v)) else { break };
+        let n = discord_chars(&longest.1);
+        if n <= 2 {
+            break;
+        }
+        longest.1 = clip_to(&longest.1, n / 2);
     }
-    if let Some(summary) = while_off_summary(event) {
-        embed = embed.description(summary);
-    }
-    if event.action == Action::KeyExpiring {
-        embed = embed.description(
-            "Keys cannot be extended: create a replacement (`/apikey create`) and switch over before then. \
-             An expired key stops working.",
-        );
-    }
-    embed
 }
 
 /// For an audit channel set while posts were off: what happened meanwhile
@@ -195,6 +288,9 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     }
     if let Some(note) = s("outcome") {
         out.push(("Outcome", note));
+    }
+    if let Some(note) = s("not_shown") {
+        out.push(("Not shown", note));
     }
     if let Some(why) = s("why") {
         out.push(("Why", escape(&why)));
@@ -337,5 +433,57 @@ mod tests {
             ..event
         };
         assert_eq!(serde_json::to_value(super::audit_embed(&day)).unwrap()["title"], "API key expires within 1 day");
+    }
+
+    #[test]
+    fn no_field_is_blank_and_an_entry_never_exceeds_6000_characters() {
+        let event = crate::audit::AuditEvent {
+            id: 42,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::BanAdded,
+            actor: "  ".into(),
+            actor_kind: "api_key".into(),
+            key_id: Some("key_abc".into()),
+            key_name: Some("k".repeat(64)),
+            key_prefix: Some("gk_live_Ab3d".into()),
+            test: false,
+            details: serde_json::json!({
+                "reason": "\u{3000} ", "webhook_events": "e".repeat(5000), "why": "w".repeat(5000),
+                "user_id": "1", "source": "s".repeat(100), "url": "u".repeat(200),
+            }),
+        };
+        let embed = serde_json::to_value(super::audit_embed(&event)).unwrap();
+        let c = |v: &serde_json::Value| v.as_str().map_or(0, super::discord_chars);
+        let mut total = c(&embed["title"]) + c(&embed["description"]) + c(&embed["footer"]["text"]);
+        for f in embed["fields"].as_array().unwrap() {
+            assert!(c(&f["name"]) > 0 && c(&f["value"]) > 0, "{f}");
+            assert!(c(&f["value"]) <= 1024, "{f}");
+            total += c(&f["name"]) + c(&f["value"]);
+        }
+        assert!(total <= 6000, "{total}");
+        let reason = embed["fields"].as_array().unwrap().iter().find(|f| f["name"] == "Reason").unwrap();
+        assert_eq!(reason["value"], super::BLANK, "a blank reason shows as a dash");
+    }
+
+    #[test]
+    fn the_plain_retry_keeps_what_happened_and_drops_the_details() {
+        let event = crate::audit::AuditEvent {
+            id: 43,
+            guild_id: 123,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().into(),
+            action: crate::audit::Action::KeyRevoked,
+            actor: "guildkey".into(),
+            actor_kind: "system".into(),
+            key_id: Some("key_abc".into()),
+            key_name: Some("game".into()),
+            key_prefix: Some("gk_live_Ab3d".into()),
+            test: false,
+            details: serde_json::json!({"source": "whatever they wrote", "why": "leaked"}),
+        };
+        let text = serde_json::to_value(super::audit_embed(&super::plain_audit_event(&event))).unwrap().to_string();
+        assert!(text.contains("API key revoked") && text.contains("gk_live_Ab3d"), "{text}");
+        assert!(text.contains("Not shown") && text.contains("event 43"), "{text}");
+        assert!(!text.contains("whatever they wrote"), "{text}");
     }
 }

@@ -30,7 +30,7 @@ pub mod rest;
 mod serenity_ops;
 mod shield;
 
-pub use embeds::{audit_embed, AUDIT_BUTTON_PREFIX};
+pub use embeds::{audit_embed, discord_chars, plain_audit_event, within_discord_limits, AUDIT_BUTTON_PREFIX, BLANK};
 pub use escape::{code_span, escape, escape_within};
 pub use permissions::{Overwrite, RoleFacts, Standing};
 pub use port::{codes, DiscordError, GuildInfo, GuildOps};

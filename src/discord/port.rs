@@ -47,7 +47,6 @@ pub mod codes {
     pub const UNKNOWN_BAN: i64 = 10026;
     pub const MISSING_ACCESS: i64 = 50001;
     pub const MISSING_PERMISSIONS: i64 = 50013;
-    pub const UNKNOWN_AUTOMOD_RULE: i64 = 10066;
 }
 
 /// Discord as the service uses it. The guild facts (`guild_info`,

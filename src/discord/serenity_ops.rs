@@ -375,7 +375,9 @@ impl GuildOps for SerenityGuildOps {
         let delete = || Request::new(Route::GuildAutomodRule { guild_id: g, rule_id: r }, LightMethod::Delete);
         match self.send(guild_id, delete).await {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(codes::UNKNOWN_AUTOMOD_RULE) => Ok(()),
+            // Discord documents no JSON code for an unknown rule: any 404
+            // means it is gone (an admin may have deleted it by hand).
+            Err(DiscordError::Refused { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -284,6 +284,24 @@ impl Store {
         });
         Ok(())
     }
+
+    /// Marks a claimed event as handled but NOT posted, with why (Discord's
+    /// answer): the outbox does not try it again, and the row says it never
+    /// reached the audit channel.
+    pub async fn mark_audit_not_posted(&self, id: i64, now: DateTime<Utc>, why: &str) -> anyhow::Result<()> {
+        db_run!(write self, |c| {
+            sqlx::query(
+                "update audit_event set posted_at = $1, post_failure = $2 \
+                 where audit_event_id = $3 and posted_at is null",
+            )
+            .bind(to_millis(now))
+            .bind(why)
+            .bind(id)
+            .execute(c)
+            .await?;
+        });
+        Ok(())
+    }
 }
 
 /// Writes an audit event on `conn` (inside the transaction of the change it

@@ -505,6 +505,13 @@ async fn a_url_allowed_when_set_is_checked_again_at_every_delivery() {
     app_set(&app, &url, "all").await;
     create_key(&app, "before").await;
     receiver.wait_for("key.created", 1, |h| h.answered == 204).await;
+    // The restart below kills the process: let it record the delivery first
+    // (a delivery made but not recorded is claimed until its claim expires).
+    let deadline = Instant::now() + WAIT;
+    while !webhook(&app, ids::ALICE_ID, "show", &[]).await.contains("✅ delivered") {
+        assert!(Instant::now() < deadline, "the first delivery is recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The operator stops allowing private addresses; the webhook stays set.
     let config = "[webhooks]\nallow_http = true\nretry_delays = [\"100ms\"]\n";

@@ -23,8 +23,11 @@
 //! Each event is claimed before it is posted, and marked posted after, so
 //! however many instances run, one posts it; an instance that dies between
 //! claim and post leaves the event to another once its claim runs out
-//! ([`CLAIM_FOR`]). A failed post (channel deleted, missing permission,
-//! Discord down) is logged and never undoes the change it describes.
+//! ([`CLAIM_FOR`]). A post Discord refuses as written (400) is posted once
+//! more without its details; a post that still fails (or failed otherwise:
+//! channel deleted, missing permission, Discord down) is recorded as not
+//! posted, with Discord's answer (`audit_event.post_failure`), logged, and
+//! never undoes the change it describes.
 //!
 //! Posts go through the guard ([`GuildActions::post_audit`]), as every other
 //! Discord call does: a channel that refused a post is not posted to again
@@ -134,6 +137,14 @@ fn turned_off_from(event: &AuditEvent) -> Option<u64> {
     d["previous_channel_id"].as_str()?.parse().ok()
 }
 
+/// Discord's 400 (Bad Request): it refused the message as written (an
+/// embed text it would not take), so the same post would be refused again.
+/// The service error carries [`crate::discord::DiscordError`]'s text, which
+/// ends with the HTTP status.
+fn refused_as_written(e: &Error) -> bool {
+    matches!(e, Error::Discord(m) if m.ends_with("HTTP 400)"))
+}
+
 /// Posts a guild's pending events: past [`BACKLOG`], one summary of the
 /// older ones, then the newest one by one; returns how many were posted.
 pub async fn post_guild(actions: &GuildActions, pace: &Pace, guild_id: u64) -> anyhow::Result<usize> {
@@ -146,7 +157,7 @@ pub async fn post_guild(actions: &GuildActions, pace: &Pace, guild_id: u64) -> a
             let (count, first, last) = store.summarise_audit_posts(guild_id, through, Utc::now()).await?;
             if let (Some(first), Some(last)) = (first, last) {
                 let summary = summary(&newest[BACKLOG as usize], count, first, last);
-                if post(actions, pace, &summary).await? {
+                if post(actions, pace, &summary).await? == Posted::Yes {
                     posted += 1;
                 }
             }
@@ -160,42 +171,78 @@ pub async fn post_guild(actions: &GuildActions, pace: &Pace, guild_id: u64) -> a
             if !store.claim_audit_post(event.id, now, now + CLAIM_FOR).await? {
                 continue; // another instance took it
             }
-            let done = post(actions, pace, &event).await;
-            store.mark_audit_posted(event.id, Utc::now()).await?;
-            if done? {
-                posted += 1;
+            match post(actions, pace, &event).await {
+                Ok(Posted::Yes) => {
+                    store.mark_audit_posted(event.id, Utc::now()).await?;
+                    posted += 1;
+                }
+                Ok(Posted::NoChannel) => store.mark_audit_posted(event.id, Utc::now()).await?,
+                // Recorded as not posted, with why: never taken for a posted entry.
+                Ok(Posted::Failed(why)) => store.mark_audit_not_posted(event.id, Utc::now(), &why).await?,
+                Err(e) => {
+                    store.mark_audit_posted(event.id, Utc::now()).await?;
+                    return Err(e);
+                }
             }
         }
     }
 }
 
+/// What became of one post.
+#[derive(Debug, PartialEq, Eq)]
+enum Posted {
+    Yes,
+    /// The guild has no audit channel.
+    NoChannel,
+    /// Discord would not take it, even without its details: why.
+    Failed(String),
+}
+
 /// Posts one event (or summary) to the guild's audit channel, at the
-/// channel's pace; whether it was posted (a failure is logged).
-async fn post(actions: &GuildActions, pace: &Pace, event: &AuditEvent) -> anyhow::Result<bool> {
+/// channel's pace. A post Discord refuses as written (400) is posted once
+/// more without its details; a failure is logged and returned.
+async fn post(actions: &GuildActions, pace: &Pace, event: &AuditEvent) -> anyhow::Result<Posted> {
     let store = actions.keys().store();
     let Some(channel) = store.audit_channel(event.guild_id).await?.or_else(|| turned_off_from(event)) else {
-        return Ok(false);
+        return Ok(Posted::NoChannel);
     };
-    let mut tries = 0;
-    let outcome = loop {
-        tokio::time::sleep_until(pace.next_slot(channel)).await;
-        match actions.post_audit_within(channel, event, PLACE_WAIT).await {
-            // The guild's API calls hold every place: wait for one.
-            Err(Error::DiscordBusy { .. }) if tries + 1 < PLACE_TRIES => tries += 1,
-            outcome => break outcome,
+    let outcome = match send(actions, pace, channel, event).await {
+        Err(e) if refused_as_written(&e) => {
+            tracing::warn!(
+                event_id = event.id,
+                guild_id = event.guild_id,
+                error = %e,
+                "Discord refused an audit entry as written; posting it once more without its details"
+            );
+            send(actions, pace, channel, &crate::discord::plain_audit_event(event)).await
         }
+        other => other,
     };
     match outcome {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Posted::Yes),
         Err(e) => {
             tracing::warn!(
                 event_id = event.id,
                 guild_id = event.guild_id,
                 channel_id = channel,
                 error = %e,
-                "failed to post an audit entry to the audit channel; the change itself stands"
+                "failed to post an audit entry to the audit channel; recorded as not posted; the change itself stands"
             );
-            Ok(false)
+            Ok(Posted::Failed(e.to_string()))
+        }
+    }
+}
+
+/// One post at the channel's pace, waiting for one of the guild's Discord
+/// places a few times when its API calls hold them all.
+async fn send(actions: &GuildActions, pace: &Pace, channel: u64, event: &AuditEvent) -> Result<(), Error> {
+    let mut tries = 0;
+    loop {
+        tokio::time::sleep_until(pace.next_slot(channel)).await;
+        match actions.post_audit_within(channel, event, PLACE_WAIT).await {
+            // The guild's API calls hold every place: wait for one.
+            Err(Error::DiscordBusy { .. }) if tries + 1 < PLACE_TRIES => tries += 1,
+            outcome => return outcome,
         }
     }
 }

@@ -138,3 +138,28 @@ async fn a_pasted_secret_past_its_rotation_grace_revokes_nothing() {
     assert_eq!(app.get("/v1/verify", &new).await.status(), 200, "the dead secret revoked the live one");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn the_leak_guard_comes_off_after_an_admin_deleted_its_rule_by_hand_and_can_be_built_again() {
+    // Arrange: the guard on, then its rule deleted in Discord's client.
+    let app = spawn_app().await;
+    grant_manage_server(&app).await;
+    assert!(leak_guard(&app, "on").await.text().contains("Leak guard on"));
+    let rules = app.double.automod_rules(ids::DEMO_GUILD_ID);
+    let rule_id: u64 = rules[0]["id"].as_str().unwrap().parse().unwrap();
+    assert!(app.double.delete_automod_rule_by_hand(ids::DEMO_GUILD_ID, rule_id));
+
+    // Act: the admin turns it off (Discord answers 404 for the rule), then on again.
+    let off = leak_guard(&app, "off").await;
+    let on = leak_guard(&app, "on").await;
+
+    // Assert
+    assert!(off.text().contains("Leak guard off"), "a rule already gone is off: {}", off.text());
+    let delete = app.double.calls_to("DELETE", "/guilds/{guild_id}/auto-moderation/rules/{rule_id}");
+    assert_eq!(delete.len(), 1);
+    assert_eq!(delete[0].status, 404, "Discord said the rule was unknown");
+    assert!(on.text().contains("Leak guard on"), "{}", on.text());
+    let rules = app.double.automod_rules(ids::DEMO_GUILD_ID);
+    assert_eq!(rules.len(), 1, "a new rule: {rules:?}");
+    app.double.assert_no_violations();
+}

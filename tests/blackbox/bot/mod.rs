@@ -15,5 +15,6 @@ mod audit_channel;
 mod commands;
 mod leak_guard;
 mod makers;
+mod messages;
 mod registration;
 mod reminders;

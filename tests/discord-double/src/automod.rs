@@ -34,10 +34,26 @@ pub const MAX_REGEX_LENGTH: usize = 260;
 /// Message type AUTO_MODERATION_ACTION (the alert posted by SEND_ALERT_MESSAGE).
 pub const MESSAGE_TYPE_AUTO_MODERATION_ACTION: u8 = 24;
 
-/// 404 for a rule id the guild does not have. Discord does not document this code; the double
-/// answers 10066 "Unknown Auto Moderation Rule".
+/// 404 for a rule id the guild does not have. Discord's list of JSON error codes
+/// (topics/opcodes-and-status-codes.mdx) has no code for an unknown AutoMod rule (10066 there
+/// is "Unknown application command permissions"), so the double answers what is documented:
+/// HTTP 404 ("The resource at the location specified doesn't exist") with code 0, "General
+/// error". A client must read the status, not guess a code.
 pub fn unknown_rule() -> ApiError {
-    ApiError::new(404, 10066, "Unknown Auto Moderation Rule")
+    ApiError::new(404, 0, "Unknown Auto Moderation Rule")
+}
+
+/// A member with Manage Server deletes a rule in Discord's client: it is gone, and
+/// AUTO_MODERATION_RULE_DELETE goes out as after the REST call. False if there was no such rule.
+pub(crate) fn delete_by_hand(inner: &Inner, guild_id: u64, rule_id: u64) -> bool {
+    let rule = inner.state().guilds.get_mut(&guild_id).and_then(|g| g.automod_rules.remove(&rule_id));
+    match rule {
+        Some(rule) => {
+            announce(inner, "AUTO_MODERATION_RULE_DELETE", &rule);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The REST operations on `/guilds/{guild_id}/auto-moderation/rules[/{rule_id}]`.

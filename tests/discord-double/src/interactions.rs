@@ -9,7 +9,7 @@
 //! button can only be clicked on a message the bot posted and that still carries it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
@@ -64,6 +64,10 @@ mod opt {
     pub const ROLE: u64 = 8;
     pub const NUMBER: u64 = 10;
 }
+
+/// How long an interaction token may be used (follow-ups, `@original`), from the interaction:
+/// Discord's "Interaction tokens are valid for 15 minutes" (receiving-and-responding).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// Builds and sends an APPLICATION_COMMAND (or, from [`crate::Double::autocomplete`],
 /// APPLICATION_COMMAND_AUTOCOMPLETE) interaction.
@@ -536,7 +540,7 @@ fn create(
             user_id: ctx.user_id,
             name,
             component_message,
-            created: Instant::now(),
+            created: st.ids.clock.instant(),
             callback: None,
             original: None,
             followups: Vec::new(),
@@ -641,17 +645,8 @@ fn protocol(inner: &Inner, op: &str, request: &str, rule: &str, message: String)
     });
 }
 
-fn check_content(data: &Value) -> Result<(), ApiError> {
-    if let Some(c) = data["content"].as_str() {
-        if c.chars().count() > 2000 {
-            return Err(ApiError::invalid_form(
-                "data.content",
-                "BASE_TYPE_MAX_LENGTH",
-                "Must be 2000 or fewer in length.",
-            ));
-        }
-    }
-    Ok(())
+fn check_content(data: &Value, prefix: &str) -> Result<(), ApiError> {
+    crate::message_rules::check(data, prefix)
 }
 
 /// `POST /interactions/{id}/{token}/callback`.
@@ -678,7 +673,7 @@ pub(crate) fn callback(p: Parts<'_>, request: &str) -> Result<(u16, Option<Value
         );
         return Err(ApiError::already_acknowledged());
     }
-    let elapsed = i.created.elapsed();
+    let elapsed = st.ids.clock.instant().saturating_duration_since(i.created);
     if elapsed > inner.cfg.interaction_ack_deadline {
         drop(st);
         protocol(
@@ -709,7 +704,7 @@ pub(crate) fn callback(p: Parts<'_>, request: &str) -> Result<(u16, Option<Value
         ));
     }
     let data = p.body.get("data").cloned().unwrap_or(Value::Null);
-    check_content(&data)?;
+    check_content(&data, "data")?;
     let message_kind = if i.kind == 2 { 20 } else { 0 };
     let mut created_message = None;
     let original = match kind {
@@ -791,6 +786,10 @@ pub(crate) fn webhook(p: Parts<'_>, op: &str) -> Result<(u16, Option<Value>), Ap
     let Some(i) = st.interactions.values().find(|i| &i.token == token).cloned() else {
         return Err(ApiError::invalid_webhook_token());
     };
+    // Discord: "Interaction tokens are valid for 15 minutes"; past that the token is unknown.
+    if st.ids.clock.instant().saturating_duration_since(i.created) > TOKEN_LIFETIME {
+        return Err(ApiError::invalid_webhook_token());
+    }
     let body = p.body;
     match op {
         "execute_webhook" => {
@@ -800,7 +799,7 @@ pub(crate) fn webhook(p: Parts<'_>, op: &str) -> Result<(u16, Option<Value>), Ap
             if is_empty_message(body) {
                 return Err(ApiError::empty_message());
             }
-            check_content(body)?;
+            check_content(body, "")?;
             // The first follow-up after a deferred response replaces the loading message.
             if let Some(orig) = i.original.filter(|o| st.messages.get(o).is_some_and(|m| m.flags & 128 != 0)) {
                 st.edit_message(orig, &Value::Object(without_nulls(body)))?;
@@ -837,7 +836,7 @@ pub(crate) fn webhook(p: Parts<'_>, op: &str) -> Result<(u16, Option<Value>), Ap
                     Ok((200, Some(st.message_json(&st.messages[&target]))))
                 }
                 "update_original_webhook_message" | "update_webhook_message" => {
-                    check_content(body)?;
+                    check_content(body, "")?;
                     st.edit_message(target, &Value::Object(without_nulls(body)))?;
                     let json = st.message_json(&st.messages[&target]);
                     drop(st);

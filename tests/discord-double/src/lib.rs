@@ -9,10 +9,12 @@
 //! and connects to [`Double::gateway_url`]. See `README.md` for a walkthrough.
 
 pub mod automod;
+pub mod clock;
 pub mod config;
 pub mod faults;
 mod gateway;
 pub mod interactions;
+pub mod message_rules;
 pub mod recorder;
 mod rest;
 pub mod schema;
@@ -701,6 +703,21 @@ impl Double {
         )
     }
 
+    // ----- Time -------------------------------------------------------------------------------
+
+    /// Moves the double's clock ([`clock`]) on by `by`: interactions age (their 3 s ack
+    /// deadline, their 15-minute token, [`interactions::TOKEN_LIFETIME`]) and new snowflakes
+    /// (interaction and message ids) are dated that much later, as if `by` had passed.
+    pub fn advance_clock(&self, by: Duration) {
+        self.inner.state().ids.clock.advance(by);
+        self.inner.bump();
+    }
+
+    /// How far [`Self::advance_clock`] has moved the clock in total.
+    pub fn clock_offset(&self) -> Duration {
+        self.inner.state().ids.clock.offset()
+    }
+
     // ----- AutoMod ------------------------------------------------------------------------
 
     /// A guild's AutoMod rules as the double stores them (Discord's `KeywordRuleResponse`
@@ -712,6 +729,13 @@ impl Double {
             .get(&guild_id)
             .map(|g| g.automod_rules.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// An admin deletes an AutoMod rule by hand (in Discord's client, not through the bot):
+    /// the rule is gone and AUTO_MODERATION_RULE_DELETE is dispatched. False if the guild had
+    /// no such rule.
+    pub fn delete_automod_rule_by_hand(&self, guild_id: u64, rule_id: u64) -> bool {
+        automod::delete_by_hand(&self.inner, guild_id, rule_id)
     }
 
     /// A member (`user_id`) sends `content` in `channel_id`, as from Discord's client. Every

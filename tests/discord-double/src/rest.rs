@@ -845,11 +845,7 @@ fn create_message(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     if is_empty_message(body) {
         return Err(ApiError::empty_message());
     }
-    if let Some(content) = body["content"].as_str() {
-        if content.chars().count() > 2000 {
-            return Err(ApiError::invalid_form("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length."));
-        }
-    }
+    crate::message_rules::check(body, "")?;
     let mut clean = Value::Object(without_nulls(body));
     clean["flags"] = json!(body["flags"].as_u64().unwrap_or(0) & 4);
     let id = st.create_message(channel, guild_id, &clean, 0, None);

