@@ -36,3 +36,23 @@ pub fn serenity_http(config: &Config, token: &str, client: reqwest::Client) -> s
     }
     http.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_not_pem_stops_the_start_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.discord.ca_file = Some(dir.path().join("missing.pem"));
+        assert!(http_client(&config).unwrap_err().starts_with("discord.ca_file: cannot read"));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        config.discord.ca_file = Some(junk);
+        assert!(http_client(&config).unwrap_err().starts_with("discord.ca_file:"));
+        config.discord.ca_file = None;
+        config.discord.connect_to = Some("127.0.0.1:8443".parse().unwrap());
+        assert!(http_client(&config).is_ok());
+    }
+}
