@@ -108,3 +108,40 @@ async fn a_shared_scope_429_is_not_counted_as_invalid_but_a_user_scope_one_is() 
     assert_eq!(invalid_total(&metrics(&app).await), 1, "a user-scope 429 counts");
     app.double.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_first_response_rate_limited_past_discords_3_s_is_given_up_not_sent_late() {
+    const CALLBACK_ROUTE: &str = "/interactions/{interaction_id}/{interaction_token}/callback";
+    let app = production_app().await;
+    app.double.fault(FaultRule::on("POST", CALLBACK_ROUTE).rate_limited(5.0, false).once());
+
+    let sent = app
+        .double
+        .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
+        .subcommand("apikey", "create")
+        .string("name", "late")
+        .string("scopes", "bans.read")
+        .send()
+        .await
+        .expect("send /apikey create");
+    let started = Instant::now();
+    // serenity alone would sleep the 5 s out and answer a dead interaction
+    // (404 Unknown interaction): wait past that and look.
+    let gave_up = |logs: &[String]| logs.iter().any(|l| l.contains("window for a first response has closed"));
+    while !gave_up(&app.logs()) {
+        assert!(started.elapsed() < Duration::from_secs(5), "the bot never gave up the reply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gave_up_after = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    let callbacks = app.double.calls_to("POST", CALLBACK_ROUTE);
+    eprintln!(
+        "first response 429 retry_after 5 s: given up {gave_up_after:?} after the command; callbacks {:?}",
+        statuses(&callbacks)
+    );
+    assert!(gave_up_after < Duration::from_millis(3500), "gave up after {gave_up_after:?}");
+    assert_eq!(statuses(&callbacks), [429], "nothing sent after Discord's 3 s");
+    assert!(app.double.interaction_response(&sent).is_none());
+    assert!(app.double.calls_to("POST", FOLLOW_UP_ROUTE).is_empty());
+    app.double.assert_no_violations();
+}
