@@ -18,7 +18,8 @@
 //!   learn of bans made elsewhere only when that runs out; refusals the
 //!   guard remembers last their 30 s (no role events to forget them).
 //! - `--only bot`: the gateway bot (slash commands, buttons, the leak
-//!   guard) and the audit-channel outbox ([`outbox`]), with no listener
+//!   guard), the audit-channel outbox ([`outbox`]) and the reconcile of
+//!   API writes left pending ([`reconcile`]), with no listener
 //!   (`http.bind` is not bound). Only the bot posts audit entries: listeners
 //!   record events in the shared database and the bot posts them (claims
 //!   keep two bots from posting one twice), so a deployment needs one bot
@@ -40,7 +41,7 @@ use crate::discord::{GuildOps, SerenityGuildOps};
 use crate::service::actions::{BanCache, GuildActions};
 use crate::service::guard::DiscordGuard;
 use crate::service::health::{BotHealth, BotState};
-use crate::service::{outbox, KeyService};
+use crate::service::{outbox, reconcile, KeyService};
 use crate::store::Store;
 
 /// How long in-flight requests get to finish at shutdown.
@@ -60,7 +61,8 @@ pub enum StartError {
 
 /// Opens and migrates the database named by the config.
 pub async fn open_store(config: &Config) -> Result<Store, StartError> {
-    let url = &config.database.url;
+    let db = &config.database;
+    let url = &crate::store::with_tls_settings(&db.url, db.sslmode.as_deref(), db.sslrootcert.as_deref());
     let store = Store::connect(url).await.map_err(|e| database_error(url, e))?;
     store.migrate().await.map_err(|e| database_error(url, e))?;
     Ok(store)
@@ -111,7 +113,12 @@ impl Operator {
 
 /// A database that cannot be opened or migrated: say why and what to do.
 pub fn database_error(url: &str, cause: anyhow::Error) -> StartError {
-    let advice = if crate::store::is_postgres_url(url) {
+    let tls = cause.chain().any(|c| matches!(c.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Tls(_))))
+        || format!("{cause:#}").contains("certificate");
+    let advice = if crate::store::is_postgres_url(url) && tls {
+        "check sslmode and that sslrootcert (database.sslrootcert or the URL's) holds the CA that signed \
+         PostgreSQL's certificate, for the host name the URL gives"
+    } else if crate::store::is_postgres_url(url) {
         "check that PostgreSQL is running and reachable and the user, password and database are right"
     } else {
         "check that the path exists and is writable"
@@ -161,7 +168,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let health = Arc::new(BotHealth::new(if role.runs_bot() { BotState::Connecting } else { BotState::Off }));
     let bans = Arc::new(BanCache::default());
-    let guard = Arc::new(DiscordGuard::new(config.discord.invalid_request_budget));
+    let guard =
+        Arc::new(DiscordGuard::new(config.discord.invalid_request_budget, config.discord.bot_invalid_request_budget));
     let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -217,11 +225,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         // fail ("the bot is still starting") and be lost.
         let poster = {
             let (actions, ops, stop) = (actions.clone(), serenity_ops.clone(), stopped(stop_rx.clone()));
+            let stop_too = stopped(stop_rx.clone());
             tokio::spawn(async move {
                 let attached = ops.wait_attached();
                 tokio::pin!(stop);
                 tokio::select! {
-                    () = attached => outbox::run(actions, stop).await,
+                    // API writes left pending by a process killed mid-write
+                    // are settled from what Discord shows, then posted.
+                    () = attached => {
+                        tokio::join!(reconcile::run(actions.clone(), stop_too), outbox::run(actions, stop));
+                    }
                     () = &mut stop => {}
                 }
             })
@@ -256,6 +269,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let gateway = tokio::spawn(supervisor.run());
         bot = Some((gateway, shard_manager, poster, hooks, maker_check));
     }
+    // Discord's refusals count for the whole bot: shared with every
+    // instance on the database.
+    let refusals = tokio::spawn(crate::service::tasks::refusals::run(actions.clone(), stopped(stop_rx.clone())));
     let upkeep = {
         let keys = keys.clone();
         let stop = stopped(stop_rx.clone());
@@ -304,6 +320,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let _ = hooks.await; // attempts in flight finish
     }
     let _ = upkeep.await; // flushes last-used times
+    let _ = refusals.await; // shares the last refusals counted
     store.close().await;
     tracing::info!("stopped");
     outcome

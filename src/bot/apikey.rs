@@ -25,6 +25,9 @@ const MAX_CHOICES: usize = 25;
 #[poise::command(
     slash_command,
     guild_only,
+    // Installed to servers only (integration_types [0]): a user install
+    // would offer it where the bot is absent.
+    install_context = "Guild",
     default_member_permissions = "MANAGE_GUILD",
     subcommands(
         "apikey_create",

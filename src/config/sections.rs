@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::values::{
-    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptAddr, OptPath, OptUrl, Register,
-    RetryDelays, Role, ShardCount, ShardIds, Token,
+    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptAddr, OptPath, OptUrl, PemFile,
+    Register, RetryDelays, Role, ShardCount, ShardIds, SslMode, Token,
 };
 use super::{
     ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
@@ -124,6 +124,11 @@ settings! {
         /// until the count falls again. Discord cuts the bot off from its API
         /// for every guild after 10,000 from one IP.
         invalid_request_budget: u32 = 50, Int<u32, 1, 5000>;
+        /// Invalid answers the whole bot may earn in 10 minutes, every
+        /// instance together (shared through the database): as it runs out,
+        /// the guilds refused most are paused first. Well under Discord's
+        /// 10,000, which would cut the bot off for every guild.
+        bot_invalid_request_budget: u32 = 2500, Int<u32, 1, 9000>;
         /// The operator enabled the privileged MESSAGE_CONTENT intent for the
         /// bot: the leak guard then also revokes a key it catches in a message.
         message_content_intent: bool = false, Flag;
@@ -136,6 +141,12 @@ settings! {
     #[derive(Debug, Clone)]
     database: DatabaseConfig, DatabaseFile {
         url: String = "sqlite://data/guildkey.db?mode=rwc".to_owned(), DbUrl, env "DATABASE_URL";
+        /// PostgreSQL's TLS: disable, allow, prefer, require, verify-ca or
+        /// verify-full; replaces the URL's `sslmode` when set.
+        sslmode: Option<String> = None, SslMode, env "DATABASE_SSLMODE";
+        /// The CA certificate (PEM file) verify-ca and verify-full check the
+        /// server against; replaces the URL's `sslrootcert` when set.
+        sslrootcert: Option<String> = None, PemFile, env "DATABASE_SSLROOTCERT";
     }
 
     #[derive(Debug, Clone)]

@@ -241,6 +241,53 @@ impl Kind for DbUrl {
     }
 }
 
+/// A PostgreSQL `sslmode` (libpq's words): unset leaves the URL's own (or
+/// `prefer`, encrypted whenever the server offers TLS).
+pub(super) struct SslMode;
+
+/// The modes PostgreSQL connections take, weakest first.
+const SSL_MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+impl Kind for SslMode {
+    type Out = Option<String>;
+    fn from_toml(v: Value) -> Result<Option<String>, String> {
+        let v = string(v)?;
+        let v = v.trim().to_ascii_lowercase();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        if !SSL_MODES.contains(&v.as_str()) {
+            return Err(format!("'{v}' is not an sslmode; use one of {}", SSL_MODES.join(", ")));
+        }
+        Ok(Some(v))
+    }
+    fn show(v: &Option<String>) -> String {
+        v.clone().unwrap_or_else(|| "(the URL's, or prefer)".to_owned())
+    }
+}
+
+/// A file that must exist when set (a CA certificate in PEM).
+pub(super) struct PemFile;
+
+impl Kind for PemFile {
+    type Out = Option<String>;
+    fn from_toml(v: Value) -> Result<Option<String>, String> {
+        let v = string(v)?;
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        match std::fs::read_to_string(v) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Ok(Some(v.to_owned())),
+            Ok(_) => Err(format!("'{v}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)")),
+            Err(e) => Err(format!("cannot read '{v}': {e}")),
+        }
+    }
+    fn show(v: &Option<String>) -> String {
+        v.clone().unwrap_or_else(|| "(the URL's sslrootcert, or the public web roots)".to_owned())
+    }
+}
+
 /// An address like `127.0.0.1:8080` or `[::]:8080`, or a host name and port
 /// (`localhost:8080`), resolved now to its first address.
 pub(super) struct Bind;

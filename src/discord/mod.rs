@@ -39,4 +39,4 @@ pub use escape::{code_span, escape, escape_within};
 pub use permissions::{Overwrite, RoleFacts, Standing};
 pub use port::{codes, DiscordError, GuildInfo, GuildOps};
 pub use serenity_ops::{SerenityGuildOps, DISCORD_TIMEOUT, MAX_RETRY_WAIT};
-pub use shield::{InvalidAnswers, INVALID_WINDOW};
+pub use shield::{epoch_minute, Elsewhere, InvalidAnswers, Spent, INVALID_WINDOW, NO_GUILD};

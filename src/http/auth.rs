@@ -76,10 +76,13 @@ pub enum Admitted {
 /// writes. An admitted request gets the budget headers with
 /// [`set_budget_headers`] on whatever the handler answers.
 ///
-/// The IP throttle counts and refuses failures only: a key that verifies is
-/// admitted even from a throttled address (game servers and NATs share one),
-/// and the success path never touches the throttle. A throttled address
-/// presenting no, a bad or an unknown token gets 429.
+/// The address throttle (per IPv4 address or IPv6 /64) counts and refuses
+/// refusals only: guesses, and a known key's refusals (revoked, expired,
+/// suspended, outside its allow-list, over its rate limit). A key that
+/// verifies is admitted even from a throttled address (game servers and
+/// NATs share one), and the success path never touches the throttle. A
+/// throttled address presenting no, a bad, an unknown or a refused key
+/// gets 429.
 ///
 /// [`KeyService::admit`]: crate::service::KeyService::admit
 pub fn admit(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Admitted, Refused> {
@@ -97,27 +100,46 @@ pub fn admit(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Admitt
     match state.service.admit(token, ip) {
         Admission::Leasing(caller) => Ok(Admitted::Later(caller)),
         Admission::Unverified(e) => {
-            let guess = matches!(e, Error::Malformed(_) | Error::NotFound(_));
+            let counted = counts_towards_throttle(&e);
             let refused = unverified(state, ip, ApiError::Service(e));
             let throttled = matches!(refused.error, ApiError::Service(Error::RateLimited { .. }));
-            // Guesses count towards the throttle (those made while it holds do not).
-            if guess && !throttled {
+            // Guesses and a known key's refusals count towards the throttle
+            // (those made while it holds do not).
+            if counted && !throttled {
                 if let Some(wait) = state.throttle.record_failure(ip) {
-                    tracing::warn!(%ip, "too many failed authentications; throttling this address");
+                    tracing::warn!(%ip, "too many refused requests; throttling this address");
                     return Err(ApiError::Service(Error::RateLimited { retry_after_secs: wait }).into());
                 }
             }
             Err(refused)
         }
-        limited => limited_or_admitted(state, limited).map(|(caller, budget)| Admitted::Now(caller, budget)),
+        limited => limited_or_admitted(state, Some(ip), limited).map(|(caller, budget)| Admitted::Now(caller, budget)),
     }
+}
+
+/// Whether a refusal counts towards the address throttle: a guess (a
+/// malformed or unknown token) and a known key refused (revoked, expired,
+/// suspended, outside its allow-list), so a dead key hammers no cheaper
+/// than a guesser. A stale index is guildkey's fault, not the client's.
+fn counts_towards_throttle(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Malformed(_)
+            | Error::NotFound(_)
+            | Error::Revoked(_)
+            | Error::Expired(_)
+            | Error::Suspended(_)
+            | Error::IpNotAllowed
+    )
 }
 
 /// Finishes [`admit`] for a request it answered [`Admitted::Later`]: the
 /// service's answer once the key's lease is in (at most
 /// `service::lease::WAIT_FOR`).
 pub async fn admit_leased(state: &AppState, caller: Authenticated) -> Result<(Authenticated, Budget), Refused> {
-    limited_or_admitted(state, state.service.admit_leased(caller).await)
+    // A key's first request of a window on this instance: not counted
+    // towards the throttle (the next ones are).
+    limited_or_admitted(state, None, state.service.admit_leased(caller).await)
 }
 
 /// A failure to verify: 429 while the address is throttled, else its own
@@ -133,14 +155,25 @@ fn unverified(state: &AppState, ip: IpAddr, failure: ApiError) -> Refused {
 }
 
 /// The answer for a verified key: admitted with its budget, or refused
-/// over its rate limit (429 with the budget headers).
-fn limited_or_admitted(state: &AppState, admission: Admission) -> Result<(Authenticated, Budget), Refused> {
+/// over its rate limit (429 with the budget headers; the refusal counts
+/// towards the address throttle, which a key that verifies and is within
+/// its limit passes anyway).
+fn limited_or_admitted(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    admission: Admission,
+) -> Result<(Authenticated, Budget), Refused> {
     match admission {
         Admission::Admitted(caller, budget) => {
             state.metrics.verified_ok.inc();
             Ok((caller, budget))
         }
         Admission::Limited { retry_after_secs, budget } => {
+            if let Some(ip) = ip.filter(|ip| state.throttle.blocked_for(*ip).is_none()) {
+                if state.throttle.record_failure(ip).is_some() {
+                    tracing::warn!(%ip, "too many refused requests; throttling this address");
+                }
+            }
             state.metrics.verifications.with_label_values(&["rate_limited"]).inc();
             let error = ApiError::Service(Error::RateLimited { retry_after_secs });
             Err(Refused { error, budget: Some(budget) })

@@ -24,6 +24,12 @@ pub struct Metrics {
     /// minutes: Discord cuts the bot off at 10,000 from one IP.
     discord_invalid_recent: IntGauge,
     discord_invalid_total: IntCounter,
+    /// The same over every instance of the bot (shared through the
+    /// database), the bot-wide budget it is held under, and the guilds
+    /// paused now.
+    discord_invalid_bot: IntGauge,
+    discord_bot_budget: IntGauge,
+    discord_paused_guilds: IntGauge,
     /// The rate limit shared by instances (`service::lease`).
     rate_instances: IntGauge,
     rate_leases: IntCounter,
@@ -71,6 +77,22 @@ impl Metrics {
             "Discord answers that count towards its invalid-request limit (401, 403, 429) since start",
         )
         .expect("valid");
+        let discord_invalid_bot = IntGauge::new(
+            "discord_invalid_requests_bot_10m",
+            "Discord's invalid answers over about the last 10 minutes, every instance of the bot together (what \
+             discord.bot_invalid_request_budget holds)",
+        )
+        .expect("valid");
+        let discord_bot_budget = IntGauge::new(
+            "discord_invalid_request_budget_bot",
+            "discord.bot_invalid_request_budget: the invalid answers the whole bot may earn in 10 minutes",
+        )
+        .expect("valid");
+        let discord_paused_guilds = IntGauge::new(
+            "discord_paused_guilds",
+            "Guilds whose Discord calls are paused now (their own budget spent, or the bot's running out)",
+        )
+        .expect("valid");
         let index_keys_applied = IntCounter::new(
             "key_index_keys_applied_total",
             "Keys changed by another process (the CLI, a second instance) applied to the index one by one",
@@ -100,6 +122,9 @@ impl Metrics {
         registry.register(Box::new(index_keys_applied.clone())).expect("unique metric");
         registry.register(Box::new(discord_invalid_recent.clone())).expect("unique metric");
         registry.register(Box::new(discord_invalid_total.clone())).expect("unique metric");
+        registry.register(Box::new(discord_invalid_bot.clone())).expect("unique metric");
+        registry.register(Box::new(discord_bot_budget.clone())).expect("unique metric");
+        registry.register(Box::new(discord_paused_guilds.clone())).expect("unique metric");
         registry.register(Box::new(rate_instances.clone())).expect("unique metric");
         registry.register(Box::new(rate_leases.clone())).expect("unique metric");
         registry.register(Box::new(rate_local_only.clone())).expect("unique metric");
@@ -116,6 +141,9 @@ impl Metrics {
             keys_indexed,
             discord_invalid_recent,
             discord_invalid_total,
+            discord_invalid_bot,
+            discord_bot_budget,
+            discord_paused_guilds,
             rate_instances,
             rate_leases,
             rate_local_only,
@@ -142,9 +170,16 @@ impl Metrics {
     }
 
     /// Brings Discord's invalid-answer figures up to date.
-    pub fn observe_discord(&self, invalid: Option<&crate::discord::InvalidAnswers>) {
+    pub fn observe_discord(
+        &self,
+        invalid: Option<&crate::discord::InvalidAnswers>,
+        guard: &crate::service::guard::DiscordGuard,
+    ) {
+        self.discord_bot_budget.set(i64::from(guard.bot_budget()));
         let Some(invalid) = invalid else { return };
         self.discord_invalid_recent.set(i64::try_from(invalid.recent_total()).unwrap_or(i64::MAX));
+        self.discord_invalid_bot.set(i64::try_from(invalid.bot_total()).unwrap_or(i64::MAX));
+        self.discord_paused_guilds.set(i64::try_from(guard.paused_guilds(invalid)).unwrap_or(i64::MAX));
         let _one_at_a_time = self.index_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.discord_invalid_total.inc_by(invalid.total().saturating_sub(self.discord_invalid_total.get()));
     }

@@ -1,7 +1,11 @@
-//! The address throttle, with the governor crate (GCRA): per client IP, for
-//! failed authentications: after a burst of failures the IP is refused with
-//! 429 until the bucket refills, so guessing keys costs real time. (A key's
-//! own rate limit is the service's: `service::verify`.)
+//! The address throttle, with the governor crate (GCRA): per client
+//! address block (an IPv4 address, an IPv6 /64: see
+//! [`crate::keys::address_block`]), for refused requests: failed
+//! authentications, and refusals of a known key (revoked, suspended,
+//! expired, outside its allow-list, over its rate limit). After a burst of
+//! them the block is refused with 429 until the bucket refills, so guessing
+//! keys or hammering with a dead one costs real time. (A key's own rate
+//! limit is the service's: `service::verify`.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Failed authentications per client IP.
+/// Refused requests per client address block.
 pub struct FailureThrottle {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     blocked: Mutex<HashMap<IpAddr, Instant>>,
@@ -34,11 +38,12 @@ impl FailureThrottle {
         }
     }
 
-    /// Seconds the IP must wait, if it is currently blocked.
+    /// Seconds the IP's block must wait, if it is currently blocked.
     pub fn blocked_for(&self, ip: IpAddr) -> Option<u64> {
         if self.blocked_count.load(Ordering::Acquire) == 0 {
             return None;
         }
+        let ip = crate::keys::address_block(ip);
         let mut blocked = self.blocked.lock().expect("throttle lock poisoned");
         let until = *blocked.get(&ip)?;
         let now = Instant::now();
@@ -50,8 +55,9 @@ impl FailureThrottle {
         Some((until - now).as_secs_f64().ceil().max(1.0) as u64)
     }
 
-    /// Counts one failure; returns the wait if this IP is now blocked.
+    /// Counts one failure; returns the wait if this IP's block is now blocked.
     pub fn record_failure(&self, ip: IpAddr) -> Option<u64> {
+        let ip = crate::keys::address_block(ip);
         match self.limiter.check_key(&ip) {
             Ok(()) => None,
             Err(not_until) => {

@@ -315,6 +315,28 @@ impl fmt::Display for Ttl {
     }
 }
 
+/// The block a client address is throttled and counted in: an IPv4
+/// address itself (an IPv4-mapped IPv6 one as its IPv4 address), an IPv6
+/// address's /64, the least a subscriber is given (so one holder of a /64,
+/// with endless addresses to choose from, is one client).
+pub fn address_block(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)))
+        }
+        v4 => v4,
+    }
+}
+
+/// How an [`address_block`] is shown: an IPv4 address as itself, an IPv6
+/// block as `2001:db8:1:2::/64`.
+pub fn block_text(block: std::net::IpAddr) -> String {
+    match block {
+        std::net::IpAddr::V6(v6) => format!("{v6}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
 /// Where a key may be used from: IPs and CIDRs, v4 and v6. Empty = anywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowedIps(Box<[IpNet]>);

@@ -123,3 +123,13 @@ fn rate_limits_are_bounded() {
     assert!(parse_rate_limit(-5).is_err());
     assert!(parse_rate_limit(100_001).is_err());
 }
+
+#[test]
+fn an_ipv6_address_is_counted_in_its_64_and_an_ipv4_one_alone() {
+    let block = |s: &str| block_text(address_block(s.parse().unwrap()));
+    assert_eq!(block("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+    assert_eq!(block("2001:db8:1:2::1"), block("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+    assert_ne!(block("2001:db8:1:2::1"), block("2001:db8:1:3::1"));
+    assert_eq!(block("203.0.113.7"), "203.0.113.7");
+    assert_eq!(block("::ffff:203.0.113.7"), "203.0.113.7", "an IPv4-mapped address is its IPv4 one");
+}

@@ -4,8 +4,10 @@
 //! the guard's memory of refusals and its per-guild pause, test-key dry runs
 //! that read and check as a live write would, idempotent
 //! PUT/DELETE semantics, `X-Audit-Log-Reason` naming the key, the audit
-//! entry written only once Discord accepted the change, and a short ban
-//! cache so a game polling every joining player does not hammer Discord.
+//! entry recorded (pending) before Discord is asked and settled after
+//! ([`GuildActions::recorded`]: no Discord write without its record), and
+//! a short ban cache so a game polling every joining player does not hammer
+//! Discord.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -147,6 +149,12 @@ impl GuildActions {
         &self.ops
     }
 
+    /// The guard on Discord calls (its budgets, for metrics and the
+    /// sharing of refusal counts).
+    pub fn guard(&self) -> &Arc<DiscordGuard> {
+        &self.guard
+    }
+
     /// Guild info from the gateway cache (no REST call), or on an `--only
     /// http` listener from Discord's REST API, cached briefly.
     pub async fn guild_info(&self, caller: &Authenticated, guild_id: u64) -> Result<GuildInfo> {
@@ -164,12 +172,11 @@ impl GuildActions {
     /// fresh.
     pub async fn may_call(&self, guild_id: u64, call: Call) -> Result<()> {
         if let Some(invalid) = self.ops.invalid_answers() {
-            let (recent, frees_in) = invalid.recent(guild_id, self.guard.budget() as usize);
-            if let Some((error, news)) = self.guard.paused(guild_id, recent, frees_in) {
-                if news {
-                    self.announce_pause(guild_id, recent, frees_in, &error).await;
+            if let Some(pause) = self.guard.paused(guild_id, invalid) {
+                if pause.news {
+                    self.announce_pause(guild_id, pause.recent, pause.frees_in, &pause.error).await;
                 }
-                return Err(error);
+                return Err(pause.error);
             }
         }
         match self.guard.remembered(guild_id, call) {
@@ -207,6 +214,14 @@ impl GuildActions {
         if let Some(error) = self.guard.remembered(event.guild_id, call) {
             return Err(error);
         }
+        // Not past the bot's budget in all: then even the announcement waits.
+        if let Some(pause) = self
+            .ops
+            .invalid_answers()
+            .and_then(|i| (!self.guard.may_bypass(i)).then(|| self.guard.paused(event.guild_id, i)).flatten())
+        {
+            return Err(pause.error);
+        }
         self.ops.post_audit(channel_id, event).await.map_err(|e| {
             self.guard.note(event.guild_id, call, &e);
             discord(e)
@@ -225,6 +240,7 @@ impl GuildActions {
             "why": error.to_string(),
             "invalid_answers": recent,
             "budget": self.guard.budget(),
+            "bot_budget": self.guard.bot_budget(),
             "paused_until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         if let Err(e) = self.keys.record_system_event(guild_id, Action::DiscordPaused, details).await {
@@ -359,9 +375,9 @@ impl GuildActions {
         }
         let audit_reason = Self::audit_reason(caller, reason.as_deref());
         let ban = self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason);
-        self.call(guild_id, Call::Ban(user_id), ban).await?;
+        let outcome = self.recorded(caller, Action::BanAdded, details, guild_id, Call::Ban(user_id), ban).await;
         self.bans.invalidate(guild_id, user_id);
-        self.applied(caller, Action::BanAdded, details).await
+        outcome
     }
 
     pub async fn unban(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<WriteOutcome> {
@@ -377,9 +393,10 @@ impl GuildActions {
             return self.dry_run(caller, Action::BanRemoved, details).await;
         }
         let audit_reason = Self::audit_reason(caller, None);
-        self.call(guild_id, Call::Unban(user_id), self.ops.unban(guild_id, user_id, &audit_reason)).await?;
+        let unban = self.ops.unban(guild_id, user_id, &audit_reason);
+        let outcome = self.recorded(caller, Action::BanRemoved, details, guild_id, Call::Unban(user_id), unban).await;
         self.bans.invalidate(guild_id, user_id);
-        self.applied(caller, Action::BanRemoved, details).await
+        outcome
     }
 
     /// Adds (`add`) or removes a member's role, within the guard's rules:
@@ -432,8 +449,7 @@ impl GuildActions {
         }
         let audit_reason = Self::audit_reason(caller, None);
         let write = self.ops.set_role(guild_id, user_id, role_id, add, &audit_reason);
-        self.call(guild_id, Call::Role { user: user_id, role: role_id }, write).await?;
-        self.applied(caller, action, details).await
+        self.recorded(caller, action, details, guild_id, Call::Role { user: user_id, role: role_id }, write).await
     }
 
     /// Turns the leak guard on: a Discord AutoMod rule that blocks every
@@ -475,14 +491,107 @@ impl GuildActions {
         Ok(WriteOutcome { changed: false, dry_run: true, audit_event_id: Some(event.id) })
     }
 
-    async fn applied(
+    /// Record first, then act: the write's audit event is recorded
+    /// (pending) before Discord is asked, so no change reaches Discord
+    /// without its record. If it cannot be recorded (the database out of
+    /// reach: 503) Discord is never asked, and a retry starts afresh. After
+    /// the call the event is settled: done (it joins the audit log and is
+    /// posted) or failed (Discord refused: kept out of the log). When
+    /// Discord's answer was lost, what Discord shows is read to settle it;
+    /// if that fails too, the event stays pending for the reconcile. When the
+    /// outcome cannot be recorded (the database went away meanwhile), the
+    /// write still stands and is answered as done; the outcome is retried in
+    /// the background, and the reconcile settles it if this process dies.
+    async fn recorded(
         &self,
         caller: &Authenticated,
         action: Action,
         details: serde_json::Value,
+        guild_id: u64,
+        call: Call,
+        write: impl std::future::Future<Output = Result<(), DiscordError>>,
     ) -> Result<WriteOutcome> {
-        let event = self.keys.record_api_write(caller, action, details).await?;
-        Ok(WriteOutcome { changed: true, dry_run: false, audit_event_id: Some(event.id) })
+        let id = self.keys.record_pending_write(caller, action, details.clone()).await?;
+        let unreachable = std::sync::atomic::AtomicBool::new(false);
+        let write = async {
+            let result = write.await;
+            if matches!(result, Err(DiscordError::Unavailable(_))) {
+                unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        };
+        let result = self.call(guild_id, call, write).await;
+        let done = if unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+            // Discord's answer was lost (a 5xx, a broken connection): read
+            // whether the change is there now.
+            match self.landed(guild_id, action, &details).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(event_id = id, guild_id, error = %e, "whether a write reached Discord is unknown; the reconcile will read it");
+                    return result.and(Err(e));
+                }
+            }
+        } else {
+            result.is_ok()
+        };
+        if let Err(e) = self.keys.settle_write(id, done).await {
+            tracing::warn!(event_id = id, guild_id, done, error = %e, "failed to record a write's outcome; retrying");
+            let keys = self.keys.clone();
+            tokio::spawn(async move { settle_later(&keys, id, done).await });
+        }
+        if !done {
+            return Err(result.err().unwrap_or_else(|| Error::Discord("Discord did not make the change".to_owned())));
+        }
+        Ok(WriteOutcome { changed: true, dry_run: false, audit_event_id: Some(id) })
+    }
+
+    /// Settles a pending API write left by a process that died mid-write (or
+    /// whose Discord call could not tell) from what Discord shows now.
+    /// Returns whether the write was found done; an error (Discord
+    /// unreachable) leaves the event pending for the next pass.
+    pub async fn reconcile(&self, event: &crate::audit::AuditEvent) -> Result<bool> {
+        let done = self.landed(event.guild_id, event.action, &event.details).await?;
+        self.keys.settle_write(event.id, done).await?;
+        Ok(done)
+    }
+
+    /// Whether Discord shows the change an API write asked for: the ban
+    /// there or not, the member holding the role or not (a member who left
+    /// shows nothing, so no).
+    async fn landed(&self, guild_id: u64, action: Action, details: &serde_json::Value) -> Result<bool> {
+        let id_in = |name: &str| details[name].as_str().and_then(|v| v.parse::<u64>().ok());
+        Ok(match (action, id_in("user_id")) {
+            (Action::BanAdded | Action::BanRemoved, Some(user_id)) => {
+                let banned = self.ops.ban_status(guild_id, user_id).await.map_err(discord)?.is_some();
+                self.bans.invalidate(guild_id, user_id);
+                banned == (action == Action::BanAdded)
+            }
+            (Action::RoleAdded | Action::RoleRemoved, Some(user_id)) => {
+                let roles = self.ops.member_roles(guild_id, user_id).await.map_err(discord)?;
+                match (roles, id_in("role_id")) {
+                    (Some(roles), Some(role)) => roles.contains(&role) == (action == Action::RoleAdded),
+                    _ => false,
+                }
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Retries recording a write's outcome while the database is out of reach,
+/// for as long as the writer owns the event ([`super::audit::PENDING_FOR`]);
+/// the reconcile settles it after that.
+async fn settle_later(keys: &KeyService, id: i64, done: bool) {
+    let deadline = tokio::time::Instant::now() + super::audit::PENDING_FOR;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match keys.settle_write(id, done).await {
+            Ok(_) => {
+                tracing::info!(event_id = id, done, "recorded a write's outcome once the database was back");
+                return;
+            }
+            Err(e) => tracing::debug!(event_id = id, error = %e, "still failing to record a write's outcome"),
+        }
     }
 }
 

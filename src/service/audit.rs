@@ -101,14 +101,7 @@ impl KeyService {
         action: Action,
         details: serde_json::Value,
     ) -> Result<AuditEvent> {
-        let event = NewAuditEvent {
-            guild_id: caller.key.guild_id,
-            action,
-            actor: caller.actor(),
-            key: Some(caller.key.key_ref()),
-            test: caller.is_test(),
-            details,
-        };
+        let event = api_write_event(caller, action, details);
         let now = self.now();
         let id = self.inner.store.insert_audit(&event, now).await?;
         self.inner.audit_posted.notify_one();
@@ -125,6 +118,39 @@ impl KeyService {
             test: event.test,
             details: event.details,
         })
+    }
+
+    /// Records an API write to Discord before Discord is asked (record
+    /// first, then act): a pending event, not listed nor posted until
+    /// [`Self::settle_write`]. An error here (the database out of reach)
+    /// means Discord must not be asked. Returns the event's id.
+    pub async fn record_pending_write(
+        &self,
+        caller: &Authenticated,
+        action: Action,
+        details: serde_json::Value,
+    ) -> Result<i64> {
+        let event = api_write_event(caller, action, details);
+        let now = self.now();
+        let until = now + chrono::Duration::from_std(PENDING_FOR).unwrap_or_default();
+        Ok(self.inner.store.insert_pending_write(&event, now, until).await?)
+    }
+
+    /// Settles a pending API write with what Discord did: `done` puts it in
+    /// the audit log (and wakes the outbox to post it); not done keeps it
+    /// out. False if it was settled already.
+    pub async fn settle_write(&self, id: i64, done: bool) -> Result<bool> {
+        let settled = self.inner.store.settle_write(id, done, self.now()).await?;
+        if settled && done {
+            self.inner.audit_posted.notify_one();
+        }
+        Ok(settled)
+    }
+
+    /// Pending API writes whose writer's time to settle them ran out by
+    /// `due_by` (see [`PENDING_FOR`]), oldest first.
+    pub async fn pending_writes(&self, due_by: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<AuditEvent>> {
+        Ok(self.inner.store.pending_writes(due_by, limit).await?)
     }
 
     /// Records an event guildkey itself caused (actor `guildkey`), such as
@@ -153,6 +179,25 @@ impl KeyService {
         }
     }
 }
+
+/// The event of a write made through the API with `caller`'s key.
+fn api_write_event(caller: &Authenticated, action: Action, details: serde_json::Value) -> NewAuditEvent {
+    NewAuditEvent {
+        guild_id: caller.key.guild_id,
+        action,
+        actor: caller.actor(),
+        key: Some(caller.key.key_ref()),
+        test: caller.is_test(),
+        details,
+    }
+}
+
+/// How long the process making an API write has to settle its pending
+/// event itself (the Discord call, then the outcome, retried while the
+/// database is out of reach); after it, the reconcile reads Discord and
+/// settles the event. Far longer than a Discord write takes, rate-limit
+/// waits included, so a write in flight is never settled under its writer.
+pub const PENDING_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How many of the changes made while audit posts were off the summary
 /// lists, newest first (the rest are in the audit log).

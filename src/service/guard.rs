@@ -14,7 +14,10 @@
 //!   its API, for every guild, after 10,000 invalid requests (401, 403, 429)
 //!   from one IP in 10 minutes. A refusal is remembered briefly and answered
 //!   again without asking; a guild whose calls Discord keeps refusing gets
-//!   its Discord calls paused until its count falls.
+//!   its Discord calls paused until its count falls. The count is the
+//!   bot's, every instance's together (`tasks::refusals`), and the bot as
+//!   a whole has a budget too: as it runs out, the guilds refused most are
+//!   paused first ([`DiscordGuard::cap`]).
 //!
 //! Pure rules over what the adapter ([`crate::discord`]) reports; no I/O.
 
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use super::index::KeyInfo;
 use super::{Error, Result};
 use crate::discord::permissions as p;
-use crate::discord::{DiscordError, Standing};
+use crate::discord::{DiscordError, InvalidAnswers, Standing};
 
 /// Permissions that make a role (or a member) a way to take a server over,
 /// or to moderate it: a key never grants or removes a role carrying one
@@ -263,19 +266,37 @@ pub const CALLS_IN_FLIGHT_PER_GUILD: usize = 4;
 
 /// Discord's recent refusals and each guild's pause. One per process.
 pub struct DiscordGuard {
+    /// Refusals one guild's calls may earn over the window.
     budget: u32,
+    /// Refusals the whole bot's calls may earn over the window, every
+    /// instance together (see [`DiscordGuard::cap`]).
+    bot_budget: u32,
     in_flight: Mutex<HashMap<u64, std::sync::Arc<tokio::sync::Semaphore>>>,
     refusals: Mutex<HashMap<(u64, Call), (Instant, String)>>,
     /// Guilds whose pause has been announced, until when.
     announced: Mutex<HashMap<u64, Instant>>,
 }
 
+/// A guild's calls paused: the error to answer, whether this is news (to
+/// announce once), and what the guild spent.
+#[derive(Debug)]
+pub struct Pause {
+    pub error: Error,
+    pub news: bool,
+    /// The guild's refusals over the window, every instance's.
+    pub recent: usize,
+    pub frees_in: Duration,
+}
+
 impl DiscordGuard {
     const MAX_REFUSALS: usize = 10_000;
 
-    pub fn new(budget: u32) -> Self {
+    /// `budget` refusals per guild, `bot_budget` for the bot in all, over
+    /// Discord's 10-minute window.
+    pub fn new(budget: u32, bot_budget: u32) -> Self {
         Self {
             budget: budget.max(1),
+            bot_budget: bot_budget.max(1),
             in_flight: Mutex::default(),
             refusals: Mutex::default(),
             announced: Mutex::default(),
@@ -284,6 +305,39 @@ impl DiscordGuard {
 
     pub fn budget(&self) -> u32 {
         self.budget
+    }
+
+    pub fn bot_budget(&self) -> u32 {
+        self.bot_budget
+    }
+
+    /// The most refusals a guild may hold over the window while the bot in
+    /// all holds `total`: its own budget while the bot has spent less than
+    /// half of its budget; then falling in step with what is left, down to
+    /// 1 once the bot's budget is spent. So as the bot's budget runs out,
+    /// the guilds that spent most of it are paused first, and at the end
+    /// every guild that earned a refusal is; a guild Discord has not
+    /// refused is never held back by the others.
+    pub fn cap(&self, total: u64) -> usize {
+        let (bot, guild) = (u64::from(self.bot_budget), u64::from(self.budget));
+        let half = (bot / 2).max(1);
+        let left = bot.saturating_sub(total);
+        if left >= half {
+            return guild as usize;
+        }
+        (guild * left).div_ceil(half).clamp(1, guild) as usize
+    }
+
+    /// How many guilds are paused now (a metric).
+    pub fn paused_guilds(&self, invalid: &InvalidAnswers) -> usize {
+        let cap = self.cap(invalid.bot_total());
+        invalid.guild_counts().into_iter().filter(|(_, n)| *n >= cap).count()
+    }
+
+    /// Whether the bot may still make a call that bypasses a guild's pause
+    /// (the pause's own announcement): not once the bot's budget is spent.
+    pub fn may_bypass(&self, invalid: &InvalidAnswers) -> bool {
+        invalid.bot_total() < u64::from(self.bot_budget)
     }
 
     /// Waits for one of the guild's [`CALLS_IN_FLIGHT_PER_GUILD`] places.
@@ -339,25 +393,43 @@ impl DiscordGuard {
         self.refusals.lock().expect("refusals lock poisoned").retain(|(g, _), _| *g != guild_id);
     }
 
-    /// Whether the guild's calls are paused: `recent` invalid answers over
-    /// the window, the budget spent, `frees_in` until one leaves it. Returns
-    /// the error to answer, and whether this is news (to announce once).
-    pub fn paused(&self, guild_id: u64, recent: usize, frees_in: Duration) -> Option<(Error, bool)> {
-        if recent < self.budget as usize {
+    /// Whether the guild's calls are paused: its refusals over the window
+    /// (every instance's) at its cap ([`Self::cap`]: its own budget, or less
+    /// while the bot's budget runs out). The answer carries the error, and
+    /// whether this is news (to announce once).
+    pub fn paused(&self, guild_id: u64, invalid: &InvalidAnswers) -> Option<Pause> {
+        let total = invalid.bot_total();
+        let cap = self.cap(total);
+        let spent = invalid.spent(guild_id, cap);
+        if spent.guild < cap {
             return None;
         }
+        // Other instances' refusals count by the minute: ask again at the
+        // next one when this instance's own would free nothing sooner.
+        let frees_in = if spent.frees_in.is_zero() { Duration::from_secs(60) } else { spent.frees_in };
         let retry_after_secs = frees_in.as_secs().max(1);
         let until = Instant::now() + frees_in;
         let mut announced = self.announced.lock().expect("announced lock poisoned");
         announced.retain(|_, until| *until > Instant::now());
         let news = announced.insert(guild_id, until).is_none();
-        let message = format!(
-            "guildkey has paused its Discord calls for this server: Discord refused {recent} of them in the last \
-             10 minutes (the most allowed is {}), and more could get the bot cut off from Discord for every server. \
-             Check the bot's role and permissions; calls resume in {retry_after_secs} s",
-            self.budget
-        );
-        Some((Error::DiscordPaused { message, retry_after_secs }, news))
+        let recent = spent.guild;
+        let message = if cap >= self.budget as usize {
+            format!(
+                "guildkey has paused its Discord calls for this server: Discord refused {recent} of them in the last \
+                 10 minutes (the most allowed is {}), and more could get the bot cut off from Discord for every \
+                 server. Check the bot's role and permissions; calls resume in {retry_after_secs} s",
+                self.budget
+            )
+        } else {
+            format!(
+                "guildkey has paused its Discord calls for this server: Discord refused {recent} of them in the last \
+                 10 minutes, and the bot in all has earned {total} refusals of the {} it allows itself across every \
+                 server (Discord cuts the bot off at 10,000); the servers refused most are paused first. Check the \
+                 bot's role and permissions; calls resume in {retry_after_secs} s at the latest",
+                self.bot_budget
+            )
+        };
+        Some(Pause { error: Error::DiscordPaused { message, retry_after_secs }, news, recent, frees_in })
     }
 }
 
@@ -562,7 +634,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_remembered_and_a_spent_budget_pauses_once_announced() {
-        let guard = DiscordGuard::new(3);
+        let guard = DiscordGuard::new(3, 1000);
         let refused = DiscordError::Refused { status: 403, code: 50013, message: "Missing Permissions".into() };
         assert!(guard.remembered(GUILD, Call::BanCheck).is_none());
         guard.note(GUILD, Call::BanCheck, &refused);
@@ -578,11 +650,49 @@ mod tests {
         guard.forget(GUILD);
         assert!(guard.remembered(GUILD, Call::BanCheck).is_none(), "a role change here forgets");
 
-        assert!(guard.paused(GUILD, 2, Duration::ZERO).is_none());
-        let (first, news) = guard.paused(GUILD, 3, Duration::from_secs(40)).unwrap();
-        assert!(news);
-        assert!(matches!(first, Error::DiscordPaused { retry_after_secs: 40, .. }));
-        let (_, again) = guard.paused(GUILD, 4, Duration::from_secs(30)).unwrap();
+        let invalid = InvalidAnswers::default();
+        invalid.record(Some(GUILD));
+        invalid.record(Some(GUILD));
+        assert!(guard.paused(GUILD, &invalid).is_none());
+        invalid.record(Some(GUILD));
+        let first = guard.paused(GUILD, &invalid).unwrap();
+        assert!(first.news);
+        assert_eq!(first.recent, 3);
+        assert!(matches!(first.error, Error::DiscordPaused { retry_after_secs: 550..=600, .. }), "{:?}", first.error);
+        let again = guard.paused(GUILD, &invalid).unwrap().news;
         assert!(!again, "announced once per pause");
+    }
+
+    #[test]
+    fn as_the_bots_budget_runs_out_the_guilds_refused_most_are_paused_first_and_a_quiet_one_never() {
+        let guard = DiscordGuard::new(10, 40);
+        assert_eq!((guard.cap(0), guard.cap(20)), (10, 10), "a guild's own budget while half is left");
+        assert_eq!((guard.cap(30), guard.cap(39), guard.cap(40), guard.cap(500)), (5, 1, 1, 1));
+
+        let invalid = InvalidAnswers::default();
+        let (big, small, quiet) = (1, 2, 3);
+        for _ in 0..9 {
+            invalid.record(Some(big));
+        }
+        for _ in 0..3 {
+            invalid.record(Some(small));
+        }
+        for _ in 0..18 {
+            invalid.record(None);
+        }
+        // 30 of 40 spent: the cap is 5.
+        assert!(guard.paused(big, &invalid).is_some(), "the biggest spender first");
+        assert!(guard.paused(small, &invalid).is_none());
+        assert!(guard.may_bypass(&invalid));
+        for _ in 0..10 {
+            invalid.record(None);
+        }
+        let pause = guard.paused(small, &invalid).expect("everyone refused, once the budget is spent");
+        assert!(
+            matches!(&pause.error, Error::DiscordPaused { message, .. } if message.contains("40 refusals of the 40"))
+        );
+        assert!(guard.paused(quiet, &invalid).is_none(), "a guild Discord has not refused is served");
+        assert!(!guard.may_bypass(&invalid));
+        assert_eq!(guard.paused_guilds(&invalid), 2);
     }
 }

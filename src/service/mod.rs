@@ -37,12 +37,12 @@ pub mod usage_report;
 mod verify;
 pub mod webhooks;
 
-pub use audit::SUMMARY_LINES;
+pub use audit::{PENDING_FOR, SUMMARY_LINES};
 pub use clock::Clock;
 pub use drafts::{parse_grace, IssuedKey, KeyDraft, KeyRequest, MAX_GRACE_SECONDS};
 pub use error::{Error, Result};
 pub use leaks::{find_tokens, LeakReport};
-pub use tasks::{outbox, reminders};
+pub use tasks::{outbox, reconcile, reminders};
 pub use verify::{Admission, Authenticated, Budget};
 
 /// Store rows the adapters show as they are (a request-log line, a webhook

@@ -194,12 +194,25 @@ fn hour_start(hour: i64) -> DateTime<Utc> {
 /// hour counts and IP counts over [`Period::hours`], and this process's
 /// counts not yet written (`pending`, `pending_ips`; those outside the
 /// period are left out).
+/// The busiest address blocks read from the store for a report: enough
+/// that this process's unwritten counts rarely change which five lead.
+pub const IPS_READ: u32 = 50;
+
+/// A key's written address counts over a period, as the store adds them
+/// up: the busiest blocks (at most [`IPS_READ`]), and how many distinct
+/// blocks there were besides `other`.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredIps<'a> {
+    pub top: &'a [(String, u64)],
+    pub distinct: u64,
+}
+
 pub fn build(
     key_id: &str,
     period: Period,
     now: DateTime<Utc>,
     hours: &[HourCount],
-    ips: &[(String, u64)],
+    stored: StoredIps<'_>,
     pending: &[MinuteCount],
     pending_ips: &[IpCount],
 ) -> UsageReport {
@@ -241,11 +254,18 @@ pub fn build(
             route.1 += n;
         }
     }
-    let mut by_ip: HashMap<&str, u64> = ips.iter().map(|(ip, n)| (ip.as_str(), *n)).collect();
+    let mut by_ip: HashMap<&str, u64> = stored.top.iter().map(|(ip, n)| (ip.as_str(), *n)).collect();
+    // Blocks only this process has counted so far add to the distinct
+    // count (one the store holds beyond those read may count twice until
+    // the next flush).
+    let mut distinct_ips = stored.distinct;
     for p in pending_ips.iter().filter(|p| p.hour >= from && p.hour < to) {
-        *by_ip.entry(p.ip.as_str()).or_default() += p.count;
+        let entry = by_ip.entry(p.ip.as_str()).or_insert_with(|| {
+            distinct_ips += u64::from(p.ip != "other");
+            0
+        });
+        *entry += p.count;
     }
-    let distinct_ips = by_ip.keys().filter(|ip| **ip != "other").count() as u64;
     let mut top_ips: Vec<IpUsage> = by_ip.into_iter().map(|(ip, count)| IpUsage { ip: ip.to_owned(), count }).collect();
     top_ips.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.ip.cmp(&b.ip)));
     top_ips.truncate(TOP);
@@ -341,7 +361,7 @@ mod tests {
         }];
         let ips = [("203.0.113.1".to_owned(), 8)];
         let pending_ips = [IpCount { key_id: pending[0].key_id.clone(), hour, ip: "203.0.113.2".into(), count: 2 }];
-        let r = build("key_x", Period::Day, now, &hours, &ips, &pending, &pending_ips);
+        let r = build("key_x", Period::Day, now, &hours, StoredIps { top: &ips, distinct: 1 }, &pending, &pending_ips);
         assert_eq!(r.buckets.len(), 24);
         assert_eq!(r.total, 10, "the hour outside the period is left out");
         assert_eq!((r.buckets[21].ok, r.buckets[23].client_error, r.buckets[23].rate_limited), (5, 3, 2));

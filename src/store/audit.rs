@@ -1,7 +1,8 @@
 //! The audit trail (`audit_event`): writing events inside a change's
 //! transaction, reading a guild's events newest first, the audit-channel
-//! setting and the audit-channel outbox. Each statement once, for both
-//! backends (see `db_run!`).
+//! setting, the audit-channel outbox, and the pending events of API writes
+//! to Discord (recorded before Discord is asked, settled after). Each
+//! statement once, for both backends (see `db_run!`).
 
 use chrono::{DateTime, Utc};
 
@@ -9,6 +10,11 @@ use super::keys::{set_guild_setting_in, GuildSetting};
 use super::rows::{self, id_from_sql, id_to_sql, to_millis, EventRow, EVENT_COLUMNS};
 use super::{Conn, Store};
 use crate::audit::{Action, Actor, AuditEvent, NewAuditEvent};
+
+/// The events that are in the audit log: every event but an API write still
+/// pending or one that failed (`outcome`, see migration 0010). Only these are
+/// listed, posted and sent to webhooks.
+pub(super) const LOGGED: &str = "(outcome is null or outcome = 'done')";
 
 /// What a guild's audit channel setting was when it was changed.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +85,62 @@ impl Store {
         Ok(db_run!(write self, |c| { insert_audit_in(c, e, now).await? }))
     }
 
+    /// Records an API write to Discord before Discord is asked: a pending
+    /// event, neither listed nor posted until [`Store::settle_write`] says
+    /// it was done. The writer may settle it until `until`; after that the
+    /// reconcile reads Discord and settles it (a process killed mid-write).
+    pub async fn insert_pending_write(
+        &self,
+        e: &NewAuditEvent,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<i64> {
+        Ok(db_run!(transaction self, |tx| {
+            let id = insert_audit_in(&mut *tx, e, now).await?;
+            sqlx::query("update audit_event set outcome = 'pending', pending_until = $1 where audit_event_id = $2")
+                .bind(to_millis(until))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            id
+        }))
+    }
+
+    /// Settles a pending API write: `done` (Discord made the change: the
+    /// event joins the audit log, to be posted) or not (kept for the record,
+    /// never listed, posted nor sent). Returns false if it was not pending
+    /// (settled already, by the writer or the reconcile).
+    pub async fn settle_write(&self, id: i64, done: bool, now: DateTime<Utc>) -> anyhow::Result<bool> {
+        let settled = db_run!(write self, |c| {
+            sqlx::query(
+                "update audit_event set outcome = case when $1 then 'done' else 'failed' end, pending_until = null, \
+                     posted_at = case when $1 then posted_at else coalesce(posted_at, $2) end, \
+                     webhook_checked_at = case when $1 then webhook_checked_at else coalesce(webhook_checked_at, $2) end \
+                 where audit_event_id = $3 and outcome = 'pending'",
+            )
+            .bind(done)
+            .bind(to_millis(now))
+            .bind(id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok(settled == 1)
+    }
+
+    /// Pending API writes whose writer's time to settle them ran out by
+    /// `due_by`, oldest first.
+    pub async fn pending_writes(&self, due_by: DateTime<Utc>, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
+        let sql = format!(
+            "select {EVENT_COLUMNS} from audit_event where outcome = 'pending' and pending_until <= $1 \
+             order by audit_event_id limit $2"
+        );
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, EventRow>(&sql).bind(to_millis(due_by)).bind(i64::from(limit)).fetch_all(&mut *c).await?
+        });
+        rows::events(rows)
+    }
+
     /// A guild's events, newest first, older than `before` when given.
     pub async fn audit_events(
         &self,
@@ -88,7 +150,7 @@ impl Store {
     ) -> anyhow::Result<Vec<AuditEvent>> {
         let sql = format!(
             "select {EVENT_COLUMNS} from audit_event \
-             where guild_id = $1 and (cast($2 as bigint) is null or audit_event_id < $2) \
+             where guild_id = $1 and (cast($2 as bigint) is null or audit_event_id < $2) and {LOGGED} \
              order by audit_event_id desc limit $3"
         );
         let rows = db_run!(read self, |c| {
@@ -105,7 +167,7 @@ impl Store {
     /// The most recent events a key made or received.
     pub async fn audit_events_for_key(&self, key_id: &str, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
         let sql = format!(
-            "select {EVENT_COLUMNS} from audit_event where api_key_id = $1 order by audit_event_id desc limit $2"
+            "select {EVENT_COLUMNS} from audit_event where api_key_id = $1 and {LOGGED} order by audit_event_id desc limit $2"
         );
         let rows = db_run!(read self, |c| {
             sqlx::query_as::<_, EventRow>(&sql).bind(key_id).bind(i64::from(limit)).fetch_all(&mut *c).await?
@@ -114,10 +176,11 @@ impl Store {
     }
 
     /// Events not yet posted to an audit channel and not claimed by an
-    /// outbox right now, oldest first.
+    /// outbox right now, oldest first (an API write still pending is not
+    /// due: its post waits for its outcome).
     pub async fn unposted_audit_events(&self, limit: u32, now: DateTime<Utc>) -> anyhow::Result<Vec<AuditEvent>> {
         let sql = format!(
-            "select {EVENT_COLUMNS} from audit_event where posted_at is null \
+            "select {EVENT_COLUMNS} from audit_event where posted_at is null and {LOGGED} \
              and (claimed_until is null or claimed_until <= $1) order by audit_event_id limit $2"
         );
         let rows = db_run!(read self, |c| {
@@ -131,17 +194,18 @@ impl Store {
     /// leaves the event to another once the claim runs out. Returns false
     /// if it was posted or another outbox holds it.
     pub async fn claim_audit_post(&self, id: i64, now: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<bool> {
+        let claim = format!(
+            "update audit_event set claimed_until = $1 where audit_event_id = $2 and posted_at is null and {LOGGED} \
+             and (claimed_until is null or claimed_until <= $3)"
+        );
         let claimed = db_run!(write self, |c| {
-            sqlx::query(
-                "update audit_event set claimed_until = $1 where audit_event_id = $2 and posted_at is null \
-                 and (claimed_until is null or claimed_until <= $3)",
-            )
-            .bind(to_millis(until))
-            .bind(id)
-            .bind(to_millis(now))
-            .execute(c)
-            .await?
-            .rows_affected()
+            sqlx::query(&claim)
+                .bind(to_millis(until))
+                .bind(id)
+                .bind(to_millis(now))
+                .execute(c)
+                .await?
+                .rows_affected()
         });
         Ok(claimed == 1)
     }
@@ -196,13 +260,14 @@ pub(super) async fn insert_audit_in(
 /// and the events recorded since (up to `recent` of them).
 async fn posts_off_in(conn: impl Into<Conn<'_>>, guild_id: u64, recent: u32) -> anyhow::Result<Option<PostsOff>> {
     let latest = format!(
-        "select {EVENT_COLUMNS} from audit_event where guild_id = $1 and action = $2 \
+        "select {EVENT_COLUMNS} from audit_event where guild_id = $1 and action = $2 and {LOGGED} \
          order by audit_event_id desc limit 1"
     );
     let since = format!(
-        "select {EVENT_COLUMNS} from audit_event where guild_id = $1 and audit_event_id > $2 \
+        "select {EVENT_COLUMNS} from audit_event where guild_id = $1 and audit_event_id > $2 and {LOGGED} \
          order by audit_event_id desc limit $3"
     );
+    let count = format!("select count(*) from audit_event where guild_id = $1 and audit_event_id > $2 and {LOGGED}");
     db_run!(conn conn, |c| {
         let row = sqlx::query_as::<_, EventRow>(&latest)
             .bind(id_to_sql(guild_id))
@@ -214,7 +279,7 @@ async fn posts_off_in(conn: impl Into<Conn<'_>>, guild_id: u64, recent: u32) -> 
             return Ok(None);
         }
         let (count,): (i64,) =
-            sqlx::query_as("select count(*) from audit_event where guild_id = $1 and audit_event_id > $2")
+            sqlx::query_as(&count)
                 .bind(id_to_sql(guild_id))
                 .bind(turned_off.id)
                 .fetch_one(&mut *c)

@@ -117,6 +117,72 @@ impl Store {
 }
 
 impl Store {
+    /// Adds Discord's invalid answers counted by instance `instance_id`,
+    /// as (guild, minute since the epoch, count), to what it wrote before.
+    /// Rows go in sorted, so concurrent writers lock rows in one order.
+    pub async fn record_discord_refusals(&self, instance_id: &str, cells: &[(u64, i64, u64)]) -> anyhow::Result<()> {
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let mut sorted = cells.to_vec();
+        sorted.sort_unstable_by_key(|&(guild, minute, _)| (minute, guild));
+        db_run!(transaction self, |tx| {
+            for (guild, minute, n) in &sorted {
+                sqlx::query(
+                    "insert into discord_refusal (minute, instance_id, guild_id, count) values ($1, $2, $3, $4) \
+                     on conflict (minute, instance_id, guild_id) do update set \
+                         count = discord_refusal.count + excluded.count",
+                )
+                .bind(*minute)
+                .bind(instance_id)
+                .bind(i64::try_from(*guild).unwrap_or(i64::MAX))
+                .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// The invalid answers every instance but `instance_id` counted since
+    /// minute `from_minute`, per guild (0 for none), the most first; at most
+    /// `limit` guilds (the rest count in the total alone). The second value
+    /// is the total of every guild.
+    pub async fn discord_refusals_elsewhere(
+        &self,
+        instance_id: &str,
+        from_minute: i64,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<(u64, u64)>, u64)> {
+        let rows: Vec<(i64, i64, i64)> = db_run!(read self, |c| {
+            sqlx::query_as(
+                "select guild_id, cast(sum(count) as bigint) as n, \
+                     cast(sum(sum(count)) over () as bigint) as total \
+                 from discord_refusal where minute >= $1 and instance_id <> $2 \
+                 group by guild_id order by n desc, guild_id limit $3",
+            )
+            .bind(from_minute)
+            .bind(instance_id)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *c)
+            .await?
+        });
+        let total = rows.first().map_or(0, |r| u64::try_from(r.2).unwrap_or(0));
+        let guilds =
+            rows.into_iter().map(|(g, n, _)| (u64::try_from(g).unwrap_or(0), u64::try_from(n).unwrap_or(0))).collect();
+        Ok((guilds, total))
+    }
+
+    /// Deletes the invalid-answer counts of minutes before `minute`;
+    /// returns how many rows.
+    pub async fn delete_discord_refusals_before(&self, minute: i64) -> anyhow::Result<u64> {
+        Ok(db_run!(write self, |c| {
+            sqlx::query("delete from discord_refusal where minute < $1").bind(minute).execute(c).await?.rows_affected()
+        }))
+    }
+}
+
+impl Store {
     /// Spends one of key `key`'s destructive writes of `kind` at `now_ms`
     /// if fewer than `budget` were spent since `window_start_ms`; false
     /// (nothing spent) otherwise. Shared by every instance on the database

@@ -202,6 +202,16 @@ pub fn is_postgres_url(url: &str) -> bool {
 pub fn check_url(url: &str) -> Result<(), String> {
     use std::str::FromStr;
     if is_postgres_url(url) {
+        // Checked before sqlx reads the URL: it logs a parameter it does not
+        // know, value and all.
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        if query.split('&').any(|p| p.to_ascii_lowercase().starts_with("sslpassword=")) {
+            return Err(format!(
+                "'{}': sslpassword is not supported (guildkey cannot read an encrypted client key); give sslkey \
+                 an unencrypted key file readable by guildkey alone",
+                mask_url_password(url)
+            ));
+        }
         sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
         return Ok(());
     }
@@ -217,25 +227,110 @@ pub fn check_url(url: &str) -> Result<(), String> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
         return Err(format!(
-            "'{url}' names no database file (or an in-memory one); use a file like sqlite://data/guildkey.db?mode=rwc"
+            "'{}' names no database file (or an in-memory one); use a file like sqlite://data/guildkey.db?mode=rwc",
+            mask_url_password(url)
         ));
     }
     Ok(())
 }
 
-/// `url` with the password of its user info, if any, replaced by asterisks:
-/// what logs and error messages may show of a database URL.
+/// What a password shows as wherever a database URL is shown.
+const MASK: &str = "********";
+
+/// `url` with every password in it replaced by asterisks: what logs, error
+/// messages and `config check` may show of a database setting, whatever its
+/// form. The user info's password (up to the last `@`, so a raw `@` in the
+/// password hides it all), and `password`/`sslpassword` parameters, in a
+/// URL's query (`?password=…`) or a `key=value` connection string
+/// (`host=db password='s3 cret'`). When in doubt, more is hidden.
 pub fn mask_url_password(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:********{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+    let masked = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => {
+                let (userinfo, host) = (&rest[..at], &rest[at..]);
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:{MASK}{host}"),
+                    None => url.to_owned(),
+                }
             }
-        }
-        _ => url.to_owned(),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    mask_password_params(&masked)
+}
+
+/// Masks the values of `password=` and `sslpassword=` wherever they start a
+/// parameter: after `?`, `&`, whitespace or at the start (a `key=value`
+/// string's value may be quoted, with `\'` inside).
+fn mask_password_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let at_boundary = out.is_empty() || out.ends_with(['?', '&', ' ', '\t', '\n']);
+        let key = ["sslpassword=", "password="]
+            .into_iter()
+            .find(|k| at_boundary && rest.get(..k.len()).is_some_and(|head| head.eq_ignore_ascii_case(k)));
+        let Some(key) = key else {
+            let c = rest.chars().next().expect("not empty");
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        };
+        out.push_str(&rest[..key.len()]);
+        out.push_str(MASK);
+        rest = &rest[key.len()..];
+        let end = if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let close = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    close
+                })
+                .map_or(rest.len(), |(i, _)| i + 2)
+        } else {
+            rest.find(['&', ' ', '\t', '\n', '#']).unwrap_or(rest.len())
+        };
+        rest = &rest[end..];
     }
+    out
+}
+
+/// `url` with the TLS settings of the config (`database.sslmode`,
+/// `database.sslrootcert`) as its `sslmode` and `sslrootcert` parameters,
+/// replacing any the URL has: how a PostgreSQL connection is encrypted and
+/// which CA it trusts. A SQLite URL is returned as it is.
+pub fn with_tls_settings(url: &str, sslmode: Option<&str>, sslrootcert: Option<&str>) -> String {
+    if !is_postgres_url(url) || (sslmode.is_none() && sslrootcert.is_none()) {
+        return url.to_owned();
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let replaced = |p: &&str| {
+        let name = p.split('=').next().unwrap_or_default();
+        (sslmode.is_some() && name == "sslmode") || (sslrootcert.is_some() && name == "sslrootcert")
+    };
+    let mut params: Vec<String> =
+        query.split('&').filter(|p| !p.is_empty() && !replaced(p)).map(str::to_owned).collect();
+    if let Some(mode) = sslmode {
+        params.push(format!("sslmode={}", percent_encode(mode)));
+    }
+    if let Some(path) = sslrootcert {
+        params.push(format!("sslrootcert={}", percent_encode(path)));
+    }
+    format!("{base}?{}", params.join("&"))
+}
+
+/// Percent-encodes all but unreserved characters and `/` (a query value).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Whether `e` means the database could not be reached (rather than that
@@ -343,5 +438,60 @@ impl Store {
             Backend::Sqlite(db) => db.close().await,
             Backend::Postgres(db) => db.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_database_password_is_masked() {
+        let cases = [
+            ("postgres://gk:s3cret@db/guildkey", "postgres://gk:********@db/guildkey"),
+            // A raw `@` in the password: all of it hidden, not its tail shown.
+            ("postgres://gk:p@ss@word@db:5432/gk", "postgres://gk:********@db:5432/gk"),
+            ("postgresql://gk:a%40b@db/gk?sslmode=require", "postgresql://gk:********@db/gk?sslmode=require"),
+            ("postgres://db/gk?user=gk&password=s3cret", "postgres://db/gk?user=gk&password=********"),
+            (
+                "postgres://db/gk?password=s3cret&sslmode=verify-full",
+                "postgres://db/gk?password=********&sslmode=verify-full",
+            ),
+            ("postgres://db/gk?sslpassword=keypass", "postgres://db/gk?sslpassword=********"),
+            ("host=db user=gk password=s3cret dbname=gk", "host=db user=gk password=******** dbname=gk"),
+            ("host=db password='s3 c\\'ret' dbname=gk", "host=db password=******** dbname=gk"),
+            ("password=s3cret host=db", "password=******** host=db"),
+            ("ünïcode passwörd=x password=é", "ünïcode passwörd=x password=********"),
+            ("postgres://gk@db/gk", "postgres://gk@db/gk"),
+            ("sqlite://data/guildkey.db?mode=rwc", "sqlite://data/guildkey.db?mode=rwc"),
+        ];
+        for (url, masked) in cases {
+            assert_eq!(mask_url_password(url), masked, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_is_refused_is_named_masked() {
+        let why = check_url("host=db user=gk password=s3cret").unwrap_err();
+        assert!(!why.contains("s3cret"), "{why}");
+    }
+
+    #[test]
+    fn the_tls_settings_replace_the_urls_own() {
+        let url = "postgres://gk:pw@db/gk?sslmode=disable&application_name=x";
+        assert_eq!(with_tls_settings(url, None, None), url);
+        assert_eq!(
+            with_tls_settings(url, Some("verify-full"), Some("/etc/ssl/db ca.pem")),
+            "postgres://gk:pw@db/gk?application_name=x&sslmode=verify-full&sslrootcert=/etc/ssl/db%20ca.pem"
+        );
+        assert_eq!(with_tls_settings("sqlite://x.db", Some("require"), None), "sqlite://x.db");
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&with_tls_settings(
+            "postgres://db/gk",
+            Some("verify-ca"),
+            Some("/tmp/a b.pem"),
+        ))
+        .unwrap();
+        assert!(matches!(options.get_ssl_mode(), sqlx::postgres::PgSslMode::VerifyCa));
     }
 }

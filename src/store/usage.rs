@@ -55,6 +55,9 @@ pub struct NewRequestLog {
     pub latency_us: u32,
     pub target_user_id: Option<u64>,
     pub target_role_id: Option<u64>,
+    /// A refusal that matters (see `service::usage::NOTABLE_REASONS`),
+    /// kept apart from the rest: trimmed to its own newest rows.
+    pub notable: bool,
 }
 
 /// One request as the log keeps it, read back. Never a token or a header.
@@ -124,29 +127,77 @@ impl Store {
     /// Adds counted requests, in one transaction: each minute's counts to
     /// its hour row's total and minute bucket at once (so an hour always
     /// holds the sum of its minutes, whichever instance flushed them), and
-    /// requests per client IP and hour. Counts with the same key must have
+    /// requests per client address block and hour, and per block and day
+    /// (what reports over 7 and 30 days read). Counts with the same key must have
     /// been added up already. Rows go in sorted, so concurrent flushes from
     /// several instances lock rows in one order.
     pub async fn record_counters(&self, minutes: &[MinuteCount], ips: &[IpCount]) -> anyhow::Result<()> {
         if minutes.is_empty() && ips.is_empty() {
             return Ok(());
         }
-        db_run!(transaction self, |tx| { dialect::record_counters(tx, minutes, ips).await? });
+        let days = ip_days(ips);
+        db_run!(transaction self, |tx| { dialect::record_counters(tx, minutes, ips, &days).await? });
         Ok(())
     }
 
     /// Appends requests to the log and trims each key in `trim` to its
-    /// newest `keep_per_key`, in one transaction.
-    pub async fn record_requests(
-        &self,
-        rows: &[NewRequestLog],
-        trim: &[KeyId],
-        keep_per_key: u32,
-    ) -> anyhow::Result<()> {
+    /// newest `keep[0]` rows that are not notable and its newest `keep[1]`
+    /// notable ones, in one transaction.
+    pub async fn record_requests(&self, rows: &[NewRequestLog], trim: &[KeyId], keep: [u32; 2]) -> anyhow::Result<()> {
         if rows.is_empty() && trim.is_empty() {
             return Ok(());
         }
-        db_run!(transaction self, |tx| { dialect::record_requests(tx, rows, trim, keep_per_key).await? });
+        db_run!(transaction self, |tx| { dialect::record_requests(tx, rows, trim, keep).await? });
+        Ok(())
+    }
+
+    /// Keeps, for each (key, hour) in `pairs`, the `keep` busiest client
+    /// addresses' rows and adds the rest into the hour's `other` row, in one
+    /// transaction: a key used from endless addresses holds at most
+    /// `keep + 1` rows an hour, whatever each flush brought.
+    /// The same for `day_pairs` (key, day since the epoch) in the day rows.
+    pub async fn trim_usage_ips(
+        &self,
+        pairs: &[(KeyId, i64)],
+        day_pairs: &[(KeyId, i64)],
+        keep: u32,
+    ) -> anyhow::Result<()> {
+        if pairs.is_empty() && day_pairs.is_empty() {
+            return Ok(());
+        }
+        let statements = |table: &str, unit: &str| {
+            // The rows past the busiest `keep`, the busiest first (ties by address).
+            let beyond = format!(
+                "select ip from {table} where {unit} = $1 and api_key_id = $2 and ip <> 'other' \
+                 order by count desc, ip limit 1000000000 offset $3"
+            );
+            let fold = format!(
+                "insert into {table} ({unit}, api_key_id, ip, count) \
+                 select $1, $2, 'other', cast(sum(count) as bigint) from {table} \
+                 where {unit} = $1 and api_key_id = $2 and ip in ({beyond}) group by api_key_id \
+                 on conflict ({unit}, api_key_id, ip) do update set count = {table}.count + excluded.count"
+            );
+            let drop = format!("delete from {table} where {unit} = $1 and api_key_id = $2 and ip in ({beyond})");
+            [fold, drop]
+        };
+        let sorted = |pairs: &[(KeyId, i64)]| {
+            let mut sorted = pairs.to_vec();
+            sorted.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            sorted
+        };
+        let work = [
+            (statements("usage_ip_hour", "hour"), sorted(pairs)),
+            (statements("usage_ip_day", "day"), sorted(day_pairs)),
+        ];
+        db_run!(transaction self, |tx| {
+            for (sqls, pairs) in &work {
+                for (key, unit) in pairs {
+                    for sql in sqls {
+                        sqlx::query(sql).bind(*unit).bind(key.as_str()).bind(i64::from(keep)).execute(&mut *tx).await?;
+                    }
+                }
+            }
+        });
         Ok(())
     }
 
@@ -185,6 +236,67 @@ impl Store {
             .await?
         });
         Ok(rows::counted(rows))
+    }
+
+    /// A key's requests over `[from_hour, to_hour)` added up per bucket of
+    /// `bucket_hours` (each returned with its first hour), method, route,
+    /// status and outcome, without minute buckets: what a usage report
+    /// reads. However much a key did, at most the period's buckets times
+    /// its (method, route, status, outcome) combinations come back.
+    pub async fn usage_buckets(
+        &self,
+        key: &KeyId,
+        from_hour: i64,
+        to_hour: i64,
+        bucket_hours: i64,
+    ) -> anyhow::Result<Vec<HourCount>> {
+        let rows = db_run!(read self, |c| {
+            sqlx::query_as::<_, HourRow>(
+                "select $2 + (hour - $2) / $4 * $4 as hour, method, route, status, outcome, \
+                     cast(sum(count) as bigint) as count, cast(null as text) as minutes \
+                 from usage_hour where api_key_id = $1 and hour >= $2 and hour < $3 \
+                 group by (hour - $2) / $4, method, route, status, outcome",
+            )
+            .bind(key.as_str())
+            .bind(from_hour)
+            .bind(to_hour)
+            .bind(bucket_hours.max(1))
+            .fetch_all(&mut *c)
+            .await?
+        });
+        Ok(rows::hours(rows))
+    }
+
+    /// A key's `limit` busiest client address blocks over `[from_hour,
+    /// to_hour)`, most first (`other` among them when it is), and how many
+    /// distinct blocks there were besides `other`: added up in the
+    /// database, so the process holds `limit` rows whatever the data.
+    ///
+    /// Over more than 24 hours, the day rows of every day the period
+    /// touches are read (at most 101 a day), not its hour rows.
+    pub async fn usage_top_ips(
+        &self,
+        key: &KeyId,
+        from_hour: i64,
+        to_hour: i64,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<(String, u64)>, u64)> {
+        let (table, unit, from, to) = if to_hour - from_hour > 24 {
+            ("usage_ip_day", "day", from_hour.div_euclid(24), (to_hour - 1).div_euclid(24) + 1)
+        } else {
+            ("usage_ip_hour", "hour", from_hour, to_hour)
+        };
+        let sql = format!(
+            "select ip, cast(sum(count) as bigint) as n, \
+                 cast(sum(case when ip = 'other' then 0 else 1 end) over () as bigint) as blocks \
+             from {table} where api_key_id = $1 and {unit} >= $2 and {unit} < $3 \
+             group by ip order by n desc, ip limit $4"
+        );
+        let rows: Vec<(String, i64, i64)> = db_run!(read self, |c| {
+            sqlx::query_as(&sql).bind(key.as_str()).bind(from).bind(to).bind(i64::from(limit)).fetch_all(&mut *c).await?
+        });
+        let distinct = rows.first().map_or(0, |r| r.2.max(0) as u64);
+        Ok((rows.into_iter().map(|(ip, n, _)| (ip, n.max(0) as u64)).collect(), distinct))
     }
 
     /// A key's refusals (401, 403, 429) by outcome over minutes
@@ -297,6 +409,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            sqlx::query("delete from usage_ip_day where day < $1")
+                .bind(hours_before.div_euclid(24))
+                .execute(&mut *tx)
+                .await?;
             let log = sqlx::query("delete from request_log where at < $1")
                 .bind(to_millis(log_before))
                 .execute(&mut *tx)
@@ -313,7 +429,7 @@ impl Store {
     /// Forgets a deleted key's counters, log and alert state.
     pub async fn forget_usage(&self, key: &KeyId) -> anyhow::Result<()> {
         db_run!(transaction self, |tx| {
-            for table in ["usage_hour", "usage_ip_hour", "request_log", "usage_alert"] {
+            for table in ["usage_hour", "usage_ip_hour", "usage_ip_day", "request_log", "usage_alert"] {
                 sqlx::query(&format!("delete from {table} where api_key_id = $1"))
                     .bind(key.as_str())
                     .execute(&mut *tx)
@@ -378,6 +494,18 @@ pub(super) fn waves(minutes: &[MinuteCount]) -> Vec<Vec<&MinuteCount>> {
         waves[nth].push(m);
     }
     waves
+}
+
+/// Requests per key, day and address block, added up from `ips` (per
+/// hour): the rows of `usage_ip_day`, each once (`hour` holds the day).
+pub(super) fn ip_days(ips: &[IpCount]) -> Vec<IpCount> {
+    let mut days: std::collections::HashMap<(&KeyId, i64, &str), u64> = std::collections::HashMap::new();
+    for r in ips {
+        *days.entry((&r.key_id, r.hour.div_euclid(24), r.ip.as_str())).or_default() += r.count;
+    }
+    days.into_iter()
+        .map(|((key_id, day, ip), count)| IpCount { key_id: key_id.clone(), hour: day, ip: ip.to_owned(), count })
+        .collect()
 }
 
 /// A new hour row's minute buckets: `count` in minute `m` of 60, as JSON.

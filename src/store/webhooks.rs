@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::audit::insert_audit_in;
+use super::audit::{insert_audit_in, LOGGED};
 use super::rows::{
     self, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS, EVENT_COLUMNS,
     WEBHOOK_COLUMNS,
@@ -289,8 +289,16 @@ impl Store {
     /// how many.
     pub async fn skip_unhooked_audit_events(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
         // A read first: most ticks find nothing, and take no write lock.
+        // An API write still pending is left alone until it is settled.
+        let any_unchecked =
+            format!("select exists (select 1 from audit_event where webhook_checked_at is null and {LOGGED})");
+        let skip = format!(
+            "update audit_event set webhook_checked_at = $1 where webhook_checked_at is null and {LOGGED} \
+             and not exists (select 1 from webhook w where w.guild_id = audit_event.guild_id and w.enabled \
+                 and w.enabled_at <= audit_event.created_at)"
+        );
         let (any,): (bool,) = db_run!(read self, |c| {
-            sqlx::query_as("select exists (select 1 from audit_event where webhook_checked_at is null)")
+            sqlx::query_as(&any_unchecked)
                 .fetch_one(&mut *c)
                 .await?
         });
@@ -298,22 +306,16 @@ impl Store {
             return Ok(0);
         }
         Ok(db_run!(write self, |c| {
-            sqlx::query(
-                "update audit_event set webhook_checked_at = $1 where webhook_checked_at is null and not exists \
-                     (select 1 from webhook w where w.guild_id = audit_event.guild_id and w.enabled \
-                      and w.enabled_at <= audit_event.created_at)",
-            )
-            .bind(to_millis(now))
-            .execute(c)
-            .await?
-            .rows_affected()
+            sqlx::query(&skip).bind(to_millis(now)).execute(c).await?.rows_affected()
         }))
     }
 
-    /// Audit events the webhook dispatcher has not looked at, oldest first.
+    /// Audit events the webhook dispatcher has not looked at, oldest first
+    /// (not an API write still pending: it goes out once settled).
     pub async fn unchecked_audit_events(&self, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
         let sql = format!(
-            "select {EVENT_COLUMNS} from audit_event where webhook_checked_at is null order by audit_event_id limit $1"
+            "select {EVENT_COLUMNS} from audit_event where webhook_checked_at is null and {LOGGED} \
+             order by audit_event_id limit $1"
         );
         let rows = db_run!(read self, |c| {
             sqlx::query_as::<_, EventRow>(&sql).bind(i64::from(limit)).fetch_all(&mut *c).await?

@@ -12,9 +12,15 @@
 //! - `bot`, `bot_bad_input`: the slash commands end to end.
 //! - `webhooks`, `usage`, `roles` (`--only http`, `--only bot`),
 //!   `scale_out` and `sharding` (several instances, one database).
+//! - `budgets`: budgets that hold for the whole bot (Discord's refusals
+//!   bot-wide and across instances, the address throttle, bounded usage
+//!   and request log).
 //! - `bad_input`, `hardening`, `limits` (resource exhaustion), `faults`
 //!   (Discord 429 storms, 5xx, gateway drops), `crash` (kill -9 under load),
-//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running).
+//!   `backup` (a clean stop, a lone CLI command, `guildkey backup` while running),
+//!   `record_first` (API writes recorded before Discord is asked: PostgreSQL
+//!   outages and kills mid-write leave Discord and the audit log agreeing),
+//!   `postgres_tls` (a PostgreSQL of its own with TLS on, verify-full).
 //! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
 //!   `newcomer` (the README's "Try it without Discord", run as written).
 
@@ -25,6 +31,7 @@ mod backup;
 mod bad_input;
 mod bot;
 mod bot_bad_input;
+mod budgets;
 mod crash;
 mod discord_routes;
 mod examples;
@@ -33,6 +40,8 @@ mod hardening;
 mod http;
 mod listener_limits;
 mod newcomer;
+mod postgres_tls;
+mod record_first;
 mod roblox;
 mod roles;
 mod scale_out;

@@ -328,3 +328,35 @@ fn trust_forwarded_for_has_an_environment_override() {
     assert_eq!(out.code, Some(2), "{}", out.describe());
     assert!(out.stderr.contains("GUILDKEY_HTTP_TRUST_FORWARDED_FOR"), "{}", out.describe());
 }
+
+#[test]
+fn config_check_and_database_errors_mask_the_password_whatever_the_urls_form() {
+    // Arrange: PostgreSQL URLs nobody listens at, each holding a password a
+    // different way (a raw `@` in it, a `password` or `sslpassword`
+    // parameter), and a key=value connection string, which is refused.
+    let sandbox = Sandbox::new();
+    let urls = [
+        "postgres://gk:hunter2@tail@127.0.0.1:1/gk",
+        "postgres://127.0.0.1:1/gk?user=gk&password=hunter2",
+        "postgres://gk@127.0.0.1:1/gk?sslmode=require&sslpassword=hunter2",
+        "host=127.0.0.1 port=1 user=gk password=hunter2",
+    ];
+
+    for url in urls {
+        // Act
+        let check = sandbox.run_with(&["config", "check"], |c| {
+            c.env("DATABASE_URL", url);
+        });
+        let migrate = sandbox.run_with(&["migrate"], |c| {
+            c.env("DATABASE_URL", url);
+        });
+
+        // Assert: shown, refused or failing, never with the password.
+        for out in [&check, &migrate] {
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(!all.contains("hunter2") && !all.contains("tail@"), "{url}: {}", out.describe());
+            assert!(all.contains("********"), "{url}: the URL is named, masked: {}", out.describe());
+        }
+        assert_ne!(migrate.code, Some(0), "{url}: nothing listens there");
+    }
+}

@@ -155,3 +155,48 @@ async fn the_audit_log_pages_newest_first() {
     assert_eq!(channels(&last), ["1"]);
     assert_eq!(service.audit_log(GUILD, 0, None).await.unwrap().len(), 1, "a limit below 1 is clamped to 1");
 }
+
+#[tokio::test]
+async fn an_api_write_recorded_before_discord_is_listed_posted_and_sent_only_once_done() {
+    // Arrange: a key that writes, and three writes recorded before Discord
+    // is asked.
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "writer").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let write = |user: &str| serde_json::json!({ "user_id": user });
+    let before = events(&service, GUILD).await.len();
+    let now = service.now();
+    let due = |id: i64, pending: &[AuditEvent]| pending.iter().any(|e| e.id == id);
+
+    // Act / Assert: pending, none is listed, due to post or to send.
+    let done = service.record_pending_write(&caller, Action::BanAdded, write("1")).await.unwrap();
+    let failed = service.record_pending_write(&caller, Action::BanAdded, write("2")).await.unwrap();
+    let left = service.record_pending_write(&caller, Action::RoleAdded, write("3")).await.unwrap();
+    assert_eq!(events(&service, GUILD).await.len(), before, "pending writes are not in the log");
+    let unposted = store.unposted_audit_events(100, now).await.unwrap();
+    assert!(![done, failed, left].iter().any(|id| due(*id, &unposted)), "no post before the outcome");
+    assert!(!store.claim_audit_post(done, now, now + chrono::Duration::seconds(30)).await.unwrap());
+    let unsent = store.unchecked_audit_events(100).await.unwrap();
+    assert!(![done, failed, left].iter().any(|id| due(*id, &unsent)), "no webhook before the outcome");
+    // Only the reconcile takes one whose writer's time ran out.
+    assert!(service.pending_writes(now, 100).await.unwrap().is_empty(), "the writers still own them");
+    let later = service.now() + chrono::Duration::from_std(guildkey::service::PENDING_FOR).unwrap();
+    let ran_out: Vec<i64> = service.pending_writes(later, 100).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ran_out, vec![done, failed, left]);
+
+    // Settled: done joins the log (once, however often it is settled),
+    // failed stays out of everything.
+    assert!(service.settle_write(done, true).await.unwrap());
+    assert!(service.settle_write(failed, false).await.unwrap());
+    assert!(!service.settle_write(done, false).await.unwrap(), "settled once");
+    let log = events(&service, GUILD).await;
+    assert_eq!(log.len(), before + 1, "{log:#?}");
+    assert_eq!((log[0].id, log[0].action), (done, Action::BanAdded));
+    let unposted = store.unposted_audit_events(100, now).await.unwrap();
+    assert!(due(done, &unposted) && !due(failed, &unposted) && !due(left, &unposted));
+    let unsent = store.unchecked_audit_events(100).await.unwrap();
+    assert!(due(done, &unsent) && !due(failed, &unsent) && !due(left, &unsent));
+    let ran_out: Vec<i64> = service.pending_writes(later, 100).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ran_out, vec![left], "only the unsettled one is left to the reconcile");
+}

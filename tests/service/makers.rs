@@ -82,7 +82,7 @@ impl GuildOps for Port {
 
 /// The maker's bound over `port`, through the guard as in `guildkey run`.
 fn makers_on(keys: &guildkey::service::KeyService, port: &Arc<Port>) -> Makers {
-    let guard = Arc::new(guildkey::service::guard::DiscordGuard::new(50));
+    let guard = Arc::new(guildkey::service::guard::DiscordGuard::new(50, 2500));
     let bans = Arc::new(guildkey::service::actions::BanCache::default());
     Makers::new(Arc::new(guildkey::service::actions::GuildActions::new(keys.clone(), port.clone(), bans, guard)))
 }

@@ -135,7 +135,8 @@ async fn the_request_log_keeps_every_request_but_successful_verifications_newest
     let second = service.requests(&key.record.id, first.next_before, 2).await.unwrap();
     let theirs = service.requests(&other.record.id, None, 10).await.unwrap();
 
-    // Assert: the 6 refusals of 13 requests are logged, the newest 5 kept.
+    // Assert: the 6 refusals of 13 requests are logged: the newest 5 of
+    // the rest (3 here), and the notable refusals (scope) apart from them.
     let seen: Vec<(String, String, u16, Option<String>, String)> = page
         .entries
         .iter()
@@ -150,6 +151,7 @@ async fn the_request_log_keeps_every_request_but_successful_verifications_newest
             row(UNMATCHED_ROUTE, 404, "not_found", "203.0.113.3"),
             row("/v1/verify", 429, "rate_limited", "203.0.113.1"),
             row("/v1/verify", 429, "rate_limited", "203.0.113.1"),
+            row(BANS, 403, "insufficient_scope", "203.0.113.2"),
             row(BANS, 403, "insufficient_scope", "203.0.113.2"),
             row(BANS, 403, "insufficient_scope", "203.0.113.2"),
         ]
@@ -316,4 +318,107 @@ async fn a_key_refused_all_day_needs_ten_times_its_usual_rate_to_spike() {
     // Assert
     assert_eq!(after_99, before);
     assert_eq!(after_100, before + 1);
+}
+
+#[tokio::test]
+async fn addresses_count_by_ipv6_64_and_each_keys_hour_keeps_its_busiest_hundred_and_sums_the_rest() {
+    // Arrange
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "botnet").await;
+    let caller = service.authenticate(key.secret.expose(), anywhere()).unwrap();
+    let t0 = usage_epoch();
+
+    // Act: three minutes, each from 150 addresses never seen before (one of
+    // them busier each minute), plus 300 addresses of one IPv6 /64.
+    let mut sent = 0u64;
+    for minute in 0..3u32 {
+        let at = t0 + chrono::Duration::minutes(i64::from(minute));
+        for i in 0..150u32 {
+            let n = if i == 0 { 5 } else { 1 };
+            for _ in 0..n {
+                let from = format!("10.{minute}.{}.{}", i / 256, i % 256);
+                service.record_request(&caller.key, &request(at, "GET", "/v1/verify", 200, None, &from));
+                sent += 1;
+            }
+        }
+        for i in 0..100u32 {
+            let from = format!("2001:db8:1:2:{minute:x}:{i:x}::1");
+            service.record_request(&caller.key, &request(at, "GET", "/v1/verify", 200, None, &from));
+            sent += 1;
+        }
+        service.flush_usage_at(at + chrono::Duration::seconds(60), false).await.unwrap();
+    }
+
+    // Assert: at most 100 addresses and `other` for the hour, nothing lost,
+    // the /64 one address, and the busiest kept.
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert!(held.ip_rows <= 101, "{held:?}");
+    let hour = usage_minute(t0).div_euclid(60);
+    let ips = store.usage_ips(&key.record.id, hour, hour + 1).await.unwrap();
+    assert_eq!(ips.iter().map(|(_, n)| n).sum::<u64>(), sent);
+    assert_eq!(ips.iter().find(|(ip, _)| ip == "2001:db8:1:2::/64").map(|(_, n)| *n), Some(300), "{ips:?}");
+    for minute in 0..3 {
+        assert!(ips.iter().any(|(ip, n)| *ip == format!("10.{minute}.0.0") && *n == 5), "{minute}: {ips:?}");
+    }
+    assert!(ips.iter().any(|(ip, n)| ip == "other" && *n > 0));
+    let report = service.usage(&key.record.id, Period::Day, t0 + chrono::Duration::minutes(4)).await.unwrap();
+    assert!(report.distinct_ips <= 100, "{}", report.distinct_ips);
+    let busiest = report.top_ips.iter().find(|i| i.ip != "other").unwrap();
+    assert_eq!((busiest.ip.as_str(), busiest.count), ("2001:db8:1:2::/64", 300));
+}
+
+#[tokio::test]
+async fn usage_reads_over_thirty_days_bring_back_a_bounded_number_of_rows_whatever_the_key_did() {
+    // Arrange: 32 days, each hour from 120 address blocks, written as the
+    // flush writes them (at most 100 and `other` per hour and per day).
+    let db = Db::new();
+    let (store, service) = db.open(3).await;
+    let key = issue(&service, GUILD, "busy").await;
+    let now = usage_epoch();
+    let now_hour = usage_minute(now).div_euclid(60);
+    let mut ips = Vec::new();
+    for hour in now_hour - 32 * 24..=now_hour {
+        for i in 0..120u64 {
+            let ip = format!("2001:db8:{:x}:{i:x}::/64", hour.rem_euclid(65_536));
+            ips.push(guildkey::store::IpCount { key_id: key.record.id.clone(), hour, ip, count: 200 - i });
+        }
+    }
+    let minutes: Vec<guildkey::store::MinuteCount> = (now_hour - 32 * 24..=now_hour)
+        .flat_map(|hour| {
+            let id = key.record.id.clone();
+            [(200, "ok"), (404, "not_found"), (401, "key_revoked")].map(move |(status, outcome)| {
+                guildkey::store::MinuteCount {
+                    key_id: id.clone(),
+                    minute: hour * 60,
+                    method: "GET",
+                    route: "/v1/verify",
+                    status,
+                    outcome,
+                    count: 10,
+                }
+            })
+        })
+        .collect();
+    store.record_counters(&minutes, &ips).await.unwrap();
+    let hours: Vec<(guildkey::keys::KeyId, i64)> =
+        (now_hour - 32 * 24..=now_hour).map(|h| (key.record.id.clone(), h)).collect();
+    let days: Vec<(guildkey::keys::KeyId, i64)> =
+        (now_hour.div_euclid(24) - 33..=now_hour.div_euclid(24)).map(|d| (key.record.id.clone(), d)).collect();
+    store.trim_usage_ips(&hours, &days, 100).await.unwrap();
+
+    // Act
+    let (from, to) = Period::Month.hours(now);
+    let buckets = store.usage_buckets(&key.record.id, from, to, Period::Month.bucket_hours()).await.unwrap();
+    let (top, distinct) = store.usage_top_ips(&key.record.id, from, to, 50).await.unwrap();
+    let report = service.usage(&key.record.id, Period::Month, now).await.unwrap();
+
+    // Assert: 30 buckets of 3 kinds, 50 blocks, whatever the hours held.
+    assert!(buckets.len() <= 30 * 3, "{} bucket rows", buckets.len());
+    assert_eq!(top.len(), 50);
+    assert!(distinct > 100, "{distinct}");
+    assert_eq!(report.total, (now_hour + 1 - from) as u64 * 30, "every hour of the period counted once");
+    assert_eq!(report.buckets.len(), 30);
+    let held = store.usage_rows_held(&key.record.id).await.unwrap();
+    assert!(held.ip_rows <= 33 * 24 * 101, "{held:?}");
 }

@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::{ip_text, lock, millis, minute_of, totals, RequestFacts, UsageTracker, MAX_RETRY_LOG};
+use super::{
+    ip_text, lock, millis, minute_of, totals, RequestFacts, UsageTracker, MAX_IPS_PER_KEY_HOUR, MAX_RETRY_LOG,
+    NOTABLE_KEPT_PER_KEY,
+};
 use crate::keys::KeyId;
 use crate::store::{NewRequestLog, Store};
 
@@ -82,16 +85,20 @@ impl UsageTracker {
         if rows.is_empty() {
             return Ok(());
         }
-        // Oldest first, so log ids follow time; then the newest per key.
+        // Oldest first, so log ids follow time; then the newest per key and
+        // kind (notable refusals apart from the rest).
         rows.sort_by_key(|r| r.at);
-        let keep = self.log_per_key as usize;
-        let mut per_key: HashMap<KeyId, usize> = HashMap::new();
+        let keep = |notable: bool| if notable { NOTABLE_KEPT_PER_KEY as usize } else { self.log_per_key as usize };
+        let mut per_key: HashMap<(KeyId, bool), usize> = HashMap::new();
         for r in rows.iter().rev() {
-            *per_key.entry(r.key_id.clone()).or_default() += 1;
+            *per_key.entry((r.key_id.clone(), r.notable)).or_default() += 1;
         }
-        let mut skip: HashMap<KeyId, usize> =
-            per_key.into_iter().filter(|(_, n)| *n > keep).map(|(id, n)| (id, n - keep)).collect();
-        rows.retain(|r| match skip.get_mut(&r.key_id) {
+        let mut skip: HashMap<(KeyId, bool), usize> = per_key
+            .into_iter()
+            .filter(|((_, notable), n)| *n > keep(*notable))
+            .map(|((id, notable), n)| ((id, notable), n - keep(notable)))
+            .collect();
+        rows.retain(|r| match skip.get_mut(&(r.key_id.clone(), r.notable)) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 false
@@ -104,7 +111,7 @@ impl UsageTracker {
             *untrimmed.entry(r.key_id.clone()).or_default() += 1;
         }
         let trim: Vec<KeyId> = untrimmed.iter().filter(|(_, n)| **n >= trim_every).map(|(id, _)| id.clone()).collect();
-        if let Err(e) = store.record_requests(&rows, &trim, self.log_per_key).await {
+        if let Err(e) = store.record_requests(&rows, &trim, [self.log_per_key, NOTABLE_KEPT_PER_KEY]).await {
             let mut retry = lock(&self.retry);
             rows.append(&mut retry.log);
             let excess = rows.len().saturating_sub(MAX_RETRY_LOG);
@@ -155,7 +162,30 @@ impl UsageTracker {
             lock(&self.retry).counts.absorb(batch);
             return Err(e);
         }
-        Ok(())
+        self.trim_ips(store, now_minute.div_euclid(60), &ips).await
+    }
+
+    /// Trims each key's hour whose address rows this instance may have
+    /// taken past [`MAX_IPS_PER_KEY_HOUR`] (other instances add theirs; the
+    /// trim keeps the busiest of all).
+    async fn trim_ips(&self, store: &Store, now_hour: i64, ips: &[crate::store::IpCount]) -> anyhow::Result<()> {
+        let due = |written: &mut HashMap<(KeyId, i64), usize>, unit: i64, per: i64| {
+            written.retain(|(_, at), _| *at + 1 >= unit);
+            for row in ips.iter().filter(|r| r.ip != "other") {
+                *written.entry((row.key_id.clone(), row.hour.div_euclid(per))).or_default() += 1;
+            }
+            let due: Vec<(KeyId, i64)> =
+                written.iter().filter(|(_, n)| **n > MAX_IPS_PER_KEY_HOUR).map(|(k, _)| k.clone()).collect();
+            for pair in &due {
+                written.insert(pair.clone(), MAX_IPS_PER_KEY_HOUR);
+            }
+            due
+        };
+        let hours = due(&mut lock(&self.ip_rows_written), now_hour, 1);
+        let days = due(&mut lock(&self.ip_day_rows_written), now_hour.div_euclid(24), 24);
+        // A failed trim is tried again at the key's next flush of that hour
+        // (or left for the rows to age out): counts are never lost by it.
+        store.trim_usage_ips(&hours, &days, MAX_IPS_PER_KEY_HOUR as u32).await
     }
 }
 
@@ -167,9 +197,10 @@ fn log_row(key_id: KeyId, r: &RequestFacts) -> NewRequestLog {
         route: r.route,
         status: r.status,
         reason: r.reason,
-        ip: ip_text(Some(r.ip)),
+        ip: ip_text(r.ip),
         latency_us: r.latency_us,
         target_user_id: r.target_user,
         target_role_id: r.target_role,
+        notable: super::is_notable(r.reason),
     }
 }

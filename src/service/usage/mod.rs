@@ -14,9 +14,12 @@
 //!   its minute bucket and its total at once, added to what other
 //!   instances wrote (`store::usage`);
 //! - **the request log**: every counted request except a successful
-//!   `/v1/verify` (counted, not logged), taken at every flush, the newest
-//!   `usage.request_log_per_key` kept per key (a key is trimmed each time it
-//!   wrote an eighth as many more). Never a token or a header.
+//!   `/v1/verify` (counted, not logged), at most [`MAX_LOG_PER_KEY_MINUTE`]
+//!   of each kind per key and minute, taken at every flush; the newest
+//!   `usage.request_log_per_key` kept per key, and apart from them its
+//!   newest [`NOTABLE_KEPT_PER_KEY`] notable refusals ([`NOTABLE_REASONS`]),
+//!   so a flood of other requests cannot push those out (a key is trimmed
+//!   each time it wrote an eighth as many more). Never a token or a header.
 //!
 //! Requests are counted for the key they name when the listener can tell
 //! which that is (any refusal after the key was found: revoked, suspended,
@@ -53,6 +56,47 @@ pub struct KeyUsage {
     refused: AtomicU64,
     /// In the tracker's list of keys to flush.
     listed: AtomicBool,
+    /// The minute the log counts below are for.
+    log_minute: AtomicI64,
+    /// Requests logged in `log_minute`: [the rest, notable refusals].
+    logged: [std::sync::atomic::AtomicU32; 2],
+}
+
+impl KeyUsage {
+    /// Whether one more request of this key may be logged in `minute`: at
+    /// most [`MAX_LOG_PER_KEY_MINUTE`] of each kind (a flood is counted,
+    /// and logged only up to that).
+    fn may_log(&self, minute: i64, notable: bool) -> bool {
+        let seen = self.log_minute.load(Ordering::Acquire);
+        if seen != minute && self.log_minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            for n in &self.logged {
+                n.store(0, Ordering::Release);
+            }
+        }
+        self.logged[usize::from(notable)].fetch_add(1, Ordering::AcqRel) < MAX_LOG_PER_KEY_MINUTE
+    }
+}
+
+/// The refusals that matter to a key's owner, kept apart in its request
+/// log from the rest (so no flood of unknown paths, say, pushes them
+/// out): an address outside the allow-list, a scope the key lacks, its
+/// use against another guild, a suspended key, a revoked one (as a leaked
+/// key is).
+pub const NOTABLE_REASONS: [&str; 5] =
+    ["ip_not_allowed", "insufficient_scope", "guild_mismatch", "key_suspended", "key_revoked"];
+
+/// The newest notable refusals kept in each key's request log, beside
+/// `usage.request_log_per_key` of the rest.
+pub const NOTABLE_KEPT_PER_KEY: u32 = 50;
+
+/// Requests of each kind (notable refusals, the rest) logged per key and
+/// minute; more are counted, not logged.
+pub const MAX_LOG_PER_KEY_MINUTE: u32 = 120;
+
+/// Whether a request answered with `reason` is a notable refusal.
+pub fn is_notable(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| NOTABLE_REASONS.contains(&r))
 }
 
 /// The route of a request that matched none (its path is never kept: it
@@ -66,6 +110,11 @@ pub const VERIFY_ROUTE: &str = "/v1/verify";
 /// (a leaked key used from a botnet must not grow memory or the database
 /// without bound).
 pub const MAX_IPS_PER_KEY_MINUTE: usize = 256;
+
+/// Client address blocks kept per key and hour: the busiest ones, the rest
+/// summed as `other` (in each flush, and in the database once a key's hour
+/// holds more).
+pub const MAX_IPS_PER_KEY_HOUR: usize = 100;
 
 /// Log entries one shard holds between flushes; more are dropped (counted,
 /// never logged). Flushes run every few seconds.
@@ -158,7 +207,7 @@ impl Pending {
     }
 
     fn count_ip(&mut self, minute: i64, ip: IpAddr, n: u64) {
-        let ip = ip.to_canonical();
+        let ip = crate::keys::address_block(ip);
         if let Some(count) = self.ips.get_mut(&(minute, Some(ip))) {
             *count += n;
             return;
@@ -256,17 +305,42 @@ impl Batch {
                 count,
             })
             .collect();
-        let ips = self
-            .ips
-            .iter()
-            .map(|((key_id, hour, ip), &count)| IpCount {
+        (minutes, self.ip_rows())
+    }
+
+    /// Requests per key, hour and address block, the busiest
+    /// [`MAX_IPS_PER_KEY_HOUR`] of each key's hour kept and the rest added
+    /// to its `other`.
+    fn ip_rows(&self) -> Vec<IpCount> {
+        type Blocks = Vec<(Option<IpAddr>, u64)>;
+        let mut by_hour: HashMap<(&KeyId, i64), Blocks> = HashMap::new();
+        for ((key_id, hour, ip), &count) in &self.ips {
+            by_hour.entry((key_id, *hour)).or_default().push((*ip, count));
+        }
+        let mut rows = Vec::with_capacity(self.ips.len());
+        for ((key_id, hour), mut blocks) in by_hour {
+            let mut other: u64 = 0;
+            blocks.retain(|(ip, n)| {
+                ip.is_some() || {
+                    other += n;
+                    false
+                }
+            });
+            if blocks.len() > MAX_IPS_PER_KEY_HOUR {
+                blocks.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                other += blocks.drain(MAX_IPS_PER_KEY_HOUR..).map(|(_, n)| n).sum::<u64>();
+            }
+            if other > 0 {
+                blocks.push((None, other));
+            }
+            rows.extend(blocks.into_iter().map(|(ip, count)| IpCount {
                 key_id: key_id.clone(),
-                hour: *hour,
-                ip: ip_text(*ip),
+                hour,
+                ip: block_text(ip),
                 count,
-            })
-            .collect();
-        (minutes, ips)
+            }));
+        }
+        rows
     }
 
     fn absorb(&mut self, other: Batch) {
@@ -279,10 +353,17 @@ impl Batch {
     }
 }
 
-/// A client IP as stored: canonical (an IPv4-mapped IPv6 address as its
-/// IPv4 one), or `other` for those past the cap.
-fn ip_text(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "other".to_owned(), |ip| ip.to_canonical().to_string())
+/// A client address block as counted: an IPv4 address (an IPv4-mapped
+/// IPv6 one as its IPv4 address), an IPv6 /64 as `2001:db8:1:2::/64`, or
+/// `other` for those past the cap.
+fn block_text(block: Option<IpAddr>) -> String {
+    block.map_or_else(|| "other".to_owned(), |b| crate::keys::block_text(crate::keys::address_block(b)))
+}
+
+/// A client IP as the request log shows it: canonical (an IPv4-mapped
+/// IPv6 address as its IPv4 one).
+fn ip_text(ip: IpAddr) -> String {
+    ip.to_canonical().to_string()
 }
 
 /// What failed to be written, kept for the next flush.
@@ -311,6 +392,12 @@ pub struct UsageTracker {
     /// trimmed to `log_per_key` once it wrote an eighth as many more (one
     /// indexed delete per key now and then, not per flush).
     untrimmed: Mutex<HashMap<KeyId, u32>>,
+    /// Address rows written per key and hour since its rows were last
+    /// trimmed to [`MAX_IPS_PER_KEY_HOUR`] (see `store.trim_usage_ips`).
+    ip_rows_written: Mutex<HashMap<(KeyId, i64), usize>>,
+    /// The same per key and day (the day rows that reports over 7 and 30
+    /// days read).
+    ip_day_rows_written: Mutex<HashMap<(KeyId, i64), usize>>,
 }
 
 impl Default for UsageTracker {
@@ -346,6 +433,8 @@ impl UsageTracker {
             retry: Mutex::default(),
             log_dropped: AtomicU64::new(0),
             untrimmed: Mutex::default(),
+            ip_rows_written: Mutex::default(),
+            ip_day_rows_written: Mutex::default(),
         }
     }
 
@@ -384,7 +473,9 @@ impl UsageTracker {
         }
         let minute = minute_of(r.at_ms);
         let outcome = outcome(r.status, r.reason);
-        let logged = self.log_per_key > 0 && !(r.route == VERIFY_ROUTE && r.status < 300);
+        let logged = self.log_per_key > 0
+            && !(r.route == VERIFY_ROUTE && r.status < 300)
+            && usage.may_log(minute, is_notable(r.reason));
         let slot = shard_slot() & (self.shards.len() - 1);
         let mut shard = lock(&self.shards[slot].0);
         let shard = &mut *shard;

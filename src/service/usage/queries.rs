@@ -44,10 +44,12 @@ impl KeyService {
     /// counts from every instance plus this process's not yet written.
     pub async fn usage(&self, key: &KeyId, period: Period, now: DateTime<Utc>) -> Result<UsageReport> {
         let (from, to) = period.hours(now);
-        let hours = self.inner.store.usage_hours(key, from, to).await?;
-        let ips = self.inner.store.usage_ips(key, from, to).await?;
+        // Added up in the database: bounded whatever the key did.
+        let hours = self.inner.store.usage_buckets(key, from, to, period.bucket_hours()).await?;
+        let (ips, distinct) = self.inner.store.usage_top_ips(key, from, to, usage_report::IPS_READ).await?;
         let (pending, pending_ips) = self.inner.usage.pending_for(key);
-        Ok(usage_report::build(key.as_str(), period, now, &hours, &ips, &pending, &pending_ips))
+        let stored = usage_report::StoredIps { top: &ips, distinct };
+        Ok(usage_report::build(key.as_str(), period, now, &hours, stored, &pending, &pending_ips))
     }
 
     /// One page of a key's request log, newest first (`limit` clamped to

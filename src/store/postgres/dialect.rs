@@ -83,6 +83,7 @@ pub(crate) async fn record_counters(
     tx: &mut PgConnection,
     minutes: &[MinuteCount],
     ips: &[IpCount],
+    days: &[IpCount],
 ) -> anyhow::Result<()> {
     for wave in waves(minutes) {
         for chunk in wave.chunks(ROWS_PER_STATEMENT) {
@@ -118,25 +119,22 @@ pub(crate) async fn record_counters(
             .await?;
         }
     }
-    let mut ips: Vec<&IpCount> = ips.iter().collect();
-    ips.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
-    for chunk in ips.chunks(ROWS_PER_STATEMENT) {
-        let hours: Vec<i64> = chunk.iter().map(|r| r.hour).collect();
-        let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
-        let addrs: Vec<&str> = chunk.iter().map(|r| r.ip.as_str()).collect();
-        let counts: Vec<i64> = chunk.iter().map(|r| count_to_sql(r.count)).collect();
-        sqlx::query(
-            "insert into usage_ip_hour (hour, api_key_id, ip, count) \
+    for (table, unit, rows) in [("usage_ip_hour", "hour", ips), ("usage_ip_day", "day", days)] {
+        let mut rows: Vec<&IpCount> = rows.iter().collect();
+        rows.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
+        let sql = format!(
+            "insert into {table} ({unit}, api_key_id, ip, count) \
              select h, k, i, n from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
                  with ordinality as r(h, k, i, n, ord) order by ord \
-             on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count",
-        )
-        .bind(&hours)
-        .bind(&keys)
-        .bind(&addrs)
-        .bind(&counts)
-        .execute(&mut *tx)
-        .await?;
+             on conflict ({unit}, api_key_id, ip) do update set count = {table}.count + excluded.count"
+        );
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let hours: Vec<i64> = chunk.iter().map(|r| r.hour).collect();
+            let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
+            let addrs: Vec<&str> = chunk.iter().map(|r| r.ip.as_str()).collect();
+            let counts: Vec<i64> = chunk.iter().map(|r| count_to_sql(r.count)).collect();
+            sqlx::query(&sql).bind(&hours).bind(&keys).bind(&addrs).bind(&counts).execute(&mut *tx).await?;
+        }
     }
     Ok(())
 }
@@ -146,7 +144,7 @@ pub(crate) async fn record_requests(
     tx: &mut PgConnection,
     rows: &[NewRequestLog],
     trim: &[KeyId],
-    keep_per_key: u32,
+    keep: [u32; 2],
 ) -> anyhow::Result<()> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let keys: Vec<&str> = chunk.iter().map(|r| r.key_id.as_str()).collect();
@@ -159,13 +157,14 @@ pub(crate) async fn record_requests(
         let latencies: Vec<i64> = chunk.iter().map(|r| i64::from(r.latency_us)).collect();
         let users: Vec<Option<i64>> = chunk.iter().map(|r| r.target_user_id.map(id_to_sql)).collect();
         let roles: Vec<Option<i64>> = chunk.iter().map(|r| r.target_role_id.map(id_to_sql)).collect();
+        let notable: Vec<bool> = chunk.iter().map(|r| r.notable).collect();
         sqlx::query(
             "insert into request_log (api_key_id, at, method, route, status, reason, ip, latency_us, \
-                 target_user_id, target_role_id) \
-             select k, a, m, ro, s, re, i, l, u, rl \
+                 target_user_id, target_role_id, notable) \
+             select k, a, m, ro, s, re, i, l, u, rl, nt \
              from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
-                 $7::text[], $8::bigint[], $9::bigint[], $10::bigint[]) \
-             with ordinality as r(k, a, m, ro, s, re, i, l, u, rl, n) order by n",
+                 $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::boolean[]) \
+             with ordinality as r(k, a, m, ro, s, re, i, l, u, rl, nt, n) order by n",
         )
         .bind(&keys)
         .bind(&ats)
@@ -177,21 +176,26 @@ pub(crate) async fn record_requests(
         .bind(&latencies)
         .bind(&users)
         .bind(&roles)
+        .bind(&notable)
         .execute(&mut *tx)
         .await?;
     }
-    // Per key, all but the newest: one index range each.
+    // Per key and kind, all but the newest (`keep[0]` of the rest,
+    // `keep[1]` notable refusals): one index range each.
     let keys: Vec<&str> = trim.iter().map(KeyId::as_str).collect();
-    sqlx::query(
-        "delete from request_log r using ( \
-             select k, (select request_log_id from request_log where api_key_id = k \
-                        order by request_log_id desc offset $2 limit 1) as cut \
-             from unnest($1::text[]) as k) c \
-         where r.api_key_id = c.k and r.request_log_id <= c.cut",
-    )
-    .bind(&keys)
-    .bind(i64::from(keep_per_key))
-    .execute(&mut *tx)
-    .await?;
+    for (notable, keep) in [(false, keep[0]), (true, keep[1])] {
+        sqlx::query(
+            "delete from request_log r using ( \
+                 select k, (select request_log_id from request_log where api_key_id = k and notable = $3 \
+                            order by request_log_id desc offset $2 limit 1) as cut \
+                 from unnest($1::text[]) as k) c \
+             where r.api_key_id = c.k and r.notable = $3 and r.request_log_id <= c.cut",
+        )
+        .bind(&keys)
+        .bind(i64::from(keep))
+        .bind(notable)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }

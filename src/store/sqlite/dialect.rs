@@ -77,6 +77,7 @@ pub(crate) async fn record_counters(
     tx: &mut SqliteConnection,
     minutes: &[MinuteCount],
     ips: &[IpCount],
+    days: &[IpCount],
 ) -> anyhow::Result<()> {
     for wave in waves(minutes) {
         for chunk in wave.chunks(ROWS_PER_STATEMENT) {
@@ -105,15 +106,22 @@ pub(crate) async fn record_counters(
             q.build().execute(&mut *tx).await?;
         }
     }
-    let mut ips: Vec<&IpCount> = ips.iter().collect();
-    ips.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
-    for chunk in ips.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("insert into usage_ip_hour (hour, api_key_id, ip, count) ");
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.hour).push_bind(r.key_id.as_str()).push_bind(r.ip.as_str()).push_bind(count_to_sql(r.count));
-        });
-        q.push(" on conflict (hour, api_key_id, ip) do update set count = usage_ip_hour.count + excluded.count");
-        q.build().execute(&mut *tx).await?;
+    for (table, unit, rows) in [("usage_ip_hour", "hour", ips), ("usage_ip_day", "day", days)] {
+        let mut rows: Vec<&IpCount> = rows.iter().collect();
+        rows.sort_by(|a, b| (a.hour, &a.key_id, &a.ip).cmp(&(b.hour, &b.key_id, &b.ip)));
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("insert into {table} ({unit}, api_key_id, ip, count) "));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.hour)
+                    .push_bind(r.key_id.as_str())
+                    .push_bind(r.ip.as_str())
+                    .push_bind(count_to_sql(r.count));
+            });
+            q.push(format!(
+                " on conflict ({unit}, api_key_id, ip) do update set count = {table}.count + excluded.count"
+            ));
+            q.build().execute(&mut *tx).await?;
+        }
     }
     Ok(())
 }
@@ -123,12 +131,12 @@ pub(crate) async fn record_requests(
     tx: &mut SqliteConnection,
     rows: &[NewRequestLog],
     trim: &[KeyId],
-    keep_per_key: u32,
+    keep: [u32; 2],
 ) -> anyhow::Result<()> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "insert into request_log (api_key_id, at, method, route, status, reason, ip, latency_us, \
-             target_user_id, target_role_id) ",
+             target_user_id, target_role_id, notable) ",
         );
         q.push_values(chunk, |mut b, r| {
             b.push_bind(r.key_id.as_str())
@@ -140,20 +148,26 @@ pub(crate) async fn record_requests(
                 .push_bind(r.ip.as_str())
                 .push_bind(i64::from(r.latency_us))
                 .push_bind(r.target_user_id.map(id_to_sql))
-                .push_bind(r.target_role_id.map(id_to_sql));
+                .push_bind(r.target_role_id.map(id_to_sql))
+                .push_bind(r.notable);
         });
         q.build().execute(&mut *tx).await?;
     }
-    // One indexed delete per key (cheap in-process): all but the newest.
+    // One indexed delete per key and kind (cheap in-process): all but the
+    // newest of each (`keep[0]` of the rest, `keep[1]` notable refusals).
     for key in trim {
-        sqlx::query(
-            "delete from request_log where api_key_id = $1 and request_log_id <= (select request_log_id \
-             from request_log where api_key_id = $1 order by request_log_id desc limit 1 offset $2)",
-        )
-        .bind(key.as_str())
-        .bind(i64::from(keep_per_key))
-        .execute(&mut *tx)
-        .await?;
+        for (notable, keep) in [(false, keep[0]), (true, keep[1])] {
+            sqlx::query(
+                "delete from request_log where api_key_id = $1 and notable = $3 and request_log_id <= \
+                 (select request_log_id from request_log where api_key_id = $1 and notable = $3 \
+                  order by request_log_id desc limit 1 offset $2)",
+            )
+            .bind(key.as_str())
+            .bind(i64::from(keep))
+            .bind(notable)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     Ok(())
 }

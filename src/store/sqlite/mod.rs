@@ -100,10 +100,14 @@ impl SqliteStore {
         loop {
             match MIGRATOR.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 8 => {
+                // Dozens of processes may race on a busy machine: up to about
+                // 8 s in all, each process on its own beat (its pid) so the
+                // losers do not collide again in step.
+                Err(e) if attempt < 20 => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    let beat = u64::from(std::process::id() % 40);
+                    tokio::time::sleep(Duration::from_millis((50 * attempt).min(400) + beat)).await;
                 }
                 Err(e) => return Err(anyhow::Error::from(e).context("failed to apply database migrations")),
             }

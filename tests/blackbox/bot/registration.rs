@@ -12,6 +12,7 @@ async fn the_command_is_registered_for_servers_only() {
     let apikey = app.double.wait_for_command(None, "apikey", WAIT).await.expect("registered globally");
 
     assert_eq!(apikey["contexts"], serde_json::json!([0]), "guild context only: {apikey}");
+    assert_eq!(apikey["integration_types"], serde_json::json!([0]), "installable to servers only: {apikey}");
     // Discord therefore never offers it in DMs; the double refuses like Discord would.
     let refused = app.double.dm_slash(ids::ALICE_ID).subcommand("apikey", "list").send().await;
     assert!(refused.is_err());
