@@ -21,12 +21,17 @@ const LEAST: Duration = Duration::from_secs(1);
 /// Discord's epoch in Unix milliseconds (snowflakes count from it).
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
-/// What is left of the first-response window of the interaction `id` (a
-/// snowflake: its time is when Discord created it), at least [`LEAST`].
-pub fn initial_response_left(id: u64) -> Duration {
+/// How long ago Discord created the interaction `id` (a snowflake holds
+/// its time); zero if its time is ahead of our clock.
+fn age(id: u64) -> Duration {
     let created = UNIX_EPOCH + Duration::from_millis((id >> 22) + DISCORD_EPOCH_MS);
-    let elapsed = SystemTime::now().duration_since(created).unwrap_or_default();
-    INITIAL_RESPONSE_WINDOW.saturating_sub(elapsed).max(LEAST)
+    SystemTime::now().duration_since(created).unwrap_or_default()
+}
+
+/// What is left of the first-response window of the interaction `id`, at
+/// least [`LEAST`].
+pub fn initial_response_left(id: u64) -> Duration {
+    INITIAL_RESPONSE_WINDOW.saturating_sub(age(id)).max(LEAST)
 }
 
 /// Whether `ctx` still owes its first response.
@@ -66,8 +71,7 @@ pub fn can_still_answer(ctx: Context<'_>) -> bool {
     if !owes_first_response(ctx) {
         return true;
     }
-    let created = UNIX_EPOCH + Duration::from_millis((ctx.id() >> 22) + DISCORD_EPOCH_MS);
-    SystemTime::now().duration_since(created).unwrap_or_default() < INITIAL_RESPONSE_WINDOW
+    age(ctx.id()) < INITIAL_RESPONSE_WINDOW
 }
 
 #[cfg(test)]
