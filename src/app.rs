@@ -167,11 +167,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     // The bot's operations read guilds from its gateway cache, attached once
     // the client exists; a listener alone reads them over REST.
+    let client = crate::discord::client::http_client(&config).map_err(StartError::Config)?;
     let (serenity_ops, ops): (_, Arc<dyn GuildOps>) = if role.runs_bot() {
-        let serenity_ops = Arc::new(SerenityGuildOps::default());
+        let serenity_ops = Arc::new(SerenityGuildOps::with_client(client.clone()));
         (Some(serenity_ops.clone()), serenity_ops)
     } else {
-        (None, Arc::new(RestGuildOps::new(Arc::new(discord_http(&config, token.expose())))))
+        let http = crate::discord::client::serenity_http(&config, token.expose(), client.clone());
+        (None, Arc::new(RestGuildOps::new(Arc::new(http), client.clone())))
     };
     let health = Arc::new(BotHealth::new(if role.runs_bot() { BotState::Connecting } else { BotState::Off }));
     let bans = Arc::new(BanCache::default());
@@ -266,6 +268,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let supervisor = Supervisor {
             config: config.clone(),
             token: token.clone(),
+            client: client.clone(),
             data,
             ops: serenity_ops,
             health: health.clone(),
@@ -355,15 +358,6 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-/// Discord's REST API through the configured base; a proxy owns rate limits.
-fn discord_http(config: &Config, token: &str) -> serenity::Http {
-    let mut http = serenity::HttpBuilder::new(token);
-    if config.discord_is_proxied() {
-        http = http.proxy(config.discord.api_base_url.clone()).ratelimiter_disabled(true);
-    }
-    http.build()
-}
-
 /// The longest wait between two attempts to connect the bot.
 const BOT_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A session that lasted this long was a success: the next failure waits
@@ -377,6 +371,8 @@ const BOT_SESSION_HEALTHY: Duration = Duration::from_secs(60);
 struct Supervisor {
     config: Config,
     token: crate::config::Secret,
+    /// The HTTP client for Discord's REST API (TLS roots, address).
+    client: reqwest::Client,
     data: crate::bot::Data,
     ops: Arc<SerenityGuildOps>,
     health: Arc<BotHealth>,
@@ -413,7 +409,7 @@ impl Supervisor {
     /// token or an unreachable Discord apart before any gateway traffic),
     /// then runs the gateway until it stops.
     async fn session(&self) -> serenity::Result<()> {
-        let http = discord_http(&self.config, self.token.expose());
+        let http = crate::discord::client::serenity_http(&self.config, self.token.expose(), self.client.clone());
         http.get_bot_gateway().await?;
         let framework = crate::bot::framework(self.data.clone(), self.config.discord.register_commands);
         let mut client = serenity::ClientBuilder::new_with_http(

@@ -72,8 +72,9 @@ async fn say(ctx: Context<'_>, reply: CreateReply) -> Result<poise::ReplyHandle<
     ctx.send(reply.ephemeral(true)).await.map_err(discord_err)
 }
 
+/// The first response, within Discord's 3-second window.
 async fn defer(ctx: Context<'_>) -> Result {
-    ctx.defer_ephemeral().await.map_err(discord_err)
+    super::deadline::bounded(ctx, ctx.defer_ephemeral()).await
 }
 
 /// Create an API key (the secret is shown once)

@@ -95,8 +95,12 @@ pub async fn on_error(error: poise::FrameworkError<'_, Data, Error>) {
             return;
         }
     };
+    if !super::deadline::can_still_answer(ctx) {
+        tracing::warn!("Discord's 3-second window for a first response has closed; the error is not shown");
+        return;
+    }
     let reply = poise::CreateReply::default().content(text).ephemeral(true);
-    if let Err(e) = ctx.send(reply).await {
+    if let Err(e) = super::deadline::bounded(ctx, ctx.send(reply)).await {
         tracing::warn!(error = %e, "failed to send an error reply");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod apikey;
 pub mod buttons;
+pub mod deadline;
 pub mod error;
 pub mod render;
 pub mod usage;

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::values::{
-    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptPath, OptUrl, PemFile, Register,
-    RetryDelays, Role, ShardCount, ShardIds, SslMode, Token,
+    BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptAddr, OptPath, OptUrl, PemFile,
+    Register, RetryDelays, Role, ShardCount, ShardIds, SslMode, Token,
 };
 use super::{
     ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
@@ -111,6 +111,13 @@ settings! {
         /// Required for `run` only; the CLI works without it.
         token: Option<Secret> = None, Token, env "DISCORD_TOKEN";
         api_base_url: String = DISCORD_API_DEFAULT.to_owned(), BaseUrl, env "DISCORD_API_BASE_URL";
+        /// Connect to this address for `discord.com` instead of the one DNS
+        /// gives (an egress relay, or a test's Discord); TLS still checks
+        /// discord.com's certificate, so serenity's own rate limiting stays on.
+        connect_to: Option<SocketAddr> = None, OptAddr, env "GUILDKEY_DISCORD_CONNECT_TO";
+        /// A PEM file of certificates trusted for Discord's TLS besides the
+        /// built-in roots (a TLS-inspecting egress proxy's, or a test CA).
+        ca_file: Option<std::path::PathBuf> = None, OptPath, env "GUILDKEY_DISCORD_CA_FILE";
         register_commands: RegisterCommands = RegisterCommands::Global, Register, env "GUILDKEY_REGISTER_COMMANDS";
         /// Invalid answers (401, 403, 429) Discord may give one guild's calls
         /// in 10 minutes before guildkey stops calling Discord for that guild

@@ -315,6 +315,22 @@ impl Kind for Bind {
     }
 }
 
+/// An address like [`Bind`]'s, or `""` for none.
+pub(super) struct OptAddr;
+
+impl Kind for OptAddr {
+    type Out = Option<SocketAddr>;
+    fn from_toml(v: Value) -> Result<Self::Out, String> {
+        match &v {
+            Value::String(s) if s.trim().is_empty() => Ok(None),
+            _ => Bind::from_toml(v).map(Some),
+        }
+    }
+    fn show(v: &Self::Out) -> String {
+        v.map_or_else(|| "(not set)".to_owned(), |a| a.to_string())
+    }
+}
+
 /// CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`) or single addresses (a /32 or
 /// /128), in strings that may each hold a comma-separated list. Host bits are
 /// cleared (`10.1.2.3/8` is `10.0.0.0/8`); repeats are dropped.

@@ -5,9 +5,12 @@
 //! with guild facts read over REST and cached briefly ([`rest::RestGuildOps`],
 //! a listener started with `--only http`, which has no gateway connection).
 //!
-//! When REST goes through a proxy or test double, serenity's own
-//! ratelimiter is off (the proxy owns rate limiting), so a 429 reaches us:
-//! [`SerenityGuildOps`] waits and retries a few times before giving up.
+//! [`SerenityGuildOps`] sends its requests itself, so a 429 reaches it:
+//! it waits and retries a few times within a bounded time, or answers at
+//! once that nothing was done. With serenity's ratelimiter on (Discord
+//! itself, or anything reached as discord.com: [`client`]) each request
+//! also goes through serenity's bucket for its route. Through a proxy
+//! (`discord.api_base_url`) the ratelimiter is off: the proxy owns limits.
 //!
 //! One file per concern:
 //! - `port`: the [`GuildOps`] trait, [`GuildInfo`], [`DiscordError`] and
@@ -22,6 +25,7 @@
 //! - `escape`: user-typed text shown as typed ([`escape`], [`escape_within`]),
 //!   or in a code span ([`code_span`]).
 
+pub mod client;
 mod embeds;
 mod escape;
 pub mod permissions;

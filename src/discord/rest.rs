@@ -63,9 +63,10 @@ fn not_in_guild(error: &DiscordError) -> bool {
 }
 
 impl RestGuildOps {
-    pub fn new(http: Arc<Http>) -> Self {
+    /// `client` is the one `http` was built with.
+    pub fn new(http: Arc<Http>, client: reqwest::Client) -> Self {
         Self {
-            rest: SerenityGuildOps::rest_only(http),
+            rest: SerenityGuildOps::rest_only(http, client),
             bot_id: tokio::sync::OnceCell::new(),
             views: ViewCache::default(),
         }

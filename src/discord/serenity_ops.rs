@@ -1,10 +1,16 @@
 //! [`SerenityGuildOps`]: [`GuildOps`] on serenity's `Http` and gateway
-//! cache. When REST goes through a proxy or test double, serenity's own
-//! ratelimiter is off (the proxy owns rate limiting), so a 429 reaches us:
-//! requests wait and retry a few times before giving up.
+//! cache. Requests are sent here rather than through `Http::request`, so a
+//! 429 always reaches us (serenity's ratelimiter would sleep out any
+//! `retry_after`, however long): they wait and retry a few times within a
+//! bounded time, or fail at once saying nothing was done. With serenity's
+//! ratelimiter on (talking to Discord itself) each request still goes
+//! through serenity's bucket for its route, shared with the bot's own
+//! calls: an exhausted bucket is waited out when short, refused unsent
+//! when not, and every answer's headers update it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use serenity::all::{Cache, ChannelId, CreateMessage, GuildId, Http, HttpError, LightMethod, RoleId, Route, UserId};
@@ -26,9 +32,11 @@ pub struct SerenityGuildOps {
     cache: std::sync::RwLock<Option<Arc<Cache>>>,
     /// Told at the first [`Self::attach`] (see [`Self::wait_attached`]).
     attached: tokio::sync::Notify,
-    /// Sends requests itself when serenity's ratelimiter is off (a proxy or
-    /// the test double), so a 429's `retry_after` can be read and honoured.
+    /// Sends every request (the client serenity's `Http` was built with),
+    /// so a 429's `retry_after` and scope can be read and honoured.
     raw: std::sync::OnceLock<reqwest::Client>,
+    /// Until when Discord's global rate limit holds (a 429 with `global`).
+    global_until: std::sync::Mutex<Option<Instant>>,
     /// The last guild info seen in the cache, per guild. After a fresh
     /// identify, READY lists every guild as unavailable and serenity drops it
     /// from the cache until its GUILD_CREATE arrives; meanwhile this answers,
@@ -51,15 +59,40 @@ pub const DISCORD_TIMEOUT: Duration = Duration::from_secs(8);
 /// No retry starts that could end past this, counted from the first try.
 const SEND_BUDGET: Duration = Duration::from_secs(12);
 
-/// One failed try: why, and how long Discord asked us to wait (429).
+/// One failed try: why, how long Discord asked us to wait (429), and
+/// whether Discord counts the answer toward its invalid-request limit (401,
+/// 403 and 429, except a 429 with `X-RateLimit-Scope: shared`).
 struct Failed {
     error: DiscordError,
     retry_after: Option<Duration>,
+    invalid: bool,
+    /// The 429 was Discord's global limit.
+    global: bool,
 }
 
 impl From<DiscordError> for Failed {
     fn from(error: DiscordError) -> Self {
-        Self { error, retry_after: None }
+        Self { error, retry_after: None, invalid: false, global: false }
+    }
+}
+
+/// A rate limit that has `wait` to run, met before sending: nothing was
+/// sent, so nothing was done (and Discord counted nothing).
+fn not_sent(wait: Duration, global: bool) -> Failed {
+    let which = if global { "Discord's global rate limit" } else { "Discord's rate limit for this request" };
+    Failed {
+        error: DiscordError::Refused {
+            status: 429,
+            code: 0,
+            message: format!(
+                "{which} has {:.1} s to run; the request was not sent, so nothing was done. Retry after {:.1} s.",
+                wait.as_secs_f64(),
+                wait.as_secs_f64()
+            ),
+        },
+        retry_after: Some(wait),
+        invalid: false,
+        global,
     }
 }
 
@@ -68,6 +101,14 @@ fn unavailable(e: reqwest::Error) -> DiscordError {
 }
 
 impl SerenityGuildOps {
+    /// Operations that send through `client` (the one serenity's `Http` is
+    /// built with: the same TLS roots and address for discord.com).
+    pub fn with_client(client: reqwest::Client) -> Self {
+        let ops = Self::default();
+        let _ = ops.raw.set(client);
+        ops
+    }
+
     /// Connects these operations to the client's REST handle and cache.
     /// A client built after the bot reconnects replaces the one before.
     pub fn attach(&self, http: Arc<Http>, cache: Arc<Cache>) {
@@ -89,8 +130,8 @@ impl SerenityGuildOps {
     }
 
     /// REST alone, with no gateway cache: the guild facts answer "not known".
-    pub(super) fn rest_only(http: Arc<Http>) -> Self {
-        let ops = Self::default();
+    pub(super) fn rest_only(http: Arc<Http>, client: reqwest::Client) -> Self {
+        let ops = Self::with_client(client);
         *ops.http.write().unwrap_or_else(|e| e.into_inner()) = Some(http);
         ops
     }
@@ -108,35 +149,80 @@ impl SerenityGuildOps {
     }
 
     /// One try of a request; its JSON body (`Null` for 204) on success.
-    /// An answer Discord counts as invalid is counted for `guild`.
-    async fn attempt(&self, guild: Option<u64>, request: Request<'static>) -> Result<serde_json::Value, Failed> {
-        let outcome = self.attempt_once(request).await;
-        if let Err(Failed { error: DiscordError::Refused { status: 401 | 403 | 429, .. }, .. }) = &outcome {
+    /// An answer Discord counts as invalid is counted for `guild`. `sent`
+    /// turns true when the request leaves (after any rate-limit wait).
+    async fn attempt(
+        &self,
+        guild: Option<u64>,
+        request: Request<'static>,
+        sent: &AtomicBool,
+    ) -> Result<serde_json::Value, Failed> {
+        let outcome = self.attempt_once(request, sent).await;
+        if let Err(Failed { invalid: true, .. }) = &outcome {
             self.invalid.record(guild);
         }
         outcome
     }
 
-    async fn attempt_once(&self, request: Request<'static>) -> Result<serde_json::Value, Failed> {
+    async fn attempt_once(&self, request: Request<'static>, sent: &AtomicBool) -> Result<serde_json::Value, Failed> {
         let http = self.http()?;
-        let response = if http.ratelimiter.is_some() {
-            // On Discord itself serenity's ratelimiter owns 429s.
-            http.request(request).await.map_err(map_error)?
-        } else {
-            let client = self.raw.get_or_init(reqwest::Client::new);
-            let built = request
-                .build(client, http.token(), http.proxy.as_deref())
-                .map_err(map_error)?
-                .build()
-                .map_err(unavailable)?;
-            let response = client.execute(built).await.map_err(unavailable)?;
-            if !response.status().is_success() {
-                return Err(refusal(response).await);
+        let client = self.raw.get_or_init(reqwest::Client::new).clone();
+        // serenity's bucket for this route, held (as serenity holds it)
+        // from the check to the answer's headers.
+        let bucket = match &http.ratelimiter {
+            Some(ratelimiter) => {
+                let key = request.route_ref().ratelimiting_bucket();
+                Some(Arc::clone(ratelimiter.routes().write().await.entry(key).or_default()))
             }
-            response
+            None => None,
         };
+        let mut held = match &bucket {
+            Some(bucket) => Some(bucket.lock().await),
+            None => None,
+        };
+        if let Some(wait) = self.global_wait() {
+            if wait > MAX_RETRY_WAIT {
+                return Err(not_sent(wait, true));
+            }
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(ratelimit) = held.as_mut() {
+            let wait = ratelimit.reset().and_then(|reset| reset.duration_since(SystemTime::now()).ok());
+            if let Some(wait) = wait.filter(|_| ratelimit.remaining() == 0) {
+                if wait > MAX_RETRY_WAIT {
+                    return Err(not_sent(wait, false));
+                }
+            }
+            // Waits out a short exhausted bucket, and counts this request.
+            ratelimit.pre_hook(&request, &|_| {}).await;
+        }
+        let built = request
+            .clone()
+            .build(&client, http.token(), http.proxy.as_deref())
+            .map_err(map_error)?
+            .build()
+            .map_err(unavailable)?;
+        sent.store(true, Ordering::SeqCst);
+        let response = client.execute(built).await.map_err(unavailable)?;
+        if let Some(ratelimit) = held.as_mut() {
+            update_bucket(ratelimit, &request, &response).await;
+        }
+        drop(held);
+        if !response.status().is_success() {
+            let failed = refusal(response).await;
+            if let (true, Some(wait)) = (failed.global, failed.retry_after) {
+                *self.global_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + wait);
+            }
+            return Err(failed);
+        }
         let bytes = response.bytes().await.map_err(unavailable)?;
         Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// How long Discord's global rate limit still holds, if it does.
+    fn global_wait(&self) -> Option<Duration> {
+        let until = (*self.global_until.lock().unwrap_or_else(|e| e.into_inner()))?;
+        Some(until.saturating_duration_since(Instant::now())).filter(|w| !w.is_zero())
     }
 
     /// Runs a request, retrying after a 429 (waiting its `retry_after`, if
@@ -161,10 +247,18 @@ impl SerenityGuildOps {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
-            let Failed { error, retry_after } =
-                match tokio::time::timeout(DISCORD_TIMEOUT, self.attempt(guild, make())).await {
+            let sent = AtomicBool::new(false);
+            let Failed { error, retry_after, .. } =
+                match tokio::time::timeout(DISCORD_TIMEOUT, self.attempt(guild, make(), &sent)).await {
                     Ok(Ok(body)) => return Ok(body),
                     Ok(Err(failed)) => failed,
+                    // Still waiting for a rate limit: never sent.
+                    Err(_) if !sent.load(Ordering::SeqCst) => {
+                        return Err(DiscordError::Unavailable(format!(
+                            "Discord's rate limits kept the request waiting {} s; it was not sent, so nothing was done",
+                            DISCORD_TIMEOUT.as_secs()
+                        )))
+                    }
                     // Not retried: Discord may have made the change all the same.
                     Err(_) => {
                         return Err(DiscordError::Unavailable(format!(
@@ -190,11 +284,28 @@ impl SerenityGuildOps {
     }
 }
 
+/// Brings serenity's bucket up to date with an answer's headers. A 429's
+/// `Retry-After` is left out: serenity would sleep it out, and the retry is
+/// ours to decide.
+async fn update_bucket(ratelimit: &mut serenity::http::Ratelimit, request: &Request<'_>, response: &reqwest::Response) {
+    let mut headers = response.headers().clone();
+    headers.remove("retry-after");
+    let mut seen = axum::http::Response::new(Vec::<u8>::new());
+    *seen.status_mut() = response.status();
+    *seen.headers_mut() = headers;
+    // A malformed header leaves the bucket as it was.
+    let _ = ratelimit.post_hook(&reqwest::Response::from(seen), request, &|_| {}, false).await;
+}
+
 /// Reads Discord's error body; for a 429 also how long to wait (the body's
-/// `retry_after`, else the `Retry-After` header), said in the message too.
+/// `retry_after`, else the `Retry-After` header), said in the message too,
+/// and whether Discord counts it as invalid (not with scope `shared`).
 async fn refusal(response: reqwest::Response) -> Failed {
     let status = response.status().as_u16();
-    let header_wait = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+    let headers = response.headers();
+    let header_wait = headers.get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+    let shared = headers.get("x-ratelimit-scope").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"shared"));
+    let global_header = headers.get("x-ratelimit-global").is_some();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     let mut message = body["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
     let retry_after = (status == 429)
@@ -203,10 +314,12 @@ async fn refusal(response: reqwest::Response) -> Failed {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
     if let Some(wait) = retry_after {
-        message = format!("{message} Retry after {:.1} s.", wait.as_secs_f64());
+        message = format!("{message} Retry after {:.1} s; nothing was done.", wait.as_secs_f64());
     }
     let code = body["code"].as_i64().unwrap_or(0);
-    Failed { error: DiscordError::Refused { status, code, message }, retry_after }
+    let invalid = matches!(status, 401 | 403) || (status == 429 && !shared);
+    let global = status == 429 && (global_header || body["global"].as_bool() == Some(true));
+    Failed { error: DiscordError::Refused { status, code, message }, retry_after, invalid, global }
 }
 
 /// Adds `X-Audit-Log-Reason` so Discord's own audit log names the key.

@@ -87,6 +87,19 @@ pub struct Options {
 }
 
 impl Options {
+    /// Discord's production REST path: no proxy, so serenity's ratelimiter
+    /// is on; the binary reaches the double as `https://discord.com` over
+    /// TLS (`discord.connect_to`, and the double's test CA in
+    /// `discord.ca_file`).
+    pub fn production_rest(double: &Double) -> Self {
+        let env = [
+            ("DISCORD_API_BASE_URL", "https://discord.com".to_owned()),
+            ("GUILDKEY_DISCORD_CONNECT_TO", double.tls_addr().to_string()),
+            ("GUILDKEY_DISCORD_CA_FILE", discord_double::tls::CA_PEM.to_owned()),
+        ];
+        Self { env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), ..Self::default() }
+    }
+
     /// `guildkey run --only <role>` (`http` or `bot`), waiting only for
     /// what that role starts.
     pub fn only(role: &str) -> Self {

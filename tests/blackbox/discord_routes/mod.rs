@@ -21,6 +21,7 @@ mod ban;
 mod ban_lookup;
 mod guard;
 mod guild;
+mod production_rest;
 mod protections;
 mod roles;
 mod unban;

@@ -183,6 +183,9 @@ pub struct DoubleConfig {
     /// When `Some(n)`, an Identify whose shard would hold more than `n` guilds is closed with
     /// 4011 "Sharding required" (Discord's limit is 2,500 guilds per shard).
     pub sharding_required_above: Option<usize>,
+    /// Discord's rate limits: route buckets and the global 50 a second
+    /// ([`crate::RateLimitConfig`]; generous by default, `RateLimitConfig::off()` for none).
+    pub rate_limits: crate::RateLimitConfig,
 }
 
 /// The shard that owns a guild among `num_shards`: Discord's `(guild_id >> 22) % num_shards`.
@@ -349,6 +352,7 @@ impl DoubleConfig {
             privileged_intents: 0,
             recommended_shards: 1,
             sharding_required_above: None,
+            rate_limits: crate::RateLimitConfig::default(),
         }
     }
 }

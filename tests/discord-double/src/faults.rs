@@ -158,22 +158,37 @@ impl FaultRule {
     }
 
     /// Answer 429 like Discord: body `{"message", "retry_after", "global", "code": 0}` and
-    /// headers `Retry-After`, `X-RateLimit-Scope`, `X-RateLimit-Global` (when global).
-    pub fn rate_limited(mut self, retry_after_secs: f64, global: bool) -> Self {
+    /// headers `Retry-After`, `X-RateLimit-Scope`, `X-RateLimit-Global` (when global). The
+    /// route's bucket headers come with it (`Remaining` 0 and `Reset-After` the wait here).
+    pub fn rate_limited(self, retry_after_secs: f64, global: bool) -> Self {
+        self.rate_limited_scope(retry_after_secs, if global { "global" } else { "user" })
+    }
+
+    /// [`Self::rate_limited`] with `X-RateLimit-Scope: shared`: the resource is rate limited
+    /// for everyone (Discord's "The resource is being rate limited."). Discord does not count
+    /// these toward the invalid-request limit.
+    pub fn shared_rate_limited(self, retry_after_secs: f64) -> Self {
+        self.rate_limited_scope(retry_after_secs, "shared")
+    }
+
+    fn rate_limited_scope(mut self, retry_after_secs: f64, scope: &str) -> Self {
+        let global = scope == "global";
         let mut headers = vec![
             ("retry-after".to_string(), (retry_after_secs.ceil() as u64).to_string()),
-            ("x-ratelimit-scope".to_string(), if global { "global" } else { "user" }.to_string()),
+            ("x-ratelimit-scope".to_string(), scope.to_string()),
         ];
         if global {
             headers.push(("x-ratelimit-global".to_string(), "true".to_string()));
-        } else {
+        } else if scope == "user" {
             headers.push(("x-ratelimit-remaining".to_string(), "0".to_string()));
             headers.push(("x-ratelimit-reset-after".to_string(), format!("{retry_after_secs:.3}")));
         }
+        let message =
+            if scope == "shared" { "The resource is being rate limited." } else { "You are being rate limited." };
         self.response = Some(FaultResponse {
             status: 429,
             body: json!({
-                "message": "You are being rate limited.",
+                "message": message,
                 "retry_after": retry_after_secs,
                 "global": global,
                 "code": 0,

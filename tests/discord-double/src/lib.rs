@@ -15,10 +15,12 @@ pub mod faults;
 mod gateway;
 pub mod interactions;
 pub mod message_rules;
+pub mod ratelimit;
 pub mod recorder;
 mod rest;
 pub mod schema;
 pub mod state;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +37,7 @@ pub use faults::{FaultRequest, FaultRule, Times};
 pub use gateway::intents;
 pub use gateway::GatewayStats;
 pub use interactions::{ClickTarget, SentInteraction, SlashBuilder};
+pub use ratelimit::{RateLimitConfig, RouteLimit};
 pub use recorder::{
     Direction, GatewayFrame, InteractionReply, RecordedCall, RecordedMessage, UploadedFile, Violation, ViolationKind,
 };
@@ -50,6 +53,7 @@ pub(crate) struct Inner {
     pub state: Mutex<State>,
     pub recorder: Mutex<Recorder>,
     pub faults: Mutex<faults::Faults>,
+    pub rate_limiter: Mutex<ratelimit::RateLimiter>,
     pub hub: Mutex<gateway::Hub>,
     pub changes: watch::Sender<u64>,
     pub spec: Option<&'static schema::Spec>,
@@ -113,11 +117,13 @@ impl Inner {
 struct Guard {
     inner: Arc<Inner>,
     server: tokio::task::AbortHandle,
+    tls_server: tokio::task::AbortHandle,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         self.server.abort();
+        self.tls_server.abort();
         self.inner.hub().close_all();
     }
 }
@@ -126,6 +132,7 @@ impl Drop for Guard {
 #[derive(Clone)]
 pub struct Double {
     inner: Arc<Inner>,
+    tls_addr: SocketAddr,
     _guard: Arc<Guard>,
 }
 
@@ -169,6 +176,7 @@ impl Double {
             addr,
             recorder: Mutex::new(Recorder::default()),
             faults: Mutex::new(faults::Faults::default()),
+            rate_limiter: Mutex::new(ratelimit::RateLimiter::default()),
             hub: Mutex::new(gateway::Hub::default()),
             changes,
             spec,
@@ -176,19 +184,41 @@ impl Double {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let app = rest::router(inner.clone());
+        let tls = tls::TlsListener {
+            tcp: tokio::net::TcpListener::bind((addr.ip(), 0)).await.context("binding the TLS port")?,
+            acceptor: tls::acceptor()?,
+        };
+        let tls_addr = tls.tcp.local_addr()?;
+        let tls_app = app.clone();
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(target: "discord_double", "server stopped: {e}");
             }
         });
-        let guard = Arc::new(Guard { inner: inner.clone(), server: server.abort_handle() });
-        Ok(Double { inner, _guard: guard })
+        let tls_server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(tls, tls_app).await {
+                tracing::error!(target: "discord_double", "TLS server stopped: {e}");
+            }
+        });
+        let guard = Arc::new(Guard {
+            inner: inner.clone(),
+            server: server.abort_handle(),
+            tls_server: tls_server.abort_handle(),
+        });
+        Ok(Double { inner, tls_addr, _guard: guard })
     }
 
     /// `http://127.0.0.1:PORT`: give it to serenity's `HttpBuilder::proxy` (it replaces
     /// `https://discord.com` in every route).
     pub fn base_url(&self) -> String {
         self.inner.base_url()
+    }
+
+    /// The same API over TLS as `discord.com` (certificate from [`tls::CA_PEM`]'s CA): resolve
+    /// `discord.com` here and serenity needs no proxy, so its ratelimiter stays on. The
+    /// gateway stays at [`Self::gateway_url`].
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
     }
 
     /// `http://127.0.0.1:PORT/api/v10`.

@@ -239,25 +239,12 @@ async fn rest_handler(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Resp
         None => Response::builder().status(out.status).body(Body::empty()).expect("response"),
     };
     let h = resp.headers_mut();
-    let bucket = format!("{:016x}", fxhash(call.route.as_deref().unwrap_or("")));
-    for (k, v) in [
-        ("x-ratelimit-limit", "50".to_string()),
-        ("x-ratelimit-remaining", "49".to_string()),
-        ("x-ratelimit-reset-after", "1.000".to_string()),
-        ("x-ratelimit-bucket", bucket),
-    ] {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_str(&v).expect("header"));
-    }
     for (k, v) in &out.headers {
         if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
             h.insert(k, v);
         }
     }
     resp
-}
-
-fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn not_found() -> Value {
@@ -406,6 +393,26 @@ async fn process(
         }
     }
 
+    // Rate limits: the global limit, then the route's bucket.
+    let verdict = inner.rate_limiter.lock().unwrap_or_else(|e| e.into_inner()).check(
+        &inner.cfg.rate_limits,
+        headers.get("authorization").map_or("", String::as_str),
+        method,
+        &route.template,
+        &out.params,
+        Instant::now(),
+    );
+    match verdict {
+        crate::ratelimit::Verdict::Pass(h) => out.headers = h,
+        crate::ratelimit::Verdict::Limited { body, headers } => {
+            out.status = 429;
+            out.body = Some(body);
+            out.headers = headers;
+            out.fault = Some("rate limited (the double's buckets)".into());
+            return out;
+        }
+    }
+
     // Faults.
     let action = inner.faults.lock().unwrap_or_else(|e| e.into_inner()).take(&FaultRequest {
         method,
@@ -421,7 +428,7 @@ async fn process(
         if let Some(resp) = action.response {
             out.status = resp.status;
             out.body = Some(resp.body);
-            out.headers = resp.headers;
+            out.headers.extend(resp.headers);
             out.fault = Some(action.description);
             validate_response(inner, &op_id, &request, out.status, out.body.as_ref());
             return out;
