@@ -183,6 +183,10 @@ pub struct DoubleConfig {
     /// When `Some(n)`, an Identify whose shard would hold more than `n` guilds is closed with
     /// 4011 "Sharding required" (Discord's limit is 2,500 guilds per shard).
     pub sharding_required_above: Option<usize>,
+    /// `session_start_limit.max_concurrency` of `GET /gateway/bot` (Discord: 1 for most bots):
+    /// Identifies allowed per 5 s, one per bucket `shard_id % max_concurrency`. An Identify
+    /// beyond it is answered with op 9 Invalid Session (`d: false`), as Discord documents.
+    pub max_concurrency: u32,
 }
 
 /// The shard that owns a guild among `num_shards`: Discord's `(guild_id >> 22) % num_shards`.
@@ -349,6 +353,7 @@ impl DoubleConfig {
             privileged_intents: 0,
             recommended_shards: 1,
             sharding_required_above: None,
+            max_concurrency: 1,
         }
     }
 }
