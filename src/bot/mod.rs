@@ -177,11 +177,9 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         }
         // An outage (`unavailable`) is not a leave: keys, the leak guard and
         // what the bot knew of the guild stay; its GUILD_CREATE follows.
-        serenity::FullEvent::GuildDelete { incomplete, .. } => {
-            if !incomplete.unavailable {
-                data.guard.forget(incomplete.id.get());
-                data.features.forget(incomplete.id.get());
-            }
+        serenity::FullEvent::GuildDelete { incomplete, .. } if !incomplete.unavailable => {
+            data.guard.forget(incomplete.id.get());
+            data.features.forget(incomplete.id.get());
         }
         serenity::FullEvent::GuildMemberRemoval { guild_id, user, .. } => {
             recheck_makers(data, guild_id.get(), Some(user.id.get()));

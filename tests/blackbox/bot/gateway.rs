@@ -65,7 +65,7 @@ async fn losing_manage_server_says_leak_guard_revocation_is_off_and_regaining_it
         .double
         .post_user_message(ids::DEMO_GUILD_ID, ids::GENERAL_CHANNEL_ID, ids::PAT_ID, &format!("key {token}"))
         .unwrap();
-    assert!(posted.blocked && posted.executions.len() >= 1, "the rule still blocks: {posted:?}");
+    assert!(posted.blocked && !posted.executions.is_empty(), "the rule still blocks: {posted:?}");
     assert!(
         !app.double.gateway_frames().iter().any(|f| f.t.as_deref() == Some("AUTO_MODERATION_ACTION_EXECUTION")),
         "Discord sends no AutoMod event to a bot without Manage Server"
