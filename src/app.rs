@@ -226,6 +226,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             webhooks: webhooks.clone(),
             health: health.clone(),
             makers: makers.clone(),
+            features: Arc::new(crate::service::features::FeatureWatch::new(
+                keys.clone(),
+                config.discord.message_content_intent,
+            )),
         };
         // Only the bot posts to audit channels: a listener alone records
         // events, and the bot sharing its database posts them (claimed, so

@@ -58,10 +58,14 @@ pub enum Action {
     /// A key's refusals (401, 403, 429) spiked (`service::spike`).
     #[serde(rename = "usage.spike")]
     UsageSpike,
+    /// The bot lost (or regained) a permission Discord requires before it
+    /// sends a feature's events (`service::features`): actor guildkey.
+    #[serde(rename = "feature.changed")]
+    FeatureChanged,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -80,6 +84,7 @@ impl Action {
         Action::WebhookDisabled,
         Action::KeyExpiring,
         Action::UsageSpike,
+        Action::FeatureChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +107,7 @@ impl Action {
             Self::WebhookDisabled => "webhook.disabled",
             Self::KeyExpiring => "key.expiring",
             Self::UsageSpike => "usage.spike",
+            Self::FeatureChanged => "feature.changed",
         }
     }
 
@@ -131,6 +137,8 @@ impl Action {
             // The embed says within how long (see `discord::audit_embed`).
             Self::KeyExpiring => "API key expires soon",
             Self::UsageSpike => "API key refusals spiked",
+            // The embed names the feature and its state (see `discord::audit_embed`).
+            Self::FeatureChanged => "A feature switched by the bot's permissions",
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Data {
     /// No key outranks its maker: creating and adopting keys as a member,
     /// and re-checking makers when the gateway shows a loss.
     pub makers: Arc<crate::service::makers::Makers>,
+    /// Says in the audit channel when the bot's own permissions switch a
+    /// feature off (Discord withholds its events) or on again.
+    pub features: Arc<crate::service::features::FeatureWatch>,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, Error>;
@@ -148,18 +151,36 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         serenity::FullEvent::InteractionCreate { interaction: serenity::Interaction::Component(press) } => {
             buttons::on_press(ctx, data, press).await?;
         }
-        serenity::FullEvent::GuildRoleCreate { new } => data.guard.forget(new.guild_id.get()),
+        serenity::FullEvent::GuildRoleCreate { new } => {
+            data.guard.forget(new.guild_id.get());
+            watch_features(ctx, data, new.guild_id);
+        }
         serenity::FullEvent::GuildRoleUpdate { new, .. } => {
             data.guard.forget(new.guild_id.get());
             recheck_makers(data, new.guild_id.get(), None);
+            watch_features(ctx, data, new.guild_id);
         }
         serenity::FullEvent::GuildRoleDelete { guild_id, .. } => {
             data.guard.forget(guild_id.get());
             recheck_makers(data, guild_id.get(), None);
+            watch_features(ctx, data, *guild_id);
         }
+        // Discord sends the bot's own member updates whatever the intents:
+        // serenity's cache (the bot's roles behind every hierarchy check)
+        // already follows it; the refusals remembered are forgotten.
         serenity::FullEvent::GuildMemberUpdate { event, .. } => {
             data.guard.forget(event.guild_id.get());
-            recheck_makers(data, event.guild_id.get(), Some(event.user.id.get()));
+            if event.user.id == ctx.cache.current_user().id {
+                watch_features(ctx, data, event.guild_id);
+            } else {
+                recheck_makers(data, event.guild_id.get(), Some(event.user.id.get()));
+            }
+        }
+        // An outage (`unavailable`) is not a leave: keys, the leak guard and
+        // what the bot knew of the guild stay; its GUILD_CREATE follows.
+        serenity::FullEvent::GuildDelete { incomplete, .. } if !incomplete.unavailable => {
+            data.guard.forget(incomplete.id.get());
+            data.features.forget(incomplete.id.get());
         }
         serenity::FullEvent::GuildMemberRemoval { guild_id, user, .. } => {
             recheck_makers(data, guild_id.get(), Some(user.id.get()));
@@ -169,7 +190,10 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
                 recheck_makers(data, guild_id.get(), user);
             }
         }
-        serenity::FullEvent::GuildCreate { guild, .. } => data.guard.forget(guild.id.get()),
+        serenity::FullEvent::GuildCreate { guild, .. } => {
+            data.guard.forget(guild.id.get());
+            watch_features(ctx, data, guild.id);
+        }
         serenity::FullEvent::AutoModActionExecution { execution } => {
             revoke_pasted_keys(data, execution).await;
         }
@@ -185,6 +209,20 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         _ => {}
     }
     Ok(())
+}
+
+/// The bot's permissions in a guild as the gateway cache shows them now,
+/// handed to the feature watch (off the event loop: it may read the
+/// database and record an audit event).
+fn watch_features(ctx: &serenity::Context, data: &Data, guild_id: serenity::GuildId) {
+    let permissions = {
+        let me = ctx.cache.current_user().id;
+        let Some(guild) = ctx.cache.guild(guild_id) else { return };
+        let Some(member) = guild.members.get(&me) else { return };
+        guild.member_permissions(member).bits()
+    };
+    let features = data.features.clone();
+    tokio::spawn(async move { features.observe(guild_id.get(), permissions).await });
 }
 
 /// Which makers an audit-log entry may have cost their powers: a member's

@@ -23,9 +23,12 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         | Action::LeakGuardSet => Colour::new(0xFEE75C),
         Action::BanRemoved => Colour::new(0x5865F2),
         Action::KeyExpiring => Colour::new(0xE67E22),
+        Action::FeatureChanged if event.details["state"] == "on" => Colour::new(0x57F287),
+        Action::FeatureChanged => Colour::new(0xED4245),
     };
     let mut title = match (event.action, event.details.get("within").and_then(|w| w.as_str())) {
         (Action::KeyExpiring, Some(within)) => format!("API key expires within {within}"),
+        (Action::FeatureChanged, _) => feature_title(event),
         (action, _) => action.title().to_owned(),
     };
     // The outbox's summary of entries not posted one by one (`tasks::outbox`).
@@ -60,7 +63,7 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         }
     }
     fields.extend(detail_fields(event).into_iter().map(|(n, v)| (n.to_owned(), v)));
-    let mut description = while_off_summary(event);
+    let mut description = while_off_summary(event).or_else(|| feature_description(event));
     if event.action == Action::KeyExpiring {
         description = Some(
             "Keys cannot be extended: create a replacement (`/apikey create`) and switch over before then. \
@@ -172,6 +175,35 @@ pub fn within_discord_limits(
         }
         longest.1 = clip_to(&longest.1, n / 2);
     }
+}
+
+/// "Leak-guard revocation is off" / "... is back on" (`service::features`).
+fn feature_title(event: &AuditEvent) -> String {
+    let what = event.details["feature_title"].as_str().unwrap_or("A feature");
+    match event.details["state"].as_str() {
+        Some("on") => format!("{what} is back on"),
+        _ => format!("{what} is off"),
+    }
+}
+
+/// What a feature change means and how to undo it.
+fn feature_description(event: &AuditEvent) -> Option<String> {
+    if event.action != Action::FeatureChanged {
+        return None;
+    }
+    let needs = event.details["needs"].as_str().unwrap_or("a permission");
+    let what = match event.details["feature"].as_str() {
+        Some("leak_guard_revocation") => "the leak guard still blocks pasted keys but no longer revokes them",
+        Some("ban_events") => "bans made in Discord no longer reach guildkey's ban cache and webhook",
+        _ => "Discord no longer sends the events this feature needs",
+    };
+    Some(match event.details["state"].as_str() {
+        Some("on") => format!("The bot holds {needs} again; Discord sends the events this feature needs."),
+        _ => format!(
+            "The bot lost {needs}: Discord sends these events only to a bot holding it, so {what}. \
+             Give the bot's role {needs} to turn it back on."
+        ),
+    })
 }
 
 /// For an audit channel set while posts were off: what happened meanwhile

@@ -22,6 +22,7 @@ mod breaker;
 pub mod clock;
 mod drafts;
 mod error;
+pub mod features;
 pub mod github_keys;
 pub mod guard;
 pub mod health;

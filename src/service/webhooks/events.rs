@@ -82,7 +82,8 @@ impl EventType {
             | Action::WebhookSet
             | Action::WebhookRemoved
             | Action::WebhookDisabled
-            | Action::UsageSpike => return None,
+            | Action::UsageSpike
+            | Action::FeatureChanged => return None,
         })
     }
 }

@@ -13,6 +13,7 @@ use support::{ids, json, spawn_against, spawn_app, spawn_app_with, token_regex, 
 
 mod audit_channel;
 mod commands;
+mod gateway;
 mod leak_guard;
 mod makers;
 mod messages;

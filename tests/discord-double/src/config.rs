@@ -186,6 +186,10 @@ pub struct DoubleConfig {
     /// Discord's rate limits: route buckets and the global 50 a second
     /// ([`crate::RateLimitConfig`]; generous by default, `RateLimitConfig::off()` for none).
     pub rate_limits: crate::RateLimitConfig,
+    /// `session_start_limit.max_concurrency` of `GET /gateway/bot` (Discord: 1 for most bots):
+    /// Identifies allowed per 5 s, one per bucket `shard_id % max_concurrency`. An Identify
+    /// beyond it is answered with op 9 Invalid Session (`d: false`), as Discord documents.
+    pub max_concurrency: u32,
 }
 
 /// The shard that owns a guild among `num_shards`: Discord's `(guild_id >> 22) % num_shards`.
@@ -353,6 +357,7 @@ impl DoubleConfig {
             recommended_shards: 1,
             sharding_required_above: None,
             rate_limits: crate::RateLimitConfig::default(),
+            max_concurrency: 1,
         }
     }
 }

@@ -3,11 +3,14 @@
 //! replay of missed dispatches + RESUMED, and on demand Reconnect (op 7), Invalid Session
 //! (op 9), close codes or a dropped connection. Dispatches carry increasing `s` per session and
 //! respect the intents given at Identify (privileged intents are refused with close code 4014,
-//! as for an app without them enabled).
+//! as for an app without them enabled) and the bot's permissions where Discord gates an event
+//! on them ([`required_permissions`]). An Identify beyond `max_concurrency` gets op 9, a
+//! session closed with 4007 or 4009 cannot be resumed, and a guild in an outage is announced
+//! with GUILD_DELETE `unavailable: true` (see the crate README's "Gateway rules").
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxState;
@@ -67,6 +70,10 @@ pub struct GatewayStats {
     pub failed_resumes: u64,
     /// Heartbeats received.
     pub heartbeats: u64,
+    /// Identifies refused with op 9 because they exceeded `max_concurrency`.
+    pub refused_identifies: u64,
+    /// Sessions ended by a close code that starts a new session (4007, 4009).
+    pub ended_sessions: u64,
     /// Intents of the last Identify.
     pub intents: Option<u64>,
 }
@@ -96,6 +103,32 @@ pub(crate) struct Hub {
     pub stats: GatewayStats,
     /// When true, heartbeats get no ACK (a zombie connection).
     withhold_acks: bool,
+    /// The last accepted Identify per rate-limit bucket (`shard_id % max_concurrency`).
+    identified_at: HashMap<u32, Instant>,
+}
+
+/// How long an Identify occupies its `max_concurrency` bucket. Discord documents 5 s; the
+/// double allows 0.5 s less, for the jitter of a client (serenity's shard queuer) that waits
+/// exactly 5 s between starts measured from a slightly earlier point than its Identify.
+pub const IDENTIFY_WINDOW: Duration = Duration::from_millis(4_500);
+
+/// Close codes after which Discord ends the session ("Reconnect and start a new session"):
+/// 4007 Invalid `seq`, 4009 Session timed out. A Resume of such a session gets op 9 `false`.
+pub const SESSION_ENDING_CLOSE_CODES: [u16; 2] = [4007, 4009];
+
+/// Which permission (any of the bits) the bot must hold in the event's guild for Discord to
+/// send it (gateway-events.mdx): Guild Ban Add/Remove "only sent to bots with the
+/// `BAN_MEMBERS` or `VIEW_AUDIT_LOG` permission"; Guild Audit Log Entry Create "only sent to
+/// bots with the `VIEW_AUDIT_LOG` permission"; "All Auto Moderation related events are only
+/// sent to bot users which have the `MANAGE_GUILD` permission". Administrator holds them all.
+pub fn required_permissions(event_name: &str) -> Option<u64> {
+    use crate::config::permissions::{BAN_MEMBERS, MANAGE_GUILD, VIEW_AUDIT_LOG};
+    match event_name {
+        "GUILD_BAN_ADD" | "GUILD_BAN_REMOVE" => Some(BAN_MEMBERS | VIEW_AUDIT_LOG),
+        "GUILD_AUDIT_LOG_ENTRY_CREATE" => Some(VIEW_AUDIT_LOG),
+        name if name.starts_with("AUTO_MODERATION_") => Some(MANAGE_GUILD),
+        _ => None,
+    }
 }
 
 impl Hub {
@@ -166,6 +199,21 @@ pub(crate) fn send_op(inner: &Inner, op: u8, d: Value) {
     }
 }
 
+/// Closes every connection with `code`; for a session-ending code
+/// ([`SESSION_ENDING_CLOSE_CODES`]) their sessions are forgotten, so a Resume gets op 9.
+pub(crate) fn close_all_with(inner: &Inner, code: u16, reason: &str) {
+    let mut hub = inner.hub();
+    hub.send_all(Out::Close(code, reason.to_string()));
+    if SESSION_ENDING_CLOSE_CODES.contains(&code) {
+        let ended: Vec<String> = hub.conns.values_mut().filter_map(|c| c.session.take()).collect();
+        for sid in ended {
+            if hub.sessions.remove(&sid).is_some() {
+                hub.stats.ended_sessions += 1;
+            }
+        }
+    }
+}
+
 /// Sends op 9 to every connection; non-resumable sessions are forgotten.
 pub(crate) fn invalidate_sessions(inner: &Inner, resumable: bool) {
     let mut hub = inner.hub();
@@ -204,16 +252,33 @@ pub(crate) fn dispatch_with(
     intent: Option<u64>,
     payload: impl Fn(u64) -> Option<Value>,
 ) -> usize {
+    // Discord's per-guild gates, the same for every session of the app: a guild in an outage
+    // sends nothing but its own GUILD_DELETE/GUILD_CREATE, and some events need a permission.
+    if let Some(guild_id) = payload(u64::MAX).and_then(|d| event_guild(name, &d)) {
+        let st = inner.state();
+        if st.unavailable_guilds.contains(&guild_id) && !matches!(name, "GUILD_CREATE" | "GUILD_DELETE") {
+            return 0;
+        }
+        if let Some(needed) = required_permissions(name) {
+            if st.bot_permissions(guild_id).map_or(true, |held| held & needed == 0) {
+                return 0;
+            }
+        }
+    }
+    let bot_id = inner.cfg.bot_user_id.to_string();
     let mut hub = inner.hub();
     let mut frames = Vec::new();
     for session in hub.sessions.values_mut() {
         if !session.ready {
             continue;
         }
-        if intent.is_some_and(|bit| session.intents & bit == 0) {
+        let Some(data) = payload(session.intents) else { continue };
+        // "Guild Member Update is sent for current-user updates regardless of whether the
+        // GUILD_MEMBERS intent is set" (gateway.mdx, Caveats).
+        let about_the_bot = name == "GUILD_MEMBER_UPDATE" && data["user"]["id"].as_str() == Some(bot_id.as_str());
+        if intent.is_some_and(|bit| session.intents & bit == 0) && !about_the_bot {
             continue;
         }
-        let Some(data) = payload(session.intents) else { continue };
         // Discord sends a guild's events to the shard that owns the guild, and the rest (DMs)
         // to shard 0.
         let (id, num_shards) = session.shard;
@@ -397,6 +462,17 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
                     return Some((4011, "Sharding required.".into()));
                 }
             }
+            // "If your app exceeds this limit, Discord will respond with a Invalid Session".
+            let bucket = shard_pair.0 % inner.cfg.max_concurrency.max(1);
+            let now = Instant::now();
+            if hub.identified_at.get(&bucket).is_some_and(|at| now.duration_since(*at) < IDENTIFY_WINDOW) {
+                hub.stats.refused_identifies += 1;
+                send_to(inner, &hub, conn, json!({"op": 9, "d": false, "s": null, "t": null}));
+                drop(hub);
+                inner.bump();
+                return None;
+            }
+            hub.identified_at.insert(bucket, now);
             let sid = session_id();
             hub.stats.identifies += 1;
             hub.stats.intents = Some(intents);
@@ -445,11 +521,19 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
                 if let Some(shard) = shard {
                     ready["shard"] = shard;
                 }
-                let guilds: Vec<Value> = if intents & intents::GUILDS != 0 {
+                // A guild in an outage stays unavailable: "Guilds that are unavailable due to
+                // an outage will send a Guild Delete event".
+                let guilds: Vec<(&str, Value)> = if intents & intents::GUILDS != 0 {
                     st.guilds
                         .values()
                         .filter(|g| crate::config::shard_of(g.id, shard_pair.1) == shard_pair.0)
-                        .map(|g| st.guild_create_json(g))
+                        .map(|g| {
+                            if st.unavailable_guilds.contains(&g.id) {
+                                ("GUILD_DELETE", json!({"id": g.id.to_string(), "unavailable": true}))
+                            } else {
+                                ("GUILD_CREATE", st.guild_create_json(g, intents))
+                            }
+                        })
                         .collect()
                 } else {
                     Vec::new()
@@ -458,7 +542,7 @@ fn handle_frame(inner: &Arc<Inner>, conn: u64, text: &str) -> Option<(u16, Strin
             };
             let session = hub.sessions.get_mut(&sid).expect("session");
             let mut frames = vec![("READY", ready)];
-            frames.extend(guilds.into_iter().map(|g| ("GUILD_CREATE", g)));
+            frames.extend(guilds);
             let mut out = Vec::new();
             for (t, d) in frames {
                 session.seq += 1;

@@ -35,7 +35,7 @@ pub use automod::PostedMessage;
 pub use config::*;
 pub use faults::{FaultRequest, FaultRule, Times};
 pub use gateway::intents;
-pub use gateway::GatewayStats;
+pub use gateway::{required_permissions, GatewayStats, IDENTIFY_WINDOW, SESSION_ENDING_CLOSE_CODES};
 pub use interactions::{ClickTarget, SentInteraction, SlashBuilder};
 pub use ratelimit::{RateLimitConfig, RouteLimit};
 pub use recorder::{
@@ -291,7 +291,9 @@ impl Double {
 
     /// Sends a dispatch (`op 0`) with the next sequence number to every session, e.g.
     /// `dispatch("GUILD_BAN_ADD", json!({"guild_id": "...", "user": {...}}))`. Sessions that
-    /// are between connections get it when they resume. Returns how many sessions got it.
+    /// are between connections get it when they resume. Discord's gates apply: an event
+    /// needing a permission the bot lacks in its guild ([`required_permissions`]), or
+    /// about a guild in an outage, goes nowhere. Returns how many sessions got it.
     pub fn dispatch(&self, event_name: &str, data: Value) -> usize {
         gateway::dispatch(&self.inner, event_name, data, None)
     }
@@ -304,10 +306,42 @@ impl Double {
     }
 
     /// Closes every gateway connection with a close frame `code` (e.g. 4000 resumable, 4004
-    /// authentication failed).
+    /// authentication failed). After 4007 (Invalid `seq`) or 4009 (Session timed out) the
+    /// sessions are over, as on Discord: a Resume gets op 9 Invalid Session (`d: false`).
     pub async fn close_gateway(&self, code: u16, reason: &str) {
-        self.inner.hub().send_all(gateway::Out::Close(code, reason.to_string()));
+        gateway::close_all_with(&self.inner, code, reason);
         tokio::task::yield_now().await;
+    }
+
+    /// An outage takes a guild down: GUILD_DELETE `{"id", "unavailable": true}` (GUILDS
+    /// intent), and until [`Double::guild_restored`] no event about it is dispatched and a new
+    /// session gets the same GUILD_DELETE instead of its GUILD_CREATE. REST keeps answering
+    /// for the guild (not modelled). Returns how many sessions were told.
+    pub fn guild_outage(&self, guild_id: u64) -> usize {
+        if !self.inner.state().unavailable_guilds.insert(guild_id) {
+            return 0;
+        }
+        gateway::dispatch(
+            &self.inner,
+            "GUILD_DELETE",
+            serde_json::json!({ "id": guild_id.to_string(), "unavailable": true }),
+            Some(gateway::intents::GUILDS),
+        )
+    }
+
+    /// The outage is over: the guild is available again and each session gets its
+    /// GUILD_CREATE (as at Identify, per the session's intents). Returns how many sessions.
+    pub fn guild_restored(&self, guild_id: u64) -> usize {
+        if !self.inner.state().unavailable_guilds.remove(&guild_id) {
+            return 0;
+        }
+        let st = self.inner.state();
+        let Some(g) = st.guilds.get(&guild_id) else { return 0 };
+        let (full, bot_only) = (st.guild_create_json(g, gateway::intents::GUILD_PRESENCES), st.guild_create_json(g, 0));
+        drop(st);
+        gateway::dispatch_with(&self.inner, "GUILD_CREATE", Some(gateway::intents::GUILDS), |intents| {
+            Some(if intents & gateway::intents::GUILD_PRESENCES != 0 { full.clone() } else { bot_only.clone() })
+        })
     }
 
     /// Sends op 7 Reconnect; serenity reconnects and resumes.

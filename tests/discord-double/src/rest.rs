@@ -487,7 +487,7 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
         "get_bot_gateway" => ok(json!({
             "url": inner.gateway_url(),
             "shards": inner.cfg.recommended_shards.max(1),
-            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1},
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": inner.cfg.max_concurrency.max(1)},
         })),
         "get_my_user" => ok(inner.state().me_json()),
         "get_user" => {

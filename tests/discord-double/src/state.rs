@@ -330,6 +330,9 @@ pub struct State {
     pub dm_channels: BTreeMap<u64, u64>,
     /// Channels deleted by the test.
     pub deleted_channels: HashSet<u64>,
+    /// Guilds in an outage ([`crate::Double::guild_outage`]): GUILD_DELETE with
+    /// `unavailable: true` was sent, and no event about them is dispatched until they return.
+    pub unavailable_guilds: HashSet<u64>,
     /// Id generator.
     pub ids: Snowflakes,
 }
@@ -421,6 +424,7 @@ impl State {
             command_ids: HashMap::new(),
             dm_channels: BTreeMap::new(),
             deleted_channels: HashSet::new(),
+            unavailable_guilds: HashSet::new(),
             ids: Snowflakes::default(),
         }
     }
@@ -668,17 +672,27 @@ impl State {
         v
     }
 
-    /// The guild as GUILD_CREATE carries it: the REST object plus `joined_at`, `large`,
-    /// `member_count`, `members`, `channels`, `threads`, `presences`, `voice_states`, ...
-    pub fn guild_create_json(&self, g: &Guild) -> Value {
+    /// The guild as GUILD_CREATE carries it for a session identified with `intents`: the REST
+    /// object plus `joined_at`, `large`, `member_count`, `members`, `channels`, `threads`,
+    /// `presences`, `voice_states`, ... Without GUILD_PRESENCES, `members` holds only the bot
+    /// (Discord: "only contain your bot and users in voice channels"; nobody is in voice here);
+    /// `member_count` is the whole guild's either way.
+    pub fn guild_create_json(&self, g: &Guild, intents: u64) -> Value {
         let mut v = self.guild_json(g, false);
         let joined = g.members.get(&self.bot_user_id).map_or_else(timestamp_now, |m| m.joined_at.clone());
+        let everyone = intents & crate::gateway::intents::GUILD_PRESENCES != 0;
+        let members: Vec<Value> = g
+            .members
+            .values()
+            .filter(|m| everyone || m.user_id == self.bot_user_id)
+            .map(|m| self.member_json(g, m, false))
+            .collect();
         let extra = json!({
             "joined_at": joined,
             "large": false,
             "unavailable": false,
             "member_count": g.members.len(),
-            "members": g.members.values().map(|m| self.member_json(g, m, false)).collect::<Vec<_>>(),
+            "members": members,
             "channels": g.channels.values().map(|c| Self::channel_json(g, c)).collect::<Vec<_>>(),
             "threads": [],
             "presences": [],
