@@ -207,13 +207,16 @@ pub(crate) struct Row_ {
     key_id: Option<String>,
 }
 
-/// Reads every audit row and asserts each is whole: known action and actor,
-/// a timestamp, the key fields a key event needs, details a JSON object.
+/// Reads every audit row in the log and asserts each is whole: known action
+/// and actor, a timestamp, the key fields a key event needs, details a JSON
+/// object. An API write the kill left pending (recorded before Discord was
+/// asked, not yet settled) or that Discord refused is not in the log.
 pub(crate) async fn audit_rows(db_url: &str) -> Vec<Row_> {
     let mut conn = sqlx::SqliteConnection::connect(db_url).await.expect("open the database");
     let rows = sqlx::query(
         "select audit_event_id, guild_id, created_at, action, actor_kind, actor_user_id, api_key_id, key_name, \
-         key_prefix, test, details from audit_event order by audit_event_id",
+         key_prefix, test, details from audit_event where outcome is null or outcome = 'done' \
+         order by audit_event_id",
     )
     .fetch_all(&mut conn)
     .await
