@@ -308,7 +308,10 @@ async fn a_postgres_outage_during_100_api_writes_leaves_discord_and_the_audit_lo
     assert_eq!(banned_after.len(), WRITES);
     assert_eq!(entries_after.keys().copied().collect::<BTreeSet<_>>(), banned_after);
     assert!(entries_after.values().all(|n| *n == 1), "each write is in the log once: {entries_after:?}");
-    assert_eq!(app.double.calls_to("PUT", BAN_ROUTE).len(), WRITES, "one Discord ban per write");
+    // Discord's rate limit may answer a PUT with 429 (nothing done), which
+    // is tried again: one ban Discord made per write.
+    let made = app.double.calls_to("PUT", BAN_ROUTE).into_iter().filter(|c| c.status != 429).count();
+    assert_eq!(made, WRITES, "one Discord ban per write");
     eprintln!(
         "PostgreSQL outage during {WRITES} API writes ({WRITERS} writers, outage {outage:?}): {} answered 200, {} \
          answered 503 and reached no Discord; Discord {} bans, audit log {} entries, each once; after retrying \

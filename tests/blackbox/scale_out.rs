@@ -323,6 +323,20 @@ async fn two_listeners_one_bot_and_the_cli_share_one_postgres() {
     bot.double.assert_no_violations();
 }
 
+/// Waits until `app`'s `/healthz` says its bot is connected.
+async fn until_bot_connected(app: &App) {
+    let started = std::time::Instant::now();
+    loop {
+        let health = app.http.get(app.url("/healthz")).send().await.expect("healthz");
+        let body: serde_json::Value = health.json().await.unwrap_or_default();
+        if body["data"]["bot"] == "connected" {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the bot connects: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Bans `users` with `secret` through `app`; the statuses.
 async fn ban_all(app: &App, secret: &str, users: impl IntoIterator<Item = u64>) -> Vec<u16> {
     let mut statuses = Vec::new();
@@ -347,6 +361,10 @@ async fn two_listeners_and_three_restarts_hold_a_ban_budget_of_5_at_5_bans() {
         assert!(until_status(&first, key, 200, Duration::from_secs(5)).await.is_some());
         assert!(until_status(&second, key, 200, Duration::from_secs(5)).await.is_some());
     }
+    // Discord lets one session identify at a time (max_concurrency 1): the
+    // second bot connects about 5 s after the first.
+    until_bot_connected(&first).await;
+    until_bot_connected(&second).await;
 
     // Act 1: ten bans, turn about through the two listeners.
     let mut statuses = Vec::new();
@@ -361,6 +379,7 @@ async fn two_listeners_and_three_restarts_hold_a_ban_budget_of_5_at_5_bans() {
             .extend(ban_all(&second, &alone, [0, 1].map(|n| 1_200_000_000_000_800_000 + round * 2 + n)).await);
         if round < 3 {
             second.restart().await;
+            until_bot_connected(&second).await;
         }
     }
 
