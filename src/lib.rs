@@ -20,6 +20,8 @@
 //!   (`port.rs`), permission rules, the invalid-request shield, the serenity
 //!   implementation (`serenity_ops.rs`) and the REST view a listener alone
 //!   uses (`rest.rs`), audit embeds and escaping.
+//! - [`roblox`]: the outbound port to the services Roblox games need:
+//!   account linkers (Bloxlink, RoVer) and Roblox Open Cloud.
 //! - [`service`]: every rule, as `impl KeyService` blocks one concern a
 //!   file: `keys.rs` (lifecycle), `verify.rs` (admission: the key, the
 //!   shared lease, the local limiter, the budget), `actions.rs` (Discord
@@ -58,6 +60,7 @@ pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod discord;
+pub mod roblox;
 pub mod http;
 pub mod keys;
 pub mod service;
