@@ -275,6 +275,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         // Webhook deliveries likewise come from the bot (claimed, each once);
         // they need no Discord.
         let hooks = tokio::spawn(crate::service::webhooks::run(webhooks, stopped(stop_rx.clone())));
+        // Bans pushed into Roblox games go from the bot too (claimed, each once).
+        let push_worker = crate::service::tasks::roblox_push::PushWorker::new(
+            keys.clone(),
+            &config.roblox.open_cloud_base_url,
+            Duration::from_secs(config.roblox.push_give_up_seconds),
+        );
+        tokio::spawn(crate::service::tasks::roblox_push::run(push_worker, stopped(stop_rx.clone())));
         let shard_manager = Arc::new(std::sync::Mutex::new(None));
         let supervisor = Supervisor {
             config: config.clone(),

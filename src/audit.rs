@@ -62,10 +62,17 @@ pub enum Action {
     /// sends a feature's events (`service::features`): actor guildkey.
     #[serde(rename = "feature.changed")]
     FeatureChanged,
+    /// A ban or unban pushed into a Roblox universe (a MessagingService
+    /// message, or a user restriction): actor guildkey.
+    #[serde(rename = "roblox.push")]
+    RobloxPush,
+    /// guildkey gave up pushing a ban or unban into a Roblox universe.
+    #[serde(rename = "roblox.push_failed")]
+    RobloxPushFailed,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 21] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -85,6 +92,8 @@ impl Action {
         Action::KeyExpiring,
         Action::UsageSpike,
         Action::FeatureChanged,
+        Action::RobloxPush,
+        Action::RobloxPushFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +117,8 @@ impl Action {
             Self::KeyExpiring => "key.expiring",
             Self::UsageSpike => "usage.spike",
             Self::FeatureChanged => "feature.changed",
+            Self::RobloxPush => "roblox.push",
+            Self::RobloxPushFailed => "roblox.push_failed",
         }
     }
 
@@ -139,6 +150,8 @@ impl Action {
             Self::UsageSpike => "API key refusals spiked",
             // The embed names the feature and its state (see `discord::audit_embed`).
             Self::FeatureChanged => "A feature switched by the bot's permissions",
+            Self::RobloxPush => "Ban pushed into a Roblox game",
+            Self::RobloxPushFailed => "Gave up pushing a ban into a Roblox game",
         }
     }
 }

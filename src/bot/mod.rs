@@ -201,10 +201,12 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
             data.bans.invalidate(guild_id.get(), banned_user.id.get());
             recheck_makers(data, guild_id.get(), Some(banned_user.id.get()));
             gateway_ban(data, guild_id.get(), banned_user, true);
+            crate::service::roblox::push::on_gateway_ban(&data.keys, guild_id.get(), banned_user.id.get(), true);
         }
         serenity::FullEvent::GuildBanRemoval { guild_id, unbanned_user } => {
             data.bans.invalidate(guild_id.get(), unbanned_user.id.get());
             gateway_ban(data, guild_id.get(), unbanned_user, false);
+            crate::service::roblox::push::on_gateway_ban(&data.keys, guild_id.get(), unbanned_user.id.get(), false);
         }
         _ => {}
     }

@@ -236,6 +236,9 @@ settings! {
         bloxlink_base_url: String = BLOXLINK_BASE_URL.to_owned(), ServiceUrl, env "GUILDKEY_ROBLOX_BLOXLINK_BASE_URL";
         rover_base_url: String = ROVER_BASE_URL.to_owned(), ServiceUrl, env "GUILDKEY_ROBLOX_ROVER_BASE_URL";
         open_cloud_base_url: String = OPEN_CLOUD_BASE_URL.to_owned(), ServiceUrl, env "GUILDKEY_ROBLOX_OPEN_CLOUD_BASE_URL";
+        /// A ban not pushed into a game this long after it was queued is
+        /// given up (an audit event `roblox.push_failed`).
+        push_give_up_seconds: u64 = 3600, Int<u64, 1, 86_400>, env "GUILDKEY_ROBLOX_PUSH_GIVE_UP_SECONDS";
     }
 
     /// The key third-party credentials (linker and Open Cloud keys) are

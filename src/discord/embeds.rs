@@ -25,6 +25,8 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         Action::KeyExpiring => Colour::new(0xE67E22),
         Action::FeatureChanged if event.details["state"] == "on" => Colour::new(0x57F287),
         Action::FeatureChanged => Colour::new(0xED4245),
+        Action::RobloxPush => Colour::new(0x5865F2),
+        Action::RobloxPushFailed => Colour::new(0xE67E22),
     };
     let mut title = match (event.action, event.details.get("within").and_then(|w| w.as_str())) {
         (Action::KeyExpiring, Some(within)) => format!("API key expires within {within}"),
@@ -177,6 +179,31 @@ pub fn within_discord_limits(
     }
 }
 
+/// A push into a Roblox game: which universe, how, whose bans, and why it
+/// was given up (`service::roblox::push`).
+fn roblox_push_fields(d: &serde_json::Value) -> Vec<(&'static str, String)> {
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let mut out = Vec::new();
+    if let Some(universe) = s("universe_id") {
+        out.push(("Universe", universe));
+    }
+    if let Some(how) = s("push") {
+        out.push(("Pushed as", how));
+    }
+    if let Some(events) = d.get("events").and_then(|v| v.as_array()) {
+        let lines: Vec<String> = events
+            .iter()
+            .take(20)
+            .map(|e| format!("{} {}", e["action"].as_str().unwrap_or("?"), e["roblox_id"]))
+            .collect();
+        out.push(("Roblox users", lines.join(", ")));
+    }
+    if let Some(error) = s("error") {
+        out.push(("Error", escape_within(&error, 1000)));
+    }
+    out
+}
+
 /// "Leak-guard revocation is off" / "... is back on" (`service::features`).
 fn feature_title(event: &AuditEvent) -> String {
     let what = event.details["feature_title"].as_str().unwrap_or("A feature");
@@ -311,6 +338,9 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     }
     if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
         out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
+    }
+    if matches!(event.action, Action::RobloxPush | Action::RobloxPushFailed) {
+        out.extend(roblox_push_fields(d));
     }
     if let Some(maker) = s("maker_id") {
         out.push(("Maker", format!("<@{maker}>")));

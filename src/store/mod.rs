@@ -140,6 +140,7 @@ mod keys;
 mod limits;
 mod postgres;
 mod roblox;
+mod roblox_push;
 mod rows;
 mod sqlite;
 mod usage;
@@ -150,6 +151,7 @@ pub use audit::{AuditChannelBefore, PostsOff};
 pub use keys::{IndexRow, KeyChanges, NewKeyRow, Rotation};
 pub use limits::RateGrant;
 pub use roblox::{RobloxLink, SealedCredential};
+pub use roblox_push::{KeyDelivery, NewPush, PushEvent, PushNext, PushSetting};
 pub use usage::{
     HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
 };

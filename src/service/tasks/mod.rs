@@ -5,7 +5,7 @@
 //! makers ([`makers`]), the audit-channel outbox ([`outbox`]), the
 //! reconcile of API writes left pending ([`reconcile`]), the webhook
 //! dispatcher ([`webhook_dispatch`]), the refresh of GitHub's signing
-//! keys ([`github_keys`]) and the sharing of Discord's refusal counts
+//! keys ([`github_keys`]), the Roblox push worker ([`roblox_push`]) and the sharing of Discord's refusal counts
 //! between instances ([`refusals`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
 //! the outbox, the reconcile and the dispatcher beside it.
@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod reconcile;
 pub mod refusals;
 pub mod reminders;
+pub mod roblox_push;
 pub mod webhook_dispatch;
 
 use super::KeyService;
