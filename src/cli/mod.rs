@@ -16,6 +16,7 @@
 mod config_check;
 mod keys;
 mod migrate;
+mod roblox_push;
 mod run;
 
 use std::path::PathBuf;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Manage keys directly in the database: for bootstrapping, scripts, and when Discord is down
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Roblox games: bans pushed into live servers
+    #[command(subcommand)]
+    Roblox(roblox_push::RobloxCommand),
 }
 
 /// A failure with its exit code and one line for stderr.
@@ -115,6 +119,9 @@ fn flag_name(field: &str) -> &str {
         "ban_budget" => "--ban-budget",
         "role_budget" => "--role-budget",
         "grace" => "--grace",
+        "universe" => "--universe",
+        "key" => "--key",
+        "topic" => "--topic",
         other => other,
     }
 }
@@ -201,6 +208,7 @@ async fn dispatch(opts: Opts) -> Result<(), Failure> {
         }
         Command::Config(cmd) => config_check::run(cmd, &config, &source),
         Command::Keys(cmd) => keys::run(cmd, &config).await,
+        Command::Roblox(cmd) => roblox_push::run(cmd, &config).await,
     }
 }
 

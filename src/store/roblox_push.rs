@@ -379,12 +379,7 @@ impl Store {
     }
 
     /// Records the universe and secret a key is delivered into.
-    pub async fn put_key_delivery(
-        &self,
-        key_id: &str,
-        d: &KeyDelivery,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+    pub async fn put_key_delivery(&self, key_id: &str, d: &KeyDelivery, now: DateTime<Utc>) -> anyhow::Result<()> {
         db_run!(write self, |c| {
             sqlx::query(
                 "insert into roblox_key_delivery (api_key_id, guild_id, universe_id, secret_name, delivered_at) \

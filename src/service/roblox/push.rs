@@ -120,7 +120,13 @@ impl KeyService {
         self.credentials().put(guild_id, CredentialKind::OpenCloud, &universe_id.to_string(), key).await?;
         let now = self.now();
         self.store().put_roblox_push(guild_id, universe_id, mode.as_str(), topic, now).await?;
-        Ok(PushSetting { guild_id, universe_id, mode: mode.as_str().to_owned(), topic: topic.to_owned(), updated_at: now })
+        Ok(PushSetting {
+            guild_id,
+            universe_id,
+            mode: mode.as_str().to_owned(),
+            topic: topic.to_owned(),
+            updated_at: now,
+        })
     }
 
     /// A guild's push setting and its latest pushes, if it has one.

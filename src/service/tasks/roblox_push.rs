@@ -199,7 +199,9 @@ impl PushWorker {
                     matches!(err, OutsideError::Refused { status: 400 | 404, .. }) || now >= e.created_at + self.give_up
                 });
                 if gave_up {
-                    self.keys.record_system_event(first.guild_id, Action::RobloxPushFailed, details(Some(text))).await?;
+                    self.keys
+                        .record_system_event(first.guild_id, Action::RobloxPushFailed, details(Some(text)))
+                        .await?;
                 } else {
                     tracing::info!(guild_id = first.guild_id, universe_id, error = %text, "a Roblox push will be retried");
                 }
