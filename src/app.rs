@@ -102,6 +102,7 @@ impl Operator {
             .await
             .map_err(|e| database_error(&config.database.url, e))?;
         service.set_secrets(secrets_keys(config)?);
+        service.set_delivery_settings(delivery_settings(config));
         Ok(Self { service, store })
     }
 
@@ -115,6 +116,14 @@ impl Operator {
 /// The keys guilds' credentials are sealed under, from `[secrets]`.
 fn secrets_keys(config: &Config) -> Result<crate::service::credentials::SecretsKeys, StartError> {
     crate::service::credentials::SecretsKeys::from_config(&config.secrets).map_err(StartError::Config)
+}
+
+/// What delivering keys into Roblox Secrets needs from the configuration.
+fn delivery_settings(config: &Config) -> crate::service::roblox::delivery::DeliverySettings {
+    crate::service::roblox::delivery::DeliverySettings {
+        open_cloud_base_url: config.roblox.open_cloud_base_url.clone(),
+        public_url: config.http.public_url.clone(),
+    }
 }
 
 /// A database that cannot be opened or migrated: say why and what to do.
@@ -156,6 +165,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| database_error(&config.database.url, e))?;
     keys.set_secrets(secrets_keys(&config)?);
+    keys.set_delivery_settings(delivery_settings(&config));
     match role {
         ProcessRole::Both => tracing::info!(role = role.as_str(), "starting the HTTP listener and the Discord bot"),
         ProcessRole::Http => tracing::info!(

@@ -106,6 +106,12 @@ pub async fn apikey_create(
     #[min = 1]
     #[max = 10000]
     role_budget: Option<i64>,
+    #[description = "Deliver the secret into this Roblox universe's Secrets store instead of showing it"]
+    #[min = 1]
+    roblox_universe: Option<i64>,
+    #[description = "The secret's name in the universe's Secrets store (default: guildkey)"]
+    #[max_length = 64]
+    roblox_secret: Option<String>,
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
@@ -125,7 +131,17 @@ pub async fn apikey_create(
         role_budget,
     })?;
     // No key outranks its maker: the member's own powers bound it.
-    let issued = ctx.data().makers.issue(guild_id, draft, &actor(ctx), &super::maker_of(ctx)).await?;
+    let maker = super::maker_of(ctx);
+    if let Some(universe) = roblox_universe {
+        let target = crate::service::roblox::delivery::Target::parse(universe, roblox_secret.as_deref())?;
+        let who = actor(ctx);
+        let issue = ctx.data().makers.issue(guild_id, draft, &who, &maker);
+        let issued = ctx.data().keys.issue_delivered(guild_id, &target, &who, issue).await?;
+        let text = render::delivered_message(&issued, "API key created", target.universe_id, &target.secret_name);
+        say(ctx, CreateReply::default().content(text)).await?;
+        return Ok(());
+    }
+    let issued = ctx.data().makers.issue(guild_id, draft, &actor(ctx), &maker).await?;
     say(ctx, CreateReply::default().content(render::secret_message(&issued, "API key created"))).await?;
     Ok(())
 }
@@ -247,6 +263,9 @@ pub async fn apikey_rotate(
         let id = record.id.to_string();
         async move {
             let issued = ctx.data().keys.rotate(Some(guild(ctx)?), &id, grace, &actor(ctx)).await?;
+            if let Some(d) = ctx.data().keys.deliver_rotated(&issued).await? {
+                return Ok(render::delivered_message(&issued, "API key rotated", d.universe_id, &d.secret_name));
+            }
             Ok(render::secret_message(&issued, "API key rotated"))
         }
     })

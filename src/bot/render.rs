@@ -71,6 +71,25 @@ pub fn secret_message(issued: &IssuedKey, headline: &str) -> String {
     lines.join("\n")
 }
 
+/// The reply after `create` or `rotate` of a key delivered into a Roblox
+/// universe's Secrets store: where it went, never the secret.
+pub fn delivered_message(issued: &IssuedKey, headline: &str, universe: u64, secret_name: &str) -> String {
+    let k = &issued.record;
+    let mut lines = vec![
+        format!("🔑 **{headline}: {}**", safe(&k.name)),
+        format!(
+            "🎮 Delivered to Roblox universe `{universe}` as secret `{secret_name}`; the secret is not shown. In \
+             the game: `HttpService:GetSecret(\"{secret_name}\")`."
+        ),
+        format!("**ID:** `{}` · **Prefix:** `{}` · **Environment:** {}", k.id, k.prefix, k.environment),
+        format!("**Scopes:** {}", k.scopes),
+    ];
+    if let Some(until) = k.previous_secret_expires_at {
+        lines.push(format!("The previous secret keeps working until {} ({}).", relative(until), fmt_abs(until)));
+    }
+    lines.join("\n")
+}
+
 fn fmt_abs(at: DateTime<Utc>) -> String {
     format!("<t:{}:f>", at.timestamp())
 }

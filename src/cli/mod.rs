@@ -120,6 +120,8 @@ fn flag_name(field: &str) -> &str {
         "role_budget" => "--role-budget",
         "grace" => "--grace",
         "universe" => "--universe",
+        "roblox_universe" => "--roblox-universe",
+        "roblox_secret" => "--roblox-secret",
         "key" => "--key",
         "topic" => "--topic",
         other => other,

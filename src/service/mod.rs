@@ -91,6 +91,8 @@ struct Inner {
     /// The keys guilds' third-party credentials are sealed under
     /// ([`Self::set_secrets`]; none until set).
     secrets: std::sync::OnceLock<Arc<credentials::SecretsKeys>>,
+    /// Where keys are delivered into Roblox Secrets from (`roblox::delivery`).
+    roblox_delivery: std::sync::OnceLock<roblox::delivery::DeliverySettings>,
 }
 
 impl KeyService {
@@ -127,6 +129,7 @@ impl KeyService {
                 audit_posted: Notify::new(),
                 clock,
                 secrets: std::sync::OnceLock::new(),
+                roblox_delivery: std::sync::OnceLock::new(),
             }),
         };
         svc.inner.index.reload(&svc.inner.store).await?;
@@ -137,6 +140,17 @@ impl KeyService {
     /// at start. Later calls are ignored.
     pub fn set_secrets(&self, keys: credentials::SecretsKeys) {
         let _ = self.inner.secrets.set(Arc::new(keys));
+    }
+
+    /// Sets what delivering keys into Roblox Secrets needs (the Open Cloud
+    /// base URL, `http.public_url`); once, at start.
+    pub fn set_delivery_settings(&self, settings: roblox::delivery::DeliverySettings) {
+        let _ = self.inner.roblox_delivery.set(settings);
+    }
+
+    /// What delivering keys into Roblox Secrets uses.
+    pub fn delivery_settings(&self) -> roblox::delivery::DeliverySettings {
+        self.inner.roblox_delivery.get().cloned().unwrap_or_default()
     }
 
     /// Guilds' third-party credentials, sealed under the keys set with

@@ -45,6 +45,7 @@ mod newcomer;
 mod postgres_tls;
 mod record_first;
 mod roblox;
+mod roblox_delivery;
 mod roblox_push;
 mod roles;
 mod scale_out;

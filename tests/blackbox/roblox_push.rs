@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use support::{ids, spawn_app_with, App, Options};
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
-const UNIVERSE: u64 = 4_242_424_242;
+pub const UNIVERSE: u64 = 4_242_424_242;
 /// The issue: pushed once within 2 s.
 const WITHIN: Duration = Duration::from_secs(2);
 const STRANGER_ROBLOX: u64 = 1_001;
@@ -33,6 +33,7 @@ pub async fn spawn_with_roblox(roblox: &RobloxDouble, extra_config: &str) -> (Ap
         env: vec![
             ("GUILDKEY_ROBLOX_OPEN_CLOUD_BASE_URL".into(), roblox.base_url()),
             ("GUILDKEY_SECRETS_KEY".into(), key.clone()),
+            ("GUILDKEY_HTTP_PUBLIC_URL".into(), "https://keys.example.com".into()),
         ],
         ..Options::default()
     };
@@ -40,7 +41,7 @@ pub async fn spawn_with_roblox(roblox: &RobloxDouble, extra_config: &str) -> (Ap
 }
 
 /// The operator CLI with the secrets key (App::cli passes no environment).
-pub fn cli(app: &App, secrets_key: &str, args: &[&str], stdin: Option<&str>) -> Output {
+pub fn cli(app: &App, roblox: &RobloxDouble, secrets_key: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write as _;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_guildkey"));
     cmd.args(args)
@@ -49,6 +50,7 @@ pub fn cli(app: &App, secrets_key: &str, args: &[&str], stdin: Option<&str>) -> 
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &app.db_url)
         .env("GUILDKEY_SECRETS_KEY", secrets_key)
+        .env("GUILDKEY_ROBLOX_OPEN_CLOUD_BASE_URL", roblox.base_url())
         .env("GUILDKEY_HTTP_PUBLIC_URL", "https://keys.example.com")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -74,13 +76,14 @@ async fn seed_links(app: &App) {
     store.close().await;
 }
 
-async fn setup(mode: &str, extra_config: &str) -> (RobloxDouble, App, String) {
+pub async fn setup(mode: &str, extra_config: &str) -> (RobloxDouble, App, String) {
     let roblox = RobloxDouble::start().await;
     let (app, key) = spawn_with_roblox(&roblox, extra_config).await;
     let demo = DEMO.to_string();
     let universe = UNIVERSE.to_string();
     let out = cli(
         &app,
+        &roblox,
         &key,
         &["roblox", "push", "set", "--guild", &demo, "--universe", &universe, "--key", "-", "--mode", mode],
         Some(API_KEY),

@@ -124,6 +124,13 @@ pub struct CreateArgs {
     /// Role changes per 10 minutes before guildkey suspends the key (default: keys.default_role_budget, 300)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     role_budget: Option<i64>,
+    /// Deliver the secret into this Roblox universe's Secrets store instead of printing it
+    /// (with the guild's Open Cloud key: guildkey roblox push set)
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    roblox_universe: Option<i64>,
+    /// The secret's name in the universe's Secrets store (default: guildkey)
+    #[arg(long, value_name = "NAME", requires = "roblox_universe")]
+    roblox_secret: Option<String>,
 }
 
 pub(crate) fn parse_snowflake(s: &str) -> Result<u64, String> {
@@ -188,6 +195,13 @@ async fn execute(
         KeysCommand::List { guild, json } => list(&service, guild, json).await,
         KeysCommand::Create(a) => {
             let draft = draft.expect("parsed above");
+            if let Some(universe) = a.roblox_universe {
+                let target = crate::service::roblox::delivery::Target::parse(universe, a.roblox_secret.as_deref())?;
+                let issue = service.issue(a.guild, draft, &actor);
+                let issued = service.issue_delivered(a.guild, &target, &actor, issue).await?;
+                print_delivered(&issued, "created", target.universe_id, &target.secret_name);
+                return Ok(());
+            }
             let issued = service.issue(a.guild, draft, &actor).await?;
             print_secret(&issued, "created");
             // The operator is trusted; say so, since /apikey create is not.
@@ -226,13 +240,27 @@ async fn execute(
         }
         KeysCommand::Rotate { key, guild, .. } => {
             let issued = service.rotate(guild, &key, grace, &actor).await?;
-            print_secret(&issued, "rotated");
+            match service.deliver_rotated(&issued).await? {
+                Some(d) => print_delivered(&issued, "rotated", d.universe_id, &d.secret_name),
+                None => print_secret(&issued, "rotated"),
+            }
             if let Some(until) = issued.record.previous_secret_expires_at {
                 eprintln!("the previous secret keeps working until {}", until.to_rfc3339());
             }
             Ok(())
         }
     }
+}
+
+/// A key delivered into Roblox Secrets: its id and prefix, never the secret.
+fn print_delivered(issued: &IssuedKey, verb: &str, universe: u64, secret_name: &str) {
+    let k = &issued.record;
+    println!("{} {}", k.id, k.prefix);
+    eprintln!(
+        "{verb} key {} '{}' ({}) in guild {} with scopes {}; delivered to universe {universe} as secret {secret_name} \
+         (the secret is not shown)",
+        k.id, k.name, k.prefix, k.guild_id, k.scopes
+    );
 }
 
 /// The secret alone on stdout; what it is, on stderr.

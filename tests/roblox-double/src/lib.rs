@@ -72,6 +72,8 @@ pub struct StoredSecret {
 }
 
 struct Fault {
+    /// Only calls of this method (any when `None`).
+    method: Option<String>,
     status: u16,
     retry_after: Option<u64>,
     remaining: Option<u32>,
@@ -177,13 +179,21 @@ impl RobloxDouble {
     /// Answers the next `times` calls with `status` (429 with `Retry-After`
     /// when `retry_after` is given; a 5xx otherwise).
     pub fn fail(&self, times: u32, status: u16, retry_after: Option<u64>) {
-        self.inner.state().fault = Some(Fault { status, retry_after, remaining: Some(times), until: None });
+        self.inner.state().fault =
+            Some(Fault { method: None, status, retry_after, remaining: Some(times), until: None });
+    }
+
+    /// Answers the next `times` calls of `method` (e.g. `POST`) with `status`.
+    pub fn fail_method(&self, method: &str, times: u32, status: u16) {
+        let fault =
+            Fault { method: Some(method.to_owned()), status, retry_after: None, remaining: Some(times), until: None };
+        self.inner.state().fault = Some(fault);
     }
 
     /// Answers every call with `status` for `span`.
     pub fn fail_for(&self, span: Duration, status: u16, retry_after: Option<u64>) {
         let until = Some(Instant::now() + span);
-        self.inner.state().fault = Some(Fault { status, retry_after, remaining: None, until });
+        self.inner.state().fault = Some(Fault { method: None, status, retry_after, remaining: None, until });
     }
 
     /// Moves the double's clock (the per-user restriction window) forward.
@@ -414,7 +424,8 @@ fn answer(
         let mut st = inner.state();
         if let Some(f) = st.fault.as_mut() {
             let live = f.remaining.is_none_or(|n| n > 0) && f.until.is_none_or(|u| Instant::now() < u);
-            if live {
+            let applies = f.method.as_deref().is_none_or(|m| m == method.as_str());
+            if live && applies {
                 if let Some(n) = f.remaining.as_mut() {
                     *n -= 1;
                 }
@@ -423,7 +434,9 @@ fn answer(
                 a.retry_after = retry_after;
                 return a;
             }
-            st.fault = None;
+            if !live {
+                st.fault = None;
+            }
         }
     }
     if !raw.is_empty() && body.is_none() {
