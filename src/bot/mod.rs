@@ -10,6 +10,7 @@ pub mod buttons;
 pub mod deadline;
 pub mod error;
 pub mod render;
+pub mod roblox_push;
 pub mod usage;
 pub mod webhook;
 

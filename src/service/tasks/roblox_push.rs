@@ -116,11 +116,15 @@ impl PushWorker {
         let ban = push.action == "ban";
         let key = match self.key(push.guild_id).await {
             Ok(k) => k,
-            Err(e) => return self.finish(&[push.clone()], Err(e), false, "restrict", push.universe_id).await,
+            Err(e) => {
+                return self.finish(std::slice::from_ref(&push), Err(e), false, "restrict", push.universe_id).await
+            }
         };
         let held = match self.cloud.restriction(&key, push.universe_id, push.roblox_id).await {
             Ok(r) => r.active,
-            Err(e) => return self.finish(&[push.clone()], Err(e), false, "restrict", push.universe_id).await,
+            Err(e) => {
+                return self.finish(std::slice::from_ref(&push), Err(e), false, "restrict", push.universe_id).await
+            }
         };
         if held == ban {
             // Roblox holds it already: nothing to send, nothing to audit.
@@ -134,7 +138,7 @@ impl PushWorker {
         }
         let reason = format!("Banned in Discord server {} (guildkey, origin {})", push.guild_id, push.origin);
         let result = self.cloud.restrict(&key, push.universe_id, push.roblox_id, ban, &reason).await;
-        self.finish(&[push.clone()], result, true, "restrict", push.universe_id).await
+        self.finish(std::slice::from_ref(&push), result, true, "restrict", push.universe_id).await
     }
 
     async fn key(&self, guild_id: u64) -> Result<crate::config::Secret, OutsideError> {
