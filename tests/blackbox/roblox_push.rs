@@ -178,6 +178,7 @@ async fn publish_a_discord_ban_and_an_api_ban_each_within_2_s_naming_their_origi
     assert_eq!(audit_count(&app, "roblox.push"), 3);
     assert!(roblox.violations().is_empty(), "{:#?}", roblox.violations());
     assert!(roblox.calls().iter().all(|c| c.api_key.is_some()));
+    assert!(app.logs().iter().all(|l| !l.contains(API_KEY)), "the Open Cloud key is never logged");
 }
 
 #[tokio::test]
@@ -274,4 +275,45 @@ async fn a_429_with_retry_after_is_waited_out_and_a_push_is_given_up_after_its_l
         &format!("select count(*) from roblox_push_event where state = 'failed' and roblox_id = {PAT_ROBLOX}"),
     );
     assert_eq!(state, Some(1));
+}
+
+#[tokio::test]
+async fn the_slash_command_sets_shows_and_removes_a_push_without_showing_the_key() {
+    let roblox = RobloxDouble::start().await;
+    let (app, _) = spawn_with_roblox(&roblox, "").await;
+    seed_links(&app).await;
+    let set = app
+        .double
+        .slash(DEMO, ids::ALICE_ID)
+        .group("apikey", "roblox-push", "set")
+        .integer("universe", UNIVERSE as i64)
+        .string("key", API_KEY)
+        .integer("mode", 1) // restrict: poise sends choices by index
+        .send()
+        .await
+        .expect("send /apikey roblox-push set");
+    let reply = app.double.wait_for_response(&set, support::bot::WAIT).await.expect("a reply");
+    let text = reply.all_text();
+    assert!(text.contains(&format!("universe `{UNIVERSE}` as **restrict**")), "{text}");
+    assert!(!text.contains(API_KEY), "the key is never shown back: {text}");
+
+    ban_in_discord(&app, ids::PAT_ID, true);
+    let banned = |d: &RobloxDouble| d.restriction(UNIVERSE, PAT_ROBLOX).is_some_and(|r| r["active"] == true);
+    assert!(roblox.wait_until(WITHIN, banned).await);
+
+    let show = app.double.slash(DEMO, ids::ALICE_ID).group("apikey", "roblox-push", "show").send().await.unwrap();
+    let text = app.double.wait_for_response(&show, support::bot::WAIT).await.unwrap().all_text();
+    assert!(
+        text.contains(&format!("`{UNIVERSE}`")) && text.contains("restrict ban") && text.contains("done"),
+        "{text}"
+    );
+    assert!(!text.contains(API_KEY));
+
+    let remove = app.double.slash(DEMO, ids::ALICE_ID).group("apikey", "roblox-push", "remove").send().await.unwrap();
+    let text = app.double.wait_for_response(&remove, support::bot::WAIT).await.unwrap().all_text();
+    assert!(text.contains("no longer pushed"), "{text}");
+    let stored = support::db_scalar(&app.db_url, "select count(*) from guild_credential where kind = 'open_cloud'");
+    assert_eq!(stored, Some(0), "the key is forgotten");
+    assert!(app.logs().iter().all(|l| !l.contains(API_KEY)), "the Open Cloud key is never logged");
+    app.double.assert_no_violations();
 }
