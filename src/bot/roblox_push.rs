@@ -4,9 +4,8 @@
 //! sealed and never shown back. The `/apikey` checks apply (Manage Server or
 //! Administrator, in a server).
 
-use poise::CreateReply;
-
 use super::error::discord_err;
+use super::webhook::{guild, say};
 use super::Context;
 use crate::service::roblox::push::PushMode;
 use crate::service::Error;
@@ -35,15 +34,6 @@ pub enum ModeChoice {
     Both,
     #[name = "none"]
     None,
-}
-
-fn guild(ctx: Context<'_>) -> Result<u64> {
-    ctx.guild_id().map(|g| g.get()).ok_or_else(|| Error::Missing("use this command in a server".to_owned()))
-}
-
-async fn say(ctx: Context<'_>, text: String) -> Result {
-    ctx.send(CreateReply::default().content(text).ephemeral(true)).await.map_err(discord_err)?;
-    Ok(())
 }
 
 /// Push bans and unbans into a Roblox universe (the Open Cloud key is stored encrypted)

@@ -25,11 +25,11 @@ pub async fn apikey_webhook(_: Context<'_>) -> Result {
     Ok(())
 }
 
-fn guild(ctx: Context<'_>) -> Result<u64> {
+pub(super) fn guild(ctx: Context<'_>) -> Result<u64> {
     ctx.guild_id().map(|g| g.get()).ok_or_else(|| Error::Missing("use this command in a server".to_owned()))
 }
 
-async fn say(ctx: Context<'_>, text: String) -> Result {
+pub(super) async fn say(ctx: Context<'_>, text: String) -> Result {
     ctx.send(CreateReply::default().content(text).ephemeral(true)).await.map_err(discord_err)?;
     Ok(())
 }

@@ -242,10 +242,13 @@ impl Store {
     /// A guild's pending publish pushes (due or not), oldest first: what one
     /// message may pack.
     pub async fn pending_publishes(&self, guild_id: u64, limit: u32) -> anyhow::Result<Vec<PushEvent>> {
-        let sql = format!(
-            "select {PUSH_COLUMNS} from roblox_push_event where guild_id = $1 and kind = 'publish' \
-             and state = 'pending' order by roblox_push_event_id limit $2"
-        );
+        self.guild_pushes(guild_id, "and kind = 'publish' and state = 'pending' order by roblox_push_event_id", limit)
+            .await
+    }
+
+    /// A guild's pushes matching `rest` (more conditions, then the order).
+    async fn guild_pushes(&self, guild_id: u64, rest: &str, limit: u32) -> anyhow::Result<Vec<PushEvent>> {
+        let sql = format!("select {PUSH_COLUMNS} from roblox_push_event where guild_id = $1 {rest} limit $2");
         let rows = db_run!(read self, |c| {
             sqlx::query_as::<_, EventRowP>(&sql)
                 .bind(id_to_sql(guild_id))
@@ -345,18 +348,7 @@ impl Store {
 
     /// A guild's recent pushes, newest first (`roblox push show`).
     pub async fn recent_roblox_pushes(&self, guild_id: u64, limit: u32) -> anyhow::Result<Vec<PushEvent>> {
-        let sql = format!(
-            "select {PUSH_COLUMNS} from roblox_push_event where guild_id = $1 \
-             order by roblox_push_event_id desc limit $2"
-        );
-        let rows = db_run!(read self, |c| {
-            sqlx::query_as::<_, EventRowP>(&sql)
-                .bind(id_to_sql(guild_id))
-                .bind(i64::from(limit))
-                .fetch_all(&mut *c)
-                .await?
-        });
-        Ok(rows.into_iter().map(PushEvent::from).collect())
+        self.guild_pushes(guild_id, "order by roblox_push_event_id desc", limit).await
     }
 
     /// A guild's ban and unban audit events since `since`, newest first,
