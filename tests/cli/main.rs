@@ -16,4 +16,5 @@ mod create_list;
 mod helpers;
 mod lifecycle;
 mod more_bad_input;
+mod roblox_push;
 mod secrets;
