@@ -346,6 +346,17 @@ impl Store {
         Ok(rows.into_iter().map(from_millis).collect())
     }
 
+    /// Removes pushes finished (sent or given up) before `before`.
+    pub async fn prune_roblox_pushes(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        Ok(db_run!(write self, |c| {
+            sqlx::query("delete from roblox_push_event where state <> 'pending' and done_at < $1")
+                .bind(to_millis(before))
+                .execute(c)
+                .await?
+                .rows_affected()
+        }))
+    }
+
     /// A guild's recent pushes, newest first (`roblox push show`).
     pub async fn recent_roblox_pushes(&self, guild_id: u64, limit: u32) -> anyhow::Result<Vec<PushEvent>> {
         self.guild_pushes(guild_id, "order by roblox_push_event_id desc", limit).await

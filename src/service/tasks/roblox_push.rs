@@ -7,7 +7,8 @@
 //! waited out; other failures are retried with a growing wait; a push is
 //! given up `roblox.push_give_up_seconds` (an hour) after it was queued.
 //! Each push and each give-up is an audit event (`roblox.push`,
-//! `roblox.push_failed`). One per `guildkey run` with the bot.
+//! `roblox.push_failed`). One per `guildkey run` with the bot; finished pushes
+//! are pruned after 7 days.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -23,6 +24,8 @@ use crate::service::roblox::push::{pack, queued, restriction_slot};
 use crate::service::KeyService;
 use crate::store::{PushEvent, PushNext};
 
+/// Finished pushes are kept this long (`roblox push show`), then pruned.
+const KEEP_FINISHED_DAYS: i64 = 7;
 /// How long a claim holds a push (longer than a call's 10 s budget).
 const CLAIM: i64 = 30;
 /// The longest wait between two looks at the outbox.
@@ -219,9 +222,17 @@ impl PushWorker {
 /// webhook dispatcher.
 pub async fn run(worker: PushWorker, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         if let Err(e) = worker.tick().await {
             tracing::warn!(error = format!("{e:#}"), "failed to read due Roblox pushes");
+        }
+        if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            last_prune = Some(tokio::time::Instant::now());
+            let before = worker.keys.now() - ChronoDuration::days(KEEP_FINISHED_DAYS);
+            if let Err(e) = worker.keys.store().prune_roblox_pushes(before).await {
+                tracing::warn!(error = format!("{e:#}"), "failed to prune old Roblox pushes");
+            }
         }
         let wait = worker.next_wait().await;
         tokio::select! {
