@@ -62,10 +62,14 @@ pub enum Action {
     /// sends a feature's events (`service::features`): actor guildkey.
     #[serde(rename = "feature.changed")]
     FeatureChanged,
+    /// A rotation "until unused" ended: guildkey retired the old secret
+    /// once it had gone unpresented long enough (or its 30 days were up).
+    #[serde(rename = "key.rotation_completed")]
+    KeyRotationCompleted,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -85,6 +89,7 @@ impl Action {
         Action::KeyExpiring,
         Action::UsageSpike,
         Action::FeatureChanged,
+        Action::KeyRotationCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +113,7 @@ impl Action {
             Self::KeyExpiring => "key.expiring",
             Self::UsageSpike => "usage.spike",
             Self::FeatureChanged => "feature.changed",
+            Self::KeyRotationCompleted => "key.rotation_completed",
         }
     }
 
@@ -139,6 +145,7 @@ impl Action {
             Self::UsageSpike => "API key refusals spiked",
             // The embed names the feature and its state (see `discord::audit_embed`).
             Self::FeatureChanged => "A feature switched by the bot's permissions",
+            Self::KeyRotationCompleted => "API key rotation completed: the old secret stopped",
         }
     }
 }

@@ -12,7 +12,7 @@ use super::error::{discord_err, user_message};
 use super::{render, Context};
 use crate::audit::Actor;
 use crate::keys::{KeyChange, Scope};
-use crate::service::{parse_grace, Error, KeyDraft, KeyRequest};
+use crate::service::{Error, KeyDraft, KeyRequest, OldSecret};
 
 type Result<T = ()> = std::result::Result<T, Error>;
 
@@ -232,21 +232,22 @@ pub async fn apikey_rotate(
     #[description = "Keep the old secret working this long, e.g. 10m (at most 7d; default: stop it now)"] grace: Option<
         String,
     >,
+    #[description = "Or keep the old secret working until unused this long, e.g. 1h (1s to 30d; at most 30 days)"]
+    grace_until_unused: Option<String>,
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
-    let grace = grace.as_deref().map(parse_grace).transpose()?;
+    let old_secret = OldSecret::parse(grace.as_deref(), grace_until_unused.as_deref())?;
     let record = ctx.data().keys.find_for(Some(guild_id), &key, KeyChange::Rotate).await?;
-    let when = grace.map_or_else(|| "stops working at once".to_owned(), |g| format!("keeps working for {g}"));
     let prompt = format!(
-        "Rotate the key **{}** (`{}`)? It gets a new secret; the old one {when}.",
+        "Rotate the key **{}** (`{}`)? It gets a new secret; the old one {old_secret}.",
         render::safe(&record.name),
         record.prefix
     );
     confirm(ctx, prompt, "Rotate", serenity::ButtonStyle::Primary, |ctx| {
         let id = record.id.to_string();
         async move {
-            let issued = ctx.data().keys.rotate(Some(guild(ctx)?), &id, grace, &actor(ctx)).await?;
+            let issued = ctx.data().keys.rotate_with(Some(guild(ctx)?), &id, old_secret, &actor(ctx)).await?;
             Ok(render::secret_message(&issued, "API key rotated"))
         }
     })

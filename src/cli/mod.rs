@@ -115,6 +115,7 @@ fn flag_name(field: &str) -> &str {
         "ban_budget" => "--ban-budget",
         "role_budget" => "--role-budget",
         "grace" => "--grace",
+        "grace_until_unused" => "--grace-until-unused",
         other => other,
     }
 }

@@ -146,7 +146,7 @@ mod webhooks;
 
 pub use alerts::{ExpiringKey, ExpiryReminder};
 pub use audit::{AuditChannelBefore, PostsOff};
-pub use keys::{IndexRow, KeyChanges, NewKeyRow, Rotation};
+pub use keys::{IndexRow, KeyChanges, NewKeyRow, PreviousSeen, Rotation};
 pub use limits::RateGrant;
 pub use usage::{
     HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,

@@ -17,6 +17,7 @@ pub enum EventType {
     KeySuspended,
     KeyResumed,
     KeyExpiring,
+    KeyRotationCompleted,
     BanAdded,
     BanRemoved,
     RoleAdded,
@@ -26,7 +27,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         Self::KeyCreated,
         Self::KeyRevoked,
         Self::KeyRotated,
@@ -34,6 +35,7 @@ impl EventType {
         Self::KeySuspended,
         Self::KeyResumed,
         Self::KeyExpiring,
+        Self::KeyRotationCompleted,
         Self::BanAdded,
         Self::BanRemoved,
         Self::RoleAdded,
@@ -51,6 +53,7 @@ impl EventType {
             Self::KeySuspended => "key.suspended",
             Self::KeyResumed => "key.resumed",
             Self::KeyExpiring => "key.expiring",
+            Self::KeyRotationCompleted => "key.rotation_completed",
             Self::BanAdded => "ban.added",
             Self::BanRemoved => "ban.removed",
             Self::RoleAdded => "role.added",
@@ -72,6 +75,7 @@ impl EventType {
             Action::KeySuspended => Self::KeySuspended,
             Action::KeyResumed => Self::KeyResumed,
             Action::KeyExpiring => Self::KeyExpiring,
+            Action::KeyRotationCompleted => Self::KeyRotationCompleted,
             Action::BanAdded => Self::BanAdded,
             Action::BanRemoved => Self::BanRemoved,
             Action::RoleAdded => Self::RoleAdded,
