@@ -152,8 +152,8 @@ pub use usage::{
     HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
 };
 pub use webhooks::{
-    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, Failing, NewDelivery, NewWebhook,
-    WebhookRecord,
+    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, Failing, NewDelivery, NewWebhook, Skipped,
+    WebhookRecord, SKIPPED_EVENT_TYPE,
 };
 
 use std::sync::Arc;

@@ -178,6 +178,28 @@ pub(super) fn body(kind: EventType, at: DateTime<Utc>, data: serde_json::Value) 
     .to_string()
 }
 
+/// A guild's backlog summary (`events.skipped`, see `store::webhooks`):
+/// the events past `webhooks.max_pending_per_guild` that were not queued
+/// one by one, and where to find them. Its timestamp is when the first of
+/// them came (the summary's own queue time), so every attempt sends the
+/// same body.
+pub(super) fn skipped_body(guild_id: u64, first_at: DateTime<Utc>, s: &crate::store::Skipped) -> String {
+    json!({
+        "type": crate::store::SKIPPED_EVENT_TYPE,
+        "timestamp": first_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "data": {
+            "guild_id": guild_id.to_string(),
+            "count": s.count,
+            "message": format!("{} more events, see the audit log", s.count),
+            "first_audit_event_id": s.first_event,
+            "last_audit_event_id": s.last_event,
+            "from": first_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "until": s.last_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        },
+    })
+    .to_string()
+}
+
 /// An audit event's `data`: the event as `GET /v1/guilds/{id}/audit-log`
 /// shows it, with its guild.
 pub(super) fn audit_data(event: &AuditEvent) -> serde_json::Value {
