@@ -8,6 +8,7 @@ use std::time::Duration;
 use poise::serenity_prelude as serenity;
 use poise::CreateReply;
 
+use super::deadline::{answer_press, PressAnswer};
 use super::error::{discord_err, user_message};
 use super::{render, Context};
 use crate::audit::Actor;
@@ -413,25 +414,25 @@ where
             return Ok(());
         };
         if press.user.id != author {
-            let msg = serenity::CreateInteractionResponseMessage::new()
-                .content("🔒 Only the admin who ran this command can answer it.")
-                .ephemeral(true);
-            press.create_response(ctx, serenity::CreateInteractionResponse::Message(msg)).await.map_err(discord_err)?;
+            let refusal = PressAnswer::Ephemeral("🔒 Only the admin who ran this command can answer it.".to_owned());
+            answer_press(ctx.serenity_context(), &press, async { refusal }).await?;
             continue;
         }
-        let text = if press.data.custom_id == confirm_id {
-            match action(ctx).await {
-                Ok(text) => text,
-                Err(e) => user_message(&e),
-            }
-        } else {
-            "Cancelled; nothing was changed.".to_owned()
+        // The change may outlast Discord's 3 s for the press's first
+        // response (a slow database): `answer_press` defers first then.
+        let confirmed = press.data.custom_id == confirm_id;
+        let work = async move {
+            let text = if confirmed {
+                match action(ctx).await {
+                    Ok(text) => text,
+                    Err(e) => user_message(&e),
+                }
+            } else {
+                "Cancelled; nothing was changed.".to_owned()
+            };
+            PressAnswer::done(text)
         };
-        let update = serenity::CreateInteractionResponseMessage::new().content(text).components(vec![]);
-        press
-            .create_response(ctx, serenity::CreateInteractionResponse::UpdateMessage(update))
-            .await
-            .map_err(discord_err)?;
+        answer_press(ctx.serenity_context(), &press, work).await?;
         return Ok(());
     }
 }
