@@ -11,3 +11,8 @@ alter table webhook_delivery add column skipped_count integer;
 alter table webhook_delivery add column skipped_first_event integer;
 alter table webhook_delivery add column skipped_last_event integer;
 alter table webhook_delivery add column skipped_last_at integer;
+
+-- Queuing counts the guild's pending messages (and finds the newest) on
+-- every event: read from the pending ones alone, not the delivery log.
+create index webhook_delivery_pending_guild on webhook_delivery (guild_id, webhook_delivery_id)
+    where state = 'pending';

@@ -223,4 +223,11 @@ mod tests {
         assert!(e.message.starts_with("'key.exploded' is not an event type"), "{}", e.message);
         assert!(EventSet::parse(" , ").is_err());
     }
+
+    #[test]
+    fn a_completed_rotation_is_sent_as_its_own_type() {
+        assert_eq!(EventType::of_action(Action::KeyRotationCompleted), Some(EventType::KeyRotationCompleted));
+        assert_eq!(EventType::KeyRotationCompleted.as_str(), "key.rotation_completed");
+        assert!(EventSet::parse("key.rotation_completed").unwrap().contains(EventType::KeyRotationCompleted));
+    }
 }
