@@ -936,7 +936,15 @@ function GuildKey.isBanned(self: GuildKey, user: any): Result<BanStatus>
 	if self._batch == mine then
 		self._batch = nil
 	end
-	local answers = self:_checkMany(guild, mine.members)
+	-- Whatever happens, every waiting caller is resumed with an answer.
+	local flushed, answers = pcall(self._checkMany, self, guild, mine.members)
+	if not flushed then
+		local broken = failure(0, "bad_response", `ban check failed: {redact(self, tostring(answers))}`)
+		answers = {}
+		for _, m in mine.members do
+			answers[m] = broken
+		end
+	end
 	for _, waiter in mine.waiters do
 		self._spawn(waiter.thread, copy(answers[waiter.member]))
 	end
@@ -1182,6 +1190,9 @@ function GuildKey.ban(self: GuildKey, user: any, options: BanOptions?): Result<B
 	local result = self:_send("PUT", `/v1/guilds/{guild}/bans/{id}`, body)
 	if result.ok then
 		self:_forget(id)
+		if result.data.banned == true and result.data.dry_run ~= true then
+			self._banned[id] = true
+		end
 	end
 	return result
 end
