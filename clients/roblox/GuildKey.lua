@@ -1130,7 +1130,8 @@ set --mode publish`): `MessagingService:SubscribeAsync(topic)` (default
 topic "guildkey-bans"). A pushed ban of a player in this server kicks them
 (`kickMessage`) and puts their Roblox id on the ban list in memory, so a
 rejoin is refused with no request; an unban takes it off. Messages that are
-not guildkey's v1 envelope for this key's guild are ignored.
+not guildkey's v1 envelope for this key's guild are ignored. Learns the guild
+first (one verify request) when the options did not give it.
 ]]
 function GuildKey.subscribeBans(self: GuildKey, messaging: any, players: any, topic: string?): Result<Subscription>
 	local name = topic or DEFAULT_TOPIC
@@ -1139,6 +1140,11 @@ function GuildKey.subscribeBans(self: GuildKey, messaging: any, players: any, to
 	end
 	if players == nil then
 		return failure(0, "invalid_argument", "pass the Players service (game:GetService(\"Players\"))")
+	end
+	-- The guild first: messages naming another guild are not this key's.
+	local guild, err = self:_guild()
+	if guild == nil then
+		return err :: Failure
 	end
 	local subscribed, connection = pcall(function()
 		return messaging:SubscribeAsync(name, function(message)

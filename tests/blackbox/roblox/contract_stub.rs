@@ -16,6 +16,8 @@
 //!   `{"bans": [{"user_id", "roblox_id"?}], "next_after"}` ascending by
 //!   Discord id, `next_after` null on the last page.
 //!
+//! - `GET /v1/verify`: the key's `guild_id` (and a name).
+//!
 //! Every answer to a request with the right key carries `X-RateLimit-*`; a
 //! wrong key is 401 `invalid_key` without them, as on the listener.
 
@@ -65,6 +67,7 @@ impl ContractStub {
             .route("/v1/guilds/{guild}/bans/check", post(check))
             .route("/v1/guilds/{guild}/bans/{member}", get(one))
             .route("/v1/guilds/{guild}/bans", get(export))
+            .route("/v1/verify", get(verify))
             .with_state(data.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the contract stub");
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -157,6 +160,12 @@ fn envelope(status: StatusCode, reason: &str, message: &str) -> (StatusCode, Val
 
 fn ok(data: Value) -> (StatusCode, Value) {
     (StatusCode::OK, json!({ "success": true, "data": data }))
+}
+
+/// Only what the client reads: the key's guild.
+async fn verify(State(data): State<Shared>, headers: HeaderMap) -> Response {
+    let guild = data.lock().unwrap().guild;
+    admitted(&data, &headers, guild, |data| ok(json!({ "guild_id": data.guild.to_string(), "name": "stub" })))
 }
 
 async fn one(State(data): State<Shared>, headers: HeaderMap, Path((guild, member)): Path<(u64, String)>) -> Response {

@@ -105,7 +105,7 @@ async fn a_pushed_unban_takes_a_synced_ban_off_under_both_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_messages_that_are_not_guildkeys_are_ignored_without_an_error() {
-    let (_stub, h) = subscribed("").await;
+    let (stub, h) = subscribed("").await;
     let ban = event(42, "ban");
     let bad: Vec<Value> = vec![
         json!("not json at all"),
@@ -142,6 +142,18 @@ async fn pushed_messages_that_are_not_guildkeys_are_ignored_without_an_error() {
     push(&h, &envelope(json!([{ "roblox_id": "x" }, event(43, "ban")])));
     assert_eq!(h.eval("return kicked['43'] ~= nil"), true);
     assert_eq!(h.eval("return #events"), 1);
+
+    // A client not told its guild learns it before subscribing, then
+    // ignores another guild's bans.
+    let learner = Harness::with_http(stub.http.clone(), &h.base, KEY);
+    learner.lua.load(ROBLOX).exec().unwrap();
+    learner.client("");
+    let sub = learner.eval("local r = client:subscribeBans(MessagingService, Players) return r.ok");
+    assert_eq!((sub, learner.paths()), (json!(true), vec!["GET /v1/verify".to_owned()]));
+    push(&learner, &json!({ "v": 1, "guild_id": s(ids::OTHER_GUILD_ID), "events": [event(42, "ban")] }));
+    assert_eq!(learner.eval("return kicked"), json!([]));
+    push(&learner, &envelope(json!([event(42, "ban")])));
+    assert_eq!(learner.eval("return kicked['42'] ~= nil"), true);
 
     // Subscribing: a topic MessagingService would refuse, or a failure.
     let long = "t".repeat(81);
