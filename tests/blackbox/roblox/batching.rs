@@ -41,6 +41,9 @@ async fn is_banned_names_a_player_or_a_number_by_roblox_id_and_a_discord_id_as_i
     // A Roblox account no Discord account is linked to: the listener's reason.
     h.clear();
     assert_failure(&h.eval("return client:isBanned(99)"), 404, "not_linked");
+    // The largest Roblox id a number holds exactly is written out in full.
+    assert_failure(&h.eval("return client:isBanned(2^53)"), 404, "not_linked");
+    assert_eq!(h.paths()[1], format!("GET /v1/guilds/{DEMO}/bans/roblox:9007199254740992"));
 
     // Anything else is refused before the network.
     h.clear();

@@ -46,11 +46,26 @@ async fn subscribed(extra: &str) -> (ContractStub, Harness) {
     (stub, h)
 }
 
-/// Calls the subscription's callback with `message` as the message's Data.
+/// Calls the subscription's callback with `message` as the message's Data,
+/// as guildkey's publish on the default topic would.
 #[track_caller]
 fn push(h: &Harness, message: &Value) {
-    h.lua.globals().set("message", message.to_string()).unwrap();
-    h.eval("push('guildkey-bans', message)");
+    deliver(h, &json!({ "topic": "guildkey-bans", "message": message.to_string() }));
+}
+
+/// What Roblox does with an Open Cloud `publishMessage` request body
+/// (`{"topic", "message"}`): every server subscribed to the topic gets
+/// `{Data = message, Sent = <time>}`. Messages over 1 KiB never arrive.
+/// (Once the Open Cloud double is merged, the bodies it records can be
+/// delivered here as they are.)
+#[track_caller]
+fn deliver(h: &Harness, publish: &Value) {
+    let topic = publish["topic"].as_str().expect("a topic");
+    let message = publish["message"].as_str().expect("a message");
+    assert!(topic.len() <= 80 && message.len() <= 1024, "MessagingService refuses this: {publish}");
+    h.lua.globals().set("topic", topic).unwrap();
+    h.lua.globals().set("message", message).unwrap();
+    h.eval("if subscriptions[topic] then push(topic, message) end");
 }
 
 fn envelope(events: Value) -> Value {
