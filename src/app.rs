@@ -101,6 +101,7 @@ impl Operator {
         let service = KeyService::new(store.clone(), config.keys.clone())
             .await
             .map_err(|e| database_error(&config.database.url, e))?;
+        service.set_secrets(secrets_keys(config)?);
         Ok(Self { service, store })
     }
 
@@ -109,6 +110,11 @@ impl Operator {
     pub async fn close(self) {
         self.store.close().await;
     }
+}
+
+/// The keys guilds' credentials are sealed under, from `[secrets]`.
+fn secrets_keys(config: &Config) -> Result<crate::service::credentials::SecretsKeys, StartError> {
+    crate::service::credentials::SecretsKeys::from_config(&config.secrets).map_err(StartError::Config)
 }
 
 /// A database that cannot be opened or migrated: say why and what to do.
@@ -149,6 +155,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let keys = KeyService::with_usage(store.clone(), config.keys.clone(), config.usage)
         .await
         .map_err(|e| database_error(&config.database.url, e))?;
+    keys.set_secrets(secrets_keys(&config)?);
     match role {
         ProcessRole::Both => tracing::info!(role = role.as_str(), "starting the HTTP listener and the Discord bot"),
         ProcessRole::Http => tracing::info!(

@@ -20,6 +20,8 @@
 //!   (`port.rs`), permission rules, the invalid-request shield, the serenity
 //!   implementation (`serenity_ops.rs`) and the REST view a listener alone
 //!   uses (`rest.rs`), audit embeds and escaping.
+//! - [`roblox`]: the outbound port to the services Roblox games need:
+//!   account linkers (Bloxlink, RoVer) and Roblox Open Cloud.
 //! - [`service`]: every rule, as `impl KeyService` blocks one concern a
 //!   file: `keys.rs` (lifecycle), `verify.rs` (admission: the key, the
 //!   shared lease, the local limiter, the budget), `actions.rs` (Discord
@@ -60,6 +62,7 @@ pub mod config;
 pub mod discord;
 pub mod http;
 pub mod keys;
+pub mod roblox;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -19,8 +19,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use sections::{
-    Config, DatabaseConfig, DiscordConfig, HttpConfig, KeysConfig, LeaksConfig, LogConfig, RunConfig, UsageConfig,
-    WebhooksConfig, GITHUB_PUBLIC_KEYS_URL,
+    Config, DatabaseConfig, DiscordConfig, HttpConfig, KeysConfig, LeaksConfig, LogConfig, RobloxConfig, RunConfig,
+    SecretsConfig, UsageConfig, WebhooksConfig, BLOXLINK_BASE_URL, GITHUB_PUBLIC_KEYS_URL, OPEN_CLOUD_BASE_URL,
+    ROVER_BASE_URL,
 };
 
 /// The default Discord REST base. Any other base is a proxy or a test double.

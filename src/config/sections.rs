@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::values::{
     BaseUrl, Bind, Checked, Cidrs, DbUrl, Flag, Format, Int, KeyPrefix, Kind, OptAddr, OptPath, OptUrl, PemFile,
-    Register, RetryDelays, Role, ShardCount, ShardIds, SslMode, Token,
+    Register, RetryDelays, Role, SealKey, ServiceUrl, ShardCount, ShardIds, SslMode, Token,
 };
 use super::{
     ConfigError, LogFormat, ProcessRole, RegisterCommands, Secret, Shards, DEFAULT_RETRY_DELAYS_SECONDS,
@@ -163,6 +163,10 @@ settings! {
         /// Connections held open at once in all (and never more than the
         /// open-files limit leaves room for); at the cap new ones wait.
         max_connections: usize = 16_384, Int<usize, 1, 1_000_000>;
+        /// The listener's public base URL as games and scripts reach it
+        /// (`https://keys.example.com`): written as the allowed `domain` of a
+        /// key delivered into a Roblox experience's Secrets store.
+        public_url: Option<String> = None, OptUrl, env "GUILDKEY_HTTP_PUBLIC_URL";
     }
 
     #[derive(Debug, Clone)]
@@ -228,6 +232,27 @@ settings! {
         max_pending_per_guild: u32 = 1_000, Int<u32, 1, 100_000>;
     }
 
+    /// The outside services Roblox games use: account linkers (Roblox id →
+    /// Discord id) and Roblox Open Cloud. `https://`, or `http://` for a
+    /// loopback address only.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    roblox: RobloxConfig, RobloxFile {
+        bloxlink_base_url: String = BLOXLINK_BASE_URL.to_owned(), ServiceUrl, env "GUILDKEY_ROBLOX_BLOXLINK_BASE_URL";
+        rover_base_url: String = ROVER_BASE_URL.to_owned(), ServiceUrl, env "GUILDKEY_ROBLOX_ROVER_BASE_URL";
+        open_cloud_base_url: String = OPEN_CLOUD_BASE_URL.to_owned(), ServiceUrl, env "GUILDKEY_ROBLOX_OPEN_CLOUD_BASE_URL";
+    }
+
+    /// The key third-party credentials (linker and Open Cloud keys) are
+    /// stored encrypted under (`service::credentials`): 32 bytes in base64.
+    /// Required once a guild stores one; best given in the environment.
+    #[derive(Debug, Clone)]
+    secrets: SecretsConfig, SecretsFile {
+        key: Option<Secret> = None, SealKey, env "GUILDKEY_SECRETS_KEY";
+        /// The key being rotated away from: still opens what it sealed
+        /// until `guildkey secrets reseal` has sealed everything anew.
+        previous_key: Option<Secret> = None, SealKey, env "GUILDKEY_SECRETS_KEY_PREVIOUS";
+    }
+
     /// How long usage counters and the request log are kept
     /// (`service::usage`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +265,13 @@ settings! {
         request_log_per_key: u32 = 200, Int<u32, 0, 100_000>;
     }
 }
+
+/// Bloxlink's API.
+pub const BLOXLINK_BASE_URL: &str = "https://api.blox.link";
+/// RoVer's API.
+pub const ROVER_BASE_URL: &str = "https://registry.rover.link";
+/// Roblox Open Cloud.
+pub const OPEN_CLOUD_BASE_URL: &str = "https://apis.roblox.com";
 
 /// GitHub's secret-scanning public keys document.
 pub const GITHUB_PUBLIC_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";

@@ -249,3 +249,23 @@ fn the_token_is_masked_everywhere() {
     assert!(!shown.contains("secret.token-value"), "{shown}");
     assert!(cfg.describe().contains("discord.token = ********"));
 }
+
+#[test]
+fn outside_service_urls_take_https_or_http_to_a_loopback_address_only() {
+    let cfg = load("", &[]).unwrap();
+    assert_eq!(cfg.roblox.open_cloud_base_url, "https://apis.roblox.com");
+    assert_eq!(cfg.http.public_url, None);
+    for ok in ["http://127.0.0.1:9000", "http://[::1]:80/", "http://localhost:1", "https://relay.example.com/x/"] {
+        let cfg = load(&format!("[roblox]\nrover_base_url = \"{ok}\""), &[]).unwrap();
+        assert_eq!(cfg.roblox.rover_base_url, ok.trim_end_matches('/'));
+    }
+    for bad in ["http://10.0.0.1", "http://example.com", "ftp://127.0.0.1", "https://", "http://127.0.0.1.example.com"]
+    {
+        let err = load(&format!("[roblox]\nbloxlink_base_url = \"{bad}\""), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("roblox.bloxlink_base_url") && err.contains("loopback"), "{bad}: {err}");
+    }
+    let err = load("", &[("GUILDKEY_ROBLOX_OPEN_CLOUD_BASE_URL", "http://192.168.1.2")]).unwrap_err().to_string();
+    assert!(err.contains("GUILDKEY_ROBLOX_OPEN_CLOUD_BASE_URL (roblox.open_cloud_base_url)"), "{err}");
+    let cfg = load("", &[("GUILDKEY_HTTP_PUBLIC_URL", "https://keys.example.com")]).unwrap();
+    assert_eq!(cfg.http.public_url.as_deref(), Some("https://keys.example.com"));
+}

@@ -151,6 +151,71 @@ impl Kind for BaseUrl {
     }
 }
 
+/// A 32-byte key in base64 (`openssl rand -base64 32`), kept as a
+/// [`Secret`]: what third-party credentials are sealed under.
+pub(super) struct SealKey;
+
+impl Kind for SealKey {
+    type Out = Option<Secret>;
+    fn from_toml(v: Value) -> Result<Self::Out, String> {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let v = string(v)?;
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let bytes = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+            .iter()
+            .find_map(|e| e.decode(v).ok())
+            .ok_or("not base64; make a key with: openssl rand -base64 32")?;
+        if bytes.len() != 32 {
+            return Err(format!("{} bytes; it must be 32 (make one with: openssl rand -base64 32)", bytes.len()));
+        }
+        Ok(Some(Secret::new(v.to_owned())))
+    }
+    fn show(v: &Self::Out) -> String {
+        match v {
+            Some(t) => t.to_string(),
+            None => "(not set)".to_owned(),
+        }
+    }
+}
+
+/// An outside service's base URL: `https://`, or `http://` only to a
+/// loopback address (a test double, a local relay), never plain HTTP over
+/// a network.
+pub(super) struct ServiceUrl;
+
+impl Kind for ServiceUrl {
+    type Out = String;
+    fn from_toml(v: Value) -> Result<String, String> {
+        let v = string(v)?;
+        let v = v.trim().trim_end_matches('/');
+        let bad =
+            || format!("'{}' is not an https:// URL (http:// is accepted only for a loopback address)", one_line(v));
+        if let Some(rest) = v.strip_prefix("https://") {
+            return if !rest.is_empty() && !rest.contains(char::is_whitespace) { Ok(v.to_owned()) } else { Err(bad()) };
+        }
+        let rest = v.strip_prefix("http://").ok_or_else(bad)?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if loopback && !rest.contains(char::is_whitespace) {
+            Ok(v.to_owned())
+        } else {
+            Err(bad())
+        }
+    }
+    fn show(v: &String) -> String {
+        v.clone()
+    }
+}
+
 /// `global`, `none` or `guild:<id>`.
 pub(super) struct Register;
 

@@ -18,8 +18,10 @@
 
 pub mod actions;
 mod audit;
+pub mod ban_lists;
 mod breaker;
 pub mod clock;
+pub mod credentials;
 mod drafts;
 mod error;
 pub mod features;
@@ -31,6 +33,7 @@ mod keys;
 mod leaks;
 pub mod lease;
 pub mod makers;
+pub mod roblox;
 pub mod spike;
 pub mod tasks;
 pub mod usage;
@@ -90,6 +93,9 @@ struct Inner {
     breaker_turns: breaker::Turns,
     /// Old secrets presented and not yet written (`tasks::rotations`).
     sightings: tasks::rotations::Sightings,
+    /// The keys guilds' third-party credentials are sealed under
+    /// ([`Self::set_secrets`]; none until set).
+    secrets: std::sync::OnceLock<Arc<credentials::SecretsKeys>>,
 }
 
 impl KeyService {
@@ -126,10 +132,25 @@ impl KeyService {
                 usage_upkeep_due: std::sync::atomic::AtomicI64::new(i64::MIN),
                 audit_posted: Notify::new(),
                 clock,
+                secrets: std::sync::OnceLock::new(),
             }),
         };
         svc.inner.index.reload(&svc.inner.store).await?;
         Ok(svc)
+    }
+
+    /// Sets the keys credentials are sealed under (`secrets.key`); once,
+    /// at start. Later calls are ignored.
+    pub fn set_secrets(&self, keys: credentials::SecretsKeys) {
+        let _ = self.inner.secrets.set(Arc::new(keys));
+    }
+
+    /// Guilds' third-party credentials, sealed under the keys set with
+    /// [`Self::set_secrets`] (storing one without them is refused, saying
+    /// what to set).
+    pub fn credentials(&self) -> credentials::Credentials {
+        let keys = self.inner.secrets.get().cloned().unwrap_or_default();
+        credentials::Credentials::new(self.inner.store.clone(), keys, self.inner.clock.clone())
     }
 
     pub fn store(&self) -> &Store {

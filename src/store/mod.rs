@@ -12,7 +12,7 @@
 //!
 //! Each statement is written once, in `$N` form (sqlx's SQLite driver binds
 //! `$N` by number), in the file of its tables: `keys.rs`, `audit.rs`,
-//! `webhooks.rs`, `usage.rs`, `alerts.rs`, `limits.rs`. `db_run!` runs it on
+//! `webhooks.rs`, `usage.rs`, `alerts.rs`, `limits.rs`, `roblox.rs`. `db_run!` runs it on
 //! whichever connection the store holds. The backend modules keep what the
 //! databases really do differently: connecting, migrating, the change
 //! signal, and in their `dialect` the few statements spelled apart (the
@@ -139,6 +139,7 @@ mod audit;
 mod keys;
 mod limits;
 mod postgres;
+mod roblox;
 mod rows;
 mod sqlite;
 mod usage;
@@ -148,6 +149,7 @@ pub use alerts::{ExpiringKey, ExpiryReminder};
 pub use audit::{AuditChannelBefore, PostsOff};
 pub use keys::{IndexRow, KeyChanges, NewKeyRow, PreviousSeen, Rotation};
 pub use limits::RateGrant;
+pub use roblox::{RobloxLink, SealedCredential};
 pub use usage::{
     HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
 };

@@ -1,0 +1,1 @@
+//! Account linkers: Roblox id → the Discord ids linked to it in a guild.

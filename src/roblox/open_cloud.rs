@@ -1,0 +1,1 @@
+//! Roblox Open Cloud: MessagingService publish, user restrictions, Secrets.

@@ -1,0 +1,1 @@
+//! Each guild's ban list, held in memory.
