@@ -62,6 +62,10 @@ pub enum Action {
     /// sends a feature's events (`service::features`): actor guildkey.
     #[serde(rename = "feature.changed")]
     FeatureChanged,
+    /// A rotation "until unused" ended: guildkey retired the old secret
+    /// once it had gone unpresented long enough (or its 30 days were up).
+    #[serde(rename = "key.rotation_completed")]
+    KeyRotationCompleted,
     /// A ban or unban pushed into a Roblox universe (a MessagingService
     /// message, or a user restriction): actor guildkey.
     #[serde(rename = "roblox.push")]
@@ -72,7 +76,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -92,6 +96,7 @@ impl Action {
         Action::KeyExpiring,
         Action::UsageSpike,
         Action::FeatureChanged,
+        Action::KeyRotationCompleted,
         Action::RobloxPush,
         Action::RobloxPushFailed,
     ];
@@ -117,6 +122,7 @@ impl Action {
             Self::KeyExpiring => "key.expiring",
             Self::UsageSpike => "usage.spike",
             Self::FeatureChanged => "feature.changed",
+            Self::KeyRotationCompleted => "key.rotation_completed",
             Self::RobloxPush => "roblox.push",
             Self::RobloxPushFailed => "roblox.push_failed",
         }
@@ -150,6 +156,7 @@ impl Action {
             Self::UsageSpike => "API key refusals spiked",
             // The embed names the feature and its state (see `discord::audit_embed`).
             Self::FeatureChanged => "A feature switched by the bot's permissions",
+            Self::KeyRotationCompleted => "API key rotation completed: the old secret stopped",
             Self::RobloxPush => "Ban pushed into a Roblox game",
             Self::RobloxPushFailed => "Gave up pushing a ban into a Roblox game",
         }

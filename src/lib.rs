@@ -33,7 +33,7 @@
 //!   time it is for keys; tests set it), `health.rs` (the bot's state for
 //!   `/healthz`), and `tasks/`, one file per background loop (index upkeep,
 //!   lease heartbeats, the audit outbox, the reconcile of API writes left
-//!   pending, webhook dispatch, expiry reminders).
+//!   pending, webhook dispatch, expiry reminders, rotations "until unused").
 //!   The one error type is `service/error.rs`.
 //! - Adapters, thin translations over the service, each mapping the error
 //!   once: [`http`] (axum behind a hyper front door, `front.rs`, dense by

@@ -8,11 +8,12 @@ use std::time::Duration;
 use poise::serenity_prelude as serenity;
 use poise::CreateReply;
 
+use super::deadline::{answer_press, PressAnswer};
 use super::error::{discord_err, user_message};
 use super::{render, Context};
 use crate::audit::Actor;
 use crate::keys::{KeyChange, Scope};
-use crate::service::{parse_grace, Error, KeyDraft, KeyRequest};
+use crate::service::{Error, KeyDraft, KeyRequest, OldSecret};
 
 type Result<T = ()> = std::result::Result<T, Error>;
 
@@ -249,21 +250,22 @@ pub async fn apikey_rotate(
     #[description = "Keep the old secret working this long, e.g. 10m (at most 7d; default: stop it now)"] grace: Option<
         String,
     >,
+    #[description = "Or keep the old secret working until unused this long, e.g. 1h (1s to 30d; at most 30 days)"]
+    grace_until_unused: Option<String>,
 ) -> Result {
     defer(ctx).await?;
     let guild_id = guild(ctx)?;
-    let grace = grace.as_deref().map(parse_grace).transpose()?;
+    let old_secret = OldSecret::parse(grace.as_deref(), grace_until_unused.as_deref())?;
     let record = ctx.data().keys.find_for(Some(guild_id), &key, KeyChange::Rotate).await?;
-    let when = grace.map_or_else(|| "stops working at once".to_owned(), |g| format!("keeps working for {g}"));
     let prompt = format!(
-        "Rotate the key **{}** (`{}`)? It gets a new secret; the old one {when}.",
+        "Rotate the key **{}** (`{}`)? It gets a new secret; the old one {old_secret}.",
         render::safe(&record.name),
         record.prefix
     );
     confirm(ctx, prompt, "Rotate", serenity::ButtonStyle::Primary, |ctx| {
         let id = record.id.to_string();
         async move {
-            let issued = ctx.data().keys.rotate(Some(guild(ctx)?), &id, grace, &actor(ctx)).await?;
+            let issued = ctx.data().keys.rotate_with(Some(guild(ctx)?), &id, old_secret, &actor(ctx)).await?;
             if let Some(d) = ctx.data().keys.deliver_rotated(&issued).await? {
                 return Ok(render::delivered_message(&issued, "API key rotated", d.universe_id, &d.secret_name));
             }
@@ -432,25 +434,25 @@ where
             return Ok(());
         };
         if press.user.id != author {
-            let msg = serenity::CreateInteractionResponseMessage::new()
-                .content("🔒 Only the admin who ran this command can answer it.")
-                .ephemeral(true);
-            press.create_response(ctx, serenity::CreateInteractionResponse::Message(msg)).await.map_err(discord_err)?;
+            let refusal = PressAnswer::Ephemeral("🔒 Only the admin who ran this command can answer it.".to_owned());
+            answer_press(ctx.serenity_context(), &press, async { refusal }).await?;
             continue;
         }
-        let text = if press.data.custom_id == confirm_id {
-            match action(ctx).await {
-                Ok(text) => text,
-                Err(e) => user_message(&e),
-            }
-        } else {
-            "Cancelled; nothing was changed.".to_owned()
+        // The change may outlast Discord's 3 s for the press's first
+        // response (a slow database): `answer_press` defers first then.
+        let confirmed = press.data.custom_id == confirm_id;
+        let work = async move {
+            let text = if confirmed {
+                match action(ctx).await {
+                    Ok(text) => text,
+                    Err(e) => user_message(&e),
+                }
+            } else {
+                "Cancelled; nothing was changed.".to_owned()
+            };
+            PressAnswer::done(text)
         };
-        let update = serenity::CreateInteractionResponseMessage::new().content(text).components(vec![]);
-        press
-            .create_response(ctx, serenity::CreateInteractionResponse::UpdateMessage(update))
-            .await
-            .map_err(discord_err)?;
+        answer_press(ctx.serenity_context(), &press, work).await?;
         return Ok(());
     }
 }

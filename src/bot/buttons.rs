@@ -8,7 +8,8 @@
 
 use poise::serenity_prelude as serenity;
 
-use super::error::{discord_err, user_message};
+use super::deadline::{answer_press, PressAnswer};
+use super::error::user_message;
 use super::{render, Data};
 use crate::audit::Actor;
 use crate::discord::AUDIT_BUTTON_PREFIX;
@@ -25,17 +26,28 @@ pub async fn on_press(
     else {
         return Ok(());
     };
-    let ephemeral = |text: String| {
-        serenity::CreateInteractionResponse::Message(
-            serenity::CreateInteractionResponseMessage::new().content(text).ephemeral(true),
-        )
-    };
+    if !matches!(action, "resume" | "adopt" | "revoke") {
+        return Ok(());
+    }
     let may_manage =
         press.member.as_ref().and_then(|m| m.permissions).is_some_and(|p| p.administrator() || p.manage_guild());
     let (Some(guild_id), true) = (press.guild_id, may_manage) else {
-        let refusal = ephemeral("🔒 Only members with Manage Server can answer this.".to_owned());
-        return press.create_response(ctx, refusal).await.map_err(discord_err);
+        let refusal = PressAnswer::Ephemeral("🔒 Only members with Manage Server can answer this.".to_owned());
+        return answer_press(ctx, press, async { refusal }).await;
     };
+    // The work may outlast Discord's 3 s (a slow database or Discord):
+    // `answer_press` defers first then, and the answer follows.
+    answer_press(ctx, press, decide(data, press, guild_id, action, key)).await
+}
+
+/// What a press of `action` on `key` does, and how it is answered.
+async fn decide(
+    data: &Data,
+    press: &serenity::ComponentInteraction,
+    guild_id: serenity::GuildId,
+    action: &str,
+    key: &str,
+) -> PressAnswer {
     let actor = Actor::User(press.user.id.get());
     let who = press.user.id;
     let guild = Some(guild_id.get());
@@ -59,13 +71,10 @@ pub async fn on_press(
                 .revoke(guild, key, &actor)
                 .await
                 .map(|k| format!("⛔ <@{who}> revoked **{}** (`{}`) for good.", render::safe(&k.name), k.prefix)),
-            _ => return Ok(()),
+            _ => Err(Error::Missing("an unknown button".to_owned())),
         };
-    let response = match outcome {
-        Ok(text) => serenity::CreateInteractionResponse::UpdateMessage(
-            serenity::CreateInteractionResponseMessage::new().content(text).components(vec![]),
-        ),
-        Err(e) => ephemeral(user_message(&e)),
-    };
-    press.create_response(ctx, response).await.map_err(discord_err)
+    match outcome {
+        Ok(text) => PressAnswer::done(text),
+        Err(e) => PressAnswer::Ephemeral(user_message(&e)),
+    }
 }

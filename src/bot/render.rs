@@ -38,6 +38,12 @@ pub fn safe(s: &str) -> String {
     crate::discord::escape(s)
 }
 
+/// A stored client address, shown in a code span: only address characters
+/// (it is stored as written by the listener, but never trusted as markup).
+fn escape_ip(ip: &str) -> String {
+    ip.chars().filter(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':')).take(45).collect()
+}
+
 /// The reply that shows a secret, once: after `create` and `rotate`.
 pub fn secret_message(issued: &IssuedKey, headline: &str) -> String {
     let k = &issued.record;
@@ -59,8 +65,16 @@ pub fn secret_message(issued: &IssuedKey, headline: &str) -> String {
     if k.scopes.contains(Scope::RolesWrite) {
         lines.push(format!("**Roles it may change:** {}", k.allowed_roles));
     }
-    if let Some(until) = k.previous_secret_expires_at {
-        lines.push(format!("The previous secret keeps working until {} ({}).", relative(until), fmt_abs(until)));
+    match (k.previous_secret_until_unused, k.previous_secret_expires_at) {
+        (Some(idle), Some(until)) => lines.push(format!(
+            "The previous secret keeps working until it has not been used for {idle}, and at most until {} ({}).",
+            relative(until),
+            fmt_abs(until)
+        )),
+        (None, Some(until)) => {
+            lines.push(format!("The previous secret keeps working until {} ({}).", relative(until), fmt_abs(until)))
+        }
+        _ => {}
     }
     if k.environment == Environment::Test {
         lines.push(
@@ -273,7 +287,15 @@ pub fn info_embed(
             true,
         );
     if let Some(until) = k.previous_secret_expires_at.filter(|&u| u > now) {
-        embed = embed.field("Previous secret", format!("works until {}", relative(until)), true);
+        let works = match k.previous_secret_until_unused {
+            Some(idle) => format!("works until unused for {idle} (at most until {})", relative(until)),
+            None => format!("works until {}", relative(until)),
+        };
+        let seen = match &k.previous_secret_seen {
+            Some((at, ip)) => format!("last presented {} from `{}`", relative(*at), escape_ip(ip)),
+            None => "not presented since the rotation".to_owned(),
+        };
+        embed = embed.field("Previous secret", format!("{works}; {seen}"), true);
     }
     let activity = if recent.is_empty() {
         "nothing yet".to_owned()
@@ -413,6 +435,8 @@ mod tests {
             rate_limit_per_minute: 60,
             allowed_ips: AllowedIps::default(),
             previous_secret_expires_at: None,
+            previous_secret_until_unused: None,
+            previous_secret_seen: None,
             allowed_roles: AllowedRoles::default(),
             suspended_at: None,
             ban_budget: None,

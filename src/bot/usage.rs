@@ -9,6 +9,7 @@ use std::time::Duration;
 use poise::serenity_prelude as serenity;
 use poise::CreateReply;
 
+use super::deadline::{answer_press, PressAnswer};
 use super::error::discord_err;
 use super::{render, Context};
 use crate::service::usage_report::{Period, UsageReport};
@@ -75,7 +76,7 @@ pub async fn apikey_usage(
     key: String,
     #[description = "24h (default), 7d or 30d"] period: Option<PeriodChoice>,
 ) -> Result {
-    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    super::deadline::bounded(ctx, ctx.defer_ephemeral()).await?;
     let guild_id = guild(ctx)?;
     let record = ctx.data().keys.find(Some(guild_id), &key).await?;
     let period = period.map_or(Period::Day, Period::from);
@@ -90,7 +91,7 @@ pub async fn apikey_usage(
         .map_err(Error::Internal)?;
     let embed = embed.image(format!("attachment://{CHART_FILE}"));
     let reply = CreateReply::default().embed(embed).attachment(serenity::CreateAttachment::bytes(png, CHART_FILE));
-    ctx.send(reply.ephemeral(true)).await.map_err(discord_err)?;
+    super::deadline::bounded(ctx, ctx.send(reply.ephemeral(true))).await?;
     Ok(())
 }
 
@@ -118,7 +119,7 @@ pub async fn apikey_requests(
     #[autocomplete = "super::apikey::complete_keys"]
     key: String,
 ) -> Result {
-    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    super::deadline::bounded(ctx, ctx.defer_ephemeral()).await?;
     let guild_id = guild(ctx)?;
     let keys = &ctx.data().keys;
     let record = keys.find(Some(guild_id), &key).await?;
@@ -142,7 +143,7 @@ pub async fn apikey_requests(
     if !single {
         reply = reply.components(buttons(true, false));
     }
-    let handle = ctx.send(reply).await.map_err(discord_err)?;
+    let handle = super::deadline::bounded(ctx, ctx.send(reply)).await?;
     if single {
         return Ok(());
     }
@@ -179,21 +180,18 @@ pub async fn apikey_requests(
         if made_at_ms(press.id.get()).saturating_sub(asked_at) >= PAGER_LIFETIME.as_millis() as u64 {
             // Discord's clock says the pager's life is over: this press ends
             // it, answered with its own (fresh) token.
-            let done = serenity::CreateInteractionResponseMessage::new()
-                .content(PAGER_CLOSED)
-                .embed(render::requests_embed(&record, &page, pages.len()))
-                .components(vec![]);
-            press
-                .create_response(ctx, serenity::CreateInteractionResponse::UpdateMessage(done))
-                .await
-                .map_err(discord_err)?;
+            let done = PressAnswer::Update {
+                content: Some(PAGER_CLOSED.to_owned()),
+                embeds: Some(vec![render::requests_embed(&record, &page, pages.len())]),
+                components: vec![],
+            };
+            answer_press(ctx.serenity_context(), &press, async { done }).await?;
             return Ok(());
         }
         if press.user.id != author {
-            let msg = serenity::CreateInteractionResponseMessage::new()
-                .content("🔒 Only the admin who ran this command can page through it.")
-                .ephemeral(true);
-            press.create_response(ctx, serenity::CreateInteractionResponse::Message(msg)).await.map_err(discord_err)?;
+            let refusal =
+                PressAnswer::Ephemeral("🔒 Only the admin who ran this command can page through it.".to_owned());
+            answer_press(ctx.serenity_context(), &press, async { refusal }).await?;
             continue;
         }
         if press.data.custom_id == next_id {
@@ -204,18 +202,26 @@ pub async fn apikey_requests(
             pages.pop();
         }
         let before = pages.last().copied().flatten();
-        let update = match keys.requests(&record.id, before, PAGE).await {
-            Ok(next) => {
-                page = next;
-                serenity::CreateInteractionResponseMessage::new()
-                    .embed(render::requests_embed(&record, &page, pages.len()))
-                    .components(buttons(pages.len() == 1, page.next_before.is_none()))
+        // Reading the page may outlast Discord's 3 s (a slow database):
+        // `answer_press` defers first then.
+        let (page_now, shown) = (&mut page, pages.len());
+        let work = async {
+            match keys.requests(&record.id, before, PAGE).await {
+                Ok(next) => {
+                    *page_now = next;
+                    PressAnswer::Update {
+                        content: None,
+                        embeds: Some(vec![render::requests_embed(&record, page_now, shown)]),
+                        components: buttons(shown == 1, page_now.next_before.is_none()),
+                    }
+                }
+                Err(e) => PressAnswer::Update {
+                    content: Some(super::error::user_message(&e)),
+                    embeds: None,
+                    components: buttons(shown == 1, page_now.next_before.is_none()),
+                },
             }
-            Err(e) => serenity::CreateInteractionResponseMessage::new().content(super::error::user_message(&e)),
         };
-        press
-            .create_response(ctx, serenity::CreateInteractionResponse::UpdateMessage(update))
-            .await
-            .map_err(discord_err)?;
+        answer_press(ctx.serenity_context(), &press, work).await?;
     }
 }

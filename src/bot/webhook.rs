@@ -46,7 +46,7 @@ pub async fn webhook_set(
     events: String,
     #[description = "Make a new signing secret (default: keep the current one)"] new_secret: Option<bool>,
 ) -> Result {
-    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    super::deadline::bounded(ctx, ctx.defer_ephemeral()).await?;
     let guild_id = guild(ctx)?;
     let actor = Actor::User(ctx.author().id.get());
     let set = ctx.data().webhooks.set(guild_id, &url, &events, new_secret.unwrap_or(false), &actor).await?;
@@ -56,7 +56,7 @@ pub async fn webhook_set(
 /// Remove the server's webhook (nothing more is sent)
 #[poise::command(slash_command, rename = "remove")]
 pub async fn webhook_remove(ctx: Context<'_>) -> Result {
-    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    super::deadline::bounded(ctx, ctx.defer_ephemeral()).await?;
     let guild_id = guild(ctx)?;
     let removed = ctx.data().webhooks.remove(guild_id, &Actor::User(ctx.author().id.get())).await?;
     say(ctx, format!("🗑️ Webhook removed: nothing more is sent to {}.", url_text(&removed.url))).await
@@ -65,7 +65,7 @@ pub async fn webhook_remove(ctx: Context<'_>) -> Result {
 /// Show the server's webhook and its latest deliveries
 #[poise::command(slash_command, rename = "show")]
 pub async fn webhook_show(ctx: Context<'_>) -> Result {
-    ctx.defer_ephemeral().await.map_err(discord_err)?;
+    super::deadline::bounded(ctx, ctx.defer_ephemeral()).await?;
     let report = ctx.data().webhooks.report(guild(ctx)?).await?;
     say(ctx, show_message(&report)).await
 }

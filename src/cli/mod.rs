@@ -119,6 +119,7 @@ fn flag_name(field: &str) -> &str {
         "ban_budget" => "--ban-budget",
         "role_budget" => "--role-budget",
         "grace" => "--grace",
+        "grace_until_unused" => "--grace-until-unused",
         "universe" => "--universe",
         "roblox_universe" => "--roblox-universe",
         "roblox_secret" => "--roblox-secret",

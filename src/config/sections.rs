@@ -226,6 +226,10 @@ settings! {
         /// The wait after each failed attempt before the next; a message is
         /// given up once they are used up.
         retry_delays: Vec<Duration> = DEFAULT_RETRY_DELAYS_SECONDS.map(Duration::from_secs).to_vec(), RetryDelays;
+        /// Messages one guild may have waiting; past them its further events
+        /// are folded into one `events.skipped` summary at the end of its
+        /// queue (`service::webhooks`), so a dead receiver costs bounded rows.
+        max_pending_per_guild: u32 = 1_000, Int<u32, 1, 100_000>;
     }
 
     /// The outside services Roblox games use: account linkers (Roblox id →

@@ -17,6 +17,7 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         }
         Action::WebhookSet | Action::WebhookRemoved | Action::WebhookDisabled => Colour::new(0xFEE75C),
         Action::KeyRotated
+        | Action::KeyRotationCompleted
         | Action::AuditChannelSet
         | Action::RoleRemoved
         | Action::KeySuspended
@@ -338,6 +339,10 @@ fn detail_fields(event: &AuditEvent) -> Vec<(&'static str, String)> {
     }
     if let Some(grace) = d.get("grace_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
         out.push(("Old secret works for", crate::keys::Ttl::from_seconds(grace).to_string()));
+    }
+    if let Some(idle) = d.get("until_unused_seconds").and_then(|v| v.as_i64()).filter(|&g| g > 0) {
+        let idle = crate::keys::Ttl::from_seconds(idle);
+        out.push(("Old secret works", format!("until unused for {idle} (at most 30d)")));
     }
     if matches!(event.action, Action::RobloxPush | Action::RobloxPushFailed) {
         out.extend(roblox_push_fields(d));

@@ -168,18 +168,25 @@ mod tests {
         assert_eq!(backticked(paragraph), all(), "README.md's Reasons paragraph");
     }
 
+    /// The Luau client's `Reason` is exactly this list; its own reasons (no
+    /// answer came, or it refused to send) are a separate `ClientReason`
+    /// that shares none of them.
     #[test]
-    fn the_luau_client_knows_exactly_these_reasons_and_its_own_three() {
+    fn the_luau_client_knows_exactly_these_reasons_and_keeps_its_own_apart() {
         let lua = read("clients/roblox/GuildKey.lua");
-        let start = lua.find("export type Reason =").expect("the Luau Reason type");
-        let end = start + lua[start..].find("\n\n").expect("the type's end");
-        let named: BTreeSet<String> = lua[start..end]
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .flat_map(|l| l.split('"').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
-            .collect();
-        let own: BTreeSet<String> = ["network_error", "bad_response", "invalid_argument"].map(String::from).into();
-        assert_eq!(named.difference(&own).cloned().collect::<BTreeSet<_>>(), all(), "GuildKey.lua's Reason");
+        let union = |name: &str| -> BTreeSet<String> {
+            let start = lua.find(&format!("export type {name} =")).unwrap_or_else(|| panic!("the Luau {name} type"));
+            let end = start + lua[start..].find("\n\n").expect("the type's end");
+            lua[start..end]
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .flat_map(|l| l.split('"').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+                .collect()
+        };
+        assert_eq!(union("Reason"), all(), "GuildKey.lua's Reason");
+        let own = union("ClientReason");
+        assert!(own.contains("client_budget") && own.contains("network_error"), "{own:?}");
+        assert!(own.is_disjoint(&all()), "a client's own reason the listener also sends: {own:?}");
     }
 
     #[test]

@@ -185,6 +185,14 @@ pub struct KeyRecord {
     /// the bot, or the admin who adopted it); `None` for a key made by the
     /// operator CLI, which has no maker's bound.
     pub maker_id: Option<u64>,
+    /// For a rotation "until unused": how long the old secret may go
+    /// unpresented before guildkey retires it (`previous_secret_expires_at`
+    /// is then the latest it may work).
+    pub previous_secret_until_unused: Option<crate::keys::Ttl>,
+    /// When and from which client address a rotated-out secret was last
+    /// presented (as of the latest write; `KeyService` folds in this
+    /// instance's newer sightings).
+    pub previous_secret_seen: Option<(chrono::DateTime<chrono::Utc>, String)>,
 }
 
 impl KeyRecord {

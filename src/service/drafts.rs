@@ -62,6 +62,65 @@ pub struct IssuedKey {
     pub secret: PlainKey,
 }
 
+/// The longest a rotation "until unused" may keep the old secret working,
+/// however often it is presented.
+pub const MAX_UNUSED_GRACE_SECONDS: i64 = 30 * 86_400;
+
+/// What a rotation does with the old secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldSecret {
+    /// It stops at once.
+    StopsNow,
+    /// It works for this long (a grace period, at most 7 days).
+    WorksFor(Ttl),
+    /// It works until it has not been presented for this long (1 s to 30
+    /// days), and at most [`MAX_UNUSED_GRACE_SECONDS`] after the rotation:
+    /// for game servers that keep the secret they started with.
+    UntilUnused(Ttl),
+}
+
+impl OldSecret {
+    /// From the two options a person may give (`grace`, `grace_until_unused`),
+    /// at most one of them.
+    pub fn parse(grace: Option<&str>, until_unused: Option<&str>) -> Result<Self, InvalidInput> {
+        match (grace, until_unused) {
+            (Some(_), Some(_)) => Err(InvalidInput::new(
+                "grace_until_unused",
+                "give either a grace period or a grace until unused, not both",
+            )),
+            (Some(g), None) => parse_grace(g).map(Self::WorksFor),
+            (None, Some(u)) => parse_grace_until_unused(u).map(Self::UntilUnused),
+            (None, None) => Ok(Self::StopsNow),
+        }
+    }
+}
+
+impl std::fmt::Display for OldSecret {
+    /// How a prompt says it: "the old one {self}".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::StopsNow => f.write_str("stops working at once"),
+            Self::WorksFor(g) => write!(f, "keeps working for {g}"),
+            Self::UntilUnused(u) => {
+                write!(f, "keeps working until it has not been used for {u} (at most 30 days)")
+            }
+        }
+    }
+}
+
+/// Parses how long a rotation's old secret may go unpresented before it
+/// stops (1 s to 30 days).
+pub fn parse_grace_until_unused(input: &str) -> Result<Ttl, InvalidInput> {
+    let ttl = Ttl::parse("grace_until_unused", input)?;
+    if ttl.seconds() > MAX_UNUSED_GRACE_SECONDS {
+        return Err(InvalidInput::new(
+            "grace_until_unused",
+            format!("'{}' is longer than the most allowed, 30d", input.trim().chars().take(40).collect::<String>()),
+        ));
+    }
+    Ok(ttl)
+}
+
 /// Parses a rotation's grace period (at most 7 days).
 pub fn parse_grace(input: &str) -> Result<Ttl, InvalidInput> {
     let ttl = Ttl::parse("grace", input)?;

@@ -2,7 +2,7 @@
 //! delete, rotate. Every change is audited in its own transaction and
 //! applied to the index before it returns (`KeyService::change_key`).
 
-use super::{describe, Error, IssuedKey, KeyDraft, KeyService, Result};
+use super::{describe, Error, IssuedKey, KeyDraft, KeyService, OldSecret, Result, MAX_UNUSED_GRACE_SECONDS};
 use crate::audit::{Action, Actor, NewAuditEvent};
 use crate::keys::{token, KeyChange, KeyId, KeyRecord, KeyStatus, Ttl};
 use crate::store::{NewKeyRow, Rotation};
@@ -94,6 +94,11 @@ impl KeyService {
         if let Some((at, n)) = self.inner.usage.pending_last_use(&k.id) {
             k.last_used_at = Some(k.last_used_at.map_or(at, |old| old.max(at)));
             k.use_count += n as i64;
+        }
+        if let Some((at, ip)) = self.inner.sightings.pending(&k.id) {
+            if k.previous_secret_seen.as_ref().is_none_or(|(seen, _)| *seen < at) {
+                k.previous_secret_seen = Some((at, ip.to_string()));
+            }
         }
         k
     }
@@ -267,12 +272,25 @@ impl KeyService {
     }
 
     /// Gives a key a new secret; the old one stops now or after `grace`.
-    #[tracing::instrument(skip_all, fields(key_id))]
     pub async fn rotate(
         &self,
         guild_id: Option<u64>,
         reference: &str,
         grace: Option<Ttl>,
+        actor: &Actor,
+    ) -> Result<IssuedKey> {
+        self.rotate_with(guild_id, reference, grace.map_or(OldSecret::StopsNow, OldSecret::WorksFor), actor).await
+    }
+
+    /// Gives a key a new secret; the old one stops as `old` says: now,
+    /// after a grace period, or once it has gone unpresented for a while
+    /// (retired by `tasks::rotations`, at most 30 days on).
+    #[tracing::instrument(skip_all, fields(key_id))]
+    pub async fn rotate_with(
+        &self,
+        guild_id: Option<u64>,
+        reference: &str,
+        old: OldSecret,
         actor: &Actor,
     ) -> Result<IssuedKey> {
         let key = self.find(guild_id, reference).await?;
@@ -282,6 +300,11 @@ impl KeyService {
         key.may(KeyChange::Rotate, now).map_err(|c| Error::conflict(c, &key))?;
         let secret = token::generate(&self.inner.cfg.prefix, key.environment);
         let prefix = secret.display_prefix();
+        let (grace, until_unused) = match old {
+            OldSecret::StopsNow => (None, None),
+            OldSecret::WorksFor(g) => (Some(g), None),
+            OldSecret::UntilUnused(u) => (Some(Ttl::from_seconds(MAX_UNUSED_GRACE_SECONDS)), Some(u)),
+        };
         let previous_until = grace.map(|g| now + g.as_chrono());
         let mut event = self.key_event(
             &key,
@@ -290,14 +313,23 @@ impl KeyService {
             serde_json::json!({
                 "previous_prefix": key.prefix,
                 "new_prefix": prefix,
-                "grace_seconds": grace.map_or(0, Ttl::seconds),
+                "grace_seconds": if until_unused.is_some() { 0 } else { grace.map_or(0, Ttl::seconds) },
                 "previous_secret_valid_until": previous_until,
             }),
         );
+        if let Some(u) = until_unused {
+            event.details["until_unused_seconds"] = serde_json::json!(u.seconds());
+        }
         if let Some(k) = event.key.as_mut() {
             k.prefix = prefix.clone();
         }
-        let rotation = Rotation { id: &key.id, hash: secret.hash(), prefix: &prefix, previous_until };
+        let rotation = Rotation {
+            id: &key.id,
+            hash: secret.hash(),
+            prefix: &prefix,
+            previous_until,
+            previous_idle_ms: until_unused.map(|u| u.seconds() * 1000),
+        };
         if !self.change_key(&key.id, self.inner.store.rotate_key(&rotation, now, &event)).await? {
             return Err(Error::Revoked(describe(&key)));
         }

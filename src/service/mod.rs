@@ -43,7 +43,10 @@ pub mod webhooks;
 
 pub use audit::{PENDING_FOR, SUMMARY_LINES};
 pub use clock::Clock;
-pub use drafts::{parse_grace, IssuedKey, KeyDraft, KeyRequest, MAX_GRACE_SECONDS};
+pub use drafts::{
+    parse_grace, parse_grace_until_unused, IssuedKey, KeyDraft, KeyRequest, OldSecret, MAX_GRACE_SECONDS,
+    MAX_UNUSED_GRACE_SECONDS,
+};
 pub use error::{Error, Result};
 pub use leaks::{find_tokens, LeakReport};
 pub use tasks::{outbox, reconcile, reminders};
@@ -88,6 +91,8 @@ struct Inner {
     clock: Clock,
     /// The circuit breaker's turns per key in this process (`breaker`).
     breaker_turns: breaker::Turns,
+    /// Old secrets presented and not yet written (`tasks::rotations`).
+    sightings: tasks::rotations::Sightings,
     /// The keys guilds' third-party credentials are sealed under
     /// ([`Self::set_secrets`]; none until set).
     secrets: std::sync::OnceLock<Arc<credentials::SecretsKeys>>,
@@ -119,6 +124,7 @@ impl KeyService {
             inner: Arc::new(Inner {
                 leases: Arc::new(lease::RateLeases::new(store.clone())),
                 breaker_turns: breaker::Turns::default(),
+                sightings: tasks::rotations::Sightings::default(),
                 store,
                 cfg,
                 usage_cfg,

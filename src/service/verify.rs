@@ -59,7 +59,10 @@ impl KeyService {
             return Err(Error::IndexStale);
         }
         let now_ms = self.inner.clock.now_ms_or(|| wall_ms);
-        let key = self.find_secret(presented, now_ms).ok_or_else(|| Error::NotFound("the presented key".to_owned()))?;
+        let hash = crate::keys::KeyHash::of(presented);
+        let found = self.inner.index.get(&hash).filter(|e| e.valid_until_ms.is_none_or(|until| until > now_ms));
+        let Some(entry) = found else { return Err(Error::NotFound("the presented key".to_owned())) };
+        let key = entry.key;
         match key.status_at_ms(now_ms) {
             KeyStatus::Revoked => return Err(Error::Revoked(describe_named(&key.name, &key.prefix))),
             KeyStatus::Expired => return Err(Error::Expired(describe_named(&key.name, &key.prefix))),
@@ -70,6 +73,11 @@ impl KeyService {
             return Err(Error::IpNotAllowed);
         }
         self.inner.usage.touch(&key.id, key.usage(), now_ms);
+        if entry.valid_until_ms.is_some() {
+            // A rotated-out secret: when and where, for its rotation
+            // (`tasks::rotations`); memory only, written in the background.
+            self.inner.sightings.note(&key.id, hash, now_ms, ip);
+        }
         Ok(Authenticated { key })
     }
 

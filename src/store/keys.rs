@@ -55,6 +55,21 @@ pub struct Rotation<'a> {
     pub prefix: &'a str,
     /// When the old secret stops working; `None` stops it now.
     pub previous_until: Option<DateTime<Utc>>,
+    /// For a rotation "until unused": how long the old secret may go
+    /// unpresented (milliseconds) before it is retired, `previous_until`
+    /// being the latest it may work.
+    pub previous_idle_ms: Option<i64>,
+}
+
+/// An old secret's latest presentation seen by this instance, to write
+/// (`Store::record_previous_seen`).
+pub struct PreviousSeen {
+    pub id: KeyId,
+    /// The old secret presented: a later rotation's old secret is another.
+    pub hash: KeyHash,
+    pub at: DateTime<Utc>,
+    /// The client address it came from.
+    pub ip: String,
 }
 
 /// Keys changed since a point in the key change log.
@@ -301,7 +316,8 @@ impl Store {
         Ok(db_run!(transaction self, |tx| {
             let revoked = sqlx::query(
                 "update api_key set revoked_at = $1, updated_at = $1, previous_hash = null, \
-                 previous_hash_expires_at = null where api_key_id = $2 and revoked_at is null",
+                 previous_hash_expires_at = null, previous_idle_ms = null \
+                 where api_key_id = $2 and revoked_at is null",
             )
             .bind(to_millis(now))
             .bind(id.as_str())
@@ -429,6 +445,9 @@ impl Store {
                 "update api_key set \
                      previous_hash = case when cast($4 as bigint) is null then null else key_hash end, \
                      previous_hash_expires_at = $4, \
+                     previous_idle_ms = $6, \
+                     previous_rotated_at = case when cast($6 as bigint) is null then null else $5 end, \
+                     previous_seen_at = null, previous_seen_ip = null, \
                      key_hash = $2, prefix = $3, updated_at = $5 \
                  where api_key_id = $1 and revoked_at is null and (expires_at is null or expires_at > $5)",
             )
@@ -437,9 +456,86 @@ impl Store {
             .bind(r.prefix)
             .bind(r.previous_until.map(to_millis))
             .bind(to_millis(now))
+            .bind(r.previous_idle_ms)
             .execute(&mut *tx)
             .await?;
             if rotated.rows_affected() != 1 {
+                return Ok(false);
+            }
+            insert_audit_in(&mut *tx, event, now).await?;
+            true
+        }))
+    }
+
+    /// Writes when (and from where) old secrets were last presented, one
+    /// update a key, in one transaction. A time never moves backwards,
+    /// whichever instance writes last; a presentation of an old secret
+    /// that a later rotation replaced (or that was retired) changes nothing.
+    pub async fn record_previous_seen(&self, batch: &[PreviousSeen]) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        db_run!(transaction self, |tx| {
+            for seen in batch {
+                sqlx::query(
+                    "update api_key set previous_seen_at = $3, previous_seen_ip = $4 \
+                     where api_key_id = $1 and previous_hash = $2 \
+                     and (previous_seen_at is null or previous_seen_at < $3)",
+                )
+                .bind(seen.id.as_str())
+                .bind(&seen.hash.0[..])
+                .bind(to_millis(seen.at))
+                .bind(&seen.ip)
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// The keys in a rotation "until unused" whose old secret is due to be
+    /// retired at `now` (as [`Self::complete_rotation`] decides). Reads
+    /// only such keys (a handful: a partial index, see migration 0245).
+    pub async fn rotations_due(&self, now: DateTime<Utc>, margin_ms: i64) -> anyhow::Result<Vec<KeyRecord>> {
+        let sql = format!(
+            "select {KEY_COLUMNS} from api_key \
+             where previous_idle_ms is not null and previous_hash is not null \
+             and (previous_hash_expires_at <= $1 \
+                  or coalesce(previous_seen_at, previous_rotated_at) + previous_idle_ms + $2 <= $1) \
+             order by api_key_id"
+        );
+        let rows: Vec<KeyRow> = db_run!(read self, |c| {
+            sqlx::query_as(&sql).bind(to_millis(now)).bind(margin_ms).fetch_all(&mut *c).await?
+        });
+        rows::records(rows)
+    }
+
+    /// Retires a rotation's old secret if it is still due at `now`: not
+    /// presented for its idle time plus `margin_ms` (since the rotation,
+    /// if never), or past its latest time. One conditional update with its
+    /// audit event, so of two instances deciding at once one records it.
+    /// Returns whether this call retired it.
+    pub async fn complete_rotation(
+        &self,
+        id: &KeyId,
+        now: DateTime<Utc>,
+        margin_ms: i64,
+        event: &NewAuditEvent,
+    ) -> anyhow::Result<bool> {
+        Ok(db_run!(transaction self, |tx| {
+            let retired = sqlx::query(
+                "update api_key set previous_hash = null, previous_hash_expires_at = null, \
+                     previous_idle_ms = null, updated_at = $2 \
+                 where api_key_id = $1 and previous_idle_ms is not null and previous_hash is not null \
+                 and (previous_hash_expires_at <= $2 \
+                      or coalesce(previous_seen_at, previous_rotated_at) + previous_idle_ms + $3 <= $2)",
+            )
+            .bind(id.as_str())
+            .bind(to_millis(now))
+            .bind(margin_ms)
+            .execute(&mut *tx)
+            .await?;
+            if retired.rows_affected() != 1 {
                 return Ok(false);
             }
             insert_audit_in(&mut *tx, event, now).await?;

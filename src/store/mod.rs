@@ -148,7 +148,7 @@ mod webhooks;
 
 pub use alerts::{ExpiringKey, ExpiryReminder};
 pub use audit::{AuditChannelBefore, PostsOff};
-pub use keys::{IndexRow, KeyChanges, NewKeyRow, Rotation};
+pub use keys::{IndexRow, KeyChanges, NewKeyRow, PreviousSeen, Rotation};
 pub use limits::RateGrant;
 pub use roblox::{RobloxLink, SealedCredential};
 pub use roblox_push::{KeyDelivery, NewPush, PushEvent, PushNext, PushSetting};
@@ -156,8 +156,8 @@ pub use usage::{
     HourCount, IpCount, MinuteCount, NewRequestLog, RequestLogEntry, UsageRowsHeld, UsageUpkeep, REFUSAL_STATUSES,
 };
 pub use webhooks::{
-    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, Failing, NewDelivery, NewWebhook,
-    WebhookRecord,
+    AttemptNext, AttemptRecord, DeliveryRecord, DeliveryState, DueDelivery, Failing, NewDelivery, NewWebhook, Skipped,
+    WebhookRecord, SKIPPED_EVENT_TYPE,
 };
 
 use std::sync::Arc;

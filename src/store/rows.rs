@@ -13,7 +13,8 @@ use super::IndexRow;
 /// The columns [`KeyRow`] reads, in a `select` list.
 pub(super) const KEY_COLUMNS: &str = "api_key_id, guild_id, name, prefix, environment, scopes, created_at, \
      created_by, last_used_at, use_count, expires_at, revoked_at, rate_limit_per_minute, allowed_ips, \
-     previous_hash_expires_at, allowed_roles, suspended_at, ban_budget, role_budget, maker_id";
+     previous_hash_expires_at, allowed_roles, suspended_at, ban_budget, role_budget, maker_id, \
+     previous_idle_ms, previous_seen_at, previous_seen_ip";
 
 /// The columns [`EventRow`] reads, in a `select` list.
 pub(super) const EVENT_COLUMNS: &str = "audit_event_id, guild_id, created_at, action, actor_kind, actor_user_id, \
@@ -59,6 +60,9 @@ pub(super) struct KeyRow {
     ban_budget: Option<i64>,
     role_budget: Option<i64>,
     maker_id: Option<i64>,
+    previous_idle_ms: Option<i64>,
+    previous_seen_at: Option<i64>,
+    previous_seen_ip: Option<String>,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -87,6 +91,10 @@ impl TryFrom<KeyRow> for KeyRecord {
             ban_budget: r.ban_budget.map(|n| n as u32),
             role_budget: r.role_budget.map(|n| n as u32),
             maker_id: r.maker_id.map(id_from_sql),
+            previous_secret_until_unused: r.previous_idle_ms.map(|ms| crate::keys::Ttl::from_seconds(ms / 1000)),
+            previous_secret_seen: r
+                .previous_seen_at
+                .map(|at| (from_millis(at), r.previous_seen_ip.unwrap_or_default())),
         })
     }
 }

@@ -128,6 +128,19 @@ pub struct DeliveryRecord {
     pub done_at: Option<DateTime<Utc>>,
 }
 
+/// What a backlog summary (`events.skipped`) stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Events folded into it (not queued one by one).
+    pub count: u64,
+    /// The first and last audit events among them (`None` if all were
+    /// gateway bans, which are not in the audit log).
+    pub first_event: Option<i64>,
+    pub last_event: Option<i64>,
+    /// When the last one came.
+    pub last_at: DateTime<Utc>,
+}
+
 /// A delivery due now, with what sending it needs.
 pub struct DueDelivery {
     pub delivery: DeliveryRecord,
@@ -342,8 +355,9 @@ impl Store {
         audit_event_id: i64,
         now: DateTime<Utc>,
         delivery: Option<&NewDelivery<'_>>,
+        max_pending: u32,
     ) -> anyhow::Result<bool> {
-        Ok(db_run!(transaction self, |tx| {
+        Ok(db_run!(@transaction self, delivery.map(|d| d.guild_id), |tx| {
             let checked = sqlx::query(
                 "update audit_event set webhook_checked_at = $1 \
                  where audit_event_id = $2 and webhook_checked_at is null",
@@ -357,15 +371,40 @@ impl Store {
                 return Ok(false);
             }
             if let Some(d) = delivery {
-                queue_delivery_in(&mut *tx, d).await?;
+                queue_delivery_in(&mut *tx, d, max_pending).await?;
             }
             true
         }))
     }
 
-    /// Queues a delivery if the guild's webhook is enabled; returns whether.
-    pub async fn queue_delivery(&self, d: &NewDelivery<'_>) -> anyhow::Result<bool> {
-        Ok(db_run!(write self, |c| { queue_delivery_in(c, d).await? }))
+    /// Queues a delivery if the guild's webhook is enabled, within its
+    /// backlog of `max_pending` (see [`queue_delivery_in`]); returns whether.
+    pub async fn queue_delivery(&self, d: &NewDelivery<'_>, max_pending: u32) -> anyhow::Result<bool> {
+        Ok(db_run!(@transaction self, Some(d.guild_id), |tx| { queue_delivery_in(&mut *tx, d, max_pending).await? }))
+    }
+
+    /// A backlog summary's count, audit-event range and last event time
+    /// (`None` for a message that is not one). Read once it is claimed,
+    /// after which nothing more is folded into it.
+    pub async fn skipped_of(&self, delivery_id: i64) -> anyhow::Result<Option<Skipped>> {
+        type Columns = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+        let row: Option<Columns> = db_run!(read self, |c| {
+            sqlx::query_as(
+                "select skipped_count, skipped_first_event, skipped_last_event, skipped_last_at \
+                 from webhook_delivery where webhook_delivery_id = $1",
+            )
+            .bind(delivery_id)
+            .fetch_optional(&mut *c)
+            .await?
+        });
+        Ok(row.and_then(|(count, first, last, at)| {
+            Some(Skipped {
+                count: count?.max(0) as u64,
+                first_event: first,
+                last_event: last,
+                last_at: rows::from_millis(at?),
+            })
+        }))
     }
 
     /// Deliveries due at `now`, unclaimed, to enabled webhooks, the most
@@ -488,25 +527,76 @@ impl Store {
     }
 }
 
-/// Inserts `d` if the guild's webhook is enabled; returns whether.
-async fn queue_delivery_in(conn: impl Into<Conn<'_>>, d: &NewDelivery<'_>) -> anyhow::Result<bool> {
-    let queued = db_run!(conn conn, |c| {
-        sqlx::query(
-            "insert into webhook_delivery (message_id, guild_id, event_type, audit_event_id, body, created_at, \
-                 next_attempt_at) \
-             select $1, $2, $3, $4, $5, $6, $6 where exists (select 1 from webhook where guild_id = $2 and enabled)",
-        )
-        .bind(d.message_id)
-        .bind(id_to_sql(d.guild_id))
-        .bind(d.event_type)
-        .bind(d.audit_event_id)
-        .bind(d.body)
-        .bind(to_millis(d.created_at))
-        .execute(c)
-        .await?
-        .rows_affected()
-    });
-    Ok(queued == 1)
+/// The event type of a guild's backlog summary (see [`queue_delivery_in`]).
+pub const SKIPPED_EVENT_TYPE: &str = "events.skipped";
+
+/// Queues `d` if the guild's webhook is enabled, within its backlog:
+/// with fewer than `max_pending` messages pending for the guild, as itself;
+/// past that, folded into the summary at the end of the guild's queue
+/// (one `events.skipped` message, opened by the first event past the
+/// backlog and counting every one after it until it is first claimed), so
+/// a guild never has more than `max_pending + 1` messages pending. Runs in
+/// the caller's transaction, which holds the guild's lock on PostgreSQL
+/// (concurrent queuers count what the one before committed). Returns
+/// whether the event was queued or folded.
+async fn queue_delivery_in(conn: impl Into<Conn<'_>>, d: &NewDelivery<'_>, max_pending: u32) -> anyhow::Result<bool> {
+    const ENABLED: &str = "exists (select 1 from webhook where guild_id = $2 and enabled)";
+    const PENDING: &str = "(select count(*) from webhook_delivery where guild_id = $2 and state = 'pending')";
+    let as_itself = format!(
+        "insert into webhook_delivery (message_id, guild_id, event_type, audit_event_id, body, created_at, \
+             next_attempt_at) \
+         select $1, $2, $3, $4, $5, $6, $6 where {ENABLED} and {PENDING} < $7"
+    );
+    let folded = "update webhook_delivery set skipped_count = skipped_count + 1, \
+             skipped_first_event = coalesce(skipped_first_event, cast($3 as bigint)), \
+             skipped_last_event = coalesce(cast($3 as bigint), skipped_last_event), skipped_last_at = $4 \
+         where webhook_delivery_id = (select max(webhook_delivery_id) from webhook_delivery \
+                 where guild_id = $2 and state = 'pending') \
+         and guild_id = $2 and event_type = $1 and attempts = 0 and claimed_until is null";
+    let summary = format!(
+        "insert into webhook_delivery (message_id, guild_id, event_type, audit_event_id, body, created_at, \
+             next_attempt_at, skipped_count, skipped_first_event, skipped_last_event, skipped_last_at) \
+         select $1, $2, $3, null, '', $5, $5, 1, $4, $4, $5 where {ENABLED} and {PENDING} < $6"
+    );
+    let max = i64::from(max_pending);
+    db_run!(conn conn, |c| {
+        let queued = sqlx::query(&as_itself)
+            .bind(d.message_id)
+            .bind(id_to_sql(d.guild_id))
+            .bind(d.event_type)
+            .bind(d.audit_event_id)
+            .bind(d.body)
+            .bind(to_millis(d.created_at))
+            .bind(max)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if queued == 1 {
+            return Ok(true);
+        }
+        let into_summary = sqlx::query(folded)
+            .bind(SKIPPED_EVENT_TYPE)
+            .bind(id_to_sql(d.guild_id))
+            .bind(d.audit_event_id)
+            .bind(to_millis(d.created_at))
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if into_summary == 1 {
+            return Ok(true);
+        }
+        let opened = sqlx::query(&summary)
+            .bind(d.message_id)
+            .bind(id_to_sql(d.guild_id))
+            .bind(SKIPPED_EVENT_TYPE)
+            .bind(d.audit_event_id)
+            .bind(to_millis(d.created_at))
+            .bind(max + 1)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        Ok(opened == 1)
+    })
 }
 
 /// The state, next attempt and finish time an attempt's outcome leaves.

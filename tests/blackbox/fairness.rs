@@ -415,3 +415,114 @@ async fn the_open_files_soft_limit_is_raised_to_the_hard_limit_at_start() {
     assert_eq!(support::open_files_of(app.pid()), (hard, hard), "the soft limit was raised from 1,024");
     assert!(app.logs().iter().any(|l| l.contains("raised the open-files limit")), "and the log says so");
 }
+
+/// A bounded webhook backlog: A's receiver stops answering while 12 of A's
+/// events come, with `webhooks.max_pending_per_guild` at 5: A never has
+/// more than 6 messages stored (5 and one summary), B's webhook is served
+/// meanwhile, and once A's receiver is back it gets the 5 in order, then
+/// one `events.skipped` for the other 7, pointing at the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receivers_backlog_is_bounded_and_summed_up_in_one_message() {
+    // A's receiver holds every request until it is back, then answers 204
+    // and notes the body.
+    let (back_tx, back) = tokio::sync::watch::channel(false);
+    let (a_tx, mut a_hits) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (b_tx, mut b_hits) = tokio::sync::mpsc::unbounded_channel::<(Instant, String)>();
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", receiver.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route(
+            "/a",
+            axum::routing::post(move |body: String| {
+                let (mut back, a_tx) = (back.clone(), a_tx.clone());
+                async move {
+                    let _ = back.wait_for(|up| *up).await;
+                    let _ = a_tx.send(body);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/b",
+            axum::routing::post(move |body: String| {
+                let _ = b_tx.send((Instant::now(), body));
+                async { axum::http::StatusCode::NO_CONTENT }
+            }),
+        );
+    let serving = tokio::spawn(async move { axum::serve(receiver, router).await.unwrap() });
+
+    let config = "[webhooks]\nallow_http = true\nallow_private_addresses = true\n\
+                  retry_delays = [\"1s\", \"1s\", \"1s\"]\nmax_pending_per_guild = 5\n";
+    let app = spawn_app_with(quiet(config)).await;
+    for (guild, path, events) in [(A, "/a", "ban.added"), (B, "/b", "key.created")] {
+        let (guild, url) = (guild.to_string(), format!("{base}{path}"));
+        let out = app.cli(&["keys", "webhook", "set", "--guild", &guild, "--url", &url, "--events", events]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let tester = key(&app, A, "tester", "bans.write", &["--env", "test", "--rate-limit", "100000"]).await;
+
+    // 12 of A's events while its receiver is away.
+    let pending_a = format!("select count(*) from webhook_delivery where guild_id = {A} and state = 'pending'");
+    let mut most = 0;
+    for i in 0..12u64 {
+        put(&app, &ban_path(A, 1_200_000_000_004_000_000 + i), &tester).await.ok();
+        most = most.max(support::db_scalar(&app.db_url, &pending_a).unwrap_or(0));
+    }
+    let unchecked = format!(
+        "select count(*) from audit_event where guild_id = {A} and action = 'ban.added' and webhook_checked_at is null"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while support::db_scalar(&app.db_url, &unchecked) != Some(0) {
+        assert!(Instant::now() < deadline, "A's events were all looked at by the dispatcher");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    most = most.max(support::db_scalar(&app.db_url, &pending_a).unwrap_or(0));
+    let stored =
+        support::db_scalar(&app.db_url, &format!("select count(*) from webhook_delivery where guild_id = {A}"));
+    let folded = support::db_scalar(
+        &app.db_url,
+        &format!("select skipped_count from webhook_delivery where guild_id = {A} and event_type = 'events.skipped'"),
+    );
+    eprintln!("backlog: A stored {stored:?} messages (at most {most} pending), the summary stands for {folded:?}");
+    assert!(most <= 6, "A had {most} messages pending, past 5 and one summary");
+    assert_eq!((stored, folded), (Some(6), Some(7)), "5 messages and one summary for the other 7");
+
+    // B is served meanwhile.
+    let created = Instant::now();
+    app.create_key(B, "neighbour", "guild.read", &[]);
+    let (at, body) = tokio::time::timeout(Duration::from_secs(10), b_hits.recv()).await.unwrap().unwrap();
+    assert!(body.contains("neighbour"), "{body}");
+    assert!(at.duration_since(created) <= Duration::from_secs(2), "B waited {:?}", at.duration_since(created));
+
+    // A's receiver comes back: the 5, in order, then the summary.
+    back_tx.send(true).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let body = tokio::time::timeout(Duration::from_secs(15), a_hits.recv())
+            .await
+            .unwrap_or_else(|_| panic!("A's backlog drains once its receiver is back; got {}", got.len()))
+            .unwrap();
+        got.push(serde_json::from_str::<serde_json::Value>(&body).unwrap());
+    }
+    let types: Vec<&str> = got.iter().map(|m| m["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(types, ["ban.added"; 5].into_iter().chain(["events.skipped"]).collect::<Vec<_>>());
+    let users: Vec<&str> = got[..5].iter().map(|m| m["data"]["details"]["user_id"].as_str().unwrap_or("")).collect();
+    let expected: Vec<String> = (0..5u64).map(|i| (1_200_000_000_004_000_000 + i).to_string()).collect();
+    assert_eq!(users, expected, "in event order");
+    let summary = &got[5]["data"];
+    assert_eq!(summary["count"], 7);
+    assert_eq!(summary["message"], "7 more events, see the audit log");
+    let (first, last) =
+        (summary["first_audit_event_id"].as_i64().unwrap(), summary["last_audit_event_id"].as_i64().unwrap());
+    assert_eq!(
+        support::db_scalar(
+            &app.db_url,
+            &format!("select count(*) from audit_event where guild_id = {A} and action = 'ban.added' and audit_event_id between {first} and {last}")
+        ),
+        Some(7),
+        "the summary's range holds the 7 events it stands for"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(a_hits.try_recv().is_err(), "nothing after the summary");
+    serving.abort();
+}

@@ -31,6 +31,11 @@ fn bad_usage_exits_2_with_one_line_and_changes_nothing() {
     let rotate = |grace: &str| -> Vec<String> {
         ["keys", "rotate", &active_id, &format!("--grace={grace}")].map(str::to_owned).to_vec()
     };
+    let until_unused = |idle: &str| -> Vec<String> {
+        ["keys", "rotate", &active_id, &format!("--grace-until-unused={idle}")].map(str::to_owned).to_vec()
+    };
+    let both: Vec<String> =
+        ["keys", "rotate", &active_id, "--grace", "10m", "--grace-until-unused", "1h"].map(str::to_owned).to_vec();
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         // (what is wrong, arguments, what stderr must mention)
         ("empty name", with_name(""), "--name"),
@@ -71,6 +76,18 @@ fn bad_usage_exits_2_with_one_line_and_changes_nothing() {
         ("zero grace", rotate("0s"), "--grace"),
         ("grace that is a word", rotate("abc"), "--grace"),
         ("negative grace", rotate("-10m"), "--grace"),
+        ("zero grace until unused", until_unused("0s"), "--grace-until-unused: '0s' is zero"),
+        (
+            "grace until unused over 30 days",
+            until_unused("31d"),
+            "--grace-until-unused: '31d' is longer than the most allowed, 30d",
+        ),
+        (
+            "grace until unused that is a word",
+            until_unused("garbage"),
+            "--grace-until-unused: 'garbage' is not a duration",
+        ),
+        ("both graces", both, "--grace-until-unused: give either a grace period or a grace until unused, not both"),
     ];
     sandbox.assert_usage_errors(&cases);
 }

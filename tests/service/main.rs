@@ -26,5 +26,6 @@ mod properties;
 mod rate_limits;
 mod reminders;
 mod roblox_push;
+mod rotations;
 mod usage;
 mod verification;

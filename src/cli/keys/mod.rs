@@ -15,7 +15,7 @@ use super::Failure;
 use crate::audit::Actor;
 use crate::config::Config;
 use crate::keys::KeyRecord;
-use crate::service::{parse_grace, IssuedKey, KeyDraft, KeyRequest, KeyService};
+use crate::service::{IssuedKey, KeyDraft, KeyRequest, KeyService, OldSecret};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -60,6 +60,10 @@ pub enum KeysCommand {
         /// Keep the old secret working this long (e.g. 10m, at most 7d); without it the old one stops at once
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<String>,
+        /// Keep the old secret working until it has not been used for this long (1s to 30d), at most 30 days:
+        /// for running servers that keep the secret they started with
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        grace_until_unused: Option<String>,
     },
     /// Suspend a key: refused at once (key_suspended) until resumed; reversible, unlike revoke
     Suspend {
@@ -169,14 +173,16 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
             ));
         }
     }
-    let grace = match &cmd {
-        KeysCommand::Rotate { grace: Some(g), .. } => Some(parse_grace(g)?),
-        _ => None,
+    let old_secret = match &cmd {
+        KeysCommand::Rotate { grace, grace_until_unused, .. } => {
+            OldSecret::parse(grace.as_deref(), grace_until_unused.as_deref())?
+        }
+        _ => OldSecret::StopsNow,
     };
     let operator = crate::app::Operator::open(config).await?;
     // Every path closes the store, failures included: closing is what
     // checkpoints SQLite's WAL into the database file.
-    let result = execute(cmd, draft, grace, &operator.service, config).await;
+    let result = execute(cmd, draft, old_secret, &operator.service, config).await;
     operator.close().await;
     result
 }
@@ -185,7 +191,7 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> Result<(), Failure> {
 async fn execute(
     cmd: KeysCommand,
     draft: Option<KeyDraft>,
-    grace: Option<crate::keys::Ttl>,
+    old_secret: OldSecret,
     service: &KeyService,
     config: &Config,
 ) -> Result<(), Failure> {
@@ -239,13 +245,18 @@ async fn execute(
             webhook::run(cmd, &webhooks).await
         }
         KeysCommand::Rotate { key, guild, .. } => {
-            let issued = service.rotate(guild, &key, grace, &actor).await?;
+            let issued = service.rotate_with(guild, &key, old_secret, &actor).await?;
             match service.deliver_rotated(&issued).await? {
                 Some(d) => print_delivered(&issued, "rotated", d.universe_id, &d.secret_name),
                 None => print_secret(&issued, "rotated"),
             }
-            if let Some(until) = issued.record.previous_secret_expires_at {
-                eprintln!("the previous secret keeps working until {}", until.to_rfc3339());
+            match (issued.record.previous_secret_until_unused, issued.record.previous_secret_expires_at) {
+                (Some(idle), Some(until)) => eprintln!(
+                    "the previous secret keeps working until it has not been used for {idle}, and at most until {}",
+                    until.to_rfc3339()
+                ),
+                (None, Some(until)) => eprintln!("the previous secret keeps working until {}", until.to_rfc3339()),
+                _ => {}
             }
             Ok(())
         }

@@ -5,8 +5,9 @@
 //! makers ([`makers`]), the audit-channel outbox ([`outbox`]), the
 //! reconcile of API writes left pending ([`reconcile`]), the webhook
 //! dispatcher ([`webhook_dispatch`]), the refresh of GitHub's signing
-//! keys ([`github_keys`]), the Roblox push worker ([`roblox_push`]) and the sharing of Discord's refusal counts
-//! between instances ([`refusals`]).
+//! keys ([`github_keys`]), the sharing of Discord's refusal counts
+//! between instances ([`refusals`]), the completion of rotations
+//! "until unused" ([`rotations`]) and the Roblox push worker ([`roblox_push`]).
 //! [`KeyService::run_upkeep`] runs the first three; `guildkey run` spawns
 //! the outbox, the reconcile and the dispatcher beside it.
 
@@ -19,6 +20,7 @@ pub mod reconcile;
 pub mod refusals;
 pub mod reminders;
 pub mod roblox_push;
+pub mod rotations;
 pub mod webhook_dispatch;
 
 use super::KeyService;
@@ -29,7 +31,8 @@ impl KeyService {
     /// the counters of ended minutes, spike alerts; hourly the retention),
     /// in a task of its own; beside them, the expiry reminders
     /// ([`reminders`], every `keys.expiry_check_seconds`) and the heartbeat
-    /// of the shared rate limits. Flushes everything once more at the end.
+    /// of the shared rate limits, and the rotations "until unused"
+    /// ([`rotations`]). Flushes everything once more at the end.
     ///
     /// While it runs the index must keep up: when its checks have failed
     /// for [`index::STALE_AFTER_MS`], [`Self::authenticate`] refuses every
@@ -43,6 +46,7 @@ impl KeyService {
             }
         };
         let reminders = self.run_expiry_reminders(stopped_too());
+        let rotations = self.run_rotations(stopped_too());
         // The heartbeat of the shared rate limits runs beside the index's
         // upkeep, so a slow database answer to one never holds up the other.
         let leases = self.inner.leases.run_upkeep(stopped_too());
@@ -50,6 +54,6 @@ impl KeyService {
             self.run_index_upkeep(stop).await;
             let _ = stopped.send(true);
         };
-        tokio::join!(upkeep, reminders, leases);
+        tokio::join!(upkeep, reminders, leases, rotations);
     }
 }

@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{
-    audit_data, body, new_message_id, origin, parse_url, sign, EventSet, EventType, WebhookService, ATTEMPT_TIMEOUT,
-    CLAIM_FOR, DISABLE_AFTER_FAILED_MESSAGES, DISABLE_AFTER_FAILING, MAX_RETRY_SPAN,
+    audit_data, body, events::skipped_body, new_message_id, origin, parse_url, sign, EventSet, EventType,
+    WebhookService, ATTEMPT_TIMEOUT, CLAIM_FOR, DISABLE_AFTER_FAILED_MESSAGES, DISABLE_AFTER_FAILING, MAX_RETRY_SPAN,
 };
 use crate::audit::{Action, Actor, NewAuditEvent};
 use crate::config::WebhooksConfig;
-use crate::store::{AttemptNext, AttemptRecord, DeliveryRecord, DueDelivery, Failing, NewDelivery};
+use crate::store::{AttemptNext, AttemptRecord, DeliveryRecord, DueDelivery, Failing, NewDelivery, SKIPPED_EVENT_TYPE};
 
 impl WebhookService {
     /// Queues a message for every audit event not yet looked at whose
@@ -52,7 +52,9 @@ impl WebhookService {
                     body: &body,
                     created_at: Utc::now(),
                 });
-                store.check_audit_event(event.id, Utc::now(), delivery.as_ref()).await?;
+                store
+                    .check_audit_event(event.id, Utc::now(), delivery.as_ref(), self.inner.cfg.max_pending_per_guild)
+                    .await?;
             }
             if !full {
                 return Ok(());
@@ -62,13 +64,23 @@ impl WebhookService {
 
     /// One attempt of a due delivery, under a claim; records the outcome
     /// and disables the webhook when this was the last straw.
-    pub(in crate::service) async fn attempt(&self, client: &reqwest::Client, due: DueDelivery) -> anyhow::Result<()> {
-        let d = &due.delivery;
+    pub(in crate::service) async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        mut due: DueDelivery,
+    ) -> anyhow::Result<()> {
         let now = Utc::now();
         let claimed_until = now + chrono::Duration::from_std(CLAIM_FOR)?;
-        if !self.store().claim_delivery(d.id, now, claimed_until).await? {
+        if !self.store().claim_delivery(due.delivery.id, now, claimed_until).await? {
             return Ok(()); // another instance took it
         }
+        if due.delivery.event_type == SKIPPED_EVENT_TYPE {
+            // Claimed, so nothing more is folded into it: its final count.
+            if let Some(skipped) = self.store().skipped_of(due.delivery.id).await? {
+                due.body = skipped_body(due.delivery.guild_id, due.delivery.created_at, &skipped);
+            }
+        }
+        let d = &due.delivery;
         let host = reqwest::Url::parse(&due.url).map(|u| origin(&u)).unwrap_or_default();
         let outcome = send(client, &due, &self.inner.cfg).await;
         let attempts = d.attempts + 1;

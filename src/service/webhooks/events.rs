@@ -17,6 +17,7 @@ pub enum EventType {
     KeySuspended,
     KeyResumed,
     KeyExpiring,
+    KeyRotationCompleted,
     BanAdded,
     BanRemoved,
     RoleAdded,
@@ -26,7 +27,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         Self::KeyCreated,
         Self::KeyRevoked,
         Self::KeyRotated,
@@ -34,6 +35,7 @@ impl EventType {
         Self::KeySuspended,
         Self::KeyResumed,
         Self::KeyExpiring,
+        Self::KeyRotationCompleted,
         Self::BanAdded,
         Self::BanRemoved,
         Self::RoleAdded,
@@ -51,6 +53,7 @@ impl EventType {
             Self::KeySuspended => "key.suspended",
             Self::KeyResumed => "key.resumed",
             Self::KeyExpiring => "key.expiring",
+            Self::KeyRotationCompleted => "key.rotation_completed",
             Self::BanAdded => "ban.added",
             Self::BanRemoved => "ban.removed",
             Self::RoleAdded => "role.added",
@@ -72,6 +75,7 @@ impl EventType {
             Action::KeySuspended => Self::KeySuspended,
             Action::KeyResumed => Self::KeyResumed,
             Action::KeyExpiring => Self::KeyExpiring,
+            Action::KeyRotationCompleted => Self::KeyRotationCompleted,
             Action::BanAdded => Self::BanAdded,
             Action::BanRemoved => Self::BanRemoved,
             Action::RoleAdded => Self::RoleAdded,
@@ -176,6 +180,28 @@ pub(super) fn body(kind: EventType, at: DateTime<Utc>, data: serde_json::Value) 
     .to_string()
 }
 
+/// A guild's backlog summary (`events.skipped`, see `store::webhooks`):
+/// the events past `webhooks.max_pending_per_guild` that were not queued
+/// one by one, and where to find them. Its timestamp is when the first of
+/// them came (the summary's own queue time), so every attempt sends the
+/// same body.
+pub(super) fn skipped_body(guild_id: u64, first_at: DateTime<Utc>, s: &crate::store::Skipped) -> String {
+    json!({
+        "type": crate::store::SKIPPED_EVENT_TYPE,
+        "timestamp": first_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "data": {
+            "guild_id": guild_id.to_string(),
+            "count": s.count,
+            "message": format!("{} more events, see the audit log", s.count),
+            "first_audit_event_id": s.first_event,
+            "last_audit_event_id": s.last_event,
+            "from": first_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "until": s.last_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        },
+    })
+    .to_string()
+}
+
 /// An audit event's `data`: the event as `GET /v1/guilds/{id}/audit-log`
 /// shows it, with its guild.
 pub(super) fn audit_data(event: &AuditEvent) -> serde_json::Value {
@@ -198,5 +224,12 @@ mod tests {
         let e = EventSet::parse("key.created, key.exploded").unwrap_err();
         assert!(e.message.starts_with("'key.exploded' is not an event type"), "{}", e.message);
         assert!(EventSet::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn a_completed_rotation_is_sent_as_its_own_type() {
+        assert_eq!(EventType::of_action(Action::KeyRotationCompleted), Some(EventType::KeyRotationCompleted));
+        assert_eq!(EventType::KeyRotationCompleted.as_str(), "key.rotation_completed");
+        assert!(EventSet::parse("key.rotation_completed").unwrap().contains(EventType::KeyRotationCompleted));
     }
 }

@@ -274,7 +274,7 @@ impl WebhookService {
             body: &body,
             created_at: Utc::now(),
         };
-        if self.store().queue_delivery(&delivery).await? {
+        if self.store().queue_delivery(&delivery, self.inner.cfg.max_pending_per_guild).await? {
             self.inner.queued.notify_one();
         }
         Ok(())

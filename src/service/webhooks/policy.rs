@@ -213,6 +213,7 @@ mod tests {
             allow_http,
             allow_private_addresses: allow_private,
             retry_delays: vec![Duration::from_secs(1)],
+            max_pending_per_guild: 1_000,
         }
     }
 

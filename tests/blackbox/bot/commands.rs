@@ -133,6 +133,41 @@ async fn rotate_with_grace_shows_a_new_secret_and_keeps_the_old_one_until_the_gr
 }
 
 #[tokio::test]
+async fn rotate_until_unused_shows_where_the_old_secret_was_last_used_and_posts_its_retirement() {
+    let app = spawn_app().await;
+    app.set_audit_channel().await;
+    let old = secret_in(&create(&app, ids::ALICE_ID, "game", "bans.read").await);
+
+    let sent = app
+        .double
+        .slash(ids::DEMO_GUILD_ID, ids::ALICE_ID)
+        .subcommand("apikey", "rotate")
+        .string("key", "game")
+        .string("grace_until_unused", "2s")
+        .send()
+        .await
+        .unwrap();
+    let prompt = app.double.wait_for_response(&sent, WAIT).await.unwrap();
+    assert!(prompt.all_text().contains("until it has not been used for 2s"), "{}", prompt.all_text());
+    let done = press(&app, ids::ALICE_ID, &prompt, ":confirm").await;
+    assert!(done.content.contains("until it has not been used for 2s"), "{}", done.content);
+    assert_eq!(app.get("/v1/verify", &old).await.status(), 200, "a running server's old secret still works");
+
+    let (_, info) = run(&app, ids::ALICE_ID, "info", "game").await;
+    let text = info.all_text();
+    assert!(text.contains("until unused for 2s") && text.contains("from `127.0.0.1`"), "{text}");
+
+    let posted = app
+        .double
+        .wait_for_message(ids::AUDIT_LOG_CHANNEL_ID, |m| m.text().contains("rotation completed"), WAIT * 2)
+        .await
+        .expect("the retirement is posted to the audit channel");
+    assert!(posted.text().contains("was not presented for 2s"), "{}", posted.text());
+    assert_eq!(app.get("/v1/verify", &old).await.status(), 401, "retired once unused");
+    app.double.assert_no_violations();
+}
+
+#[tokio::test]
 async fn members_without_manage_server_are_refused_even_when_the_command_is_exposed() {
     let app = spawn_app().await;
 

@@ -19,3 +19,4 @@ mod makers;
 mod messages;
 mod registration;
 mod reminders;
+mod slow_work;

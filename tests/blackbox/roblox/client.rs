@@ -20,6 +20,11 @@ async fn verify_returns_the_calling_key_and_learns_its_guild() {
     assert_eq!(data["scopes"], json!(["bans.read"]));
     assert_eq!(data["environment"], "live");
     assert_eq!(data["prefix"], &key[..12]);
+    // The listener's X-RateLimit-* headers come with the result.
+    let limit = &result["rateLimit"];
+    assert_eq!(limit["limit"], data["rate_limit_per_minute"], "{result}");
+    assert!(limit["remaining"].as_u64().is_some_and(|r| r < limit["limit"].as_u64().unwrap()), "{result}");
+    assert!(limit["reset"].as_u64().is_some_and(|r| r <= 60), "{result}");
     let exchanges = h.exchanges();
     assert_eq!(h.paths(), ["GET /v1/verify"]);
     assert!(exchanges[0].bearer_ok, "the key goes in Authorization: Bearer");
@@ -181,9 +186,9 @@ async fn bans_and_roles_change_the_guild_on_discord() {
         "invalid_argument",
     );
     assert!(h.exchanges().is_empty(), "{:?}", h.paths());
-    // A small whole number is accepted as an id.
-    assert_eq!(h.eval("return client:isBanned(42).ok"), true);
-    assert_eq!(h.paths(), [format!("GET /v1/guilds/{DEMO}/bans/42")]);
+    // A number is a Roblox UserId (the answers: roblox::batching).
+    h.eval("return client:isBanned(42)");
+    assert_eq!(h.paths(), [format!("GET /v1/guilds/{DEMO}/bans/roblox:42")]);
     app.double.assert_no_violations();
 }
 

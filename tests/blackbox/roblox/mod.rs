@@ -18,7 +18,10 @@ use mlua::{Function, Lua, Table, Value as LuaValue};
 use serde_json::{json, Map, Value};
 use support::{ids, spawn_app, spawn_app_with, App, Options};
 
+mod batching;
 mod client;
+mod contract_stub;
+mod push_subscriber;
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
 const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/roblox/GuildKey.lua");
@@ -69,10 +72,16 @@ impl Harness {
     }
 
     fn with_base(app: &App, base: &str, key: &str) -> Self {
+        Self::with_http(app.http.clone(), base, key)
+    }
+
+    /// The module in a fresh VM, talking to whatever listens at `base` (the
+    /// contract stub, or nothing) through `http`.
+    fn with_http(http: reqwest::Client, base: &str, key: &str) -> Self {
         let lua = Lua::new();
         let state = Arc::new(Mutex::new(Recorder { now: 1000.0, ..Recorder::default() }));
         let options = lua.create_table().unwrap();
-        options.set("request", http_function(&lua, app.http.clone(), base, key, state.clone())).unwrap();
+        options.set("request", http_function(&lua, http, base, key, state.clone())).unwrap();
         options
             .set("jsonEncode", lua.create_function(|_, v: LuaValue| Ok(lua_to_json(&v)?.to_string())).unwrap())
             .unwrap();
@@ -179,6 +188,51 @@ impl Harness {
 
     fn fail_next(&self, n: usize) {
         self.state.lock().unwrap().fail_next = n;
+    }
+}
+
+/// Roblox runs each event handler in a thread of its own and `task.wait`
+/// yields that thread. `runConcurrently({f, g, ...})` starts each function
+/// in a coroutine (as players joining together), then wakes the sleeping
+/// threads, oldest first, until none is left, and returns each function's
+/// value. A client given `sleep = yieldingSleep` waits that way (each
+/// sleep is still recorded).
+const THREADS: &str = r#"
+sleepers = {}
+function yieldingSleep(seconds)
+    recordSleep(seconds)
+    table.insert(sleepers, coroutine.running())
+    coroutine.yield()
+end
+function runConcurrently(fns)
+    local results = {}
+    local function resume(co)
+        local ok, err = coroutine.resume(co)
+        if not ok then
+            error(err, 0)
+        end
+    end
+    for i, fn in fns do
+        resume(coroutine.create(function()
+            results[i] = fn()
+        end))
+    end
+    while #sleepers > 0 do
+        resume(table.remove(sleepers, 1))
+    end
+    for i = 1, #fns do
+        assert(results[i] ~= nil, `thread {i} never finished`)
+    end
+    return results
+end
+"#;
+
+impl Harness {
+    /// Defines `yieldingSleep` and `runConcurrently` (see [`THREADS`]).
+    fn with_threads(&self) -> &Self {
+        self.lua.globals().set("recordSleep", self.options.get::<Function>("sleep").unwrap()).unwrap();
+        self.lua.load(THREADS).set_name("threads").exec().expect("the thread helpers");
+        self
     }
 }
 
