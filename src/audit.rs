@@ -62,10 +62,15 @@ pub enum Action {
     /// sends a feature's events (`service::features`): actor guildkey.
     #[serde(rename = "feature.changed")]
     FeatureChanged,
+    /// The guild's Roblox account linker set (its provider; never the key).
+    #[serde(rename = "roblox.linker_set")]
+    RobloxLinkerSet,
+    #[serde(rename = "roblox.linker_removed")]
+    RobloxLinkerRemoved,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 21] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -85,6 +90,8 @@ impl Action {
         Action::KeyExpiring,
         Action::UsageSpike,
         Action::FeatureChanged,
+        Action::RobloxLinkerSet,
+        Action::RobloxLinkerRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +115,8 @@ impl Action {
             Self::KeyExpiring => "key.expiring",
             Self::UsageSpike => "usage.spike",
             Self::FeatureChanged => "feature.changed",
+            Self::RobloxLinkerSet => "roblox.linker_set",
+            Self::RobloxLinkerRemoved => "roblox.linker_removed",
         }
     }
 
@@ -139,6 +148,8 @@ impl Action {
             Self::UsageSpike => "API key refusals spiked",
             // The embed names the feature and its state (see `discord::audit_embed`).
             Self::FeatureChanged => "A feature switched by the bot's permissions",
+            Self::RobloxLinkerSet => "Roblox account linker set",
+            Self::RobloxLinkerRemoved => "Roblox account linker removed",
         }
     }
 }

@@ -57,6 +57,10 @@ export type Reason =
 	| "discord_busy"
 	| "index_stale"
 	| "database_unavailable"
+	| "not_linked"
+	| "ambiguous_link"
+	| "linker_error"
+	| "linker_limited"
 	-- The request never reached the listener, or no answer came back
 	-- (status 0): HTTP requests disabled, DNS, TLS, connection refused.
 	| "network_error"
