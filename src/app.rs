@@ -158,6 +158,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|e| database_error(&config.database.url, e))?;
     keys.set_secrets(secrets_keys(&config)?);
     keys.set_roblox(&config.roblox);
+    keys.seal_webhook_secrets_at_start().await;
     match role {
         ProcessRole::Both => tracing::info!(role = role.as_str(), "starting the HTTP listener and the Discord bot"),
         ProcessRole::Http => tracing::info!(
