@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use support::{ids, spawn_app, spawn_app_with, App, Options};
 
 mod client;
+mod linkers;
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
 const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/roblox/GuildKey.lua");
