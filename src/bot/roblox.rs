@@ -48,7 +48,8 @@ pub async fn roblox_linker(
     key: Option<String>,
 ) -> Result {
     super::deadline::bounded(ctx, ctx.defer_ephemeral()).await?;
-    let guild_id = ctx.guild_id().map(|g| g.get()).ok_or_else(|| Error::Missing("use this command in a server".into()))?;
+    let guild_id =
+        ctx.guild_id().map(|g| g.get()).ok_or_else(|| Error::Missing("use this command in a server".into()))?;
     let actor = Actor::User(ctx.author().id.get());
     let keys = &ctx.data().keys;
     let text = match (provider, key) {

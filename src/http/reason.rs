@@ -137,9 +137,7 @@ impl Reason {
             | Self::DiscordBusy
             | Self::IndexStale
             | Self::DatabaseUnavailable
-            | Self::LinkerLimited => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | Self::LinkerLimited => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

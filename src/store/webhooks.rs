@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::audit::{insert_audit_in, LOGGED};
 use super::rows::{
-    self, id_from_sql, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS, EVENT_COLUMNS,
-    WEBHOOK_COLUMNS,
+    self, id_from_sql, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS,
+    EVENT_COLUMNS, WEBHOOK_COLUMNS,
 };
 use super::{Conn, Store};
 use crate::audit::{AuditEvent, NewAuditEvent};

@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::audit::{Action, Actor};
-use crate::config::{BLOXLINK_BASE_URL, ROVER_BASE_URL};
 use crate::config::RobloxConfig;
+use crate::config::{BLOXLINK_BASE_URL, ROVER_BASE_URL};
 use crate::keys::Scope;
 use crate::roblox::linkers::{Linkers, Provider};
 use crate::roblox::OutsideError;
@@ -57,9 +57,9 @@ impl MemberId {
             plain.then(|| digits.parse::<u64>().ok()).flatten().filter(|&n| n <= max)
         };
         match raw.strip_prefix("roblox:") {
-            Some(digits) => number(digits, MAX_ROBLOX_ID).map(Self::Roblox).ok_or_else(|| {
-                format!("must be roblox:<userId> with a Roblox user id from 1 to 2^53, not '{short}'")
-            }),
+            Some(digits) => number(digits, MAX_ROBLOX_ID)
+                .map(Self::Roblox)
+                .ok_or_else(|| format!("must be roblox:<userId> with a Roblox user id from 1 to 2^53, not '{short}'")),
             None => number(raw, i64::MAX as u64)
                 .map(Self::Discord)
                 .ok_or_else(|| format!("must be a Discord id (a snowflake) or roblox:<userId>, not '{short}'")),
@@ -225,7 +225,12 @@ impl KeyService {
             Err(OutsideError::Limited { retry_after_secs, .. }) => {
                 let until = now + chrono::Duration::seconds(i64::try_from(retry_after_secs).unwrap_or(i64::MAX / 2));
                 state.limit(guild_id, until);
-                tracing::warn!(guild_id, provider = provider.as_str(), retry_after_secs, "the account linker is rate limiting this guild");
+                tracing::warn!(
+                    guild_id,
+                    provider = provider.as_str(),
+                    retry_after_secs,
+                    "the account linker is rate limiting this guild"
+                );
                 fallback(limited(retry_after_secs))
             }
             Err(e) => {
@@ -381,6 +386,6 @@ mod tests {
             assert!(err.contains("roblox:<userId>"), "{bad}: {err}");
         }
         assert_eq!(MemberId::Roblox(42).to_string(), "roblox:42");
-        assert_eq!(MemberId::parse("x".repeat(500).as_str()).unwrap_err().len() < 120, true);
+        assert!(MemberId::parse("x".repeat(500).as_str()).unwrap_err().len() < 120);
     }
 }

@@ -190,8 +190,7 @@ async fn send(
     let refused = |why: String| Failed { status: None, error: why };
     let url = parse_url(&due.url, cfg).map_err(|e| refused(format!("refused: {}", e.message)))?;
     let timestamp = Utc::now().timestamp();
-    let signature =
-        sign(secret, &due.delivery.message_id, timestamp, &due.body).map_err(|e| refused(e.to_string()))?;
+    let signature = sign(secret, &due.delivery.message_id, timestamp, &due.body).map_err(|e| refused(e.to_string()))?;
     let response = client
         .post(url)
         .header("content-type", "application/json")

@@ -339,7 +339,8 @@ async fn an_admin_sets_the_linker_with_a_slash_command_that_never_shows_the_key(
     assert!(reply.ephemeral(), "the reply is ephemeral");
     assert!(reply.text().contains("Bloxlink") && !reply.text().contains(BLOXLINK_KEY), "{}", reply.text());
 
-    let shown = support::bot::answer(&s.app, s.app.double.slash(DEMO, ids::ALICE_ID).subcommand("roblox", "linker")).await;
+    let shown =
+        support::bot::answer(&s.app, s.app.double.slash(DEMO, ids::ALICE_ID).subcommand("roblox", "linker")).await;
     assert!(shown.text().contains("Bloxlink") && !shown.text().contains(BLOXLINK_KEY), "{}", shown.text());
 
     s.linker.link(DEMO, 7001, &[ids::PAT_ID]);
@@ -447,7 +448,8 @@ async fn a_webhook_secret_stored_in_clear_without_a_key_is_sealed_when_guildkey_
     let webhooks = "[webhooks]\nallow_http = true\nallow_private_addresses = true\n";
     let mut app = spawn_app_with(Options { config: webhooks.to_owned(), ..Options::default() }).await;
     let (url, _hits) = receiver().await;
-    let set = cli(&app, &[], &["keys", "webhook", "set", "--guild", &DEMO.to_string(), "--url", &url, "--events", "all"], "");
+    let set =
+        cli(&app, &[], &["keys", "webhook", "set", "--guild", &DEMO.to_string(), "--url", &url, "--events", "all"], "");
     assert!(set.status.success(), "{}", stderr(&set));
     let count = |app: &App, like: &str| {
         support::db_scalar(&app.db_url, &format!("select count(*) from webhook where secret like '{like}'"))
