@@ -25,5 +25,6 @@ mod makers;
 mod properties;
 mod rate_limits;
 mod reminders;
+mod roblox_links;
 mod usage;
 mod verification;
