@@ -155,8 +155,7 @@ fn ids(op: &mut Operation, pattern: &str) {
     for param in op.parameters.iter_mut().flatten() {
         if param.parameter_in == ParameterIn::Path && param.name.ends_with("_id") {
             let member = param.name == "user_id";
-            let (pattern, max) =
-                if member { (format!("{pattern}|^roblox:[1-9][0-9]{{0,15}}$"), 23) } else { (pattern.to_owned(), 19) };
+            let (pattern, max) = if member { (extract::member_pattern(), 23) } else { (pattern.to_owned(), 19) };
             let schema = ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).max_length(Some(max));
             param.schema = Some(RefOr::T(schema.into()));
             let said = param.description.take().unwrap_or_default();

@@ -43,6 +43,9 @@ async fn start(extra: &str) -> Setup {
     let key = secrets_key();
     let mut env = linker.env();
     env.push(("GUILDKEY_SECRETS_KEY".to_owned(), key.clone()));
+    // Everything at trace (the suite's default quiets hyper, reqwest and
+    // sqlx): no log line may hold a linker key or a webhook secret.
+    env.push(("RUST_LOG".to_owned(), "trace".to_owned()));
     let app = spawn_app_with(Options { env, config: extra.to_owned(), ..Options::default() }).await;
     Setup { app, linker, key }
 }
@@ -77,11 +80,12 @@ fn stderr(out: &Output) -> String {
 fn set_linker(s: &Setup, provider: &str, key: &str) {
     let out = cli(
         &s.app,
-        &[("GUILDKEY_SECRETS_KEY", &s.key)],
+        &[("GUILDKEY_SECRETS_KEY", &s.key), ("RUST_LOG", "trace")],
         &["roblox", "linker", "set", "--guild", &DEMO.to_string(), "--provider", provider, "--key", "-"],
         key,
     );
     assert!(out.status.success(), "linker set: {}", stderr(&out));
+    assert!(!stderr(&out).contains(key), "the CLI logged the key");
 }
 
 /// A key made with the CLI, once the listener knows it.
