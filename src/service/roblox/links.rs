@@ -100,7 +100,7 @@ struct Stripes(Vec<tokio::sync::Mutex<()>>);
 
 impl Default for Stripes {
     fn default() -> Self {
-        Self((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+        Self((0..256).map(|_| tokio::sync::Mutex::new(())).collect())
     }
 }
 
