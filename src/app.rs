@@ -102,6 +102,7 @@ impl Operator {
             .await
             .map_err(|e| database_error(&config.database.url, e))?;
         service.set_secrets(secrets_keys(config)?);
+        service.set_roblox(&config.roblox);
         Ok(Self { service, store })
     }
 
@@ -156,6 +157,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| database_error(&config.database.url, e))?;
     keys.set_secrets(secrets_keys(&config)?);
+    keys.set_roblox(&config.roblox);
+    keys.seal_webhook_secrets_at_start().await;
     match role {
         ProcessRole::Both => tracing::info!(role = role.as_str(), "starting the HTTP listener and the Discord bot"),
         ProcessRole::Http => tracing::info!(

@@ -66,10 +66,15 @@ pub enum Action {
     /// once it had gone unpresented long enough (or its 30 days were up).
     #[serde(rename = "key.rotation_completed")]
     KeyRotationCompleted,
+    /// The guild's Roblox account linker set (its provider; never the key).
+    #[serde(rename = "roblox.linker_set")]
+    RobloxLinkerSet,
+    #[serde(rename = "roblox.linker_removed")]
+    RobloxLinkerRemoved,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 22] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -90,6 +95,8 @@ impl Action {
         Action::UsageSpike,
         Action::FeatureChanged,
         Action::KeyRotationCompleted,
+        Action::RobloxLinkerSet,
+        Action::RobloxLinkerRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +121,8 @@ impl Action {
             Self::UsageSpike => "usage.spike",
             Self::FeatureChanged => "feature.changed",
             Self::KeyRotationCompleted => "key.rotation_completed",
+            Self::RobloxLinkerSet => "roblox.linker_set",
+            Self::RobloxLinkerRemoved => "roblox.linker_removed",
         }
     }
 
@@ -146,6 +155,8 @@ impl Action {
             // The embed names the feature and its state (see `discord::audit_embed`).
             Self::FeatureChanged => "A feature switched by the bot's permissions",
             Self::KeyRotationCompleted => "API key rotation completed: the old secret stopped",
+            Self::RobloxLinkerSet => "Roblox account linker set",
+            Self::RobloxLinkerRemoved => "Roblox account linker removed",
         }
     }
 }

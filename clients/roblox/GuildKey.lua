@@ -70,6 +70,10 @@ export type Reason =
 	| "discord_busy"
 	| "index_stale"
 	| "database_unavailable"
+	| "not_linked"
+	| "ambiguous_link"
+	| "linker_error"
+	| "linker_limited"
 
 -- This client's own reasons, for calls that never got a guildkey answer
 -- (kept apart from Reason: the listener never sends these; the same test

@@ -96,6 +96,8 @@ struct Inner {
     /// The keys guilds' third-party credentials are sealed under
     /// ([`Self::set_secrets`]; none until set).
     secrets: std::sync::OnceLock<Arc<credentials::SecretsKeys>>,
+    /// What resolving `roblox:` ids keeps in memory (`roblox::links`).
+    links: roblox::links::LinkState,
 }
 
 impl KeyService {
@@ -133,6 +135,7 @@ impl KeyService {
                 audit_posted: Notify::new(),
                 clock,
                 secrets: std::sync::OnceLock::new(),
+                links: roblox::links::LinkState::default(),
             }),
         };
         svc.inner.index.reload(&svc.inner.store).await?;
@@ -151,6 +154,11 @@ impl KeyService {
     pub fn credentials(&self) -> credentials::Credentials {
         let keys = self.inner.secrets.get().cloned().unwrap_or_default();
         credentials::Credentials::new(self.inner.store.clone(), keys, self.inner.clock.clone())
+    }
+
+    /// What resolving `roblox:` ids keeps in memory.
+    pub(crate) fn links(&self) -> &roblox::links::LinkState {
+        &self.inner.links
     }
 
     pub fn store(&self) -> &Store {

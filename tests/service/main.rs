@@ -26,5 +26,6 @@ mod properties;
 mod rate_limits;
 mod reminders;
 mod rotations;
+mod roblox_links;
 mod usage;
 mod verification;

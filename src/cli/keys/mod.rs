@@ -130,7 +130,7 @@ pub struct CreateArgs {
     role_budget: Option<i64>,
 }
 
-fn parse_snowflake(s: &str) -> Result<u64, String> {
+pub(super) fn parse_snowflake(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<u64>()
         .ok()

@@ -87,7 +87,9 @@ impl EventType {
             | Action::WebhookRemoved
             | Action::WebhookDisabled
             | Action::UsageSpike
-            | Action::FeatureChanged => return None,
+            | Action::FeatureChanged
+            | Action::RobloxLinkerSet
+            | Action::RobloxLinkerRemoved => return None,
         })
     }
 }

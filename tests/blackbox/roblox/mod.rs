@@ -22,6 +22,7 @@ mod batching;
 mod client;
 mod contract_stub;
 mod push_subscriber;
+mod linkers;
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
 const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/roblox/GuildKey.lua");
