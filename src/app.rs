@@ -102,6 +102,7 @@ impl Operator {
             .await
             .map_err(|e| database_error(&config.database.url, e))?;
         service.set_secrets(secrets_keys(config)?);
+        service.set_roblox(&config.roblox);
         service.set_delivery_settings(delivery_settings(config));
         Ok(Self { service, store })
     }
@@ -165,6 +166,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| database_error(&config.database.url, e))?;
     keys.set_secrets(secrets_keys(&config)?);
+    keys.set_roblox(&config.roblox);
+    keys.seal_webhook_secrets_at_start().await;
     keys.set_delivery_settings(delivery_settings(&config));
     match role {
         ProcessRole::Both => tracing::info!(role = role.as_str(), "starting the HTTP listener and the Discord bot"),

@@ -66,6 +66,11 @@ pub enum Action {
     /// once it had gone unpresented long enough (or its 30 days were up).
     #[serde(rename = "key.rotation_completed")]
     KeyRotationCompleted,
+    /// The guild's Roblox account linker set (its provider; never the key).
+    #[serde(rename = "roblox.linker_set")]
+    RobloxLinkerSet,
+    #[serde(rename = "roblox.linker_removed")]
+    RobloxLinkerRemoved,
     /// A ban or unban pushed into a Roblox universe (a MessagingService
     /// message, or a user restriction): actor guildkey.
     #[serde(rename = "roblox.push")]
@@ -76,7 +81,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 24] = [
         Action::KeyCreated,
         Action::KeyRevoked,
         Action::KeyDeleted,
@@ -97,6 +102,8 @@ impl Action {
         Action::UsageSpike,
         Action::FeatureChanged,
         Action::KeyRotationCompleted,
+        Action::RobloxLinkerSet,
+        Action::RobloxLinkerRemoved,
         Action::RobloxPush,
         Action::RobloxPushFailed,
     ];
@@ -123,6 +130,8 @@ impl Action {
             Self::UsageSpike => "usage.spike",
             Self::FeatureChanged => "feature.changed",
             Self::KeyRotationCompleted => "key.rotation_completed",
+            Self::RobloxLinkerSet => "roblox.linker_set",
+            Self::RobloxLinkerRemoved => "roblox.linker_removed",
             Self::RobloxPush => "roblox.push",
             Self::RobloxPushFailed => "roblox.push_failed",
         }
@@ -157,6 +166,8 @@ impl Action {
             // The embed names the feature and its state (see `discord::audit_embed`).
             Self::FeatureChanged => "A feature switched by the bot's permissions",
             Self::KeyRotationCompleted => "API key rotation completed: the old secret stopped",
+            Self::RobloxLinkerSet => "Roblox account linker set",
+            Self::RobloxLinkerRemoved => "Roblox account linker removed",
             Self::RobloxPush => "Ban pushed into a Roblox game",
             Self::RobloxPushFailed => "Gave up pushing a ban into a Roblox game",
         }

@@ -6,6 +6,11 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
 
+/// Targets whose trace lines hold whole gateway payloads: an interaction's
+/// options may carry a credential an admin typed (`/roblox linker key:`),
+/// so these never log below debug, whatever `RUST_LOG` says.
+const PAYLOAD_TARGETS: [&str; 2] = ["tungstenite=debug", "tokio_tungstenite=debug"];
+
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat, default_level: &str) {
     // A RUST_LOG that does not parse keeps what does and says what did not
@@ -22,6 +27,7 @@ pub fn init(format: LogFormat, default_level: &str) {
             }
         },
     };
+    let filter = PAYLOAD_TARGETS.iter().filter_map(|d| d.parse().ok()).fold(filter, EnvFilter::add_directive);
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Pretty => builder.with_ansi(false).try_init(),

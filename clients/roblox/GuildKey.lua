@@ -70,6 +70,10 @@ export type Reason =
 	| "discord_busy"
 	| "index_stale"
 	| "database_unavailable"
+	| "not_linked"
+	| "ambiguous_link"
+	| "linker_error"
+	| "linker_limited"
 
 -- This client's own reasons, for calls that never got a guildkey answer
 -- (kept apart from Reason: the listener never sends these; the same test
@@ -717,14 +721,17 @@ function GuildKey._once(self: GuildKey, method: string, path: string, body: stri
 	local reason = if type(err.reason) == "string" then err.reason else "bad_response"
 	local message = if type(err.message) == "string" then redact(self, err.message) else `HTTP {status}`
 	-- The listener already retried Discord; a discord_error carries Discord's
-	-- final answer (Missing Permissions, Unknown Member, ...).
-	local retry = transient and reason ~= "discord_error"
+	-- final answer (Missing Permissions, Unknown Member, ...). A linker_error
+	-- likewise: the listener asked the server's account linker (or the server
+	-- has none), and asking again at once changes nothing.
+	local retry = transient and reason ~= "discord_error" and reason ~= "linker_error"
 	return failure(status, reason :: Reason, message, if status == 429 then retryAfter else nil, rateLimit),
 		retry,
 		retryAfter
 end
 
--- Sends a request, retrying 408, 429, 5xx (but discord_error) and network
+-- Sends a request, retrying 408, 429, 5xx (but discord_error and
+-- linker_error) and network
 -- failures up to maxAttempts tries: after Retry-After seconds when the
 -- listener sent one, else after baseDelay, 2*baseDelay, ... (at most
 -- maxDelay). A Retry-After over maxRetryAfter is returned at once. Each try

@@ -43,7 +43,6 @@ const MAX_CHOICES: usize = 25;
         "apikey_audit_channel",
         "apikey_leak_guard",
         "super::webhook::apikey_webhook",
-        "super::roblox_push::apikey_roblox_push",
         "super::usage::apikey_usage",
         "super::usage::apikey_requests"
     ),

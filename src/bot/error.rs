@@ -29,6 +29,9 @@ pub fn user_message(e: &Error) -> String {
             "❌ guildkey cannot reach its database right now. Try again in a moment; `/apikey list` shows what was saved.".to_owned()
         }
         Error::OutranksMaker(why) => format!("🔒 {why}"),
+        Error::LinkerLimited { retry_after_secs, .. } => {
+            format!("⏳ The account linker asked guildkey to wait; try again in {retry_after_secs} s.")
+        }
         other => format!("❌ {}.", capitalise(&other.to_string())),
     }
 }

@@ -1,6 +1,6 @@
 //! The Discord bot: poise on serenity, a thin adapter over the service.
 //!
-//! One command group (`/apikey`, in [`apikey`]); a global check that the
+//! Two command groups (`/apikey`, in [`apikey`]; `/roblox`, in [`roblox`]); a global check that the
 //! member has Manage Server or Administrator in *this* interaction (so a
 //! misconfigured command override never lets a plain member in); one
 //! `on_error` ([`error`]). Only non-privileged gateway intents are used.
@@ -10,6 +10,7 @@ pub mod buttons;
 pub mod deadline;
 pub mod error;
 pub mod render;
+pub mod roblox;
 pub mod roblox_push;
 pub mod usage;
 pub mod webhook;
@@ -91,7 +92,7 @@ pub fn may_manage_keys(ctx: Context<'_>) -> bool {
 /// Builds the poise framework.
 pub fn framework(data: Data, register: RegisterCommands) -> poise::Framework<Data, Error> {
     let options = poise::FrameworkOptions {
-        commands: vec![apikey::apikey()],
+        commands: vec![apikey::apikey(), roblox::roblox()],
         on_error: |e| Box::pin(error::on_error(e)),
         command_check: Some(|ctx| Box::pin(async move { Ok(may_manage_keys(ctx)) })),
         event_handler: |framework, event| Box::pin(on_event(framework.serenity_context, event, framework.user_data)),

@@ -1,7 +1,7 @@
-//! `/apikey roblox-push set|show|remove`: bans pushed into the server's live
+//! `/roblox push set|show|remove`: bans pushed into the server's live
 //! Roblox games (`service::roblox::push`). Parses the options, calls the
 //! service, answers ephemerally; the Open Cloud key typed in is stored
-//! sealed and never shown back. The `/apikey` checks apply (Manage Server or
+//! sealed and never shown back. The bot's checks apply (Manage Server or
 //! Administrator, in a server).
 
 use super::error::discord_err;
@@ -15,11 +15,11 @@ type Result<T = ()> = std::result::Result<T, Error>;
 /// Push this server's bans into a Roblox game (MessagingService, Ban API)
 #[poise::command(
     slash_command,
-    rename = "roblox-push",
+    rename = "push",
     subcommands("push_set", "push_show", "push_remove"),
     subcommand_required
 )]
-pub async fn apikey_roblox_push(_: Context<'_>) -> Result {
+pub async fn roblox_push(_: Context<'_>) -> Result {
     Ok(())
 }
 
@@ -77,7 +77,7 @@ pub async fn push_set(
 pub async fn push_show(ctx: Context<'_>) -> Result {
     ctx.defer_ephemeral().await.map_err(discord_err)?;
     let Some(st) = ctx.data().keys.roblox_push_status(guild(ctx)?).await? else {
-        return say(ctx, "No bans are pushed into Roblox games: set it with `/apikey roblox-push set`.".into()).await;
+        return say(ctx, "No bans are pushed into Roblox games: set it with `/roblox push set`.".into()).await;
     };
     let s = &st.setting;
     let mut lines = vec![format!("🎮 Universe `{}` · mode **{}** · topic `{}`", s.universe_id, s.mode, s.topic)];

@@ -16,8 +16,10 @@
 mod config_check;
 mod keys;
 mod migrate;
+mod roblox;
 mod roblox_push;
 mod run;
+mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,9 +74,12 @@ pub enum Command {
     /// Manage keys directly in the database: for bootstrapping, scripts, and when Discord is down
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Roblox games: bans pushed into live servers
+    /// Roblox games: the guild's account linker for roblox:<userId> member ids
     #[command(subcommand)]
-    Roblox(roblox_push::RobloxCommand),
+    Roblox(roblox::RobloxCommand),
+    /// The key third-party credentials are sealed under (GUILDKEY_SECRETS_KEY)
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 /// A failure with its exit code and one line for stderr.
@@ -211,7 +216,8 @@ async fn dispatch(opts: Opts) -> Result<(), Failure> {
         }
         Command::Config(cmd) => config_check::run(cmd, &config, &source),
         Command::Keys(cmd) => keys::run(cmd, &config).await,
-        Command::Roblox(cmd) => roblox_push::run(cmd, &config).await,
+        Command::Roblox(cmd) => roblox::run(cmd, &config).await,
+        Command::Secrets(cmd) => secrets::run(cmd, &config).await,
     }
 }
 

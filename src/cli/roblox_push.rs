@@ -10,14 +10,6 @@ use super::Failure;
 use crate::config::Config;
 use crate::service::roblox::push::PushMode;
 
-/// `guildkey roblox …`. (The account-linker commands join this enum.)
-#[derive(Debug, Subcommand)]
-pub enum RobloxCommand {
-    /// Bans pushed into a guild's live Roblox games (MessagingService, Ban API)
-    #[command(subcommand)]
-    Push(PushCommand),
-}
-
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
     /// Push the guild's bans and unbans into a Roblox universe
@@ -50,8 +42,7 @@ pub enum PushCommand {
     },
 }
 
-pub async fn run(cmd: RobloxCommand, config: &Config) -> Result<(), Failure> {
-    let RobloxCommand::Push(cmd) = cmd;
+pub async fn run(cmd: PushCommand, config: &Config) -> Result<(), Failure> {
     let (mode, key) = match &cmd {
         PushCommand::Set { mode, key, .. } => {
             let mode = PushMode::parse(mode)

@@ -21,7 +21,9 @@ pub fn audit_embed(event: &AuditEvent) -> CreateEmbed {
         | Action::AuditChannelSet
         | Action::RoleRemoved
         | Action::KeySuspended
-        | Action::LeakGuardSet => Colour::new(0xFEE75C),
+        | Action::LeakGuardSet
+        | Action::RobloxLinkerSet
+        | Action::RobloxLinkerRemoved => Colour::new(0xFEE75C),
         Action::BanRemoved => Colour::new(0x5865F2),
         Action::KeyExpiring => Colour::new(0xE67E22),
         Action::FeatureChanged if event.details["state"] == "on" => Colour::new(0x57F287),

@@ -82,6 +82,10 @@ impl ApiError {
                 Error::DiscordBusy { .. } => Reason::DiscordBusy,
                 Error::IndexStale => Reason::IndexStale,
                 Error::DatabaseUnavailable => Reason::DatabaseUnavailable,
+                Error::NotLinked(_) => Reason::NotLinked,
+                Error::AmbiguousLink(_) => Reason::AmbiguousLink,
+                Error::LinkerError(_) => Reason::LinkerError,
+                Error::LinkerLimited { .. } => Reason::LinkerLimited,
             },
         }
     }
@@ -130,7 +134,8 @@ impl IntoResponse for ApiError {
             Self::Service(
                 Error::RateLimited { retry_after_secs }
                 | Error::DiscordPaused { retry_after_secs, .. }
-                | Error::DiscordBusy { retry_after_secs, .. },
+                | Error::DiscordBusy { retry_after_secs, .. }
+                | Error::LinkerLimited { retry_after_secs, .. },
             ) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }

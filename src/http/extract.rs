@@ -124,7 +124,23 @@ pub fn snowflake(what: &str, raw: &str) -> Result<u64, ApiError> {
 /// [`snowflake`]'s rule as a regular expression (ECMA-262, as OpenAPI
 /// patterns are): 1 to 18 digits, or 19 that do not exceed `i64::MAX`.
 pub fn snowflake_pattern() -> String {
-    let max = MAX_SNOWFLAKE.to_string();
+    format!("^({})$", decimal_alternatives(MAX_SNOWFLAKE))
+}
+
+/// A member route's `user_id` as a regular expression: a snowflake, or
+/// `roblox:` and a Roblox user id from 1 to 2^53 (`MemberId::parse`).
+pub fn member_pattern() -> String {
+    format!(
+        "^({}|roblox:({}))$",
+        decimal_alternatives(MAX_SNOWFLAKE),
+        decimal_alternatives(crate::service::roblox::links::MAX_ROBLOX_ID)
+    )
+}
+
+/// The whole numbers from 1 to `max` without a leading zero, as
+/// alternatives of a regular expression.
+fn decimal_alternatives(max: u64) -> String {
+    let max = max.to_string();
     let n = max.len();
     let mut alternatives = vec![format!("[1-9][0-9]{{0,{}}}", n - 2)];
     // n digits: the first i of the maximum, then a smaller digit, then any.
@@ -139,7 +155,7 @@ pub fn snowflake_pattern() -> String {
         }
     }
     alternatives.push(max);
-    format!("^({})$", alternatives.join("|"))
+    alternatives.join("|")
 }
 
 /// At most 32 characters of a caller's input, for an error message.
@@ -240,6 +256,28 @@ mod tests {
         fn the_snowflake_pattern_and_the_extractor_agree_on_digit_strings(raw in "[0-9]{0,21}") {
             let pattern = regex::Regex::new(&snowflake_pattern()).unwrap();
             proptest::prop_assert_eq!(pattern.is_match(&raw), snowflake("id", &raw).is_ok(), "{}", raw);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_member_pattern_and_the_member_parser_agree(n in proptest::prelude::any::<u64>(), zeros in 0usize..2, roblox: bool) {
+            use crate::service::roblox::links::{MemberId, MAX_ROBLOX_ID};
+            let pattern = regex::Regex::new(&member_pattern()).unwrap();
+            let n = if roblox { n % (MAX_ROBLOX_ID * 2) } else { n };
+            let raw = format!("{}{}{n}", if roblox { "roblox:" } else { "" }, "0".repeat(zeros));
+            proptest::prop_assert_eq!(pattern.is_match(&raw), MemberId::parse(&raw).is_ok(), "{}", raw);
+        }
+    }
+
+    #[test]
+    fn the_member_pattern_takes_roblox_ids_up_to_2_pow_53() {
+        let pattern = regex::Regex::new(&member_pattern()).unwrap();
+        for ok in ["roblox:1", "roblox:9007199254740992", "1100000000000000001"] {
+            assert!(pattern.is_match(ok), "{ok}");
+        }
+        for bad in ["roblox:0", "roblox:9007199254740993", "roblox:", "roblox:01", "Roblox:1", "roblox:1 "] {
+            assert!(!pattern.is_match(bad), "{bad}");
         }
     }
 

@@ -149,14 +149,19 @@ fn public_said(op: &mut Operation) {
 }
 
 /// Every path id (`guild_id`, `user_id`, `role_id`) is a Discord snowflake:
-/// the pattern is the extractor's own rule.
+/// the pattern is the extractor's own rule. A member's `user_id` may also be
+/// `roblox:<userId>` (1 to 2^53, no leading zero: `MemberId::parse`).
 fn ids(op: &mut Operation, pattern: &str) {
     for param in op.parameters.iter_mut().flatten() {
         if param.parameter_in == ParameterIn::Path && param.name.ends_with("_id") {
-            let schema = ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).max_length(Some(19));
+            let member = param.name == "user_id";
+            let (pattern, max) = if member { (extract::member_pattern(), 23) } else { (pattern.to_owned(), 19) };
+            let schema = ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).max_length(Some(max));
             param.schema = Some(RefOr::T(schema.into()));
             let said = param.description.take().unwrap_or_default();
-            param.description = Some(format!("{said} (a Discord snowflake: 1 to {}, no leading zero)", i64::MAX));
+            let roblox = if member { ", or roblox:<userId> from 1 to 2^53" } else { "" };
+            param.description =
+                Some(format!("{said} (a Discord snowflake: 1 to {}, no leading zero{roblox})", i64::MAX));
         }
     }
 }

@@ -36,10 +36,14 @@ pub enum Reason {
     DiscordBusy,
     IndexStale,
     DatabaseUnavailable,
+    NotLinked,
+    AmbiguousLink,
+    LinkerError,
+    LinkerLimited,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 29] = [
         Self::BadRequest,
         Self::MissingKey,
         Self::MalformedKey,
@@ -65,6 +69,10 @@ impl Reason {
         Self::DiscordBusy,
         Self::IndexStale,
         Self::DatabaseUnavailable,
+        Self::NotLinked,
+        Self::AmbiguousLink,
+        Self::LinkerError,
+        Self::LinkerLimited,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -94,6 +102,10 @@ impl Reason {
             Self::DiscordBusy => "discord_busy",
             Self::IndexStale => "index_stale",
             Self::DatabaseUnavailable => "database_unavailable",
+            Self::NotLinked => "not_linked",
+            Self::AmbiguousLink => "ambiguous_link",
+            Self::LinkerError => "linker_error",
+            Self::LinkerLimited => "linker_limited",
         }
     }
 
@@ -112,18 +124,20 @@ impl Reason {
             | Self::IpNotAllowed
             | Self::RoleNotAllowed
             | Self::MemberProtected => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NotLinked => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Conflict => StatusCode::CONFLICT,
+            Self::Conflict | Self::AmbiguousLink => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::DiscordError => StatusCode::BAD_GATEWAY,
-            Self::DiscordPaused | Self::DiscordBusy | Self::IndexStale | Self::DatabaseUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::DiscordError | Self::LinkerError => StatusCode::BAD_GATEWAY,
+            Self::DiscordPaused
+            | Self::DiscordBusy
+            | Self::IndexStale
+            | Self::DatabaseUnavailable
+            | Self::LinkerLimited => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -365,6 +365,7 @@ impl GuildActions {
         caller: &Authenticated,
         guild_id: u64,
         user_id: u64,
+        roblox_id: Option<u64>,
         reason: Option<String>,
         delete_message_seconds: Option<i64>,
     ) -> Result<WriteOutcome> {
@@ -386,11 +387,12 @@ impl GuildActions {
         if self.current_ban(guild_id, user_id).await?.is_some() {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
-        let details = json!({
+        let mut details = json!({
             "user_id": user_id.to_string(),
             "reason": reason,
             "delete_message_seconds": delete_seconds,
         });
+        note_roblox_id(&mut details, roblox_id);
         self.spend(caller, WriteKind::Ban).await?;
         if caller.is_test() {
             return self.dry_run(caller, Action::BanAdded, details).await;
@@ -402,14 +404,21 @@ impl GuildActions {
         outcome
     }
 
-    pub async fn unban(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<WriteOutcome> {
+    pub async fn unban(
+        &self,
+        caller: &Authenticated,
+        guild_id: u64,
+        user_id: u64,
+        roblox_id: Option<u64>,
+    ) -> Result<WriteOutcome> {
         caller.authorize(guild_id, Scope::BansWrite)?;
         guard::check_bot_may(self.standing(guild_id).await?.as_ref(), BAN_MEMBERS, "Ban Members")?;
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         if self.current_ban(guild_id, user_id).await?.is_none() {
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
-        let details = json!({ "user_id": user_id.to_string() });
+        let mut details = json!({ "user_id": user_id.to_string() });
+        note_roblox_id(&mut details, roblox_id);
         self.spend(caller, WriteKind::Ban).await?;
         if caller.is_test() {
             return self.dry_run(caller, Action::BanRemoved, details).await;
@@ -430,6 +439,7 @@ impl GuildActions {
         caller: &Authenticated,
         guild_id: u64,
         user_id: u64,
+        roblox_id: Option<u64>,
         role_id: u64,
         add: bool,
     ) -> Result<WriteOutcome> {
@@ -464,7 +474,8 @@ impl GuildActions {
         if !add {
             guard::check_role_removal(standing.as_ref(), user_id, &roles)?;
         }
-        let details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
+        let mut details = json!({ "user_id": user_id.to_string(), "role_id": role_id.to_string() });
+        note_roblox_id(&mut details, roblox_id);
         self.spend(caller, WriteKind::Role).await?;
         if caller.is_test() {
             return self.dry_run(caller, action, details).await;
@@ -636,6 +647,14 @@ pub fn leak_pattern(prefix: &str) -> String {
         .flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] })
         .collect();
     format!("{escaped}_(live|test)_[0-9A-Za-z]{{38}}")
+}
+
+/// A write addressed by `roblox:` id names that id in its audit entry,
+/// beside the Discord account it reached.
+fn note_roblox_id(details: &mut serde_json::Value, roblox_id: Option<u64>) {
+    if let Some(id) = roblox_id {
+        details["roblox_id"] = json!(id);
+    }
 }
 
 fn check_reason(reason: Option<String>) -> Result<Option<String>> {

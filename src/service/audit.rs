@@ -162,6 +162,21 @@ impl KeyService {
         Ok(id)
     }
 
+    /// Records a settings change by `actor` that concerns no key (a
+    /// guild's Roblox linker set or removed).
+    pub(crate) async fn record_system_event_by(
+        &self,
+        guild_id: u64,
+        action: Action,
+        actor: &Actor,
+        details: serde_json::Value,
+    ) -> Result<i64> {
+        let event = NewAuditEvent { guild_id, action, actor: actor.clone(), key: None, test: false, details };
+        let id = self.inner.store.insert_audit(&event, self.now()).await?;
+        self.inner.audit_posted.notify_one();
+        Ok(id)
+    }
+
     pub(super) fn key_event(
         &self,
         key: &KeyRecord,

@@ -255,6 +255,129 @@ impl Credentials {
     }
 }
 
+/// What a webhook's signing secret is sealed to.
+fn webhook_context(guild_id: u64) -> String {
+    format!("guildkey webhook {guild_id}")
+}
+
+/// How many webhook signing secrets were sealed, and how many are still
+/// clear (no key set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSealing {
+    pub sealed: u64,
+    pub clear: u64,
+}
+
+impl Credentials {
+    /// A webhook's signing secret as it is stored: sealed under the current
+    /// key when one is set; without one, clear (as before keys existed:
+    /// webhooks keep working, and the start-up warns, see
+    /// [`Self::seal_clear_webhook_secrets`]).
+    pub fn seal_webhook_secret(&self, guild_id: u64, secret: &str) -> String {
+        match &self.keys.current {
+            Some(key) => key.seal(&webhook_context(guild_id), secret),
+            None => secret.to_owned(),
+        }
+    }
+
+    /// A stored webhook signing secret, opened: a clear one as it is, a
+    /// sealed one with the current or the previous key. The error (for
+    /// the delivery log) says what to fix and never quotes the secret.
+    pub fn open_webhook_secret(&self, guild_id: u64, stored: &str) -> std::result::Result<String, String> {
+        if !stored.starts_with(VERSION) {
+            return Ok(stored.to_owned());
+        }
+        let ctx = webhook_context(guild_id);
+        [self.keys.current.as_ref(), self.keys.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|k| k.open(&ctx, stored))
+            .ok_or_else(|| {
+                format!(
+                    "the webhook's signing secret is sealed and does not open with {SECRETS_KEY_VAR} (nor                      {PREVIOUS_SECRETS_KEY_VAR}); start guildkey with the key it was sealed under"
+                )
+            })
+    }
+
+    /// Seals every webhook signing secret still stored in clear, when a key
+    /// is set (at start: a migration cannot encrypt); without a key, counts
+    /// them. Sealed ones are left as they are.
+    pub async fn seal_clear_webhook_secrets(&self) -> Result<WebhookSealing> {
+        let mut out = WebhookSealing { sealed: 0, clear: 0 };
+        for (guild_id, stored) in self.store.webhook_secrets().await? {
+            if stored.starts_with(VERSION) {
+                continue;
+            }
+            match &self.keys.current {
+                Some(key) => {
+                    let sealed = key.seal(&webhook_context(guild_id), &stored);
+                    if self.store.replace_webhook_secret(guild_id, &stored, &sealed).await? {
+                        out.sealed += 1;
+                    }
+                }
+                None => out.clear += 1,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals every webhook signing secret again under the current key
+    /// (clear ones too); returns how many. One that opens with neither key
+    /// is left and named in the error.
+    pub async fn reseal_webhook_secrets(&self) -> Result<u64> {
+        let current = self.keys.current.as_ref().ok_or_else(no_key)?;
+        let mut done = 0;
+        let mut unopened = Vec::new();
+        for (guild_id, stored) in self.store.webhook_secrets().await? {
+            let Ok(secret) = self.open_webhook_secret(guild_id, &stored) else {
+                unopened.push(format!("the webhook of guild {guild_id}"));
+                continue;
+            };
+            let sealed = current.seal(&webhook_context(guild_id), &secret);
+            if self.store.replace_webhook_secret(guild_id, &stored, &sealed).await? {
+                done += 1;
+            }
+        }
+        if !unopened.is_empty() {
+            return Err(ServiceError::Missing(format!(
+                "re-sealed {done} webhook secret(s); these open with neither {SECRETS_KEY_VAR} nor \
+                 {PREVIOUS_SECRETS_KEY_VAR}: {}",
+                unopened.join(", ")
+            )));
+        }
+        Ok(done)
+    }
+}
+
+impl super::KeyService {
+    /// `guildkey secrets reseal`: every credential, then every webhook
+    /// signing secret, sealed again under the current key. Returns both
+    /// counts.
+    pub async fn reseal_secrets(&self) -> Result<(u64, u64)> {
+        let credentials = self.credentials();
+        let sealed = credentials.reseal_all().await?;
+        let webhooks = credentials.reseal_webhook_secrets().await?;
+        Ok((sealed, webhooks))
+    }
+
+    /// At start: seals webhook signing secrets still in clear when a key is
+    /// set, or warns that they are clear when none is.
+    pub async fn seal_webhook_secrets_at_start(&self) {
+        match self.credentials().seal_clear_webhook_secrets().await {
+            Ok(WebhookSealing { sealed, .. }) if sealed > 0 => {
+                tracing::info!(sealed, "sealed webhook signing secrets stored in clear under {SECRETS_KEY_VAR}")
+            }
+            Ok(WebhookSealing { clear, .. }) if clear > 0 => tracing::warn!(
+                clear,
+                "webhook signing secrets are stored in clear: set {SECRETS_KEY_VAR} (openssl rand -base64 32) to \
+                 store them encrypted"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not seal the webhook signing secrets stored in clear"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,22 @@ pub enum Error {
     /// shared by keys of several guilds. Lists the guilds to choose from.
     #[error("'{reference}' {} {}", if guilds.len() == 1 { "is a key name in guild" } else { "matches keys in guilds" }, list_guilds(guilds))]
     GuildNeeded { reference: String, guilds: Vec<u64> },
+    /// A `roblox:` id the guild's account linker links to no Discord
+    /// account (and none is remembered). 404.
+    #[error("{0}")]
+    NotLinked(String),
+    /// A write to a `roblox:` id linked to several Discord accounts: which
+    /// one is meant is not guildkey's to guess. 409.
+    #[error("{0}")]
+    AmbiguousLink(String),
+    /// The guild's account linker failed (refused its key, an error, a
+    /// timeout), or the guild has none set. 502.
+    #[error("{0}")]
+    LinkerError(String),
+    /// The guild's account linker asked guildkey to wait: no call until
+    /// `retry_after_secs` have passed. 503.
+    #[error("{message}")]
+    LinkerLimited { message: String, retry_after_secs: u64 },
     /// The key index could not confirm it is current (see `index`): every
     /// key is refused rather than one revoked elsewhere accepted. 503.
     #[error("guildkey cannot confirm keys are current; retrying")]

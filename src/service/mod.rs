@@ -96,6 +96,8 @@ struct Inner {
     /// The keys guilds' third-party credentials are sealed under
     /// ([`Self::set_secrets`]; none until set).
     secrets: std::sync::OnceLock<Arc<credentials::SecretsKeys>>,
+    /// What resolving `roblox:` ids keeps in memory (`roblox::links`).
+    links: roblox::links::LinkState,
     /// Where keys are delivered into Roblox Secrets from (`roblox::delivery`).
     roblox_delivery: std::sync::OnceLock<roblox::delivery::DeliverySettings>,
 }
@@ -135,6 +137,7 @@ impl KeyService {
                 audit_posted: Notify::new(),
                 clock,
                 secrets: std::sync::OnceLock::new(),
+                links: roblox::links::LinkState::default(),
                 roblox_delivery: std::sync::OnceLock::new(),
             }),
         };
@@ -165,6 +168,11 @@ impl KeyService {
     pub fn credentials(&self) -> credentials::Credentials {
         let keys = self.inner.secrets.get().cloned().unwrap_or_default();
         credentials::Credentials::new(self.inner.store.clone(), keys, self.inner.clock.clone())
+    }
+
+    /// What resolving `roblox:` ids keeps in memory.
+    pub(crate) fn links(&self) -> &roblox::links::LinkState {
+        &self.inner.links
     }
 
     pub fn store(&self) -> &Store {

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::audit::{insert_audit_in, LOGGED};
 use super::rows::{
-    self, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS, EVENT_COLUMNS,
-    WEBHOOK_COLUMNS,
+    self, id_from_sql, id_to_sql, to_millis, DeliveryRow, DueRow, EventRow, WebhookRow, DELIVERY_COLUMNS,
+    EVENT_COLUMNS, WEBHOOK_COLUMNS,
 };
 use super::{Conn, Store};
 use crate::audit::{AuditEvent, NewAuditEvent};
@@ -217,6 +217,30 @@ impl Store {
             insert_audit_in(&mut *tx, &event, now).await?;
             new_secret
         }))
+    }
+
+    /// Every webhook's stored signing secret (clear `whsec_…`, or sealed
+    /// `v1:…`), by guild: what sealing and re-sealing walk.
+    pub async fn webhook_secrets(&self) -> anyhow::Result<Vec<(u64, String)>> {
+        let rows: Vec<(i64, String)> = db_run!(read self, |c| {
+            sqlx::query_as("select guild_id, secret from webhook order by guild_id").fetch_all(&mut *c).await?
+        });
+        Ok(rows.into_iter().map(|(g, s)| (id_from_sql(g), s)).collect())
+    }
+
+    /// Stores `new` as the guild's webhook secret in place of `old` (the
+    /// same secret, sealed anew); false if it changed meanwhile.
+    pub async fn replace_webhook_secret(&self, guild_id: u64, old: &str, new: &str) -> anyhow::Result<bool> {
+        let done = db_run!(write self, |c| {
+            sqlx::query("update webhook set secret = $3 where guild_id = $1 and secret = $2")
+                .bind(id_to_sql(guild_id))
+                .bind(old)
+                .bind(new)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Removes the guild's webhook and its deliveries, with `event`.

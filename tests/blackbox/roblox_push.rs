@@ -285,7 +285,7 @@ async fn the_slash_command_sets_shows_and_removes_a_push_without_showing_the_key
     let set = app
         .double
         .slash(DEMO, ids::ALICE_ID)
-        .group("apikey", "roblox-push", "set")
+        .group("roblox", "push", "set")
         .integer("universe", UNIVERSE as i64)
         .string("key", API_KEY)
         .integer("mode", 1) // restrict: poise sends choices by index
@@ -301,7 +301,7 @@ async fn the_slash_command_sets_shows_and_removes_a_push_without_showing_the_key
     let banned = |d: &RobloxDouble| d.restriction(UNIVERSE, PAT_ROBLOX).is_some_and(|r| r["active"] == true);
     assert!(roblox.wait_until(WITHIN, banned).await);
 
-    let show = app.double.slash(DEMO, ids::ALICE_ID).group("apikey", "roblox-push", "show").send().await.unwrap();
+    let show = app.double.slash(DEMO, ids::ALICE_ID).group("roblox", "push", "show").send().await.unwrap();
     let text = app.double.wait_for_response(&show, support::bot::WAIT).await.unwrap().all_text();
     assert!(
         text.contains(&format!("`{UNIVERSE}`")) && text.contains("restrict ban") && text.contains("done"),
@@ -309,7 +309,7 @@ async fn the_slash_command_sets_shows_and_removes_a_push_without_showing_the_key
     );
     assert!(!text.contains(API_KEY));
 
-    let remove = app.double.slash(DEMO, ids::ALICE_ID).group("apikey", "roblox-push", "remove").send().await.unwrap();
+    let remove = app.double.slash(DEMO, ids::ALICE_ID).group("roblox", "push", "remove").send().await.unwrap();
     let text = app.double.wait_for_response(&remove, support::bot::WAIT).await.unwrap().all_text();
     assert!(text.contains("no longer pushed"), "{text}");
     let stored = support::db_scalar(&app.db_url, "select count(*) from guild_credential where kind = 'open_cloud'");

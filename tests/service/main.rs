@@ -25,6 +25,7 @@ mod makers;
 mod properties;
 mod rate_limits;
 mod reminders;
+mod roblox_links;
 mod roblox_push;
 mod rotations;
 mod usage;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 pub mod alone;
 pub mod bot;
 pub mod db;
+pub mod linkers;
 pub mod proxy;
 pub mod reply;
 mod secrets;

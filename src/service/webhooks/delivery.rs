@@ -82,7 +82,10 @@ impl WebhookService {
         }
         let d = &due.delivery;
         let host = reqwest::Url::parse(&due.url).map(|u| origin(&u)).unwrap_or_default();
-        let outcome = send(client, &due, &self.inner.cfg).await;
+        let outcome = match self.inner.keys.credentials().open_webhook_secret(d.guild_id, &due.secret) {
+            Ok(secret) => send(client, &due, &secret, &self.inner.cfg).await,
+            Err(why) => Err(Failed { status: None, error: why }),
+        };
         let attempts = d.attempts + 1;
         let finished = Utc::now();
         let next = match &outcome {
@@ -190,12 +193,16 @@ struct Failed {
 /// One signed POST. The URL is checked again (the settings may have
 /// changed since it was set; an IP-literal host is not resolved, so the
 /// resolver cannot check it).
-async fn send(client: &reqwest::Client, due: &DueDelivery, cfg: &WebhooksConfig) -> std::result::Result<u16, Failed> {
+async fn send(
+    client: &reqwest::Client,
+    due: &DueDelivery,
+    secret: &str,
+    cfg: &WebhooksConfig,
+) -> std::result::Result<u16, Failed> {
     let refused = |why: String| Failed { status: None, error: why };
     let url = parse_url(&due.url, cfg).map_err(|e| refused(format!("refused: {}", e.message)))?;
     let timestamp = Utc::now().timestamp();
-    let signature =
-        sign(&due.secret, &due.delivery.message_id, timestamp, &due.body).map_err(|e| refused(e.to_string()))?;
+    let signature = sign(secret, &due.delivery.message_id, timestamp, &due.body).map_err(|e| refused(e.to_string()))?;
     let response = client
         .post(url)
         .header("content-type", "application/json")

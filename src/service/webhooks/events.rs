@@ -88,6 +88,8 @@ impl EventType {
             | Action::WebhookDisabled
             | Action::UsageSpike
             | Action::FeatureChanged
+            | Action::RobloxLinkerSet
+            | Action::RobloxLinkerRemoved
             | Action::RobloxPush
             | Action::RobloxPushFailed => return None,
         })

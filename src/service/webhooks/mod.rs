@@ -172,11 +172,13 @@ impl WebhookService {
             details: json!({}),
         };
         let events_text = events.to_storage();
+        // Sealed under GUILDKEY_SECRETS_KEY when it is set (`credentials`).
+        let stored_secret = self.inner.keys.credentials().seal_webhook_secret(guild_id, secret.expose());
         let row = NewWebhook {
             guild_id,
             url: url.as_str(),
             events: &events_text,
-            secret: secret.expose(),
+            secret: &stored_secret,
             replace_secret: new_secret,
         };
         let details = |secret_changed: bool| {

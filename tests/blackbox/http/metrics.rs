@@ -231,7 +231,9 @@ async fn the_openapi_document_states_id_patterns_query_types_body_limits_every_a
     let paths = doc["paths"].as_object().expect("paths");
 
     // Every path id has the pattern the server enforces: checked against the server itself.
+    // A member's `user_id` has its own (a snowflake or `roblox:<userId>`).
     let mut patterns = BTreeSet::new();
+    let mut member_patterns = BTreeSet::new();
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
@@ -239,7 +241,8 @@ async fn the_openapi_document_states_id_patterns_query_types_body_limits_every_a
                 assert!(name.ends_with("_id"), "{method} {path}: path parameter {name}");
                 assert_eq!(param["schema"]["type"], "string", "{method} {path} {name}: {param}");
                 let pattern = param["schema"]["pattern"].as_str();
-                patterns.insert(pattern.unwrap_or_else(|| panic!("{method} {path} {name} has no pattern")).to_owned());
+                let pattern = pattern.unwrap_or_else(|| panic!("{method} {path} {name} has no pattern")).to_owned();
+                if name == "user_id" { &mut member_patterns } else { &mut patterns }.insert(pattern);
             }
         }
     }
@@ -258,6 +261,29 @@ async fn the_openapi_document_states_id_patterns_query_types_body_limits_every_a
         }
     }
     assert!(pattern.is_match(&DEMO.to_string()) && pattern.is_match(&ids::PAT_ID.to_string()));
+    assert_eq!(member_patterns.len(), 1, "one member id pattern: {member_patterns:?}");
+    let member = regex::Regex::new(member_patterns.first().unwrap()).expect("the member pattern compiles");
+    let candidates = [
+        "roblox:1",
+        "roblox:9007199254740992",
+        "roblox:9007199254740993",
+        "roblox:0",
+        "roblox:01",
+        "roblox:",
+        "Roblox:1",
+        "1",
+        "0",
+    ];
+    for id in candidates {
+        let reply = get(&app, &format!("/v1/guilds/{DEMO}/bans/{id}"), &token).await;
+        let accepted = reply.status != 400;
+        assert_eq!(
+            member.is_match(id),
+            accepted,
+            "user_id {id:?}: the pattern and the server disagree ({})",
+            reply.text
+        );
+    }
 
     // The audit log's query values are integers.
     let audit = &paths["/v1/guilds/{guild_id}/audit-log"]["get"];

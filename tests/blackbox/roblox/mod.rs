@@ -21,6 +21,7 @@ use support::{ids, spawn_app, spawn_app_with, App, Options};
 mod batching;
 mod client;
 mod contract_stub;
+mod linkers;
 mod push_subscriber;
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
