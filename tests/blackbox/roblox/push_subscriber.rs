@@ -180,3 +180,35 @@ async fn pushed_messages_that_are_not_guildkeys_are_ignored_without_an_error() {
     assert_failure(&failed, 0, "network_error");
     assert!(h.exchanges().is_empty(), "{:?}", h.paths());
 }
+
+/// The whole way, with no stub: a ban made in Discord reaches the real
+/// binary's push, the Open Cloud double records the `publishMessage` it was
+/// sent, and that body, delivered as Roblox delivers it, makes the client
+/// in the Luau VM kick the player.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_in_discord_is_pushed_by_guildkey_and_kicks_the_player_in_the_vm() {
+    let (roblox, app, _) = crate::roblox_push::setup("publish", "").await;
+    let key = app.create_key(DEMO, "game server", "bans.read", &[]);
+    crate::roblox_push::wait_live(&app, &key).await;
+    let h = Harness::new(&app, &key);
+    h.lua.load(ROBLOX).set_name("roblox fakes").exec().unwrap();
+    // Pat plays as Roblox user 1002 (the link `setup` seeded).
+    h.eval("inServer[1002] = { UserId = 1002, Kick = function(self, m) kicked[tostring(self.UserId)] = m end }");
+    h.client("kickMessage = 'Banned in our Discord', onBanEvent = onBanEvent");
+    let sub = h.eval("return client:subscribeBans(MessagingService, Players).ok");
+    assert_eq!(sub, true);
+
+    let user = json!({ "id": s(ids::PAT_ID), "username": "pat", "discriminator": "0", "global_name": null, "avatar": null });
+    assert_eq!(app.double.dispatch("GUILD_BAN_ADD", json!({ "guild_id": s(DEMO), "user": user })), 1);
+    assert!(
+        roblox.wait_until(Duration::from_secs(2), |d| !d.published().is_empty()).await,
+        "guildkey published the ban within 2 s"
+    );
+
+    for published in roblox.published() {
+        deliver(&h, &json!({ "topic": published.topic, "message": published.message }));
+    }
+    assert_eq!(h.eval("return kicked"), json!({ "1002": "Banned in our Discord" }));
+    assert_eq!(h.eval("return events"), json!([[1002, "ban", "discord", 1002]]));
+    assert!(roblox.violations().is_empty(), "{:#?}", roblox.violations());
+}
