@@ -187,6 +187,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let guard =
         Arc::new(DiscordGuard::new(config.discord.invalid_request_budget, config.discord.bot_invalid_request_budget));
     let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
+    // Ban lists in memory: the bot's process syncs them and hears their
+    // events; a listener alone follows them through the database.
+    if role.runs_bot() {
+        actions.ban_lists().set_syncs();
+    }
+    actions.ban_lists().load().await.map_err(|e| database_error(&config.database.url, e))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -292,6 +298,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Discord's refusals count for the whole bot: shared with every
     // instance on the database.
     let refusals = tokio::spawn(crate::service::tasks::refusals::run(actions.clone(), stopped(stop_rx.clone())));
+    let ban_follower = (!role.runs_bot()).then(|| {
+        let (lists, stop) = (actions.ban_lists().clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move { lists.follow(stop).await })
+    });
     let upkeep = {
         let keys = keys.clone();
         let stop = stopped(stop_rx.clone());
@@ -338,6 +348,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some((poster, hooks)) = posters {
         let _ = poster.await;
         let _ = hooks.await; // attempts in flight finish
+    }
+    if let Some(follower) = ban_follower {
+        let _ = follower.await;
     }
     let _ = upkeep.await; // flushes last-used times
     let _ = refusals.await; // shares the last refusals counted

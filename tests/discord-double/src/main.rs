@@ -28,11 +28,15 @@ commands:
                                          click a button on a bot message
   messages <channel_id>                  messages in a channel
   bans <guild>                           bans in a guild
+  seed-bans <guild> <count>              seeds that many bans at once (no events), for ban-list syncs
   say <guild> <channel> <user> <text>    a member sends a message (AutoMod applies)
   automod <guild>                        the guild's AutoMod rules
   dispatch <EVENT_NAME> <json>           send any gateway dispatch
   reconnect | invalid [resumable] | drop gateway op 7 / op 9 / dropped connection
   quit";
+
+/// The first user id `seed-bans` bans.
+const SEEDED_BANS_FROM: u64 = 1_500_000_000_000_000_000;
 
 /// Where the double listens unless told otherwise (`--port`, `DISCORD_DOUBLE_PORT`).
 const DEFAULT_PORT: u16 = 8787;
@@ -220,6 +224,12 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
                 .join("\n")
         }
         "bans" => format!("{:?}", double.bans(parse_id(words.next(), "guild id")?)),
+        "seed-bans" => {
+            let guild = parse_id(words.next(), "guild id")?;
+            let count = parse_id(words.next(), "count")?;
+            double.seed_bans(guild, SEEDED_BANS_FROM, count, 1);
+            format!("{} bans in the guild", double.bans(guild).len())
+        }
         "say" => {
             let guild = parse_id(words.next(), "guild id")?;
             let channel = parse_id(words.next(), "channel id")?;
