@@ -270,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(n) => parse_count(&n, "DISCORD_DOUBLE_GUILDS")?,
         Err(_) => 0,
     };
+    let (mut bans, mut ban_list_rate) = (0u64, None::<u32>);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -278,11 +279,16 @@ async fn main() -> anyhow::Result<()> {
                 port = value.parse().map_err(|_| anyhow::anyhow!("--port must be a port number, not `{value}`"))?;
             }
             "--guilds" => guilds = parse_count(&args.next().unwrap_or_default(), "--guilds")?,
+            "--bans" => bans = u64::from(parse_count(&args.next().unwrap_or_default(), "--bans")?),
+            "--ban-list-rate" => ban_list_rate = Some(parse_count(&args.next().unwrap_or_default(), "--ban-list-rate")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: discord-double [--port N] [--guilds N]   (env DISCORD_DOUBLE_PORT, DISCORD_DOUBLE_GUILDS)\n\
+                    "usage: discord-double [--port N] [--guilds N] [--bans N] [--ban-list-rate N]\n\
+                     \x20   (env DISCORD_DOUBLE_PORT, DISCORD_DOUBLE_GUILDS)\n\
                      \x20 --port N     listen on 127.0.0.1:N (default {DEFAULT_PORT}; 0 for any free port)\n\
-                     \x20 --guilds N   add N synthetic guilds to the demo world (default 0)\n\n{HELP}"
+                     \x20 --guilds N   add N synthetic guilds to the demo world (default 0)\n\
+                     \x20 --bans N     seed the demo guild with N bans (as `seed-bans`)\n\
+                     \x20 --ban-list-rate N   GET /guilds/{{id}}/bans allows N pages a second\n\n{HELP}"
                 );
                 return Ok(());
             }
@@ -291,9 +297,18 @@ async fn main() -> anyhow::Result<()> {
     }
     discord_double::schema::QUIET_WHEN_ABSENT.store(true, std::sync::atomic::Ordering::Relaxed);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let double = Double::start_on(DoubleConfig::demo().with_synthetic_guilds(guilds), addr)
+    let mut config = DoubleConfig::demo().with_synthetic_guilds(guilds);
+    if let Some(rate) = ban_list_rate {
+        config.rate_limits =
+            config.rate_limits.with_route("GET", "/guilds/{guild_id}/bans", rate, Duration::from_secs(1));
+    }
+    let double = Double::start_on(config, addr)
         .await
         .map_err(|e| anyhow::anyhow!("could not listen on {addr} ({e:#}); another double running? try --port 0"))?;
+    if bans > 0 {
+        double.seed_bans(DEMO_GUILD_ID, SEEDED_BANS_FROM, bans, 1);
+        println!("seeded {bans} bans in the demo guild (user ids from {SEEDED_BANS_FROM})");
+    }
     println!("{}\ntype `help` for commands", info(&double));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

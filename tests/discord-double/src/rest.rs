@@ -623,7 +623,7 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
                 }
                 (after, before) => g
                     .bans
-                    .range(after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded)..)
+                    .range((after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded), std::ops::Bound::Unbounded))
                     .take_while(|(u, _)| before.is_none_or(|b| **u < b))
                     .take(limit)
                     .collect(),
