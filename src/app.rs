@@ -14,9 +14,11 @@
 //!   differs is freshness: a role that gains a dangerous permission is
 //!   refused by such a listener within the TTL rather than from the next
 //!   request on. A write Discord refuses with 403 drops the guild's entry at
-//!   once. Ban checks are still cached 5 s but, with no gateway ban events,
-//!   learn of bans made elsewhere only when that runs out; refusals the
-//!   guard remembers last their 30 s (no role events to forget them).
+//!   once. Ban checks answer from the ban lists the bot keeps, followed
+//!   through the database (`service::ban_lists`); with no bot on the
+//!   database they are cached 5 s and, with no gateway ban events, learn of
+//!   bans made elsewhere only when that runs out; refusals the guard
+//!   remembers last their 30 s (no role events to forget them).
 //! - `--only bot`: the gateway bot (slash commands, buttons, the leak
 //!   guard), the audit-channel outbox ([`outbox`]) and the reconcile of
 //!   API writes left pending ([`reconcile`]), with no listener

@@ -280,7 +280,7 @@ async fn the_export_pages_ascending_with_next_after_and_roblox_ids_where_known()
         &app.db_url,
         &format!(
             "insert into roblox_link (guild_id, roblox_id, discord_id, resolved_at) values ({DEMO}, 424242, {}, 0) \
-             returning 1",
+             returning cast(1 as bigint)",
             FIRST + 3
         ),
     );
