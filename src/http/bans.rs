@@ -121,7 +121,8 @@ pub async fn check_bans(
         .user_ids
         .into_iter()
         .map(|raw| {
-            let parsed = member_ref(&raw).map_err(|e| Error::Invalid(crate::keys::InvalidInput::new("user_id", e.to_string())));
+            let parsed =
+                member_ref(&raw).map_err(|e| Error::Invalid(crate::keys::InvalidInput::new("user_id", e.to_string())));
             (raw, parsed)
         })
         .collect();
@@ -172,7 +173,10 @@ pub async fn export_bans(
     let limit = match q.limit.as_deref().map(str::trim) {
         None | Some("") => MAX_EXPORT_PAGE,
         Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=MAX_EXPORT_PAGE).contains(n)).ok_or_else(|| {
-            ApiError::BadRequest(format!("limit must be a whole number from 1 to {MAX_EXPORT_PAGE}, not '{}'", short(raw)))
+            ApiError::BadRequest(format!(
+                "limit must be a whole number from 1 to {MAX_EXPORT_PAGE}, not '{}'",
+                short(raw)
+            ))
         })?,
     };
     Ok(ok(state.actions.export_bans(&caller, guild_id, after, limit).await?))

@@ -282,8 +282,7 @@ impl GuildActions {
         caller.authorize(guild_id, Scope::BansRead)?;
         if let Some(banned) = self.ban_lists.banned(guild_id, user_id) {
             // From memory: only a banned user's reason is read (the store).
-            let reason =
-                if banned { self.keys.store().guild_ban_reason(guild_id, user_id).await? } else { None };
+            let reason = if banned { self.keys.store().guild_ban_reason(guild_id, user_id).await? } else { None };
             return Ok(BanStatus { banned, reason });
         }
         super::ban_lists::spawn_sync_if_idle(&self.ban_lists, &self.ops, guild_id);

@@ -401,7 +401,10 @@ impl BanLists {
             }
             (added, removed)
         };
-        self.store.apply_ban_page(guild_id, &added, &removed, next, self.clock.now()).await.map_err(|e| format!("{e:#}"))
+        self.store
+            .apply_ban_page(guild_id, &added, &removed, next, self.clock.now())
+            .await
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// Follows the store's ban change log until `stop` (a process without

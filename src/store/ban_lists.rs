@@ -238,12 +238,7 @@ impl Store {
         }
         let changes = rows
             .into_iter()
-            .map(|(seq, g, u, banned)| BanChange {
-                seq,
-                guild_id: id_from_sql(g),
-                user_id: u.map(id_from_sql),
-                banned,
-            })
+            .map(|(seq, g, u, banned)| BanChange { seq, guild_id: id_from_sql(g), user_id: u.map(id_from_sql), banned })
             .collect();
         Ok(Some(BanChanges { changes }))
     }

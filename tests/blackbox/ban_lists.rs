@@ -21,7 +21,8 @@ const FIRST: u64 = 1_500_000_000_000_000_000;
 
 /// A demo double whose ban-list route allows `pages_per_second`.
 async fn double_with_list_rate(pages_per_second: u32) -> support::Double {
-    let rate_limits = RateLimitConfig::default().with_route("GET", LIST_ROUTE, pages_per_second, Duration::from_secs(1));
+    let rate_limits =
+        RateLimitConfig::default().with_route("GET", LIST_ROUTE, pages_per_second, Duration::from_secs(1));
     discord_double::Double::start(DoubleConfig { rate_limits, ..DoubleConfig::demo() }).await.expect("start the double")
 }
 
@@ -143,12 +144,7 @@ async fn a_guild_of_100000_bans_syncs_at_3_pages_a_second_and_then_1000_checks_a
         }
     }
     took.sort();
-    eprintln!(
-        "1,000 ban checks from memory: p50 {:?}, p99 {:?}, max {:?}",
-        took[499],
-        took[989],
-        took[999]
-    );
+    eprintln!("1,000 ban checks from memory: p50 {:?}, p99 {:?}, max {:?}", took[499], took[989], took[999]);
     assert_eq!(ban_calls(&app), 0, "no Discord call for a check once the list is synced");
     app.double.assert_no_violations();
 }

@@ -280,7 +280,9 @@ async fn main() -> anyhow::Result<()> {
             }
             "--guilds" => guilds = parse_count(&args.next().unwrap_or_default(), "--guilds")?,
             "--bans" => bans = u64::from(parse_count(&args.next().unwrap_or_default(), "--bans")?),
-            "--ban-list-rate" => ban_list_rate = Some(parse_count(&args.next().unwrap_or_default(), "--ban-list-rate")?),
+            "--ban-list-rate" => {
+                ban_list_rate = Some(parse_count(&args.next().unwrap_or_default(), "--ban-list-rate")?)
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: discord-double [--port N] [--guilds N] [--bans N] [--ban-list-rate N]\n\

@@ -610,7 +610,11 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
                 match ctx.query.get(name) {
                     None => Ok(None),
                     Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
-                        ApiError::invalid_form(name, "NUMBER_TYPE_COERCE", &format!("Value \"{raw}\" is not snowflake."))
+                        ApiError::invalid_form(
+                            name,
+                            "NUMBER_TYPE_COERCE",
+                            &format!("Value \"{raw}\" is not snowflake."),
+                        )
                     }),
                 }
             };
@@ -623,7 +627,10 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
                 }
                 (after, before) => g
                     .bans
-                    .range((after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded), std::ops::Bound::Unbounded))
+                    .range((
+                        after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .take_while(|(u, _)| before.is_none_or(|b| **u < b))
                     .take(limit)
                     .collect(),
