@@ -247,11 +247,11 @@ fn resync_bans(data: &Data, guild_id: u64) {
     });
 }
 
-/// A ban the gateway reported, applied to the guild's list in memory at
-/// once (the store write follows, off the event loop).
+/// A ban the gateway reported, applied to the guild's ban list (memory,
+/// then the store, with Discord's reason), off the event loop.
 fn gateway_ban_list(data: &Data, guild_id: u64, user_id: u64, banned: bool) {
-    let lists = data.actions.ban_lists().clone();
-    tokio::spawn(async move { lists.record(guild_id, user_id, banned, None).await });
+    let actions = data.actions.clone();
+    tokio::spawn(async move { actions.heard_ban(guild_id, user_id, banned).await });
 }
 
 /// Which makers an audit-log entry may have cost their powers: a member's

@@ -93,6 +93,9 @@ pub struct BanLists {
     failed: Mutex<HashMap<u64, std::time::Instant>>,
     /// Whether the bot held Ban Members (can list bans) at the last sight.
     can_list: Mutex<HashMap<u64, bool>>,
+    /// Guilds where the bot hears no ban events (neither Ban Members nor
+    /// View Audit Log): a sync finishing there does not make the list complete.
+    deaf: Mutex<HashSet<u64>>,
     /// This process runs the bot: it syncs lists and hears ban events.
     syncs: AtomicBool,
     pages: tokio::sync::Semaphore,
@@ -116,6 +119,7 @@ impl BanLists {
             syncing: Mutex::default(),
             failed: Mutex::default(),
             can_list: Mutex::default(),
+            deaf: Mutex::default(),
             syncs: AtomicBool::new(false),
             pages: tokio::sync::Semaphore::new(PAGES_AT_ONCE),
         }
@@ -237,6 +241,14 @@ impl BanLists {
         let can_list = admin || permissions & p::BAN_MEMBERS != 0;
         let hears = admin || permissions & (p::BAN_MEMBERS | p::VIEW_AUDIT_LOG) != 0;
         let before = self.can_list.lock().unwrap_or_else(|e| e.into_inner()).insert(guild_id, can_list);
+        {
+            let mut deaf = self.deaf.lock().unwrap_or_else(|e| e.into_inner());
+            if hears {
+                deaf.remove(&guild_id);
+            } else {
+                deaf.insert(guild_id);
+            }
+        }
         if !hears && self.is_complete(guild_id) {
             if let Some(list) = self.write().get_mut(&guild_id) {
                 list.complete = false;
@@ -372,6 +384,7 @@ impl BanLists {
             .get(&guild_id)
             .map(|s| s.touched.clone())
             .unwrap_or_default();
+        let hears = !self.deaf.lock().unwrap_or_else(|e| e.into_inner()).contains(&guild_id);
         let (added, removed) = {
             let mut lists = self.write();
             let list = lists.entry(guild_id).or_default();
@@ -396,13 +409,13 @@ impl BanLists {
                 range.sort_unstable();
                 list.ids.splice(lo..hi, range);
             }
-            if next.is_none() {
+            if next.is_none() && hears {
                 list.complete = true;
             }
             (added, removed)
         };
         self.store
-            .apply_ban_page(guild_id, &added, &removed, next, self.clock.now())
+            .apply_ban_page(guild_id, &added, &removed, next, hears, self.clock.now())
             .await
             .map_err(|e| format!("{e:#}"))
     }
@@ -543,6 +556,25 @@ impl GuildActions {
             MemberRef::Roblox(id) => {
                 Err(Error::Missing(format!("no Discord account is linked to Roblox user {id} in this server")))
             }
+        }
+    }
+
+    /// A ban or unban the gateway reported: applied to the guild's list;
+    /// for a ban, Discord's reason is read once (the event carries none) and
+    /// stored, so a check shows it as a check asked of Discord would.
+    pub async fn heard_ban(&self, guild_id: u64, user_id: u64, banned: bool) {
+        self.ban_lists.record(guild_id, user_id, banned, None).await;
+        if !banned || !self.ban_lists.read().contains_key(&guild_id) {
+            return;
+        }
+        match self.call(guild_id, Call::BanCheck, self.ops.ban_status(guild_id, user_id)).await {
+            Ok(Some(Some(reason))) => {
+                if let Err(e) = self.keys.store().set_guild_ban_reason(guild_id, user_id, &reason).await {
+                    tracing::warn!(guild_id, user_id, error = format!("{e:#}"), "failed to store a ban's reason");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(guild_id, user_id, error = %e, "could not read a heard ban's reason"),
         }
     }
 

@@ -130,15 +130,30 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the reason of a stored ban (none stored: nothing changes).
+    pub async fn set_guild_ban_reason(&self, guild_id: u64, user_id: u64, reason: &str) -> anyhow::Result<()> {
+        db_run!(write self, |c| {
+            sqlx::query("update guild_ban set reason = $3 where guild_id = $1 and user_id = $2")
+                .bind(id_to_sql(guild_id))
+                .bind(id_to_sql(user_id))
+                .bind(reason)
+                .execute(&mut *c)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// One page of a sync: adds these bans, drops those, and moves the
     /// sync on (`next_after` the next page's `after`; `None`: the sync is
-    /// done, the list complete as of `now`), in one transaction.
+    /// done, and with `complete` the list is complete as of `now`), in one
+    /// transaction.
     pub async fn apply_ban_page(
         &self,
         guild_id: u64,
         added: &[(u64, Option<String>)],
         removed: &[u64],
         next_after: Option<u64>,
+        complete: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let g = id_to_sql(guild_id);
@@ -176,7 +191,7 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
-            let done = next_after.is_none();
+            let done = next_after.is_none() && complete;
             sqlx::query(
                 "insert into guild_ban_sync (guild_id, complete, synced_at, sync_after, updated_at) \
                  values ($1, $2, case when $2 then $4 else null end, $3, $4) \

@@ -163,16 +163,28 @@ async fn ban_events_and_own_writes_keep_the_list_current_and_a_restart_answers_f
     // dispatches GUILD_BAN_REMOVE and GUILD_BAN_ADD.
     let moderate = |method: reqwest::Method, user: u64| {
         let url = format!("{}/guilds/{DEMO}/bans/{user}", app.double.api_url());
-        app.http.request(method, url).header("authorization", format!("Bot {}", support::BOT_TOKEN)).send()
+        app.http.request(method, url).header("authorization", format!("Bot {}", support::BOT_TOKEN))
     };
-    assert_eq!(moderate(reqwest::Method::DELETE, ids::STRANGER_ID).await.unwrap().status(), 204);
+    assert_eq!(moderate(reqwest::Method::DELETE, ids::STRANGER_ID).send().await.unwrap().status(), 204);
     until_banned(&app, &token, ids::STRANGER_ID, false).await;
-    assert_eq!(moderate(reqwest::Method::PUT, ids::PAT_ID).await.unwrap().status(), 204);
+    let ban = moderate(reqwest::Method::PUT, ids::PAT_ID).header("x-audit-log-reason", "cheating");
+    assert_eq!(ban.send().await.unwrap().status(), 204);
     until_banned(&app, &token, ids::PAT_ID, true).await;
-    assert_eq!(app.double.calls_to("GET", BAN_ROUTE).len(), 0, "checks asked Discord nothing");
+    // The event carries no reason: the bot reads it once, and checks show it.
+    let started = Instant::now();
+    while get(&app, &ban_path(ids::PAT_ID), &token).await.ok()["reason"] != "cheating" {
+        assert!(started.elapsed() < Duration::from_secs(3), "the heard ban's reason never reached the list");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.double.calls_to("GET", BAN_ROUTE).len(), 1, "one read of the heard ban's reason; no check asked");
 
     // Our own ban: the check right after it says banned, from memory.
     put(&app, &ban_path(ids::DANA_ID), &token).await.ok();
+    // (The bot also hears the ban and reads its reason once: let that pass.)
+    let dana = format!("/api/v10/guilds/{DEMO}/bans/{}", ids::DANA_ID);
+    let banned_at = app.double.calls_to("PUT", BAN_ROUTE).last().expect("our ban reached Discord").seq;
+    let heard = |c: &discord_double::RecordedCall| c.method == "GET" && c.path == dana && c.seq > banned_at;
+    app.double.wait_for_call(heard, Duration::from_secs(3)).await.ok();
     let calls = app.double.calls_to("GET", BAN_ROUTE).len();
     assert!(banned(&get(&app, &ban_path(ids::DANA_ID), &token).await.ok()));
     assert_eq!(app.double.calls_to("GET", BAN_ROUTE).len(), calls, "the check after our ban asked Discord nothing");
@@ -364,5 +376,51 @@ async fn a_listener_on_postgres_follows_the_bots_ban_list() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("the listener followed a ban the bot heard in {:?}", heard.elapsed());
-    assert_eq!(bot.double.calls_to("GET", BAN_ROUTE).len(), 0, "no check asked Discord");
+}
+
+/// Without Ban Members and View Audit Log the bot hears no ban events: its
+/// list is no longer trusted (checks ask Discord again); with Ban Members
+/// back the list is synced again, bans made meanwhile included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_ban_events_stops_answering_from_the_list_and_regaining_ban_members_resyncs_it() {
+    use discord_double::permissions::{BAN_MEMBERS, VIEW_AUDIT_LOG};
+    let double = double_with_list_rate(50).await;
+    let app = spawn_against(double, Options::default()).await;
+    let token = key(&app, "bans.read").await;
+    sync(&app, &token, Duration::from_secs(10)).await;
+    app.double.clear_recorded();
+
+    app.double.set_role_permissions(
+        DEMO,
+        ids::BOT_ROLE_ID,
+        ids::BOT_ROLE_PERMISSIONS & !(BAN_MEMBERS | VIEW_AUDIT_LOG),
+    );
+    // A ban made meanwhile: no event reaches the bot.
+    app.double.add_ban(DEMO, ids::STRANGER_ID, Some("while deaf"));
+    let started = Instant::now();
+    loop {
+        // Asked of Discord now, which refuses a bot without Ban Members (a
+        // user not checked before: the 5 s ban cache holds the first check's).
+        let reply = get(&app, &ban_path(ids::MORGAN_ID), &token).await;
+        if reply.status == 502 || app.double.calls_to("GET", BAN_ROUTE).len() > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "the list still answered without ban events");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let synced = synced_lines(&app);
+    app.double.set_role_permissions(DEMO, ids::BOT_ROLE_ID, ids::BOT_ROLE_PERMISSIONS);
+    wait_synced(&app, synced + 1, Duration::from_secs(10)).await;
+    app.double.clear_recorded();
+    let started = Instant::now();
+    loop {
+        let data = get(&app, &ban_path(ids::STRANGER_ID), &token).await.ok();
+        if data == json!({ "banned": true, "reason": "while deaf" }) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "the resynced list never showed the ban: {data}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.double.calls_to("GET", BAN_ROUTE).len(), 0, "answered from the resynced list");
 }
