@@ -194,7 +194,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if role.runs_bot() {
         actions.ban_lists().set_syncs();
     }
-    actions.ban_lists().load().await.map_err(|e| database_error(&config.database.url, e))?;
+    let ban_log_head = actions.ban_lists().load().await.map_err(|e| database_error(&config.database.url, e))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -302,7 +302,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let refusals = tokio::spawn(crate::service::tasks::refusals::run(actions.clone(), stopped(stop_rx.clone())));
     let ban_follower = (!role.runs_bot()).then(|| {
         let (lists, stop) = (actions.ban_lists().clone(), stopped(stop_rx.clone()));
-        tokio::spawn(async move { lists.follow(stop).await })
+        tokio::spawn(async move { lists.follow(Some(ban_log_head), stop).await })
     });
     let upkeep = {
         let keys = keys.clone();

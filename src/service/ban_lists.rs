@@ -421,9 +421,9 @@ impl BanLists {
     }
 
     /// Follows the store's ban change log until `stop` (a process without
-    /// the bot): loads every list, then applies each change.
-    pub async fn follow(&self, stop: impl std::future::Future<Output = ()>) {
-        let mut seen: Option<i64> = None;
+    /// the bot), from entry `seen` (what [`Self::load`] answered; `None`:
+    /// load first), applying each change.
+    pub async fn follow(&self, mut seen: Option<i64>, stop: impl std::future::Future<Output = ()>) {
         let mut tick = tokio::time::interval(FOLLOW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
