@@ -406,7 +406,7 @@ async fn losing_ban_events_stops_answering_from_the_list_and_regaining_ban_membe
         // Asked of Discord now, which refuses a bot without Ban Members (a
         // user not checked before: the 5 s ban cache holds the first check's).
         let reply = get(&app, &ban_path(ids::MORGAN_ID), &token).await;
-        if reply.status == 502 || app.double.calls_to("GET", BAN_ROUTE).len() > 0 {
+        if reply.status == 502 || !app.double.calls_to("GET", BAN_ROUTE).is_empty() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(3), "the list still answered without ban events");
