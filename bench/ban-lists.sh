@@ -38,7 +38,7 @@ trap cleanup EXIT
 
 export DISCORD_TOKEN="MTEwMDAwMDAwMDAwMDAwMDAwMQ.bench.token"
 export GUILDKEY_REGISTER_COMMANDS=none
-export RUST_LOG=warn,guildkey::service::ban_lists=info
+export RUST_LOG=warn,guildkey=info
 
 wait_for_line() { # file pattern timeout_s
     for _ in $(seq 1 $(( ${3:-30} * 20 ))); do
