@@ -276,12 +276,15 @@ impl BanLists {
         loop {
             let started = std::time::Instant::now();
             match self.sync_once(ops, guild_id).await {
-                Ok(bans) => tracing::info!(
-                    guild_id,
-                    bans,
-                    ms = started.elapsed().as_millis() as u64,
-                    "synced the guild's ban list"
-                ),
+                Ok(bans) => {
+                    self.failed.lock().unwrap_or_else(|e| e.into_inner()).remove(&guild_id);
+                    tracing::info!(
+                        guild_id,
+                        bans,
+                        ms = started.elapsed().as_millis() as u64,
+                        "synced the guild's ban list"
+                    )
+                }
                 Err(e) => {
                     tracing::warn!(guild_id, error = %e, "the ban list sync stopped; it resumes at the next trigger");
                     self.failed.lock().unwrap_or_else(|e| e.into_inner()).insert(guild_id, std::time::Instant::now());
