@@ -14,9 +14,11 @@
 //!   differs is freshness: a role that gains a dangerous permission is
 //!   refused by such a listener within the TTL rather than from the next
 //!   request on. A write Discord refuses with 403 drops the guild's entry at
-//!   once. Ban checks are still cached 5 s but, with no gateway ban events,
-//!   learn of bans made elsewhere only when that runs out; refusals the
-//!   guard remembers last their 30 s (no role events to forget them).
+//!   once. Ban checks answer from the ban lists the bot keeps, followed
+//!   through the database (`service::ban_lists`); with no bot on the
+//!   database they are cached 5 s and, with no gateway ban events, learn of
+//!   bans made elsewhere only when that runs out; refusals the guard
+//!   remembers last their 30 s (no role events to forget them).
 //! - `--only bot`: the gateway bot (slash commands, buttons, the leak
 //!   guard), the audit-channel outbox ([`outbox`]) and the reconcile of
 //!   API writes left pending ([`reconcile`]), with no listener
@@ -200,6 +202,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let guard =
         Arc::new(DiscordGuard::new(config.discord.invalid_request_budget, config.discord.bot_invalid_request_budget));
     let actions = Arc::new(GuildActions::new(keys.clone(), ops.clone(), bans.clone(), guard.clone()));
+    // Ban lists in memory: the bot's process syncs them and hears their
+    // events; a listener alone follows them through the database.
+    if role.runs_bot() {
+        actions.ban_lists().set_syncs();
+    }
+    let ban_log_head = actions.ban_lists().load().await.map_err(|e| database_error(&config.database.url, e))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -312,6 +320,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Discord's refusals count for the whole bot: shared with every
     // instance on the database.
     let refusals = tokio::spawn(crate::service::tasks::refusals::run(actions.clone(), stopped(stop_rx.clone())));
+    let ban_follower = (!role.runs_bot()).then(|| {
+        let (lists, stop) = (actions.ban_lists().clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move { lists.follow(Some(ban_log_head), stop).await })
+    });
     let upkeep = {
         let keys = keys.clone();
         let stop = stopped(stop_rx.clone());
@@ -358,6 +370,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some((poster, hooks)) = posters {
         let _ = poster.await;
         let _ = hooks.await; // attempts in flight finish
+    }
+    if let Some(follower) = ban_follower {
+        let _ = follower.await;
     }
     let _ = upkeep.await; // flushes last-used times
     let _ = refusals.await; // shares the last refusals counted

@@ -195,18 +195,21 @@ async fn on_event(ctx: &serenity::Context, event: &serenity::FullEvent, data: &D
         serenity::FullEvent::GuildCreate { guild, .. } => {
             data.guard.forget(guild.id.get());
             watch_features(ctx, data, guild.id);
+            resync_bans(data, guild.id.get());
         }
         serenity::FullEvent::AutoModActionExecution { execution } => {
             revoke_pasted_keys(data, execution).await;
         }
         serenity::FullEvent::GuildBanAddition { guild_id, banned_user } => {
             data.bans.invalidate(guild_id.get(), banned_user.id.get());
+            gateway_ban_list(data, guild_id.get(), banned_user.id.get(), true);
             recheck_makers(data, guild_id.get(), Some(banned_user.id.get()));
             gateway_ban(data, guild_id.get(), banned_user, true);
             crate::service::roblox::push::on_gateway_ban(&data.keys, guild_id.get(), banned_user.id.get(), true);
         }
         serenity::FullEvent::GuildBanRemoval { guild_id, unbanned_user } => {
             data.bans.invalidate(guild_id.get(), unbanned_user.id.get());
+            gateway_ban_list(data, guild_id.get(), unbanned_user.id.get(), false);
             gateway_ban(data, guild_id.get(), unbanned_user, false);
             crate::service::roblox::push::on_gateway_ban(&data.keys, guild_id.get(), unbanned_user.id.get(), false);
         }
@@ -227,6 +230,32 @@ fn watch_features(ctx: &serenity::Context, data: &Data, guild_id: serenity::Guil
     };
     let features = data.features.clone();
     tokio::spawn(async move { features.observe(guild_id.get(), permissions).await });
+    let (lists, ops) = (data.actions.ban_lists().clone(), data.actions.ops().clone());
+    tokio::spawn(async move {
+        // Ban Members back: the list is synced again (bans made meanwhile
+        // were not heard).
+        if lists.observe_permissions(guild_id.get(), permissions).await {
+            crate::service::ban_lists::spawn_sync(&lists, &ops, guild_id.get());
+        }
+    });
+}
+
+/// The bot sees a guild (a start, a re-identify, a join, an outage's end;
+/// not a resume): its ban list is synced again if one is kept or wanted.
+fn resync_bans(data: &Data, guild_id: u64) {
+    let (lists, ops) = (data.actions.ban_lists().clone(), data.actions.ops().clone());
+    tokio::spawn(async move {
+        if lists.wanted(guild_id).await {
+            crate::service::ban_lists::spawn_sync(&lists, &ops, guild_id);
+        }
+    });
+}
+
+/// A ban the gateway reported, applied to the guild's ban list (memory,
+/// then the store, with Discord's reason), off the event loop.
+fn gateway_ban_list(data: &Data, guild_id: u64, user_id: u64, banned: bool) {
+    let actions = data.actions.clone();
+    tokio::spawn(async move { actions.heard_ban(guild_id, user_id, banned).await });
 }
 
 /// Which makers an audit-log entry may have cost their powers: a member's

@@ -37,6 +37,6 @@ mod shield;
 pub use embeds::{audit_embed, discord_chars, plain_audit_event, within_discord_limits, AUDIT_BUTTON_PREFIX, BLANK};
 pub use escape::{code_span, escape, escape_within};
 pub use permissions::{Overwrite, RoleFacts, Standing};
-pub use port::{codes, DiscordError, GuildInfo, GuildOps};
+pub use port::{codes, BansPage, DiscordError, GuildInfo, GuildOps};
 pub use serenity_ops::{SerenityGuildOps, DISCORD_TIMEOUT, MAX_RETRY_WAIT};
 pub use shield::{epoch_minute, Elsewhere, InvalidAnswers, Spent, INVALID_WINDOW, NO_GUILD};

@@ -19,6 +19,19 @@ pub struct GuildInfo {
     pub icon: Option<String>,
 }
 
+/// One page of a guild's ban list (`GET /guilds/{id}/bans`), and what the
+/// answer's rate-limit headers said of the route's bucket, so a sync paces
+/// its next page by them.
+#[derive(Debug, Clone, Default)]
+pub struct BansPage {
+    /// Banned user ids with Discord's reason, ascending by id.
+    pub bans: Vec<(u64, Option<String>)>,
+    /// `X-RateLimit-Remaining`, when Discord sent it.
+    pub remaining: Option<u32>,
+    /// `X-RateLimit-Reset-After`, when Discord sent it.
+    pub reset_after: Option<std::time::Duration>,
+}
+
 /// Why Discord did not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DiscordError {
@@ -59,6 +72,11 @@ pub trait GuildOps: Send + Sync {
     /// The guild's name, icon and member count; `Ok(None)` if the bot is
     /// not in it; `Err` if Discord could not be asked (REST only).
     async fn guild_info(&self, guild_id: u64) -> Result<Option<GuildInfo>, DiscordError>;
+    /// One page of the guild's bans: users after `after` (0: from the
+    /// first), ascending, at most `limit` (Discord's most: 1,000).
+    async fn bans_page(&self, _guild_id: u64, _after: u64, _limit: u32) -> Result<BansPage, DiscordError> {
+        Err(DiscordError::Unavailable("ban lists are not available".into()))
+    }
     /// `Some(reason)` if the user is banned, `None` if not.
     async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError>;
     async fn ban(

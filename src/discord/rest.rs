@@ -214,6 +214,10 @@ impl GuildOps for RestGuildOps {
         self.view(guild_id).await.ok().map(|view| view.standing.roles.contains_key(&role_id))
     }
 
+    async fn bans_page(&self, guild_id: u64, after: u64, limit: u32) -> Result<super::BansPage, DiscordError> {
+        self.watch(guild_id, self.rest.bans_page(guild_id, after, limit).await)
+    }
+
     async fn ban_status(&self, guild_id: u64, user_id: u64) -> Result<Option<Option<String>>, DiscordError> {
         self.watch(guild_id, self.rest.ban_status(guild_id, user_id).await)
     }

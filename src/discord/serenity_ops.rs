@@ -17,7 +17,7 @@ use serenity::all::{Cache, ChannelId, CreateMessage, GuildId, Http, HttpError, L
 use serenity::http::Request;
 
 use super::embeds::{audit_buttons, audit_embed};
-use super::{codes, DiscordError, GuildInfo, GuildOps, InvalidAnswers, Overwrite, RoleFacts, Standing};
+use super::{codes, BansPage, DiscordError, GuildInfo, GuildOps, InvalidAnswers, Overwrite, RoleFacts, Standing};
 use crate::audit::AuditEvent;
 
 /// [`GuildOps`] on serenity. Created before the Discord client exists (so
@@ -73,6 +73,26 @@ struct Failed {
 impl From<DiscordError> for Failed {
     fn from(error: DiscordError) -> Self {
         Self { error, retry_after: None, invalid: false, global: false }
+    }
+}
+
+/// What an answer's rate-limit headers said of its bucket.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Pace {
+    pub remaining: Option<u32>,
+    pub reset_after: Option<Duration>,
+}
+
+impl Pace {
+    fn of(headers: &reqwest::header::HeaderMap) -> Self {
+        let read = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        Self {
+            remaining: read("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
+            reset_after: read("x-ratelimit-reset-after")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(3600.0))),
+        }
     }
 }
 
@@ -156,7 +176,7 @@ impl SerenityGuildOps {
         guild: Option<u64>,
         request: Request<'static>,
         sent: &AtomicBool,
-    ) -> Result<serde_json::Value, Failed> {
+    ) -> Result<(serde_json::Value, Pace), Failed> {
         let outcome = self.attempt_once(request, sent).await;
         if let Err(Failed { invalid: true, .. }) = &outcome {
             self.invalid.record(guild);
@@ -164,7 +184,11 @@ impl SerenityGuildOps {
         outcome
     }
 
-    async fn attempt_once(&self, request: Request<'static>, sent: &AtomicBool) -> Result<serde_json::Value, Failed> {
+    async fn attempt_once(
+        &self,
+        request: Request<'static>,
+        sent: &AtomicBool,
+    ) -> Result<(serde_json::Value, Pace), Failed> {
         let http = self.http()?;
         let client = self.raw.get_or_init(reqwest::Client::new).clone();
         // serenity's bucket for this route, held (as serenity holds it)
@@ -215,8 +239,9 @@ impl SerenityGuildOps {
             }
             return Err(failed);
         }
+        let pace = Pace::of(response.headers());
         let bytes = response.bytes().await.map_err(unavailable)?;
-        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        Ok((serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null), pace))
     }
 
     /// How long Discord's global rate limit still holds, if it does.
@@ -244,6 +269,17 @@ impl SerenityGuildOps {
         make: impl Fn() -> Request<'static>,
         idempotent: bool,
     ) -> Result<serde_json::Value, DiscordError> {
+        self.send_paced(guild, make, idempotent).await.map(|(body, _)| body)
+    }
+
+    /// [`Self::send_with`], also answering what the answer's rate-limit
+    /// headers said (a paged read paces itself by them).
+    pub(super) async fn send_paced(
+        &self,
+        guild: Option<u64>,
+        make: impl Fn() -> Request<'static>,
+        idempotent: bool,
+    ) -> Result<(serde_json::Value, Pace), DiscordError> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
@@ -376,6 +412,26 @@ impl GuildOps for SerenityGuildOps {
             Err(e) if e.code() == Some(codes::UNKNOWN_BAN) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn bans_page(&self, guild_id: u64, after: u64, limit: u32) -> Result<BansPage, DiscordError> {
+        // serenity's `get_bans` takes a `u8` limit (at most 255): the route is
+        // asked directly, for Discord's 1,000 a page.
+        let g = GuildId::new(guild_id);
+        let params = vec![("limit", limit.clamp(1, 1000).to_string()), ("after", after.to_string())];
+        let list = || Request::new(Route::GuildBans { guild_id: g }, LightMethod::Get).params(Some(params.clone()));
+        let (body, pace) = self.send_paced(Some(guild_id), list, true).await?;
+        let bans = body
+            .as_array()
+            .ok_or_else(|| DiscordError::Unavailable("Discord's ban list was not a list".into()))?
+            .iter()
+            .map(|ban| {
+                let user = ban["user"]["id"].as_str()?.parse().ok()?;
+                Some((user, ban["reason"].as_str().map(str::to_owned)))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| DiscordError::Unavailable("Discord's ban list had a ban without a user id".into()))?;
+        Ok(BansPage { bans, remaining: pace.remaining, reset_after: pace.reset_after })
     }
 
     async fn ban(

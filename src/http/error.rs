@@ -92,7 +92,7 @@ impl ApiError {
 
     /// The client-facing message: specific for client errors, generic for
     /// ours. Key errors never echo the presented token.
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             Self::Service(Error::NotFound(_)) => "the API key is not recognised".to_owned(),
             Self::Service(Error::Revoked(_)) => "this API key has been revoked".to_owned(),

@@ -44,7 +44,7 @@ fn ids(guild_id: &str, user_id: &str) -> Result<(u64, MemberId), ApiError> {
 
 /// A member route's `user_id`: a Discord id, or `roblox:<userId>` (resolved
 /// through the guild's account linker by the service).
-fn member(what: &str, raw: &str) -> Result<MemberId, ApiError> {
+pub(super) fn member(what: &str, raw: &str) -> Result<MemberId, ApiError> {
     if raw.starts_with("roblox:") {
         MemberId::parse(raw).map_err(|why| ApiError::BadRequest(format!("{what} {why}")))
     } else {

@@ -20,6 +20,9 @@ pub struct Metrics {
     /// `verifications{outcome="ok"}`, resolved once: every request counts it.
     pub verified_ok: IntCounter,
     keys_indexed: IntGauge,
+    /// The ban lists in memory (`service::ban_lists`): bans held, and bytes.
+    ban_list_bans: IntGauge,
+    ban_list_bytes: IntGauge,
     /// Discord's invalid answers (401, 403, 429) over about the last 10
     /// minutes: Discord cuts the bot off at 10,000 from one IP.
     discord_invalid_recent: IntGauge,
@@ -60,6 +63,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let keys_indexed = IntGauge::new("keys_indexed", "Key hashes held in the in-memory index").expect("valid");
+        let ban_list_bans =
+            IntGauge::new("ban_list_bans", "Bans held in the in-memory ban lists, every guild").expect("valid");
+        let ban_list_bytes =
+            IntGauge::new("ban_list_bytes", "Bytes the in-memory ban lists hold (their ids and map)").expect("valid");
         let index_full_loads = IntCounter::new(
             "key_index_full_loads_total",
             "Loads of every key into the in-memory index (the first at start; later ones when another process \
@@ -118,6 +125,8 @@ impl Metrics {
         }
         registry.register(Box::new(verifications.clone())).expect("unique metric");
         registry.register(Box::new(keys_indexed.clone())).expect("unique metric");
+        registry.register(Box::new(ban_list_bans.clone())).expect("unique metric");
+        registry.register(Box::new(ban_list_bytes.clone())).expect("unique metric");
         registry.register(Box::new(index_full_loads.clone())).expect("unique metric");
         registry.register(Box::new(index_keys_applied.clone())).expect("unique metric");
         registry.register(Box::new(discord_invalid_recent.clone())).expect("unique metric");
@@ -139,6 +148,8 @@ impl Metrics {
             verifications,
             verified_ok,
             keys_indexed,
+            ban_list_bans,
+            ban_list_bytes,
             discord_invalid_recent,
             discord_invalid_total,
             discord_invalid_bot,
@@ -167,6 +178,12 @@ impl Metrics {
         {
             counter.inc_by(now.saturating_sub(counter.get()));
         }
+    }
+
+    /// Brings the ban lists' figures up to date.
+    pub fn observe_ban_lists(&self, size: crate::service::ban_lists::BanListsSize) {
+        self.ban_list_bans.set(i64::try_from(size.bans).unwrap_or(i64::MAX));
+        self.ban_list_bytes.set(i64::try_from(size.bytes).unwrap_or(i64::MAX));
     }
 
     /// Brings Discord's invalid-answer figures up to date.

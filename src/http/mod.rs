@@ -11,6 +11,7 @@
 //! open for ever.
 
 mod auth;
+mod bans;
 mod connections;
 pub mod error;
 mod extract;
@@ -183,6 +184,8 @@ pub fn router(state: AppState) -> App {
         .routes(routes!(routes::audit_log))
         .routes(routes!(guild::guild_info))
         .routes(routes!(guild::ban_status, guild::ban, guild::unban))
+        .routes(routes!(bans::check_bans))
+        .routes(routes!(bans::export_bans))
         .routes(routes!(guild::add_role, guild::remove_role))
         .routes(routes!(routes::leaked))
         .routes(routes!(routes::healthz))
@@ -201,7 +204,13 @@ pub fn router(state: AppState) -> App {
     // The hot path: answered by the front door from the admitted key alone.
     let direct = [("/v1/verify", axum::http::Method::GET, routes::verify_response as front::Direct)];
     // The operations that may call Discord take their places apart.
-    let discord = ["/v1/guilds/{guild_id}/bans/{user_id}", "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}"];
+    // The ban-list routes ask Discord only until the guild's list is synced.
+    let discord = [
+        "/v1/guilds/{guild_id}/bans/{user_id}",
+        "/v1/guilds/{guild_id}/members/{user_id}/roles/{role_id}",
+        "/v1/guilds/{guild_id}/bans/check",
+        "/v1/guilds/{guild_id}/bans",
+    ];
     App::new(router, state, &doc, &direct, &discord)
 }
 

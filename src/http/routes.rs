@@ -234,6 +234,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.observe_index(state.service.indexed_keys(), state.service.index_stats());
     state.metrics.observe_discord(state.actions.ops().invalid_answers(), state.actions.guard());
     state.metrics.observe_leases(state.service.lease_stats());
+    state.metrics.observe_ban_lists(state.actions.ban_lists().size());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 

@@ -123,9 +123,11 @@ impl TargetLocks {
 }
 
 pub struct GuildActions {
-    keys: KeyService,
-    ops: Arc<dyn GuildOps>,
+    pub(super) keys: KeyService,
+    pub(super) ops: Arc<dyn GuildOps>,
     bans: Arc<BanCache>,
+    /// Each guild's ban list in memory (`ban_lists`).
+    pub(super) ban_lists: Arc<super::ban_lists::BanLists>,
     targets: TargetLocks,
     guard: Arc<DiscordGuard>,
 }
@@ -138,7 +140,13 @@ impl GuildActions {
     /// `guard` is shared with the bot, which tells it when a guild's roles
     /// change.
     pub fn new(keys: KeyService, ops: Arc<dyn GuildOps>, bans: Arc<BanCache>, guard: Arc<DiscordGuard>) -> Self {
-        Self { keys, ops, bans, targets: TargetLocks::new(), guard }
+        let ban_lists = Arc::new(super::ban_lists::BanLists::new(keys.store().clone(), keys.clock().clone()));
+        Self { keys, ops, bans, ban_lists, targets: TargetLocks::new(), guard }
+    }
+
+    /// Each guild's ban list in memory.
+    pub fn ban_lists(&self) -> &Arc<super::ban_lists::BanLists> {
+        &self.ban_lists
     }
 
     pub fn keys(&self) -> &KeyService {
@@ -272,6 +280,12 @@ impl GuildActions {
 
     pub async fn ban_status(&self, caller: &Authenticated, guild_id: u64, user_id: u64) -> Result<BanStatus> {
         caller.authorize(guild_id, Scope::BansRead)?;
+        if let Some(banned) = self.ban_lists.banned(guild_id, user_id) {
+            // From memory: only a banned user's reason is read (the store).
+            let reason = if banned { self.keys.store().guild_ban_reason(guild_id, user_id).await? } else { None };
+            return Ok(BanStatus { banned, reason });
+        }
+        super::ban_lists::spawn_sync_if_idle(&self.ban_lists, &self.ops, guild_id);
         let epoch = self.bans.epoch();
         let status = match self.bans.get(guild_id, user_id) {
             Some(s) => s,
@@ -384,7 +398,8 @@ impl GuildActions {
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         let member = self.call(guild_id, Call::Member(user_id), self.ops.member_roles(guild_id, user_id)).await?;
         guard::check_ban_target(&standing, user_id, member.as_deref())?;
-        if self.current_ban(guild_id, user_id).await?.is_some() {
+        if let Some(standing_reason) = self.current_ban(guild_id, user_id).await? {
+            self.ban_lists.record(guild_id, user_id, true, standing_reason.as_deref()).await;
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
         let mut details = json!({
@@ -401,6 +416,9 @@ impl GuildActions {
         let ban = self.ops.ban(guild_id, user_id, delete_seconds as u32, &audit_reason);
         let outcome = self.recorded(caller, Action::BanAdded, details, guild_id, Call::Ban(user_id), ban).await;
         self.bans.invalidate(guild_id, user_id);
+        if outcome.is_ok() {
+            self.ban_lists.record(guild_id, user_id, true, Some(&audit_reason)).await;
+        }
         outcome
     }
 
@@ -415,6 +433,7 @@ impl GuildActions {
         guard::check_bot_may(self.standing(guild_id).await?.as_ref(), BAN_MEMBERS, "Ban Members")?;
         let _target = self.targets.lock(("ban", guild_id, user_id)).await;
         if self.current_ban(guild_id, user_id).await?.is_none() {
+            self.ban_lists.record(guild_id, user_id, false, None).await;
             return Ok(WriteOutcome { changed: false, dry_run: caller.is_test(), audit_event_id: None });
         }
         let mut details = json!({ "user_id": user_id.to_string() });
@@ -427,6 +446,9 @@ impl GuildActions {
         let unban = self.ops.unban(guild_id, user_id, &audit_reason);
         let outcome = self.recorded(caller, Action::BanRemoved, details, guild_id, Call::Unban(user_id), unban).await;
         self.bans.invalidate(guild_id, user_id);
+        if outcome.is_ok() {
+            self.ban_lists.record(guild_id, user_id, false, None).await;
+        }
         outcome
     }
 

@@ -12,7 +12,7 @@
 //!
 //! Each statement is written once, in `$N` form (sqlx's SQLite driver binds
 //! `$N` by number), in the file of its tables: `keys.rs`, `audit.rs`,
-//! `webhooks.rs`, `usage.rs`, `alerts.rs`, `limits.rs`, `roblox.rs`. `db_run!` runs it on
+//! `webhooks.rs`, `usage.rs`, `alerts.rs`, `limits.rs`, `roblox.rs`, `ban_lists.rs`. `db_run!` runs it on
 //! whichever connection the store holds. The backend modules keep what the
 //! databases really do differently: connecting, migrating, the change
 //! signal, and in their `dialect` the few statements spelled apart (the
@@ -136,6 +136,7 @@ macro_rules! db_run {
 
 mod alerts;
 mod audit;
+mod ban_lists;
 mod keys;
 mod limits;
 mod postgres;
@@ -148,6 +149,7 @@ mod webhooks;
 
 pub use alerts::{ExpiringKey, ExpiryReminder};
 pub use audit::{AuditChannelBefore, PostsOff};
+pub use ban_lists::{BanChange, BanChanges, BanSyncState};
 pub use keys::{IndexRow, KeyChanges, NewKeyRow, PreviousSeen, Rotation};
 pub use limits::RateGrant;
 pub use roblox::{RobloxLink, SealedCredential};

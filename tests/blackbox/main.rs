@@ -22,6 +22,8 @@
 //!   outages and kills mid-write leave Discord and the audit log agreeing),
 //!   `postgres_tls` (a PostgreSQL of its own with TLS on, verify-full),
 //!   `fairness` (one guild slow or hostile holds up no other).
+//! - `ban_lists`: each guild's ban list synced, held in memory and
+//!   followed by listeners; the bulk check and the export.
 //! - `examples` (curl, Python, Node), `roblox` (the Luau client) and
 //!   `newcomer` (the README's "Try it without Discord", run as written).
 
@@ -30,6 +32,7 @@ mod support;
 
 mod backup;
 mod bad_input;
+mod ban_lists;
 mod bot;
 mod bot_bad_input;
 mod budgets;

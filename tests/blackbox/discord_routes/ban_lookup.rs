@@ -5,6 +5,7 @@ use super::*;
 #[tokio::test]
 async fn a_ban_check_says_not_banned_on_unknown_ban_and_gives_the_reason_when_banned() {
     let app = spawn_app().await;
+    unsynced(&app); // these checks ask Discord, as before a list is synced
     let token = key(&app, DEMO, "game", "bans.read", &[]).await;
     app.double.add_ban(DEMO, ids::STRANGER_ID, Some("griefing"));
     app.double.add_ban(DEMO, ids::DANA_ID, None);
@@ -27,6 +28,7 @@ async fn a_ban_check_says_not_banned_on_unknown_ban_and_gives_the_reason_when_ba
 #[tokio::test]
 async fn a_second_ban_check_within_the_ttl_makes_no_rest_call_and_a_later_one_does() {
     let app = spawn_app().await;
+    unsynced(&app); // these checks ask Discord, as before a list is synced
     let token = key(&app, DEMO, "game", "bans.read", &[]).await;
 
     let first = Instant::now();
@@ -126,6 +128,7 @@ async fn a_ban_check_needs_bans_read_the_keys_own_guild_and_snowflakes() {
 #[tokio::test]
 async fn a_ban_check_discord_refuses_is_a_502_with_discords_message_and_is_remembered_briefly() {
     let app = spawn_app().await;
+    unsynced(&app); // these checks ask Discord, as before a list is synced
     let token = key(&app, DEMO, "game", "bans.read", &[]).await;
     app.double.fault(FaultRule::on("GET", BAN_ROUTE).discord_error(403, 50013, "Missing Permissions"));
 
@@ -157,6 +160,7 @@ async fn a_ban_check_in_a_guild_the_bot_is_not_in_is_a_502_not_a_false_not_banne
 #[tokio::test]
 async fn a_ban_check_answered_429_is_retried_after_retry_after() {
     let app = spawn_app().await;
+    unsynced(&app); // these checks ask Discord, as before a list is synced
     let token = key(&app, DEMO, "game", "bans.read", &[]).await;
     app.double.fault(FaultRule::on("GET", BAN_ROUTE).rate_limited(1.0, true).once());
 

@@ -160,6 +160,7 @@ async fn hammer_ban_checks(app: &App, token: &str, requests: u64) -> std::collec
 #[tokio::test]
 async fn five_thousand_ban_checks_after_the_bot_lost_ban_members_reach_discord_a_bounded_number_of_times() {
     let app = spawn_app().await;
+    unsynced(&app); // these checks ask Discord, as before a list is synced
     let token = key(&app, DEMO, "game", "bans.read", &["--rate-limit", "100000"]).await;
 
     // Unseen by the gateway (the cache still thinks the bot may ban):
@@ -214,6 +215,7 @@ async fn five_thousand_ban_checks_after_the_bot_lost_ban_members_reach_discord_a
 async fn past_its_budget_a_guilds_discord_calls_pause_and_the_audit_channel_says_why() {
     let opts = Options { config: "[discord]\ninvalid_request_budget = 3\n".into(), ..Options::default() };
     let app = spawn_app_with(opts).await;
+    unsynced(&app); // these checks ask Discord, as before a list is synced
     app.set_audit_channel().await;
     let token = key(&app, DEMO, "game", "bans.write,bans.read", &["--rate-limit", "100000"]).await;
     let other = key(&app, OTHER, "elsewhere", "bans.read", &[]).await;

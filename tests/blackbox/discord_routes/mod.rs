@@ -52,6 +52,14 @@ fn role_path(guild: u64, user: u64, role: u64) -> String {
     format!("/v1/guilds/{guild}/members/{user}/roles/{role}")
 }
 
+/// Keeps the guild's ban list from syncing (Discord's ban-list route answers
+/// 404, which costs no invalid answer), so ban checks ask Discord as they do
+/// before a guild's list is synced. Called before the first key is made:
+/// the bot syncs a guild with a key when it sees it.
+fn unsynced(app: &App) {
+    app.double.fault(FaultRule::on("GET", "/guilds/{guild_id}/bans").discord_error(404, 10004, "Unknown Guild"));
+}
+
 /// Creates a key with the CLI and waits until the listener knows it (a
 /// change by another process is live within a second).
 async fn key(app: &App, guild: u64, name: &str, scopes: &str, extra: &[&str]) -> String {

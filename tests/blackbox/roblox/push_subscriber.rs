@@ -198,7 +198,8 @@ async fn a_ban_made_in_discord_is_pushed_by_guildkey_and_kicks_the_player_in_the
     let sub = h.eval("return client:subscribeBans(MessagingService, Players).ok");
     assert_eq!(sub, true);
 
-    let user = json!({ "id": s(ids::PAT_ID), "username": "pat", "discriminator": "0", "global_name": null, "avatar": null });
+    let user =
+        json!({ "id": s(ids::PAT_ID), "username": "pat", "discriminator": "0", "global_name": null, "avatar": null });
     assert_eq!(app.double.dispatch("GUILD_BAN_ADD", json!({ "guild_id": s(DEMO), "user": user })), 1);
     assert!(
         roblox.wait_until(Duration::from_secs(2), |d| !d.published().is_empty()).await,

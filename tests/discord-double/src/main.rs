@@ -28,11 +28,15 @@ commands:
                                          click a button on a bot message
   messages <channel_id>                  messages in a channel
   bans <guild>                           bans in a guild
+  seed-bans <guild> <count>              seeds that many bans at once (no events), for ban-list syncs
   say <guild> <channel> <user> <text>    a member sends a message (AutoMod applies)
   automod <guild>                        the guild's AutoMod rules
   dispatch <EVENT_NAME> <json>           send any gateway dispatch
   reconnect | invalid [resumable] | drop gateway op 7 / op 9 / dropped connection
   quit";
+
+/// The first user id `seed-bans` bans.
+const SEEDED_BANS_FROM: u64 = 1_500_000_000_000_000_000;
 
 /// Where the double listens unless told otherwise (`--port`, `DISCORD_DOUBLE_PORT`).
 const DEFAULT_PORT: u16 = 8787;
@@ -220,6 +224,12 @@ async fn run(double: &Double, line: &str) -> anyhow::Result<String> {
                 .join("\n")
         }
         "bans" => format!("{:?}", double.bans(parse_id(words.next(), "guild id")?)),
+        "seed-bans" => {
+            let guild = parse_id(words.next(), "guild id")?;
+            let count = parse_id(words.next(), "count")?;
+            double.seed_bans(guild, SEEDED_BANS_FROM, count, 1);
+            format!("{} bans in the guild", double.bans(guild).len())
+        }
         "say" => {
             let guild = parse_id(words.next(), "guild id")?;
             let channel = parse_id(words.next(), "channel id")?;
@@ -260,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(n) => parse_count(&n, "DISCORD_DOUBLE_GUILDS")?,
         Err(_) => 0,
     };
+    let (mut bans, mut ban_list_rate) = (0u64, None::<u32>);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -268,11 +279,18 @@ async fn main() -> anyhow::Result<()> {
                 port = value.parse().map_err(|_| anyhow::anyhow!("--port must be a port number, not `{value}`"))?;
             }
             "--guilds" => guilds = parse_count(&args.next().unwrap_or_default(), "--guilds")?,
+            "--bans" => bans = u64::from(parse_count(&args.next().unwrap_or_default(), "--bans")?),
+            "--ban-list-rate" => {
+                ban_list_rate = Some(parse_count(&args.next().unwrap_or_default(), "--ban-list-rate")?)
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: discord-double [--port N] [--guilds N]   (env DISCORD_DOUBLE_PORT, DISCORD_DOUBLE_GUILDS)\n\
+                    "usage: discord-double [--port N] [--guilds N] [--bans N] [--ban-list-rate N]\n\
+                     \x20   (env DISCORD_DOUBLE_PORT, DISCORD_DOUBLE_GUILDS)\n\
                      \x20 --port N     listen on 127.0.0.1:N (default {DEFAULT_PORT}; 0 for any free port)\n\
-                     \x20 --guilds N   add N synthetic guilds to the demo world (default 0)\n\n{HELP}"
+                     \x20 --guilds N   add N synthetic guilds to the demo world (default 0)\n\
+                     \x20 --bans N     seed the demo guild with N bans (as `seed-bans`)\n\
+                     \x20 --ban-list-rate N   GET /guilds/{{id}}/bans allows N pages a second\n\n{HELP}"
                 );
                 return Ok(());
             }
@@ -281,9 +299,18 @@ async fn main() -> anyhow::Result<()> {
     }
     discord_double::schema::QUIET_WHEN_ABSENT.store(true, std::sync::atomic::Ordering::Relaxed);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let double = Double::start_on(DoubleConfig::demo().with_synthetic_guilds(guilds), addr)
+    let mut config = DoubleConfig::demo().with_synthetic_guilds(guilds);
+    if let Some(rate) = ban_list_rate {
+        config.rate_limits =
+            config.rate_limits.with_route("GET", "/guilds/{guild_id}/bans", rate, Duration::from_secs(1));
+    }
+    let double = Double::start_on(config, addr)
         .await
         .map_err(|e| anyhow::anyhow!("could not listen on {addr} ({e:#}); another double running? try --port 0"))?;
+    if bans > 0 {
+        double.seed_bans(DEMO_GUILD_ID, SEEDED_BANS_FROM, bans, 1);
+        println!("seeded {bans} bans in the demo guild (user ids from {SEEDED_BANS_FROM})");
+    }
     println!("{}\ntype `help` for commands", info(&double));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

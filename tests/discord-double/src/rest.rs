@@ -591,7 +591,51 @@ fn handle(ctx: &Ctx<'_>, op_id: &str, request: &str) -> Result<Reply, ApiError> 
             let st = inner.state();
             let g = st.guild(ctx.id("guild_id")?)?;
             require(&st, g.id, crate::config::permissions::BAN_MEMBERS)?;
-            ok(json!(g.bans.iter().map(|(u, r)| json!({"user": st.user_json(*u), "reason": r})).collect::<Vec<_>>()))
+            // Discord's paging: `limit` 1..=1000 (default 1000), users after `after` or before
+            // `before` (the nearest ones), ascending by id either way.
+            let limit = match ctx.query.get("limit") {
+                None => 1000,
+                Some(raw) => match raw.parse::<usize>() {
+                    Ok(n) if (1..=1000).contains(&n) => n,
+                    _ => {
+                        return Err(ApiError::invalid_form(
+                            "limit",
+                            "NUMBER_TYPE_MAX",
+                            "int value should be less than or equal to 1000.",
+                        ))
+                    }
+                },
+            };
+            let bound = |name: &str| -> Result<Option<u64>, ApiError> {
+                match ctx.query.get(name) {
+                    None => Ok(None),
+                    Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
+                        ApiError::invalid_form(
+                            name,
+                            "NUMBER_TYPE_COERCE",
+                            &format!("Value \"{raw}\" is not snowflake."),
+                        )
+                    }),
+                }
+            };
+            let (after, before) = (bound("after")?, bound("before")?);
+            let page: Vec<(&u64, &Option<String>)> = match (after, before) {
+                (None, Some(before)) => {
+                    let mut back: Vec<_> = g.bans.range(..before).rev().take(limit).collect();
+                    back.reverse();
+                    back
+                }
+                (after, before) => g
+                    .bans
+                    .range((
+                        after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take_while(|(u, _)| before.is_none_or(|b| **u < b))
+                    .take(limit)
+                    .collect(),
+            };
+            ok(json!(page.into_iter().map(|(u, r)| json!({"user": st.user_json(*u), "reason": r})).collect::<Vec<_>>()))
         }
         "get_guild_ban" => {
             let st = inner.state();

@@ -164,3 +164,42 @@ async fn served_over_tls_as_discord_com() {
         reqwest::Client::builder().use_rustls_tls().resolve("discord.com", double.tls_addr()).build().unwrap();
     assert!(stranger.get("https://discord.com/api/v10/gateway").send().await.is_err());
 }
+
+#[tokio::test]
+async fn ban_lists_page_ascending_up_to_1000_and_their_route_takes_its_own_rate() {
+    let mut cfg = DoubleConfig::demo();
+    cfg.rate_limits = RateLimitConfig::off().with_route("GET", "/guilds/{guild_id}/bans", 3, Duration::from_secs(1));
+    let double = Double::start(cfg).await.unwrap();
+    let first = 1_500_000_000_000_000_000u64;
+    double.seed_bans(DEMO_GUILD_ID, first, 2_500, 2);
+    assert_eq!(double.bans(DEMO_GUILD_ID).len(), 2_500);
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array().unwrap().iter().map(|b| b["user"]["id"].as_str().unwrap().parse().unwrap()).collect()
+    };
+
+    let page = get(&double, &format!("/guilds/{DEMO_GUILD_ID}/bans")).await;
+    assert_eq!(header(&page, "x-ratelimit-limit"), Some("3"));
+    assert_eq!(header(&page, "x-ratelimit-remaining"), Some("2"));
+    let body: Value = page.json().await.unwrap();
+    assert_eq!(ids(&body), (0..1000).map(|i| first + i * 2).collect::<Vec<_>>(), "1,000 by default, ascending");
+    assert_eq!(body[0]["reason"], "seeded");
+    let after = first + 999 * 2;
+    let body: Value =
+        get(&double, &format!("/guilds/{DEMO_GUILD_ID}/bans?after={after}&limit=1000")).await.json().await.unwrap();
+    assert_eq!(ids(&body).first(), Some(&(first + 2000)));
+    let body: Value = get(&double, &format!("/guilds/{DEMO_GUILD_ID}/bans?before={}&limit=2", first + 10))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&body), [first + 6, first + 8], "the nearest before, ascending");
+    let limited = get(&double, &format!("/guilds/{DEMO_GUILD_ID}/bans?after={after}")).await;
+    assert_eq!(limited.status(), 429, "a fourth page within the second");
+    assert_eq!(header(&limited, "x-ratelimit-scope"), Some("user"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let too_many = get(&double, &format!("/guilds/{DEMO_GUILD_ID}/bans?limit=1001")).await;
+    assert_eq!(too_many.status(), 400);
+    let body: Value = too_many.json().await.unwrap();
+    assert_eq!(body["code"], 50035);
+    double.assert_no_violations();
+}
