@@ -131,8 +131,9 @@ async fn check(app: &App, token: &str, member: &str) -> support::reply::Reply {
 async fn a_ban_check_by_roblox_id_goes_through_bloxlink_once_and_then_answers_from_memory() {
     let s = start("").await;
     set_linker(&s, "bloxlink", BLOXLINK_KEY);
-    let token = key(&s.app, "bans.read").await;
+    // Bans made before the key (and the ban list it has synced) exist.
     s.app.double.add_ban(DEMO, ids::PAT_ID, Some("exploiting"));
+    let token = key(&s.app, "bans.read").await;
     s.linker.link(DEMO, 1001, &[ids::PAT_ID]);
     s.linker.link(DEMO, 1002, &[ids::MORGAN_ID]);
 
@@ -157,8 +158,8 @@ async fn a_ban_check_by_roblox_id_goes_through_bloxlink_once_and_then_answers_fr
 async fn a_ban_check_by_roblox_id_goes_through_rover_with_a_bearer_key() {
     let s = start("").await;
     set_linker(&s, "rover", ROVER_KEY);
-    let token = key(&s.app, "bans.read").await;
     s.app.double.add_ban(DEMO, ids::OSCAR_ID, None);
+    let token = key(&s.app, "bans.read").await;
     s.linker.link(DEMO, 2001, &[ids::OSCAR_ID]);
     s.linker.link(DEMO, 2002, &[ids::DANA_ID]);
 
@@ -221,9 +222,9 @@ async fn a_slow_linker_is_cut_short_as_linker_error() {
 async fn a_roblox_account_linked_to_several_discord_accounts_is_banned_if_any_is_and_refuses_writes() {
     let s = start("").await;
     set_linker(&s, "bloxlink", BLOXLINK_KEY);
+    s.app.double.add_ban(DEMO, ids::MORGAN_ID, Some("alt"));
     let token = key(&s.app, "bans.read,bans.write,roles.write").await;
     s.linker.link(DEMO, 4001, &[ids::PAT_ID, ids::MORGAN_ID]);
-    s.app.double.add_ban(DEMO, ids::MORGAN_ID, Some("alt"));
 
     let status = check(&s.app, &token, "roblox:4001").await.ok();
     assert_eq!(status, json!({ "banned": true, "reason": "alt" }));

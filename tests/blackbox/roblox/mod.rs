@@ -20,9 +20,9 @@ use support::{ids, spawn_app, spawn_app_with, App, Options};
 
 mod batching;
 mod client;
-mod contract_stub;
 mod linkers;
 mod push_subscriber;
+mod world;
 
 const DEMO: u64 = ids::DEMO_GUILD_ID;
 const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/roblox/GuildKey.lua");
@@ -77,7 +77,7 @@ impl Harness {
     }
 
     /// The module in a fresh VM, talking to whatever listens at `base` (the
-    /// contract stub, or nothing) through `http`.
+    /// listener, or nothing) through `http`.
     fn with_http(http: reqwest::Client, base: &str, key: &str) -> Self {
         let lua = Lua::new();
         let state = Arc::new(Mutex::new(Recorder { now: 1000.0, ..Recorder::default() }));

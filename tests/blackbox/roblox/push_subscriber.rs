@@ -2,12 +2,10 @@
 //! servers (the contract's v1 envelope) kick the player and go on the ban
 //! list in memory; anything else is ignored without an error. Roblox's
 //! services are Luau fakes with their methods' shapes; the listener, for the
-//! checks that still ask it, is the contract stub.
+//! checks that still ask it, is the real one (`world.rs`).
 
-use super::contract_stub::ContractStub;
+use super::world::World;
 use super::*;
-
-const KEY: &str = "gk_live_contractstubkey";
 
 /// `MessagingService:SubscribeAsync` keeps each topic's callback;
 /// `push(topic, data)` calls it as Roblox does, with `{Data, Sent}`.
@@ -36,14 +34,14 @@ function onBanEvent(event, kicked)
 end
 "#;
 
-async fn subscribed(extra: &str) -> (ContractStub, Harness) {
-    let stub = ContractStub::start(DEMO, KEY).await;
-    let h = Harness::with_http(stub.http.clone(), &stub.base, KEY);
+async fn subscribed(extra: &str) -> (World, Harness) {
+    let world = World::start().await;
+    let h = Harness::new(&world.app, &world.key);
     h.lua.load(ROBLOX).set_name("roblox fakes").exec().unwrap();
     h.client(&format!("guildId = '{DEMO}', onBanEvent = onBanEvent, {extra}"));
     let sub = h.eval("local r = client:subscribeBans(MessagingService, Players) return { r.ok, r.data.topic }");
     assert_eq!(sub, json!([true, "guildkey-bans"]));
-    (stub, h)
+    (world, h)
 }
 
 /// Calls the subscription's callback with `message` as the message's Data,
@@ -78,8 +76,8 @@ fn event(roblox_id: u64, action: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_ban_kicks_the_player_and_a_rejoin_is_refused_from_memory() {
-    let (stub, h) = subscribed("kickMessage = 'Banned in our Discord'").await;
-    stub.link(77, ids::PAT_ID);
+    let (world, h) = subscribed("kickMessage = 'Banned in our Discord'").await;
+    world.link(77, ids::PAT_ID);
 
     let api = json!({ "roblox_id": 77, "action": "ban", "origin": "api", "key_prefix": "gk_live_ab12", "at": "2026-12-07T15:00:01Z" });
     push(&h, &envelope(json!([event(42, "ban"), api])));
@@ -104,8 +102,8 @@ async fn a_pushed_ban_kicks_the_player_and_a_rejoin_is_refused_from_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_unban_takes_a_synced_ban_off_under_both_ids() {
-    let (stub, h) = subscribed("").await;
-    stub.ban(ids::STRANGER_ID, Some(43));
+    let (world, h) = subscribed("").await;
+    world.ban(ids::STRANGER_ID, Some(43)).await;
     assert_eq!(h.eval("return client:syncBans().data.bans"), 1);
     assert_eq!(h.eval(&format!("return client:isBanned('{}').data.banned", ids::STRANGER_ID)), true);
 
@@ -120,7 +118,7 @@ async fn a_pushed_unban_takes_a_synced_ban_off_under_both_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_messages_that_are_not_guildkeys_are_ignored_without_an_error() {
-    let (stub, h) = subscribed("").await;
+    let (world, h) = subscribed("").await;
     let ban = event(42, "ban");
     let bad: Vec<Value> = vec![
         json!("not json at all"),
@@ -160,7 +158,7 @@ async fn pushed_messages_that_are_not_guildkeys_are_ignored_without_an_error() {
 
     // A client not told its guild learns it before subscribing, then
     // ignores another guild's bans.
-    let learner = Harness::with_http(stub.http.clone(), &h.base, KEY);
+    let learner = Harness::new(&world.app, &world.key);
     learner.lua.load(ROBLOX).exec().unwrap();
     learner.client("");
     let sub = learner.eval("local r = client:subscribeBans(MessagingService, Players) return r.ok");
@@ -181,7 +179,7 @@ async fn pushed_messages_that_are_not_guildkeys_are_ignored_without_an_error() {
     assert!(h.exchanges().is_empty(), "{:?}", h.paths());
 }
 
-/// The whole way, with no stub: a ban made in Discord reaches the real
+/// The whole way, with no world: a ban made in Discord reaches the real
 /// binary's push, the Open Cloud double records the `publishMessage` it was
 /// sent, and that body, delivered as Roblox delivers it, makes the client
 /// in the Luau VM kick the player.
