@@ -284,7 +284,10 @@ impl BanLists {
                         bans,
                         ms = started.elapsed().as_millis() as u64,
                         "synced the guild's ban list"
-                    )
+                    );
+                    if bans >= TRIM_AFTER_BANS {
+                        release_freed_memory();
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(guild_id, error = %e, "the ban list sync stopped; it resumes at the next trigger");
@@ -492,6 +495,21 @@ pub fn spawn_sync(lists: &Arc<BanLists>, ops: &Arc<dyn GuildOps>, guild_id: u64)
     }
     let (lists, ops) = (lists.clone(), ops.clone());
     tokio::spawn(async move { lists.sync(ops.as_ref(), guild_id).await });
+}
+
+/// A sync this large passed megabytes of pages through the allocator.
+const TRIM_AFTER_BANS: usize = 10_000;
+
+/// Hands the heap memory a large sync freed back to the system: glibc keeps
+/// what each thread's arena held (about 12 MiB after a 100,000-ban sync,
+/// against the 1 MB the list itself holds) unless asked.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the system; it takes no
+    // pointer and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Starts a sync of a guild whose list a check found incomplete, unless

@@ -104,6 +104,9 @@ async fn a_guild_whose_discord_is_slow_holds_up_no_other_guilds_requests() {
     let _alone = support::alone().await;
     // Every client here comes from 127.0.0.1: its cap on connections lifted.
     let app = spawn_app_with(quiet("[http]\nmax_connections_per_ip = 100000\n")).await;
+    // A's ban checks must ask Discord (as before a guild's ban list is
+    // synced; synced, they would need no Discord place at all).
+    app.double.fault(FaultRule::on("GET", "/guilds/{guild_id}/bans").discord_error(404, 10004, "Unknown Guild"));
     let flood = key(&app, A, "flood", "bans.read", &["--rate-limit", "100000"]).await;
     let reader = key(&app, B, "reader", "guild.read", &["--rate-limit", "100000"]).await;
     app.double.fault(FaultRule::for_guild(A).latency(Duration::from_secs(2)));
