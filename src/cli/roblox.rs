@@ -13,7 +13,7 @@ use super::keys::parse_snowflake;
 use super::Failure;
 use crate::audit::Actor;
 use crate::config::Config;
-use crate::roblox::linkers::Provider;
+use crate::service::roblox::links::Provider;
 use crate::service::Error;
 
 #[derive(Debug, Subcommand)]

@@ -25,7 +25,9 @@ use crate::audit::{Action, Actor};
 use crate::config::RobloxConfig;
 use crate::config::{BLOXLINK_BASE_URL, ROVER_BASE_URL};
 use crate::keys::Scope;
-use crate::roblox::linkers::{Linkers, Provider};
+use crate::roblox::linkers::Linkers;
+/// The linkers a guild may set (the CLI and the bot name them through here).
+pub use crate::roblox::linkers::Provider;
 use crate::roblox::OutsideError;
 use crate::service::actions::{BanStatus, GuildActions};
 use crate::service::credentials::CredentialKind;
